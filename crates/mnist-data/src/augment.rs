@@ -1,0 +1,1 @@
+//! Data augmentation (written next).

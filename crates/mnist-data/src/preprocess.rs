@@ -1,0 +1,106 @@
+//! Turning bytes into the arrays a network eats: scaling, standardisation, flattening or
+//! `[N, 1, H, W]`, one-hot and sparse labels.
+
+use ndarray::{Array2, Array4};
+
+use crate::dataset::Dataset;
+
+/// How raw pixel bytes become `f32` inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Normalization {
+    /// `x / 255`, into `[0, 1]` (the tutorials' default).
+    #[default]
+    Scale,
+    /// `(x / 255 - mean) / std`, e.g. MNIST's `0.1307, 0.3081`.
+    Standardize {
+        /// Mean of the scaled pixels.
+        mean: f32,
+        /// Standard deviation of the scaled pixels.
+        std: f32,
+    },
+}
+
+impl Normalization {
+    /// The standardisation PyTorch's MNIST examples use.
+    pub const MNIST_STANDARD: Normalization = Normalization::Standardize { mean: 0.1307, std: 0.3081 };
+
+    /// The `f32` value of each of the 256 byte values (`x / 255.0` exactly as Keras computes it).
+    pub fn table(self) -> [f32; 256] {
+        let mut t = [0f32; 256];
+        for (v, out) in t.iter_mut().enumerate() {
+            let x = v as f32 / 255.0;
+            *out = match self {
+                Normalization::Scale => x,
+                Normalization::Standardize { mean, std } => (x - mean) / std,
+            };
+        }
+        t
+    }
+
+    /// Converts bytes into `out` (same length), reusing the caller's buffer.
+    #[inline]
+    pub fn apply(self, bytes: &[u8], out: &mut [f32]) {
+        apply_table(&self.table(), bytes, out);
+    }
+}
+
+/// Converts bytes through a [`Normalization::table`] into `out` (same length).
+#[inline]
+pub fn apply_table(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
+    for (o, &p) in out.iter_mut().zip(bytes) {
+        *o = table[p as usize];
+    }
+}
+
+/// All images as `[N, rows*cols]` `f32`, normalised (Keras's `reshape(-1, 784) / 255`).
+pub fn flatten(ds: &Dataset, norm: Normalization) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((ds.len(), ds.pixels()));
+    if let Some(slice) = out.as_slice_mut() {
+        norm.apply(ds.images(), slice);
+    }
+    out
+}
+
+/// All images as `[N, 1, rows, cols]` `f32`, normalised (channels first).
+pub fn to_nchw(ds: &Dataset, norm: Normalization) -> Array4<f32> {
+    let mut out = Array4::<f32>::zeros((ds.len(), 1, ds.rows(), ds.cols()));
+    if let Some(slice) = out.as_slice_mut() {
+        norm.apply(ds.images(), slice);
+    }
+    out
+}
+
+/// Keras's `to_categorical`: labels `[N]` as one-hot `[N, classes]`.
+pub fn one_hot(labels: &[u8], classes: usize) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((labels.len(), classes));
+    for (i, &l) in labels.iter().enumerate() {
+        if (l as usize) < classes {
+            out[[i, l as usize]] = 1.0;
+        }
+    }
+    out
+}
+
+/// Sparse labels `[N]` as `usize` class indices (for `sparse_categorical_crossentropy`).
+pub fn sparse_labels(labels: &[u8]) -> Vec<usize> {
+    labels.iter().map(|&l| l as usize).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_standardisation_and_one_hot() {
+        let ds = Dataset::new(vec![0, 255, 51, 102], vec![2], 2, 2, 3).unwrap();
+        let x = flatten(&ds, Normalization::Scale);
+        assert_eq!(x.shape(), &[1, 4]);
+        assert_eq!(x.as_slice().unwrap(), &[0.0, 1.0, 0.2, 0.4]);
+        let s = flatten(&ds, Normalization::Standardize { mean: 0.5, std: 0.5 });
+        assert!((s[[0, 0]] + 1.0).abs() < 1e-6 && (s[[0, 1]] - 1.0).abs() < 1e-6);
+        assert_eq!(to_nchw(&ds, Normalization::Scale).shape(), &[1, 1, 2, 2]);
+        let y = one_hot(&[2, 0], 3);
+        assert_eq!(y.as_slice().unwrap(), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(sparse_labels(&[2, 0]), vec![2, 0]);
+    }
+}
