@@ -32,6 +32,7 @@ pub mod rng;
 pub mod split;
 pub mod stats;
 
+pub use augment::Augmentation;
 pub use batches::{Batch, BatchConfig, BatchTransform, Batcher, Epoch};
 pub use dataset::{load_dir, Dataset, DatasetKind, FashionMnist, Mnist, Splits};
 pub use error::{DataError, Result};

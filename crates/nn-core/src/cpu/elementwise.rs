@@ -1,0 +1,177 @@
+//! Element-wise and row-wise CPU kernels: bias + activation, their gradients, cross-entropy,
+//! dropout.
+
+use rayon::prelude::*;
+
+use super::PAR_MIN;
+use crate::activation::Activation;
+use crate::device::{dropout_uniform, Channels};
+use crate::loss::{XentArgs, EPSILON};
+
+/// Row-wise softmax in place.
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v;
+    }
+    let inv = 1.0 / s;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+fn bias_act_block(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Channels) {
+    if let Some(b) = bias {
+        for block in y.chunks_mut(s.channels * s.inner) {
+            if s.inner == 1 {
+                for (v, &b) in block.iter_mut().zip(b) {
+                    *v += b;
+                }
+            } else {
+                for (plane, &b) in block.chunks_mut(s.inner).zip(b) {
+                    plane.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        }
+    }
+    match act {
+        Activation::Linear => {}
+        Activation::Softmax => y.chunks_mut(s.channels).for_each(softmax_row),
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        _ => y.iter_mut().for_each(|v| *v = act.apply(*v)),
+    }
+}
+
+pub(crate) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Channels) {
+    let row = s.channels * s.inner;
+    if y.len() >= PAR_MIN && s.outer > 1 {
+        let rows_per = s.outer.div_ceil(rayon::current_num_threads()).max(1);
+        y.par_chunks_mut(rows_per * row).for_each(|part| {
+            let sub = Channels { outer: part.len() / row, ..s };
+            bias_act_block(part, bias, act, sub);
+        });
+    } else {
+        bias_act_block(y, bias, act, s);
+    }
+}
+
+pub(crate) fn act_backward(y: &[f32], dy: &mut [f32], act: Activation, s: Channels) {
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                if y <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+        }
+        Activation::Softmax => {
+            for (dr, yr) in dy.chunks_mut(s.channels).zip(y.chunks(s.channels)) {
+                let dot: f32 = dr.iter().zip(yr).map(|(d, y)| d * y).sum();
+                for (d, &y) in dr.iter_mut().zip(yr) {
+                    *d = y * (*d - dot);
+                }
+            }
+        }
+        _ => {
+            for (d, &y) in dy.iter_mut().zip(y) {
+                *d *= act.derivative_from_output(y);
+            }
+        }
+    }
+}
+
+pub(crate) fn channel_sums(dy: &[f32], s: Channels, beta: f32, out: &mut [f32]) {
+    if beta == 0.0 {
+        out.fill(0.0);
+    } else if beta != 1.0 {
+        out.iter_mut().for_each(|v| *v *= beta);
+    }
+    for block in dy.chunks(s.channels * s.inner) {
+        if s.inner == 1 {
+            for (o, &d) in out.iter_mut().zip(block) {
+                *o += d;
+            }
+        } else {
+            for (o, plane) in out.iter_mut().zip(block.chunks(s.inner)) {
+                *o += plane.iter().sum::<f32>();
+            }
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Returns `(Σ loss, Σ correct)` over the batch and writes the gradient.
+pub(crate) fn cross_entropy(a: &XentArgs, out: &[f32], targets: &[f32], grad: &mut [f32]) -> (f32, f32) {
+    let (rows, cols) = (a.rows, a.cols);
+    let mut loss = 0f64;
+    let mut correct = 0usize;
+    for r in 0..rows {
+        let o = &out[r * cols..(r + 1) * cols];
+        let g = &mut grad[r * cols..(r + 1) * cols];
+        let (label, t): (usize, Option<&[f32]>) = if a.sparse {
+            (targets[r] as usize, None)
+        } else {
+            let t = &targets[r * cols..(r + 1) * cols];
+            (argmax(t), Some(t))
+        };
+        if argmax(o) == label {
+            correct += 1;
+        }
+        if a.logits {
+            let m = o.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y));
+            let mut s = 0f32;
+            for (gj, &z) in g.iter_mut().zip(o) {
+                *gj = (z - m).exp();
+                s += *gj;
+            }
+            let lse = m + s.ln();
+            let inv = 1.0 / s;
+            match t {
+                None => {
+                    loss += (lse - o[label]) as f64;
+                    for gj in g.iter_mut() {
+                        *gj *= inv * a.grad_scale;
+                    }
+                    g[label] -= a.grad_scale;
+                }
+                Some(t) => {
+                    let tsum: f32 = t.iter().sum();
+                    for ((gj, &z), &tj) in g.iter_mut().zip(o).zip(t) {
+                        loss += (tj * (lse - z)) as f64;
+                        *gj = (*gj * inv * tsum - tj) * a.grad_scale;
+                    }
+                }
+            }
+        } else {
+            let psum: f32 = o.iter().sum::<f32>().max(f32::MIN_POSITIVE);
+            let tsum = t.map_or(1.0, |t| t.iter().sum());
+            for (j, (gj, &p)) in g.iter_mut().zip(o).enumerate() {
+                let tj = t.map_or(if j == label { 1.0 } else { 0.0 }, |t| t[j]);
+                let q = p / psum;
+                let clipped = !(EPSILON..=1.0 - EPSILON).contains(&q);
+                loss -= (tj * q.clamp(EPSILON, 1.0 - EPSILON).ln()) as f64;
+                let direct = if clipped || tj == 0.0 { 0.0 } else { -tj / p };
+                *gj = (direct + tsum / psum) * a.grad_scale;
+            }
+        }
+    }
+    (loss as f32, correct as f32)
+}
+
+pub(crate) fn dropout(x: &mut [f32], mask: &mut [f32], rate: f32, seed: u64) {
+    let keep = 1.0 / (1.0 - rate);
+    for (i, (x, m)) in x.iter_mut().zip(mask.iter_mut()).enumerate() {
+        *m = if dropout_uniform(seed, i as u64) < rate { 0.0 } else { keep };
+        *x *= *m;
+    }
+}

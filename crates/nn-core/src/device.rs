@@ -1,0 +1,258 @@
+//! The compute device: where a model's numbers live and the primitive operations layers are
+//! written against. The CPU device is [`crate::cpu::Cpu`]; `nn-cuda` provides the NVIDIA one.
+//!
+//! Every buffer is a flat `f32` array; shapes are passed with each call and are row-major.
+//! Operations may be asynchronous on a GPU: only [`Device::download`] (and
+//! [`Device::read_scalars`]) wait for the results.
+
+use crate::activation::Activation;
+use crate::error::Result;
+use crate::loss::XentArgs;
+use crate::optim::{StepParams, UpdateRule};
+
+/// A (possibly strided-batched) matrix product `C = α·op(A)·op(B) + β·C`, row-major, where
+/// `op(A)` is `[m, k]`, `op(B)` is `[k, n]` and `C` is `[m, n]`. With `batch > 1`, matrix `i`
+/// of each operand starts `i * stride` elements in (a stride of 0 broadcasts one matrix).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    /// `A` is stored `[k, m]` and used transposed.
+    pub trans_a: bool,
+    /// `B` is stored `[n, k]` and used transposed.
+    pub trans_b: bool,
+    /// Rows of `C`.
+    pub m: usize,
+    /// Columns of `C`.
+    pub n: usize,
+    /// The shared dimension.
+    pub k: usize,
+    /// α.
+    pub alpha: f32,
+    /// β (0 overwrites `C`, 1 accumulates).
+    pub beta: f32,
+    /// Number of products.
+    pub batch: usize,
+    /// Elements between consecutive `A` matrices.
+    pub stride_a: usize,
+    /// Elements between consecutive `B` matrices.
+    pub stride_b: usize,
+    /// Elements between consecutive `C` matrices.
+    pub stride_c: usize,
+}
+
+impl Gemm {
+    /// A single product `C = op(A)·op(B)` (α = 1, β = 0).
+    pub fn new(trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Gemm {
+        Gemm { trans_a, trans_b, m, n, k, alpha: 1.0, beta: 0.0, batch: 1, stride_a: 0, stride_b: 0, stride_c: 0 }
+    }
+    /// Sets β (1 to accumulate into `C`).
+    pub fn beta(mut self, beta: f32) -> Gemm {
+        self.beta = beta;
+        self
+    }
+    /// Makes it a strided batch of `batch` products.
+    pub fn batched(mut self, batch: usize, stride_a: usize, stride_b: usize, stride_c: usize) -> Gemm {
+        self.batch = batch;
+        self.stride_a = stride_a;
+        self.stride_b = stride_b;
+        self.stride_c = stride_c;
+        self
+    }
+}
+
+/// The geometry of a 2-D convolution or pooling window over `[n, c, h, w]` inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height.
+    pub kh: usize,
+    /// Window width.
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Zero rows added above (`same` padding).
+    pub ph: usize,
+    /// Zero columns added on the left (`same` padding).
+    pub pw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+/// Shape of a per-channel operation over `[outer, channels, inner]` (a `Dense` output is
+/// `[batch, units, 1]`, a conv output `[batch, filters, h*w]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channels {
+    /// Leading extent (batch).
+    pub outer: usize,
+    /// Channels (units or filters).
+    pub channels: usize,
+    /// Trailing extent (spatial positions, 1 for dense).
+    pub inner: usize,
+}
+
+impl Channels {
+    /// Total elements.
+    pub fn len(&self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Batch-normalisation settings for one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormArgs {
+    /// Shape of the normalised tensor.
+    pub shape: Channels,
+    /// Moving-average momentum (Keras 0.99).
+    pub momentum: f32,
+    /// ε added to the variance (Keras 1e-3).
+    pub epsilon: f32,
+}
+
+/// The primitives a device offers. Layers, losses and optimisers are written once against these.
+///
+/// Methods return `Err` only for device failures (out of memory, kernel failures); shapes are
+/// validated by the layers before calling.
+pub trait Device: Send + Sync + 'static {
+    /// A flat `f32` buffer living on the device.
+    type Buf: Send + Sync;
+
+    /// A short description (e.g. `cpu (2 threads)` or `cuda: NVIDIA H100`).
+    fn describe(&self) -> String;
+    /// A zero-filled buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Copies `src` into the first `src.len()` elements of `dst`.
+    fn upload(&self, src: &[f32], dst: &mut Self::Buf) -> Result<()>;
+    /// Copies the first `dst.len()` elements of `src` to the host, waiting for pending work.
+    fn download(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+    /// Copies `len` elements from `src` to `dst`.
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;
+    /// Sets the first `len` elements to `value`.
+    fn fill(&self, buf: &mut Self::Buf, value: f32, len: usize) -> Result<()>;
+    /// Reads a few numbers (running loss sums and the like) to the host.
+    fn read_scalars(&self, buf: &Self::Buf, n: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; n];
+        self.download(buf, &mut out)?;
+        Ok(out)
+    }
+
+    /// Matrix product, see [`Gemm`].
+    fn gemm(&self, g: &Gemm, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
+    /// In place `y = act(y + bias[channel])` over `[outer, channels, inner]`; softmax is over
+    /// the channels of each row (with `inner == 1`).
+    fn bias_act(&self, y: &mut Self::Buf, bias: Option<&Self::Buf>, act: Activation, shape: Channels) -> Result<()>;
+    /// In place `dy *= act'(y)` given the activation's output `y` (softmax: the row-wise
+    /// Jacobian-vector product).
+    fn act_backward(&self, y: &Self::Buf, dy: &mut Self::Buf, act: Activation, shape: Channels) -> Result<()>;
+    /// `out[c] = β·out[c] + Σ_{outer, inner} dy[outer, c, inner]` (the bias gradient).
+    fn channel_sums(&self, dy: &Self::Buf, shape: Channels, beta: f32, out: &mut Self::Buf) -> Result<()>;
+    /// Cross-entropy of `out` against `targets` for one batch: writes the gradient with respect
+    /// to `out` into `grad` and adds `[Σ loss, Σ correct]` of the batch to `stats[0..2]`.
+    fn cross_entropy(
+        &self,
+        args: &XentArgs,
+        out: &Self::Buf,
+        targets: &Self::Buf,
+        grad: &mut Self::Buf,
+        stats: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Inverted dropout: draws a mask of `0` or `1/(1-rate)` from `(seed, index)` with a
+    /// counter-based hash (identical on every device), stores it and multiplies `x` by it.
+    fn dropout(&self, x: &mut Self::Buf, mask: &mut Self::Buf, rate: f32, seed: u64, len: usize) -> Result<()>;
+    /// `x[i] *= m[i]` for the first `len` elements.
+    fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()>;
+    /// Adds the gradient of `l1·Σ|w| + l2·Σw²` to `dw`.
+    fn regularizer_grad(&self, w: &Self::Buf, dw: &mut Self::Buf, l1: f32, l2: f32, len: usize) -> Result<()>;
+    /// Adds `l1·Σ|w| + l2·Σw²` to `acc[0]` (kept on the device).
+    fn regularizer_penalty(&self, w: &Self::Buf, l1: f32, l2: f32, len: usize, acc: &mut Self::Buf) -> Result<()>;
+    /// One optimiser update of a parameter tensor with its gradient and state slots.
+    fn update(
+        &self,
+        rule: &UpdateRule,
+        sp: StepParams,
+        w: &mut Self::Buf,
+        g: &Self::Buf,
+        slots: &mut [Self::Buf],
+        len: usize,
+    ) -> Result<()>;
+
+    /// `[n, c, h, w]` images into columns `[c·kh·kw, n·oh·ow]` (zero padding).
+    fn im2col(&self, x: &Self::Buf, win: &Window, cols: &mut Self::Buf) -> Result<()>;
+    /// Adds columns `[c·kh·kw, n·oh·ow]` back into images `dx` `[n, c, h, w]` (overwriting `dx`).
+    fn col2im(&self, cols: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
+    /// Swaps the first two axes: `src [a, b, r]` into `dst [b, a, r]`.
+    fn swap_axes01(&self, src: &Self::Buf, a: usize, b: usize, r: usize, dst: &mut Self::Buf) -> Result<()>;
+    /// Max pooling of `[n, c, h, w]` into `y [n, c, oh, ow]`, remembering each winner's offset
+    /// in its input plane in `arg`.
+    fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
+    /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
+    fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
+    /// Average pooling (padding cells are not counted).
+    fn avg_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf) -> Result<()>;
+    /// Gradient of average pooling (`dx` overwritten).
+    fn avg_pool_backward(&self, dy: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
+    /// Batch normalisation in training: normalises `x` with the batch statistics of each channel
+    /// into `y = γ·x̂ + β`, stores the batch mean and `1/√(var+ε)` in `saved [2, channels]`, and
+    /// updates the moving statistics (`moving = m·moving + (1-m)·batch`, with the biased batch variance as Keras 3).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        &self,
+        args: &BatchNormArgs,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        moving_mean: &mut Self::Buf,
+        moving_var: &mut Self::Buf,
+        saved: &mut Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Batch normalisation at inference, with the moving statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_infer(
+        &self,
+        args: &BatchNormArgs,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        moving_mean: &Self::Buf,
+        moving_var: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Gradient of training-mode batch normalisation: writes `dx` and `dγ`, `dβ` (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        &self,
+        args: &BatchNormArgs,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        saved: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    ) -> Result<()>;
+}
+
+/// The dropout mask hash shared by every device: a uniform number in `[0, 1)` from
+/// `(seed, index)` (SplitMix64 finaliser, top 24 bits).
+#[inline]
+pub fn dropout_uniform(seed: u64, index: u64) -> f32 {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}

@@ -1,0 +1,89 @@
+//! `BatchNormalization` over the channel axis: `[n, c, h, w]` (per channel over `n·h·w`) or
+//! `[n, f]` (per feature over `n`). Parameters: `gamma`, `beta` (trainable), `moving_mean`,
+//! `moving_variance` (not trainable).
+
+use super::{Ctx, Layer, Param};
+use crate::device::{BatchNormArgs, Channels, Device};
+use crate::error::{NnError, Result};
+use crate::spec::{BatchNorm, ResolvedLayer};
+
+pub(crate) struct BatchNormLayer<D: Device> {
+    channels: usize,
+    inner: usize,
+    momentum: f32,
+    epsilon: f32,
+    params: Vec<Param<D>>,
+    saved: Option<D::Buf>,
+}
+
+impl<D: Device> BatchNormLayer<D> {
+    pub(crate) fn new(b: &BatchNorm, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
+        let channels = l.input[0];
+        let inner = l.input[1..].iter().product::<usize>().max(1);
+        BatchNormLayer { channels, inner, momentum: b.momentum, epsilon: b.epsilon, params, saved: None }
+    }
+    fn args(&self, n: usize) -> BatchNormArgs {
+        BatchNormArgs {
+            shape: Channels { outer: n, channels: self.channels, inner: self.inner },
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl<D: Device> Layer<D> for BatchNormLayer<D> {
+    fn reserve(&mut self, dev: &D, _cap: usize) -> Result<()> {
+        if self.saved.is_none() {
+            self.saved = Some(dev.alloc(2 * self.channels)?);
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
+        let args = self.args(n);
+        let [g, b, mm, mv] = &mut self.params[..] else {
+            return Err(NnError::Device("batch normalisation without its four tensors".into()));
+        };
+        if ctx.training {
+            let saved = self.saved.as_mut().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
+            dev.batch_norm_train(&args, x, &g.value, &b.value, &mut mm.value, &mut mv.value, saved, y)
+        } else {
+            dev.batch_norm_infer(&args, x, &g.value, &b.value, &mm.value, &mv.value, y)
+        }
+    }
+
+    fn backward(
+        &mut self,
+        dev: &D,
+        x: &D::Buf,
+        _y: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        _ctx: &Ctx,
+    ) -> Result<()> {
+        let args = self.args(n);
+        let saved = self.saved.as_ref().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
+        let (gb, _) = self.params.split_at_mut(2);
+        let (g, b) = gb.split_at_mut(1);
+        let (g, b) = (&mut g[0], &mut b[0]);
+        let (Some(dg), Some(db)) = (g.grad.as_mut(), b.grad.as_mut()) else {
+            return Err(NnError::Device("batch norm gamma/beta without gradients".into()));
+        };
+        // dx is always needed to compute dγ, dβ in one kernel; use a scratch when the caller has none.
+        match dx {
+            Some(dx) => dev.batch_norm_backward(&args, x, dy, &g.value, saved, dx, dg, db),
+            None => {
+                let mut scratch = dev.alloc(args.shape.len())?;
+                dev.batch_norm_backward(&args, x, dy, &g.value, saved, &mut scratch, dg, db)
+            }
+        }
+    }
+
+    fn params(&self) -> &[Param<D>] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<D>] {
+        &mut self.params
+    }
+}

@@ -1,0 +1,118 @@
+//! `Conv2D` by im2col and one large GEMM per pass:
+//! `cols [c·kh·kw, n·oh·ow] = im2col(x)`, `t [f, n·oh·ow] = W [f, c·kh·kw] · cols`,
+//! `y [n, f, oh·ow] = swap(t)`, then bias and activation.
+
+use super::{Ctx, Layer, Param};
+use crate::activation::Activation;
+use crate::device::{Channels, Device, Gemm, Window};
+use crate::error::Result;
+use crate::spec::{window_out, Conv2D, ResolvedLayer};
+
+pub(crate) struct Conv2DLayer<D: Device> {
+    win: Window,
+    filters: usize,
+    act: Activation,
+    params: Vec<Param<D>>,
+    cols: Option<D::Buf>,
+    tmp: Option<D::Buf>,
+    cap: usize,
+}
+
+impl<D: Device> Conv2DLayer<D> {
+    pub(crate) fn new(c: &Conv2D, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
+        let (h, w) = (l.input[1], l.input[2]);
+        let (oh, ph) = window_out(h, c.kernel_size[0], c.strides[0], c.padding);
+        let (ow, pw) = window_out(w, c.kernel_size[1], c.strides[1], c.padding);
+        let win = Window {
+            n: 0,
+            c: l.input[0],
+            h,
+            w,
+            kh: c.kernel_size[0],
+            kw: c.kernel_size[1],
+            sh: c.strides[0],
+            sw: c.strides[1],
+            ph,
+            pw,
+            oh,
+            ow,
+        };
+        Conv2DLayer { win, filters: c.filters, act: c.activation, params, cols: None, tmp: None, cap: 0 }
+    }
+    fn ckk(&self) -> usize {
+        self.win.c * self.win.kh * self.win.kw
+    }
+    fn ohw(&self) -> usize {
+        self.win.oh * self.win.ow
+    }
+}
+
+impl<D: Device> Layer<D> for Conv2DLayer<D> {
+    fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
+        if cap > self.cap {
+            self.cols = Some(dev.alloc(self.ckk() * cap * self.ohw())?);
+            self.tmp = Some(dev.alloc(self.filters * cap * self.ohw())?);
+            self.cap = cap;
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
+        let win = Window { n, ..self.win };
+        let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
+        let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
+            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
+        };
+        dev.im2col(x, &win, cols)?;
+        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, tmp)?;
+        dev.swap_axes01(tmp, f, n, ohw, y)?;
+        let act = if ctx.logits_head && self.act == Activation::Softmax { Activation::Linear } else { self.act };
+        dev.bias_act(y, self.params.get(1).map(|p| &p.value), act, Channels { outer: n, channels: f, inner: ohw })
+    }
+
+    fn backward(
+        &mut self,
+        dev: &D,
+        _x: &D::Buf,
+        y: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        _ctx: &Ctx,
+    ) -> Result<()> {
+        let win = Window { n, ..self.win };
+        let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
+        let shape = Channels { outer: n, channels: f, inner: ohw };
+        dev.act_backward(y, dy, self.act, shape)?;
+        let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
+            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
+        };
+        let (kernel, rest) = self.params.split_at_mut(1);
+        if let Some(gb) = rest.first_mut().and_then(|b| b.grad.as_mut()) {
+            dev.channel_sums(dy, shape, 0.0, gb)?;
+        }
+        // dy [n, f, ohw] -> t [f, n·ohw]
+        dev.swap_axes01(dy, n, f, ohw, tmp)?;
+        let k = &mut kernel[0];
+        if let Some(gw) = k.grad.as_mut() {
+            // dW [f, ckk] = t · colsᵀ
+            dev.gemm(&Gemm::new(false, true, f, ckk, n * ohw), tmp, cols, gw)?;
+            if let Some(r) = k.reg {
+                dev.regularizer_grad(&k.value, gw, r.l1, r.l2, f * ckk)?;
+            }
+        }
+        if let Some(dx) = dx {
+            // dcols [ckk, n·ohw] = Wᵀ · t (reusing the cols buffer), then scatter back.
+            dev.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &k.value, tmp, cols)?;
+            dev.col2im(cols, &win, dx)?;
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> &[Param<D>] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<D>] {
+        &mut self.params
+    }
+}

@@ -1,0 +1,130 @@
+//! Layers as they run: forward and backward written once against [`Device`] primitives, with
+//! their parameters and scratch buffers on that device. The architecture they are built from is
+//! [`crate::spec::LayerSpec`].
+
+mod batch_norm;
+mod conv2d;
+mod dense;
+mod dropout;
+mod pool;
+mod reshape;
+
+use mnist_data::Rng;
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::spec::{LayerSpec, Regularizer, ResolvedLayer};
+
+/// Per-call facts a layer may need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ctx {
+    /// Training mode (dropout active, batch statistics).
+    pub training: bool,
+    /// Seed of this step's random draws (dropout masks).
+    pub seed: u64,
+    /// This layer is the head and the loss takes its logits: skip its softmax.
+    pub logits_head: bool,
+}
+
+/// A parameter tensor with its gradient and optimiser state, all on the device.
+pub struct Param<D: Device> {
+    /// Full name, e.g. `dense_1.kernel`.
+    pub name: String,
+    /// Shape, e.g. `[784, 128]`.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub value: D::Buf,
+    /// The gradient (`None` for non-trainable state such as moving averages).
+    pub grad: Option<D::Buf>,
+    /// Optimiser state slots (allocated on the first update).
+    pub slots: Vec<D::Buf>,
+    /// Kernel penalty.
+    pub reg: Option<Regularizer>,
+}
+
+impl<D: Device> Param<D> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True for an empty tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A layer's forward and backward pass on device `D`.
+pub trait Layer<D: Device>: Send {
+    /// True when the output is the input itself (Flatten, Reshape): no buffer, no work.
+    fn is_identity(&self) -> bool {
+        false
+    }
+    /// Computes `y` (`[n, out]`) from `x` (`[n, in]`).
+    fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()>;
+    /// Given `dy` (may be overwritten), writes parameter gradients and, when asked, `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &mut self,
+        dev: &D,
+        x: &D::Buf,
+        y: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        ctx: &Ctx,
+    ) -> Result<()>;
+    /// The parameters.
+    fn params(&self) -> &[Param<D>] {
+        &[]
+    }
+    /// The parameters, mutable.
+    fn params_mut(&mut self) -> &mut [Param<D>] {
+        &mut []
+    }
+    /// Makes sure scratch buffers hold batches of `cap` examples.
+    fn reserve(&mut self, _dev: &D, _cap: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Creates the parameters of a layer, initialised from `rng` on the host and uploaded.
+pub(crate) fn make_params<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Vec<Param<D>>> {
+    let mut out = Vec::new();
+    for (suffix, shape, trainable) in l.spec.param_shapes(&l.input) {
+        let len: usize = shape.iter().product();
+        let mut host = vec![0f32; len];
+        let (init, reg) = match (&l.spec, suffix) {
+            (LayerSpec::Dense(d), "kernel") => (d.kernel_initializer, d.kernel_regularizer),
+            (LayerSpec::Dense(d), _) => (d.bias_initializer, None),
+            (LayerSpec::Conv2D(c), "kernel") => (c.kernel_initializer, c.kernel_regularizer),
+            (_, "gamma" | "moving_variance") => (crate::init::Initializer::Ones, None),
+            _ => (crate::init::Initializer::Zeros, None),
+        };
+        let (fan_in, fan_out) = match shape.as_slice() {
+            [i, o] => (*i, *o),
+            [f, c, kh, kw] => (c * kh * kw, f * kh * kw),
+            _ => (len, len),
+        };
+        init.fill(&mut host, fan_in, fan_out, rng);
+        let mut value = dev.alloc(len)?;
+        dev.upload(&host, &mut value)?;
+        let grad = if trainable { Some(dev.alloc(len)?) } else { None };
+        out.push(Param { name: format!("{}.{suffix}", l.name), shape, value, grad, slots: Vec::new(), reg });
+    }
+    Ok(out)
+}
+
+/// Builds the runtime layer for a resolved spec.
+pub(crate) fn build<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Box<dyn Layer<D>>> {
+    let params = make_params(dev, l, rng)?;
+    Ok(match &l.spec {
+        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => Box::new(reshape::Identity),
+        LayerSpec::Dense(d) => Box::new(dense::DenseLayer::new(d, l, params)),
+        LayerSpec::Dropout(d) => Box::new(dropout::DropoutLayer::new(d.rate, l)),
+        LayerSpec::Conv2D(c) => Box::new(conv2d::Conv2DLayer::new(c, l, params)),
+        LayerSpec::MaxPooling2D(p) => Box::new(pool::PoolLayer::new(p, l, true)),
+        LayerSpec::AveragePooling2D(p) => Box::new(pool::PoolLayer::new(p, l, false)),
+        LayerSpec::GlobalAveragePooling2D {} => Box::new(pool::PoolLayer::global(l)),
+        LayerSpec::BatchNormalization(b) => Box::new(batch_norm::BatchNormLayer::new(b, l, params)),
+    })
+}

@@ -1,0 +1,67 @@
+//! `MaxPooling2D`, `AveragePooling2D` and `GlobalAveragePooling2D` on `[n, c, h, w]`.
+
+use super::{Ctx, Layer};
+use crate::device::{Device, Window};
+use crate::error::Result;
+use crate::spec::{window_out, Pool2D, ResolvedLayer};
+
+pub(crate) struct PoolLayer<D: Device> {
+    win: Window,
+    max: bool,
+    arg: Option<D::Buf>,
+    cap: usize,
+}
+
+impl<D: Device> PoolLayer<D> {
+    pub(crate) fn new(p: &Pool2D, l: &ResolvedLayer, max: bool) -> Self {
+        let [kh, kw] = p.pool_size;
+        let [sh, sw] = p.strides.unwrap_or(p.pool_size);
+        let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
+        let (oh, ph) = window_out(h, kh, sh, p.padding);
+        let (ow, pw) = window_out(w, kw, sw, p.padding);
+        PoolLayer { win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow }, max, arg: None, cap: 0 }
+    }
+    pub(crate) fn global(l: &ResolvedLayer) -> Self {
+        let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
+        let win = Window { n: 0, c, h, w, kh: h, kw: w, sh: h, sw: w, ph: 0, pw: 0, oh: 1, ow: 1 };
+        PoolLayer { win, max: false, arg: None, cap: 0 }
+    }
+}
+
+impl<D: Device> Layer<D> for PoolLayer<D> {
+    fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
+        if self.max && cap > self.cap {
+            self.arg = Some(dev.alloc(cap * self.win.c * self.win.oh * self.win.ow)?);
+            self.cap = cap;
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, _ctx: &Ctx) -> Result<()> {
+        let win = Window { n, ..self.win };
+        match (self.max, self.arg.as_mut()) {
+            (true, Some(arg)) => dev.max_pool(x, &win, y, arg),
+            (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),
+            (false, _) => dev.avg_pool(x, &win, y),
+        }
+    }
+
+    fn backward(
+        &mut self,
+        dev: &D,
+        _x: &D::Buf,
+        _y: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        _ctx: &Ctx,
+    ) -> Result<()> {
+        let Some(dx) = dx else { return Ok(()) };
+        let win = Window { n, ..self.win };
+        match (self.max, self.arg.as_ref()) {
+            (true, Some(arg)) => dev.max_pool_backward(dy, arg, &win, dx),
+            (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),
+            (false, _) => dev.avg_pool_backward(dy, &win, dx),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! [`Model`]: a Sequential architecture with its weights on some device, behind one type.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::Array2;
+
+use crate::activation::Activation;
+use crate::cpu::Cpu;
+use crate::device::Device;
+use crate::error::{NnError, Result};
+use crate::model_file::ModelFile;
+use crate::network::{Network, Runtime};
+use crate::spec::{LayerSpec, ModelSpec};
+use crate::tensor::Tensor;
+
+/// Examples per forward pass in [`Model::predict`].
+const PREDICT_BATCH: usize = 2048;
+
+/// A model: its architecture and its numbers on a device (the CPU unless built with
+/// [`Model::on`] or [`Model::from_runtime`]).
+///
+/// ```
+/// use nn_core::{Activation::*, Dense, Flatten, Model, ModelSpec};
+/// let spec = ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(128).activation(Relu)).add(Dense::new(10));
+/// let mut model = Model::new(&spec, 42)?;
+/// let probs = model.predict_proba(&vec![0.0; 2 * 784], 2)?; // [2, 10]
+/// assert_eq!(probs.shape(), &[2, 10]);
+/// # Ok::<(), nn_core::NnError>(())
+/// ```
+pub struct Model {
+    rt: Box<dyn Runtime>,
+}
+
+impl Model {
+    /// Builds `spec` on the CPU with weights initialised from `seed`.
+    ///
+    /// # Errors
+    /// The architecture's errors ([`ModelSpec::resolve`]).
+    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Model> {
+        Model::on(Cpu, spec, seed)
+    }
+
+    /// Builds `spec` on device `dev`.
+    ///
+    /// # Errors
+    /// The architecture's errors and device allocation failures.
+    pub fn on<D: Device>(dev: D, spec: &ModelSpec, seed: u64) -> Result<Model> {
+        Ok(Model { rt: Box::new(Network::new(dev, spec, seed)?) })
+    }
+
+    /// Wraps a runtime built elsewhere (e.g. by `nn-cuda`).
+    pub fn from_runtime(rt: Box<dyn Runtime>) -> Model {
+        Model { rt }
+    }
+
+    /// Rebuilds this model on another device, with the same weights.
+    ///
+    /// # Errors
+    /// Device failures.
+    pub fn to_device<D: Device>(&self, dev: D) -> Result<Model> {
+        let mut m = Model::on(dev, self.spec(), 0)?;
+        m.set_weights(&self.weights()?)?;
+        Ok(m)
+    }
+
+    /// The runtime (for the training loop).
+    pub fn runtime(&mut self) -> &mut dyn Runtime {
+        self.rt.as_mut()
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        self.rt.spec()
+    }
+
+    /// The device, in words.
+    pub fn device(&self) -> String {
+        self.rt.device()
+    }
+
+    /// Keras's summary table.
+    pub fn summary(&self) -> String {
+        crate::summary::summary(self.spec(), "sequential").unwrap_or_else(|e| e.to_string())
+    }
+
+    /// Per-example input width (e.g. 784).
+    pub fn input_len(&self) -> usize {
+        self.spec().input_shape.iter().product()
+    }
+
+    /// Per-example output width (e.g. 10).
+    pub fn output_len(&self) -> usize {
+        self.spec().output_shape().map(|s| s.iter().product()).unwrap_or(0)
+    }
+
+    /// Whether the last layer ends in a softmax (outputs are probabilities).
+    pub fn outputs_probabilities(&self) -> bool {
+        matches!(self.spec().layers.last(), Some(LayerSpec::Dense(d)) if d.activation == Activation::Softmax)
+    }
+
+    /// The model's raw outputs for `n` examples `x [n, input_len]` (Keras's `predict`):
+    /// `[n, output_len]`.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] when `x` does not hold `n` examples; device failures.
+    pub fn predict(&mut self, x: &[f32], n: usize) -> Result<Array2<f32>> {
+        let (iw, ow) = (self.input_len(), self.output_len());
+        if x.len() != n * iw {
+            return Err(NnError::Shape {
+                layer: "predict input".into(),
+                expected: vec![n, iw],
+                found: vec![x.len() / iw.max(1), x.len() % iw.max(1)],
+            });
+        }
+        let mut out = vec![0f32; n * ow];
+        let mut start = 0;
+        while start < n {
+            let b = PREDICT_BATCH.min(n - start);
+            self.rt.predict_batch(&x[start * iw..(start + b) * iw], b, &mut out[start * ow..(start + b) * ow])?;
+            start += b;
+        }
+        Array2::from_shape_vec((n, ow), out).map_err(|e| NnError::spec(e.to_string()))
+    }
+
+    /// Class probabilities `[n, classes]`: the outputs, passed through a softmax when the model
+    /// ends in logits.
+    ///
+    /// # Errors
+    /// As [`Model::predict`].
+    pub fn predict_proba(&mut self, x: &[f32], n: usize) -> Result<Array2<f32>> {
+        let mut out = self.predict(x, n)?;
+        if !self.outputs_probabilities() {
+            for mut row in out.rows_mut() {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                row.mapv_inplace(|v| (v - m).exp());
+                let s = row.sum();
+                row.mapv_inplace(|v| v / s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All parameters, in layer order.
+    ///
+    /// # Errors
+    /// Device failures.
+    pub fn weights(&self) -> Result<Vec<Tensor>> {
+        self.rt.weights()
+    }
+
+    /// Replaces all parameters (by name, exact shapes).
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] or [`NnError::Spec`] naming the parameter.
+    pub fn set_weights(&mut self, w: &[Tensor]) -> Result<()> {
+        self.rt.set_weights(w)
+    }
+
+    /// The model as a file's contents, with `metadata` (JSON strings) added.
+    ///
+    /// # Errors
+    /// Device failures.
+    pub fn to_file(&self, metadata: BTreeMap<String, String>) -> Result<ModelFile> {
+        Ok(ModelFile { spec: self.spec().clone(), weights: self.weights()?, metadata, extra: Vec::new() })
+    }
+
+    /// Saves to `path` (safetensors; atomic).
+    ///
+    /// # Errors
+    /// [`NnError::File`] on I/O failure.
+    pub fn save(&self, path: impl AsRef<Path>, metadata: BTreeMap<String, String>) -> Result<()> {
+        self.to_file(metadata)?.save(path.as_ref())
+    }
+
+    /// Loads a model file onto the CPU; returns the model and the file's metadata.
+    ///
+    /// # Errors
+    /// As [`ModelFile::load`].
+    pub fn load(path: impl AsRef<Path>) -> Result<(Model, ModelFile)> {
+        let f = ModelFile::load(path.as_ref())?;
+        let m = Model::from_file(Cpu, &f)?;
+        Ok((m, f))
+    }
+
+    /// Builds the model of a loaded file on `dev`.
+    ///
+    /// # Errors
+    /// Device failures and shape mismatches.
+    pub fn from_file<D: Device>(dev: D, f: &ModelFile) -> Result<Model> {
+        let mut m = Model::on(dev, &f.spec, 0)?;
+        m.set_weights(&f.weights)?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,379 @@
+//! A Sequential network running on one device: the layers, the activation and gradient buffers
+//! sized for a batch capacity, and the one training step (forward, loss, backward, update).
+//!
+//! [`Network<D>`] is generic over the device; users hold it as `Box<dyn Runtime>` (inside
+//! [`crate::Model`]), so no backend type parameter reaches their signatures.
+
+use mnist_data::Rng;
+
+use crate::activation::Activation;
+use crate::device::Device;
+use crate::error::{NnError, Result};
+use crate::layers::{self, Ctx, Layer};
+use crate::loss::{Loss, XentArgs};
+use crate::optim::{StepParams, UpdateRule};
+use crate::spec::{LayerSpec, ModelSpec, ResolvedLayer};
+use crate::tensor::Tensor;
+
+/// Running sums a device keeps between host reads: `[Σ loss, Σ correct, ...]`.
+pub const STATS_LEN: usize = 4;
+
+/// What the training loop needs from a network, whatever device it runs on.
+pub trait Runtime: Send {
+    /// The device, in words.
+    fn device(&self) -> String;
+    /// The architecture.
+    fn spec(&self) -> &ModelSpec;
+    /// One training step on a batch: `x [n, in]`, `targets` (`[n]` labels as `f32` for a sparse
+    /// loss, `[n, classes]` rows otherwise); `seed` drives this step's dropout masks. Adds the
+    /// batch's loss and correct count to the running statistics ([`Runtime::take_stats`]).
+    #[allow(clippy::too_many_arguments)]
+    fn train_batch(
+        &mut self,
+        x: &[f32],
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        rule: &UpdateRule,
+        sp: StepParams,
+        seed: u64,
+    ) -> Result<()>;
+    /// Forward and loss in inference mode, adding to the running statistics.
+    fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()>;
+    /// Returns `(Σ loss, Σ correct)` since the last call and resets them.
+    fn take_stats(&mut self) -> Result<(f64, f64)>;
+    /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode).
+    fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
+    /// All parameters (trainable and not), in layer order.
+    fn weights(&self) -> Result<Vec<Tensor>>;
+    /// Replaces parameters by name; every parameter must be given with its exact shape.
+    fn set_weights(&mut self, w: &[Tensor]) -> Result<()>;
+    /// Optimiser state slots, named `<param>.slot<k>`.
+    fn optimizer_state(&self) -> Result<Vec<Tensor>>;
+    /// Restores optimiser state slots saved by [`Runtime::optimizer_state`].
+    fn set_optimizer_state(&mut self, s: &[Tensor]) -> Result<()>;
+    /// The current regularisation penalty `Σ l1·|w| + l2·w²`.
+    fn regularization_penalty(&mut self) -> Result<f32>;
+}
+
+/// A network on device `D`.
+pub struct Network<D: Device> {
+    dev: D,
+    spec: ModelSpec,
+    resolved: Vec<ResolvedLayer>,
+    layers: Vec<Box<dyn Layer<D>>>,
+    /// Buffer slot of each layer's input and output (identity layers share their input's).
+    slot_in: Vec<usize>,
+    slot_out: Vec<usize>,
+    /// Per-example element count of each slot (slot 0 is the network's input).
+    slot_width: Vec<usize>,
+    vals: Vec<D::Buf>,
+    grads: Vec<D::Buf>,
+    targets: Option<D::Buf>,
+    stats: D::Buf,
+    cap: usize,
+    head_softmax: bool,
+}
+
+impl<D: Device> Network<D> {
+    /// Builds the network of `spec` on `dev`, initialising the weights from `seed`.
+    ///
+    /// # Errors
+    /// Errors of [`ModelSpec::resolve`] and device allocation failures.
+    pub fn new(dev: D, spec: &ModelSpec, seed: u64) -> Result<Self> {
+        let resolved = spec.resolve()?;
+        let mut rng = Rng::derive(seed, 0x1417);
+        let mut layers = Vec::with_capacity(resolved.len());
+        let mut slot_in = Vec::new();
+        let mut slot_out = Vec::new();
+        let mut slot_width = vec![spec.input_shape.iter().product()];
+        for l in &resolved {
+            let layer = layers::build(&dev, l, &mut rng)?;
+            let input = *slot_out.last().unwrap_or(&0);
+            slot_in.push(input);
+            if layer.is_identity() {
+                slot_out.push(input);
+            } else {
+                slot_width.push(l.output.iter().product());
+                slot_out.push(slot_width.len() - 1);
+            }
+            layers.push(layer);
+        }
+        let head_softmax = matches!(
+            resolved.last().map(|l| &l.spec),
+            Some(LayerSpec::Dense(d)) if d.activation == Activation::Softmax
+        );
+        let stats = dev.alloc(STATS_LEN)?;
+        Ok(Network {
+            dev,
+            spec: spec.clone(),
+            resolved,
+            layers,
+            slot_in,
+            slot_out,
+            slot_width,
+            vals: Vec::new(),
+            grads: Vec::new(),
+            targets: None,
+            stats,
+            cap: 0,
+            head_softmax,
+        })
+    }
+
+    /// The device.
+    pub fn dev(&self) -> &D {
+        &self.dev
+    }
+
+    /// The resolved layers (names and shapes).
+    pub fn layers(&self) -> &[ResolvedLayer] {
+        &self.resolved
+    }
+
+    fn reserve(&mut self, n: usize) -> Result<()> {
+        if n <= self.cap {
+            return Ok(());
+        }
+        let cap = n.max(1);
+        self.vals = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
+        self.grads = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
+        let out_w = *self.slot_width.last().unwrap_or(&1);
+        self.targets = Some(self.dev.alloc(cap * out_w)?);
+        for l in &mut self.layers {
+            l.reserve(&self.dev, cap)?;
+        }
+        self.cap = cap;
+        Ok(())
+    }
+
+    fn forward(&mut self, x: &[f32], n: usize, ctx: Ctx) -> Result<()> {
+        let w = self.slot_width[0];
+        if x.len() < n * w {
+            return Err(NnError::Shape {
+                layer: "input".into(),
+                expected: [vec![n], self.spec.input_shape.clone()].concat(),
+                found: vec![x.len()],
+            });
+        }
+        self.reserve(n)?;
+        self.dev.upload(&x[..n * w], &mut self.vals[0])?;
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if layer.is_identity() {
+                continue;
+            }
+            let (si, so) = (self.slot_in[i], self.slot_out[i]);
+            let (lo, hi) = self.vals.split_at_mut(so);
+            let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
+            layer.forward(&self.dev, &lo[si], &mut hi[0], n, &c)?;
+        }
+        Ok(())
+    }
+
+    /// `(fused, logits)`: whether the head's softmax is fused into the loss, and whether the
+    /// loss reads logits.
+    fn logits(&self, loss: Loss) -> (bool, bool) {
+        let fused = self.head_softmax && !loss.from_logits();
+        (fused, fused || loss.from_logits())
+    }
+
+    fn loss_pass(&mut self, targets: &[f32], n: usize, loss: Loss, logits: bool) -> Result<()> {
+        let classes = *self.slot_width.last().unwrap_or(&1);
+        let expected = if loss.sparse() { n } else { n * classes };
+        if targets.len() != expected {
+            return Err(NnError::Shape {
+                layer: format!("targets of {}", loss.name()),
+                expected: if loss.sparse() { vec![n] } else { vec![n, classes] },
+                found: vec![targets.len()],
+            });
+        }
+        let t = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
+        self.dev.upload(targets, t)?;
+        let args = XentArgs { rows: n, cols: classes, logits, sparse: loss.sparse(), grad_scale: 1.0 / n as f32 };
+        let out = self.vals.len() - 1;
+        self.dev.cross_entropy(&args, &self.vals[out], t, &mut self.grads[out], &mut self.stats)
+    }
+
+    fn forward_backward(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
+        let (fused, logits) = self.logits(loss);
+        let ctx = Ctx { training: true, seed, logits_head: fused };
+        self.forward(x, n, ctx)?;
+        self.loss_pass(targets, n, loss, logits)?;
+        let last = self.layers.len() - 1;
+        for i in (0..self.layers.len()).rev() {
+            let layer = &mut self.layers[i];
+            if layer.is_identity() {
+                continue;
+            }
+            let (si, so) = (self.slot_in[i], self.slot_out[i]);
+            let c = Ctx { logits_head: fused && i == last, seed: layer_seed(seed, i), ..ctx };
+            let (glo, ghi) = self.grads.split_at_mut(so);
+            let dx = if si == 0 { None } else { Some(&mut glo[si]) };
+            layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
+        }
+        Ok(())
+    }
+
+    /// The training-mode mean loss of one batch (with the regularisation penalty) and the
+    /// gradient of every trainable parameter, without updating anything. For gradient checks
+    /// and for tools that inspect gradients.
+    ///
+    /// # Errors
+    /// Shape errors and device failures.
+    pub fn loss_and_gradients(
+        &mut self,
+        x: &[f32],
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        seed: u64,
+    ) -> Result<(f64, Vec<Tensor>)> {
+        self.take_stats()?;
+        self.forward_backward(x, targets, n, loss, seed)?;
+        let (sum, _) = self.take_stats()?;
+        let penalty = self.regularization_penalty()? as f64;
+        let mut grads = Vec::new();
+        for l in &self.layers {
+            for p in l.params() {
+                if let Some(g) = &p.grad {
+                    let mut data = vec![0f32; p.len()];
+                    self.dev.download(g, &mut data)?;
+                    grads.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
+                }
+            }
+        }
+        Ok((sum / n as f64 + penalty, grads))
+    }
+}
+
+/// The dropout seed of layer `i` in a step.
+fn layer_seed(seed: u64, i: usize) -> u64 {
+    seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl<D: Device> Runtime for Network<D> {
+    fn device(&self) -> String {
+        self.dev.describe()
+    }
+
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn train_batch(
+        &mut self,
+        x: &[f32],
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        rule: &UpdateRule,
+        sp: StepParams,
+        seed: u64,
+    ) -> Result<()> {
+        self.forward_backward(x, targets, n, loss, seed)?;
+        for layer in &mut self.layers {
+            for p in layer.params_mut() {
+                let Some(g) = p.grad.as_ref() else { continue };
+                let len = p.shape.iter().product();
+                while p.slots.len() < rule.slots() {
+                    p.slots.push(self.dev.alloc(len)?);
+                }
+                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
+        let (fused, logits) = self.logits(loss);
+        self.forward(x, n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        self.loss_pass(targets, n, loss, logits)
+    }
+
+    fn take_stats(&mut self) -> Result<(f64, f64)> {
+        let s = self.dev.read_scalars(&self.stats, 2)?;
+        self.dev.fill(&mut self.stats, 0.0, STATS_LEN)?;
+        Ok((s[0] as f64, s[1] as f64))
+    }
+
+    fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.forward(x, n, Ctx::default())?;
+        let w = *self.slot_width.last().unwrap_or(&1);
+        let last = self.vals.len() - 1;
+        self.dev.download(&self.vals[last], &mut out[..n * w])
+    }
+
+    fn weights(&self) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            for p in l.params() {
+                let mut data = vec![0f32; p.len()];
+                self.dev.download(&p.value, &mut data)?;
+                out.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_weights(&mut self, w: &[Tensor]) -> Result<()> {
+        for l in &mut self.layers {
+            for p in l.params_mut() {
+                let t = w
+                    .iter()
+                    .find(|t| t.name == p.name)
+                    .ok_or_else(|| NnError::spec(format!("no values for parameter {}", p.name)))?;
+                if t.shape != p.shape || t.data.len() != p.len() {
+                    return Err(NnError::Shape { layer: p.name.clone(), expected: p.shape.clone(), found: t.shape.clone() });
+                }
+                self.dev.upload(&t.data, &mut p.value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn optimizer_state(&self) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            for p in l.params() {
+                for (k, s) in p.slots.iter().enumerate() {
+                    let mut data = vec![0f32; p.len()];
+                    self.dev.download(s, &mut data)?;
+                    out.push(Tensor { name: format!("{}.slot{k}", p.name), shape: p.shape.clone(), data });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_optimizer_state(&mut self, s: &[Tensor]) -> Result<()> {
+        for l in &mut self.layers {
+            for p in l.params_mut() {
+                p.slots.clear();
+                for k in 0.. {
+                    let name = format!("{}.slot{k}", p.name);
+                    let Some(t) = s.iter().find(|t| t.name == name) else { break };
+                    if t.data.len() != p.len() {
+                        return Err(NnError::Shape { layer: name, expected: p.shape.clone(), found: t.shape.clone() });
+                    }
+                    let mut b = self.dev.alloc(p.len())?;
+                    self.dev.upload(&t.data, &mut b)?;
+                    p.slots.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn regularization_penalty(&mut self) -> Result<f32> {
+        let mut acc = self.dev.alloc(1)?;
+        for l in &self.layers {
+            for p in l.params() {
+                if let Some(r) = p.reg {
+                    self.dev.regularizer_penalty(&p.value, r.l1, r.l2, p.len(), &mut acc)?;
+                }
+            }
+        }
+        Ok(self.dev.read_scalars(&acc, 1)?[0])
+    }
+}

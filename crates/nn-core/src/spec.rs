@@ -1,0 +1,567 @@
+//! The architecture as plain data: what `summary()` prints, what the model file stores as JSON,
+//! and what every device builds its network from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::activation::Activation;
+use crate::error::{NnError, Result};
+use crate::init::Initializer;
+
+fn yes() -> bool {
+    true
+}
+fn zeros() -> Initializer {
+    Initializer::Zeros
+}
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// L1/L2 penalty on a kernel: adds `l1·Σ|w| + l2·Σw²` to the loss (Keras's `L1L2`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Regularizer {
+    /// L1 factor.
+    #[serde(default)]
+    pub l1: f32,
+    /// L2 factor.
+    #[serde(default)]
+    pub l2: f32,
+}
+
+/// `Flatten()`: `[c, h, w]` (or any shape) to `[c·h·w]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flatten {}
+
+impl Flatten {
+    /// `Flatten()`.
+    pub fn new() -> Flatten {
+        Flatten {}
+    }
+}
+
+/// `Dense(units)`: `y = act(x·W + b)` on `[batch, in]`, `W: [in, units]`, `b: [units]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dense {
+    /// Output width.
+    pub units: usize,
+    /// Activation (default linear).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Whether there is a bias (default true).
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    /// Kernel initialiser (default glorot_uniform).
+    #[serde(default)]
+    pub kernel_initializer: Initializer,
+    /// Bias initialiser (default zeros).
+    #[serde(default = "zeros")]
+    pub bias_initializer: Initializer,
+    /// Optional L1/L2 kernel penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_regularizer: Option<Regularizer>,
+}
+
+impl Dense {
+    /// `Dense(units)` with Keras's defaults: linear, bias, glorot_uniform kernel, zero bias.
+    pub fn new(units: usize) -> Dense {
+        Dense {
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+        }
+    }
+    /// Sets the activation.
+    pub fn activation(mut self, a: Activation) -> Dense {
+        self.activation = a;
+        self
+    }
+    /// Turns the bias on or off.
+    pub fn use_bias(mut self, b: bool) -> Dense {
+        self.use_bias = b;
+        self
+    }
+    /// Sets the kernel initialiser.
+    pub fn kernel_initializer(mut self, i: Initializer) -> Dense {
+        self.kernel_initializer = i;
+        self
+    }
+    /// Sets the bias initialiser.
+    pub fn bias_initializer(mut self, i: Initializer) -> Dense {
+        self.bias_initializer = i;
+        self
+    }
+    /// Adds an L2 kernel penalty `l2·Σw²`.
+    pub fn l2(mut self, l2: f32) -> Dense {
+        self.kernel_regularizer = Some(Regularizer { l1: self.kernel_regularizer.map_or(0.0, |r| r.l1), l2 });
+        self
+    }
+    /// Adds an L1 kernel penalty `l1·Σ|w|`.
+    pub fn l1(mut self, l1: f32) -> Dense {
+        self.kernel_regularizer = Some(Regularizer { l2: self.kernel_regularizer.map_or(0.0, |r| r.l2), l1 });
+        self
+    }
+}
+
+/// `Dropout(rate)`: zeroes a fraction `rate` of its inputs in training (scaling the rest by
+/// `1/(1-rate)`); the identity otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dropout {
+    /// Fraction dropped, in `[0, 1)`.
+    pub rate: f32,
+}
+
+impl Dropout {
+    /// `Dropout(rate)`.
+    pub fn new(rate: f32) -> Dropout {
+        Dropout { rate }
+    }
+}
+
+/// Padding of a convolution or pooling window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// No padding: the output shrinks (Keras default).
+    #[default]
+    Valid,
+    /// Zero padding so that `out = ceil(in / stride)`.
+    Same,
+}
+
+/// `Conv2D(filters, kernel_size)` on channels-first `[batch, c, h, w]`; kernel
+/// `[filters, c, kh, kw]` (PyTorch's layout), bias `[filters]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2D {
+    /// Output channels.
+    pub filters: usize,
+    /// `(kh, kw)`.
+    pub kernel_size: [usize; 2],
+    /// `(sh, sw)` (default 1, 1).
+    #[serde(default = "ones2")]
+    pub strides: [usize; 2],
+    /// Padding (default valid).
+    #[serde(default)]
+    pub padding: Padding,
+    /// Activation (default linear).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Whether there is a bias.
+    #[serde(default = "yes")]
+    pub use_bias: bool,
+    /// Kernel initialiser (default glorot_uniform).
+    #[serde(default)]
+    pub kernel_initializer: Initializer,
+    /// Optional L1/L2 kernel penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_regularizer: Option<Regularizer>,
+}
+
+fn ones2() -> [usize; 2] {
+    [1, 1]
+}
+
+impl Conv2D {
+    /// `Conv2D(filters, (k, k))` with Keras's defaults.
+    pub fn new(filters: usize, kernel: usize) -> Conv2D {
+        Conv2D {
+            filters,
+            kernel_size: [kernel, kernel],
+            strides: [1, 1],
+            padding: Padding::Valid,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            kernel_regularizer: None,
+        }
+    }
+    /// Sets the activation.
+    pub fn activation(mut self, a: Activation) -> Conv2D {
+        self.activation = a;
+        self
+    }
+    /// Sets the strides.
+    pub fn strides(mut self, s: usize) -> Conv2D {
+        self.strides = [s, s];
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, p: Padding) -> Conv2D {
+        self.padding = p;
+        self
+    }
+    /// Turns the bias on or off.
+    pub fn use_bias(mut self, b: bool) -> Conv2D {
+        self.use_bias = b;
+        self
+    }
+    /// Sets the kernel initialiser.
+    pub fn kernel_initializer(mut self, i: Initializer) -> Conv2D {
+        self.kernel_initializer = i;
+        self
+    }
+}
+
+/// `MaxPooling2D` / `AveragePooling2D` window on `[batch, c, h, w]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pool2D {
+    /// `(ph, pw)` (Keras default 2×2).
+    pub pool_size: [usize; 2],
+    /// Strides (default: the pool size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<[usize; 2]>,
+    /// Padding (default valid).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub padding: Padding,
+}
+
+impl Pool2D {
+    /// A `size × size` window with stride `size`.
+    pub fn new(size: usize) -> Pool2D {
+        Pool2D { pool_size: [size, size], strides: None, padding: Padding::Valid }
+    }
+    /// Sets the strides.
+    pub fn strides(mut self, s: usize) -> Pool2D {
+        self.strides = Some([s, s]);
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, p: Padding) -> Pool2D {
+        self.padding = p;
+        self
+    }
+}
+
+/// `BatchNormalization()` over the channel axis (axis 1 of `[batch, c, h, w]`, or the features
+/// of `[batch, f]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
+    /// Moving-average momentum (Keras 0.99).
+    #[serde(default = "bn_momentum")]
+    pub momentum: f32,
+    /// ε (Keras 1e-3).
+    #[serde(default = "bn_epsilon")]
+    pub epsilon: f32,
+}
+
+fn bn_momentum() -> f32 {
+    0.99
+}
+fn bn_epsilon() -> f32 {
+    1e-3
+}
+
+impl Default for BatchNorm {
+    fn default() -> Self {
+        BatchNorm { momentum: 0.99, epsilon: 1e-3 }
+    }
+}
+
+/// `Reshape(target_shape)`: same data, new per-example shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reshape {
+    /// The new per-example shape; its product must equal the input's.
+    pub target_shape: Vec<usize>,
+}
+
+/// One layer of a [`ModelSpec`], tagged by its Keras class name in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LayerSpec {
+    /// See [`Flatten`].
+    Flatten(Flatten),
+    /// See [`Dense`].
+    Dense(Dense),
+    /// See [`Dropout`].
+    Dropout(Dropout),
+    /// See [`Conv2D`].
+    Conv2D(Conv2D),
+    /// Max pooling, see [`Pool2D`].
+    MaxPooling2D(Pool2D),
+    /// Average pooling, see [`Pool2D`].
+    AveragePooling2D(Pool2D),
+    /// Mean over each channel's plane: `[c, h, w]` to `[c]`.
+    GlobalAveragePooling2D {},
+    /// See [`BatchNorm`].
+    BatchNormalization(BatchNorm),
+    /// See [`Reshape`].
+    Reshape(Reshape),
+}
+
+macro_rules! into_spec {
+    ($($t:ident => $v:ident),*) => {$(
+        impl From<$t> for LayerSpec {
+            fn from(l: $t) -> LayerSpec {
+                LayerSpec::$v(l)
+            }
+        }
+    )*};
+}
+into_spec!(Flatten => Flatten, Dense => Dense, Dropout => Dropout, Conv2D => Conv2D, BatchNorm => BatchNormalization, Reshape => Reshape);
+
+/// Output size of a window along one axis.
+pub fn window_out(input: usize, k: usize, s: usize, pad: Padding) -> (usize, usize) {
+    match pad {
+        Padding::Valid => ((input.saturating_sub(k)) / s + 1, 0),
+        Padding::Same => {
+            let out = input.div_ceil(s);
+            let total = ((out - 1) * s + k).saturating_sub(input);
+            (out, total / 2)
+        }
+    }
+}
+
+impl LayerSpec {
+    /// Keras's class name (`Dense`, `Conv2D`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LayerSpec::Flatten(_) => "Flatten",
+            LayerSpec::Dense(_) => "Dense",
+            LayerSpec::Dropout(_) => "Dropout",
+            LayerSpec::Conv2D(_) => "Conv2D",
+            LayerSpec::MaxPooling2D(_) => "MaxPooling2D",
+            LayerSpec::AveragePooling2D(_) => "AveragePooling2D",
+            LayerSpec::GlobalAveragePooling2D {} => "GlobalAveragePooling2D",
+            LayerSpec::BatchNormalization(_) => "BatchNormalization",
+            LayerSpec::Reshape(_) => "Reshape",
+        }
+    }
+
+    /// The base of the automatic name (`dense`, `conv2d`, ...).
+    pub fn base_name(&self) -> &'static str {
+        match self {
+            LayerSpec::Flatten(_) => "flatten",
+            LayerSpec::Dense(_) => "dense",
+            LayerSpec::Dropout(_) => "dropout",
+            LayerSpec::Conv2D(_) => "conv2d",
+            LayerSpec::MaxPooling2D(_) => "max_pooling2d",
+            LayerSpec::AveragePooling2D(_) => "average_pooling2d",
+            LayerSpec::GlobalAveragePooling2D {} => "global_average_pooling2d",
+            LayerSpec::BatchNormalization(_) => "batch_normalization",
+            LayerSpec::Reshape(_) => "reshape",
+        }
+    }
+
+    /// The per-example output shape for a per-example input shape.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] naming `name` when the input does not fit, [`NnError::Spec`] for bad options.
+    pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
+        let total: usize = input.iter().product();
+        let shape_err = |expected: Vec<usize>| NnError::Shape {
+            layer: format!("{name} ({})", self.type_name()),
+            expected,
+            found: input.to_vec(),
+        };
+        match self {
+            LayerSpec::Flatten(_) => Ok(vec![total]),
+            LayerSpec::Dense(d) => {
+                if d.units == 0 {
+                    return Err(NnError::spec(format!("{name} (Dense): units must be at least 1")));
+                }
+                if input.len() != 1 {
+                    return Err(NnError::spec(format!(
+                        "{name} (Dense): expects a flat input [features], found {input:?}; add a Flatten layer before it"
+                    )));
+                }
+                Ok(vec![d.units])
+            }
+            LayerSpec::Dropout(d) => {
+                if !(0.0..1.0).contains(&d.rate) {
+                    return Err(NnError::spec(format!("{name} (Dropout): rate must be in [0, 1), got {}", d.rate)));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::Conv2D(c) => {
+                let [c_in, h, w] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                let [kh, kw] = c.kernel_size;
+                let [sh, sw] = c.strides;
+                if c.filters == 0 || kh == 0 || kw == 0 || sh == 0 || sw == 0 || c_in == 0 {
+                    return Err(NnError::spec(format!("{name} (Conv2D): filters, kernel size and strides must be at least 1")));
+                }
+                if c.padding == Padding::Valid && (kh > h || kw > w) {
+                    return Err(NnError::spec(format!(
+                        "{name} (Conv2D): kernel {kh}×{kw} is larger than its {h}×{w} input"
+                    )));
+                }
+                Ok(vec![c.filters, window_out(h, kh, sh, c.padding).0, window_out(w, kw, sw, c.padding).0])
+            }
+            LayerSpec::MaxPooling2D(p) | LayerSpec::AveragePooling2D(p) => {
+                let [c_in, h, w] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                let [kh, kw] = p.pool_size;
+                let [sh, sw] = p.strides.unwrap_or(p.pool_size);
+                if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+                    return Err(NnError::spec(format!("{name}: pool size and strides must be at least 1")));
+                }
+                if p.padding == Padding::Valid && (kh > h || kw > w) {
+                    return Err(NnError::spec(format!("{name}: pool {kh}×{kw} is larger than its {h}×{w} input")));
+                }
+                Ok(vec![c_in, window_out(h, kh, sh, p.padding).0, window_out(w, kw, sw, p.padding).0])
+            }
+            LayerSpec::GlobalAveragePooling2D {} => {
+                let [c_in, _, _] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                Ok(vec![c_in])
+            }
+            LayerSpec::BatchNormalization(_) => Ok(input.to_vec()),
+            LayerSpec::Reshape(r) => {
+                if r.target_shape.iter().product::<usize>() != total || r.target_shape.is_empty() {
+                    return Err(NnError::Shape {
+                        layer: format!("{name} (Reshape): target {:?} must hold as many values as its input", r.target_shape),
+                        expected: r.target_shape.clone(),
+                        found: input.to_vec(),
+                    });
+                }
+                Ok(r.target_shape.clone())
+            }
+        }
+    }
+
+    /// Names and shapes of the layer's parameters for a per-example input shape, trainable
+    /// first (`kernel`, `bias`, `gamma`, `beta`), then the non-trainable ones with `false`.
+    pub fn param_shapes(&self, input: &[usize]) -> Vec<(&'static str, Vec<usize>, bool)> {
+        match self {
+            LayerSpec::Dense(d) => {
+                let mut v = vec![("kernel", vec![input.iter().product(), d.units], true)];
+                if d.use_bias {
+                    v.push(("bias", vec![d.units], true));
+                }
+                v
+            }
+            LayerSpec::Conv2D(c) => {
+                let mut v = vec![("kernel", vec![c.filters, input[0], c.kernel_size[0], c.kernel_size[1]], true)];
+                if c.use_bias {
+                    v.push(("bias", vec![c.filters], true));
+                }
+                v
+            }
+            LayerSpec::BatchNormalization(_) => {
+                let ch = input[0];
+                vec![
+                    ("gamma", vec![ch], true),
+                    ("beta", vec![ch], true),
+                    ("moving_mean", vec![ch], false),
+                    ("moving_variance", vec![ch], false),
+                ]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+fn three(s: &[usize]) -> Option<[usize; 3]> {
+    match s {
+        [c, h, w] => Some([*c, *h, *w]),
+        _ => None,
+    }
+}
+
+/// A Sequential architecture: the per-example input shape and the layers in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Per-example input shape, e.g. `[28, 28]` or `[1, 28, 28]` (channels first).
+    pub input_shape: Vec<usize>,
+    /// The layers, first to last.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// A layer of a checked architecture with its name and shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedLayer {
+    /// Keras-style unique name (`dense`, `dense_1`, ...).
+    pub name: String,
+    /// The spec.
+    pub spec: LayerSpec,
+    /// Per-example input shape.
+    pub input: Vec<usize>,
+    /// Per-example output shape.
+    pub output: Vec<usize>,
+}
+
+impl ModelSpec {
+    /// An architecture taking examples of `input_shape` and no layers yet.
+    pub fn new(input_shape: &[usize]) -> ModelSpec {
+        ModelSpec { input_shape: input_shape.to_vec(), layers: Vec::new() }
+    }
+    /// Appends a layer (builder style): `ModelSpec::new(&[28, 28]).add(Flatten::new())`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, layer: impl Into<LayerSpec>) -> ModelSpec {
+        self.layers.push(layer.into());
+        self
+    }
+
+    /// Names every layer Keras's way and checks that each one's input fits.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] or [`NnError::Spec`] naming the first layer that does not fit.
+    pub fn resolve(&self) -> Result<Vec<ResolvedLayer>> {
+        if self.layers.is_empty() {
+            return Err(NnError::spec("the model has no layers"));
+        }
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(NnError::spec(format!("input shape {:?} must be non-empty with no zero", self.input_shape)));
+        }
+        let mut counts = std::collections::HashMap::<&str, usize>::new();
+        let mut shape = self.input_shape.clone();
+        let mut out = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let k = counts.entry(l.base_name()).or_insert(0);
+            let name = if *k == 0 { l.base_name().to_string() } else { format!("{}_{}", l.base_name(), k) };
+            *k += 1;
+            let output = l.output_shape(&name, &shape)?;
+            out.push(ResolvedLayer { name, spec: l.clone(), input: shape, output: output.clone() });
+            shape = output;
+        }
+        Ok(out)
+    }
+
+    /// The per-example output shape (e.g. `[10]`).
+    ///
+    /// # Errors
+    /// As [`ModelSpec::resolve`].
+    pub fn output_shape(&self) -> Result<Vec<usize>> {
+        Ok(self.resolve()?.last().map(|l| l.output.clone()).unwrap_or_default())
+    }
+
+    /// The architecture as pretty JSON (what a spec file holds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses an architecture from JSON.
+    ///
+    /// # Errors
+    /// [`NnError::Spec`] with serde's message (line and column).
+    pub fn from_json(s: &str) -> Result<ModelSpec> {
+        serde_json::from_str(s).map_err(|e| NnError::spec(format!("invalid model JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_shapes_and_json_roundtrip() {
+        let spec = ModelSpec::new(&[1, 28, 28])
+            .add(Conv2D::new(32, 3).activation(Activation::Relu))
+            .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+            .add(Conv2D::new(64, 3).activation(Activation::Relu).padding(Padding::Same).strides(2))
+            .add(Flatten::new())
+            .add(Dropout::new(0.5))
+            .add(Dense::new(10).activation(Activation::Softmax));
+        let r = spec.resolve().unwrap();
+        assert_eq!(r[0].output, vec![32, 26, 26]);
+        assert_eq!(r[1].output, vec![32, 13, 13]);
+        assert_eq!(r[2].output, vec![64, 7, 7]);
+        assert_eq!(r[2].name, "conv2d_1");
+        assert_eq!(r[3].output, vec![64 * 49]);
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+        let bad = ModelSpec::new(&[28, 28]).add(Dense::new(10));
+        let err = bad.resolve().unwrap_err().to_string();
+        assert!(err.contains("dense (Dense)") && err.contains("Flatten"), "{err}");
+        let err = ModelSpec::from_json("{\"input_shape\": [784], \"layers\": [{\"type\": \"Dense\"}]}").unwrap_err();
+        assert!(err.to_string().contains("units"), "{err}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The drawing surface shared by every picture: an RGB buffer that is written pixel by pixel
+//! (digits, heat-map cells) and handed to plotters for text, lines and charts, then saved as PNG.
+
+use std::path::Path;
+
+use plotters::backend::{BitMapBackend, RGBPixel};
+use plotters::coord::Shift;
+use plotters::prelude::{DrawingArea, IntoDrawingArea, Text};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontDesc, FontFamily, FontStyle, FontTransform, RGBColor};
+
+use crate::error::{Result, VizError};
+use crate::font::{register_fonts, FONT_FAMILY};
+
+/// The largest side of a picture, in pixels: guards against absurd sizes from bad arguments.
+const MAX_SIDE: u32 = 16_384;
+/// The largest picture, in pixels (64 M, 192 MB of RGB).
+const MAX_PIXELS: u64 = 64 << 20;
+
+/// Why a picture could not be made, before the path is known to the message.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The caller's data is inconsistent.
+    Invalid(String),
+    /// Drawing failed.
+    Draw(String),
+}
+
+impl<E: std::error::Error> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail::Draw(e.to_string())
+    }
+}
+
+impl Fail {
+    /// The crate error for the picture at `path`.
+    pub(crate) fn at(self, path: &Path) -> VizError {
+        match self {
+            Fail::Invalid(m) => VizError::invalid(path, m),
+            Fail::Draw(m) => VizError::draw(path, m),
+        }
+    }
+}
+
+/// Result of the drawing steps.
+pub(crate) type Drawn<T = ()> = std::result::Result<T, Fail>;
+
+/// The plotters drawing area over a canvas.
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a, RGBPixel>, Shift>;
+
+/// An RGB picture being drawn, white when created.
+pub(crate) struct Canvas {
+    width: u32,
+    height: u32,
+    buf: Vec<u8>,
+}
+
+impl Canvas {
+    /// A white canvas of `width × height` pixels.
+    pub(crate) fn new(width: u32, height: u32) -> Drawn<Canvas> {
+        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+            return Err(Fail::Invalid(format!(
+                "the picture would be {width}×{height} pixels; each side must be 1..={MAX_SIDE} and the area at most {MAX_PIXELS} pixels (lower the scale or the number of images)"
+            )));
+        }
+        register_fonts().map_err(Fail::Draw)?;
+        Ok(Canvas { width, height, buf: vec![255; width as usize * height as usize * 3] })
+    }
+
+    /// Width in pixels.
+    pub(crate) fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Sets one pixel; coordinates outside the canvas are ignored.
+    pub(crate) fn put(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
+        if x < 0 || y < 0 || x >= i64::from(self.width) || y >= i64::from(self.height) {
+            return;
+        }
+        let i = (y as usize * self.width as usize + x as usize) * 3;
+        self.buf[i..i + 3].copy_from_slice(&rgb);
+    }
+
+    /// Fills the rectangle of `w × h` pixels whose top-left corner is `(x, y)` (clipped).
+    pub(crate) fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, rgb: [u8; 3]) {
+        let (x0, y0) = (x.max(0), y.max(0));
+        let (x1, y1) = ((x + w).min(i64::from(self.width)), (y + h).min(i64::from(self.height)));
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                self.put(xx, yy, rgb);
+            }
+        }
+    }
+
+    /// Draws a 1-pixel rectangle outline around the `w × h` box at `(x, y)` (the line lies just
+    /// outside the box).
+    pub(crate) fn frame(&mut self, x: i64, y: i64, w: i64, h: i64, rgb: [u8; 3]) {
+        self.fill(x - 1, y - 1, w + 2, 1, rgb);
+        self.fill(x - 1, y + h, w + 2, 1, rgb);
+        self.fill(x - 1, y, 1, h, rgb);
+        self.fill(x + w, y, 1, h, rgb);
+    }
+
+    /// Runs plotters drawing code over the canvas.
+    pub(crate) fn draw<F>(&mut self, f: F) -> Drawn
+    where
+        F: FnOnce(&Area<'_>) -> Drawn,
+    {
+        let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut self.buf, (self.width, self.height))?;
+        let root = backend.into_drawing_area();
+        f(&root)?;
+        root.present()?;
+        Ok(())
+    }
+
+    /// Halves the canvas in both directions, averaging 2×2 blocks: pictures drawn at twice their
+    /// size come out anti-aliased (plotters' bitmap backend fills shapes without anti-aliasing).
+    pub(crate) fn downsample2(self) -> Canvas {
+        let (w, h) = ((self.width / 2).max(1), (self.height / 2).max(1));
+        let mut buf = vec![255; w as usize * h as usize * 3];
+        let src_w = self.width as usize;
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                for ch in 0..3 {
+                    let mut sum = 0u32;
+                    let mut k = 0u32;
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let (sx, sy) = (2 * x + dx, 2 * y + dy);
+                        if sx < src_w && sy < self.height as usize {
+                            sum += u32::from(self.buf[(sy * src_w + sx) * 3 + ch]);
+                            k += 1;
+                        }
+                    }
+                    buf[(y * w as usize + x) * 3 + ch] = ((sum + k / 2) / k.max(1)) as u8;
+                }
+            }
+        }
+        Canvas { width: w, height: h, buf }
+    }
+
+    /// Encodes the canvas as PNG and writes it to `path`, creating missing parent folders.
+    pub(crate) fn save_png(self, path: &Path) -> Result<()> {
+        let mut png = Vec::new();
+        let encoder = image::codecs::png::PngEncoder::new(&mut png);
+        image::ImageEncoder::write_image(encoder, &self.buf, self.width, self.height, image::ExtendedColorType::Rgb8)
+            .map_err(|e| VizError::draw(path, format!("PNG encoding: {e}")))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| VizError::Io { path: dir.to_path_buf(), source })?;
+        }
+        std::fs::write(path, png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
+    }
+}
+
+/// The embedded font at `size` pixels.
+pub(crate) fn font(size: f64) -> FontDesc<'static> {
+    FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal)
+}
+
+/// Width and height in pixels of `text` at `size` (plotters' estimate).
+pub(crate) fn text_size(text: &str, size: f64) -> (u32, u32) {
+    font(size).box_size(text).unwrap_or((0, size as u32))
+}
+
+/// Where a label goes relative to its anchor point.
+#[derive(Clone, Copy)]
+pub(crate) struct Anchor(pub HPos, pub VPos);
+
+impl Anchor {
+    /// Anchor point at the top centre of the text.
+    pub(crate) const TOP: Anchor = Anchor(HPos::Center, VPos::Top);
+    /// Anchor point at the centre of the text.
+    pub(crate) const CENTER: Anchor = Anchor(HPos::Center, VPos::Center);
+    /// Anchor point at the right end of the text, vertically centred.
+    pub(crate) const RIGHT: Anchor = Anchor(HPos::Right, VPos::Center);
+    /// Anchor point at the left end of the text, vertically centred.
+    pub(crate) const LEFT: Anchor = Anchor(HPos::Left, VPos::Center);
+}
+
+/// Draws `text` at `(x, y)`.
+pub(crate) fn label(area: &Area<'_>, text: &str, (x, y): (i32, i32), size: f64, color: RGBColor, anchor: Anchor) -> Drawn {
+    let style = font(size).color(&color).pos(Pos::new(anchor.0, anchor.1));
+    area.draw(&Text::new(text.to_string(), (x, y), style))?;
+    Ok(())
+}
+
+/// Draws `text` rotated a quarter turn anticlockwise (reading upwards), centred on `(x, y)`.
+pub(crate) fn label_up(area: &Area<'_>, text: &str, (x, y): (i32, i32), size: f64, color: RGBColor) -> Drawn {
+    let style = font(size).transform(FontTransform::Rotate270).color(&color).pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new(text.to_string(), (x, y), style))?;
+    Ok(())
+}
