@@ -1,1 +1,39 @@
-//! nn-train
+//! # nn-train
+//!
+//! Training for [`nn_core`] models, Keras-style and device-independent:
+//! [`Trainer`] (compile, `fit`, `evaluate`, `predict`, model files and resumable checkpoints),
+//! [`Optimizer`]s with Keras defaults, learning-rate [`Schedule`]s, [`History`], [`metrics`],
+//! [`callbacks`] (`EarlyStopping`, `ModelCheckpoint`, `TerminateOnNaN`), the tutorials'
+//! [`recipes`], and random hyper-parameter search ([`tuner`]).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use nn_core::{Model, preset, Loss};
+//! use nn_train::{Trainer, Compile, FitConfig, Validation, Optimizer};
+//! let mnist = mnist_data::Mnist::load("data/mnist")?;
+//! let model = Model::new(&preset("mlp-128").unwrap(), 42)?;
+//! let mut t = Trainer::new(model, Compile { optimizer: Optimizer::adam(), loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..Default::default() });
+//! let test = Arc::new(mnist.test);
+//! t.fit(Arc::new(mnist.train), FitConfig { epochs: 6, batch_size: 128, validation: Validation::Data(test.clone()), ..Default::default() })?;
+//! println!("{:?}", t.evaluate(&test)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod callbacks;
+pub mod error;
+pub mod history;
+pub mod metrics;
+pub mod optimizer;
+pub mod progress;
+pub mod recipes;
+pub mod schedule;
+pub mod trainer;
+
+pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, TerminateOnNaN};
+pub use error::{Result, TrainError};
+pub use history::{EpochLog, History};
+pub use metrics::Confusion;
+pub use optimizer::Optimizer;
+pub use progress::Verbosity;
+pub use schedule::Schedule;
+pub use trainer::{predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};

@@ -5,12 +5,11 @@ use std::path::Path;
 
 use plotters::backend::{BitMapBackend, RGBPixel};
 use plotters::coord::Shift;
-use plotters::prelude::{DrawingArea, IntoDrawingArea, Text};
-use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{FontDesc, FontFamily, FontStyle, FontTransform, RGBColor};
+use plotters::prelude::{DrawingArea, IntoDrawingArea};
 
 use crate::error::{Result, VizError};
-use crate::font::{register_fonts, FONT_FAMILY};
+use crate::font::register_fonts;
+use crate::text::{self, Anchor};
 
 /// The largest side of a picture, in pixels: guards against absurd sizes from bad arguments.
 const MAX_SIDE: u32 = 16_384;
@@ -67,11 +66,6 @@ impl Canvas {
         Ok(Canvas { width, height, buf: vec![255; width as usize * height as usize * 3] })
     }
 
-    /// Width in pixels.
-    pub(crate) fn width(&self) -> u32 {
-        self.width
-    }
-
     /// Sets one pixel; coordinates outside the canvas are ignored.
     pub(crate) fn put(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
         if x < 0 || y < 0 || x >= i64::from(self.width) || y >= i64::from(self.height) {
@@ -79,6 +73,28 @@ impl Canvas {
         }
         let i = (y as usize * self.width as usize + x as usize) * 3;
         self.buf[i..i + 3].copy_from_slice(&rgb);
+    }
+
+    /// Mixes `rgb` into one pixel with weight `alpha` in `0..=1`; outside the canvas is ignored.
+    pub(crate) fn blend(&mut self, x: i64, y: i64, rgb: [u8; 3], alpha: f32) {
+        if x < 0 || y < 0 || x >= i64::from(self.width) || y >= i64::from(self.height) {
+            return;
+        }
+        let a = alpha.clamp(0.0, 1.0);
+        let i = (y as usize * self.width as usize + x as usize) * 3;
+        for (dst, &src) in self.buf[i..i + 3].iter_mut().zip(&rgb) {
+            *dst = (f32::from(*dst) * (1.0 - a) + f32::from(src) * a).round() as u8;
+        }
+    }
+
+    /// Writes `text` at `(x, y)`, `size` pixels high, placed by `anchor`.
+    pub(crate) fn text(&mut self, text: &str, at: (i64, i64), size: f64, rgb: [u8; 3], anchor: Anchor) -> Drawn {
+        text::draw(self, text, at, size, rgb, anchor, false)
+    }
+
+    /// Writes `text` reading upwards (rotated a quarter turn anticlockwise about the anchor).
+    pub(crate) fn text_up(&mut self, text: &str, at: (i64, i64), size: f64, rgb: [u8; 3], anchor: Anchor) -> Drawn {
+        text::draw(self, text, at, size, rgb, anchor, true)
     }
 
     /// Fills the rectangle of `w × h` pixels whose top-left corner is `(x, y)` (clipped).
@@ -101,7 +117,7 @@ impl Canvas {
         self.fill(x + w, y, 1, h, rgb);
     }
 
-    /// Runs plotters drawing code over the canvas.
+    /// Runs plotters drawing code (lines, circles, polygons) over the canvas.
     pub(crate) fn draw<F>(&mut self, f: F) -> Drawn
     where
         F: FnOnce(&Area<'_>) -> Drawn,
@@ -149,43 +165,4 @@ impl Canvas {
         }
         std::fs::write(path, png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
     }
-}
-
-/// The embedded font at `size` pixels.
-pub(crate) fn font(size: f64) -> FontDesc<'static> {
-    FontDesc::new(FontFamily::Name(FONT_FAMILY), size, FontStyle::Normal)
-}
-
-/// Width and height in pixels of `text` at `size` (plotters' estimate).
-pub(crate) fn text_size(text: &str, size: f64) -> (u32, u32) {
-    font(size).box_size(text).unwrap_or((0, size as u32))
-}
-
-/// Where a label goes relative to its anchor point.
-#[derive(Clone, Copy)]
-pub(crate) struct Anchor(pub HPos, pub VPos);
-
-impl Anchor {
-    /// Anchor point at the top centre of the text.
-    pub(crate) const TOP: Anchor = Anchor(HPos::Center, VPos::Top);
-    /// Anchor point at the centre of the text.
-    pub(crate) const CENTER: Anchor = Anchor(HPos::Center, VPos::Center);
-    /// Anchor point at the right end of the text, vertically centred.
-    pub(crate) const RIGHT: Anchor = Anchor(HPos::Right, VPos::Center);
-    /// Anchor point at the left end of the text, vertically centred.
-    pub(crate) const LEFT: Anchor = Anchor(HPos::Left, VPos::Center);
-}
-
-/// Draws `text` at `(x, y)`.
-pub(crate) fn label(area: &Area<'_>, text: &str, (x, y): (i32, i32), size: f64, color: RGBColor, anchor: Anchor) -> Drawn {
-    let style = font(size).color(&color).pos(Pos::new(anchor.0, anchor.1));
-    area.draw(&Text::new(text.to_string(), (x, y), style))?;
-    Ok(())
-}
-
-/// Draws `text` rotated a quarter turn anticlockwise (reading upwards), centred on `(x, y)`.
-pub(crate) fn label_up(area: &Area<'_>, text: &str, (x, y): (i32, i32), size: f64, color: RGBColor) -> Drawn {
-    let style = font(size).transform(FontTransform::Rotate270).color(&color).pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw(&Text::new(text.to_string(), (x, y), style))?;
-    Ok(())
 }

@@ -3,10 +3,13 @@
 
 use std::path::Path;
 
-use plotters::style::{RGBColor, BLACK, WHITE};
-
-use crate::canvas::{label, label_up, text_size, Anchor, Canvas, Drawn, Fail};
+use crate::canvas::{Canvas, Drawn, Fail};
 use crate::error::Result;
+use crate::text::{width as text_width, Anchor, H, V};
+
+const BLACK: [u8; 3] = [0, 0, 0];
+const WHITE: [u8; 3] = [255, 255, 255];
+const GREY: [u8; 3] = [80, 80, 80];
 
 /// Matplotlib's "Blues" colour map, sampled at 9 evenly spaced points from 0 to 1.
 const BLUES: [[u8; 3]; 9] = [
@@ -79,9 +82,9 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
 
     let max_count = m.iter().flat_map(|r| r.iter()).copied().max().unwrap_or(0);
     let value_px = if n <= 12 { 15.0 } else if n <= 20 { 12.0 } else { 10.0 };
-    let count_w = i64::from(text_size(&max_count.to_string(), value_px).0);
+    let count_w = text_width(&max_count.to_string(), value_px);
     let cell = (if n <= 12 { 56 } else if n <= 20 { 40 } else { 28 }).max(count_w + 8);
-    let name_w = names.iter().map(|s| i64::from(text_size(s, TICK_PX).0)).max().unwrap_or(0);
+    let name_w = names.iter().map(|s| text_width(s, TICK_PX)).max().unwrap_or(0);
     let upright = name_w + 6 > cell; // column names written upwards
     let heading = if title.trim().is_empty() { PAD } else { 52 };
     let left = PAD + 26 + 8 + name_w + 10;
@@ -89,9 +92,9 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
     let col_names_h = if upright { name_w + 12 } else { 26 };
     let bottom = col_names_h + 34 + PAD;
     let bar_w = 16;
-    let bar_label_w = i64::from(text_size("100%", TICK_PX).0);
+    let bar_label_w = text_width("100%", TICK_PX);
     let right = 24 + bar_w + 8 + bar_label_w + PAD + 26;
-    let title_w = i64::from(text_size(title.trim(), TITLE_PX).0) + 2 * PAD;
+    let title_w = text_width(title.trim(), TITLE_PX) + 2 * PAD;
     let width = (left + grid + right).max(title_w);
     let height = heading + grid + bottom;
     let dims = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
@@ -108,10 +111,10 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
             cells.push((i, j, count, is_dark(color)));
         }
     }
-    canvas.frame(gx, gy, grid, grid, [80, 80, 80]);
+    canvas.frame(gx, gy, grid, grid, GREY);
     for i in 0..n as i64 {
-        canvas.fill(gx - 6, gy + i * cell + cell / 2, 5, 1, [80, 80, 80]);
-        canvas.fill(gx + i * cell + cell / 2, gy + grid + 1, 1, 5, [80, 80, 80]);
+        canvas.fill(gx - 6, gy + i * cell + cell / 2, 5, 1, GREY);
+        canvas.fill(gx + i * cell + cell / 2, gy + grid + 1, 1, 5, GREY);
     }
     // Colour bar: share of the true class, 0 at the bottom, 1 at the top.
     let bx = gx + grid + 24;
@@ -119,39 +122,35 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
         let t = 1.0 - (y as f64 + 0.5) / grid as f64;
         canvas.fill(bx, gy + y, bar_w, 1, blues(t));
     }
-    canvas.frame(bx, gy, bar_w, grid, [80, 80, 80]);
+    canvas.frame(bx, gy, bar_w, grid, GREY);
     for k in 0..=4 {
-        canvas.fill(bx + bar_w + 1, gy + (grid - 1) * k / 4, 4, 1, [80, 80, 80]);
+        canvas.fill(bx + bar_w + 1, gy + (grid - 1) * k / 4, 4, 1, GREY);
     }
 
-    canvas.draw(|root| {
-        let at = |x: i64, y: i64| (x as i32, y as i32);
-        if !title.trim().is_empty() {
-            label(root, title.trim(), at(width / 2, 16), TITLE_PX, BLACK, Anchor::TOP)?;
+    if !title.trim().is_empty() {
+        canvas.text(title.trim(), (width / 2, 18), TITLE_PX, BLACK, Anchor::TOP)?;
+    }
+    for &(i, j, count, dark) in &cells {
+        let (x, y) = (gx + j as i64 * cell + cell / 2, gy + i as i64 * cell + cell / 2);
+        canvas.text(&count.to_string(), (x, y), value_px, if dark { WHITE } else { BLACK }, Anchor::CENTER)?;
+    }
+    for (k, name) in names.iter().enumerate() {
+        let c = k as i64 * cell + cell / 2;
+        canvas.text(name, (gx - 12, gy + c), TICK_PX, BLACK, Anchor::RIGHT)?;
+        if upright {
+            // Reading upwards, ending just under the column.
+            canvas.text_up(name, (gx + c, gy + grid + 10), TICK_PX, BLACK, Anchor::RIGHT)?;
+        } else {
+            canvas.text(name, (gx + c, gy + grid + 12), TICK_PX, BLACK, Anchor::TOP)?;
         }
-        for &(i, j, count, dark) in &cells {
-            let (x, y) = (gx + j as i64 * cell + cell / 2, gy + i as i64 * cell + cell / 2);
-            label(root, &count.to_string(), at(x, y), value_px, if dark { WHITE } else { BLACK }, Anchor::CENTER)?;
-        }
-        for (k, name) in names.iter().enumerate() {
-            let c = k as i64 * cell + cell / 2;
-            label(root, name, at(gx - 10, gy + c), TICK_PX, BLACK, Anchor::RIGHT)?;
-            if upright {
-                let w = i64::from(text_size(name, TICK_PX).0);
-                label_up(root, name, at(gx + c, gy + grid + 10 + w / 2), TICK_PX, BLACK)?;
-            } else {
-                label(root, name, at(gx + c, gy + grid + 10), TICK_PX, BLACK, Anchor::TOP)?;
-            }
-        }
-        label(root, "Predicted", at(gx + grid / 2, gy + grid + col_names_h + 12), AXIS_PX, BLACK, Anchor::TOP)?;
-        label_up(root, "True", at(PAD + 13, gy + grid / 2), AXIS_PX, BLACK)?;
-        for k in 0..=4 {
-            let y = gy + (grid - 1) * k / 4;
-            let pct = format!("{}%", 100 - 25 * k);
-            label(root, &pct, at(bx + bar_w + 8, y), TICK_PX, BLACK, Anchor::LEFT)?;
-        }
-        label_up(root, "share of true class", at(bx + bar_w + 8 + bar_label_w + 16, gy + grid / 2), TICK_PX, RGBColor(60, 60, 60))?;
-        Ok(())
-    })?;
+    }
+    canvas.text("Predicted", (gx + grid / 2, gy + grid + col_names_h + 14), AXIS_PX, BLACK, Anchor::TOP)?;
+    canvas.text_up("True", (PAD + 13, gy + grid / 2), AXIS_PX, BLACK, Anchor::CENTER)?;
+    for k in 0..=4 {
+        let y = gy + (grid - 1) * k / 4;
+        canvas.text(&format!("{}%", 100 - 25 * k), (bx + bar_w + 8, y), TICK_PX, BLACK, Anchor::LEFT)?;
+    }
+    let bar_label_x = bx + bar_w + 8 + bar_label_w + 16;
+    canvas.text_up("share of true class", (bar_label_x, gy + grid / 2), TICK_PX, [60, 60, 60], Anchor(H::Center, V::Center))?;
     Ok(canvas)
 }

@@ -6,10 +6,13 @@
 use std::path::Path;
 
 use plotters::prelude::{Circle, PathElement, Polygon, Rectangle};
-use plotters::style::{Color, RGBColor, ShapeStyle, BLACK};
+use plotters::style::{Color, RGBColor, ShapeStyle};
 
-use crate::canvas::{label, text_size, Anchor, Area, Canvas, Drawn, Fail};
+const BLACK: [u8; 3] = [0, 0, 0];
+
+use crate::canvas::{Area, Canvas, Drawn, Fail};
 use crate::error::Result;
+use crate::text::{width as text_width, Anchor};
 
 /// How a layer is drawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,7 +65,7 @@ const TITLE_PX: f64 = 22.0 * S as f64;
 const NAME_PX: f64 = 17.0 * S as f64;
 const LABEL_PX: f64 = 15.0 * S as f64;
 const BLOCK_PX: f64 = 15.0 * S as f64;
-const LINE: RGBColor = RGBColor(150, 150, 150);
+const LINE: RGBColor = RGBColor(165, 165, 165);
 const DOTS: RGBColor = RGBColor(90, 90, 90);
 
 /// Fill and outline colours of input, hidden and output columns, and of blocks.
@@ -100,7 +103,7 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
     if layers.is_empty() {
         return Err(Fail::Invalid("a network diagram needs at least one layer".into()));
     }
-    let text_w = |s: &str, px: f64| i64::from(text_size(s, px).0);
+    let text_w = text_width;
     let block_lines: Vec<Vec<&str>> = layers.iter().map(|l| l.label.lines().collect()).collect();
     let widest = layers
         .iter()
@@ -145,16 +148,12 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
     let mut canvas = Canvas::new(dims(width), dims(height))?;
     canvas.draw(|root| {
         let at = |x: i64, y: i64| (x as i32, y as i32);
-        if heading > 0 {
-            label(root, title.trim(), at(width / 2, 16 * S), TITLE_PX, BLACK, Anchor::TOP)?;
-        }
         // Connections first, so that neurons and blocks cover their ends.
         for i in 1..layers.len() {
             connect(root, (&columns[i - 1], xs[i - 1]), (&columns[i], xs[i]), cy)?;
         }
         let last = layers.len() - 1;
-        for (i, ((layer, column), &x)) in layers.iter().zip(&columns).zip(&xs).enumerate() {
-            label(root, &layer.name, at(x, heading + 8 * S), NAME_PX, BLACK, Anchor::TOP)?;
+        for (i, (column, &x)) in columns.iter().zip(&xs).enumerate() {
             match column {
                 Column::Neurons { ys, dots } => {
                     let (fill, edge) = if i == 0 && last > 0 {
@@ -173,26 +172,37 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                             root.draw(&Circle::new(at(x, y + d * 9 * S), (3 * S) as i32, DOTS.filled()))?;
                         }
                     }
-                    let text = if layer.label.is_empty() { layer.units.to_string() } else { layer.label.clone() };
-                    let bottom = ys.last().copied().unwrap_or(cy).max(dots.unwrap_or(cy));
-                    label(root, &text, at(x, bottom + RADIUS + 12 * S), LABEL_PX, BLACK, Anchor::TOP)?;
                 }
                 Column::Block { x0, y0, w, h } => {
                     let (fill, edge) = BLOCK;
                     let (a, b) = (at(x + x0, *y0), at(x + x0 + w, y0 + h));
                     root.draw(&Rectangle::new([a, b], fill.filled()))?;
                     root.draw(&Rectangle::new([a, b], ShapeStyle::from(edge).stroke_width(2 * S as u32)))?;
-                    let lines: Vec<&str> = layer.label.lines().collect();
-                    let line_h = 26 * S;
-                    let top = cy - (lines.len() as i64 * line_h) / 2 + line_h / 2;
-                    for (k, line) in lines.iter().enumerate() {
-                        label(root, line, at(x, top + k as i64 * line_h), BLOCK_PX, BLACK, Anchor::CENTER)?;
-                    }
                 }
             }
         }
         Ok(())
     })?;
+    if heading > 0 {
+        canvas.text(title.trim(), (width / 2, 18 * S), TITLE_PX, BLACK, Anchor::TOP)?;
+    }
+    for ((layer, column), &x) in layers.iter().zip(&columns).zip(&xs) {
+        canvas.text(&layer.name, (x, heading + 10 * S), NAME_PX, BLACK, Anchor::TOP)?;
+        match column {
+            Column::Neurons { .. } => {
+                let text = if layer.label.is_empty() { layer.units.to_string() } else { layer.label.clone() };
+                canvas.text(&text, (x, cy + body_h / 2 + 10 * S), LABEL_PX, BLACK, Anchor::TOP)?;
+            }
+            Column::Block { .. } => {
+                let lines: Vec<&str> = layer.label.lines().collect();
+                let line_h = 26 * S;
+                let top = cy - (lines.len() as i64 * line_h) / 2 + line_h / 2;
+                for (k, line) in lines.iter().enumerate() {
+                    canvas.text(line, (x, top + k as i64 * line_h), BLOCK_PX, BLACK, Anchor::CENTER)?;
+                }
+            }
+        }
+    }
     Ok(canvas)
 }
 

@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
-use plotters::style::{RGBColor, BLACK};
-
-use crate::canvas::{label, text_size, Anchor, Canvas, Drawn, Fail};
+use crate::canvas::{Canvas, Drawn, Fail};
 use crate::error::Result;
+use crate::text::{width as text_width, Anchor};
+
+const BLACK: [u8; 3] = [0, 0, 0];
 
 /// The colour of a caption.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,7 +134,7 @@ fn render_grid(tiles: &[Tile<'_>], o: &GridOptions) -> Drawn<Canvas> {
     }
     let scale = i64::from(o.scale.min(64));
     let (img_w, img_h) = (o.image_cols as i64 * scale, o.image_rows as i64 * scale);
-    let caption_w = tiles.iter().map(|t| i64::from(text_size(&t.caption, CAPTION_PX).0)).max().unwrap_or(0);
+    let caption_w = tiles.iter().map(|t| text_width(&t.caption, CAPTION_PX)).max().unwrap_or(0);
     let has_captions = tiles.iter().any(|t| !t.caption.is_empty());
     let cap_h = if has_captions { CAPTION_H } else { 0 };
     let cell_w = img_w.max(caption_w + 4) + PAD;
@@ -141,7 +142,7 @@ fn render_grid(tiles: &[Tile<'_>], o: &GridOptions) -> Drawn<Canvas> {
     let columns = o.columns.min(tiles.len()) as i64;
     let rows = (tiles.len() as i64 + columns - 1) / columns;
     let heading = if o.title.trim().is_empty() { 0 } else { TITLE_H };
-    let title_w = i64::from(text_size(o.title.trim(), TITLE_PX).0) + 2 * PAD;
+    let title_w = text_width(o.title.trim(), TITLE_PX) + 2 * PAD;
     let width = (columns * cell_w + PAD).max(title_w);
     let height = heading + rows * cell_h + PAD;
     let dims = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
@@ -160,18 +161,12 @@ fn render_grid(tiles: &[Tile<'_>], o: &GridOptions) -> Drawn<Canvas> {
         canvas.frame(x, y, img_w, img_h, FRAME);
         anchors.push((cell_x + (cell_w - PAD) / 2, cell_y));
     }
-    canvas.draw(|root| {
-        if heading > 0 {
-            label(root, o.title.trim(), (width as i32 / 2, 14), TITLE_PX, BLACK, Anchor::TOP)?;
-        }
-        for (t, &(x, y)) in tiles.iter().zip(&anchors) {
-            if !t.caption.is_empty() {
-                let [r, g, b] = t.tone.color();
-                label(root, &t.caption, (x as i32, y as i32 + 3), CAPTION_PX, RGBColor(r, g, b), Anchor::TOP)?;
-            }
-        }
-        Ok(())
-    })?;
+    if heading > 0 {
+        canvas.text(o.title.trim(), (width / 2, 16), TITLE_PX, BLACK, Anchor::TOP)?;
+    }
+    for (t, &(x, y)) in tiles.iter().zip(&anchors) {
+        canvas.text(&t.caption, (x, y + 4), CAPTION_PX, t.tone.color(), Anchor::TOP)?;
+    }
     Ok(canvas)
 }
 
@@ -204,7 +199,7 @@ fn render_enlarged(pixels: &[u8], rows: usize, cols: usize, title: &str, scale: 
     }
     let scale = i64::from(scale.min(256));
     let (img_w, img_h) = (cols as i64 * scale, rows as i64 * scale);
-    let title_w = i64::from(text_size(title.trim(), TITLE_PX).0) + 2 * PAD;
+    let title_w = text_width(title.trim(), TITLE_PX) + 2 * PAD;
     let width = (BIG_LEFT + img_w + BIG_RIGHT).max(title_w);
     let height = BIG_TOP + img_h + BIG_BOTTOM;
     let dims = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
@@ -221,19 +216,16 @@ fn render_enlarged(pixels: &[u8], rows: usize, cols: usize, title: &str, scale: 
     for r in (0..rows).step_by(step) {
         canvas.fill(x - 6, y + r as i64 * scale + scale / 2, 5, 1, tick);
     }
-    canvas.draw(|root| {
-        if !title.trim().is_empty() {
-            label(root, title.trim(), (width as i32 / 2, 16), TITLE_PX, BLACK, Anchor::TOP)?;
-        }
-        for c in (0..cols).step_by(step) {
-            let cx = x + c as i64 * scale + scale / 2;
-            label(root, &c.to_string(), (cx as i32, (y + img_h + 10) as i32), TICK_PX, BLACK, Anchor::TOP)?;
-        }
-        for r in (0..rows).step_by(step) {
-            let cy = y + r as i64 * scale + scale / 2;
-            label(root, &r.to_string(), ((x - 10) as i32, cy as i32), TICK_PX, BLACK, Anchor::RIGHT)?;
-        }
-        Ok(())
-    })?;
+    if !title.trim().is_empty() {
+        canvas.text(title.trim(), (width / 2, 18), TITLE_PX, BLACK, Anchor::TOP)?;
+    }
+    for c in (0..cols).step_by(step) {
+        let cx = x + c as i64 * scale + scale / 2;
+        canvas.text(&c.to_string(), (cx, y + img_h + 11), TICK_PX, BLACK, Anchor::TOP)?;
+    }
+    for r in (0..rows).step_by(step) {
+        let cy = y + r as i64 * scale + scale / 2;
+        canvas.text(&r.to_string(), (x - 10, cy), TICK_PX, BLACK, Anchor::RIGHT)?;
+    }
     Ok(canvas)
 }

@@ -37,6 +37,7 @@ pub mod error;
 pub mod font;
 pub mod grid;
 pub mod history;
+mod text;
 
 pub use confusion::confusion_png;
 pub use diagram::{network_diagram, DiagramLayer, LayerKind};

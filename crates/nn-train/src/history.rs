@@ -1,0 +1,75 @@
+//! The per-epoch record of a run (Keras's `History.history`), as CSV or JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// One epoch's numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's examples (plus the regularisation penalty).
+    pub loss: f64,
+    /// Training accuracy over the epoch.
+    pub accuracy: f64,
+    /// Validation loss, when there is validation data.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_accuracy: Option<f64>,
+    /// Wall time of the epoch (training and validation).
+    pub seconds: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+}
+
+impl EpochLog {
+    /// A metric by Keras name (`loss`, `accuracy`, `val_loss`, `val_accuracy`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "loss" => Some(self.loss),
+            "accuracy" | "acc" => Some(self.accuracy),
+            "val_loss" => self.val_loss,
+            "val_accuracy" | "val_acc" => self.val_accuracy,
+            _ => None,
+        }
+    }
+}
+
+/// All epochs of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The epochs, in order.
+    pub epochs: Vec<EpochLog>,
+}
+
+impl History {
+    /// The last epoch.
+    pub fn last(&self) -> Option<&EpochLog> {
+        self.epochs.last()
+    }
+    /// The series of one metric (missing values skipped).
+    pub fn series(&self, name: &str) -> Vec<f64> {
+        self.epochs.iter().filter_map(|e| e.get(name)).collect()
+    }
+    /// CSV with a header line: `epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr`.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds,lr\n");
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        for e in &self.epochs {
+            s += &format!(
+                "{},{:.6},{:.6},{},{},{:.3},{:.6e}\n",
+                e.epoch,
+                e.loss,
+                e.accuracy,
+                opt(e.val_loss),
+                opt(e.val_accuracy),
+                e.seconds,
+                e.lr
+            );
+        }
+        s
+    }
+    /// JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

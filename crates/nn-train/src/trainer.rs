@@ -1,0 +1,502 @@
+//! [`Trainer`]: a model compiled with an optimiser and a loss; `fit`, `evaluate`, `predict`,
+//! model files and resumable checkpoints. One loop for every device.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mnist_data::{Augmentation, BatchConfig, Batcher, Dataset, Normalization, Rng};
+use ndarray::Array2;
+use nn_core::{Loss, Model, ModelFile, StepParams, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::callbacks::{Callback, Control};
+use crate::error::{Result, TrainError};
+use crate::history::{EpochLog, History};
+use crate::metrics::{argmax_rows, Confusion};
+use crate::optimizer::Optimizer;
+use crate::progress::{EpochProgress, Verbosity};
+use crate::schedule::Schedule;
+
+/// Keras's `compile`: optimiser, loss and learning-rate schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compile {
+    /// The optimiser.
+    pub optimizer: Optimizer,
+    /// The loss.
+    pub loss: Loss,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+/// Where validation numbers come from.
+#[derive(Clone, Debug, Default)]
+pub enum Validation {
+    /// None.
+    #[default]
+    None,
+    /// A separate data set (e.g. the test set, as the tutorials do).
+    Data(Arc<Dataset>),
+    /// Keras's `validation_split`: the last fraction of the training data, taken before shuffling.
+    Split(f64),
+}
+
+/// Keras's `fit` arguments. Defaults: 1 epoch, batch 32, shuffle, no validation, seed 0,
+/// pixels scaled to `[0, 1]`.
+pub struct FitConfig {
+    /// Epochs to train in total (a resumed run continues up to this number).
+    pub epochs: usize,
+    /// Examples per update.
+    pub batch_size: usize,
+    /// Shuffle every epoch.
+    pub shuffle: bool,
+    /// Validation data.
+    pub validation: Validation,
+    /// Callbacks.
+    pub callbacks: Vec<Box<dyn Callback>>,
+    /// Seed of shuffles, dropout and augmentation (weights are seeded when the model is built).
+    pub seed: u64,
+    /// On-the-fly augmentation of training batches.
+    pub augmentation: Option<Augmentation>,
+    /// How pixels become inputs.
+    pub normalization: Normalization,
+    /// Progress output.
+    pub verbosity: Verbosity,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation: Validation::None,
+            callbacks: Vec::new(),
+            seed: 0,
+            augmentation: None,
+            normalization: Normalization::Scale,
+            verbosity: Verbosity::Auto,
+        }
+    }
+}
+
+/// Where a run stands: what a checkpoint must hold besides weights and optimiser state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Updates done.
+    pub step: u64,
+    /// The run's seed (shuffles, dropout, augmentation derive from it and the epoch or step).
+    pub seed: u64,
+}
+
+/// Loss and accuracy of a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss (with the regularisation penalty, as Keras reports it).
+    pub loss: f64,
+    /// Fraction classified right.
+    pub accuracy: f64,
+}
+
+/// Examples per forward pass when evaluating or predicting.
+const EVAL_BATCH: usize = 1000;
+
+/// A model with its training configuration and progress.
+pub struct Trainer {
+    model: Model,
+    compile: Compile,
+    state: TrainState,
+    history: History,
+    normalization: Normalization,
+    targets: Vec<f32>,
+}
+
+fn seed_of_step(seed: u64, step: u64) -> u64 {
+    Rng::derive(seed, (1 << 40) + step).next_u64()
+}
+
+impl Trainer {
+    /// Keras's `model.compile(optimizer, loss)`.
+    pub fn new(model: Model, compile: Compile) -> Trainer {
+        Trainer {
+            model,
+            compile,
+            state: TrainState::default(),
+            history: History::default(),
+            normalization: Normalization::Scale,
+            targets: Vec::new(),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    /// The model, mutable.
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+    /// Gives the model back.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+    /// The compile settings.
+    pub fn compile(&self) -> &Compile {
+        &self.compile
+    }
+    /// The history so far.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+    /// Progress so far.
+    pub fn state(&self) -> TrainState {
+        self.state
+    }
+
+    fn fill_targets(&mut self, labels: &[u8]) {
+        let loss = self.compile.loss;
+        self.targets.clear();
+        if loss.sparse() {
+            self.targets.extend(labels.iter().map(|&l| l as f32));
+        } else {
+            let k = self.model.output_len();
+            self.targets.resize(labels.len() * k, 0.0);
+            self.targets.fill(0.0);
+            for (row, &l) in self.targets.chunks_mut(k).zip(labels) {
+                if (l as usize) < k {
+                    row[l as usize] = 1.0;
+                }
+            }
+        }
+    }
+
+    fn check_data(&self, data: &Dataset) -> Result<()> {
+        let want = self.model.input_len();
+        if data.pixels() != want {
+            return Err(TrainError::Config(format!(
+                "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
+                self.model.spec().input_shape,
+                data.rows(),
+                data.cols()
+            )));
+        }
+        let classes = self.model.output_len();
+        if let Some(&bad) = data.labels().iter().find(|&&l| l as usize >= classes) {
+            return Err(TrainError::Config(format!("label {bad} does not fit the model's {classes} outputs")));
+        }
+        Ok(())
+    }
+
+    /// Keras's `fit`: trains for `cfg.epochs` epochs (continuing a resumed run from its last
+    /// completed epoch), validating after each, running the callbacks, printing progress.
+    ///
+    /// # Errors
+    /// Data that do not fit the model, bad options, device failures, callback failures.
+    pub fn fit(&mut self, train: Arc<Dataset>, mut cfg: FitConfig) -> Result<&History> {
+        if cfg.epochs == 0 || cfg.batch_size == 0 {
+            return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
+        }
+        self.check_data(&train)?;
+        let (train, val) = match &cfg.validation {
+            Validation::None => (train, None),
+            Validation::Data(v) => {
+                self.check_data(v)?;
+                (train, Some(v.clone()))
+            }
+            Validation::Split(f) => {
+                let (t, v) = mnist_data::validation_split(&train, *f)?;
+                (Arc::new(t), Some(Arc::new(v)))
+            }
+        };
+        if self.state.epoch == 0 {
+            self.state.seed = cfg.seed;
+        }
+        self.normalization = cfg.normalization;
+        let seed = self.state.seed;
+        let bc = BatchConfig {
+            batch_size: cfg.batch_size,
+            shuffle: cfg.shuffle,
+            drop_last: false,
+            seed,
+            normalization: cfg.normalization,
+            prefetch: true,
+        };
+        let mut batcher = Batcher::new(train.clone(), bc)?;
+        if let Some(aug) = cfg.augmentation.filter(|a| !a.is_identity()) {
+            batcher = batcher.with_transform(Arc::new(aug.fill_for(cfg.normalization)));
+        }
+        let steps = batcher.batches_per_epoch();
+        let rule = self.compile.optimizer.rule();
+        let base_lr = self.compile.optimizer.lr();
+        let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
+        let mut last_good: Option<Vec<Tensor>> = None;
+        let mut stop: Option<String> = None;
+        let loss = self.compile.loss;
+        self.model.runtime().take_stats()?;
+
+        while self.state.epoch < cfg.epochs && stop.is_none() {
+            let started = Instant::now();
+            let epoch = self.state.epoch;
+            let mut progress = EpochProgress::start(cfg.verbosity, epoch + 1, cfg.epochs, steps);
+            let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
+            let mut since_read = 0usize;
+            let mut it = batcher.epoch(epoch);
+            let mut done = 0;
+            let mut lr = base_lr;
+            while let Some(b) = it.next_batch() {
+                let n = b.len();
+                self.fill_targets(&b.labels);
+                lr = self.compile.schedule.lr(base_lr, self.state.step, epoch);
+                let sp = StepParams { lr, t: self.state.step + 1 };
+                let step_seed = seed_of_step(seed, self.state.step);
+                self.model.runtime().train_batch(&b.x, &self.targets, n, loss, &rule, sp, step_seed)?;
+                self.state.step += 1;
+                done += 1;
+                since_read += n;
+                if per_batch || progress.wants_numbers() || done == steps {
+                    let (l, c) = self.model.runtime().take_stats()?;
+                    if per_batch {
+                        let batch_loss = l / since_read as f64;
+                        for cb in &mut cfg.callbacks {
+                            if let Control::StopAndRestore(why) = cb.on_batch_end(batch_loss) {
+                                stop = Some(why);
+                            }
+                        }
+                    }
+                    loss_sum += l;
+                    correct += c;
+                    seen += since_read;
+                    since_read = 0;
+                    progress.update(done, loss_sum / seen as f64, correct / seen as f64);
+                    if stop.is_some() {
+                        break;
+                    }
+                }
+            }
+            drop(it);
+            if let Some(why) = &stop {
+                if let Some(w) = &last_good {
+                    self.model.set_weights(w)?;
+                }
+                progress.finish(why);
+                break;
+            }
+            let penalty = self.model.runtime().regularization_penalty()? as f64;
+            let mut log = EpochLog {
+                epoch: epoch + 1,
+                loss: loss_sum / seen.max(1) as f64 + penalty,
+                accuracy: correct / seen.max(1) as f64,
+                val_loss: None,
+                val_accuracy: None,
+                seconds: 0.0,
+                lr: lr as f64,
+            };
+            if let Some(v) = &val {
+                let e = self.evaluate(v)?;
+                log.val_loss = Some(e.loss);
+                log.val_accuracy = Some(e.accuracy);
+            }
+            log.seconds = started.elapsed().as_secs_f64();
+            let mut summary = format!("loss: {:.4} - accuracy: {:.4}", log.loss, log.accuracy);
+            if let (Some(vl), Some(va)) = (log.val_loss, log.val_accuracy) {
+                summary += &format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}");
+            }
+            progress.finish(&summary);
+            self.history.epochs.push(log.clone());
+            self.state.epoch += 1;
+            let mut callbacks = std::mem::take(&mut cfg.callbacks);
+            for cb in &mut callbacks {
+                match cb.on_epoch_end(&log, self)? {
+                    Control::Continue => {}
+                    Control::Stop(why) => stop = Some(why),
+                    Control::StopAndRestore(why) => {
+                        if let Some(w) = &last_good {
+                            self.model.set_weights(w)?;
+                        }
+                        stop = Some(why);
+                    }
+                }
+            }
+            cfg.callbacks = callbacks;
+            if per_batch && stop.is_none() {
+                last_good = Some(self.model.weights()?);
+            }
+        }
+        let mut callbacks = std::mem::take(&mut cfg.callbacks);
+        for cb in &mut callbacks {
+            cb.on_train_end(self)?;
+        }
+        if let (Some(why), true) = (&stop, cfg.verbosity != Verbosity::Silent) {
+            println!("{why}");
+        }
+        Ok(&self.history)
+    }
+
+    /// Keras's `evaluate`: mean loss and accuracy on `data` (inference mode).
+    ///
+    /// # Errors
+    /// Data that do not fit the model; device failures.
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
+        self.check_data(data)?;
+        let loss = self.compile.loss;
+        let px = data.pixels();
+        let table = self.normalization.table();
+        let mut x = vec![0f32; EVAL_BATCH.min(data.len()) * px];
+        self.model.runtime().take_stats()?;
+        let mut start = 0;
+        let (mut loss_sum, mut correct) = (0f64, 0f64);
+        while start < data.len() {
+            let n = EVAL_BATCH.min(data.len() - start);
+            mnist_data::preprocess::apply_table(&table, &data.images()[start * px..(start + n) * px], &mut x[..n * px]);
+            self.fill_targets(&data.labels()[start..start + n]);
+            let targets = std::mem::take(&mut self.targets);
+            let r = self.model.runtime().eval_batch(&x[..n * px], &targets, n, loss);
+            self.targets = targets;
+            r?;
+            let (l, c) = self.model.runtime().take_stats()?;
+            loss_sum += l;
+            correct += c;
+            start += n;
+        }
+        let penalty = self.model.runtime().regularization_penalty()? as f64;
+        let n = data.len().max(1) as f64;
+        Ok(Evaluation { loss: loss_sum / n + penalty, accuracy: correct / n })
+    }
+
+    /// Class probabilities `[N, classes]` for every image of `data`.
+    ///
+    /// # Errors
+    /// Data that do not fit the model; device failures.
+    pub fn predict(&mut self, data: &Dataset) -> Result<Array2<f32>> {
+        predict_dataset(&mut self.model, data, self.normalization)
+    }
+
+    /// Predicted classes and the confusion matrix on `data`.
+    ///
+    /// # Errors
+    /// As [`Trainer::predict`].
+    pub fn confusion(&mut self, data: &Dataset) -> Result<(Vec<usize>, Confusion)> {
+        let p = self.predict(data)?;
+        let k = p.ncols();
+        let pred = argmax_rows(p.as_slice().unwrap_or(&[]), k);
+        let c = Confusion::from_predictions(data.labels(), &pred, k);
+        Ok((pred, c))
+    }
+
+    fn metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("training_config".into(), serde_json::to_string(&self.compile).unwrap_or_default());
+        m.insert("history".into(), self.history.to_json());
+        m.insert("training_state".into(), serde_json::to_string(&self.state).unwrap_or_default());
+        m.insert(
+            "normalization".into(),
+            match self.normalization {
+                Normalization::Scale => "scale".into(),
+                Normalization::Standardize { mean, std } => format!("standardize {mean} {std}"),
+            },
+        );
+        m
+    }
+
+    /// Saves the model file: weights, architecture, training configuration and history.
+    ///
+    /// # Errors
+    /// I/O failures naming the file.
+    pub fn save_model(&self, path: impl AsRef<Path>) -> Result<()> {
+        Ok(self.model.save(path, self.metadata())?)
+    }
+
+    /// Saves a checkpoint: the model file plus optimiser state (`optimizer.<param>.slot<k>`
+    /// tensors) and progress, from which [`Trainer::resume`] continues exactly.
+    ///
+    /// # Errors
+    /// I/O failures naming the file.
+    pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let mut f = self.model.to_file(self.metadata())?;
+        f.extra = self
+            .model
+            .runtime()
+            .optimizer_state()?
+            .into_iter()
+            .map(|t| Tensor { name: format!("optimizer.{}", t.name), ..t })
+            .collect();
+        Ok(f.save(path.as_ref())?)
+    }
+
+    /// Rebuilds a trainer from a checkpoint (or a model file: then the optimiser starts afresh),
+    /// with the model on `make_model`'s device (e.g. `|f| Model::from_file(Cpu, f)`).
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] when the file lacks the training configuration; model-file errors.
+    pub fn resume_with(path: impl AsRef<Path>, make_model: impl FnOnce(&ModelFile) -> nn_core::Result<Model>) -> Result<Trainer> {
+        let path = path.as_ref();
+        let f = ModelFile::load(path)?;
+        let bad = |m: &str| TrainError::Checkpoint { path: path.to_path_buf(), message: m.to_string() };
+        let compile: Compile = serde_json::from_str(f.metadata.get("training_config").ok_or_else(|| bad("no training_config"))?)
+            .map_err(|e| bad(&format!("training_config: {e}")))?;
+        let history: History = f
+            .metadata
+            .get("history")
+            .map(|h| serde_json::from_str(h))
+            .transpose()
+            .map_err(|e| bad(&format!("history: {e}")))?
+            .unwrap_or_default();
+        let state: TrainState = f
+            .metadata
+            .get("training_state")
+            .map(|h| serde_json::from_str(h))
+            .transpose()
+            .map_err(|e| bad(&format!("training_state: {e}")))?
+            .unwrap_or_default();
+        let mut model = make_model(&f)?;
+        let slots: Vec<Tensor> = f
+            .extra
+            .iter()
+            .filter_map(|t| t.name.strip_prefix("optimizer.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
+            .collect();
+        model.runtime().set_optimizer_state(&slots)?;
+        let normalization = parse_normalization(f.metadata.get("normalization").map(String::as_str));
+        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new() })
+    }
+
+    /// [`Trainer::resume_with`] on the CPU.
+    ///
+    /// # Errors
+    /// As [`Trainer::resume_with`].
+    pub fn resume(path: impl AsRef<Path>) -> Result<Trainer> {
+        Trainer::resume_with(path, |f| Model::from_file(nn_core::cpu::Cpu, f))
+    }
+}
+
+/// Reads the `normalization` metadata of a model file (`scale` when absent).
+pub fn parse_normalization(s: Option<&str>) -> Normalization {
+    let mut parts = s.unwrap_or("scale").split_whitespace();
+    match (parts.next(), parts.next().and_then(|m| m.parse().ok()), parts.next().and_then(|v| v.parse().ok())) {
+        (Some("standardize"), Some(mean), Some(std)) => Normalization::Standardize { mean, std },
+        _ => Normalization::Scale,
+    }
+}
+
+/// Class probabilities `[N, classes]` of every image of `data` (batches of 1000, normalised by
+/// `norm`).
+///
+/// # Errors
+/// Data that do not fit the model; device failures.
+pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -> Result<Array2<f32>> {
+    let px = data.pixels();
+    if px != model.input_len() {
+        return Err(TrainError::Config(format!(
+            "the model takes {} inputs per example, the data has {}×{} images",
+            model.input_len(),
+            data.rows(),
+            data.cols()
+        )));
+    }
+    let mut x = vec![0f32; data.len() * px];
+    mnist_data::preprocess::apply_table(&norm.table(), data.images(), &mut x);
+    Ok(model.predict_proba(&x, data.len())?)
+}
