@@ -233,7 +233,9 @@ impl Trainer {
         let rule = self.compile.optimizer.rule();
         let base_lr = self.compile.optimizer.lr();
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
-        let mut last_good: Option<Vec<Tensor>> = None;
+        // With per-batch checks (TerminateOnNaN), keep the weights of the last completed epoch
+        // (at first: the starting weights) to put back when the loss blows up.
+        let mut last_good: Option<Vec<Tensor>> = if per_batch { Some(self.model.weights()?) } else { None };
         let mut stop: Option<String> = None;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;

@@ -15,7 +15,8 @@
 //!    dark digit on light paper is inverted to MNIST's light digit on black;
 //! 4. the ink is told from the background by Otsu's threshold (at least 3σ above it); only the
 //!    largest connected blob of ink and the blobs near it of at least 5 % of its ink are kept, so
-//!    isolated specks and dirt at the edges are dropped;
+//!    isolated specks and dirt at the edges are dropped (a picture whose largest blob is under 4 %
+//!    of its smaller side across holds only specks: no digit);
 //! 5. kept ink (and a 1-pixel fringe, for anti-aliased edges) is stretched to `0..=1`, the
 //!    background set to 0;
 //! 6. the bounding box of the ink is scaled to 20 pixels on its larger side (area averaging when
@@ -377,6 +378,13 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
         )));
     }
     let (mx0, my0, mx1, my1) = bbox[main];
+    let extent = (mx1 - mx0).max(my1 - my0) + 1;
+    let smallest = (w.min(h) as f64 * 0.04).max(3.0);
+    if (extent as f64) < smallest {
+        return Err(DigitizeError::NoDigit(format!(
+            "only specks stand out from the background (largest blob {extent} pixels across, a digit needs at least {smallest:.0})"
+        )));
+    }
     let reach = ((mx1 - mx0).max(my1 - my0) + 1) as f64 * 0.5;
     let near = |b: (usize, usize, usize, usize)| {
         let (cx, cy) = ((b.0 + b.2) as f64 / 2.0, (b.1 + b.3) as f64 / 2.0);

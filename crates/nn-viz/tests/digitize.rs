@@ -83,7 +83,11 @@ fn centre_of_mass(img: &[u8]) -> (f64, f64) {
 /// The image shifted by whole pixels so that its centre of mass is nearest (14, 14).
 fn centred(img: &[u8]) -> Vec<u8> {
     let (cx, cy) = centre_of_mass(img);
-    let (dx, dy) = ((14.0 - cx).round() as i64, (14.0 - cy).round() as i64);
+    shifted(img, ((14.0 - cx).round() as i64, (14.0 - cy).round() as i64))
+}
+
+/// The image moved by `(dx, dy)` pixels.
+fn shifted(img: &[u8], (dx, dy): (i64, i64)) -> Vec<u8> {
     let mut out = vec![0u8; 784];
     for (i, &v) in img.iter().enumerate() {
         let (x, y) = ((i % 28) as i64 + dx, (i / 28) as i64 + dy);
@@ -98,6 +102,20 @@ fn cosine(a: &[u8], b: &[u8]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
     let norm = |v: &[u8]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
+}
+
+/// Cosine similarity of `result` with the original of `shape` after both are centred by centre of
+/// mass: centring shifts by whole pixels, so two centred images of one digit can differ by a
+/// pixel of rounding; the best of the original's placements within one pixel counts.
+fn similarity(result: &[u8], shape: &[((f64, f64), (f64, f64))]) -> f64 {
+    let reference = centred(&original(shape));
+    let mut best = 0.0f64;
+    for dy in -1..=1 {
+        for dx in -1..=1 {
+            best = best.max(cosine(result, &shifted(&reference, (dx, dy))));
+        }
+    }
+    best
 }
 
 /// (width, height) of the bounding box of the pixels of at least `level`.
@@ -118,9 +136,10 @@ fn check_like(result: &[u8], shape: &[((f64, f64), (f64, f64))], what: &str) {
     assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "{what}: centre of mass ({cx:.2}, {cy:.2})");
     let (bw, bh) = bbox(result, 64);
     assert!((19..=21).contains(&bw.max(bh)), "{what}: bounding box {bw}×{bh}");
-    let sim = cosine(result, &centred(&original(shape)));
+    let sim = similarity(result, shape);
     assert!(sim > 0.8, "{what}: cosine similarity {sim:.3}");
     assert!(result.iter().filter(|&&v| v >= 200).count() >= 20, "{what}: hardly any solid ink");
+    eprintln!("{what}: cosine {sim:.3}, centre of mass ({cx:.2}, {cy:.2}), box {bw}×{bh}");
     let corners = [0, 27, 27 * 28, 783];
     assert!(corners.iter().all(|&i| result[i] == 0), "{what}: background is not black");
 }
@@ -130,8 +149,11 @@ fn beige_noisy_photo_becomes_an_mnist_seven() {
     let img = DynamicImage::ImageRgb8(photo(SEVEN, BEIGE, INK, 14.0));
     let result = digitize_image(&img).unwrap();
     check_like(&result, SEVEN, "beige photo");
-    let sim = cosine(&result, &centred(&original(SEVEN)));
+    let sim = similarity(&result, SEVEN);
     assert!(sim > 0.9, "cosine similarity {sim:.3}");
+    // Without the allowance for rounding, as the centred images come.
+    let plain = cosine(&result, &centred(&original(SEVEN)));
+    assert!(plain > 0.8, "cosine similarity without realignment {plain:.3}");
 }
 
 #[test]
@@ -148,6 +170,19 @@ fn dim_grey_photo_is_still_read_as_dark_ink() {
     // Grey paper darker than mid-grey: polarity must come from where the strong deviations are.
     let img = DynamicImage::ImageRgb8(photo(SEVEN, [115.0, 110.0, 105.0], [25.0, 25.0, 30.0], 6.0));
     check_like(&digitize_image(&img).unwrap(), SEVEN, "dim photo");
+}
+
+#[test]
+fn vignetted_photo_with_a_dark_centre_or_dark_corners() {
+    for (what, strength) in [("dark corners", -0.35), ("dark centre", 0.25)] {
+        let mut img = photo(SEVEN, BEIGE, INK, 10.0);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            let r2 = ((f64::from(x) - 150.0).powi(2) + (f64::from(y) - 150.0).powi(2)) / (150.0f64 * 150.0 * 2.0);
+            let factor = if strength < 0.0 { 1.0 + strength * r2 } else { 1.0 - strength * (1.0 - r2) };
+            p.0 = p.0.map(|c| (f64::from(c) * factor) as u8);
+        }
+        check_like(&digitize_image(&DynamicImage::ImageRgb8(img)).unwrap(), SEVEN, what);
+    }
 }
 
 #[test]
@@ -181,16 +216,10 @@ fn jpeg_and_png_files_are_read() {
 fn blank_pictures_have_no_digit() {
     let white = DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 300, Rgb([255, 255, 255])));
     assert!(matches!(digitize_image(&white), Err(DigitizeError::NoDigit(_))));
-    let beige = DynamicImage::ImageRgb8(photo(&[], BEIGE, INK, 8.0).clone());
-    // Paper with noise only (and three specks): nothing digit-like.
-    match digitize_image(&beige) {
-        Err(DigitizeError::NoDigit(_)) => {}
-        Ok(img) => {
-            // Specks may pass as a tiny blob, but then it must at least not be empty.
-            assert!(img.iter().any(|&v| v > 0));
-        }
-        Err(e) => panic!("unexpected error {e}"),
-    }
+    let beige = DynamicImage::ImageRgb8(photo(&[], BEIGE, INK, 8.0));
+    // Paper with noise, a lighting gradient and three specks of dirt: nothing digit-like.
+    let specks = DynamicImage::ImageRgb8(photo(&[], BEIGE, INK, 14.0));
+    assert!(matches!(digitize_image(&specks), Err(DigitizeError::NoDigit(_))));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blank-page.png");
@@ -229,15 +258,3 @@ fn bad_buffers_are_refused() {
     assert!(matches!(mnist_style_from_luma(28, 28, &[0; 784]), Err(DigitizeError::NoDigit(_))));
 }
 
-#[test]
-#[ignore]
-fn dump() {
-    let img = DynamicImage::ImageRgb8(photo(SEVEN, BEIGE, INK, 14.0));
-    let result = digitize_image(&img).unwrap();
-    let orig = centred(&original(SEVEN));
-    for y in 0..28 {
-        let row = |v: &[u8]| (0..28).map(|x| match v[y * 28 + x] { 0 => ' ', 1..=63 => '.', 64..=127 => '+', 128..=191 => 'x', _ => '#' }).collect::<String>();
-        println!("{}|{}", row(&result), row(&orig));
-    }
-    println!("{:?} {:?}", centre_of_mass(&result), centre_of_mass(&orig));
-}
