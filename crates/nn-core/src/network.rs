@@ -81,6 +81,8 @@ impl<D: Device> Network<D> {
     /// # Errors
     /// Errors of [`ModelSpec::resolve`] and device allocation failures.
     pub fn new(dev: D, spec: &ModelSpec, seed: u64) -> Result<Self> {
+        // Host arithmetic (and the thread pools started from here) flushes subnormals to zero.
+        crate::cpu::flush_denormals_to_zero();
         let resolved = spec.resolve()?;
         let mut rng = Rng::derive(seed, 0x1417);
         let mut layers = Vec::with_capacity(resolved.len());
@@ -136,8 +138,16 @@ impl<D: Device> Network<D> {
             return Ok(());
         }
         let cap = n.max(1);
-        self.vals = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
-        self.grads = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
+        self.vals = self
+            .slot_width
+            .iter()
+            .map(|w| self.dev.alloc(cap * w))
+            .collect::<Result<_>>()?;
+        self.grads = self
+            .slot_width
+            .iter()
+            .map(|w| self.dev.alloc(cap * w))
+            .collect::<Result<_>>()?;
         let out_w = *self.slot_width.last().unwrap_or(&1);
         self.targets = Some(self.dev.alloc(cap * out_w)?);
         for l in &mut self.layers {
@@ -165,7 +175,11 @@ impl<D: Device> Network<D> {
             }
             let (si, so) = (self.slot_in[i], self.slot_out[i]);
             let (lo, hi) = self.vals.split_at_mut(so);
-            let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
+            let c = Ctx {
+                logits_head: ctx.logits_head && i == last,
+                seed: layer_seed(ctx.seed, i),
+                ..ctx
+            };
             layer.forward(&self.dev, &lo[si], &mut hi[0], n, &c)?;
         }
         Ok(())
@@ -184,20 +198,50 @@ impl<D: Device> Network<D> {
         if targets.len() != expected {
             return Err(NnError::Shape {
                 layer: format!("targets of {}", loss.name()),
-                expected: if loss.sparse() { vec![n] } else { vec![n, classes] },
+                expected: if loss.sparse() {
+                    vec![n]
+                } else {
+                    vec![n, classes]
+                },
                 found: vec![targets.len()],
             });
         }
-        let t = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
+        let t = self
+            .targets
+            .as_mut()
+            .ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
         self.dev.upload(targets, t)?;
-        let args = XentArgs { rows: n, cols: classes, logits, sparse: loss.sparse(), grad_scale: 1.0 / n as f32 };
+        let args = XentArgs {
+            rows: n,
+            cols: classes,
+            logits,
+            sparse: loss.sparse(),
+            grad_scale: 1.0 / n as f32,
+        };
         let out = self.vals.len() - 1;
-        self.dev.cross_entropy(&args, &self.vals[out], t, &mut self.grads[out], &mut self.stats)
+        self.dev.cross_entropy(
+            &args,
+            &self.vals[out],
+            t,
+            &mut self.grads[out],
+            &mut self.stats,
+        )
     }
 
-    fn forward_backward(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
+    fn forward_backward(
+        &mut self,
+        x: &[f32],
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        seed: u64,
+    ) -> Result<()> {
         let (fused, logits) = self.logits(loss);
-        let ctx = Ctx { training: true, seed, logits_head: fused };
+        let ctx = Ctx {
+            training: true,
+            seed,
+            logits_head: fused,
+        };
         self.forward(x, n, ctx)?;
         self.loss_pass(targets, n, loss, logits)?;
         let last = self.layers.len() - 1;
@@ -207,10 +251,22 @@ impl<D: Device> Network<D> {
                 continue;
             }
             let (si, so) = (self.slot_in[i], self.slot_out[i]);
-            let c = Ctx { logits_head: fused && i == last, seed: layer_seed(seed, i), ..ctx };
+            let c = Ctx {
+                logits_head: fused && i == last,
+                seed: layer_seed(seed, i),
+                ..ctx
+            };
             let (glo, ghi) = self.grads.split_at_mut(so);
             let dx = if si == 0 { None } else { Some(&mut glo[si]) };
-            layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
+            layer.backward(
+                &self.dev,
+                &self.vals[si],
+                &self.vals[so],
+                &mut ghi[0],
+                dx,
+                n,
+                &c,
+            )?;
         }
         Ok(())
     }
@@ -239,7 +295,11 @@ impl<D: Device> Network<D> {
                 if let Some(g) = &p.grad {
                     let mut data = vec![0f32; p.len()];
                     self.dev.download(g, &mut data)?;
-                    grads.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
+                    grads.push(Tensor {
+                        name: p.name.clone(),
+                        shape: p.shape.clone(),
+                        data,
+                    });
                 }
             }
         }
@@ -279,7 +339,8 @@ impl<D: Device> Runtime for Network<D> {
                 while p.slots.len() < rule.slots() {
                     p.slots.push(self.dev.alloc(len)?);
                 }
-                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
+                self.dev
+                    .update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
             }
         }
         Ok(())
@@ -287,7 +348,15 @@ impl<D: Device> Runtime for Network<D> {
 
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         let (fused, logits) = self.logits(loss);
-        self.forward(x, n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        self.forward(
+            x,
+            n,
+            Ctx {
+                training: false,
+                seed: 0,
+                logits_head: fused,
+            },
+        )?;
         self.loss_pass(targets, n, loss, logits)
     }
 
@@ -310,7 +379,11 @@ impl<D: Device> Runtime for Network<D> {
             for p in l.params() {
                 let mut data = vec![0f32; p.len()];
                 self.dev.download(&p.value, &mut data)?;
-                out.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
+                out.push(Tensor {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    data,
+                });
             }
         }
         Ok(out)
@@ -324,7 +397,11 @@ impl<D: Device> Runtime for Network<D> {
                     .find(|t| t.name == p.name)
                     .ok_or_else(|| NnError::spec(format!("no values for parameter {}", p.name)))?;
                 if t.shape != p.shape || t.data.len() != p.len() {
-                    return Err(NnError::Shape { layer: p.name.clone(), expected: p.shape.clone(), found: t.shape.clone() });
+                    return Err(NnError::Shape {
+                        layer: p.name.clone(),
+                        expected: p.shape.clone(),
+                        found: t.shape.clone(),
+                    });
                 }
                 self.dev.upload(&t.data, &mut p.value)?;
             }
@@ -339,7 +416,11 @@ impl<D: Device> Runtime for Network<D> {
                 for (k, s) in p.slots.iter().enumerate() {
                     let mut data = vec![0f32; p.len()];
                     self.dev.download(s, &mut data)?;
-                    out.push(Tensor { name: format!("{}.slot{k}", p.name), shape: p.shape.clone(), data });
+                    out.push(Tensor {
+                        name: format!("{}.slot{k}", p.name),
+                        shape: p.shape.clone(),
+                        data,
+                    });
                 }
             }
         }
@@ -352,9 +433,15 @@ impl<D: Device> Runtime for Network<D> {
                 p.slots.clear();
                 for k in 0.. {
                     let name = format!("{}.slot{k}", p.name);
-                    let Some(t) = s.iter().find(|t| t.name == name) else { break };
+                    let Some(t) = s.iter().find(|t| t.name == name) else {
+                        break;
+                    };
                     if t.data.len() != p.len() {
-                        return Err(NnError::Shape { layer: name, expected: p.shape.clone(), found: t.shape.clone() });
+                        return Err(NnError::Shape {
+                            layer: name,
+                            expected: p.shape.clone(),
+                            found: t.shape.clone(),
+                        });
                     }
                     let mut b = self.dev.alloc(p.len())?;
                     self.dev.upload(&t.data, &mut b)?;
@@ -370,7 +457,8 @@ impl<D: Device> Runtime for Network<D> {
         for l in &self.layers {
             for p in l.params() {
                 if let Some(r) = p.reg {
-                    self.dev.regularizer_penalty(&p.value, r.l1, r.l2, p.len(), &mut acc)?;
+                    self.dev
+                        .regularizer_penalty(&p.value, r.l1, r.l2, p.len(), &mut acc)?;
                 }
             }
         }

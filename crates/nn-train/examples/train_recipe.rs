@@ -24,9 +24,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         RecipeValidation::Split(f) => Validation::Split(f),
         RecipeValidation::None => Validation::None,
     };
-    t.fit(Arc::new(data.train), FitConfig { epochs, batch_size: r.batch_size, validation, seed, ..Default::default() })?;
+    t.fit(
+        Arc::new(data.train),
+        FitConfig {
+            epochs,
+            batch_size: r.batch_size,
+            validation,
+            seed,
+            ..Default::default()
+        },
+    )?;
     let e = t.evaluate(&test)?;
     let secs: Vec<f64> = t.history().epochs.iter().map(|e| e.seconds).collect();
-    println!("test loss {:.4} accuracy {:.4}; epoch seconds {secs:?}; total {:.1}s", e.loss, e.accuracy, t0.elapsed().as_secs_f64());
+    println!(
+        "test loss {:.4} accuracy {:.4}; epoch seconds {secs:?}; total {:.1}s",
+        e.loss,
+        e.accuracy,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

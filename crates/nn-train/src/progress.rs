@@ -38,7 +38,10 @@ impl EpochProgress {
             println!("Epoch {epoch}/{epochs}");
         }
         let bar = live.then(|| {
-            let b = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout_with_hz(10));
+            let b = ProgressBar::with_draw_target(
+                Some(steps as u64),
+                ProgressDrawTarget::stdout_with_hz(10),
+            );
             b.set_style(
                 ProgressStyle::with_template("{pos:>5}/{len} [{bar:30}] - {elapsed} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -47,7 +50,13 @@ impl EpochProgress {
             b
         });
         let now = Instant::now();
-        EpochProgress { bar, lines: v != Verbosity::Silent, steps, start: now, last_draw: now }
+        EpochProgress {
+            bar,
+            lines: v != Verbosity::Silent,
+            steps,
+            start: now,
+            last_draw: now,
+        }
     }
 
     /// Whether it is time to refresh the numbers.

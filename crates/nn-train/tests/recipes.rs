@@ -20,7 +20,14 @@ fn run(name: &str, seed: u64) -> (f64, Trainer) {
         RecipeValidation::None => Validation::None,
     };
     let mut t = Trainer::new(Model::new(&r.spec, seed).unwrap(), r.compile);
-    let cfg = FitConfig { epochs: r.epochs, batch_size: r.batch_size, validation, seed, verbosity: Verbosity::Lines, ..Default::default() };
+    let cfg = FitConfig {
+        epochs: r.epochs,
+        batch_size: r.batch_size,
+        validation,
+        seed,
+        verbosity: Verbosity::Lines,
+        ..Default::default()
+    };
     t.fit(Arc::new(data.train), cfg).unwrap();
     let acc = t.evaluate(&test).unwrap().accuracy;
     println!("{name}: test accuracy {acc:.4}");
@@ -53,5 +60,8 @@ fn mlp_128_128_validation_split_10_epochs() {
 fn mlp_512_512_8_epochs() {
     let (acc, t) = run("mlp-512-512", 1);
     assert!(acc >= 0.975, "test accuracy {acc}");
-    assert!(t.history().last().unwrap().accuracy > 0.99, "train accuracy");
+    assert!(
+        t.history().last().unwrap().accuracy > 0.99,
+        "train accuracy"
+    );
 }

@@ -2,10 +2,13 @@
 //! large element-wise passes are split over rayon's threads.
 
 mod conv;
+mod denormals;
 mod elementwise;
 mod norm;
 
 use rayon::prelude::*;
+
+pub use denormals::flush_denormals_to_zero;
 
 use crate::activation::Activation;
 use crate::device::{BatchNormArgs, Channels, Device, Gemm, Window};
@@ -60,15 +63,33 @@ impl Device for Cpu {
         Ok(())
     }
 
-    fn bias_act(&self, y: &mut Vec<f32>, bias: Option<&Vec<f32>>, act: Activation, s: Channels) -> Result<()> {
+    fn bias_act(
+        &self,
+        y: &mut Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        act: Activation,
+        s: Channels,
+    ) -> Result<()> {
         elementwise::bias_act(&mut y[..s.len()], bias.map(|b| &b[..s.channels]), act, s);
         Ok(())
     }
-    fn act_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>, act: Activation, s: Channels) -> Result<()> {
+    fn act_backward(
+        &self,
+        y: &Vec<f32>,
+        dy: &mut Vec<f32>,
+        act: Activation,
+        s: Channels,
+    ) -> Result<()> {
         elementwise::act_backward(&y[..s.len()], &mut dy[..s.len()], act, s);
         Ok(())
     }
-    fn channel_sums(&self, dy: &Vec<f32>, s: Channels, beta: f32, out: &mut Vec<f32>) -> Result<()> {
+    fn channel_sums(
+        &self,
+        dy: &Vec<f32>,
+        s: Channels,
+        beta: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         elementwise::channel_sums(&dy[..s.len()], s, beta, &mut out[..s.channels]);
         Ok(())
     }
@@ -85,7 +106,14 @@ impl Device for Cpu {
         stats[1] += correct;
         Ok(())
     }
-    fn dropout(&self, x: &mut Vec<f32>, mask: &mut Vec<f32>, rate: f32, seed: u64, len: usize) -> Result<()> {
+    fn dropout(
+        &self,
+        x: &mut Vec<f32>,
+        mask: &mut Vec<f32>,
+        rate: f32,
+        seed: u64,
+        len: usize,
+    ) -> Result<()> {
         elementwise::dropout(&mut x[..len], &mut mask[..len], rate, seed);
         Ok(())
     }
@@ -95,13 +123,34 @@ impl Device for Cpu {
         }
         Ok(())
     }
-    fn regularizer_grad(&self, w: &Vec<f32>, dw: &mut Vec<f32>, l1: f32, l2: f32, len: usize) -> Result<()> {
+    fn regularizer_grad(
+        &self,
+        w: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        l1: f32,
+        l2: f32,
+        len: usize,
+    ) -> Result<()> {
         for (d, &w) in dw[..len].iter_mut().zip(&w[..len]) {
-            *d += 2.0 * l2 * w + l1 * if w > 0.0 { 1.0 } else if w < 0.0 { -1.0 } else { 0.0 };
+            *d += 2.0 * l2 * w
+                + l1 * if w > 0.0 {
+                    1.0
+                } else if w < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
         }
         Ok(())
     }
-    fn regularizer_penalty(&self, w: &Vec<f32>, l1: f32, l2: f32, len: usize, acc: &mut Vec<f32>) -> Result<()> {
+    fn regularizer_penalty(
+        &self,
+        w: &Vec<f32>,
+        l1: f32,
+        l2: f32,
+        len: usize,
+        acc: &mut Vec<f32>,
+    ) -> Result<()> {
         let (mut a, mut s) = (0f64, 0f64);
         for &w in &w[..len] {
             a += w.abs() as f64;
@@ -128,14 +177,17 @@ impl Device for Cpu {
             return Ok(());
         }
         // Split every tensor into the same chunks and update them in parallel.
-        let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> =
-            slots.iter_mut().map(|s| s[..len].chunks_mut(CHUNK)).collect();
+        let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> = slots
+            .iter_mut()
+            .map(|s| s[..len].chunks_mut(CHUNK))
+            .collect();
         let mut jobs = Vec::with_capacity(len.div_ceil(CHUNK));
         for (wc, gc) in w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)) {
             let sc: Vec<&mut [f32]> = slot_chunks.iter_mut().filter_map(|it| it.next()).collect();
             jobs.push((wc, gc, sc));
         }
-        jobs.into_par_iter().for_each(|(wc, gc, mut sc)| update_host(rule, sp, wc, gc, &mut sc));
+        jobs.into_par_iter()
+            .for_each(|(wc, gc, mut sc)| update_host(rule, sp, wc, gc, &mut sc));
         Ok(())
     }
 
@@ -147,15 +199,34 @@ impl Device for Cpu {
         conv::col2im(cols, win, dx);
         Ok(())
     }
-    fn swap_axes01(&self, src: &Vec<f32>, a: usize, b: usize, r: usize, dst: &mut Vec<f32>) -> Result<()> {
+    fn swap_axes01(
+        &self,
+        src: &Vec<f32>,
+        a: usize,
+        b: usize,
+        r: usize,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
         conv::swap_axes01(src, a, b, r, dst);
         Ok(())
     }
-    fn max_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>, arg: &mut Vec<f32>) -> Result<()> {
+    fn max_pool(
+        &self,
+        x: &Vec<f32>,
+        win: &Window,
+        y: &mut Vec<f32>,
+        arg: &mut Vec<f32>,
+    ) -> Result<()> {
         conv::max_pool(x, win, y, arg);
         Ok(())
     }
-    fn max_pool_backward(&self, dy: &Vec<f32>, arg: &Vec<f32>, win: &Window, dx: &mut Vec<f32>) -> Result<()> {
+    fn max_pool_backward(
+        &self,
+        dy: &Vec<f32>,
+        arg: &Vec<f32>,
+        win: &Window,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
         conv::max_pool_backward(dy, arg, win, dx);
         Ok(())
     }
@@ -214,11 +285,22 @@ impl Device for Cpu {
 pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (m, n, k) = (g.m, g.n, g.k);
     // op(A) is [m, k]: stored [m, k] (rs = k, cs = 1) or [k, m] transposed (rs = 1, cs = m).
-    let (rsa, csa) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let (rsa, csa) = if g.trans_a {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (rsb, csb) = if g.trans_b {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     for i in 0..g.batch.max(1) {
         let (oa, ob, oc) = (i * g.stride_a, i * g.stride_b, i * g.stride_c);
-        assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
+        assert!(
+            oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(),
+            "gemm operand too small"
+        );
         // SAFETY: the asserts above keep every access of the m×k, k×n and m×n views in bounds.
         unsafe {
             matrixmultiply::sgemm(

@@ -44,7 +44,15 @@ pub(crate) fn train(
     }
 }
 
-pub(crate) fn infer(a: &BatchNormArgs, x: &[f32], gamma: &[f32], beta: &[f32], mm: &[f32], mv: &[f32], y: &mut [f32]) {
+pub(crate) fn infer(
+    a: &BatchNormArgs,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mm: &[f32],
+    mv: &[f32],
+    y: &mut [f32],
+) {
     for c in 0..a.shape.channels {
         let inv = 1.0 / (mv[c] + a.epsilon).sqrt();
         let (g, b, m) = (gamma[c], beta[c], mm[c]);

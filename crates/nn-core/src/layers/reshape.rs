@@ -14,7 +14,16 @@ impl<D: Device> Layer<D> for Identity {
     fn forward(&mut self, _: &D, _: &D::Buf, _: &mut D::Buf, _: usize, _: &Ctx) -> Result<()> {
         Ok(())
     }
-    fn backward(&mut self, _: &D, _: &D::Buf, _: &D::Buf, _: &mut D::Buf, _: Option<&mut D::Buf>, _: usize, _: &Ctx) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &D,
+        _: &D::Buf,
+        _: &D::Buf,
+        _: &mut D::Buf,
+        _: Option<&mut D::Buf>,
+        _: usize,
+        _: &Ctx,
+    ) -> Result<()> {
         Ok(())
     }
 }
