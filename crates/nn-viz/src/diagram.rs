@@ -42,13 +42,27 @@ impl DiagramLayer {
     /// A dense layer of `units` neurons; the label below reads "{units} {activation}" (just the
     /// units when `activation` is empty).
     pub fn dense(name: impl Into<String>, units: usize, activation: &str) -> Self {
-        let label = if activation.is_empty() { units.to_string() } else { format!("{units} {activation}") };
-        DiagramLayer { name: name.into(), units, label, kind: LayerKind::Dense }
+        let label = if activation.is_empty() {
+            units.to_string()
+        } else {
+            format!("{units} {activation}")
+        };
+        DiagramLayer {
+            name: name.into(),
+            units,
+            label,
+            kind: LayerKind::Dense,
+        }
     }
 
     /// A block named `name` with `label` inside (lines separated by `'\n'`).
     pub fn block(name: impl Into<String>, label: impl Into<String>) -> Self {
-        DiagramLayer { name: name.into(), units: 0, label: label.into(), kind: LayerKind::Block }
+        DiagramLayer {
+            name: name.into(),
+            units: 0,
+            label: label.into(),
+            kind: LayerKind::Block,
+        }
     }
 }
 
@@ -88,7 +102,8 @@ enum Column {
 /// Each layer is a column: its name above; dense layers as up to 10 circles (wider ones as 4,
 /// three dots, 4) with the label below ("784", "128 relu", "10 softmax"), every circle joined to
 /// every circle of the neighbouring dense columns; blocks as labelled boxes joined by arrows.
-/// The first column is blue, the last orange, the others green, blocks purple.
+/// The first column is blue, the last orange (when there are two or more), the others green,
+/// blocks purple.
 ///
 /// # Errors
 /// [`VizError::Invalid`](crate::VizError::Invalid) when `layers` is empty;
@@ -96,12 +111,17 @@ enum Column {
 /// or writing fails.
 pub fn network_diagram(path: impl AsRef<Path>, layers: &[DiagramLayer], title: &str) -> Result<()> {
     let path = path.as_ref();
-    render(layers, title).map_err(|f| f.at(path))?.downsample2().save_png(path)
+    render(layers, title)
+        .map_err(|f| f.at(path))?
+        .downsample2()
+        .save_png(path)
 }
 
 fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
     if layers.is_empty() {
-        return Err(Fail::Invalid("a network diagram needs at least one layer".into()));
+        return Err(Fail::Invalid(
+            "a network diagram needs at least one layer".into(),
+        ));
     }
     let text_w = text_width;
     let block_lines: Vec<Vec<&str>> = layers.iter().map(|l| l.label.lines().collect()).collect();
@@ -109,37 +129,72 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
         .iter()
         .zip(&block_lines)
         .map(|(l, lines)| {
-            let inner = lines.iter().map(|s| text_w(s, BLOCK_PX) + 28 * S).max().unwrap_or(0);
-            text_w(&l.name, NAME_PX).max(text_w(&l.label, LABEL_PX)).max(inner)
+            let inner = lines
+                .iter()
+                .map(|s| text_w(s, BLOCK_PX) + 28 * S)
+                .max()
+                .unwrap_or(0);
+            text_w(&l.name, NAME_PX)
+                .max(text_w(&l.label, LABEL_PX))
+                .max(inner)
         })
         .max()
         .unwrap_or(0);
     let col_w = MIN_COL_W.max(widest + 24 * S);
     let heading = if title.trim().is_empty() { 0 } else { 50 * S };
     let names_h = 36 * S;
-    let body_h = SPACING * MAX_SHOWN as i64;
+    // As tall as the tallest column: its neurons, or a block's lines of text.
+    let slots = |l: &DiagramLayer| {
+        if l.units <= MAX_SHOWN {
+            l.units
+        } else {
+            2 * EDGE + 1
+        }
+    };
+    let block_min_h = |lines: &Vec<&str>| lines.len() as i64 * 26 * S + 24 * S;
+    let body_h = layers
+        .iter()
+        .zip(&block_lines)
+        .map(|(l, lines)| match l.kind {
+            LayerKind::Dense => slots(l) as i64 * SPACING,
+            LayerKind::Block => block_min_h(lines) + SPACING,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(4 * SPACING);
     let labels_h = 44 * S;
-    let width = (2 * MARGIN + col_w * layers.len() as i64).max(text_w(title.trim(), TITLE_PX) + 2 * MARGIN);
+    let width =
+        (2 * MARGIN + col_w * layers.len() as i64).max(text_w(title.trim(), TITLE_PX) + 2 * MARGIN);
     let height = heading + names_h + body_h + labels_h;
     let left = (width - col_w * layers.len() as i64) / 2;
     let cy = heading + names_h + body_h / 2;
-    let xs: Vec<i64> = (0..layers.len() as i64).map(|i| left + i * col_w + col_w / 2).collect();
+    let xs: Vec<i64> = (0..layers.len() as i64)
+        .map(|i| left + i * col_w + col_w / 2)
+        .collect();
 
     let columns: Vec<Column> = layers
         .iter()
         .zip(&block_lines)
         .map(|(l, lines)| match l.kind {
             LayerKind::Dense => {
-                let (slots, dots) = if l.units <= MAX_SHOWN { (l.units, None) } else { (2 * EDGE + 1, Some(EDGE)) };
+                let (slots, dots) = (slots(l), (l.units > MAX_SHOWN).then_some(EDGE));
                 let y_of = |k: usize| cy + (2 * k as i64 + 1 - slots as i64) * SPACING / 2;
                 let ys = (0..slots).filter(|&k| Some(k) != dots).map(y_of).collect();
-                Column::Neurons { ys, dots: dots.map(y_of) }
+                Column::Neurons {
+                    ys,
+                    dots: dots.map(y_of),
+                }
             }
             LayerKind::Block => {
                 let inner = lines.iter().map(|s| text_w(s, BLOCK_PX)).max().unwrap_or(0);
                 let w = (inner + 28 * S).max(96 * S).min(col_w - 16 * S);
-                let h = (SPACING * 6).max(lines.len() as i64 * 26 * S + 24 * S);
-                Column::Block { x0: -w / 2, y0: cy - h / 2, w, h }
+                let h = (body_h * 3 / 5).max(block_min_h(lines));
+                Column::Block {
+                    x0: -w / 2,
+                    y0: cy - h / 2,
+                    w,
+                    h,
+                }
             }
         })
         .collect();
@@ -156,7 +211,7 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
         for (i, (column, &x)) in columns.iter().zip(&xs).enumerate() {
             match column {
                 Column::Neurons { ys, dots } => {
-                    let (fill, edge) = if i == 0 && last > 0 {
+                    let (fill, edge) = if i == 0 {
                         INPUT
                     } else if i == last {
                         OUTPUT
@@ -165,11 +220,19 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                     };
                     for &y in ys {
                         root.draw(&Circle::new(at(x, y), RADIUS as i32, fill.filled()))?;
-                        root.draw(&Circle::new(at(x, y), RADIUS as i32, ShapeStyle::from(edge).stroke_width(2 * S as u32)))?;
+                        root.draw(&Circle::new(
+                            at(x, y),
+                            RADIUS as i32,
+                            ShapeStyle::from(edge).stroke_width(2 * S as u32),
+                        ))?;
                     }
                     if let Some(y) = dots {
                         for d in [-1, 0, 1] {
-                            root.draw(&Circle::new(at(x, y + d * 9 * S), (3 * S) as i32, DOTS.filled()))?;
+                            root.draw(&Circle::new(
+                                at(x, y + d * 9 * S),
+                                (3 * S) as i32,
+                                DOTS.filled(),
+                            ))?;
                         }
                     }
                 }
@@ -177,28 +240,59 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                     let (fill, edge) = BLOCK;
                     let (a, b) = (at(x + x0, *y0), at(x + x0 + w, y0 + h));
                     root.draw(&Rectangle::new([a, b], fill.filled()))?;
-                    root.draw(&Rectangle::new([a, b], ShapeStyle::from(edge).stroke_width(2 * S as u32)))?;
+                    root.draw(&Rectangle::new(
+                        [a, b],
+                        ShapeStyle::from(edge).stroke_width(2 * S as u32),
+                    ))?;
                 }
             }
         }
         Ok(())
     })?;
     if heading > 0 {
-        canvas.text(title.trim(), (width / 2, 18 * S), TITLE_PX, BLACK, Anchor::TOP)?;
+        canvas.text(
+            title.trim(),
+            (width / 2, 18 * S),
+            TITLE_PX,
+            BLACK,
+            Anchor::TOP,
+        )?;
     }
     for ((layer, column), &x) in layers.iter().zip(&columns).zip(&xs) {
-        canvas.text(&layer.name, (x, heading + 10 * S), NAME_PX, BLACK, Anchor::TOP)?;
+        canvas.text(
+            &layer.name,
+            (x, heading + 10 * S),
+            NAME_PX,
+            BLACK,
+            Anchor::TOP,
+        )?;
         match column {
             Column::Neurons { .. } => {
-                let text = if layer.label.is_empty() { layer.units.to_string() } else { layer.label.clone() };
-                canvas.text(&text, (x, cy + body_h / 2 + 10 * S), LABEL_PX, BLACK, Anchor::TOP)?;
+                let text = if layer.label.is_empty() {
+                    layer.units.to_string()
+                } else {
+                    layer.label.clone()
+                };
+                canvas.text(
+                    &text,
+                    (x, cy + body_h / 2 + 10 * S),
+                    LABEL_PX,
+                    BLACK,
+                    Anchor::TOP,
+                )?;
             }
             Column::Block { .. } => {
                 let lines: Vec<&str> = layer.label.lines().collect();
                 let line_h = 26 * S;
                 let top = cy - (lines.len() as i64 * line_h) / 2 + line_h / 2;
                 for (k, line) in lines.iter().enumerate() {
-                    canvas.text(line, (x, top + k as i64 * line_h), BLOCK_PX, BLACK, Anchor::CENTER)?;
+                    canvas.text(
+                        line,
+                        (x, top + k as i64 * line_h),
+                        BLOCK_PX,
+                        BLACK,
+                        Anchor::CENTER,
+                    )?;
                 }
             }
         }
@@ -225,14 +319,24 @@ fn connect(root: &Area<'_>, (a, xa): (&Column, i64), (b, xb): (&Column, i64), cy
         }
         (Column::Block { x0, w, .. }, Column::Neurons { ys, .. }) => {
             for &y in ys {
-                root.draw(&PathElement::new(vec![at(xa + x0 + w, cy), at(xb, y)], line))?;
+                root.draw(&PathElement::new(
+                    vec![at(xa + x0 + w, cy), at(xb, y)],
+                    line,
+                ))?;
             }
         }
         (Column::Block { x0: x0a, w: wa, .. }, Column::Block { x0: x0b, .. }) => {
             let (from, to) = (xa + x0a + wa, xb + x0b);
             let arrow = ShapeStyle::from(DOTS).stroke_width(2 * S as u32);
-            root.draw(&PathElement::new(vec![at(from, cy), at(to - 10 * S, cy)], arrow))?;
-            let head = vec![at(to, cy), at(to - 12 * S, cy - 7 * S), at(to - 12 * S, cy + 7 * S)];
+            root.draw(&PathElement::new(
+                vec![at(from, cy), at(to - 10 * S, cy)],
+                arrow,
+            ))?;
+            let head = vec![
+                at(to, cy),
+                at(to - 12 * S, cy - 7 * S),
+                at(to - 12 * S, cy + 7 * S),
+            ];
             root.draw(&Polygon::new(head, DOTS.filled()))?;
         }
     }

@@ -72,12 +72,21 @@ pub(crate) fn width(text: &str, size: f64) -> i64 {
 fn cap_height(f: &FontRef<'static>, size: f32) -> f32 {
     let scaled = f.as_scaled(PxScale::from(size));
     let glyph = scaled.scaled_glyph('H');
-    f.outline_glyph(glyph).map_or(size * 0.63, |o| -o.px_bounds().min.y)
+    f.outline_glyph(glyph)
+        .map_or(size * 0.63, |o| -o.px_bounds().min.y)
 }
 
 /// Writes `text` at `(x, y)` in colour `rgb`; `upward` rotates it a quarter turn anticlockwise
 /// about the anchor (it then reads from bottom to top).
-pub(crate) fn draw(canvas: &mut Canvas, text: &str, (x, y): (i64, i64), size: f64, rgb: [u8; 3], anchor: Anchor, upward: bool) -> Drawn {
+pub(crate) fn draw(
+    canvas: &mut Canvas,
+    text: &str,
+    (x, y): (i64, i64),
+    size: f64,
+    rgb: [u8; 3],
+    anchor: Anchor,
+    upward: bool,
+) -> Drawn {
     if text.is_empty() {
         return Ok(());
     }
@@ -100,7 +109,11 @@ pub(crate) fn draw(canvas: &mut Canvas, text: &str, (x, y): (i64, i64), size: f6
             let (bx, by) = (b.min.x as i64, b.min.y as i64);
             outline.draw(|gx, gy, coverage| {
                 let (tx, ty) = (bx + i64::from(gx), by + i64::from(gy));
-                let (cx, cy) = if upward { (x + ty, y - tx) } else { (x + tx, y + ty) };
+                let (cx, cy) = if upward {
+                    (x + ty, y - tx)
+                } else {
+                    (x + tx, y + ty)
+                };
                 canvas.blend(cx, cy, rgb, coverage);
             });
         }
