@@ -14,8 +14,15 @@ use crate::network::{Network, Runtime};
 use crate::spec::{LayerSpec, ModelSpec};
 use crate::tensor::Tensor;
 
-/// Examples per forward pass in [`Model::predict`].
-const PREDICT_BATCH: usize = 2048;
+/// Examples per forward pass in [`Model::predict`]: large for dense networks (fewer, larger
+/// GEMMs), small for convolutional ones, whose im2col buffers grow by ~0.5 MB per example.
+fn predict_batch_size(spec: &ModelSpec) -> usize {
+    if spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2D(_))) {
+        128
+    } else {
+        1024
+    }
+}
 
 /// A model: its architecture and its numbers on a device (the CPU unless built with
 /// [`Model::on`] or [`Model::from_runtime`]).
@@ -120,8 +127,9 @@ impl Model {
         }
         let mut out = vec![0f32; n * ow];
         let mut start = 0;
+        let batch = predict_batch_size(self.spec());
         while start < n {
-            let b = PREDICT_BATCH.min(n - start);
+            let b = batch.min(n - start);
             self.rt.predict_batch(
                 &x[start * iw..(start + b) * iw],
                 b,

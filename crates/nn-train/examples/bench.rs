@@ -34,11 +34,6 @@ fn peak_rss_mib() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t_start = Instant::now();
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // SAFETY-free in edition 2021: set before any thread reads the environment.
-        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
-    }
     let args: Vec<String> = std::env::args().collect();
     let model = args.get(1).map(String::as_str).unwrap_or("M1");
     let name = match model {

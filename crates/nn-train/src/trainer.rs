@@ -102,8 +102,15 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
-/// Examples per forward pass when evaluating or predicting.
-const EVAL_BATCH: usize = 1000;
+/// Examples per forward pass when evaluating: as in prediction, large for dense networks and
+/// small for convolutional ones (their im2col buffers grow by ~0.5 MB per example).
+fn eval_batch_size(spec: &nn_core::ModelSpec) -> usize {
+    if spec.layers.iter().any(|l| matches!(l, nn_core::LayerSpec::Conv2D(_))) {
+        128
+    } else {
+        1000
+    }
+}
 
 /// A model with its training configuration and progress.
 pub struct Trainer {
@@ -366,12 +373,13 @@ impl Trainer {
         let loss = self.compile.loss;
         let px = data.pixels();
         let table = self.normalization.table();
-        let mut x = vec![0f32; EVAL_BATCH.min(data.len()) * px];
+        let batch = eval_batch_size(self.model.spec());
+        let mut x = vec![0f32; batch.min(data.len()) * px];
         self.model.runtime().take_stats()?;
         let mut start = 0;
         let (mut loss_sum, mut correct) = (0f64, 0f64);
         while start < data.len() {
-            let n = EVAL_BATCH.min(data.len() - start);
+            let n = batch.min(data.len() - start);
             mnist_data::preprocess::apply_table(
                 &table,
                 &data.images()[start * px..(start + n) * px],

@@ -1,181 +1,256 @@
 //! Convolution and pooling helpers on the CPU: im2col / col2im, axis swaps, max and average
-//! pooling. Parallel over rows (im2col) or images (col2im, pooling) with rayon.
+//! pooling. Each computes, per output row, the range of positions whose window lies inside the
+//! image, so the inner loops are branch-free (contiguous copies when the stride is 1). Parallel
+//! over rows (im2col) or planes (col2im, pooling) with rayon.
 
 use rayon::prelude::*;
 
 use crate::device::Window;
 
+/// The output columns `ox` whose input column `ox·s + k - p` lies in `0..w`: `lo..hi`.
+#[inline]
+fn valid_range(out: usize, w: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
+    // ox·s + k >= p  and  ox·s + k - p < w
+    let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
+    let hi = if w + p > k { ((w + p - k - 1) / s + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
 pub(crate) fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let ncols = w.n * ohw;
     let rows = w.c * w.kh * w.kw;
-    cols[..rows * ncols]
-        .par_chunks_mut(ncols)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let kj = r % w.kw;
-            let ki = (r / w.kw) % w.kh;
-            let ci = r / (w.kw * w.kh);
-            for ni in 0..w.n {
-                let plane = &x[(ni * w.c + ci) * hw..(ni * w.c + ci + 1) * hw];
-                let out = &mut row[ni * ohw..(ni + 1) * ohw];
-                for oy in 0..w.oh {
-                    let iy = (oy * w.sh + ki) as isize - w.ph as isize;
-                    let orow = &mut out[oy * w.ow..(oy + 1) * w.ow];
-                    if iy < 0 || iy >= w.h as isize {
-                        orow.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w.w..(iy as usize + 1) * w.w];
-                    for (ox, o) in orow.iter_mut().enumerate() {
-                        let ix = (ox * w.sw + kj) as isize - w.pw as isize;
-                        *o = if ix < 0 || ix >= w.w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
+    cols[..rows * ncols].par_chunks_mut(ncols).enumerate().for_each(|(r, row)| {
+        let kj = r % w.kw;
+        let ki = (r / w.kw) % w.kh;
+        let ci = r / (w.kw * w.kh);
+        let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
+        for ni in 0..w.n {
+            let plane = &x[(ni * w.c + ci) * hw..(ni * w.c + ci + 1) * hw];
+            let out = &mut row[ni * ohw..(ni + 1) * ohw];
+            for oy in 0..w.oh {
+                let orow = &mut out[oy * w.ow..(oy + 1) * w.ow];
+                let iy = (oy * w.sh + ki) as isize - w.ph as isize;
+                if iy < 0 || iy >= w.h as isize || xlo >= xhi {
+                    orow.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w.w..(iy as usize + 1) * w.w];
+                orow[..xlo].fill(0.0);
+                orow[xhi..].fill(0.0);
+                let x0 = xlo * w.sw + kj - w.pw;
+                if w.sw == 1 {
+                    orow[xlo..xhi].copy_from_slice(&src[x0..x0 + (xhi - xlo)]);
+                } else {
+                    for (o, ix) in orow[xlo..xhi].iter_mut().zip((x0..).step_by(w.sw)) {
+                        *o = src[ix];
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let ncols = w.n * ohw;
-    dx[..w.n * w.c * hw]
-        .par_chunks_mut(w.c * hw)
-        .enumerate()
-        .for_each(|(ni, img)| {
-            img.fill(0.0);
-            for ci in 0..w.c {
-                let plane = &mut img[ci * hw..(ci + 1) * hw];
-                for ki in 0..w.kh {
-                    for kj in 0..w.kw {
-                        let r = (ci * w.kh + ki) * w.kw + kj;
-                        let src = &cols[r * ncols + ni * ohw..r * ncols + (ni + 1) * ohw];
-                        for oy in 0..w.oh {
-                            let iy = (oy * w.sh + ki) as isize - w.ph as isize;
-                            if iy < 0 || iy >= w.h as isize {
-                                continue;
+    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, plane)| {
+        let (ni, ci) = (p / w.c, p % w.c);
+        plane.fill(0.0);
+        for ki in 0..w.kh {
+            for kj in 0..w.kw {
+                let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
+                if xlo >= xhi {
+                    continue;
+                }
+                let r = (ci * w.kh + ki) * w.kw + kj;
+                let src = &cols[r * ncols + ni * ohw..r * ncols + (ni + 1) * ohw];
+                for oy in 0..w.oh {
+                    let iy = (oy * w.sh + ki) as isize - w.ph as isize;
+                    if iy < 0 || iy >= w.h as isize {
+                        continue;
+                    }
+                    let prow = &mut plane[iy as usize * w.w..(iy as usize + 1) * w.w];
+                    let srow = &src[oy * w.ow + xlo..oy * w.ow + xhi];
+                    let x0 = xlo * w.sw + kj - w.pw;
+                    if w.sw == 1 {
+                        for (d, &s) in prow[x0..x0 + srow.len()].iter_mut().zip(srow) {
+                            *d += s;
+                        }
+                    } else {
+                        for (&s, ix) in srow.iter().zip((x0..).step_by(w.sw)) {
+                            prow[ix] += s;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+pub(crate) fn swap_axes01(src: &[f32], a: usize, b: usize, r: usize, dst: &mut [f32]) {
+    dst[..a * b * r].par_chunks_mut(a * r).enumerate().for_each(|(j, out)| {
+        for i in 0..a {
+            out[i * r..(i + 1) * r].copy_from_slice(&src[(i * b + j) * r..(i * b + j + 1) * r]);
+        }
+    });
+}
+
+/// Input rows `lo..hi` (clamped) of the window of output row `oy`.
+#[inline]
+fn rows_of(w: &Window, oy: usize) -> (usize, usize) {
+    let y0 = (oy * w.sh) as isize - w.ph as isize;
+    (y0.max(0) as usize, ((y0 + w.kh as isize).min(w.h as isize)).max(0) as usize)
+}
+
+#[inline]
+fn cols_of(w: &Window, ox: usize) -> (usize, usize) {
+    let x0 = (ox * w.sw) as isize - w.pw as isize;
+    (x0.max(0) as usize, ((x0 + w.kw as isize).min(w.w as isize)).max(0) as usize)
+}
+
+pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
+    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
+    let planes = w.n * w.c;
+    if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) {
+        // The common 2×2 window, stride 2: no bounds to clip.
+        y[..planes * ohw].par_chunks_mut(ohw).zip(arg[..planes * ohw].par_chunks_mut(ohw)).enumerate().for_each(
+            |(p, (yp, ap))| {
+                let xp = &x[p * hw..(p + 1) * hw];
+                for oy in 0..w.oh {
+                    let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
+                    for ox in 0..w.ow {
+                        let c = 2 * ox;
+                        let mut at = r0 + c;
+                        for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                            if xp[i] > xp[at] {
+                                at = i;
                             }
-                            let prow = &mut plane[iy as usize * w.w..(iy as usize + 1) * w.w];
+                        }
+                        yp[oy * w.ow + ox] = xp[at];
+                        ap[oy * w.ow + ox] = at as f32;
+                    }
+                }
+            },
+        );
+        return;
+    }
+    y[..planes * ohw].par_chunks_mut(ohw).zip(arg[..planes * ohw].par_chunks_mut(ohw)).enumerate().for_each(
+        |(p, (yp, ap))| {
+            let xp = &x[p * hw..(p + 1) * hw];
+            for oy in 0..w.oh {
+                let (y0, y1) = rows_of(w, oy);
+                for ox in 0..w.ow {
+                    let (x0, x1) = cols_of(w, ox);
+                    let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w.w + x0);
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let v = xp[iy * w.w + ix];
+                            if v > best {
+                                best = v;
+                                at = iy * w.w + ix;
+                            }
+                        }
+                    }
+                    yp[oy * w.ow + ox] = best;
+                    ap[oy * w.ow + ox] = at as f32;
+                }
+            }
+        },
+    );
+}
+
+pub(crate) fn max_pool_backward(dy: &[f32], arg: &[f32], w: &Window, dx: &mut [f32]) {
+    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
+    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
+        dxp.fill(0.0);
+        for (&g, &a) in dy[p * ohw..(p + 1) * ohw].iter().zip(&arg[p * ohw..(p + 1) * ohw]) {
+            dxp[a as usize] += g;
+        }
+    });
+}
+
+pub(crate) fn avg_pool(x: &[f32], w: &Window, y: &mut [f32]) {
+    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
+    y[..w.n * w.c * ohw].par_chunks_mut(ohw).enumerate().for_each(|(p, yp)| {
+        let xp = &x[p * hw..(p + 1) * hw];
+        for oy in 0..w.oh {
+            let (y0, y1) = rows_of(w, oy);
+            for ox in 0..w.ow {
+                let (x0, x1) = cols_of(w, ox);
+                let mut s = 0f32;
+                for iy in y0..y1 {
+                    s += xp[iy * w.w + x0..iy * w.w + x1].iter().sum::<f32>();
+                }
+                let k = (y1 - y0) * (x1 - x0);
+                yp[oy * w.ow + ox] = if k > 0 { s / k as f32 } else { 0.0 };
+            }
+        }
+    });
+}
+
+pub(crate) fn avg_pool_backward(dy: &[f32], w: &Window, dx: &mut [f32]) {
+    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
+    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
+        dxp.fill(0.0);
+        for oy in 0..w.oh {
+            let (y0, y1) = rows_of(w, oy);
+            for ox in 0..w.ow {
+                let (x0, x1) = cols_of(w, ox);
+                let k = (y1 - y0) * (x1 - x0);
+                if k == 0 {
+                    continue;
+                }
+                let g = dy[p * ohw + oy * w.ow + ox] / k as f32;
+                for iy in y0..y1 {
+                    dxp[iy * w.w + x0..iy * w.w + x1].iter_mut().for_each(|d| *d += g);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The obvious im2col, element by element.
+    fn im2col_ref(x: &[f32], w: &Window) -> Vec<f32> {
+        let ncols = w.n * w.oh * w.ow;
+        let mut out = vec![0f32; w.c * w.kh * w.kw * ncols];
+        for ci in 0..w.c {
+            for ki in 0..w.kh {
+                for kj in 0..w.kw {
+                    let r = (ci * w.kh + ki) * w.kw + kj;
+                    for ni in 0..w.n {
+                        for oy in 0..w.oh {
                             for ox in 0..w.ow {
+                                let iy = (oy * w.sh + ki) as isize - w.ph as isize;
                                 let ix = (ox * w.sw + kj) as isize - w.pw as isize;
-                                if ix >= 0 && ix < w.w as isize {
-                                    prow[ix as usize] += src[oy * w.ow + ox];
+                                if iy >= 0 && ix >= 0 && (iy as usize) < w.h && (ix as usize) < w.w {
+                                    out[r * ncols + (ni * w.oh + oy) * w.ow + ox] =
+                                        x[((ni * w.c + ci) * w.h + iy as usize) * w.w + ix as usize];
                                 }
                             }
                         }
                     }
                 }
             }
-        });
-}
+        }
+        out
+    }
 
-pub(crate) fn swap_axes01(src: &[f32], a: usize, b: usize, r: usize, dst: &mut [f32]) {
-    dst[..a * b * r]
-        .par_chunks_mut(a * r)
-        .enumerate()
-        .for_each(|(j, out)| {
-            for i in 0..a {
-                out[i * r..(i + 1) * r].copy_from_slice(&src[(i * b + j) * r..(i * b + j + 1) * r]);
-            }
-        });
-}
-
-/// Calls `f(out_index, window cells as (input offset in plane))` for each output cell of a plane.
-fn windows(w: &Window, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>)) {
-    for oy in 0..w.oh {
-        for ox in 0..w.ow {
-            let y0 = (oy * w.sh) as isize - w.ph as isize;
-            let x0 = (ox * w.sw) as isize - w.pw as isize;
-            let mut it = (0..w.kh)
-                .flat_map(move |i| (0..w.kw).map(move |j| (y0 + i as isize, x0 + j as isize)))
-                .filter_map(|(y, x)| {
-                    if y >= 0 && x >= 0 && (y as usize) < w.h && (x as usize) < w.w {
-                        Some(y as usize * w.w + x as usize)
-                    } else {
-                        None
-                    }
-                });
-            f(oy * w.ow + ox, &mut it);
+    #[test]
+    fn im2col_matches_the_reference_for_strides_and_padding() {
+        for (k, s, p) in [(3, 1, 0), (3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2), (1, 1, 0), (4, 3, 2)] {
+            let (h, wd) = (7, 6);
+            let oh = (h + 2 * p - k) / s + 1;
+            let ow = (wd + 2 * p - k) / s + 1;
+            let w = Window { n: 2, c: 3, h, w: wd, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p, oh, ow };
+            let x: Vec<f32> = (0..2 * 3 * h * wd).map(|i| i as f32).collect();
+            let mut cols = vec![f32::NAN; 3 * k * k * 2 * oh * ow];
+            im2col(&x, &w, &mut cols);
+            assert_eq!(cols, im2col_ref(&x, &w), "k{k} s{s} p{p}");
         }
     }
-}
-
-pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
-    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    let planes = w.n * w.c;
-    y[..planes * ohw]
-        .par_chunks_mut(ohw)
-        .zip(arg[..planes * ohw].par_chunks_mut(ohw))
-        .enumerate()
-        .for_each(|(p, (yp, ap))| {
-            let xp = &x[p * hw..(p + 1) * hw];
-            windows(w, |o, cells| {
-                let mut best = f32::NEG_INFINITY;
-                let mut at = 0usize;
-                for i in cells {
-                    if xp[i] > best {
-                        best = xp[i];
-                        at = i;
-                    }
-                }
-                yp[o] = best;
-                ap[o] = at as f32;
-            });
-        });
-}
-
-pub(crate) fn max_pool_backward(dy: &[f32], arg: &[f32], w: &Window, dx: &mut [f32]) {
-    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    dx[..w.n * w.c * hw]
-        .par_chunks_mut(hw)
-        .enumerate()
-        .for_each(|(p, dxp)| {
-            dxp.fill(0.0);
-            for o in 0..ohw {
-                dxp[arg[p * ohw + o] as usize] += dy[p * ohw + o];
-            }
-        });
-}
-
-pub(crate) fn avg_pool(x: &[f32], w: &Window, y: &mut [f32]) {
-    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    y[..w.n * w.c * ohw]
-        .par_chunks_mut(ohw)
-        .enumerate()
-        .for_each(|(p, yp)| {
-            let xp = &x[p * hw..(p + 1) * hw];
-            windows(w, |o, cells| {
-                let (mut s, mut k) = (0f32, 0usize);
-                for i in cells {
-                    s += xp[i];
-                    k += 1;
-                }
-                yp[o] = if k > 0 { s / k as f32 } else { 0.0 };
-            });
-        });
-}
-
-pub(crate) fn avg_pool_backward(dy: &[f32], w: &Window, dx: &mut [f32]) {
-    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    dx[..w.n * w.c * hw]
-        .par_chunks_mut(hw)
-        .enumerate()
-        .for_each(|(p, dxp)| {
-            dxp.fill(0.0);
-            let mut idx = Vec::with_capacity(w.kh * w.kw);
-            windows(w, |o, cells| {
-                idx.clear();
-                idx.extend(cells);
-                if !idx.is_empty() {
-                    let g = dy[p * ohw + o] / idx.len() as f32;
-                    for &i in &idx {
-                        dxp[i] += g;
-                    }
-                }
-            });
-        });
 }

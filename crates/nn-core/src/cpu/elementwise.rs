@@ -59,6 +59,15 @@ pub(crate) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: 
 }
 
 pub(crate) fn act_backward(y: &[f32], dy: &mut [f32], act: Activation, s: Channels) {
+    if act != Activation::Softmax && y.len() >= PAR_MIN {
+        const CHUNK: usize = 1 << 14;
+        dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| act_backward_serial(y, d, act, s));
+    } else {
+        act_backward_serial(y, dy, act, s);
+    }
+}
+
+fn act_backward_serial(y: &[f32], dy: &mut [f32], act: Activation, s: Channels) {
     match act {
         Activation::Linear => {}
         Activation::Relu => {
@@ -85,6 +94,18 @@ pub(crate) fn act_backward(y: &[f32], dy: &mut [f32], act: Activation, s: Channe
 }
 
 pub(crate) fn channel_sums(dy: &[f32], s: Channels, beta: f32, out: &mut [f32]) {
+    if s.inner > 1 && dy.len() >= PAR_MIN {
+        // One task per channel, summing its plane in every example.
+        out.par_iter_mut().enumerate().for_each(|(c, o)| {
+            let mut acc = 0f32;
+            for b in 0..s.outer {
+                let start = (b * s.channels + c) * s.inner;
+                acc += dy[start..start + s.inner].iter().sum::<f32>();
+            }
+            *o = if beta == 0.0 { acc } else { beta * *o + acc };
+        });
+        return;
+    }
     if beta == 0.0 {
         out.fill(0.0);
     } else if beta != 1.0 {
