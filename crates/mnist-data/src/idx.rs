@@ -64,7 +64,10 @@ fn read_header(path: &Path, read: &mut dyn Read) -> Result<(Vec<usize>, u64)> {
     }
     let ndims = magic[3] as usize;
     if ndims == 0 {
-        return Err(DataError::invalid(path, "IDX header declares 0 dimensions, expected at least 1"));
+        return Err(DataError::invalid(
+            path,
+            "IDX header declares 0 dimensions, expected at least 1",
+        ));
     }
     let mut raw = vec![0u8; 4 * ndims];
     read_full(read, &mut raw).map_err(|e| header_err(path, e, "the dimensions"))?;
@@ -81,7 +84,10 @@ fn read_header(path: &Path, read: &mut dyn Read) -> Result<(Vec<usize>, u64)> {
 
 fn header_err(path: &Path, e: std::io::Error, what: &str) -> DataError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        DataError::invalid(path, format!("truncated: the file ends inside the IDX header ({what})"))
+        DataError::invalid(
+            path,
+            format!("truncated: the file ends inside the IDX header ({what})"),
+        )
     } else {
         DataError::io(path, e)
     }
@@ -107,7 +113,10 @@ fn read_up_to(read: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn describe(dims: &[usize]) -> String {
-    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 /// Reads an IDX file of unsigned bytes, raw or gzip-compressed.
@@ -129,7 +138,7 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
 pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
     if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
         let mut gz = flate2::read::MultiGzDecoder::new(bytes);
-        let (dims, len) = read_header(path, &mut gz).map_err(|e| gzip_context(e))?;
+        let (dims, len) = read_header(path, &mut gz).map_err(gzip_context)?;
         let limit = (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
         if len > limit {
             return Err(DataError::invalid(
@@ -165,7 +174,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
                 ),
             ));
         }
-        Ok(Idx { dims, data: cursor.to_vec() })
+        Ok(Idx {
+            dims,
+            data: cursor.to_vec(),
+        })
     }
 }
 
@@ -178,7 +190,13 @@ fn gzip_context(e: DataError) -> DataError {
     }
 }
 
-fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind: &str) -> Result<Idx> {
+fn read_body(
+    path: &Path,
+    read: &mut dyn Read,
+    dims: Vec<usize>,
+    len: u64,
+    kind: &str,
+) -> Result<Idx> {
     // `len` is bounded by the file size times the DEFLATE ratio, so this allocation is honest.
     let mut data = vec![0u8; len as usize];
     let got = read_up_to(read, &mut data)
@@ -198,7 +216,10 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
     if extra > 0 {
         return Err(DataError::invalid(
             path,
-            format!("trailing data after the {len} bytes that the header ({}) declares", describe(&dims)),
+            format!(
+                "trailing data after the {len} bytes that the header ({}) declares",
+                describe(&dims)
+            ),
         ));
     }
     Ok(Idx { dims, data })
@@ -276,7 +297,10 @@ mod tests {
         bytes.extend_from_slice(&28u32.to_be_bytes());
         bytes.resize(1024, 0);
         let err = parse_idx(p(), &bytes).unwrap_err().to_string();
-        assert!(err.contains("truncated") && err.contains("784000000000"), "{err}");
+        assert!(
+            err.contains("truncated") && err.contains("784000000000"),
+            "{err}"
+        );
         // The same lie inside gzip.
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&bytes).unwrap();
@@ -288,18 +312,33 @@ mod tests {
     #[test]
     fn bad_magic_type_and_truncation() {
         let err = parse_idx(p(), b"PK\x03\x04hello").unwrap_err().to_string();
-        assert!(err.contains("not an IDX file") && err.contains("test.idx"), "{err}");
-        let err = parse_idx(p(), &[0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap_err().to_string();
+        assert!(
+            err.contains("not an IDX file") && err.contains("test.idx"),
+            "{err}"
+        );
+        let err = parse_idx(p(), &[0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0x0d (f32)"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8]).unwrap_err().to_string();
         assert!(err.contains("ends inside the IDX header"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8, 2, 0, 0]).unwrap_err().to_string();
-        assert!(err.contains("ends inside the IDX header (the dimensions)"), "{err}");
+        assert!(
+            err.contains("ends inside the IDX header (the dimensions)"),
+            "{err}"
+        );
         let err = parse_idx(p(), &[0, 0, 8, 0]).unwrap_err().to_string();
         assert!(err.contains("0 dimensions"), "{err}");
-        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2]).unwrap_err().to_string();
-        assert!(err.contains("declares 3 = 3 bytes of data, the file holds 2"), "{err}");
-        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 1, 1, 2]).unwrap_err().to_string();
+        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("declares 3 = 3 bytes of data, the file holds 2"),
+            "{err}"
+        );
+        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 1, 1, 2])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 bytes of trailing data"), "{err}");
     }
 
@@ -311,7 +350,10 @@ mod tests {
         let gz = enc.finish().unwrap();
         let cut = &gz[..gz.len() - 12];
         let err = parse_idx(p(), cut).unwrap_err().to_string();
-        assert!(err.contains("test.idx") && (err.contains("truncated") || err.contains("corrupt")), "{err}");
+        assert!(
+            err.contains("test.idx") && (err.contains("truncated") || err.contains("corrupt")),
+            "{err}"
+        );
         let mut bad = gz.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xFF;

@@ -22,7 +22,10 @@ pub enum Normalization {
 
 impl Normalization {
     /// The standardisation PyTorch's MNIST examples use.
-    pub const MNIST_STANDARD: Normalization = Normalization::Standardize { mean: 0.1307, std: 0.3081 };
+    pub const MNIST_STANDARD: Normalization = Normalization::Standardize {
+        mean: 0.1307,
+        std: 0.3081,
+    };
 
     /// The `f32` value of each of the 256 byte values (`x / 255.0` exactly as Keras computes it).
     pub fn table(self) -> [f32; 256] {
@@ -96,7 +99,13 @@ mod tests {
         let x = flatten(&ds, Normalization::Scale);
         assert_eq!(x.shape(), &[1, 4]);
         assert_eq!(x.as_slice().unwrap(), &[0.0, 1.0, 0.2, 0.4]);
-        let s = flatten(&ds, Normalization::Standardize { mean: 0.5, std: 0.5 });
+        let s = flatten(
+            &ds,
+            Normalization::Standardize {
+                mean: 0.5,
+                std: 0.5,
+            },
+        );
         assert!((s[[0, 0]] + 1.0).abs() < 1e-6 && (s[[0, 1]] - 1.0).abs() < 1e-6);
         assert_eq!(to_nchw(&ds, Normalization::Scale).shape(), &[1, 1, 2, 2]);
         let y = one_hot(&[2, 0], 3);

@@ -51,7 +51,7 @@ fn uniform(out: &mut [f32], limit: f32, rng: &mut Rng) {
 /// Keras's truncated normal: draws beyond two standard deviations are redrawn; the result is
 /// scaled by 1/0.87962566 so the variance is the requested one.
 fn truncated_normal(out: &mut [f32], std: f32, rng: &mut Rng) {
-    let s = std / 0.879_625_66;
+    let s = std / 0.879_625_7;
     for v in out {
         let mut x = rng.normal();
         while x.abs() > 2.0 {
