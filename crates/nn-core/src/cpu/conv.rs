@@ -119,16 +119,17 @@ pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
                 let xp = &x[p * hw..(p + 1) * hw];
                 for oy in 0..w.oh {
                     let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
+                    let (top, bottom) = (&xp[r0..r0 + 2 * w.ow], &xp[r1..r1 + 2 * w.ow]);
+                    let out = oy * w.ow;
                     for ox in 0..w.ow {
+                        // Selects, not branches: the winner is data-dependent and unpredictable.
                         let c = 2 * ox;
-                        let mut at = r0 + c;
-                        for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
-                            if xp[i] > xp[at] {
-                                at = i;
-                            }
-                        }
-                        yp[oy * w.ow + ox] = xp[at];
-                        ap[oy * w.ow + ox] = at as f32;
+                        let (a, b, d, e) = (top[c], top[c + 1], bottom[c], bottom[c + 1]);
+                        let (m1, i1) = if b > a { (b, r0 + c + 1) } else { (a, r0 + c) };
+                        let (m2, i2) = if e > d { (e, r1 + c + 1) } else { (d, r1 + c) };
+                        let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+                        yp[out + ox] = m;
+                        ap[out + ox] = i as f32;
                     }
                 }
             },
@@ -252,5 +253,30 @@ mod tests {
             im2col(&x, &w, &mut cols);
             assert_eq!(cols, im2col_ref(&x, &w), "k{k} s{s} p{p}");
         }
+    }
+}
+
+/// A mutable slice shared by parallel tasks that each write a disjoint part of it.
+pub(crate) struct SharedMut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: callers of `slice` guarantee that concurrent tasks touch disjoint ranges.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    pub(crate) fn new(s: &mut [f32]) -> SharedMut {
+        SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
+    }
+    /// The sub-slice `start..start + len`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap this range.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "shared slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }

@@ -1,15 +1,33 @@
-//! Batch normalisation on the CPU over `[outer, channels, inner]`.
+//! Batch normalisation on the CPU over `[outer, channels, inner]`, parallel over channels.
+//! Each channel's values are the `outer` contiguous planes of `inner` elements.
 
+use rayon::prelude::*;
+
+use super::conv::SharedMut;
 use crate::device::BatchNormArgs;
 
-fn for_channel(a: &BatchNormArgs, c: usize, mut f: impl FnMut(usize)) {
+/// Calls `f(plane)` for each of channel `c`'s planes of `x`.
+#[inline]
+fn planes<'a>(a: &BatchNormArgs, x: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> + 'a {
     let s = a.shape;
-    for o in 0..s.outer {
+    (0..s.outer).map(move |o| {
         let base = (o * s.channels + c) * s.inner;
-        for i in base..base + s.inner {
-            f(i);
+        &x[base..base + s.inner]
+    })
+}
+
+/// Applies `f(c, plane_out, plane_in, [plane_dy])` to every channel in parallel, writing `out`.
+fn per_channel_write(a: &BatchNormArgs, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let s = a.shape;
+    let shared = SharedMut::new(out);
+    (0..s.channels).into_par_iter().for_each(|c| {
+        for o in 0..s.outer {
+            let base = (o * s.channels + c) * s.inner;
+            // SAFETY: channel c's planes are disjoint from every other channel's.
+            let plane = unsafe { shared.slice(base, s.inner) };
+            f(c, base, plane);
         }
-    }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -25,39 +43,45 @@ pub(crate) fn train(
 ) {
     let s = a.shape;
     let count = (s.outer * s.inner) as f64;
-    for c in 0..s.channels {
-        let (mut sum, mut sq) = (0f64, 0f64);
-        for_channel(a, c, |i| {
-            sum += x[i] as f64;
-            sq += (x[i] as f64) * (x[i] as f64);
-        });
-        let mean = sum / count;
-        let var = (sq / count - mean * mean).max(0.0);
-        let inv = 1.0 / (var + a.epsilon as f64).sqrt();
-        saved[c] = mean as f32;
-        saved[s.channels + c] = inv as f32;
-        let (g, b, m, inv) = (gamma[c], beta[c], mean as f32, inv as f32);
-        for_channel(a, c, |i| y[i] = g * (x[i] - m) * inv + b);
+    let stats: Vec<(f32, f32)> = (0..s.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sum, mut sq) = (0f64, 0f64);
+            for p in planes(a, x, c) {
+                let (ps, pq) = p.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
+                sum += ps as f64;
+                sq += pq as f64;
+            }
+            let mean = sum / count;
+            let var = (sq / count - mean * mean).max(0.0);
+            (mean as f32, var as f32)
+        })
+        .collect();
+    for (c, &(mean, var)) in stats.iter().enumerate() {
+        saved[c] = mean;
+        saved[s.channels + c] = 1.0 / (var + a.epsilon).sqrt();
         // Keras 3 updates the moving variance with the batch's biased variance.
-        mm[c] = a.momentum * mm[c] + (1.0 - a.momentum) * mean as f32;
-        mv[c] = a.momentum * mv[c] + (1.0 - a.momentum) * var as f32;
+        mm[c] = a.momentum * mm[c] + (1.0 - a.momentum) * mean;
+        mv[c] = a.momentum * mv[c] + (1.0 - a.momentum) * var;
     }
+    let saved = &*saved;
+    per_channel_write(a, y, |c, base, out| {
+        let (g, b, m, inv) = (gamma[c], beta[c], saved[c], saved[s.channels + c]);
+        for (o, &v) in out.iter_mut().zip(&x[base..base + s.inner]) {
+            *o = g * (v - m) * inv + b;
+        }
+    });
 }
 
-pub(crate) fn infer(
-    a: &BatchNormArgs,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    mm: &[f32],
-    mv: &[f32],
-    y: &mut [f32],
-) {
-    for c in 0..a.shape.channels {
+pub(crate) fn infer(a: &BatchNormArgs, x: &[f32], gamma: &[f32], beta: &[f32], mm: &[f32], mv: &[f32], y: &mut [f32]) {
+    let inner = a.shape.inner;
+    per_channel_write(a, y, |c, base, out| {
         let inv = 1.0 / (mv[c] + a.epsilon).sqrt();
         let (g, b, m) = (gamma[c], beta[c], mm[c]);
-        for_channel(a, c, |i| y[i] = g * (x[i] - m) * inv + b);
-    }
+        for (o, &v) in out.iter_mut().zip(&x[base..base + inner]) {
+            *o = g * (v - m) * inv + b;
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -73,20 +97,30 @@ pub(crate) fn backward(
 ) {
     let s = a.shape;
     let count = (s.outer * s.inner) as f32;
-    for c in 0..s.channels {
-        let (mean, inv) = (saved[c], saved[s.channels + c]);
-        let (mut sdy, mut sdyx) = (0f64, 0f64);
-        for_channel(a, c, |i| {
-            sdy += dy[i] as f64;
-            sdyx += (dy[i] * (x[i] - mean) * inv) as f64;
-        });
-        dbeta[c] = sdy as f32;
-        dgamma[c] = sdyx as f32;
-        let k = gamma[c] * inv / count;
-        let (sdy, sdyx) = (sdy as f32, sdyx as f32);
-        for_channel(a, c, |i| {
-            let xhat = (x[i] - mean) * inv;
-            dx[i] = k * (count * dy[i] - sdy - xhat * sdyx);
-        });
+    let sums: Vec<(f32, f32)> = (0..s.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mean, inv) = (saved[c], saved[s.channels + c]);
+            let (mut sdy, mut sdyx) = (0f64, 0f64);
+            for (px, pdy) in planes(a, x, c).zip(planes(a, dy, c)) {
+                let (a1, a2) = px.iter().zip(pdy).fold((0f32, 0f32), |(s1, s2), (&xv, &d)| (s1 + d, s2 + d * (xv - mean)));
+                sdy += a1 as f64;
+                sdyx += a2 as f64 * inv as f64;
+            }
+            (sdy as f32, sdyx as f32)
+        })
+        .collect();
+    for (c, &(sdy, sdyx)) in sums.iter().enumerate() {
+        dbeta[c] = sdy;
+        dgamma[c] = sdyx;
     }
+    per_channel_write(a, dx, |c, base, out| {
+        let (mean, inv) = (saved[c], saved[s.channels + c]);
+        let (sdy, sdyx) = sums[c];
+        let k = gamma[c] * inv / count;
+        for ((o, &xv), &d) in out.iter_mut().zip(&x[base..base + s.inner]).zip(&dy[base..base + s.inner]) {
+            let xhat = (xv - mean) * inv;
+            *o = k * (count * d - sdy - xhat * sdyx);
+        }
+    });
 }
