@@ -43,10 +43,10 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             .add(Dropout::new(0.5))
             .add(Dense::new(10).activation(Softmax)),
         "fast-cnn" => image()
-            .add(Conv2D::new(16, 3).padding(Padding::Same).use_bias(false))
+            .add(Conv2D::new(16, 3).padding(Padding::Same).activation(Relu))
             .add(BatchNorm::default())
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
-            .add(Conv2D::new(32, 3).padding(Padding::Same).use_bias(false))
+            .add(Conv2D::new(32, 3).padding(Padding::Same).activation(Relu))
             .add(BatchNorm::default())
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
             .add(Flatten::new())

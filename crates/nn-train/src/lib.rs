@@ -20,6 +20,7 @@
 //! ```
 
 pub mod callbacks;
+pub mod device;
 pub mod error;
 pub mod history;
 pub mod metrics;
@@ -29,6 +30,7 @@ pub mod recipes;
 pub mod schedule;
 pub mod trainer;
 
+pub use device::{build_model, model_from_file, DeviceChoice};
 pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, TerminateOnNaN};
 pub use error::{Result, TrainError};
 pub use history::{EpochLog, History};
