@@ -8,10 +8,7 @@ use crate::error::{DataError, Result};
 /// The temporary name used while `path` is being written (`.name.tmp-PID` in the same folder,
 /// so the final rename never crosses file systems).
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -47,9 +44,7 @@ mod tests {
         write_atomic(&f, b"two").unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        let err = write_atomic(&dir.path().join("no/such/dir/x"), b"x")
-            .unwrap_err()
-            .to_string();
+        let err = write_atomic(&dir.path().join("no/such/dir/x"), b"x").unwrap_err().to_string();
         assert!(err.contains("no/such/dir/x"), "{err}");
     }
 }

@@ -110,13 +110,8 @@ pub struct AffineParams {
 
 impl AffineParams {
     /// No change at all.
-    pub const IDENTITY: AffineParams = AffineParams {
-        angle_deg: 0.0,
-        shift_x: 0.0,
-        shift_y: 0.0,
-        zoom_rows: 1.0,
-        zoom_cols: 1.0,
-    };
+    pub const IDENTITY: AffineParams =
+        AffineParams { angle_deg: 0.0, shift_x: 0.0, shift_y: 0.0, zoom_rows: 1.0, zoom_cols: 1.0 };
 
     /// True when these parameters leave an image unchanged.
     pub fn is_identity(&self) -> bool {
@@ -366,14 +361,7 @@ impl Augmentation {
     ///
     /// # Panics
     /// When `src` or `dst` is shorter than `rows * cols`.
-    pub fn transform_one(
-        &self,
-        src: &[f32],
-        dst: &mut [f32],
-        rows: usize,
-        cols: usize,
-        params: &AffineParams,
-    ) {
+    pub fn transform_one(&self, src: &[f32], dst: &mut [f32], rows: usize, cols: usize, params: &AffineParams) {
         let px = rows * cols;
         let (src, dst) = (&src[..px], &mut dst[..px]);
         if px == 0 {
@@ -428,9 +416,7 @@ mod tests {
 
     fn transform(src: &[f32], rows: usize, cols: usize, p: AffineParams, fill: f32) -> Vec<f32> {
         let mut dst = vec![f32::NAN; rows * cols];
-        Augmentation::new()
-            .fill(fill)
-            .transform_one(src, &mut dst, rows, cols, &p);
+        Augmentation::new().fill(fill).transform_one(src, &mut dst, rows, cols, &p);
         dst
     }
 
@@ -459,10 +445,7 @@ mod tests {
         assert!(!Augmentation::new().zoom(0.1).is_identity());
         assert_eq!(transform(&img, 28, 28, params(), 0.0), img);
         // A "transform" that is the identity up to rounding is still (almost) the identity.
-        let p = AffineParams {
-            angle_deg: 360.0,
-            ..params()
-        };
+        let p = AffineParams { angle_deg: 360.0, ..params() };
         let out = transform(&img, 28, 28, p, 0.0);
         assert!(out.iter().zip(&img).all(|(a, b)| (a - b).abs() < 1e-4));
     }
@@ -473,11 +456,7 @@ mod tests {
         let mut img = vec![0.0f32; rows * cols];
         img[4 * cols + 5] = 1.0;
         for (dx, dy) in [(3i32, 0i32), (0, 2), (-4, 1), (2, -3), (5, 4)] {
-            let p = AffineParams {
-                shift_x: dx as f32,
-                shift_y: dy as f32,
-                ..params()
-            };
+            let p = AffineParams { shift_x: dx as f32, shift_y: dy as f32, ..params() };
             let out = transform(&img, rows, cols, p, 0.0);
             let (r, c) = ((4 + dy) as usize, (5 + dx) as usize);
             let mut want = vec![0.0f32; rows * cols];
@@ -485,23 +464,15 @@ mod tests {
             assert_eq!(out, want, "shift ({dx}, {dy})");
         }
         // Shifted out of the frame entirely.
-        let p = AffineParams {
-            shift_x: 20.0,
-            ..params()
-        };
-        assert!(transform(&img, rows, cols, p, 0.0)
-            .iter()
-            .all(|&v| v == 0.0));
+        let p = AffineParams { shift_x: 20.0, ..params() };
+        assert!(transform(&img, rows, cols, p, 0.0).iter().all(|&v| v == 0.0));
     }
 
     #[test]
     fn rotation_by_90_degrees_is_rot90() {
         for n in [4usize, 5, 28] {
             let img: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
-            let p = AffineParams {
-                angle_deg: 90.0,
-                ..params()
-            };
+            let p = AffineParams { angle_deg: 90.0, ..params() };
             let out = transform(&img, n, n, p, -1.0);
             // numpy's rot90 (counter-clockwise): out[r][c] = in[c][n-1-r].
             for r in 0..n {
@@ -512,10 +483,7 @@ mod tests {
                 }
             }
             // And -90° is the other way: out[r][c] = in[n-1-c][r].
-            let p = AffineParams {
-                angle_deg: -90.0,
-                ..params()
-            };
+            let p = AffineParams { angle_deg: -90.0, ..params() };
             let out = transform(&img, n, n, p, -1.0);
             for r in 0..n {
                 for c in 0..n {
@@ -526,16 +494,7 @@ mod tests {
         // Counter-clockwise as displayed: a bright pixel right of centre goes above it.
         let mut img = vec![0.0f32; 25];
         img[2 * 5 + 4] = 1.0;
-        let out = transform(
-            &img,
-            5,
-            5,
-            AffineParams {
-                angle_deg: 90.0,
-                ..params()
-            },
-            0.0,
-        );
+        let out = transform(&img, 5, 5, AffineParams { angle_deg: 90.0, ..params() }, 0.0);
         assert_eq!(out[2], 1.0, "{out:?}");
     }
 
@@ -550,43 +509,18 @@ mod tests {
             }
         }
         let width = |out: &[f32]| out[14 * cols..15 * cols].iter().sum::<f32>();
-        let p = AffineParams {
-            zoom_cols: 2.0,
-            ..params()
-        };
+        let p = AffineParams { zoom_cols: 2.0, ..params() };
         let out = transform(&img, rows, cols, p, 0.0);
-        assert!(
-            (width(&out) - 5.0).abs() < 0.01,
-            "zoom 2: width {}",
-            width(&out)
-        );
+        assert!((width(&out) - 5.0).abs() < 0.01, "zoom 2: width {}", width(&out));
         // Still centred, and rows untouched (zoom_rows = 1 keeps the full height).
         assert!(out[14 * cols + 13] > 0.99 && out[14 * cols + 14] > 0.99);
         assert!(out[cols + 13] > 0.99 && out[26 * cols + 14] > 0.99);
-        let p = AffineParams {
-            zoom_cols: 0.5,
-            ..params()
-        };
+        let p = AffineParams { zoom_cols: 0.5, ..params() };
         let out = transform(&img, rows, cols, p, 0.0);
-        assert!(
-            (width(&out) - 20.0).abs() < 0.01,
-            "zoom 0.5: width {}",
-            width(&out)
-        );
+        assert!((width(&out) - 20.0).abs() < 0.01, "zoom 0.5: width {}", width(&out));
         // Zooming the rows by 2 halves a horizontal bar the same way.
-        let t: Vec<f32> = (0..rows * cols)
-            .map(|i| img[(i % cols) * cols + i / cols])
-            .collect();
-        let out = transform(
-            &t,
-            rows,
-            cols,
-            AffineParams {
-                zoom_rows: 2.0,
-                ..params()
-            },
-            0.0,
-        );
+        let t: Vec<f32> = (0..rows * cols).map(|i| img[(i % cols) * cols + i / cols]).collect();
+        let out = transform(&t, rows, cols, AffineParams { zoom_rows: 2.0, ..params() }, 0.0);
         let height: f32 = (0..rows).map(|r| out[r * cols + 14]).sum();
         assert!((height - 5.0).abs() < 0.01, "rows zoom 2: height {height}");
         // The random draw stays inside [1 - z, 1 + z].
@@ -640,18 +574,8 @@ mod tests {
             assert!(out.iter().all(|&v| (-1e-6..=1.0 + 1e-6).contains(&v)));
         }
         // Without zoom, within a few per cent of the original.
-        let out = transform(
-            &img,
-            28,
-            28,
-            AffineParams {
-                angle_deg: 7.0,
-                shift_x: 1.3,
-                shift_y: -0.6,
-                ..params()
-            },
-            0.0,
-        );
+        let out =
+            transform(&img, 28, 28, AffineParams { angle_deg: 7.0, shift_x: 1.3, shift_y: -0.6, ..params() }, 0.0);
         let m: f32 = out.iter().sum();
         assert!((m / mass - 1.0).abs() < 0.02, "mass {m} vs {mass}");
     }
@@ -663,17 +587,7 @@ mod tests {
         assert_eq!(aug.fill, fill);
         assert!((fill + 0.4242).abs() < 1e-3);
         let img = vec![1.0f32; 6 * 8];
-        let out = transform(
-            &img,
-            6,
-            8,
-            AffineParams {
-                shift_x: 3.0,
-                shift_y: -2.0,
-                ..params()
-            },
-            fill,
-        );
+        let out = transform(&img, 6, 8, AffineParams { shift_x: 3.0, shift_y: -2.0, ..params() }, fill);
         for r in 0..6 {
             for c in 0..8 {
                 let want = if c < 3 || r >= 4 { fill } else { 1.0 };
@@ -681,17 +595,7 @@ mod tests {
             }
         }
         // Zooming out leaves the border to the fill.
-        let out = transform(
-            &img,
-            6,
-            8,
-            AffineParams {
-                zoom_rows: 2.0,
-                zoom_cols: 2.0,
-                ..params()
-            },
-            fill,
-        );
+        let out = transform(&img, 6, 8, AffineParams { zoom_rows: 2.0, zoom_cols: 2.0, ..params() }, fill);
         assert_eq!(out[0], fill);
         assert_eq!(out[6 * 8 - 1], fill);
     }
@@ -699,10 +603,7 @@ mod tests {
     #[test]
     fn fixed_and_float_resamplers_agree() {
         let img: Vec<f32> = (0..19 * 23).map(|i| ((i * 7) % 11) as f32 / 10.0).collect();
-        let aug = Augmentation::new()
-            .rotation(180.0)
-            .shift(0.3, 0.3)
-            .zoom(0.5);
+        let aug = Augmentation::new().rotation(180.0).shift(0.3, 0.3).zoom(0.5);
         let mut rng = Rng::new(5);
         let mut pad = Vec::new();
         prepare_pad(&mut pad, 19, 23, -0.5);
@@ -715,42 +616,23 @@ mod tests {
             warp_fixed(&pad, &mut a, 19, 23, &f, -0.5);
             warp_float(&pad, &mut b, 19, 23, &m, -0.5);
             // They may disagree only within a hair of the edge of the padded frame.
-            let bad = a
-                .iter()
-                .zip(&b)
-                .filter(|(x, y)| (*x - *y).abs() > 1e-4)
-                .count();
+            let bad = a.iter().zip(&b).filter(|(x, y)| (*x - *y).abs() > 1e-4).count();
             assert!(bad <= 2, "{p:?}: {bad} pixels differ");
         }
         // Coordinates too large (or NaN) for fixed point go to the float path.
-        let huge = AffineParams {
-            zoom_rows: 1e12,
-            ..params()
-        };
+        let huge = AffineParams { zoom_rows: 1e12, ..params() };
         assert!(Fixed::new(&Coeffs::new(&huge, 28, 28), 28, 28).is_none());
-        let nan = AffineParams {
-            angle_deg: f32::NAN,
-            ..params()
-        };
+        let nan = AffineParams { angle_deg: f32::NAN, ..params() };
         assert!(Fixed::new(&Coeffs::new(&nan, 28, 28), 28, 28).is_none());
         let img = vec![1.0f32; 784];
-        assert!(
-            transform(&img, 28, 28, huge, 0.5)
-                .iter()
-                .filter(|&&v| v == 0.5)
-                .count()
-                > 700
-        );
+        assert!(transform(&img, 28, 28, huge, 0.5).iter().filter(|&&v| v == 0.5).count() > 700);
     }
 
     #[test]
     fn non_square_and_degenerate_shapes() {
         // A non-square image under a general transform: no panic, values stay in range.
         let img: Vec<f32> = (0..7 * 13).map(|i| (i % 5) as f32 / 4.0).collect();
-        let aug = Augmentation::new()
-            .rotation(180.0)
-            .shift(0.5, 0.5)
-            .zoom(0.9);
+        let aug = Augmentation::new().rotation(180.0).shift(0.5, 0.5).zoom(0.9);
         let mut rng = Rng::new(3);
         for _ in 0..500 {
             let p = aug.sample_params(&mut rng, 7, 13);
@@ -760,10 +642,7 @@ mod tests {
         // Empty images and NaN parameters are harmless.
         aug.apply(&mut [], 0, 28, 28, &mut rng);
         aug.apply(&mut [], 3, 0, 5, &mut rng);
-        let p = AffineParams {
-            zoom_rows: f32::NAN,
-            ..params()
-        };
+        let p = AffineParams { zoom_rows: f32::NAN, ..params() };
         assert!(transform(&img, 7, 13, p, 0.25).iter().all(|&v| v == 0.25));
     }
 }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
-use crate::preprocess::{apply_table, Normalization};
+use crate::preprocess::Normalization;
 use crate::rng::Rng;
 
 /// How a [`Batcher`] cuts an epoch into batches.
@@ -92,7 +92,7 @@ pub fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<u32>
 
 struct Gather {
     data: Arc<Dataset>,
-    table: [f32; 256],
+    norm: Normalization,
     transform: Option<Arc<dyn BatchTransform>>,
 }
 
@@ -102,15 +102,10 @@ impl Gather {
         b.indices.clear();
         b.indices.extend_from_slice(idx);
         b.labels.clear();
-        b.labels
-            .extend(idx.iter().map(|&i| self.data.label(i as usize)));
+        b.labels.extend(idx.iter().map(|&i| self.data.label(i as usize)));
         b.x.resize(idx.len() * px, 0.0);
         for (k, &i) in idx.iter().enumerate() {
-            apply_table(
-                &self.table,
-                self.data.image(i as usize),
-                &mut b.x[k * px..(k + 1) * px],
-            );
+            self.norm.apply(self.data.image(i as usize), &mut b.x[k * px..(k + 1) * px]);
         }
         if let Some(t) = &self.transform {
             t.apply(&mut b.x, idx.len(), self.data.rows(), self.data.cols(), rng);
@@ -135,30 +130,16 @@ impl Batcher {
             return Err(DataError::Config("batch size must be at least 1".into()));
         }
         if data.is_empty() {
-            return Err(DataError::Config(
-                "cannot make batches of an empty data set".into(),
-            ));
+            return Err(DataError::Config("cannot make batches of an empty data set".into()));
         }
-        let gather = Arc::new(Gather {
-            data,
-            table: cfg.normalization.table(),
-            transform: None,
-        });
-        Ok(Batcher {
-            gather,
-            cfg,
-            pool: Vec::new(),
-        })
+        let gather = Arc::new(Gather { data, norm: cfg.normalization, transform: None });
+        Ok(Batcher { gather, cfg, pool: Vec::new() })
     }
 
     /// Applies `t` (e.g. augmentation) to every batch.
     pub fn with_transform(mut self, t: Arc<dyn BatchTransform>) -> Batcher {
         let g = &self.gather;
-        self.gather = Arc::new(Gather {
-            data: g.data.clone(),
-            table: g.table,
-            transform: Some(t),
-        });
+        self.gather = Arc::new(Gather { data: g.data.clone(), norm: g.norm, transform: Some(t) });
         self
     }
 
@@ -206,11 +187,9 @@ impl Batcher {
                 .spawn(move || produce(gather, order, bs, thread_rng, spare, full_tx, empty_rx))
                 .ok();
             match handle {
-                Some(handle) => Mode::Prefetch {
-                    full_rx: Some(full_rx),
-                    empty_tx: Some(empty_tx),
-                    handle: Some(handle),
-                },
+                Some(handle) => {
+                    Mode::Prefetch { full_rx: Some(full_rx), empty_tx: Some(empty_tx), handle: Some(handle) }
+                }
                 // No thread could be started: fall back to gathering inline.
                 None => {
                     let mut order = epoch_order(n, self.cfg.shuffle, self.cfg.seed, epoch);
@@ -223,11 +202,7 @@ impl Batcher {
         } else {
             Mode::Inline { order, pos: 0, rng }
         };
-        Epoch {
-            batcher: self,
-            mode,
-            current: None,
-        }
+        Epoch { batcher: self, mode, current: None }
     }
 }
 
@@ -300,9 +275,7 @@ impl Epoch<'_> {
                 *pos = end;
                 self.current = Some(b);
             }
-            Mode::Prefetch {
-                full_rx, empty_tx, ..
-            } => {
+            Mode::Prefetch { full_rx, empty_tx, .. } => {
                 if let (Some(b), Some(tx)) = (self.current.take(), empty_tx.as_ref()) {
                     let _ = tx.send(b);
                 }
@@ -318,12 +291,7 @@ impl Drop for Epoch<'_> {
         if let Some(b) = self.current.take() {
             self.batcher.pool.push(b);
         }
-        if let Mode::Prefetch {
-            full_rx,
-            empty_tx,
-            handle,
-        } = &mut self.mode
-        {
+        if let Mode::Prefetch { full_rx, empty_tx, handle } = &mut self.mode {
             drop(full_rx.take());
             drop(empty_tx.take());
             if let Some(h) = handle.take() {
@@ -363,13 +331,7 @@ mod tests {
     fn every_example_once_per_epoch_with_and_without_prefetch() {
         for prefetch in [false, true] {
             for drop_last in [false, true] {
-                let cfg = BatchConfig {
-                    batch_size: 3,
-                    prefetch,
-                    drop_last,
-                    seed: 5,
-                    ..Default::default()
-                };
+                let cfg = BatchConfig { batch_size: 3, prefetch, drop_last, seed: 5, ..Default::default() };
                 let mut b = Batcher::new(tiny(10), cfg).unwrap();
                 let e0 = collect(&mut b, 0);
                 assert_eq!(e0.len(), b.batches_per_epoch());
@@ -391,19 +353,8 @@ mod tests {
 
     #[test]
     fn prefetch_and_inline_agree_and_early_drop_is_clean() {
-        let cfg = BatchConfig {
-            batch_size: 4,
-            seed: 9,
-            ..Default::default()
-        };
-        let mut a = Batcher::new(
-            tiny(50),
-            BatchConfig {
-                prefetch: false,
-                ..cfg.clone()
-            },
-        )
-        .unwrap();
+        let cfg = BatchConfig { batch_size: 4, seed: 9, ..Default::default() };
+        let mut a = Batcher::new(tiny(50), BatchConfig { prefetch: false, ..cfg.clone() }).unwrap();
         let mut b = Batcher::new(tiny(50), cfg).unwrap();
         assert_eq!(collect(&mut a, 2), collect(&mut b, 2));
         {
@@ -411,26 +362,14 @@ mod tests {
             e.next_batch();
         } // dropped mid-epoch: the thread stops and the buffers come back
         assert!(b.pool.len() >= 3);
-        let cfg = BatchConfig {
-            shuffle: false,
-            batch_size: 4,
-            ..Default::default()
-        };
+        let cfg = BatchConfig { shuffle: false, batch_size: 4, ..Default::default() };
         let mut c = Batcher::new(tiny(8), cfg).unwrap();
         assert_eq!(collect(&mut c, 0), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
     }
 
     #[test]
     fn bad_configs_are_errors() {
-        let err = Batcher::new(
-            tiny(3),
-            BatchConfig {
-                batch_size: 0,
-                ..Default::default()
-            },
-        )
-        .err()
-        .unwrap();
+        let err = Batcher::new(tiny(3), BatchConfig { batch_size: 0, ..Default::default() }).err().unwrap();
         assert!(err.to_string().contains("batch size"));
     }
 
@@ -443,13 +382,8 @@ mod tests {
 
     #[test]
     fn transforms_run_on_every_batch() {
-        let cfg = BatchConfig {
-            batch_size: 4,
-            ..Default::default()
-        };
-        let mut b = Batcher::new(tiny(8), cfg)
-            .unwrap()
-            .with_transform(Arc::new(AddOne));
+        let cfg = BatchConfig { batch_size: 4, ..Default::default() };
+        let mut b = Batcher::new(tiny(8), cfg).unwrap().with_transform(Arc::new(AddOne));
         let mut e = b.epoch(0);
         let batch = e.next_batch().unwrap();
         assert!(batch.x.iter().all(|&v| v >= 1.0));

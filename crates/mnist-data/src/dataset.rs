@@ -24,13 +24,7 @@ impl Dataset {
     ///
     /// # Errors
     /// [`DataError::Config`] when the lengths disagree or a label is out of range.
-    pub fn new(
-        images: Vec<u8>,
-        labels: Vec<u8>,
-        rows: usize,
-        cols: usize,
-        classes: usize,
-    ) -> Result<Self> {
+    pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize, classes: usize) -> Result<Self> {
         let px = rows * cols;
         if px == 0 || images.len() != labels.len() * px {
             return Err(DataError::Config(format!(
@@ -40,22 +34,10 @@ impl Dataset {
                 images.len()
             )));
         }
-        if let Some((i, &l)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
-            return Err(DataError::Config(format!(
-                "label {l} at index {i} is not below {classes} classes"
-            )));
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+            return Err(DataError::Config(format!("label {l} at index {i} is not below {classes} classes")));
         }
-        Ok(Dataset {
-            images,
-            labels,
-            rows,
-            cols,
-            classes,
-        })
+        Ok(Dataset { images, labels, rows, cols, classes })
     }
 
     /// Number of examples.
@@ -134,20 +116,13 @@ impl Dataset {
         let (img, lab) = std::thread::scope(|s| {
             let img = s.spawn(|| read_idx(images));
             let lab = read_idx(labels);
-            (
-                img.join()
-                    .unwrap_or_else(|_| Err(DataError::invalid(images, "reader thread panicked"))),
-                lab,
-            )
+            (img.join().unwrap_or_else(|_| Err(DataError::invalid(images, "reader thread panicked"))), lab)
         });
         let (img, lab) = (img?, lab?);
         if img.dims.len() != 3 {
             return Err(DataError::invalid(
                 images,
-                format!(
-                    "expected images of 3 dimensions [N, rows, cols], found {:?}",
-                    img.dims
-                ),
+                format!("expected images of 3 dimensions [N, rows, cols], found {:?}", img.dims),
             ));
         }
         if lab.dims.len() != 1 {
@@ -159,32 +134,13 @@ impl Dataset {
         if img.dims[0] != lab.dims[0] {
             return Err(DataError::invalid(
                 labels,
-                format!(
-                    "{} labels, but {} holds {} images",
-                    lab.dims[0],
-                    images.display(),
-                    img.dims[0]
-                ),
+                format!("{} labels, but {} holds {} images", lab.dims[0], images.display(), img.dims[0]),
             ));
         }
-        if let Some((i, &l)) = lab
-            .data
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
-            return Err(DataError::invalid(
-                labels,
-                format!("label {l} at index {i} is not below {classes} classes"),
-            ));
+        if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+            return Err(DataError::invalid(labels, format!("label {l} at index {i} is not below {classes} classes")));
         }
-        Ok(Dataset {
-            images: img.data,
-            labels: lab.data,
-            rows: img.dims[1],
-            cols: img.dims[2],
-            classes,
-        })
+        Ok(Dataset { images: img.data, labels: lab.data, rows: img.dims[1], cols: img.dims[2], classes })
     }
 }
 
@@ -214,12 +170,7 @@ pub const FILE_STEMS: [(&str, &str); 4] = [
     ("t10k-labels", "idx1-ubyte"),
 ];
 
-const FILE_WHAT: [&str; 4] = [
-    "training images",
-    "training labels",
-    "test images",
-    "test labels",
-];
+const FILE_WHAT: [&str; 4] = ["training images", "training labels", "test images", "test labels"];
 
 impl DatasetKind {
     /// The short name used on the command line and as the folder under `data/`.
@@ -295,19 +246,13 @@ impl FashionMnist {
 /// [`DataError::Missing`] listing the names tried.
 pub fn find_file(dir: &Path, which: usize) -> Result<PathBuf> {
     let (stem, kind) = FILE_STEMS[which];
-    let names: Vec<String> = [format!("{stem}-{kind}"), format!("{stem}.{kind}")]
-        .into_iter()
-        .flat_map(|n| [format!("{n}.gz"), n])
-        .collect();
-    names
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .ok_or_else(|| DataError::Missing {
-            dir: dir.to_path_buf(),
-            what: FILE_WHAT[which],
-            looked_for: names.join(", "),
-        })
+    let names: Vec<String> =
+        [format!("{stem}-{kind}"), format!("{stem}.{kind}")].into_iter().flat_map(|n| [format!("{n}.gz"), n]).collect();
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| DataError::Missing {
+        dir: dir.to_path_buf(),
+        what: FILE_WHAT[which],
+        looked_for: names.join(", "),
+    })
 }
 
 /// Loads a data set of the MNIST family from the four IDX files in `dir` (train and `t10k`
@@ -322,21 +267,13 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Splits> {
     let (train, test) = std::thread::scope(|s| {
         let train = s.spawn(|| Dataset::from_idx_files(&files[0], &files[1], 10));
         let test = Dataset::from_idx_files(&files[2], &files[3], 10);
-        (
-            train
-                .join()
-                .unwrap_or_else(|_| Err(DataError::invalid(&files[0], "reader thread panicked"))),
-            test,
-        )
+        (train.join().unwrap_or_else(|_| Err(DataError::invalid(&files[0], "reader thread panicked"))), test)
     });
     let (train, test) = (train?, test?);
     if (train.rows, train.cols) != (test.rows, test.cols) {
         return Err(DataError::invalid(
             &files[2],
-            format!(
-                "test images are {}×{}, training images {}×{}",
-                test.rows, test.cols, train.rows, train.cols
-            ),
+            format!("test images are {}×{}, training images {}×{}", test.rows, test.cols, train.rows, train.cols),
         ));
     }
     Ok(Splits { train, test })

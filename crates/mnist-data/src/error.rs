@@ -53,15 +53,9 @@ pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
 impl DataError {
     pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        DataError::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        DataError::Invalid { path: path.into(), message: message.into() }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.into(),
-            source,
-        }
+        DataError::Io { path: path.into(), source }
     }
 }

@@ -167,12 +167,7 @@ impl fmt::Display for FileCheck {
             None => write!(f, "{}: missing", self.path.display()),
             Some(_) if self.is_ok() => write!(f, "{}: OK", self.path.display()),
             Some(found) => {
-                write!(
-                    f,
-                    "{}: SHA-256 mismatch: expected {}, got {found}",
-                    self.path.display(),
-                    self.expected
-                )
+                write!(f, "{}: SHA-256 mismatch: expected {}, got {found}", self.path.display(), self.expected)
             }
         }
     }
@@ -262,11 +257,7 @@ impl FetchOptions {
     /// body, a body over the size limit, or a checksum mismatch; [`DataError::Io`] when
     /// `dest_dir` cannot be created or written; [`DataError::Config`] for a malformed sum.
     /// Files completed before the error stay in place (they are verified).
-    pub fn fetch(
-        &self,
-        dest_dir: &Path,
-        progress: &mut dyn FnMut(FetchEvent),
-    ) -> Result<FetchReport> {
+    pub fn fetch(&self, dest_dir: &Path, progress: &mut dyn FnMut(FetchEvent)) -> Result<FetchReport> {
         let sums = self.checked_sums()?;
         std::fs::create_dir_all(dest_dir).map_err(|e| DataError::io(dest_dir, e))?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -312,20 +303,11 @@ impl FetchOptions {
         progress: &mut dyn FnMut(FetchEvent),
     ) -> Result<u64> {
         let url = self.url_of(name);
-        let fail = |message: String| DataError::Fetch {
-            url: url.clone(),
-            message,
-        };
-        let mut response = agent
-            .get(&url)
-            .call()
-            .map_err(|e| fail(self.request_failure(&url, &e, dest_dir)))?;
+        let fail = |message: String| DataError::Fetch { url: url.clone(), message };
+        let mut response = agent.get(&url).call().map_err(|e| fail(self.request_failure(&url, &e, dest_dir)))?;
         let status = response.status();
         if !status.is_success() {
-            let reason = status
-                .canonical_reason()
-                .map(|r| format!(" {r}"))
-                .unwrap_or_default();
+            let reason = status.canonical_reason().map(|r| format!(" {r}")).unwrap_or_default();
             return Err(fail(format!("HTTP {}{reason}", status.as_u16())));
         }
         let total = response.body().content_length();
@@ -336,11 +318,7 @@ impl FetchOptions {
                 self.max_bytes
             )));
         }
-        progress(FetchEvent::Started {
-            name,
-            url: url.clone(),
-            total,
-        });
+        progress(FetchEvent::Started { name, url: url.clone(), total });
 
         let mut part = PartFile::create(temp_path_for(path))?;
         let mut reader = response.body_mut().as_reader();
@@ -379,13 +357,8 @@ impl FetchOptions {
             }
             received += n as u64;
             hasher.update(&buf[..n]);
-            part.write_all(&buf[..n])
-                .map_err(|e| DataError::io(path, e))?;
-            progress(FetchEvent::Progress {
-                name,
-                received,
-                total,
-            });
+            part.write_all(&buf[..n]).map_err(|e| DataError::io(path, e))?;
+            progress(FetchEvent::Progress { name, received, total });
         }
         if let Some(total) = total.filter(|&t| received < t) {
             return Err(fail(format!(
@@ -441,11 +414,7 @@ impl FetchOptions {
             .map(|(name, expected)| {
                 let path = dir.join(name);
                 let found = sha256_if_present(&path)?.map(|(sum, _)| sum);
-                Ok(FileCheck {
-                    path,
-                    expected,
-                    found,
-                })
+                Ok(FileCheck { path, expected, found })
             })
             .collect()
     }
@@ -456,9 +425,7 @@ fn unreachable_reason(e: &ureq::Error) -> Option<String> {
     match e {
         ureq::Error::HostNotFound => Some("host not found".to_string()),
         ureq::Error::ConnectionFailed => Some("connection failed".to_string()),
-        ureq::Error::Timeout(t @ (ureq::Timeout::Connect | ureq::Timeout::Resolve)) => {
-            Some(format!("timed out: {t}"))
-        }
+        ureq::Error::Timeout(t @ (ureq::Timeout::Connect | ureq::Timeout::Resolve)) => Some(format!("timed out: {t}")),
         ureq::Error::Io(io)
             if matches!(
                 io.kind(),
@@ -485,18 +452,9 @@ fn host_resolves(url: &str) -> bool {
         return false;
     };
     let Some(host) = uri.host() else { return false };
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
-        .to_socket_addrs()
-        .map(|mut addrs| addrs.next().is_some())
-        .unwrap_or(false)
+    (host, port).to_socket_addrs().map(|mut addrs| addrs.next().is_some()).unwrap_or(false)
 }
 
 /// Downloads `kind`'s four files from `base_url` into `dest_dir` with the built-in checksums
@@ -510,9 +468,7 @@ pub fn fetch(
     dest_dir: &Path,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<FetchReport> {
-    FetchOptions::new(kind)
-        .base_url(base_url)
-        .fetch(dest_dir, progress)
+    FetchOptions::new(kind).base_url(base_url).fetch(dest_dir, progress)
 }
 
 /// Checks the four gzip files of `kind` in `dir` (named as in [`FILE_NAMES`]) against the
@@ -562,15 +518,7 @@ fn hash_reader(path: &Path, mut read: impl Read) -> Result<(String, u64)> {
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|&b| {
-            [
-                DIGITS[(b >> 4) as usize] as char,
-                DIGITS[(b & 15) as usize] as char,
-            ]
-        })
-        .collect()
+    bytes.iter().flat_map(|&b| [DIGITS[(b >> 4) as usize] as char, DIGITS[(b & 15) as usize] as char]).collect()
 }
 
 /// A temporary file that is removed when dropped, unless [`PartFile::persist`] renamed it into
@@ -583,10 +531,7 @@ struct PartFile {
 impl PartFile {
     fn create(path: PathBuf) -> Result<Self> {
         let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
-        Ok(PartFile {
-            path,
-            file: Some(file),
-        })
+        Ok(PartFile { path, file: Some(file) })
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -627,11 +572,7 @@ mod tests {
             let sums = FetchOptions::new(kind).checked_sums().unwrap();
             assert_eq!(sums.map(|s| s.len()), [64; 4]);
         }
-        let mut all: Vec<&str> = MNIST_SHA256
-            .iter()
-            .chain(&FASHION_SHA256)
-            .copied()
-            .collect();
+        let mut all: Vec<&str> = MNIST_SHA256.iter().chain(&FASHION_SHA256).copied().collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 8);
@@ -641,23 +582,10 @@ mod tests {
     fn hex_and_urls() {
         assert_eq!(hex(&[0x00, 0x1f, 0xab, 0xff]), "001fabff");
         let o = FetchOptions::new(DatasetKind::Mnist);
-        assert_eq!(
-            o.url_of("a.gz"),
-            "https://storage.googleapis.com/cvdf-datasets/mnist/a.gz"
-        );
-        assert_eq!(
-            o.base_url("http://h:1/x").url_of("a.gz"),
-            "http://h:1/x/a.gz"
-        );
-        let err = FetchOptions::new(DatasetKind::Mnist)
-            .sums(["abc", "", "", ""])
-            .checked_sums()
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("train-images-idx3-ubyte.gz must be 64 hex digits"),
-            "{err}"
-        );
+        assert_eq!(o.url_of("a.gz"), "https://storage.googleapis.com/cvdf-datasets/mnist/a.gz");
+        assert_eq!(o.base_url("http://h:1/x").url_of("a.gz"), "http://h:1/x/a.gz");
+        let err = FetchOptions::new(DatasetKind::Mnist).sums(["abc", "", "", ""]).checked_sums().unwrap_err();
+        assert!(err.to_string().contains("train-images-idx3-ubyte.gz must be 64 hex digits"), "{err}");
     }
 
     #[test]
@@ -665,12 +593,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("abc");
         std::fs::write(&f, b"abc").unwrap();
-        assert_eq!(
-            sha256_file(&f).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert!(sha256_if_present(&dir.path().join("none"))
-            .unwrap()
-            .is_none());
+        assert_eq!(sha256_file(&f).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(sha256_if_present(&dir.path().join("none")).unwrap().is_none());
     }
 }

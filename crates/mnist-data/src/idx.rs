@@ -64,17 +64,11 @@ fn read_header(path: &Path, read: &mut dyn Read) -> Result<(Vec<usize>, u64)> {
     }
     let ndims = magic[3] as usize;
     if ndims == 0 {
-        return Err(DataError::invalid(
-            path,
-            "IDX header declares 0 dimensions, expected at least 1",
-        ));
+        return Err(DataError::invalid(path, "IDX header declares 0 dimensions, expected at least 1"));
     }
     let mut raw = vec![0u8; 4 * ndims];
     read_full(read, &mut raw).map_err(|e| header_err(path, e, "the dimensions"))?;
-    let dims: Vec<usize> = raw
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> = raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let len = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
@@ -84,10 +78,7 @@ fn read_header(path: &Path, read: &mut dyn Read) -> Result<(Vec<usize>, u64)> {
 
 fn header_err(path: &Path, e: std::io::Error, what: &str) -> DataError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        DataError::invalid(
-            path,
-            format!("truncated: the file ends inside the IDX header ({what})"),
-        )
+        DataError::invalid(path, format!("truncated: the file ends inside the IDX header ({what})"))
     } else {
         DataError::io(path, e)
     }
@@ -113,10 +104,7 @@ fn read_up_to(read: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn describe(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
 }
 
 /// Reads an IDX file of unsigned bytes, raw or gzip-compressed.
@@ -174,33 +162,21 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
                 ),
             ));
         }
-        Ok(Idx {
-            dims,
-            data: cursor.to_vec(),
-        })
+        Ok(Idx { dims, data: cursor.to_vec() })
     }
 }
 
 fn gzip_context(e: DataError) -> DataError {
     match e {
-        DataError::Io { path, source } => {
-            DataError::invalid(path, format!("corrupt gzip stream: {source}"))
-        }
+        DataError::Io { path, source } => DataError::invalid(path, format!("corrupt gzip stream: {source}")),
         other => other,
     }
 }
 
-fn read_body(
-    path: &Path,
-    read: &mut dyn Read,
-    dims: Vec<usize>,
-    len: u64,
-    kind: &str,
-) -> Result<Idx> {
+fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind: &str) -> Result<Idx> {
     // `len` is bounded by the file size times the DEFLATE ratio, so this allocation is honest.
     let mut data = vec![0u8; len as usize];
-    let got = read_up_to(read, &mut data)
-        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    let got = read_up_to(read, &mut data).map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
     if (got as u64) < len {
         return Err(DataError::invalid(
             path,
@@ -211,15 +187,12 @@ fn read_body(
         ));
     }
     let mut probe = [0u8; 1];
-    let extra = read_up_to(read, &mut probe)
-        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    let extra =
+        read_up_to(read, &mut probe).map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
     if extra > 0 {
         return Err(DataError::invalid(
             path,
-            format!(
-                "trailing data after the {len} bytes that the header ({}) declares",
-                describe(&dims)
-            ),
+            format!("trailing data after the {len} bytes that the header ({}) declares", describe(&dims)),
         ));
     }
     Ok(Idx { dims, data })
@@ -233,16 +206,12 @@ fn read_body(
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Result<Vec<u8>> {
     let expected: usize = dims.iter().product();
     if expected != data.len() || dims.is_empty() || dims.len() > 255 {
-        return Err(DataError::Config(format!(
-            "IDX data of {} bytes does not match dimensions {dims:?}",
-            data.len()
-        )));
+        return Err(DataError::Config(format!("IDX data of {} bytes does not match dimensions {dims:?}", data.len())));
     }
     let mut out = Vec::with_capacity(4 + 4 * dims.len() + data.len());
     out.extend_from_slice(&[0, 0, 0x08, dims.len() as u8]);
     for &d in dims {
-        let d = u32::try_from(d)
-            .map_err(|_| DataError::Config(format!("IDX dimension {d} does not fit in u32")))?;
+        let d = u32::try_from(d).map_err(|_| DataError::Config(format!("IDX dimension {d} does not fit in u32")))?;
         out.extend_from_slice(&d.to_be_bytes());
     }
     out.extend_from_slice(data);
@@ -297,10 +266,7 @@ mod tests {
         bytes.extend_from_slice(&28u32.to_be_bytes());
         bytes.resize(1024, 0);
         let err = parse_idx(p(), &bytes).unwrap_err().to_string();
-        assert!(
-            err.contains("truncated") && err.contains("784000000000"),
-            "{err}"
-        );
+        assert!(err.contains("truncated") && err.contains("784000000000"), "{err}");
         // The same lie inside gzip.
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&bytes).unwrap();
@@ -312,33 +278,18 @@ mod tests {
     #[test]
     fn bad_magic_type_and_truncation() {
         let err = parse_idx(p(), b"PK\x03\x04hello").unwrap_err().to_string();
-        assert!(
-            err.contains("not an IDX file") && err.contains("test.idx"),
-            "{err}"
-        );
-        let err = parse_idx(p(), &[0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0])
-            .unwrap_err()
-            .to_string();
+        assert!(err.contains("not an IDX file") && err.contains("test.idx"), "{err}");
+        let err = parse_idx(p(), &[0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap_err().to_string();
         assert!(err.contains("0x0d (f32)"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8]).unwrap_err().to_string();
         assert!(err.contains("ends inside the IDX header"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8, 2, 0, 0]).unwrap_err().to_string();
-        assert!(
-            err.contains("ends inside the IDX header (the dimensions)"),
-            "{err}"
-        );
+        assert!(err.contains("ends inside the IDX header (the dimensions)"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8, 0]).unwrap_err().to_string();
         assert!(err.contains("0 dimensions"), "{err}");
-        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("declares 3 = 3 bytes of data, the file holds 2"),
-            "{err}"
-        );
-        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 1, 1, 2])
-            .unwrap_err()
-            .to_string();
+        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2]).unwrap_err().to_string();
+        assert!(err.contains("declares 3 = 3 bytes of data, the file holds 2"), "{err}");
+        let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 1, 1, 2]).unwrap_err().to_string();
         assert!(err.contains("1 bytes of trailing data"), "{err}");
     }
 
@@ -350,10 +301,7 @@ mod tests {
         let gz = enc.finish().unwrap();
         let cut = &gz[..gz.len() - 12];
         let err = parse_idx(p(), cut).unwrap_err().to_string();
-        assert!(
-            err.contains("test.idx") && (err.contains("truncated") || err.contains("corrupt")),
-            "{err}"
-        );
+        assert!(err.contains("test.idx") && (err.contains("truncated") || err.contains("corrupt")), "{err}");
         let mut bad = gz.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xFF;

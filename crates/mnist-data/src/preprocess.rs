@@ -22,10 +22,7 @@ pub enum Normalization {
 
 impl Normalization {
     /// The standardisation PyTorch's MNIST examples use.
-    pub const MNIST_STANDARD: Normalization = Normalization::Standardize {
-        mean: 0.1307,
-        std: 0.3081,
-    };
+    pub const MNIST_STANDARD: Normalization = Normalization::Standardize { mean: 0.1307, std: 0.3081 };
 
     /// The `f32` value of each of the 256 byte values (`x / 255.0` exactly as Keras computes it).
     pub fn table(self) -> [f32; 256] {
@@ -40,10 +37,22 @@ impl Normalization {
         t
     }
 
-    /// Converts bytes into `out` (same length), reusing the caller's buffer.
+    /// Converts bytes into `out` (same length), reusing the caller's buffer. The same
+    /// arithmetic as [`Normalization::table`], written so that it vectorises.
     #[inline]
     pub fn apply(self, bytes: &[u8], out: &mut [f32]) {
-        apply_table(&self.table(), bytes, out);
+        match self {
+            Normalization::Scale => {
+                for (o, &p) in out.iter_mut().zip(bytes) {
+                    *o = p as f32 / 255.0;
+                }
+            }
+            Normalization::Standardize { mean, std } => {
+                for (o, &p) in out.iter_mut().zip(bytes) {
+                    *o = (p as f32 / 255.0 - mean) / std;
+                }
+            }
+        }
     }
 }
 
@@ -99,15 +108,15 @@ mod tests {
         let x = flatten(&ds, Normalization::Scale);
         assert_eq!(x.shape(), &[1, 4]);
         assert_eq!(x.as_slice().unwrap(), &[0.0, 1.0, 0.2, 0.4]);
-        let s = flatten(
-            &ds,
-            Normalization::Standardize {
-                mean: 0.5,
-                std: 0.5,
-            },
-        );
+        let s = flatten(&ds, Normalization::Standardize { mean: 0.5, std: 0.5 });
         assert!((s[[0, 0]] + 1.0).abs() < 1e-6 && (s[[0, 1]] - 1.0).abs() < 1e-6);
         assert_eq!(to_nchw(&ds, Normalization::Scale).shape(), &[1, 1, 2, 2]);
+        let bytes: Vec<u8> = (0..=255).collect();
+        for norm in [Normalization::Scale, Normalization::MNIST_STANDARD] {
+            let mut a = vec![0f32; 256];
+            norm.apply(&bytes, &mut a);
+            assert_eq!(&a[..], &norm.table()[..]);
+        }
         let y = one_hot(&[2, 0], 3);
         assert_eq!(y.as_slice().unwrap(), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         assert_eq!(sparse_labels(&[2, 0]), vec![2, 0]);

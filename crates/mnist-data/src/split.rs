@@ -11,9 +11,7 @@ use crate::error::{DataError, Result};
 /// [`DataError::Config`] when `fraction` is not in `(0, 1)` or leaves either part empty.
 pub fn validation_split(ds: &Dataset, fraction: f64) -> Result<(Dataset, Dataset)> {
     if !(fraction > 0.0 && fraction < 1.0) {
-        return Err(DataError::Config(format!(
-            "validation split must be between 0 and 1 (exclusive), got {fraction}"
-        )));
+        return Err(DataError::Config(format!("validation split must be between 0 and 1 (exclusive), got {fraction}")));
     }
     let split_at = (ds.len() as f64 * (1.0 - fraction)).floor() as usize;
     if split_at == 0 || split_at == ds.len() {
@@ -31,8 +29,7 @@ mod tests {
 
     #[test]
     fn takes_the_last_fraction() {
-        let ds =
-            Dataset::new((0..10).collect(), (0..10).map(|i| i % 3).collect(), 1, 1, 3).unwrap();
+        let ds = Dataset::new((0..10).collect(), (0..10).map(|i| i % 3).collect(), 1, 1, 3).unwrap();
         let (t, v) = validation_split(&ds, 0.2).unwrap();
         assert_eq!(t.len(), 8);
         assert_eq!(v.images(), &[8, 9]);

@@ -41,25 +41,12 @@ impl Summary {
             s2 += (v * v) as f64 * c as f64;
         }
         let mean = if n > 0 { s / n as f64 } else { 0.0 };
-        let std = if n > 0 {
-            (s2 / n as f64 - mean * mean).max(0.0).sqrt()
-        } else {
-            0.0
-        };
+        let std = if n > 0 { (s2 / n as f64 - mean * mean).max(0.0).sqrt() } else { 0.0 };
         let mut class_counts = vec![0usize; ds.classes()];
         for &l in ds.labels() {
             class_counts[l as usize] += 1;
         }
-        Summary {
-            len: ds.len(),
-            rows: ds.rows(),
-            cols: ds.cols(),
-            min,
-            max,
-            mean,
-            std,
-            class_counts,
-        }
+        Summary { len: ds.len(), rows: ds.rows(), cols: ds.cols(), min, max, mean, std, class_counts }
     }
 }
 

@@ -34,23 +34,10 @@ fn epoch_x(b: &mut Batcher, epoch: usize) -> Vec<Vec<f32>> {
 #[test]
 fn augmented_batches_are_seeded_and_prefetch_agrees() {
     let aug = Arc::new(Augmentation::new().rotation(10.0).shift(0.1, 0.1).zoom(0.1));
-    let cfg = BatchConfig {
-        batch_size: 16,
-        seed: 3,
-        ..Default::default()
-    };
-    let mut pre = Batcher::new(data(50), cfg.clone())
-        .unwrap()
-        .with_transform(aug.clone());
-    let mut inline = Batcher::new(
-        data(50),
-        BatchConfig {
-            prefetch: false,
-            ..cfg.clone()
-        },
-    )
-    .unwrap()
-    .with_transform(aug.clone());
+    let cfg = BatchConfig { batch_size: 16, seed: 3, ..Default::default() };
+    let mut pre = Batcher::new(data(50), cfg.clone()).unwrap().with_transform(aug.clone());
+    let mut inline =
+        Batcher::new(data(50), BatchConfig { prefetch: false, ..cfg.clone() }).unwrap().with_transform(aug.clone());
     let mut plain = Batcher::new(data(50), cfg).unwrap();
     let a = epoch_x(&mut pre, 0);
     assert_eq!(a, epoch_x(&mut inline, 0));
@@ -61,14 +48,8 @@ fn augmented_batches_are_seeded_and_prefetch_agrees() {
 
 #[test]
 fn identity_augmentation_is_a_no_op_in_the_batcher() {
-    let cfg = BatchConfig {
-        batch_size: 8,
-        seed: 1,
-        ..Default::default()
-    };
-    let mut with = Batcher::new(data(20), cfg.clone())
-        .unwrap()
-        .with_transform(Arc::new(Augmentation::default()));
+    let cfg = BatchConfig { batch_size: 8, seed: 1, ..Default::default() };
+    let mut with = Batcher::new(data(20), cfg.clone()).unwrap().with_transform(Arc::new(Augmentation::default()));
     let mut without = Batcher::new(data(20), cfg).unwrap();
     assert_eq!(epoch_x(&mut with, 0), epoch_x(&mut without, 0));
 }
@@ -80,14 +61,8 @@ fn standardised_batches_fill_with_standardised_black() {
     // Shift 0.5 of the width: every image moves by at least a few pixels somewhere, and a
     // border strip always comes from outside the frame.
     let aug = Augmentation::new().shift(0.5, 0.0).fill_for(norm);
-    let cfg = BatchConfig {
-        batch_size: 10,
-        normalization: norm,
-        ..Default::default()
-    };
-    let mut b = Batcher::new(data(10), cfg)
-        .unwrap()
-        .with_transform(Arc::new(aug));
+    let cfg = BatchConfig { batch_size: 10, normalization: norm, ..Default::default() };
+    let mut b = Batcher::new(data(10), cfg).unwrap().with_transform(Arc::new(aug));
     let mut e = b.epoch(0);
     let batch = e.next_batch().unwrap();
     for img in batch.x.chunks(784) {
@@ -99,11 +74,7 @@ fn standardised_batches_fill_with_standardised_black() {
     let mut src = vec![black; 784];
     src[14 * 28 + 14] = 2.0;
     let mut dst = vec![0.0; 784];
-    let p = AffineParams {
-        shift_x: -4.0,
-        shift_y: 2.0,
-        ..AffineParams::IDENTITY
-    };
+    let p = AffineParams { shift_x: -4.0, shift_y: 2.0, ..AffineParams::IDENTITY };
     aug.transform_one(&src, &mut dst, 28, 28, &p);
     assert_eq!(dst[16 * 28 + 10], 2.0);
     assert_eq!(dst.iter().filter(|&&v| v == black).count(), 783);

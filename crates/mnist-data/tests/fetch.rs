@@ -50,12 +50,7 @@ impl Server {
                 });
             }
         });
-        Server {
-            base_url: format!("http://127.0.0.1:{port}/"),
-            root,
-            replies,
-            hits,
-        }
+        Server { base_url: format!("http://127.0.0.1:{port}/"), root, replies, hits }
     }
 
     fn reply(&self, name: &str, reply: Reply) {
@@ -67,9 +62,7 @@ impl Server {
     }
 
     fn options(&self, sums: &[String; 4]) -> FetchOptions {
-        FetchOptions::new(DatasetKind::Mnist)
-            .base_url(&self.base_url)
-            .sums(sums.clone())
+        FetchOptions::new(DatasetKind::Mnist).base_url(&self.base_url).sums(sums.clone())
     }
 }
 
@@ -98,23 +91,15 @@ fn handle(
     });
     let mut out = stream;
     match reply {
-        Reply::Status(code, reason) => write!(
-            out,
-            "HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?,
+        Reply::Status(code, reason) => {
+            write!(out, "HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?
+        }
         Reply::Body(body) => {
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
+            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
             out.write_all(&body)?;
         }
         Reply::Truncated { announced, body } => {
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
-            )?;
+            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n")?;
             out.write_all(&body)?;
         }
         Reply::NoLength(body) => {
@@ -129,11 +114,7 @@ fn handle(
 /// Writes a small gzip MNIST-like data set (6 training and 3 test images of 4×4) into `dir`
 /// under the official names and returns the SHA-256 sums of the four files.
 fn synthesize(dir: &Path) -> [String; 4] {
-    let images = |n: usize| {
-        (0..n * 16)
-            .map(|i| (i * 7 % 256) as u8)
-            .collect::<Vec<u8>>()
-    };
+    let images = |n: usize| (0..n * 16).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>();
     let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
     mnist_data::write_idx(dir.join(FILE_NAMES[0]), &[6, 4, 4], &images(6), true).unwrap();
     mnist_data::write_idx(dir.join(FILE_NAMES[1]), &[6], &labels(6), true).unwrap();
@@ -145,9 +126,7 @@ fn synthesize(dir: &Path) -> [String; 4] {
 /// The names in `dir`, sorted (temporary files start with a dot and show up here too).
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
@@ -174,29 +153,16 @@ fn downloads_verifies_and_loads_then_skips_on_the_second_run() {
     let out = tempfile::tempdir().unwrap();
     let dest: PathBuf = out.path().join("data").join("mnist"); // created by fetch
     let mut events = Vec::new();
-    let report = server
-        .options(&sums)
-        .fetch(&dest, &mut |e| events.push(e))
-        .unwrap();
+    let report = server.options(&sums).fetch(&dest, &mut |e| events.push(e)).unwrap();
 
     assert_eq!(report.downloaded, FILE_NAMES.map(|n| dest.join(n)).to_vec());
     assert!(report.skipped.is_empty());
-    let sizes: u64 = FILE_NAMES
-        .iter()
-        .map(|n| std::fs::metadata(dest.join(n)).unwrap().len())
-        .sum();
+    let sizes: u64 = FILE_NAMES.iter().map(|n| std::fs::metadata(dest.join(n)).unwrap().len()).sum();
     assert_eq!(report.bytes_downloaded, sizes);
     for name in FILE_NAMES {
-        assert_eq!(
-            std::fs::read(dest.join(name)).unwrap(),
-            std::fs::read(server.root.path().join(name)).unwrap()
-        );
+        assert_eq!(std::fs::read(dest.join(name)).unwrap(), std::fs::read(server.root.path().join(name)).unwrap());
     }
-    assert_eq!(
-        listing(&dest),
-        sorted(&FILE_NAMES),
-        "no temporary files left"
-    );
+    assert_eq!(listing(&dest), sorted(&FILE_NAMES), "no temporary files left");
     assert_eq!(server.hits(), FILE_NAMES.to_vec());
 
     // Events: Started, Progress…, Done for each file, in order.
@@ -217,51 +183,25 @@ fn downloads_verifies_and_loads_then_skips_on_the_second_run() {
         })
         .collect();
     assert_eq!(done, FILE_NAMES.to_vec());
-    assert!(events.iter().any(
-        |e| matches!(e, FetchEvent::Progress { received, total: Some(t), .. } if received == t)
-    ));
+    assert!(events.iter().any(|e| matches!(e, FetchEvent::Progress { received, total: Some(t), .. } if received == t)));
 
     let splits = Mnist::load(&dest).unwrap();
-    assert_eq!(
-        (
-            splits.train.len(),
-            splits.test.len(),
-            splits.train.rows(),
-            splits.train.cols()
-        ),
-        (6, 3, 4, 4)
-    );
+    assert_eq!((splits.train.len(), splits.test.len(), splits.train.rows(), splits.train.cols()), (6, 3, 4, 4));
     assert_eq!(splits.train.labels(), &[0, 1, 2, 3, 4, 5]);
 
     // Second run: everything present and correct, nothing requested.
     let mut events = Vec::new();
-    let report = server
-        .options(&sums)
-        .fetch(&dest, &mut |e| events.push(e))
-        .unwrap();
+    let report = server.options(&sums).fetch(&dest, &mut |e| events.push(e)).unwrap();
     assert!(report.downloaded.is_empty());
     assert_eq!(report.skipped.len(), 4);
     assert_eq!(report.bytes_downloaded, 0);
-    assert_eq!(
-        server.hits().len(),
-        4,
-        "no new request: {:?}",
-        server.hits()
-    );
-    assert!(
-        events
-            .iter()
-            .all(|e| matches!(e, FetchEvent::Skipped { .. })),
-        "{events:?}"
-    );
+    assert_eq!(server.hits().len(), 4, "no new request: {:?}", server.hits());
+    assert!(events.iter().all(|e| matches!(e, FetchEvent::Skipped { .. })), "{events:?}");
 
     // verify agrees.
     let checks = server.options(&sums).verify(&dest).unwrap();
     assert!(checks.iter().all(|c| c.is_ok()), "{checks:?}");
-    assert_eq!(
-        checks[0].to_string(),
-        format!("{}: OK", dest.join(FILE_NAMES[0]).display())
-    );
+    assert_eq!(checks[0].to_string(), format!("{}: OK", dest.join(FILE_NAMES[0]).display()));
 }
 
 #[test]
@@ -270,39 +210,16 @@ fn present_file_is_skipped_and_a_wrong_one_is_replaced() {
     let sums = synthesize(server.root.path());
     let dest = tempfile::tempdir().unwrap();
     let dest = dest.path();
-    std::fs::copy(
-        server.root.path().join(FILE_NAMES[0]),
-        dest.join(FILE_NAMES[0]),
-    )
-    .unwrap();
+    std::fs::copy(server.root.path().join(FILE_NAMES[0]), dest.join(FILE_NAMES[0])).unwrap();
     std::fs::write(dest.join(FILE_NAMES[1]), b"stale copy").unwrap();
     let stale_sum = sha256_file(&dest.join(FILE_NAMES[1])).unwrap();
 
     let mut events = Vec::new();
-    let report = server
-        .options(&sums)
-        .fetch(dest, &mut |e| events.push(e))
-        .unwrap();
+    let report = server.options(&sums).fetch(dest, &mut |e| events.push(e)).unwrap();
     assert_eq!(report.skipped, vec![dest.join(FILE_NAMES[0])]);
-    assert_eq!(
-        report.downloaded,
-        FILE_NAMES[1..]
-            .iter()
-            .map(|n| dest.join(n))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(
-        server.hits(),
-        FILE_NAMES[1..].to_vec(),
-        "the good file is not requested"
-    );
-    assert!(
-        events.contains(&FetchEvent::Replacing {
-            name: FILE_NAMES[1],
-            found: stale_sum
-        }),
-        "{events:?}"
-    );
+    assert_eq!(report.downloaded, FILE_NAMES[1..].iter().map(|n| dest.join(n)).collect::<Vec<_>>());
+    assert_eq!(server.hits(), FILE_NAMES[1..].to_vec(), "the good file is not requested");
+    assert!(events.contains(&FetchEvent::Replacing { name: FILE_NAMES[1], found: stale_sum }), "{events:?}");
     assert_eq!(sha256_file(&dest.join(FILE_NAMES[1])).unwrap(), sums[1]);
     assert_eq!(listing(dest), sorted(&FILE_NAMES));
 }
@@ -322,30 +239,18 @@ fn checksum_mismatch_discards_the_file() {
     assert_eq!(url, format!("{}{}", server.base_url, FILE_NAMES[1]));
     assert_eq!(
         message,
-        format!(
-            "SHA-256 mismatch: expected {}, got {actual}; the file was discarded",
-            "00".repeat(32)
-        )
+        format!("SHA-256 mismatch: expected {}, got {actual}; the file was discarded", "00".repeat(32))
     );
     assert!(text.starts_with(&url), "{text}");
     // The first file was complete and verified; the bad one is gone, and no temporary file left.
     assert_eq!(listing(dest), vec![FILE_NAMES[0].to_string()]);
 
     // A server answering 200 with an error page instead of the file.
-    server.reply(
-        FILE_NAMES[1],
-        Reply::Body(b"<html>Access denied</html>".to_vec()),
-    );
+    server.reply(FILE_NAMES[1], Reply::Body(b"<html>Access denied</html>".to_vec()));
     sums[1] = actual;
     let (_, message) = fetch_err(server.options(&sums).fetch(dest, &mut |_| {}).unwrap_err());
-    assert!(
-        message.starts_with(&format!("SHA-256 mismatch: expected {}, got ", sums[1])),
-        "{message}"
-    );
-    assert!(
-        message.contains("the file was discarded (the data received is not gzip"),
-        "{message}"
-    );
+    assert!(message.starts_with(&format!("SHA-256 mismatch: expected {}, got ", sums[1])), "{message}");
+    assert!(message.contains("the file was discarded (the data received is not gzip"), "{message}");
     assert_eq!(listing(dest), vec![FILE_NAMES[0].to_string()]);
 }
 
@@ -355,23 +260,12 @@ fn http_404_is_reported_with_its_url() {
     let sums = synthesize(server.root.path());
     std::fs::remove_file(server.root.path().join(FILE_NAMES[2])).unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let err = server
-        .options(&sums)
-        .fetch(dest.path(), &mut |_| {})
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("{}{}: HTTP 404 Not Found", server.base_url, FILE_NAMES[2])
-    );
+    let err = server.options(&sums).fetch(dest.path(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.to_string(), format!("{}{}: HTTP 404 Not Found", server.base_url, FILE_NAMES[2]));
     assert_eq!(listing(dest.path()), sorted(&FILE_NAMES[..2]));
 
     server.reply(FILE_NAMES[2], Reply::Status(503, "Service Unavailable"));
-    let (_, message) = fetch_err(
-        server
-            .options(&sums)
-            .fetch(dest.path(), &mut |_| {})
-            .unwrap_err(),
-    );
+    let (_, message) = fetch_err(server.options(&sums).fetch(dest.path(), &mut |_| {}).unwrap_err());
     assert_eq!(message, "HTTP 503 Service Unavailable");
 }
 
@@ -381,31 +275,13 @@ fn truncated_body_is_an_error_and_leaves_nothing() {
     let sums = synthesize(server.root.path());
     let full = std::fs::read(server.root.path().join(FILE_NAMES[0])).unwrap();
     let half = full[..full.len() / 2].to_vec();
-    server.reply(
-        FILE_NAMES[0],
-        Reply::Truncated {
-            announced: full.len(),
-            body: half.clone(),
-        },
-    );
+    server.reply(FILE_NAMES[0], Reply::Truncated { announced: full.len(), body: half.clone() });
     let dest = tempfile::tempdir().unwrap();
-    let (url, message) = fetch_err(
-        server
-            .options(&sums)
-            .fetch(dest.path(), &mut |_| {})
-            .unwrap_err(),
-    );
+    let (url, message) = fetch_err(server.options(&sums).fetch(dest.path(), &mut |_| {}).unwrap_err());
     assert_eq!(url, format!("{}{}", server.base_url, FILE_NAMES[0]));
-    let expected = format!(
-        "truncated: expected {} bytes (Content-Length), received {}",
-        full.len(),
-        half.len()
-    );
+    let expected = format!("truncated: expected {} bytes (Content-Length), received {}", full.len(), half.len());
     assert!(message.starts_with(&expected), "{message}");
-    assert!(
-        message.ends_with("the partial file was discarded"),
-        "{message}"
-    );
+    assert!(message.ends_with("the partial file was discarded"), "{message}");
     assert_eq!(listing(dest.path()), Vec::<String>::new());
 }
 
@@ -413,9 +289,7 @@ fn truncated_body_is_an_error_and_leaves_nothing() {
 fn oversized_bodies_are_refused() {
     let server = Server::start();
     let sums = synthesize(server.root.path());
-    let len = std::fs::metadata(server.root.path().join(FILE_NAMES[0]))
-        .unwrap()
-        .len();
+    let len = std::fs::metadata(server.root.path().join(FILE_NAMES[0])).unwrap().len();
     let dest = tempfile::tempdir().unwrap();
     let small = server.options(&sums).max_bytes(len - 1);
     let (_, message) = fetch_err(small.fetch(dest.path(), &mut |_| {}).unwrap_err());
@@ -428,43 +302,24 @@ fn oversized_bodies_are_refused() {
     );
     // Without a Content-Length the limit is enforced while receiving.
     server.reply(FILE_NAMES[0], Reply::NoLength(vec![0x1f; 5000]));
-    let (_, message) = fetch_err(
-        server
-            .options(&sums)
-            .max_bytes(1000)
-            .fetch(dest.path(), &mut |_| {})
-            .unwrap_err(),
-    );
-    assert_eq!(
-        message,
-        "the body exceeds the limit of 1000 bytes; the partial file was discarded"
-    );
+    let (_, message) = fetch_err(server.options(&sums).max_bytes(1000).fetch(dest.path(), &mut |_| {}).unwrap_err());
+    assert_eq!(message, "the body exceeds the limit of 1000 bytes; the partial file was discarded");
     assert_eq!(listing(dest.path()), Vec::<String>::new());
 }
 
 #[test]
 fn unreachable_host_says_we_are_offline_and_where_to_put_the_files() {
     // A port that was just free: nothing listens there, so the connection is refused.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}/");
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("mnist");
     let err = fetch(DatasetKind::Mnist, &base, &dest, &mut |_| {}).unwrap_err();
     let (url, message) = fetch_err(err);
     assert_eq!(url, format!("{base}{}", FILE_NAMES[0]));
-    assert!(
-        message.starts_with("cannot reach the server ("),
-        "{message}"
-    );
+    assert!(message.starts_with("cannot reach the server ("), "{message}");
     assert!(message.contains("we seem to be offline"), "{message}");
-    assert!(message.contains(&format!(
-        "Download the files by hand from {base} and put them in {}",
-        dest.display()
-    )));
+    assert!(message.contains(&format!("Download the files by hand from {base} and put them in {}", dest.display())));
     for name in FILE_NAMES {
         assert!(message.contains(name), "{message}");
     }
@@ -479,10 +334,7 @@ fn unknown_host_says_we_are_offline() {
     let options = FetchOptions::new(DatasetKind::Fashion).base_url(base);
     let (url, message) = fetch_err(options.fetch(out.path(), &mut |_| {}).unwrap_err());
     assert_eq!(url, format!("{base}/{}", FILE_NAMES[0]));
-    assert!(
-        message.starts_with("cannot reach the server (host not found"),
-        "{message}"
-    );
+    assert!(message.starts_with("cannot reach the server (host not found"), "{message}");
     assert!(
         message.contains(&format!(
             "we seem to be offline. Download the files by hand from {base} and put them in {}: ",
@@ -501,15 +353,9 @@ fn verify_reports_missing_and_mismatching_files() {
     std::fs::write(dir.path().join(FILE_NAMES[2]), b"x").unwrap();
     let options = FetchOptions::new(DatasetKind::Mnist).sums(sums.clone());
     let checks = options.verify(dir.path()).unwrap();
-    assert_eq!(
-        checks.iter().map(|c| c.is_ok()).collect::<Vec<_>>(),
-        [true, true, false, false]
-    );
+    assert_eq!(checks.iter().map(|c| c.is_ok()).collect::<Vec<_>>(), [true, true, false, false]);
     assert_eq!(checks[3].found, None);
-    assert_eq!(
-        checks[3].to_string(),
-        format!("{}: missing", dir.path().join(FILE_NAMES[3]).display())
-    );
+    assert_eq!(checks[3].to_string(), format!("{}: missing", dir.path().join(FILE_NAMES[3]).display()));
     assert_eq!(
         checks[2].to_string(),
         format!(

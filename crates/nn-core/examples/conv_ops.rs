@@ -34,7 +34,9 @@ fn main() -> nn_core::Result<()> {
         let bias = vec![0.1f32; f];
         println!("conv {c}->{f} on {h}x{h}:");
         time("  im2col", 20, || d.im2col(&x, &win, &mut cols).unwrap_or(()));
-        time("  gemm fwd W·cols", 20, || d.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &wk, &cols, &mut tmp).unwrap_or(()));
+        time("  gemm fwd W·cols", 20, || {
+            d.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &wk, &cols, &mut tmp).unwrap_or(())
+        });
         time("  swap nchw", 20, || d.swap_axes01(&tmp, f, n, ohw, &mut y).unwrap_or(()));
         let s = Channels { outer: n, channels: f, inner: ohw };
         time("  bias+relu", 20, || d.bias_act(&mut y, Some(&bias), Activation::Relu, s).unwrap_or(()));
@@ -42,8 +44,12 @@ fn main() -> nn_core::Result<()> {
         time("  relu backward", 20, || d.act_backward(&yc, &mut y, Activation::Relu, s).unwrap_or(()));
         let mut gb = vec![0f32; f];
         time("  channel sums", 20, || d.channel_sums(&yc, s, 0.0, &mut gb).unwrap_or(()));
-        time("  gemm dW t·colsT", 20, || d.gemm(&Gemm::new(false, true, f, ckk, n * ohw), &tmp, &cols, &mut gw).unwrap_or(()));
-        time("  gemm dcols WT·t", 20, || d.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &wk, &tmp, &mut cols).unwrap_or(()));
+        time("  gemm dW t·colsT", 20, || {
+            d.gemm(&Gemm::new(false, true, f, ckk, n * ohw), &tmp, &cols, &mut gw).unwrap_or(())
+        });
+        time("  gemm dcols WT·t", 20, || {
+            d.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &wk, &tmp, &mut cols).unwrap_or(())
+        });
         time("  col2im", 20, || d.col2im(&cols, &win, &mut dx).unwrap_or(()));
         let pw = Window { n, c: f, h: oh, w: ow, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: oh / 2, ow: ow / 2 };
         let mut py = d.alloc(n * f * (oh / 2) * (ow / 2))?;

@@ -42,19 +42,7 @@ pub struct Gemm {
 impl Gemm {
     /// A single product `C = op(A)·op(B)` (α = 1, β = 0).
     pub fn new(trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Gemm {
-        Gemm {
-            trans_a,
-            trans_b,
-            m,
-            n,
-            k,
-            alpha: 1.0,
-            beta: 0.0,
-            batch: 1,
-            stride_a: 0,
-            stride_b: 0,
-            stride_c: 0,
-        }
+        Gemm { trans_a, trans_b, m, n, k, alpha: 1.0, beta: 0.0, batch: 1, stride_a: 0, stride_b: 0, stride_c: 0 }
     }
     /// Sets β (1 to accumulate into `C`).
     pub fn beta(mut self, beta: f32) -> Gemm {
@@ -62,13 +50,7 @@ impl Gemm {
         self
     }
     /// Makes it a strided batch of `batch` products.
-    pub fn batched(
-        mut self,
-        batch: usize,
-        stride_a: usize,
-        stride_b: usize,
-        stride_c: usize,
-    ) -> Gemm {
+    pub fn batched(mut self, batch: usize, stride_a: usize, stride_b: usize, stride_c: usize) -> Gemm {
         self.batch = batch;
         self.stride_a = stride_a;
         self.stride_b = stride_b;
@@ -171,30 +153,12 @@ pub trait Device: Send + Sync + 'static {
     fn gemm(&self, g: &Gemm, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
     /// In place `y = act(y + bias[channel])` over `[outer, channels, inner]`; softmax is over
     /// the channels of each row (with `inner == 1`).
-    fn bias_act(
-        &self,
-        y: &mut Self::Buf,
-        bias: Option<&Self::Buf>,
-        act: Activation,
-        shape: Channels,
-    ) -> Result<()>;
+    fn bias_act(&self, y: &mut Self::Buf, bias: Option<&Self::Buf>, act: Activation, shape: Channels) -> Result<()>;
     /// In place `dy *= act'(y)` given the activation's output `y` (softmax: the row-wise
     /// Jacobian-vector product).
-    fn act_backward(
-        &self,
-        y: &Self::Buf,
-        dy: &mut Self::Buf,
-        act: Activation,
-        shape: Channels,
-    ) -> Result<()>;
+    fn act_backward(&self, y: &Self::Buf, dy: &mut Self::Buf, act: Activation, shape: Channels) -> Result<()>;
     /// `out[c] = β·out[c] + Σ_{outer, inner} dy[outer, c, inner]` (the bias gradient).
-    fn channel_sums(
-        &self,
-        dy: &Self::Buf,
-        shape: Channels,
-        beta: f32,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
+    fn channel_sums(&self, dy: &Self::Buf, shape: Channels, beta: f32, out: &mut Self::Buf) -> Result<()>;
     /// Cross-entropy of `out` against `targets` for one batch: writes the gradient with respect
     /// to `out` into `grad` and adds `[Σ loss, Σ correct]` of the batch to `stats[0..2]`.
     fn cross_entropy(
@@ -207,34 +171,13 @@ pub trait Device: Send + Sync + 'static {
     ) -> Result<()>;
     /// Inverted dropout: draws a mask of `0` or `1/(1-rate)` from `(seed, index)` with a
     /// counter-based hash (identical on every device), stores it and multiplies `x` by it.
-    fn dropout(
-        &self,
-        x: &mut Self::Buf,
-        mask: &mut Self::Buf,
-        rate: f32,
-        seed: u64,
-        len: usize,
-    ) -> Result<()>;
+    fn dropout(&self, x: &mut Self::Buf, mask: &mut Self::Buf, rate: f32, seed: u64, len: usize) -> Result<()>;
     /// `x[i] *= m[i]` for the first `len` elements.
     fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()>;
     /// Adds the gradient of `l1·Σ|w| + l2·Σw²` to `dw`.
-    fn regularizer_grad(
-        &self,
-        w: &Self::Buf,
-        dw: &mut Self::Buf,
-        l1: f32,
-        l2: f32,
-        len: usize,
-    ) -> Result<()>;
+    fn regularizer_grad(&self, w: &Self::Buf, dw: &mut Self::Buf, l1: f32, l2: f32, len: usize) -> Result<()>;
     /// Adds `l1·Σ|w| + l2·Σw²` to `acc[0]` (kept on the device).
-    fn regularizer_penalty(
-        &self,
-        w: &Self::Buf,
-        l1: f32,
-        l2: f32,
-        len: usize,
-        acc: &mut Self::Buf,
-    ) -> Result<()>;
+    fn regularizer_penalty(&self, w: &Self::Buf, l1: f32, l2: f32, len: usize, acc: &mut Self::Buf) -> Result<()>;
     /// One optimiser update of a parameter tensor with its gradient and state slots.
     fn update(
         &self,
@@ -251,31 +194,12 @@ pub trait Device: Send + Sync + 'static {
     /// Adds columns `[c·kh·kw, n·oh·ow]` back into images `dx` `[n, c, h, w]` (overwriting `dx`).
     fn col2im(&self, cols: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Swaps the first two axes: `src [a, b, r]` into `dst [b, a, r]`.
-    fn swap_axes01(
-        &self,
-        src: &Self::Buf,
-        a: usize,
-        b: usize,
-        r: usize,
-        dst: &mut Self::Buf,
-    ) -> Result<()>;
+    fn swap_axes01(&self, src: &Self::Buf, a: usize, b: usize, r: usize, dst: &mut Self::Buf) -> Result<()>;
     /// Max pooling of `[n, c, h, w]` into `y [n, c, oh, ow]`, remembering each winner's offset
     /// in its input plane in `arg`.
-    fn max_pool(
-        &self,
-        x: &Self::Buf,
-        win: &Window,
-        y: &mut Self::Buf,
-        arg: &mut Self::Buf,
-    ) -> Result<()>;
+    fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
     /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
-    fn max_pool_backward(
-        &self,
-        dy: &Self::Buf,
-        arg: &Self::Buf,
-        win: &Window,
-        dx: &mut Self::Buf,
-    ) -> Result<()>;
+    fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Average pooling (padding cells are not counted).
     fn avg_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf) -> Result<()>;
     /// Gradient of average pooling (`dx` overwritten).

@@ -39,9 +39,6 @@ impl NnError {
         NnError::Spec(msg.into())
     }
     pub(crate) fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        NnError::File {
-            path: path.into(),
-            message: message.into(),
-        }
+        NnError::File { path: path.into(), message: message.into() }
     }
 }

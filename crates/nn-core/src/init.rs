@@ -83,10 +83,7 @@ mod tests {
         Initializer::HeNormal.fill(&mut w, 784, 128, &mut rng);
         let (m, s, mx) = stats(&w);
         let std = (2.0f32 / 784.0).sqrt();
-        assert!(
-            m.abs() < 1e-3 && (s - std).abs() < 2e-3 && mx <= 2.0 * std / 0.879_625_7 + 1e-6,
-            "{s} {std}"
-        );
+        assert!(m.abs() < 1e-3 && (s - std).abs() < 2e-3 && mx <= 2.0 * std / 0.879_625_7 + 1e-6, "{s} {std}");
         Initializer::Zeros.fill(&mut w, 1, 1, &mut rng);
         assert!(w.iter().all(|&x| x == 0.0));
     }

@@ -40,8 +40,7 @@ pub use network::{Network, Runtime};
 pub use optim::{StepParams, UpdateRule};
 pub use presets::preset;
 pub use spec::{
-    BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Padding, Pool2D, Regularizer,
-    Reshape,
+    BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Padding, Pool2D, Regularizer, Reshape,
 };
 pub use summary::summary;
 pub use tensor::Tensor;

@@ -35,8 +35,9 @@ impl Loss {
     /// Whether the model's output is read as logits.
     pub fn from_logits(self) -> bool {
         match self {
-            Loss::CategoricalCrossentropy { from_logits }
-            | Loss::SparseCategoricalCrossentropy { from_logits } => from_logits,
+            Loss::CategoricalCrossentropy { from_logits } | Loss::SparseCategoricalCrossentropy { from_logits } => {
+                from_logits
+            }
         }
     }
     /// Whether targets are integer labels (`true`) or one-hot rows (`false`).
@@ -53,9 +54,7 @@ impl Loss {
     /// Parses a Keras name.
     pub fn from_name(name: &str, from_logits: bool) -> Option<Loss> {
         match name {
-            "categorical_crossentropy" | "categorical" | "cce" => {
-                Some(Loss::CategoricalCrossentropy { from_logits })
-            }
+            "categorical_crossentropy" | "categorical" | "cce" => Some(Loss::CategoricalCrossentropy { from_logits }),
             "sparse_categorical_crossentropy" | "sparse" | "scce" => {
                 Some(Loss::SparseCategoricalCrossentropy { from_logits })
             }

@@ -53,9 +53,7 @@ impl Model {
     /// # Errors
     /// The architecture's errors and device allocation failures.
     pub fn on<D: Device>(dev: D, spec: &ModelSpec, seed: u64) -> Result<Model> {
-        Ok(Model {
-            rt: Box::new(Network::new(dev, spec, seed)?),
-        })
+        Ok(Model { rt: Box::new(Network::new(dev, spec, seed)?) })
     }
 
     /// Wraps a runtime built elsewhere (e.g. by `nn-cuda`).
@@ -100,10 +98,7 @@ impl Model {
 
     /// Per-example output width (e.g. 10).
     pub fn output_len(&self) -> usize {
-        self.spec()
-            .output_shape()
-            .map(|s| s.iter().product())
-            .unwrap_or(0)
+        self.spec().output_shape().map(|s| s.iter().product()).unwrap_or(0)
     }
 
     /// Whether the last layer ends in a softmax (outputs are probabilities).
@@ -130,11 +125,7 @@ impl Model {
         let batch = predict_batch_size(self.spec());
         while start < n {
             let b = batch.min(n - start);
-            self.rt.predict_batch(
-                &x[start * iw..(start + b) * iw],
-                b,
-                &mut out[start * ow..(start + b) * ow],
-            )?;
+            self.rt.predict_batch(&x[start * iw..(start + b) * iw], b, &mut out[start * ow..(start + b) * ow])?;
             start += b;
         }
         Array2::from_shape_vec((n, ow), out).map_err(|e| NnError::spec(e.to_string()))
@@ -179,12 +170,7 @@ impl Model {
     /// # Errors
     /// Device failures.
     pub fn to_file(&self, metadata: BTreeMap<String, String>) -> Result<ModelFile> {
-        Ok(ModelFile {
-            spec: self.spec().clone(),
-            weights: self.weights()?,
-            metadata,
-            extra: Vec::new(),
-        })
+        Ok(ModelFile { spec: self.spec().clone(), weights: self.weights()?, metadata, extra: Vec::new() })
     }
 
     /// Saves to `path` (safetensors; atomic).

@@ -49,13 +49,7 @@ impl ModelFile {
             .weights
             .iter()
             .chain(&self.extra)
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.shape.clone(),
-                    t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
-            })
+            .map(|t| (t.name.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
             .collect();
         let views = raw
             .iter()
@@ -65,8 +59,7 @@ impl ModelFile {
                     .map_err(|e| NnError::spec(format!("tensor {n}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize(views, Some(meta))
-            .map_err(|e| NnError::spec(format!("cannot encode the model: {e}")))
+        safetensors::serialize(views, Some(meta)).map_err(|e| NnError::spec(format!("cannot encode the model: {e}")))
     }
 
     /// Writes the file atomically (temporary file, then rename).
@@ -75,8 +68,7 @@ impl ModelFile {
     /// [`NnError::File`] naming `path` on I/O failure.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        mnist_data::atomic::write_atomic(path, &bytes)
-            .map_err(|e| NnError::file(path, e.to_string()))
+        mnist_data::atomic::write_atomic(path, &bytes).map_err(|e| NnError::file(path, e.to_string()))
     }
 
     /// Reads and checks a model file: it must be safetensors with an `architecture`, and every
@@ -96,86 +88,48 @@ impl ModelFile {
     /// As [`ModelFile::load`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            NnError::file(
-                path,
-                format!("not a model file (safetensors could not read it: {e}); is it truncated?"),
-            )
+            NnError::file(path, format!("not a model file (safetensors could not read it: {e}); is it truncated?"))
         })?;
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| NnError::file(path, e.to_string()))?;
-        let mut meta: BTreeMap<String, String> = header
-            .metadata()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| NnError::file(path, e.to_string()))?;
+        let mut meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         let arch = meta.remove("architecture").ok_or_else(|| {
-            NnError::file(
-                path,
-                "a safetensors file, but not a model file: no \"architecture\" in its metadata",
-            )
+            NnError::file(path, "a safetensors file, but not a model file: no \"architecture\" in its metadata")
         })?;
         meta.remove("format");
         let spec = ModelSpec::from_json(&arch).map_err(|e| NnError::file(path, e.to_string()))?;
-        let layers = spec
-            .resolve()
-            .map_err(|e| NnError::file(path, format!("invalid architecture: {e}")))?;
+        let layers = spec.resolve().map_err(|e| NnError::file(path, format!("invalid architecture: {e}")))?;
         let mut weights = Vec::new();
         let mut expected = std::collections::HashSet::new();
         for l in &layers {
             for (suffix, shape, _) in l.spec.param_shapes(&l.input) {
                 let name = format!("{}.{suffix}", l.name);
-                let view = st.tensor(&name).map_err(|_| {
-                    NnError::file(
-                        path,
-                        format!("tensor {name} of the architecture is missing"),
-                    )
-                })?;
+                let view = st
+                    .tensor(&name)
+                    .map_err(|_| NnError::file(path, format!("tensor {name} of the architecture is missing")))?;
                 if view.dtype() != Dtype::F32 {
-                    return Err(NnError::file(
-                        path,
-                        format!("tensor {name} is {:?}, expected F32", view.dtype()),
-                    ));
+                    return Err(NnError::file(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
                 }
                 if view.shape() != shape.as_slice() {
                     return Err(NnError::file(
                         path,
-                        format!(
-                            "tensor {name} has shape {:?}, the architecture needs {shape:?}",
-                            view.shape()
-                        ),
+                        format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", view.shape()),
                     ));
                 }
-                weights.push(Tensor {
-                    name: name.clone(),
-                    shape,
-                    data: f32s(view.data()),
-                });
+                weights.push(Tensor { name: name.clone(), shape, data: f32s(view.data()) });
                 expected.insert(name);
             }
         }
         let mut extra = Vec::new();
         for (name, view) in st.tensors() {
             if !expected.contains(&name) && view.dtype() == Dtype::F32 {
-                extra.push(Tensor {
-                    name,
-                    shape: view.shape().to_vec(),
-                    data: f32s(view.data()),
-                });
+                extra.push(Tensor { name, shape: view.shape().to_vec(), data: f32s(view.data()) });
             }
         }
         extra.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(ModelFile {
-            spec,
-            weights,
-            metadata: meta,
-            extra,
-        })
+        Ok(ModelFile { spec, weights, metadata: meta, extra })
     }
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

@@ -138,16 +138,8 @@ impl<D: Device> Network<D> {
             return Ok(());
         }
         let cap = n.max(1);
-        self.vals = self
-            .slot_width
-            .iter()
-            .map(|w| self.dev.alloc(cap * w))
-            .collect::<Result<_>>()?;
-        self.grads = self
-            .slot_width
-            .iter()
-            .map(|w| self.dev.alloc(cap * w))
-            .collect::<Result<_>>()?;
+        self.vals = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
+        self.grads = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
         let out_w = *self.slot_width.last().unwrap_or(&1);
         self.targets = Some(self.dev.alloc(cap * out_w)?);
         for l in &mut self.layers {
@@ -175,11 +167,7 @@ impl<D: Device> Network<D> {
             }
             let (si, so) = (self.slot_in[i], self.slot_out[i]);
             let (lo, hi) = self.vals.split_at_mut(so);
-            let c = Ctx {
-                logits_head: ctx.logits_head && i == last,
-                seed: layer_seed(ctx.seed, i),
-                ..ctx
-            };
+            let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
             layer.forward(&self.dev, &lo[si], &mut hi[0], n, &c)?;
         }
         Ok(())
@@ -198,50 +186,20 @@ impl<D: Device> Network<D> {
         if targets.len() != expected {
             return Err(NnError::Shape {
                 layer: format!("targets of {}", loss.name()),
-                expected: if loss.sparse() {
-                    vec![n]
-                } else {
-                    vec![n, classes]
-                },
+                expected: if loss.sparse() { vec![n] } else { vec![n, classes] },
                 found: vec![targets.len()],
             });
         }
-        let t = self
-            .targets
-            .as_mut()
-            .ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
+        let t = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
         self.dev.upload(targets, t)?;
-        let args = XentArgs {
-            rows: n,
-            cols: classes,
-            logits,
-            sparse: loss.sparse(),
-            grad_scale: 1.0 / n as f32,
-        };
+        let args = XentArgs { rows: n, cols: classes, logits, sparse: loss.sparse(), grad_scale: 1.0 / n as f32 };
         let out = self.vals.len() - 1;
-        self.dev.cross_entropy(
-            &args,
-            &self.vals[out],
-            t,
-            &mut self.grads[out],
-            &mut self.stats,
-        )
+        self.dev.cross_entropy(&args, &self.vals[out], t, &mut self.grads[out], &mut self.stats)
     }
 
-    fn forward_backward(
-        &mut self,
-        x: &[f32],
-        targets: &[f32],
-        n: usize,
-        loss: Loss,
-        seed: u64,
-    ) -> Result<()> {
+    fn forward_backward(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
         let (fused, logits) = self.logits(loss);
-        let ctx = Ctx {
-            training: true,
-            seed,
-            logits_head: fused,
-        };
+        let ctx = Ctx { training: true, seed, logits_head: fused };
         self.forward(x, n, ctx)?;
         self.loss_pass(targets, n, loss, logits)?;
         let last = self.layers.len() - 1;
@@ -251,22 +209,10 @@ impl<D: Device> Network<D> {
                 continue;
             }
             let (si, so) = (self.slot_in[i], self.slot_out[i]);
-            let c = Ctx {
-                logits_head: fused && i == last,
-                seed: layer_seed(seed, i),
-                ..ctx
-            };
+            let c = Ctx { logits_head: fused && i == last, seed: layer_seed(seed, i), ..ctx };
             let (glo, ghi) = self.grads.split_at_mut(so);
             let dx = if si == 0 { None } else { Some(&mut glo[si]) };
-            layer.backward(
-                &self.dev,
-                &self.vals[si],
-                &self.vals[so],
-                &mut ghi[0],
-                dx,
-                n,
-                &c,
-            )?;
+            layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
         }
         Ok(())
     }
@@ -295,11 +241,7 @@ impl<D: Device> Network<D> {
                 if let Some(g) = &p.grad {
                     let mut data = vec![0f32; p.len()];
                     self.dev.download(g, &mut data)?;
-                    grads.push(Tensor {
-                        name: p.name.clone(),
-                        shape: p.shape.clone(),
-                        data,
-                    });
+                    grads.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
                 }
             }
         }
@@ -339,8 +281,7 @@ impl<D: Device> Runtime for Network<D> {
                 while p.slots.len() < rule.slots() {
                     p.slots.push(self.dev.alloc(len)?);
                 }
-                self.dev
-                    .update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
+                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
             }
         }
         Ok(())
@@ -348,15 +289,7 @@ impl<D: Device> Runtime for Network<D> {
 
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         let (fused, logits) = self.logits(loss);
-        self.forward(
-            x,
-            n,
-            Ctx {
-                training: false,
-                seed: 0,
-                logits_head: fused,
-            },
-        )?;
+        self.forward(x, n, Ctx { training: false, seed: 0, logits_head: fused })?;
         self.loss_pass(targets, n, loss, logits)
     }
 
@@ -379,11 +312,7 @@ impl<D: Device> Runtime for Network<D> {
             for p in l.params() {
                 let mut data = vec![0f32; p.len()];
                 self.dev.download(&p.value, &mut data)?;
-                out.push(Tensor {
-                    name: p.name.clone(),
-                    shape: p.shape.clone(),
-                    data,
-                });
+                out.push(Tensor { name: p.name.clone(), shape: p.shape.clone(), data });
             }
         }
         Ok(out)
@@ -416,11 +345,7 @@ impl<D: Device> Runtime for Network<D> {
                 for (k, s) in p.slots.iter().enumerate() {
                     let mut data = vec![0f32; p.len()];
                     self.dev.download(s, &mut data)?;
-                    out.push(Tensor {
-                        name: format!("{}.slot{k}", p.name),
-                        shape: p.shape.clone(),
-                        data,
-                    });
+                    out.push(Tensor { name: format!("{}.slot{k}", p.name), shape: p.shape.clone(), data });
                 }
             }
         }
@@ -437,11 +362,7 @@ impl<D: Device> Runtime for Network<D> {
                         break;
                     };
                     if t.data.len() != p.len() {
-                        return Err(NnError::Shape {
-                            layer: name,
-                            expected: p.shape.clone(),
-                            found: t.shape.clone(),
-                        });
+                        return Err(NnError::Shape { layer: name, expected: p.shape.clone(), found: t.shape.clone() });
                     }
                     let mut b = self.dev.alloc(p.len())?;
                     self.dev.upload(&t.data, &mut b)?;
@@ -457,8 +378,7 @@ impl<D: Device> Runtime for Network<D> {
         for l in &self.layers {
             for p in l.params() {
                 if let Some(r) = p.reg {
-                    self.dev
-                        .regularizer_penalty(&p.value, r.l1, r.l2, p.len(), &mut acc)?;
+                    self.dev.regularizer_penalty(&p.value, r.l1, r.l2, p.len(), &mut acc)?;
                 }
             }
         }

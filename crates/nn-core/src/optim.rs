@@ -59,13 +59,7 @@ pub struct StepParams {
 }
 
 /// Applies `rule` to one tensor on the host: the reference every device matches.
-pub fn update_host(
-    rule: &UpdateRule,
-    sp: StepParams,
-    w: &mut [f32],
-    g: &[f32],
-    slots: &mut [&mut [f32]],
-) {
+pub fn update_host(rule: &UpdateRule, sp: StepParams, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
     let lr = sp.lr;
     match *rule {
         UpdateRule::Sgd { momentum, nesterov } => {
@@ -81,11 +75,7 @@ pub fn update_host(
                 }
             }
         }
-        UpdateRule::Adam {
-            beta_1,
-            beta_2,
-            epsilon,
-        } => {
+        UpdateRule::Adam { beta_1, beta_2, epsilon } => {
             let t = sp.t as i32;
             let lr_t = lr * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t));
             let (ms, vs) = slots.split_at_mut(1);
@@ -96,11 +86,7 @@ pub fn update_host(
                 *w -= lr_t * *m / (v.sqrt() + epsilon);
             }
         }
-        UpdateRule::RmsProp {
-            rho,
-            momentum,
-            epsilon,
-        } => {
+        UpdateRule::RmsProp { rho, momentum, epsilon } => {
             let (vs, ms) = slots.split_at_mut(1);
             let v = &mut *vs[0];
             for (i, (w, &g)) in w.iter_mut().zip(g).enumerate() {

@@ -1,9 +1,7 @@
 //! Named architectures of the Keras MNIST tutorials (input `[28, 28]`, 10 classes).
 
 use crate::activation::Activation::*;
-use crate::spec::{
-    BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Padding, Pool2D, Reshape,
-};
+use crate::spec::{BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Padding, Pool2D, Reshape};
 
 /// The names [`preset`] knows, with a line each.
 pub const PRESETS: [(&str, &str); 6] = [
@@ -24,11 +22,7 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
         }
         s.add(Dense::new(10).activation(head))
     };
-    let image = || {
-        ModelSpec::new(&[28, 28]).add(Reshape {
-            target_shape: vec![1, 28, 28],
-        })
-    };
+    let image = || ModelSpec::new(&[28, 28]).add(Reshape { target_shape: vec![1, 28, 28] });
     Some(match name {
         "mlp-128" => mlp(&[128], Relu, Linear),
         "mlp-sigmoid-100-144" => mlp(&[100, 144], Sigmoid, Softmax),

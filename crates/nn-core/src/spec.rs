@@ -95,18 +95,12 @@ impl Dense {
     }
     /// Adds an L2 kernel penalty `l2·Σw²`.
     pub fn l2(mut self, l2: f32) -> Dense {
-        self.kernel_regularizer = Some(Regularizer {
-            l1: self.kernel_regularizer.map_or(0.0, |r| r.l1),
-            l2,
-        });
+        self.kernel_regularizer = Some(Regularizer { l1: self.kernel_regularizer.map_or(0.0, |r| r.l1), l2 });
         self
     }
     /// Adds an L1 kernel penalty `l1·Σ|w|`.
     pub fn l1(mut self, l1: f32) -> Dense {
-        self.kernel_regularizer = Some(Regularizer {
-            l2: self.kernel_regularizer.map_or(0.0, |r| r.l2),
-            l1,
-        });
+        self.kernel_regularizer = Some(Regularizer { l2: self.kernel_regularizer.map_or(0.0, |r| r.l2), l1 });
         self
     }
 }
@@ -226,11 +220,7 @@ pub struct Pool2D {
 impl Pool2D {
     /// A `size × size` window with stride `size`.
     pub fn new(size: usize) -> Pool2D {
-        Pool2D {
-            pool_size: [size, size],
-            strides: None,
-            padding: Padding::Valid,
-        }
+        Pool2D { pool_size: [size, size], strides: None, padding: Padding::Valid }
     }
     /// Sets the strides.
     pub fn strides(mut self, s: usize) -> Pool2D {
@@ -265,10 +255,7 @@ fn bn_epsilon() -> f32 {
 
 impl Default for BatchNorm {
     fn default() -> Self {
-        BatchNorm {
-            momentum: 0.99,
-            epsilon: 1e-3,
-        }
+        BatchNorm { momentum: 0.99, epsilon: 1e-3 }
     }
 }
 
@@ -372,9 +359,7 @@ impl LayerSpec {
             LayerSpec::Flatten(_) => Ok(vec![total]),
             LayerSpec::Dense(d) => {
                 if d.units == 0 {
-                    return Err(NnError::spec(format!(
-                        "{name} (Dense): units must be at least 1"
-                    )));
+                    return Err(NnError::spec(format!("{name} (Dense): units must be at least 1")));
                 }
                 if input.len() != 1 {
                     return Err(NnError::spec(format!(
@@ -385,10 +370,7 @@ impl LayerSpec {
             }
             LayerSpec::Dropout(d) => {
                 if !(0.0..1.0).contains(&d.rate) {
-                    return Err(NnError::spec(format!(
-                        "{name} (Dropout): rate must be in [0, 1), got {}",
-                        d.rate
-                    )));
+                    return Err(NnError::spec(format!("{name} (Dropout): rate must be in [0, 1), got {}", d.rate)));
                 }
                 Ok(input.to_vec())
             }
@@ -406,31 +388,19 @@ impl LayerSpec {
                         "{name} (Conv2D): kernel {kh}×{kw} is larger than its {h}×{w} input"
                     )));
                 }
-                Ok(vec![
-                    c.filters,
-                    window_out(h, kh, sh, c.padding).0,
-                    window_out(w, kw, sw, c.padding).0,
-                ])
+                Ok(vec![c.filters, window_out(h, kh, sh, c.padding).0, window_out(w, kw, sw, c.padding).0])
             }
             LayerSpec::MaxPooling2D(p) | LayerSpec::AveragePooling2D(p) => {
                 let [c_in, h, w] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
                 let [kh, kw] = p.pool_size;
                 let [sh, sw] = p.strides.unwrap_or(p.pool_size);
                 if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
-                    return Err(NnError::spec(format!(
-                        "{name}: pool size and strides must be at least 1"
-                    )));
+                    return Err(NnError::spec(format!("{name}: pool size and strides must be at least 1")));
                 }
                 if p.padding == Padding::Valid && (kh > h || kw > w) {
-                    return Err(NnError::spec(format!(
-                        "{name}: pool {kh}×{kw} is larger than its {h}×{w} input"
-                    )));
+                    return Err(NnError::spec(format!("{name}: pool {kh}×{kw} is larger than its {h}×{w} input")));
                 }
-                Ok(vec![
-                    c_in,
-                    window_out(h, kh, sh, p.padding).0,
-                    window_out(w, kw, sw, p.padding).0,
-                ])
+                Ok(vec![c_in, window_out(h, kh, sh, p.padding).0, window_out(w, kw, sw, p.padding).0])
             }
             LayerSpec::GlobalAveragePooling2D {} => {
                 let [c_in, _, _] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
@@ -465,11 +435,7 @@ impl LayerSpec {
                 v
             }
             LayerSpec::Conv2D(c) => {
-                let mut v = vec![(
-                    "kernel",
-                    vec![c.filters, input[0], c.kernel_size[0], c.kernel_size[1]],
-                    true,
-                )];
+                let mut v = vec![("kernel", vec![c.filters, input[0], c.kernel_size[0], c.kernel_size[1]], true)];
                 if c.use_bias {
                     v.push(("bias", vec![c.filters], true));
                 }
@@ -521,10 +487,7 @@ pub struct ResolvedLayer {
 impl ModelSpec {
     /// An architecture taking examples of `input_shape` and no layers yet.
     pub fn new(input_shape: &[usize]) -> ModelSpec {
-        ModelSpec {
-            input_shape: input_shape.to_vec(),
-            layers: Vec::new(),
-        }
+        ModelSpec { input_shape: input_shape.to_vec(), layers: Vec::new() }
     }
     /// Appends a layer (builder style): `ModelSpec::new(&[28, 28]).add(Flatten::new())`.
     #[allow(clippy::should_implement_trait)]
@@ -542,29 +505,17 @@ impl ModelSpec {
             return Err(NnError::spec("the model has no layers"));
         }
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
-            return Err(NnError::spec(format!(
-                "input shape {:?} must be non-empty with no zero",
-                self.input_shape
-            )));
+            return Err(NnError::spec(format!("input shape {:?} must be non-empty with no zero", self.input_shape)));
         }
         let mut counts = std::collections::HashMap::<&str, usize>::new();
         let mut shape = self.input_shape.clone();
         let mut out = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let k = counts.entry(l.base_name()).or_insert(0);
-            let name = if *k == 0 {
-                l.base_name().to_string()
-            } else {
-                format!("{}_{}", l.base_name(), k)
-            };
+            let name = if *k == 0 { l.base_name().to_string() } else { format!("{}_{}", l.base_name(), k) };
             *k += 1;
             let output = l.output_shape(&name, &shape)?;
-            out.push(ResolvedLayer {
-                name,
-                spec: l.clone(),
-                input: shape,
-                output: output.clone(),
-            });
+            out.push(ResolvedLayer { name, spec: l.clone(), input: shape, output: output.clone() });
             shape = output;
         }
         Ok(out)
@@ -575,11 +526,7 @@ impl ModelSpec {
     /// # Errors
     /// As [`ModelSpec::resolve`].
     pub fn output_shape(&self) -> Result<Vec<usize>> {
-        Ok(self
-            .resolve()?
-            .last()
-            .map(|l| l.output.clone())
-            .unwrap_or_default())
+        Ok(self.resolve()?.last().map(|l| l.output.clone()).unwrap_or_default())
     }
 
     /// The architecture as pretty JSON (what a spec file holds).
@@ -605,12 +552,7 @@ mod tests {
         let spec = ModelSpec::new(&[1, 28, 28])
             .add(Conv2D::new(32, 3).activation(Activation::Relu))
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
-            .add(
-                Conv2D::new(64, 3)
-                    .activation(Activation::Relu)
-                    .padding(Padding::Same)
-                    .strides(2),
-            )
+            .add(Conv2D::new(64, 3).activation(Activation::Relu).padding(Padding::Same).strides(2))
             .add(Flatten::new())
             .add(Dropout::new(0.5))
             .add(Dense::new(10).activation(Activation::Softmax));
@@ -623,13 +565,8 @@ mod tests {
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
         let bad = ModelSpec::new(&[28, 28]).add(Dense::new(10));
         let err = bad.resolve().unwrap_err().to_string();
-        assert!(
-            err.contains("dense (Dense)") && err.contains("Flatten"),
-            "{err}"
-        );
-        let err =
-            ModelSpec::from_json("{\"input_shape\": [784], \"layers\": [{\"type\": \"Dense\"}]}")
-                .unwrap_err();
+        assert!(err.contains("dense (Dense)") && err.contains("Flatten"), "{err}");
+        let err = ModelSpec::from_json("{\"input_shape\": [784], \"layers\": [{\"type\": \"Dense\"}]}").unwrap_err();
         assert!(err.to_string().contains("units"), "{err}");
     }
 }

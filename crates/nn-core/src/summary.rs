@@ -55,51 +55,23 @@ pub fn summary(spec: &ModelSpec, title: &str) -> Result<String> {
     let rows: Vec<[String; 3]> = layers
         .iter()
         .map(|l| {
-            let params: usize = l
-                .spec
-                .param_shapes(&l.input)
-                .iter()
-                .map(|(_, s, _)| s.iter().product::<usize>())
-                .sum();
-            let shape: Vec<String> = std::iter::once("None".to_string())
-                .chain(l.output.iter().map(|d| d.to_string()))
-                .collect();
-            [
-                format!("{} ({})", l.name, l.spec.type_name()),
-                format!("({})", shape.join(", ")),
-                thousands(params),
-            ]
+            let params: usize = l.spec.param_shapes(&l.input).iter().map(|(_, s, _)| s.iter().product::<usize>()).sum();
+            let shape: Vec<String> =
+                std::iter::once("None".to_string()).chain(l.output.iter().map(|d| d.to_string())).collect();
+            [format!("{} ({})", l.name, l.spec.type_name()), format!("({})", shape.join(", ")), thousands(params)]
         })
         .collect();
     let heads = ["Layer (type)", "Output Shape", "Param #"];
     let w: Vec<usize> = (0..3)
         .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([heads[i].len()])
-                .max()
-                .unwrap_or(0)
-                .max([31, 22, 13][i])
+            rows.iter().map(|r| r[i].chars().count()).chain([heads[i].len()]).max().unwrap_or(0).max([31, 22, 13][i])
         })
         .collect();
     let line = |l: &str, m: &str, r: &str, f: &str| {
-        format!(
-            "{l}{}{m}{}{m}{}{r}\n",
-            f.repeat(w[0] + 2),
-            f.repeat(w[1] + 2),
-            f.repeat(w[2] + 2)
-        )
+        format!("{l}{}{m}{}{m}{}{r}\n", f.repeat(w[0] + 2), f.repeat(w[1] + 2), f.repeat(w[2] + 2))
     };
     let row = |c: &[String; 3], sep: &str| {
-        format!(
-            "{sep} {:<a$} {sep} {:<b$} {sep} {:>c$} {sep}\n",
-            c[0],
-            c[1],
-            c[2],
-            a = w[0],
-            b = w[1],
-            c = w[2]
-        )
+        format!("{sep} {:<a$} {sep} {:<b$} {sep} {:>c$} {sep}\n", c[0], c[1], c[2], a = w[0], b = w[1], c = w[2])
     };
     let mut s = format!("Model: \"{title}\"\n");
     s += &line("┏", "┳", "┓", "━");
@@ -107,24 +79,12 @@ pub fn summary(spec: &ModelSpec, title: &str) -> Result<String> {
     s += &line("┡", "╇", "┩", "━");
     for (i, r) in rows.iter().enumerate() {
         s += &row(r, "│");
-        s += &if i + 1 < rows.len() {
-            line("├", "┼", "┤", "─")
-        } else {
-            line("└", "┴", "┘", "─")
-        };
+        s += &if i + 1 < rows.len() { line("├", "┼", "┤", "─") } else { line("└", "┴", "┘", "─") };
     }
     let (total, trainable, non) = param_counts(spec)?;
     s += &format!(" Total params: {} ({})\n", thousands(total), bytes(total));
-    s += &format!(
-        " Trainable params: {} ({})\n",
-        thousands(trainable),
-        bytes(trainable)
-    );
-    s += &format!(
-        " Non-trainable params: {} ({})\n",
-        thousands(non),
-        bytes(non)
-    );
+    s += &format!(" Trainable params: {} ({})\n", thousands(trainable), bytes(trainable));
+    s += &format!(" Non-trainable params: {} ({})\n", thousands(non), bytes(non));
     Ok(s)
 }
 
@@ -143,14 +103,8 @@ mod tests {
             .add(Dense::new(10).activation(Softmax));
         let s = summary(&spec, "sequential").unwrap();
         assert!(s.contains("Total params: 94,494 (369.12 KB)"), "{s}");
-        assert!(
-            s.contains("dense_1 (Dense)") && s.contains("(None, 144)") && s.contains("14,544"),
-            "{s}"
-        );
-        assert!(
-            s.contains("flatten (Flatten)") && s.contains("(None, 784)"),
-            "{s}"
-        );
+        assert!(s.contains("dense_1 (Dense)") && s.contains("(None, 144)") && s.contains("14,544"), "{s}");
+        assert!(s.contains("flatten (Flatten)") && s.contains("(None, 784)"), "{s}");
         assert!(s.contains("Non-trainable params: 0 (0.00 B)"), "{s}");
     }
 }

@@ -16,7 +16,6 @@ pub struct Tensor {
 impl Tensor {
     /// As an `ndarray` array of its shape.
     pub fn to_array(&self) -> ArrayD<f32> {
-        ArrayD::from_shape_vec(IxDyn(&self.shape), self.data.clone())
-            .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0])))
+        ArrayD::from_shape_vec(IxDyn(&self.shape), self.data.clone()).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0])))
     }
 }

@@ -6,8 +6,8 @@
 use mnist_data::Rng;
 use nn_core::cpu::Cpu;
 use nn_core::{
-    Activation::*, BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, Loss, ModelSpec, Network,
-    Padding, Pool2D, Reshape, Runtime,
+    Activation::*, BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, Loss, ModelSpec, Network, Padding, Pool2D,
+    Reshape, Runtime,
 };
 
 fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
@@ -39,9 +39,7 @@ fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
     }
     net.set_weights(&w).unwrap();
     let step_seed = 99;
-    let (_, grads) = net
-        .loss_and_gradients(&x, &targets, n, loss, step_seed)
-        .unwrap();
+    let (_, grads) = net.loss_and_gradients(&x, &targets, n, loss, step_seed).unwrap();
     let eps = 2e-3f32;
     let mut checked = 0;
     for g in &grads {
@@ -53,19 +51,13 @@ fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
             let orig = w[idx].data[j];
             w[idx].data[j] = orig + eps;
             net.set_weights(&w).unwrap();
-            let (lp, _) = net
-                .loss_and_gradients(&x, &targets, n, loss, step_seed)
-                .unwrap();
+            let (lp, _) = net.loss_and_gradients(&x, &targets, n, loss, step_seed).unwrap();
             w[idx].data[j] = orig - eps;
             net.set_weights(&w).unwrap();
-            let (lm, _) = net
-                .loss_and_gradients(&x, &targets, n, loss, step_seed)
-                .unwrap();
+            let (lm, _) = net.loss_and_gradients(&x, &targets, n, loss, step_seed).unwrap();
             w[idx].data[j] = orig;
             net.set_weights(&w).unwrap();
-            let (l0, _) = net
-                .loss_and_gradients(&x, &targets, n, loss, step_seed)
-                .unwrap();
+            let (l0, _) = net.loss_and_gradients(&x, &targets, n, loss, step_seed).unwrap();
             let numeric = (lp - lm) / (2.0 * eps as f64);
             let analytic = g.data[j] as f64;
             let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs()).max(1e-2);
@@ -76,20 +68,13 @@ fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
             if kink {
                 continue;
             }
-            assert!(
-                err < 2e-2,
-                "{}[{j}]: analytic {analytic:.6} vs numeric {numeric:.6} ({spec:?})",
-                g.name
-            );
+            assert!(err < 2e-2, "{}[{j}]: analytic {analytic:.6} vs numeric {numeric:.6} ({spec:?})", g.name);
             checked += 1;
         }
         net.set_weights(&w).unwrap();
     }
     assert!(!grads.is_empty());
-    assert!(
-        checked >= grads.len() * 4,
-        "only {checked} entries were away from kinks"
-    );
+    assert!(checked >= grads.len() * 4, "only {checked} entries were away from kinks");
 }
 
 fn mlp(hidden: nn_core::Activation, head: nn_core::Activation) -> ModelSpec {
@@ -102,80 +87,32 @@ fn mlp(hidden: nn_core::Activation, head: nn_core::Activation) -> ModelSpec {
 #[test]
 fn dense_with_every_activation_and_every_loss() {
     for act in [Relu, Sigmoid, Tanh, Linear] {
-        check(
-            mlp(act, Softmax),
-            Loss::CategoricalCrossentropy { from_logits: false },
-            4,
-            1,
-        );
-        check(
-            mlp(act, Softmax),
-            Loss::SparseCategoricalCrossentropy { from_logits: false },
-            4,
-            2,
-        );
-        check(
-            mlp(act, Linear),
-            Loss::SparseCategoricalCrossentropy { from_logits: true },
-            4,
-            3,
-        );
-        check(
-            mlp(act, Linear),
-            Loss::CategoricalCrossentropy { from_logits: true },
-            4,
-            4,
-        );
+        check(mlp(act, Softmax), Loss::CategoricalCrossentropy { from_logits: false }, 4, 1);
+        check(mlp(act, Softmax), Loss::SparseCategoricalCrossentropy { from_logits: false }, 4, 2);
+        check(mlp(act, Linear), Loss::SparseCategoricalCrossentropy { from_logits: true }, 4, 3);
+        check(mlp(act, Linear), Loss::CategoricalCrossentropy { from_logits: true }, 4, 4);
     }
 }
 
 #[test]
 fn cross_entropy_on_probabilities_of_a_non_softmax_head() {
     // Sigmoid outputs read as (unnormalised) probabilities: Keras normalises them by their sum.
-    check(
-        mlp(Tanh, Sigmoid),
-        Loss::CategoricalCrossentropy { from_logits: false },
-        4,
-        5,
-    );
-    check(
-        mlp(Relu, Sigmoid),
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        4,
-        6,
-    );
+    check(mlp(Tanh, Sigmoid), Loss::CategoricalCrossentropy { from_logits: false }, 4, 5);
+    check(mlp(Relu, Sigmoid), Loss::SparseCategoricalCrossentropy { from_logits: false }, 4, 6);
 }
 
 #[test]
 fn softmax_in_a_hidden_layer_uses_its_jacobian() {
-    let spec = ModelSpec::new(&[4])
-        .add(Dense::new(6).activation(Softmax))
-        .add(Dense::new(3));
-    check(
-        spec,
-        Loss::SparseCategoricalCrossentropy { from_logits: true },
-        3,
-        7,
-    );
+    let spec = ModelSpec::new(&[4]).add(Dense::new(6).activation(Softmax)).add(Dense::new(3));
+    check(spec, Loss::SparseCategoricalCrossentropy { from_logits: true }, 3, 7);
 }
 
 #[test]
 fn dense_without_bias_and_with_l1_l2() {
     let spec = ModelSpec::new(&[5])
-        .add(
-            Dense::new(4)
-                .activation(Tanh)
-                .use_bias(false)
-                .l2(0.01)
-                .l1(0.003),
-        )
+        .add(Dense::new(4).activation(Tanh).use_bias(false).l2(0.01).l1(0.003))
         .add(Dense::new(3).activation(Softmax).l2(0.02));
-    check(
-        spec,
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        3,
-        8,
-    );
+    check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 3, 8);
 }
 
 #[test]
@@ -184,18 +121,11 @@ fn dropout_with_a_fixed_mask() {
         .add(Dense::new(8).activation(Relu))
         .add(Dropout::new(0.4))
         .add(Dense::new(3).activation(Softmax));
-    check(
-        spec,
-        Loss::SparseCategoricalCrossentropy { from_logits: false },
-        5,
-        9,
-    );
+    check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 5, 9);
 }
 
 fn image(c: usize, h: usize, w: usize) -> ModelSpec {
-    ModelSpec::new(&[c * h * w]).add(Reshape {
-        target_shape: vec![c, h, w],
-    })
+    ModelSpec::new(&[c * h * w]).add(Reshape { target_shape: vec![c, h, w] })
 }
 
 #[test]
@@ -210,54 +140,28 @@ fn conv2d_valid_same_strides_and_odd_sizes() {
         let spec = image(2, 7, 5)
             .add(Conv2D::new(3, 1).activation(Tanh)) // gives the next conv a dx to check
             .add(
-                Conv2D {
-                    kernel_size: [k, k.min(4)],
-                    strides: [s, s],
-                    padding: pad,
-                    ..Conv2D::new(4, k)
-                }
-                .activation(Sigmoid),
+                Conv2D { kernel_size: [k, k.min(4)], strides: [s, s], padding: pad, ..Conv2D::new(4, k) }
+                    .activation(Sigmoid),
             )
             .add(Flatten::new())
             .add(Dense::new(3).activation(Softmax));
-        check(
-            spec,
-            Loss::SparseCategoricalCrossentropy { from_logits: false },
-            2,
-            10 + k as u64,
-        );
+        check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 2, 10 + k as u64);
     }
 }
 
 #[test]
 fn max_and_average_pooling_including_padding_and_odd_sizes() {
-    for (size, stride, pad) in [
-        (2, 2, Padding::Valid),
-        (3, 2, Padding::Same),
-        (2, 1, Padding::Valid),
-        (3, 3, Padding::Same),
-    ] {
+    for (size, stride, pad) in
+        [(2, 2, Padding::Valid), (3, 2, Padding::Same), (2, 1, Padding::Valid), (3, 3, Padding::Same)]
+    {
         for max in [true, false] {
-            let pool = Pool2D {
-                pool_size: [size, size],
-                strides: Some([stride, stride]),
-                padding: pad,
-            };
+            let pool = Pool2D { pool_size: [size, size], strides: Some([stride, stride]), padding: pad };
             let spec = image(2, 7, 5)
                 .add(Conv2D::new(3, 2).activation(Tanh))
-                .add(if max {
-                    LayerSpec::MaxPooling2D(pool)
-                } else {
-                    LayerSpec::AveragePooling2D(pool)
-                })
+                .add(if max { LayerSpec::MaxPooling2D(pool) } else { LayerSpec::AveragePooling2D(pool) })
                 .add(Flatten::new())
                 .add(Dense::new(3));
-            check(
-                spec,
-                Loss::SparseCategoricalCrossentropy { from_logits: true },
-                2,
-                20 + size as u64,
-            );
+            check(spec, Loss::SparseCategoricalCrossentropy { from_logits: true }, 2, 20 + size as u64);
         }
     }
 }
@@ -268,12 +172,7 @@ fn global_average_pooling() {
         .add(Conv2D::new(4, 3).activation(Relu))
         .add(LayerSpec::GlobalAveragePooling2D {})
         .add(Dense::new(3));
-    check(
-        spec,
-        Loss::SparseCategoricalCrossentropy { from_logits: true },
-        3,
-        30,
-    );
+    check(spec, Loss::SparseCategoricalCrossentropy { from_logits: true }, 3, 30);
 }
 
 #[test]
@@ -285,10 +184,5 @@ fn batch_normalization_after_conv_and_after_dense() {
         .add(Dense::new(4).activation(Tanh))
         .add(BatchNorm::default())
         .add(Dense::new(3).activation(Softmax));
-    check(
-        spec,
-        Loss::CategoricalCrossentropy { from_logits: false },
-        6,
-        31,
-    );
+    check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 6, 31);
 }

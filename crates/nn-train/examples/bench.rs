@@ -19,16 +19,8 @@ fn synthetic(n: usize, seed: u64) -> Dataset {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -43,12 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "M4" => "convnet",
         other => other,
     };
-    let flag = |f: &str| {
-        args.iter()
-            .position(|a| a == f)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let epochs: usize = flag("--epochs").and_then(|e| e.parse().ok()).unwrap_or(3);
     let r = recipe(name).ok_or("unknown model")?;
     let (train, test) = match flag("--real") {
@@ -63,21 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ready = t_start.elapsed().as_secs_f64();
     t.fit(
         Arc::new(train),
-        FitConfig {
-            epochs,
-            batch_size: r.batch_size,
-            verbosity: Verbosity::Silent,
-            ..Default::default()
-        },
+        FitConfig { epochs, batch_size: r.batch_size, verbosity: Verbosity::Silent, ..Default::default() },
     )?;
     let mut secs: Vec<f64> = t.history().epochs.iter().map(|e| e.seconds).collect();
     let first = secs.remove(0);
     secs.sort_by(f64::total_cmp);
-    let median = if secs.is_empty() {
-        first
-    } else {
-        secs[secs.len() / 2]
-    };
+    let median = if secs.is_empty() { first } else { secs[secs.len() / 2] };
     // Predict the 10k test images: best of 5.
     let mut pred = f64::INFINITY;
     for _ in 0..5 {

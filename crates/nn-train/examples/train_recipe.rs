@@ -30,14 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     t.fit(
         Arc::new(data.train),
-        FitConfig {
-            epochs,
-            batch_size,
-            augmentation,
-            validation,
-            seed,
-            ..Default::default()
-        },
+        FitConfig { epochs, batch_size, augmentation, validation, seed, ..Default::default() },
     )?;
     let e = t.evaluate(&test)?;
     let secs: Vec<f64> = t.history().epochs.iter().map(|e| e.seconds).collect();

@@ -163,12 +163,7 @@ pub struct ModelCheckpoint {
 impl ModelCheckpoint {
     /// Saves to `path` after every epoch.
     pub fn new(path: impl Into<PathBuf>) -> ModelCheckpoint {
-        ModelCheckpoint {
-            path: path.into(),
-            monitor: "val_loss".into(),
-            save_best_only: false,
-            best: None,
-        }
+        ModelCheckpoint { path: path.into(), monitor: "val_loss".into(), save_best_only: false, best: None }
     }
     /// Saves only when `monitor` improves.
     pub fn save_best_only(mut self, monitor: &str) -> ModelCheckpoint {
@@ -181,9 +176,7 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
         if self.save_best_only {
-            let v = log
-                .get(&self.monitor)
-                .or_else(|| log.get(self.monitor.trim_start_matches("val_")));
+            let v = log.get(&self.monitor).or_else(|| log.get(self.monitor.trim_start_matches("val_")));
             let Some(v) = v else {
                 return Ok(Control::Continue);
             };
@@ -221,10 +214,6 @@ impl Callback for TerminateOnNaN {
         }
     }
     fn on_epoch_end(&mut self, log: &EpochLog, _trainer: &mut Trainer) -> Result<Control> {
-        Ok(if log.loss.is_finite() {
-            Control::Continue
-        } else {
-            self.on_batch_end(log.loss)
-        })
+        Ok(if log.loss.is_finite() { Control::Continue } else { self.on_batch_end(log.loss) })
     }
 }

@@ -30,14 +30,12 @@ pub mod recipes;
 pub mod schedule;
 pub mod trainer;
 
-pub use device::{build_model, model_from_file, DeviceChoice};
 pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, TerminateOnNaN};
+pub use device::{build_model, model_from_file, DeviceChoice};
 pub use error::{Result, TrainError};
 pub use history::{EpochLog, History};
 pub use metrics::Confusion;
 pub use optimizer::Optimizer;
 pub use progress::Verbosity;
 pub use schedule::Schedule;
-pub use trainer::{
-    predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation,
-};
+pub use trainer::{predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};

@@ -25,9 +25,7 @@ pub struct ClassReport {
 impl Confusion {
     /// An empty matrix.
     pub fn new(classes: usize) -> Confusion {
-        Confusion {
-            counts: vec![vec![0; classes]; classes],
-        }
+        Confusion { counts: vec![vec![0; classes]; classes] }
     }
     /// From true labels and predicted classes.
     pub fn from_predictions(truth: &[u8], predicted: &[usize], classes: usize) -> Confusion {
@@ -56,27 +54,10 @@ impl Confusion {
                 let tp = self.counts[i][i] as f64;
                 let support: u64 = self.counts[i].iter().sum();
                 let predicted: u64 = (0..k).map(|r| self.counts[r][i]).sum();
-                let precision = if predicted > 0 {
-                    tp / predicted as f64
-                } else {
-                    0.0
-                };
-                let recall = if support > 0 {
-                    tp / support as f64
-                } else {
-                    0.0
-                };
-                let f1 = if precision + recall > 0.0 {
-                    2.0 * precision * recall / (precision + recall)
-                } else {
-                    0.0
-                };
-                ClassReport {
-                    precision,
-                    recall,
-                    f1,
-                    support,
-                }
+                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+                ClassReport { precision, recall, f1, support }
             })
             .collect()
     }
@@ -106,15 +87,7 @@ impl fmt::Display for Confusion {
 pub fn argmax_rows(probs: &[f32], classes: usize) -> Vec<usize> {
     probs
         .chunks(classes.max(1))
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                )
-                .0
-        })
+        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
         .collect()
 }
 
@@ -128,13 +101,8 @@ mod tests {
         assert_eq!(c.counts, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
         assert!((c.accuracy() - 0.6).abs() < 1e-12);
         let r = c.per_class();
-        assert!(
-            (r[1].precision - 2.0 / 3.0).abs() < 1e-12 && r[1].recall == 1.0 && r[1].support == 2
-        );
+        assert!((r[1].precision - 2.0 / 3.0).abs() < 1e-12 && r[1].recall == 1.0 && r[1].support == 2);
         assert_eq!(r[2].f1, 0.0);
-        assert_eq!(
-            argmax_rows(&[0.1, 0.7, 0.2, 0.9, 0.05, 0.05], 3),
-            vec![1, 0]
-        );
+        assert_eq!(argmax_rows(&[0.1, 0.7, 0.2, 0.9, 0.05, 0.05], 3), vec![1, 0]);
     }
 }

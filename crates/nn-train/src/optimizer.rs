@@ -50,29 +50,15 @@ impl Default for Optimizer {
 impl Optimizer {
     /// Adam with Keras's defaults.
     pub fn adam() -> Optimizer {
-        Optimizer::Adam {
-            learning_rate: 1e-3,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-7,
-        }
+        Optimizer::Adam { learning_rate: 1e-3, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
     }
     /// SGD with Keras's defaults.
     pub fn sgd() -> Optimizer {
-        Optimizer::Sgd {
-            learning_rate: 0.01,
-            momentum: 0.0,
-            nesterov: false,
-        }
+        Optimizer::Sgd { learning_rate: 0.01, momentum: 0.0, nesterov: false }
     }
     /// RMSprop with Keras's defaults.
     pub fn rmsprop() -> Optimizer {
-        Optimizer::RmsProp {
-            learning_rate: 1e-3,
-            rho: 0.9,
-            momentum: 0.0,
-            epsilon: 1e-7,
-        }
+        Optimizer::RmsProp { learning_rate: 1e-3, rho: 0.9, momentum: 0.0, epsilon: 1e-7 }
     }
     /// Parses `adam`, `sgd` or `rmsprop` with defaults.
     pub fn from_name(name: &str) -> Option<Optimizer> {
@@ -126,29 +112,9 @@ impl Optimizer {
     /// The update rule the device runs.
     pub fn rule(&self) -> UpdateRule {
         match *self {
-            Optimizer::Sgd {
-                momentum, nesterov, ..
-            } => UpdateRule::Sgd { momentum, nesterov },
-            Optimizer::Adam {
-                beta_1,
-                beta_2,
-                epsilon,
-                ..
-            } => UpdateRule::Adam {
-                beta_1,
-                beta_2,
-                epsilon,
-            },
-            Optimizer::RmsProp {
-                rho,
-                momentum,
-                epsilon,
-                ..
-            } => UpdateRule::RmsProp {
-                rho,
-                momentum,
-                epsilon,
-            },
+            Optimizer::Sgd { momentum, nesterov, .. } => UpdateRule::Sgd { momentum, nesterov },
+            Optimizer::Adam { beta_1, beta_2, epsilon, .. } => UpdateRule::Adam { beta_1, beta_2, epsilon },
+            Optimizer::RmsProp { rho, momentum, epsilon, .. } => UpdateRule::RmsProp { rho, momentum, epsilon },
         }
     }
 }

@@ -38,10 +38,7 @@ impl EpochProgress {
             println!("Epoch {epoch}/{epochs}");
         }
         let bar = live.then(|| {
-            let b = ProgressBar::with_draw_target(
-                Some(steps as u64),
-                ProgressDrawTarget::stdout_with_hz(10),
-            );
+            let b = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout_with_hz(10));
             b.set_style(
                 ProgressStyle::with_template("{pos:>5}/{len} [{bar:30}] - {elapsed} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -50,13 +47,7 @@ impl EpochProgress {
             b
         });
         let now = Instant::now();
-        EpochProgress {
-            bar,
-            lines: v != Verbosity::Silent,
-            steps,
-            start: now,
-            last_draw: now,
-        }
+        EpochProgress { bar, lines: v != Verbosity::Silent, steps, start: now, last_draw: now }
     }
 
     /// Whether it is time to refresh the numbers.
@@ -82,10 +73,8 @@ impl EpochProgress {
         } else {
             format!("{:.0}us/step", per_step * 1e6)
         };
-        let line = format!(
-            "{s}/{s} [==============================] - {secs:.1}s {step_txt} - {summary}",
-            s = self.steps
-        );
+        let line =
+            format!("{s}/{s} [==============================] - {secs:.1}s {step_txt} - {summary}", s = self.steps);
         if let Some(b) = self.bar {
             b.finish_and_clear();
         }

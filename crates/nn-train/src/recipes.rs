@@ -42,18 +42,11 @@ pub struct Recipe {
 pub fn recipe(name: &str) -> Option<Recipe> {
     let spec = preset(name)?;
     let cce = Loss::CategoricalCrossentropy { from_logits: false };
-    let adam = Compile {
-        optimizer: Optimizer::adam(),
-        loss: cce,
-        schedule: Schedule::Constant,
-    };
+    let adam = Compile { optimizer: Optimizer::adam(), loss: cce, schedule: Schedule::Constant };
     let (name, compile, epochs, batch_size, validation) = match name {
         "mlp-128" => (
             "mlp-128",
-            Compile {
-                loss: Loss::SparseCategoricalCrossentropy { from_logits: true },
-                ..adam
-            },
+            Compile { loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..adam },
             6,
             128,
             RecipeValidation::Test,
@@ -67,12 +60,7 @@ pub fn recipe(name: &str) -> Option<Recipe> {
             Compile {
                 optimizer: Optimizer::adam().learning_rate(1e-2),
                 loss: cce,
-                schedule: Schedule::OneCycle {
-                    total_steps: 2 * 469,
-                    warmup: 0.25,
-                    div: 10.0,
-                    final_div: 100.0,
-                },
+                schedule: Schedule::OneCycle { total_steps: 2 * 469, warmup: 0.25, div: 10.0, final_div: 100.0 },
             },
             2,
             128,
@@ -80,13 +68,5 @@ pub fn recipe(name: &str) -> Option<Recipe> {
         ),
         _ => return None,
     };
-    Some(Recipe {
-        name,
-        spec,
-        compile,
-        epochs,
-        batch_size,
-        validation,
-        augmentation: None,
-    })
+    Some(Recipe { name, spec, compile, epochs, batch_size, validation, augmentation: None })
 }

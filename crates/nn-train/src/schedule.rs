@@ -49,24 +49,14 @@ impl Schedule {
     pub fn lr(&self, base: f32, step: u64, epoch: usize) -> f32 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step {
-                factor,
-                every_epochs,
-            } => base * factor.powi((epoch / every_epochs.max(1)) as i32),
-            Schedule::Exponential { rate, decay_steps } => {
-                base * rate.powf(step as f32 / decay_steps.max(1) as f32)
-            }
+            Schedule::Step { factor, every_epochs } => base * factor.powi((epoch / every_epochs.max(1)) as i32),
+            Schedule::Exponential { rate, decay_steps } => base * rate.powf(step as f32 / decay_steps.max(1) as f32),
             Schedule::Cosine { total_steps, alpha } => {
                 let p = (step as f32 / total_steps.max(1) as f32).min(1.0);
                 let cos = 0.5 * (1.0 + (std::f32::consts::PI * p).cos());
                 base * ((1.0 - alpha) * cos + alpha)
             }
-            Schedule::OneCycle {
-                total_steps,
-                warmup,
-                div,
-                final_div,
-            } => {
+            Schedule::OneCycle { total_steps, warmup, div, final_div } => {
                 let total = total_steps.max(1) as f32;
                 let up = (warmup * total).max(1.0);
                 let s = step as f32;
@@ -88,24 +78,12 @@ impl Schedule {
         let total = epochs * steps_per_epoch;
         Some(match name {
             "constant" | "none" => Schedule::Constant,
-            "step" => Schedule::Step {
-                factor: 0.5,
-                every_epochs: (epochs / 3).max(1),
-            },
-            "exponential" | "exp" => Schedule::Exponential {
-                rate: 0.96,
-                decay_steps: steps_per_epoch.max(1),
-            },
-            "cosine" => Schedule::Cosine {
-                total_steps: total,
-                alpha: 0.0,
-            },
-            "onecycle" | "one-cycle" => Schedule::OneCycle {
-                total_steps: total,
-                warmup: 0.25,
-                div: 25.0,
-                final_div: 1e4,
-            },
+            "step" => Schedule::Step { factor: 0.5, every_epochs: (epochs / 3).max(1) },
+            "exponential" | "exp" => Schedule::Exponential { rate: 0.96, decay_steps: steps_per_epoch.max(1) },
+            "cosine" => Schedule::Cosine { total_steps: total, alpha: 0.0 },
+            "onecycle" | "one-cycle" => {
+                Schedule::OneCycle { total_steps: total, warmup: 0.25, div: 25.0, final_div: 1e4 }
+            }
             _ => return None,
         })
     }
@@ -118,33 +96,14 @@ mod tests {
     #[test]
     fn schedules_follow_their_formulas() {
         assert_eq!(Schedule::Constant.lr(0.1, 99, 3), 0.1);
-        let s = Schedule::Step {
-            factor: 0.5,
-            every_epochs: 2,
-        };
-        assert_eq!(
-            (s.lr(1.0, 0, 1), s.lr(1.0, 0, 2), s.lr(1.0, 0, 5)),
-            (1.0, 0.5, 0.25)
-        );
-        let e = Schedule::Exponential {
-            rate: 0.5,
-            decay_steps: 10,
-        };
-        assert!(
-            (e.lr(1.0, 10, 0) - 0.5).abs() < 1e-6 && (e.lr(1.0, 5, 0) - 0.5f32.sqrt()).abs() < 1e-6
-        );
-        let c = Schedule::Cosine {
-            total_steps: 100,
-            alpha: 0.1,
-        };
+        let s = Schedule::Step { factor: 0.5, every_epochs: 2 };
+        assert_eq!((s.lr(1.0, 0, 1), s.lr(1.0, 0, 2), s.lr(1.0, 0, 5)), (1.0, 0.5, 0.25));
+        let e = Schedule::Exponential { rate: 0.5, decay_steps: 10 };
+        assert!((e.lr(1.0, 10, 0) - 0.5).abs() < 1e-6 && (e.lr(1.0, 5, 0) - 0.5f32.sqrt()).abs() < 1e-6);
+        let c = Schedule::Cosine { total_steps: 100, alpha: 0.1 };
         assert!((c.lr(1.0, 0, 0) - 1.0).abs() < 1e-6 && (c.lr(1.0, 100, 0) - 0.1).abs() < 1e-6);
         assert!((c.lr(1.0, 50, 0) - 0.55).abs() < 1e-6);
-        let o = Schedule::OneCycle {
-            total_steps: 100,
-            warmup: 0.2,
-            div: 10.0,
-            final_div: 100.0,
-        };
+        let o = Schedule::OneCycle { total_steps: 100, warmup: 0.2, div: 10.0, final_div: 100.0 };
         assert!((o.lr(1.0, 0, 0) - 0.1).abs() < 1e-6 && (o.lr(1.0, 20, 0) - 1.0).abs() < 1e-6);
         assert!((o.lr(1.0, 100, 0) - 0.01).abs() < 1e-6);
     }

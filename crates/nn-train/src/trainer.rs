@@ -193,9 +193,7 @@ impl Trainer {
         }
         let classes = self.model.output_len();
         if let Some(&bad) = data.labels().iter().find(|&&l| l as usize >= classes) {
-            return Err(TrainError::Config(format!(
-                "label {bad} does not fit the model's {classes} outputs"
-            )));
+            return Err(TrainError::Config(format!("label {bad} does not fit the model's {classes} outputs")));
         }
         Ok(())
     }
@@ -207,9 +205,7 @@ impl Trainer {
     /// Data that do not fit the model, bad options, device failures, callback failures.
     pub fn fit(&mut self, train: Arc<Dataset>, mut cfg: FitConfig) -> Result<&History> {
         if cfg.epochs == 0 || cfg.batch_size == 0 {
-            return Err(TrainError::Config(
-                "epochs and batch size must be at least 1".into(),
-            ));
+            return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
         self.check_data(&train)?;
         let (train, val) = match &cfg.validation {
@@ -246,11 +242,7 @@ impl Trainer {
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
         // With per-batch checks (TerminateOnNaN), keep the weights of the last completed epoch
         // (at first: the starting weights) to put back when the loss blows up.
-        let mut last_good: Option<Vec<Tensor>> = if per_batch {
-            Some(self.model.weights()?)
-        } else {
-            None
-        };
+        let mut last_good: Option<Vec<Tensor>> = if per_batch { Some(self.model.weights()?) } else { None };
         let mut stop: Option<String> = None;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;
@@ -268,20 +260,9 @@ impl Trainer {
                 let n = b.len();
                 self.fill_targets(&b.labels);
                 lr = self.compile.schedule.lr(base_lr, self.state.step, epoch);
-                let sp = StepParams {
-                    lr,
-                    t: self.state.step + 1,
-                };
+                let sp = StepParams { lr, t: self.state.step + 1 };
                 let step_seed = seed_of_step(seed, self.state.step);
-                self.model.runtime().train_batch(
-                    &b.x,
-                    &self.targets,
-                    n,
-                    loss,
-                    &rule,
-                    sp,
-                    step_seed,
-                )?;
+                self.model.runtime().train_batch(&b.x, &self.targets, n, loss, &rule, sp, step_seed)?;
                 self.state.step += 1;
                 done += 1;
                 since_read += n;
@@ -372,7 +353,7 @@ impl Trainer {
         self.check_data(data)?;
         let loss = self.compile.loss;
         let px = data.pixels();
-        let table = self.normalization.table();
+        let norm = self.normalization;
         let batch = eval_batch_size(self.model.spec());
         let mut x = vec![0f32; batch.min(data.len()) * px];
         self.model.runtime().take_stats()?;
@@ -380,17 +361,10 @@ impl Trainer {
         let (mut loss_sum, mut correct) = (0f64, 0f64);
         while start < data.len() {
             let n = batch.min(data.len() - start);
-            mnist_data::preprocess::apply_table(
-                &table,
-                &data.images()[start * px..(start + n) * px],
-                &mut x[..n * px],
-            );
+            norm.apply(&data.images()[start * px..(start + n) * px], &mut x[..n * px]);
             self.fill_targets(&data.labels()[start..start + n]);
             let targets = std::mem::take(&mut self.targets);
-            let r = self
-                .model
-                .runtime()
-                .eval_batch(&x[..n * px], &targets, n, loss);
+            let r = self.model.runtime().eval_batch(&x[..n * px], &targets, n, loss);
             self.targets = targets;
             r?;
             let (l, c) = self.model.runtime().take_stats()?;
@@ -400,10 +374,7 @@ impl Trainer {
         }
         let penalty = self.model.runtime().regularization_penalty()? as f64;
         let n = data.len().max(1) as f64;
-        Ok(Evaluation {
-            loss: loss_sum / n + penalty,
-            accuracy: correct / n,
-        })
+        Ok(Evaluation { loss: loss_sum / n + penalty, accuracy: correct / n })
     }
 
     /// Class probabilities `[N, classes]` for every image of `data`.
@@ -428,15 +399,9 @@ impl Trainer {
 
     fn metadata(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
-        m.insert(
-            "training_config".into(),
-            serde_json::to_string(&self.compile).unwrap_or_default(),
-        );
+        m.insert("training_config".into(), serde_json::to_string(&self.compile).unwrap_or_default());
         m.insert("history".into(), self.history.to_json());
-        m.insert(
-            "training_state".into(),
-            serde_json::to_string(&self.state).unwrap_or_default(),
-        );
+        m.insert("training_state".into(), serde_json::to_string(&self.state).unwrap_or_default());
         m.insert(
             "normalization".into(),
             match self.normalization {
@@ -467,10 +432,7 @@ impl Trainer {
             .runtime()
             .optimizer_state()?
             .into_iter()
-            .map(|t| Tensor {
-                name: format!("optimizer.{}", t.name),
-                ..t
-            })
+            .map(|t| Tensor { name: format!("optimizer.{}", t.name), ..t })
             .collect();
         Ok(f.save(path.as_ref())?)
     }
@@ -486,16 +448,10 @@ impl Trainer {
     ) -> Result<Trainer> {
         let path = path.as_ref();
         let f = ModelFile::load(path)?;
-        let bad = |m: &str| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: m.to_string(),
-        };
-        let compile: Compile = serde_json::from_str(
-            f.metadata
-                .get("training_config")
-                .ok_or_else(|| bad("no training_config"))?,
-        )
-        .map_err(|e| bad(&format!("training_config: {e}")))?;
+        let bad = |m: &str| TrainError::Checkpoint { path: path.to_path_buf(), message: m.to_string() };
+        let compile: Compile =
+            serde_json::from_str(f.metadata.get("training_config").ok_or_else(|| bad("no training_config"))?)
+                .map_err(|e| bad(&format!("training_config: {e}")))?;
         let history: History = f
             .metadata
             .get("history")
@@ -514,24 +470,11 @@ impl Trainer {
         let slots: Vec<Tensor> = f
             .extra
             .iter()
-            .filter_map(|t| {
-                t.name.strip_prefix("optimizer.").map(|n| Tensor {
-                    name: n.to_string(),
-                    ..t.clone()
-                })
-            })
+            .filter_map(|t| t.name.strip_prefix("optimizer.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
             .collect();
         model.runtime().set_optimizer_state(&slots)?;
-        let normalization =
-            parse_normalization(f.metadata.get("normalization").map(String::as_str));
-        Ok(Trainer {
-            model,
-            compile,
-            state,
-            history,
-            normalization,
-            targets: Vec::new(),
-        })
+        let normalization = parse_normalization(f.metadata.get("normalization").map(String::as_str));
+        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new() })
     }
 
     /// [`Trainer::resume_with`] on the CPU.
@@ -546,11 +489,7 @@ impl Trainer {
 /// Reads the `normalization` metadata of a model file (`scale` when absent).
 pub fn parse_normalization(s: Option<&str>) -> Normalization {
     let mut parts = s.unwrap_or("scale").split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|m| m.parse().ok()),
-        parts.next().and_then(|v| v.parse().ok()),
-    ) {
+    match (parts.next(), parts.next().and_then(|m| m.parse().ok()), parts.next().and_then(|v| v.parse().ok())) {
         (Some("standardize"), Some(mean), Some(std)) => Normalization::Standardize { mean, std },
         _ => Normalization::Scale,
     }
@@ -561,11 +500,7 @@ pub fn parse_normalization(s: Option<&str>) -> Normalization {
 ///
 /// # Errors
 /// Data that do not fit the model; device failures.
-pub fn predict_dataset(
-    model: &mut Model,
-    data: &Dataset,
-    norm: Normalization,
-) -> Result<Array2<f32>> {
+pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -> Result<Array2<f32>> {
     let px = data.pixels();
     if px != model.input_len() {
         return Err(TrainError::Config(format!(
@@ -576,6 +511,6 @@ pub fn predict_dataset(
         )));
     }
     let mut x = vec![0f32; data.len() * px];
-    mnist_data::preprocess::apply_table(&norm.table(), data.images(), &mut x);
+    norm.apply(data.images(), &mut x);
     Ok(model.predict_proba(&x, data.len())?)
 }

@@ -7,13 +7,8 @@ use std::path::PathBuf;
 /// `../shared/data/<name>` beside the workspace. Panics with a clear message when neither exists.
 pub fn data_dir(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for dir in [
-        root.join("data").join(name),
-        root.join("../shared/data").join(name),
-    ] {
-        if dir.join("train-labels-idx1-ubyte.gz").exists()
-            || dir.join("train-labels-idx1-ubyte").exists()
-        {
+    for dir in [root.join("data").join(name), root.join("../shared/data").join(name)] {
+        if dir.join("train-labels-idx1-ubyte.gz").exists() || dir.join("train-labels-idx1-ubyte").exists() {
             return dir;
         }
     }

@@ -19,7 +19,14 @@ fn train(name: &str, epochs: usize, seed: u64) -> f64 {
         RecipeValidation::None => Validation::None,
     };
     let mut t = Trainer::new(Model::new(&r.spec, seed).unwrap(), r.compile);
-    let cfg = FitConfig { epochs, batch_size: r.batch_size, validation, seed, verbosity: Verbosity::Lines, ..Default::default() };
+    let cfg = FitConfig {
+        epochs,
+        batch_size: r.batch_size,
+        validation,
+        seed,
+        verbosity: Verbosity::Lines,
+        ..Default::default()
+    };
     t.fit(Arc::new(data.train), cfg).unwrap();
     let acc = t.evaluate(&test).unwrap().accuracy;
     println!("{name}, {epochs} epochs: test accuracy {acc:.4}");

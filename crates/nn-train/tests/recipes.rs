@@ -60,8 +60,5 @@ fn mlp_128_128_validation_split_10_epochs() {
 fn mlp_512_512_8_epochs() {
     let (acc, t) = run("mlp-512-512", 1);
     assert!(acc >= 0.975, "test accuracy {acc}");
-    assert!(
-        t.history().last().unwrap().accuracy > 0.99,
-        "train accuracy"
-    );
+    assert!(t.history().last().unwrap().accuracy > 0.99, "train accuracy");
 }

@@ -9,16 +9,13 @@ use std::sync::Arc;
 use mnist_data::Dataset;
 use nn_core::{preset, Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
 use nn_train::{
-    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer,
-    TerminateOnNaN, Trainer, Validation, Verbosity,
+    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer, TerminateOnNaN,
+    Trainer, Validation, Verbosity,
 };
 
 fn subset(n: usize) -> (Arc<Dataset>, Arc<Dataset>) {
     let d = mnist_data::Mnist::load(common::data_dir("mnist")).unwrap();
-    (
-        Arc::new(d.train.slice(0..n)),
-        Arc::new(d.test.slice(0..1000)),
-    )
+    (Arc::new(d.train.slice(0..n)), Arc::new(d.test.slice(0..1000)))
 }
 
 fn spec() -> ModelSpec {
@@ -56,11 +53,7 @@ fn same_seed_same_history_and_weights() {
     a.fit(train.clone(), cfg(2, &val)).unwrap();
     b.fit(train.clone(), cfg(2, &val)).unwrap();
     let strip = |t: &Trainer| {
-        t.history()
-            .epochs
-            .iter()
-            .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))
-            .collect::<Vec<_>>()
+        t.history().epochs.iter().map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy)).collect::<Vec<_>>()
     };
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(a.model().weights().unwrap(), b.model().weights().unwrap());
@@ -87,14 +80,8 @@ fn resume_from_a_checkpoint_ends_with_the_same_weights() {
     assert_eq!(resumed.state().epoch, 2);
     resumed.fit(train, cfg(3, &val)).unwrap();
     assert_eq!(resumed.history().epochs.len(), 3);
-    assert_eq!(
-        resumed.model().weights().unwrap(),
-        full.model().weights().unwrap()
-    );
-    assert_eq!(
-        resumed.history().epochs[2].loss,
-        full.history().epochs[2].loss
-    );
+    assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
+    assert_eq!(resumed.history().epochs[2].loss, full.history().epochs[2].loss);
 }
 
 #[test]
@@ -102,29 +89,16 @@ fn early_stopping_stops_and_restores_the_best_weights() {
     let (train, val) = subset(2000);
     let mut t = Trainer::new(
         Model::new(&spec(), 1).unwrap(),
-        Compile {
-            optimizer: Optimizer::adam().learning_rate(0.05),
-            ..compile()
-        },
+        Compile { optimizer: Optimizer::adam().learning_rate(0.05), ..compile() },
     );
     let mut c = cfg(30, &val);
-    c.callbacks.push(Box::new(
-        EarlyStopping::new("val_loss")
-            .patience(1)
-            .restore_best_weights(true),
-    ));
+    c.callbacks.push(Box::new(EarlyStopping::new("val_loss").patience(1).restore_best_weights(true)));
     t.fit(train, c).unwrap();
     let h = t.history();
     assert!(h.epochs.len() < 30, "never stopped");
-    let best = h
-        .series("val_loss")
-        .into_iter()
-        .fold(f64::INFINITY, f64::min);
+    let best = h.series("val_loss").into_iter().fold(f64::INFINITY, f64::min);
     let now = t.evaluate(&val).unwrap().loss;
-    assert!(
-        (now - best).abs() < 1e-4,
-        "restored val_loss {now} vs best {best}"
-    );
+    assert!((now - best).abs() < 1e-4, "restored val_loss {now} vs best {best}");
 }
 
 /// A callback that records what it saw.
@@ -141,13 +115,7 @@ fn terminate_on_nan_keeps_the_last_good_weights() {
     let (train, val) = subset(2000);
     // A huge learning rate blows the loss up within a few epochs.
     let opt = Optimizer::sgd().learning_rate(1e20);
-    let mut t = Trainer::new(
-        Model::new(&spec(), 2).unwrap(),
-        Compile {
-            optimizer: opt,
-            ..compile()
-        },
-    );
+    let mut t = Trainer::new(Model::new(&spec(), 2).unwrap(), Compile { optimizer: opt, ..compile() });
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut c = cfg(20, &val);
     c.callbacks.push(Box::new(TerminateOnNaN));
@@ -155,11 +123,7 @@ fn terminate_on_nan_keeps_the_last_good_weights() {
     t.fit(train, c).unwrap();
     assert!(seen.lock().unwrap().len() < 20, "did not stop");
     for w in t.model().weights().unwrap() {
-        assert!(
-            w.data.iter().all(|v| v.is_finite()),
-            "{} holds non-finite values",
-            w.name
-        );
+        assert!(w.data.iter().all(|v| v.is_finite()), "{} holds non-finite values", w.name);
     }
 }
 
@@ -168,10 +132,7 @@ fn model_file_roundtrip_is_bit_identical_and_bad_files_are_errors() {
     let (train, val) = subset(2000);
     let mut t = Trainer::new(
         Model::new(&preset("mlp-128").unwrap(), 9).unwrap(),
-        Compile {
-            loss: Loss::SparseCategoricalCrossentropy { from_logits: true },
-            ..compile()
-        },
+        Compile { loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..compile() },
     );
     t.fit(train, cfg(1, &val)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -179,8 +140,7 @@ fn model_file_roundtrip_is_bit_identical_and_bad_files_are_errors() {
     t.save_model(&path).unwrap();
     let (mut loaded, file) = Model::load(&path).unwrap();
     assert!(file.metadata.contains_key("history") && file.metadata.contains_key("training_config"));
-    let a =
-        nn_train::predict_dataset(t.model_mut(), &val, mnist_data::Normalization::Scale).unwrap();
+    let a = nn_train::predict_dataset(t.model_mut(), &val, mnist_data::Normalization::Scale).unwrap();
     let b = nn_train::predict_dataset(&mut loaded, &val, mnist_data::Normalization::Scale).unwrap();
     assert_eq!(a, b);
     // Truncated.
@@ -188,30 +148,18 @@ fn model_file_roundtrip_is_bit_identical_and_bad_files_are_errors() {
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = Model::load(&cut).err().unwrap().to_string();
-    assert!(
-        err.contains("cut.safetensors") && err.contains("not a model file"),
-        "{err}"
-    );
+    assert!(err.contains("cut.safetensors") && err.contains("not a model file"), "{err}");
     // Not a model file at all.
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"hello world, not a model").unwrap();
     let err = Model::load(&junk).err().unwrap().to_string();
-    assert!(
-        err.contains("junk.bin") && err.contains("not a model file"),
-        "{err}"
-    );
+    assert!(err.contains("junk.bin") && err.contains("not a model file"), "{err}");
     // Shapes that disagree with the architecture.
     let mut f = nn_core::ModelFile::load(&path).unwrap();
     f.weights[0].shape = vec![28, 28 * 128];
     f.save(&dir.path().join("shape.safetensors")).unwrap();
-    let err = Model::load(dir.path().join("shape.safetensors"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("dense.kernel") && err.contains("[784, 128]"),
-        "{err}"
-    );
+    let err = Model::load(dir.path().join("shape.safetensors")).err().unwrap().to_string();
+    assert!(err.contains("dense.kernel") && err.contains("[784, 128]"), "{err}");
     // A valid safetensors file without an architecture.
     let mut f = nn_core::ModelFile::load(&path).unwrap();
     f.spec.layers.clear();

@@ -68,11 +68,7 @@ impl Canvas {
             )));
         }
         register_fonts().map_err(Fail::Draw)?;
-        Ok(Canvas {
-            width,
-            height,
-            buf: vec![255; width as usize * height as usize * 3],
-        })
+        Ok(Canvas { width, height, buf: vec![255; width as usize * height as usize * 3] })
     }
 
     /// Sets one pixel; coordinates outside the canvas are ignored.
@@ -97,36 +93,19 @@ impl Canvas {
     }
 
     /// Writes `text` at `(x, y)`, `size` pixels high, placed by `anchor`.
-    pub(crate) fn text(
-        &mut self,
-        text: &str,
-        at: (i64, i64),
-        size: f64,
-        rgb: [u8; 3],
-        anchor: Anchor,
-    ) -> Drawn {
+    pub(crate) fn text(&mut self, text: &str, at: (i64, i64), size: f64, rgb: [u8; 3], anchor: Anchor) -> Drawn {
         text::draw(self, text, at, size, rgb, anchor, false)
     }
 
     /// Writes `text` reading upwards (rotated a quarter turn anticlockwise about the anchor).
-    pub(crate) fn text_up(
-        &mut self,
-        text: &str,
-        at: (i64, i64),
-        size: f64,
-        rgb: [u8; 3],
-        anchor: Anchor,
-    ) -> Drawn {
+    pub(crate) fn text_up(&mut self, text: &str, at: (i64, i64), size: f64, rgb: [u8; 3], anchor: Anchor) -> Drawn {
         text::draw(self, text, at, size, rgb, anchor, true)
     }
 
     /// Fills the rectangle of `w × h` pixels whose top-left corner is `(x, y)` (clipped).
     pub(crate) fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, rgb: [u8; 3]) {
         let (x0, y0) = (x.max(0), y.max(0));
-        let (x1, y1) = (
-            (x + w).min(i64::from(self.width)),
-            (y + h).min(i64::from(self.height)),
-        );
+        let (x1, y1) = ((x + w).min(i64::from(self.width)), (y + h).min(i64::from(self.height)));
         for yy in y0..y1 {
             for xx in x0..x1 {
                 self.put(xx, yy, rgb);
@@ -148,10 +127,7 @@ impl Canvas {
     where
         F: FnOnce(&Area<'_>) -> Drawn,
     {
-        let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(
-            &mut self.buf,
-            (self.width, self.height),
-        )?;
+        let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut self.buf, (self.width, self.height))?;
         let root = backend.into_drawing_area();
         f(&root)?;
         root.present()?;
@@ -180,34 +156,18 @@ impl Canvas {
                 }
             }
         }
-        Canvas {
-            width: w,
-            height: h,
-            buf,
-        }
+        Canvas { width: w, height: h, buf }
     }
 
     /// Encodes the canvas as PNG and writes it to `path`, creating missing parent folders.
     pub(crate) fn save_png(self, path: &Path) -> Result<()> {
         let mut png = Vec::new();
         let encoder = image::codecs::png::PngEncoder::new(&mut png);
-        image::ImageEncoder::write_image(
-            encoder,
-            &self.buf,
-            self.width,
-            self.height,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| VizError::draw(path, format!("PNG encoding: {e}")))?;
+        image::ImageEncoder::write_image(encoder, &self.buf, self.width, self.height, image::ExtendedColorType::Rgb8)
+            .map_err(|e| VizError::draw(path, format!("PNG encoding: {e}")))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| VizError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| VizError::Io { path: dir.to_path_buf(), source })?;
         }
-        std::fs::write(path, png).map_err(|source| VizError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::write(path, png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
     }
 }

@@ -26,11 +26,7 @@ const BLUES: [[u8; 3]; 9] = [
 
 /// The "Blues" colour of `t` in `0..=1` (linear between samples).
 fn blues(t: f64) -> [u8; 3] {
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    } * (BLUES.len() - 1) as f64;
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * (BLUES.len() - 1) as f64;
     let i = (t.floor() as usize).min(BLUES.len() - 2);
     let f = t - i as f64;
     let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f).round() as u8;
@@ -61,12 +57,7 @@ const PAD: i64 = 14;
 /// [`VizError::Invalid`](crate::VizError::Invalid) when the matrix is empty or not square, or the
 /// number of class names differs from its size; [`VizError::Draw`](crate::VizError::Draw) or
 /// [`VizError::Io`](crate::VizError::Io) when drawing or writing fails.
-pub fn confusion_png<R, S>(
-    path: impl AsRef<Path>,
-    matrix: &[R],
-    class_names: &[S],
-    title: &str,
-) -> Result<()>
+pub fn confusion_png<R, S>(path: impl AsRef<Path>, matrix: &[R], class_names: &[S], title: &str) -> Result<()>
 where
     R: AsRef<[u64]>,
     S: AsRef<str>,
@@ -74,9 +65,7 @@ where
     let path = path.as_ref();
     let rows: Vec<&[u64]> = matrix.iter().map(AsRef::as_ref).collect();
     let names: Vec<&str> = class_names.iter().map(AsRef::as_ref).collect();
-    render(&rows, &names, title)
-        .map_err(|f| f.at(path))?
-        .save_png(path)
+    render(&rows, &names, title).map_err(|f| f.at(path))?.save_png(path)
 }
 
 fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
@@ -85,16 +74,10 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
         return Err(Fail::Invalid("the confusion matrix is empty".into()));
     }
     if let Some((i, r)) = m.iter().enumerate().find(|(_, r)| r.len() != n) {
-        return Err(Fail::Invalid(format!(
-            "the confusion matrix has {n} rows but row {i} has {} columns",
-            r.len()
-        )));
+        return Err(Fail::Invalid(format!("the confusion matrix has {n} rows but row {i} has {} columns", r.len())));
     }
     if names.len() != n {
-        return Err(Fail::Invalid(format!(
-            "{} class names for a {n}×{n} confusion matrix",
-            names.len()
-        )));
+        return Err(Fail::Invalid(format!("{} class names for a {n}×{n} confusion matrix", names.len())));
     }
 
     let max_count = m.iter().flat_map(|r| r.iter()).copied().max().unwrap_or(0);
@@ -114,11 +97,7 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
         28
     })
     .max(count_w + 8);
-    let name_w = names
-        .iter()
-        .map(|s| text_width(s, TICK_PX))
-        .max()
-        .unwrap_or(0);
+    let name_w = names.iter().map(|s| text_width(s, TICK_PX)).max().unwrap_or(0);
     let upright = name_w + 6 > cell; // column names written upwards
     let heading = if title.trim().is_empty() { PAD } else { 52 };
     let left = PAD + 26 + 8 + name_w + 10;
@@ -139,19 +118,9 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
     for (i, row) in m.iter().enumerate() {
         let total: u64 = row.iter().sum();
         for (j, &count) in row.iter().enumerate() {
-            let share = if total == 0 {
-                0.0
-            } else {
-                count as f64 / total as f64
-            };
+            let share = if total == 0 { 0.0 } else { count as f64 / total as f64 };
             let color = blues(share);
-            canvas.fill(
-                gx + j as i64 * cell,
-                gy + i as i64 * cell,
-                cell,
-                cell,
-                color,
-            );
+            canvas.fill(gx + j as i64 * cell, gy + i as i64 * cell, cell, cell, color);
             cells.push((i, j, count, is_dark(color)));
         }
     }
@@ -175,57 +144,24 @@ fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {
         canvas.text(title.trim(), (width / 2, 18), TITLE_PX, BLACK, Anchor::TOP)?;
     }
     for &(i, j, count, dark) in &cells {
-        let (x, y) = (
-            gx + j as i64 * cell + cell / 2,
-            gy + i as i64 * cell + cell / 2,
-        );
-        canvas.text(
-            &count.to_string(),
-            (x, y),
-            value_px,
-            if dark { WHITE } else { BLACK },
-            Anchor::CENTER,
-        )?;
+        let (x, y) = (gx + j as i64 * cell + cell / 2, gy + i as i64 * cell + cell / 2);
+        canvas.text(&count.to_string(), (x, y), value_px, if dark { WHITE } else { BLACK }, Anchor::CENTER)?;
     }
     for (k, name) in names.iter().enumerate() {
         let c = k as i64 * cell + cell / 2;
         canvas.text(name, (gx - 12, gy + c), TICK_PX, BLACK, Anchor::RIGHT)?;
         if upright {
             // Reading upwards, ending just under the column.
-            canvas.text_up(
-                name,
-                (gx + c, gy + grid + 10),
-                TICK_PX,
-                BLACK,
-                Anchor::RIGHT,
-            )?;
+            canvas.text_up(name, (gx + c, gy + grid + 10), TICK_PX, BLACK, Anchor::RIGHT)?;
         } else {
             canvas.text(name, (gx + c, gy + grid + 12), TICK_PX, BLACK, Anchor::TOP)?;
         }
     }
-    canvas.text(
-        "Predicted",
-        (gx + grid / 2, gy + grid + col_names_h + 14),
-        AXIS_PX,
-        BLACK,
-        Anchor::TOP,
-    )?;
-    canvas.text_up(
-        "True",
-        (PAD + 13, gy + grid / 2),
-        AXIS_PX,
-        BLACK,
-        Anchor::CENTER,
-    )?;
+    canvas.text("Predicted", (gx + grid / 2, gy + grid + col_names_h + 14), AXIS_PX, BLACK, Anchor::TOP)?;
+    canvas.text_up("True", (PAD + 13, gy + grid / 2), AXIS_PX, BLACK, Anchor::CENTER)?;
     for k in 0..=4 {
         let y = gy + (grid - 1) * k / 4;
-        canvas.text(
-            &format!("{}%", 100 - 25 * k),
-            (bx + bar_w + 8, y),
-            TICK_PX,
-            BLACK,
-            Anchor::LEFT,
-        )?;
+        canvas.text(&format!("{}%", 100 - 25 * k), (bx + bar_w + 8, y), TICK_PX, BLACK, Anchor::LEFT)?;
     }
     let bar_label_x = bx + bar_w + 8 + bar_label_w + 16;
     canvas.text_up(

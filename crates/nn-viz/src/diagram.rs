@@ -42,27 +42,13 @@ impl DiagramLayer {
     /// A dense layer of `units` neurons; the label below reads "{units} {activation}" (just the
     /// units when `activation` is empty).
     pub fn dense(name: impl Into<String>, units: usize, activation: &str) -> Self {
-        let label = if activation.is_empty() {
-            units.to_string()
-        } else {
-            format!("{units} {activation}")
-        };
-        DiagramLayer {
-            name: name.into(),
-            units,
-            label,
-            kind: LayerKind::Dense,
-        }
+        let label = if activation.is_empty() { units.to_string() } else { format!("{units} {activation}") };
+        DiagramLayer { name: name.into(), units, label, kind: LayerKind::Dense }
     }
 
     /// A block named `name` with `label` inside (lines separated by `'\n'`).
     pub fn block(name: impl Into<String>, label: impl Into<String>) -> Self {
-        DiagramLayer {
-            name: name.into(),
-            units: 0,
-            label: label.into(),
-            kind: LayerKind::Block,
-        }
+        DiagramLayer { name: name.into(), units: 0, label: label.into(), kind: LayerKind::Block }
     }
 }
 
@@ -111,17 +97,12 @@ enum Column {
 /// or writing fails.
 pub fn network_diagram(path: impl AsRef<Path>, layers: &[DiagramLayer], title: &str) -> Result<()> {
     let path = path.as_ref();
-    render(layers, title)
-        .map_err(|f| f.at(path))?
-        .downsample2()
-        .save_png(path)
+    render(layers, title).map_err(|f| f.at(path))?.downsample2().save_png(path)
 }
 
 fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
     if layers.is_empty() {
-        return Err(Fail::Invalid(
-            "a network diagram needs at least one layer".into(),
-        ));
+        return Err(Fail::Invalid("a network diagram needs at least one layer".into()));
     }
     let text_w = text_width;
     let block_lines: Vec<Vec<&str>> = layers.iter().map(|l| l.label.lines().collect()).collect();
@@ -129,14 +110,8 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
         .iter()
         .zip(&block_lines)
         .map(|(l, lines)| {
-            let inner = lines
-                .iter()
-                .map(|s| text_w(s, BLOCK_PX) + 28 * S)
-                .max()
-                .unwrap_or(0);
-            text_w(&l.name, NAME_PX)
-                .max(text_w(&l.label, LABEL_PX))
-                .max(inner)
+            let inner = lines.iter().map(|s| text_w(s, BLOCK_PX) + 28 * S).max().unwrap_or(0);
+            text_w(&l.name, NAME_PX).max(text_w(&l.label, LABEL_PX)).max(inner)
         })
         .max()
         .unwrap_or(0);
@@ -163,14 +138,11 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
         .unwrap_or(0)
         .max(4 * SPACING);
     let labels_h = 44 * S;
-    let width =
-        (2 * MARGIN + col_w * layers.len() as i64).max(text_w(title.trim(), TITLE_PX) + 2 * MARGIN);
+    let width = (2 * MARGIN + col_w * layers.len() as i64).max(text_w(title.trim(), TITLE_PX) + 2 * MARGIN);
     let height = heading + names_h + body_h + labels_h;
     let left = (width - col_w * layers.len() as i64) / 2;
     let cy = heading + names_h + body_h / 2;
-    let xs: Vec<i64> = (0..layers.len() as i64)
-        .map(|i| left + i * col_w + col_w / 2)
-        .collect();
+    let xs: Vec<i64> = (0..layers.len() as i64).map(|i| left + i * col_w + col_w / 2).collect();
 
     let columns: Vec<Column> = layers
         .iter()
@@ -180,21 +152,13 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                 let (slots, dots) = (slots(l), (l.units > MAX_SHOWN).then_some(EDGE));
                 let y_of = |k: usize| cy + (2 * k as i64 + 1 - slots as i64) * SPACING / 2;
                 let ys = (0..slots).filter(|&k| Some(k) != dots).map(y_of).collect();
-                Column::Neurons {
-                    ys,
-                    dots: dots.map(y_of),
-                }
+                Column::Neurons { ys, dots: dots.map(y_of) }
             }
             LayerKind::Block => {
                 let inner = lines.iter().map(|s| text_w(s, BLOCK_PX)).max().unwrap_or(0);
                 let w = (inner + 28 * S).max(96 * S).min(col_w - 16 * S);
                 let h = (body_h * 3 / 5).max(block_min_h(lines));
-                Column::Block {
-                    x0: -w / 2,
-                    y0: cy - h / 2,
-                    w,
-                    h,
-                }
+                Column::Block { x0: -w / 2, y0: cy - h / 2, w, h }
             }
         })
         .collect();
@@ -228,11 +192,7 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                     }
                     if let Some(y) = dots {
                         for d in [-1, 0, 1] {
-                            root.draw(&Circle::new(
-                                at(x, y + d * 9 * S),
-                                (3 * S) as i32,
-                                DOTS.filled(),
-                            ))?;
+                            root.draw(&Circle::new(at(x, y + d * 9 * S), (3 * S) as i32, DOTS.filled()))?;
                         }
                     }
                 }
@@ -240,59 +200,28 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
                     let (fill, edge) = BLOCK;
                     let (a, b) = (at(x + x0, *y0), at(x + x0 + w, y0 + h));
                     root.draw(&Rectangle::new([a, b], fill.filled()))?;
-                    root.draw(&Rectangle::new(
-                        [a, b],
-                        ShapeStyle::from(edge).stroke_width(2 * S as u32),
-                    ))?;
+                    root.draw(&Rectangle::new([a, b], ShapeStyle::from(edge).stroke_width(2 * S as u32)))?;
                 }
             }
         }
         Ok(())
     })?;
     if heading > 0 {
-        canvas.text(
-            title.trim(),
-            (width / 2, 18 * S),
-            TITLE_PX,
-            BLACK,
-            Anchor::TOP,
-        )?;
+        canvas.text(title.trim(), (width / 2, 18 * S), TITLE_PX, BLACK, Anchor::TOP)?;
     }
     for ((layer, column), &x) in layers.iter().zip(&columns).zip(&xs) {
-        canvas.text(
-            &layer.name,
-            (x, heading + 10 * S),
-            NAME_PX,
-            BLACK,
-            Anchor::TOP,
-        )?;
+        canvas.text(&layer.name, (x, heading + 10 * S), NAME_PX, BLACK, Anchor::TOP)?;
         match column {
             Column::Neurons { .. } => {
-                let text = if layer.label.is_empty() {
-                    layer.units.to_string()
-                } else {
-                    layer.label.clone()
-                };
-                canvas.text(
-                    &text,
-                    (x, cy + body_h / 2 + 10 * S),
-                    LABEL_PX,
-                    BLACK,
-                    Anchor::TOP,
-                )?;
+                let text = if layer.label.is_empty() { layer.units.to_string() } else { layer.label.clone() };
+                canvas.text(&text, (x, cy + body_h / 2 + 10 * S), LABEL_PX, BLACK, Anchor::TOP)?;
             }
             Column::Block { .. } => {
                 let lines: Vec<&str> = layer.label.lines().collect();
                 let line_h = 26 * S;
                 let top = cy - (lines.len() as i64 * line_h) / 2 + line_h / 2;
                 for (k, line) in lines.iter().enumerate() {
-                    canvas.text(
-                        line,
-                        (x, top + k as i64 * line_h),
-                        BLOCK_PX,
-                        BLACK,
-                        Anchor::CENTER,
-                    )?;
+                    canvas.text(line, (x, top + k as i64 * line_h), BLOCK_PX, BLACK, Anchor::CENTER)?;
                 }
             }
         }
@@ -319,24 +248,14 @@ fn connect(root: &Area<'_>, (a, xa): (&Column, i64), (b, xb): (&Column, i64), cy
         }
         (Column::Block { x0, w, .. }, Column::Neurons { ys, .. }) => {
             for &y in ys {
-                root.draw(&PathElement::new(
-                    vec![at(xa + x0 + w, cy), at(xb, y)],
-                    line,
-                ))?;
+                root.draw(&PathElement::new(vec![at(xa + x0 + w, cy), at(xb, y)], line))?;
             }
         }
         (Column::Block { x0: x0a, w: wa, .. }, Column::Block { x0: x0b, .. }) => {
             let (from, to) = (xa + x0a + wa, xb + x0b);
             let arrow = ShapeStyle::from(DOTS).stroke_width(2 * S as u32);
-            root.draw(&PathElement::new(
-                vec![at(from, cy), at(to - 10 * S, cy)],
-                arrow,
-            ))?;
-            let head = vec![
-                at(to, cy),
-                at(to - 12 * S, cy - 7 * S),
-                at(to - 12 * S, cy + 7 * S),
-            ];
+            root.draw(&PathElement::new(vec![at(from, cy), at(to - 10 * S, cy)], arrow))?;
+            let head = vec![at(to, cy), at(to - 12 * S, cy - 7 * S), at(to - 12 * S, cy + 7 * S)];
             root.draw(&Polygon::new(head, DOTS.filled()))?;
         }
     }

@@ -50,26 +50,15 @@ const MAX_WORK_SIDE: usize = 1024;
 /// or BMP image or is damaged, and [`VizError::Digitize`] when no digit stands out in it.
 pub fn digitize_path(path: impl AsRef<Path>) -> Result<[u8; MNIST_PIXELS]> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| VizError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| VizError::Io { path: path.to_path_buf(), source })?;
     let image = decode(path, &bytes)?;
-    digitize_image(&image).map_err(|source| VizError::Digitize {
-        path: path.to_path_buf(),
-        source,
-    })
+    digitize_image(&image).map_err(|source| VizError::Digitize { path: path.to_path_buf(), source })
 }
 
 /// Decodes an image, applying its orientation tag.
 fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
-    let fail = |message: String| VizError::Decode {
-        path: path.to_path_buf(),
-        message,
-    };
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
+    let fail = |message: String| VizError::Decode { path: path.to_path_buf(), message };
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
         return Err(fail(format!(
             "not a PNG, JPEG or BMP image ({} bytes starting {:02x?})",
@@ -77,12 +66,9 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
             &bytes[..bytes.len().min(8)]
         )));
     }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| fail(format!("cannot decode the image: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode the image: {e}")))?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| fail(format!("cannot decode the image: {e}")))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode the image: {e}")))?;
     image.apply_orientation(orientation);
     Ok(image)
 }
@@ -92,9 +78,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
 ///
 /// # Errors
 /// [`DigitizeError::NoDigit`] when nothing stands out from the background.
-pub fn digitize_image(
-    image: &DynamicImage,
-) -> std::result::Result<[u8; MNIST_PIXELS], DigitizeError> {
+pub fn digitize_image(image: &DynamicImage) -> std::result::Result<[u8; MNIST_PIXELS], DigitizeError> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let grey: Vec<f32> = if image.color().has_alpha() {
         image
@@ -108,12 +92,7 @@ pub fn digitize_image(
             })
             .collect()
     } else {
-        image
-            .to_luma8()
-            .into_raw()
-            .into_iter()
-            .map(f32::from)
-            .collect()
+        image.to_luma8().into_raw().into_iter().map(f32::from).collect()
     };
     normalise(w, h, grey)
 }
@@ -146,16 +125,9 @@ struct Plane {
     v: Vec<f32>,
 }
 
-fn normalise(
-    w: usize,
-    h: usize,
-    grey: Vec<f32>,
-) -> std::result::Result<[u8; MNIST_PIXELS], DigitizeError> {
+fn normalise(w: usize, h: usize, grey: Vec<f32>) -> std::result::Result<[u8; MNIST_PIXELS], DigitizeError> {
     if w == 0 || h == 0 || grey.len() != w * h {
-        return Err(DigitizeError::BadBuffer(format!(
-            "{} pixels for a {w}×{h} picture",
-            grey.len()
-        )));
+        return Err(DigitizeError::BadBuffer(format!("{} pixels for a {w}×{h} picture", grey.len())));
     }
     let mut img = shrink(Plane { w, h, v: grey });
     if img.w.min(img.h) >= 64 {
@@ -182,15 +154,7 @@ fn shrink(img: Plane) -> Plane {
             count[i] += 1.0;
         }
     }
-    Plane {
-        w,
-        h,
-        v: sum
-            .iter()
-            .zip(&count)
-            .map(|(s, c)| s / c.max(1.0))
-            .collect(),
-    }
+    Plane { w, h, v: sum.iter().zip(&count).map(|(s, c)| s / c.max(1.0)).collect() }
 }
 
 /// One pass of a separable [1, 2, 1] / 4 blur, edges replicated.
@@ -200,15 +164,13 @@ fn blur(img: &mut Plane) {
     for y in 0..h {
         for x in 0..w {
             let at = |xx: usize| img.v[y * w + xx];
-            tmp[y * w + x] =
-                0.25 * at(x.saturating_sub(1)) + 0.5 * at(x) + 0.25 * at((x + 1).min(w - 1));
+            tmp[y * w + x] = 0.25 * at(x.saturating_sub(1)) + 0.5 * at(x) + 0.25 * at((x + 1).min(w - 1));
         }
     }
     for y in 0..h {
         for x in 0..w {
             let at = |yy: usize| tmp[yy * w + x];
-            img.v[y * w + x] =
-                0.25 * at(y.saturating_sub(1)) + 0.5 * at(y) + 0.25 * at((y + 1).min(h - 1));
+            img.v[y * w + x] = 0.25 * at(y.saturating_sub(1)) + 0.5 * at(y) + 0.25 * at((y + 1).min(h - 1));
         }
     }
 }
@@ -253,11 +215,7 @@ impl Background {
             sxv += x * v;
             syv += y * v;
         }
-        let flat = Background {
-            a: sv / n,
-            b: 0.0,
-            c: 0.0,
-        };
+        let flat = Background { a: sv / n, b: 0.0, c: 0.0 };
         // Centred normal equations for b and c.
         let (mx, my, mv) = (sx / n, sy / n, sv / n);
         let (cxx, cyy, cxy) = (sxx / n - mx * mx, syy / n - my * my, sxy / n - mx * my);
@@ -268,11 +226,7 @@ impl Background {
         }
         let b = (cxv * cyy - cyv * cxy) / det;
         let c = (cyv * cxx - cxv * cxy) / det;
-        Background {
-            a: mv - b * mx - c * my,
-            b,
-            c,
-        }
+        Background { a: mv - b * mx - c * my, b, c }
     }
 }
 
@@ -303,12 +257,7 @@ fn background(img: &Plane) -> (Background, f32) {
         sigma = 1.4826 * median(&mut dev);
         let keep = 3.0 * sigma + 2.0;
         res = pts.iter().map(|&(x, y, v)| v - bg.at(x, y) - med).collect();
-        let kept: Vec<_> = pts
-            .iter()
-            .zip(&res)
-            .filter(|(_, r)| r.abs() <= keep)
-            .map(|(p, _)| *p)
-            .collect();
+        let kept: Vec<_> = pts.iter().zip(&res).filter(|(_, r)| r.abs() <= keep).map(|(p, _)| *p).collect();
         if kept.len() * 2 < pts.len() {
             break;
         }
@@ -426,9 +375,7 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
         let b = &mut bbox[l];
         *b = (b.0.min(x), b.1.min(y), b.2.max(x), b.3.max(y));
     }
-    let main = (1..=n)
-        .max_by(|&a, &b| mass[a].total_cmp(&mass[b]))
-        .unwrap_or(0);
+    let main = (1..=n).max_by(|&a, &b| mass[a].total_cmp(&mass[b])).unwrap_or(0);
     if main == 0 || count[main] < 4 {
         return Err(DigitizeError::NoDigit(format!(
             "only specks stand out from the background (largest blob {} pixels)",
@@ -446,14 +393,10 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
     let reach = ((mx1 - mx0).max(my1 - my0) + 1) as f64 * 0.5;
     let near = |b: (usize, usize, usize, usize)| {
         let (cx, cy) = ((b.0 + b.2) as f64 / 2.0, (b.1 + b.3) as f64 / 2.0);
-        cx >= mx0 as f64 - reach
-            && cx <= mx1 as f64 + reach
-            && cy >= my0 as f64 - reach
-            && cy <= my1 as f64 + reach
+        cx >= mx0 as f64 - reach && cx <= mx1 as f64 + reach && cy >= my0 as f64 - reach && cy <= my1 as f64 + reach
     };
-    let kept: Vec<bool> = (0..=n)
-        .map(|l| l == main || (l > 0 && mass[l] >= 0.05 * mass[main] && near(bbox[l])))
-        .collect();
+    let kept: Vec<bool> =
+        (0..=n).map(|l| l == main || (l > 0 && mass[l] >= 0.05 * mass[main] && near(bbox[l]))).collect();
 
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     let mut levels = Vec::new();
@@ -490,14 +433,7 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
             }
         }
     }
-    Ok(Ink {
-        w,
-        v,
-        x0,
-        y0,
-        x1,
-        y1,
-    })
+    Ok(Ink { w, v, x0, y0, x1, y1 })
 }
 
 /// A small grey patch, coverage in `0..=1`.
@@ -559,27 +495,16 @@ fn scale_to_box(ink: &Ink) -> Patch {
     let mut tmp = vec![0f32; h * out_w];
     for &y in &rows {
         for (j, list) in wx.iter().enumerate() {
-            tmp[y * out_w + j] = list
-                .iter()
-                .map(|&(k, wgt)| ink.v[y * ink.w + k] * wgt)
-                .sum();
+            tmp[y * out_w + j] = list.iter().map(|&(k, wgt)| ink.v[y * ink.w + k] * wgt).sum();
         }
     }
     let mut v = vec![0f32; out_w * out_h];
     for (i, list) in wy.iter().enumerate() {
         for j in 0..out_w {
-            v[i * out_w + j] = list
-                .iter()
-                .map(|&(k, wgt)| tmp[k * out_w + j] * wgt)
-                .sum::<f32>()
-                .clamp(0.0, 1.0);
+            v[i * out_w + j] = list.iter().map(|&(k, wgt)| tmp[k * out_w + j] * wgt).sum::<f32>().clamp(0.0, 1.0);
         }
     }
-    Patch {
-        w: out_w,
-        h: out_h,
-        v,
-    }
+    Patch { w: out_w, h: out_h, v }
 }
 
 /// Pastes the patch into 28×28 with its centre of mass at (14, 14), shifted by whole pixels and

@@ -68,15 +68,9 @@ pub type Result<T, E = VizError> = std::result::Result<T, E>;
 
 impl VizError {
     pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        VizError::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
+        VizError::Invalid { path: path.into(), message: message.into() }
     }
     pub(crate) fn draw(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        VizError::Draw {
-            path: path.into(),
-            message: message.into(),
-        }
+        VizError::Draw { path: path.into(), message: message.into() }
     }
 }

@@ -17,8 +17,7 @@ static DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// The embedded font, parsed once for this crate's own text layout; `None` if it does not parse.
 pub(crate) fn face() -> Option<&'static ab_glyph::FontRef<'static>> {
     static FACE: OnceLock<Option<ab_glyph::FontRef<'static>>> = OnceLock::new();
-    FACE.get_or_init(|| ab_glyph::FontRef::try_from_slice(DEJAVU_SANS).ok())
-        .as_ref()
+    FACE.get_or_init(|| ab_glyph::FontRef::try_from_slice(DEJAVU_SANS).ok()).as_ref()
 }
 
 /// Registers the embedded font with plotters under [`FONT_FAMILY`] (normal style; bold and italic
@@ -33,9 +32,8 @@ pub(crate) fn face() -> Option<&'static ab_glyph::FontRef<'static>> {
 /// A message when the embedded font data cannot be parsed (which would be a build defect).
 pub fn register_fonts() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok()
-    });
+    let ok =
+        *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok());
     if ok {
         Ok(())
     } else {

@@ -48,26 +48,14 @@ pub struct Tile<'a> {
 impl<'a> Tile<'a> {
     /// An image with a black caption (e.g. its label, "5" or "Sneaker").
     pub fn labelled(pixels: &'a [u8], caption: impl Into<String>) -> Self {
-        Tile {
-            pixels,
-            caption: caption.into(),
-            tone: Tone::Neutral,
-        }
+        Tile { pixels, caption: caption.into(), tone: Tone::Neutral }
     }
 
     /// An image with the caption "Pred: {predicted}, True: {truth}", green when they are equal and
     /// red otherwise.
     pub fn prediction(pixels: &'a [u8], predicted: &str, truth: &str) -> Self {
-        let tone = if predicted == truth {
-            Tone::Right
-        } else {
-            Tone::Wrong
-        };
-        Tile {
-            pixels,
-            caption: format!("Pred: {predicted}, True: {truth}"),
-            tone,
-        }
+        let tone = if predicted == truth { Tone::Right } else { Tone::Wrong };
+        Tile { pixels, caption: format!("Pred: {predicted}, True: {truth}"), tone }
     }
 }
 
@@ -89,13 +77,7 @@ pub struct GridOptions {
 impl Default for GridOptions {
     /// 28×28 images, 5 per row, 3× enlarged, no heading.
     fn default() -> Self {
-        GridOptions {
-            image_rows: 28,
-            image_cols: 28,
-            columns: 5,
-            scale: 3,
-            title: String::new(),
-        }
+        GridOptions { image_rows: 28, image_cols: 28, columns: 5, scale: 3, title: String::new() }
     }
 }
 
@@ -118,9 +100,7 @@ const FRAME: [u8; 3] = [190, 190, 190];
 /// or writing fails.
 pub fn digit_grid(path: impl AsRef<Path>, tiles: &[Tile<'_>], options: &GridOptions) -> Result<()> {
     let path = path.as_ref();
-    render_grid(tiles, options)
-        .map_err(|f| f.at(path))?
-        .save_png(path)
+    render_grid(tiles, options).map_err(|f| f.at(path))?.save_png(path)
 }
 
 /// Puts the grey image `pixels` (`rows × cols`) at `(x, y)` of the canvas, `scale` times larger,
@@ -154,22 +134,14 @@ fn render_grid(tiles: &[Tile<'_>], o: &GridOptions) -> Drawn<Canvas> {
     }
     let scale = i64::from(o.scale);
     let (img_w, img_h) = (o.image_cols as i64 * scale, o.image_rows as i64 * scale);
-    let caption_w = tiles
-        .iter()
-        .map(|t| text_width(&t.caption, CAPTION_PX))
-        .max()
-        .unwrap_or(0);
+    let caption_w = tiles.iter().map(|t| text_width(&t.caption, CAPTION_PX)).max().unwrap_or(0);
     let has_captions = tiles.iter().any(|t| !t.caption.is_empty());
     let cap_h = if has_captions { CAPTION_H } else { 0 };
     let cell_w = img_w.max(caption_w + 4) + PAD;
     let cell_h = cap_h + img_h + PAD;
     let columns = o.columns.min(tiles.len()) as i64;
     let rows = (tiles.len() as i64 + columns - 1) / columns;
-    let heading = if o.title.trim().is_empty() {
-        0
-    } else {
-        TITLE_H
-    };
+    let heading = if o.title.trim().is_empty() { 0 } else { TITLE_H };
     let title_w = text_width(o.title.trim(), TITLE_PX) + 2 * PAD;
     let width = (columns * cell_w + PAD).max(title_w);
     let height = heading + rows * cell_h + PAD;
@@ -190,22 +162,10 @@ fn render_grid(tiles: &[Tile<'_>], o: &GridOptions) -> Drawn<Canvas> {
         anchors.push((cell_x + (cell_w - PAD) / 2, cell_y));
     }
     if heading > 0 {
-        canvas.text(
-            o.title.trim(),
-            (width / 2, 16),
-            TITLE_PX,
-            BLACK,
-            Anchor::TOP,
-        )?;
+        canvas.text(o.title.trim(), (width / 2, 16), TITLE_PX, BLACK, Anchor::TOP)?;
     }
     for (t, &(x, y)) in tiles.iter().zip(&anchors) {
-        canvas.text(
-            &t.caption,
-            (x, y + 4),
-            CAPTION_PX,
-            t.tone.color(),
-            Anchor::TOP,
-        )?;
+        canvas.text(&t.caption, (x, y + 4), CAPTION_PX, t.tone.color(), Anchor::TOP)?;
     }
     Ok(canvas)
 }
@@ -234,22 +194,12 @@ pub fn enlarged_digit(
     scale: u32,
 ) -> Result<()> {
     let path = path.as_ref();
-    render_enlarged(pixels, rows, cols, title, scale)
-        .map_err(|f| f.at(path))?
-        .save_png(path)
+    render_enlarged(pixels, rows, cols, title, scale).map_err(|f| f.at(path))?.save_png(path)
 }
 
-fn render_enlarged(
-    pixels: &[u8],
-    rows: usize,
-    cols: usize,
-    title: &str,
-    scale: u32,
-) -> Drawn<Canvas> {
+fn render_enlarged(pixels: &[u8], rows: usize, cols: usize, title: &str, scale: u32) -> Drawn<Canvas> {
     if rows == 0 || cols == 0 || scale == 0 {
-        return Err(Fail::Invalid(format!(
-            "an image of {rows}×{cols} pixels at scale {scale} leaves nothing to draw"
-        )));
+        return Err(Fail::Invalid(format!("an image of {rows}×{cols} pixels at scale {scale} leaves nothing to draw")));
     }
     if pixels.len() != rows * cols {
         return Err(Fail::Invalid(format!(
@@ -265,10 +215,7 @@ fn render_enlarged(
     let height = BIG_TOP + img_h + BIG_BOTTOM;
     let dims = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
     let mut canvas = Canvas::new(dims(width), dims(height))?;
-    let (x, y) = (
-        BIG_LEFT + (width - BIG_LEFT - img_w - BIG_RIGHT) / 2,
-        BIG_TOP,
-    );
+    let (x, y) = (BIG_LEFT + (width - BIG_LEFT - img_w - BIG_RIGHT) / 2, BIG_TOP);
     blit(&mut canvas, pixels, cols, (x, y), scale);
     canvas.frame(x, y, img_w, img_h, [60, 60, 60]);
     // Ticks every 5 pixels (every pixel for tiny images), pointing out of the frame.
@@ -285,13 +232,7 @@ fn render_enlarged(
     }
     for c in (0..cols).step_by(step) {
         let cx = x + c as i64 * scale + scale / 2;
-        canvas.text(
-            &c.to_string(),
-            (cx, y + img_h + 11),
-            TICK_PX,
-            BLACK,
-            Anchor::TOP,
-        )?;
+        canvas.text(&c.to_string(), (cx, y + img_h + 11), TICK_PX, BLACK, Anchor::TOP)?;
     }
     for r in (0..rows).step_by(step) {
         let cy = y + r as i64 * scale + scale / 2;

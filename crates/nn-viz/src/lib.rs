@@ -41,9 +41,7 @@ mod text;
 
 pub use confusion::confusion_png;
 pub use diagram::{network_diagram, DiagramLayer, LayerKind};
-pub use digitize::{
-    digitize_image, digitize_path, mnist_style_from_luma, DIGIT_BOX, MNIST_PIXELS, MNIST_SIDE,
-};
+pub use digitize::{digitize_image, digitize_path, mnist_style_from_luma, DIGIT_BOX, MNIST_PIXELS, MNIST_SIDE};
 pub use error::{DigitizeError, Result, VizError};
 pub use font::{register_fonts, FONT_FAMILY};
 pub use grid::{digit_grid, enlarged_digit, GridOptions, Tile, Tone};

@@ -72,8 +72,7 @@ pub(crate) fn width(text: &str, size: f64) -> i64 {
 fn cap_height(f: &FontRef<'static>, size: f32) -> f32 {
     let scaled = f.as_scaled(PxScale::from(size));
     let glyph = scaled.scaled_glyph('H');
-    f.outline_glyph(glyph)
-        .map_or(size * 0.63, |o| -o.px_bounds().min.y)
+    f.outline_glyph(glyph).map_or(size * 0.63, |o| -o.px_bounds().min.y)
 }
 
 /// Writes `text` at `(x, y)` in colour `rgb`; `upward` rotates it a quarter turn anticlockwise
@@ -109,11 +108,7 @@ pub(crate) fn draw(
             let (bx, by) = (b.min.x as i64, b.min.y as i64);
             outline.draw(|gx, gy, coverage| {
                 let (tx, ty) = (bx + i64::from(gx), by + i64::from(gy));
-                let (cx, cy) = if upward {
-                    (x + ty, y - tx)
-                } else {
-                    (x + tx, y + ty)
-                };
+                let (cx, cy) = if upward { (x + ty, y - tx) } else { (x + tx, y + ty) };
                 canvas.blend(cx, cy, rgb, coverage);
             });
         }

@@ -28,10 +28,7 @@ fn coverage(shape: &[Segment], scale: f64, (ox, oy): (f64, f64), w: usize, h: us
         let (x, y) = ((i % w) as f64, (i / w) as f64);
         let mut hits = 0;
         for s in 0..16 {
-            let p = (
-                (x + (s % 4) as f64 / 4.0 + 0.125 - ox) / scale,
-                (y + (s / 4) as f64 / 4.0 + 0.125 - oy) / scale,
-            );
+            let p = ((x + (s % 4) as f64 / 4.0 + 0.125 - ox) / scale, (y + (s / 4) as f64 / 4.0 + 0.125 - oy) / scale);
             if shape.iter().any(|&(a, b)| distance(p, a, b) <= PEN) {
                 hits += 1;
             }
@@ -43,20 +40,14 @@ fn coverage(shape: &[Segment], scale: f64, (ox, oy): (f64, f64), w: usize, h: us
 
 /// The clean MNIST-style original: bright on black, 28×28.
 fn original(shape: &[Segment]) -> Vec<u8> {
-    coverage(shape, 1.0, (0.0, 0.0), 28, 28)
-        .iter()
-        .map(|c| (c * 255.0).round() as u8)
-        .collect()
+    coverage(shape, 1.0, (0.0, 0.0), 28, 28).iter().map(|c| (c * 255.0).round() as u8).collect()
 }
 
 /// A deterministic noise source.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -70,14 +61,9 @@ fn photo(shape: &[Segment], paper: [f64; 3], ink: [f64; 3], noise: f64) -> RgbIm
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let (xf, yf) = (f64::from(x), f64::from(y));
         let light = 0.88 + 0.12 * (xf + yf) / 600.0;
-        let speck = [(30.0, 250.0), (280.0, 280.0), (40.0, 60.0)]
-            .iter()
-            .any(|&(sx, sy)| (xf - sx).hypot(yf - sy) < 2.5);
-        let c = if speck {
-            0.9
-        } else {
-            cov[y as usize * w + x as usize]
-        };
+        let speck =
+            [(30.0, 250.0), (280.0, 280.0), (40.0, 60.0)].iter().any(|&(sx, sy)| (xf - sx).hypot(yf - sy) < 2.5);
+        let c = if speck { 0.9 } else { cov[y as usize * w + x as usize] };
         let n = (rng.next() - 0.5) * 2.0 * noise;
         let ch = |k: usize| (paper[k] * light * (1.0 - c) + ink[k] * c + n).clamp(0.0, 255.0) as u8;
         Rgb([ch(0), ch(1), ch(2)])
@@ -101,10 +87,7 @@ fn centre_of_mass(img: &[u8]) -> (f64, f64) {
 /// The image shifted by whole pixels so that its centre of mass is nearest (14, 14).
 fn centred(img: &[u8]) -> Vec<u8> {
     let (cx, cy) = centre_of_mass(img);
-    shifted(
-        img,
-        ((14.0 - cx).round() as i64, (14.0 - cy).round() as i64),
-    )
+    shifted(img, ((14.0 - cx).round() as i64, (14.0 - cy).round() as i64))
 }
 
 /// The image moved by `(dx, dy)` pixels.
@@ -120,11 +103,7 @@ fn shifted(img: &[u8], (dx, dy): (i64, i64)) -> Vec<u8> {
 }
 
 fn cosine(a: &[u8], b: &[u8]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
     let norm = |v: &[u8]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
 }
@@ -158,27 +137,15 @@ fn bbox(img: &[u8], level: u8) -> (usize, usize) {
 /// The checks every digitized picture of `shape` must pass.
 fn check_like(result: &[u8], shape: &[Segment], what: &str) {
     let (cx, cy) = centre_of_mass(result);
-    assert!(
-        (cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0,
-        "{what}: centre of mass ({cx:.2}, {cy:.2})"
-    );
+    assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "{what}: centre of mass ({cx:.2}, {cy:.2})");
     let (bw, bh) = bbox(result, 64);
-    assert!(
-        (19..=21).contains(&bw.max(bh)),
-        "{what}: bounding box {bw}×{bh}"
-    );
+    assert!((19..=21).contains(&bw.max(bh)), "{what}: bounding box {bw}×{bh}");
     let sim = similarity(result, shape);
     assert!(sim > 0.8, "{what}: cosine similarity {sim:.3}");
-    assert!(
-        result.iter().filter(|&&v| v >= 200).count() >= 20,
-        "{what}: hardly any solid ink"
-    );
+    assert!(result.iter().filter(|&&v| v >= 200).count() >= 20, "{what}: hardly any solid ink");
     eprintln!("{what}: cosine {sim:.3}, centre of mass ({cx:.2}, {cy:.2}), box {bw}×{bh}");
     let corners = [0, 27, 27 * 28, 783];
-    assert!(
-        corners.iter().all(|&i| result[i] == 0),
-        "{what}: background is not black"
-    );
+    assert!(corners.iter().all(|&i| result[i] == 0), "{what}: background is not black");
 }
 
 #[test]
@@ -190,10 +157,7 @@ fn beige_noisy_photo_becomes_an_mnist_seven() {
     assert!(sim > 0.9, "cosine similarity {sim:.3}");
     // Without the allowance for rounding, as the centred images come.
     let plain = cosine(&result, &centred(&original(SEVEN)));
-    assert!(
-        plain > 0.8,
-        "cosine similarity without realignment {plain:.3}"
-    );
+    assert!(plain > 0.8, "cosine similarity without realignment {plain:.3}");
 }
 
 #[test]
@@ -217,20 +181,11 @@ fn vignetted_photo_with_a_dark_centre_or_dark_corners() {
     for (what, strength) in [("dark corners", -0.35), ("dark centre", 0.25)] {
         let mut img = photo(SEVEN, BEIGE, INK, 10.0);
         for (x, y, p) in img.enumerate_pixels_mut() {
-            let r2 = ((f64::from(x) - 150.0).powi(2) + (f64::from(y) - 150.0).powi(2))
-                / (150.0f64 * 150.0 * 2.0);
-            let factor = if strength < 0.0 {
-                1.0 + strength * r2
-            } else {
-                1.0 - strength * (1.0 - r2)
-            };
+            let r2 = ((f64::from(x) - 150.0).powi(2) + (f64::from(y) - 150.0).powi(2)) / (150.0f64 * 150.0 * 2.0);
+            let factor = if strength < 0.0 { 1.0 + strength * r2 } else { 1.0 - strength * (1.0 - r2) };
             p.0 = p.0.map(|c| (f64::from(c) * factor) as u8);
         }
-        check_like(
-            &digitize_image(&DynamicImage::ImageRgb8(img)).unwrap(),
-            SEVEN,
-            what,
-        );
+        check_like(&digitize_image(&DynamicImage::ImageRgb8(img)).unwrap(), SEVEN, what);
     }
 }
 
@@ -246,14 +201,8 @@ fn light_digit_on_black_is_kept_and_mnist_input_passes_through() {
 #[test]
 fn transparent_drawing_counts_as_white_paper() {
     let cov = coverage(SEVEN, 5.0, (30.0, 10.0), 200, 160);
-    let img = RgbaImage::from_fn(200, 160, |x, y| {
-        Rgba([0, 0, 0, (cov[y as usize * 200 + x as usize] * 255.0) as u8])
-    });
-    check_like(
-        &digitize_image(&DynamicImage::ImageRgba8(img)).unwrap(),
-        SEVEN,
-        "transparent drawing",
-    );
+    let img = RgbaImage::from_fn(200, 160, |x, y| Rgba([0, 0, 0, (cov[y as usize * 200 + x as usize] * 255.0) as u8]));
+    check_like(&digitize_image(&DynamicImage::ImageRgba8(img)).unwrap(), SEVEN, "transparent drawing");
 }
 
 #[test]
@@ -270,38 +219,18 @@ fn jpeg_and_png_files_are_read() {
 #[test]
 fn blank_pictures_have_no_digit() {
     let white = DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 300, Rgb([255, 255, 255])));
-    assert!(matches!(
-        digitize_image(&white),
-        Err(DigitizeError::NoDigit(_))
-    ));
+    assert!(matches!(digitize_image(&white), Err(DigitizeError::NoDigit(_))));
     // Paper with noise, a lighting gradient and three specks of dirt: nothing digit-like.
     let specks = DynamicImage::ImageRgb8(photo(&[], BEIGE, INK, 14.0));
-    assert!(matches!(
-        digitize_image(&specks),
-        Err(DigitizeError::NoDigit(_))
-    ));
+    assert!(matches!(digitize_image(&specks), Err(DigitizeError::NoDigit(_))));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blank-page.png");
-    RgbImage::from_pixel(120, 80, Rgb([255, 255, 255]))
-        .save(&path)
-        .unwrap();
+    RgbImage::from_pixel(120, 80, Rgb([255, 255, 255])).save(&path).unwrap();
     let err = digitize_path(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VizError::Digitize {
-                source: DigitizeError::NoDigit(_),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, VizError::Digitize { source: DigitizeError::NoDigit(_), .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("blank-page.png") && msg.contains("no digit found"),
-        "{msg}"
-    );
+    assert!(msg.contains("blank-page.png") && msg.contains("no digit found"), "{msg}");
 }
 
 #[test]
@@ -315,39 +244,19 @@ fn unreadable_files_are_named() {
 
     let truncated = dir.path().join("cut.png");
     let mut bytes = Vec::new();
-    photo(SEVEN, BEIGE, INK, 4.0)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .unwrap();
+    photo(SEVEN, BEIGE, INK, 4.0).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let err = digitize_path(&truncated).unwrap_err();
-    assert!(
-        matches!(err, VizError::Decode { .. }) && err.to_string().contains("cut.png"),
-        "{err:?}"
-    );
+    assert!(matches!(err, VizError::Decode { .. }) && err.to_string().contains("cut.png"), "{err:?}");
 
     let missing = dir.path().join("missing.jpg");
     let err = digitize_path(&missing).unwrap_err();
-    assert!(
-        matches!(err, VizError::Io { .. }) && err.to_string().contains("missing.jpg"),
-        "{err:?}"
-    );
+    assert!(matches!(err, VizError::Io { .. }) && err.to_string().contains("missing.jpg"), "{err:?}");
 }
 
 #[test]
 fn bad_buffers_are_refused() {
-    assert!(matches!(
-        mnist_style_from_luma(28, 28, &[0; 100]),
-        Err(DigitizeError::BadBuffer(_))
-    ));
-    assert!(matches!(
-        mnist_style_from_luma(0, 0, &[]),
-        Err(DigitizeError::BadBuffer(_))
-    ));
-    assert!(matches!(
-        mnist_style_from_luma(28, 28, &[0; 784]),
-        Err(DigitizeError::NoDigit(_))
-    ));
+    assert!(matches!(mnist_style_from_luma(28, 28, &[0; 100]), Err(DigitizeError::BadBuffer(_))));
+    assert!(matches!(mnist_style_from_luma(0, 0, &[]), Err(DigitizeError::BadBuffer(_))));
+    assert!(matches!(mnist_style_from_luma(28, 28, &[0; 784]), Err(DigitizeError::NoDigit(_))));
 }

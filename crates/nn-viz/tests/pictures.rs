@@ -6,8 +6,8 @@ use std::path::Path;
 
 use image::RgbImage;
 use nn_viz::{
-    confusion_png, digit_grid, enlarged_digit, network_diagram, plot_history, DiagramLayer,
-    GridOptions, HistoryCurves, Tile, VizError,
+    confusion_png, digit_grid, enlarged_digit, network_diagram, plot_history, DiagramLayer, GridOptions, HistoryCurves,
+    Tile, VizError,
 };
 
 fn load(path: &Path) -> RgbImage {
@@ -74,24 +74,15 @@ fn history_has_two_panels_with_both_lines() {
     plot_history(&path, &history()).unwrap();
     let img = load(&path);
     assert_eq!(img.dimensions(), (1000, 494));
-    assert!(
-        distinct_colours(&img) > 100,
-        "{} colours",
-        distinct_colours(&img)
-    );
+    assert!(distinct_colours(&img) > 100, "{} colours", distinct_colours(&img));
     // Blue (train) and orange (validation) lines in both panels.
     for (x0, x1) in [(0, 500), (500, 1000)] {
         let half = |pred: &dyn Fn([u8; 3]) -> bool| {
-            img.enumerate_pixels()
-                .filter(|(x, _, p)| (x0..x1).contains(x) && pred(p.0))
-                .count()
+            img.enumerate_pixels().filter(|(x, _, p)| (x0..x1).contains(x) && pred(p.0)).count()
         };
         let blue = half(&|[r, g, b]| b > 150 && r < 80 && g < 150);
         let orange = half(&|[r, g, b]| r > 220 && (100..180).contains(&g) && b < 80);
-        assert!(
-            blue > 200 && orange > 200,
-            "panel {x0}..{x1}: {blue} blue, {orange} orange pixels"
-        );
+        assert!(blue > 200 && orange > 200, "panel {x0}..{x1}: {blue} blue, {orange} orange pixels");
     }
     // Text (titles, ticks, axis names) is dark.
     assert!(count(&img, dark) > 1500);
@@ -101,34 +92,18 @@ fn history_has_two_panels_with_both_lines() {
 fn history_without_accuracy_or_validation_is_one_panel() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("loss.png");
-    let curves = HistoryCurves {
-        loss: vec![2.3, 1.1, f64::NAN, 0.4],
-        ..Default::default()
-    };
+    let curves = HistoryCurves { loss: vec![2.3, 1.1, f64::NAN, 0.4], ..Default::default() };
     plot_history(&path, &curves).unwrap();
     let img = load(&path);
     assert_eq!(img.dimensions(), (500, 450));
-    assert_eq!(
-        count(&img, |[r, g, b]| r > 220
-            && (100..180).contains(&g)
-            && b < 80),
-        0,
-        "no validation line"
-    );
+    assert_eq!(count(&img, |[r, g, b]| r > 220 && (100..180).contains(&g) && b < 80), 0, "no validation line");
 
-    let one_epoch = HistoryCurves {
-        accuracy: vec![0.9],
-        val_accuracy: vec![0.92],
-        ..Default::default()
-    };
+    let one_epoch = HistoryCurves { accuracy: vec![0.9], val_accuracy: vec![0.92], ..Default::default() };
     plot_history(dir.path().join("one.png"), &one_epoch).unwrap();
     assert_eq!(load(&dir.path().join("one.png")).dimensions(), (500, 450));
 
     let err = plot_history(dir.path().join("empty.png"), &HistoryCurves::default()).unwrap_err();
-    assert!(
-        matches!(err, VizError::Invalid { .. }) && err.to_string().contains("empty.png"),
-        "{err}"
-    );
+    assert!(matches!(err, VizError::Invalid { .. }) && err.to_string().contains("empty.png"), "{err}");
 }
 
 #[test]
@@ -142,12 +117,7 @@ fn prediction_grid_colours_right_green_and_wrong_red() {
         Tile::prediction(&ring, "0", "0"),
         Tile::prediction(&ring, "6", "0"),
     ];
-    let options = GridOptions {
-        columns: 3,
-        scale: 3,
-        title: "Test predictions".into(),
-        ..Default::default()
-    };
+    let options = GridOptions { columns: 3, scale: 3, title: "Test predictions".into(), ..Default::default() };
     let path = dir.path().join("grid.png");
     digit_grid(&path, &tiles, &options).unwrap();
     let img = load(&path);
@@ -156,28 +126,13 @@ fn prediction_grid_colours_right_green_and_wrong_red() {
     assert!(count(&img, greenish) > 100, "green captions");
     assert!(count(&img, reddish) > 60, "red captions");
     // The digits: dark on white, 3×3 pixels per image pixel.
-    let ink =
-        ring.iter().filter(|&&v| v > 0).count() * 3 + bar.iter().filter(|&&v| v > 0).count() * 2;
-    assert!(
-        count(&img, |c| c == [0, 0, 0]) >= ink * 9,
-        "digits are drawn dark"
-    );
+    let ink = ring.iter().filter(|&&v| v > 0).count() * 3 + bar.iter().filter(|&&v| v > 0).count() * 2;
+    assert!(count(&img, |c| c == [0, 0, 0]) >= ink * 9, "digits are drawn dark");
 
     // Neutral captions: no green, no red.
-    let labelled: Vec<Tile<'_>> = (0..4)
-        .map(|i| Tile::labelled(&ring, format!("Label: {i}")))
-        .collect();
+    let labelled: Vec<Tile<'_>> = (0..4).map(|i| Tile::labelled(&ring, format!("Label: {i}"))).collect();
     let path = dir.path().join("labels.png");
-    digit_grid(
-        &path,
-        &labelled,
-        &GridOptions {
-            columns: 10,
-            scale: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    digit_grid(&path, &labelled, &GridOptions { columns: 10, scale: 2, ..Default::default() }).unwrap();
     let img = load(&path);
     assert_eq!(count(&img, greenish) + count(&img, reddish), 0);
     assert!(img.height() < 2 * 56 + 60, "one row");
@@ -191,17 +146,11 @@ fn grid_refuses_inconsistent_input() {
     let tiles = [Tile::labelled(&ring, "a"), Tile::labelled(&short, "b")];
     let err = digit_grid(dir.path().join("bad.png"), &tiles, &GridOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("bad.png") && msg.contains("image 1 holds 700 pixels"),
-        "{msg}"
-    );
+    assert!(msg.contains("bad.png") && msg.contains("image 1 holds 700 pixels"), "{msg}");
     assert!(!dir.path().join("bad.png").exists());
     let err = digit_grid(dir.path().join("none.png"), &[], &GridOptions::default()).unwrap_err();
     assert!(matches!(err, VizError::Invalid { .. }));
-    let zero = GridOptions {
-        scale: 0,
-        ..Default::default()
-    };
+    let zero = GridOptions { scale: 0, ..Default::default() };
     assert!(digit_grid(dir.path().join("zero.png"), &tiles[..1], &zero).is_err());
 }
 
@@ -215,10 +164,7 @@ fn enlarged_digit_is_big_and_dark_on_white() {
     assert!(w >= 28 * 12 + 40 && h >= 28 * 12 + 60, "{w}×{h}");
     let bar = digit(true).iter().filter(|&&v| v > 0).count();
     assert!(count(&img, |c| c == [0, 0, 0]) >= bar * 144);
-    assert!(
-        count(&img, |c| c == [255, 255, 255]) > (w * h / 2) as usize,
-        "white background"
-    );
+    assert!(count(&img, |c| c == [255, 255, 255]) > (w * h / 2) as usize, "white background");
     let err = enlarged_digit(dir.path().join("x.png"), &[0; 10], 28, 28, "", 4).unwrap_err();
     assert!(err.to_string().contains("10 pixels"), "{err}");
 }
@@ -249,27 +195,15 @@ fn confusion_matrix_has_dark_diagonal_with_white_counts() {
                 && navy(img.get_pixel(x + 4, *y).0)
         })
         .count();
-    assert!(
-        white_in_navy > 20,
-        "{white_in_navy} white text pixels on dark cells"
-    );
+    assert!(white_in_navy > 20, "{white_in_navy} white text pixels on dark cells");
 
     // Long names and arrays of arrays work too.
     let fashion = ["T-shirt/top", "Trouser", "Pullover"];
-    confusion_png(
-        dir.path().join("fashion.png"),
-        &[[50u64, 1, 4], [0, 55, 0], [9, 0, 41]],
-        &fashion,
-        "",
-    )
-    .unwrap();
+    confusion_png(dir.path().join("fashion.png"), &[[50u64, 1, 4], [0, 55, 0], [9, 0, 41]], &fashion, "").unwrap();
     assert!(count(&load(&dir.path().join("fashion.png")), non_white) > 1000);
 
     let err = confusion_png(dir.path().join("bad.png"), &m, &names[..9], "").unwrap_err();
-    assert!(
-        err.to_string().contains("9 class names for a 10×10"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("9 class names for a 10×10"), "{err}");
     let ragged = vec![vec![1u64, 2], vec![3]];
     let err = confusion_png(dir.path().join("ragged.png"), &ragged, &["a", "b"], "").unwrap_err();
     assert!(err.to_string().contains("row 1 has 1 columns"), "{err}");
@@ -288,23 +222,14 @@ fn network_diagram_draws_columns_of_neurons_and_blocks() {
     let img = load(&path);
     let (w, h) = img.dimensions();
     assert!(w >= 3 * 150 && h >= 450, "{w}×{h}");
-    let blue = count(&img, |[r, g, b]| {
-        (150..=180).contains(&r) && (195..=215).contains(&g) && b > 215
-    });
-    let green = count(&img, |[r, g, b]| {
-        (165..=190).contains(&r) && g > 210 && (125..=150).contains(&b)
-    });
-    let orange = count(&img, |[r, g, b]| {
-        r > 245 && (180..=200).contains(&g) && (100..=120).contains(&b)
-    });
+    let blue = count(&img, |[r, g, b]| (150..=180).contains(&r) && (195..=215).contains(&g) && b > 215);
+    let green = count(&img, |[r, g, b]| (165..=190).contains(&r) && g > 210 && (125..=150).contains(&b));
+    let orange = count(&img, |[r, g, b]| r > 245 && (180..=200).contains(&g) && (100..=120).contains(&b));
     assert!(
         blue > 3000 && green > 3000 && orange > 4000,
         "neurons: {blue} blue, {green} green, {orange} orange pixels"
     );
-    assert!(
-        count(&img, |c| c.iter().all(|&v| (150..=180).contains(&v))) > 2000,
-        "grey connections"
-    );
+    assert!(count(&img, |c| c.iter().all(|&v| (150..=180).contains(&v))) > 2000, "grey connections");
 
     let cnn = [
         DiagramLayer::block("Input", "28×28×1"),
@@ -314,9 +239,7 @@ fn network_diagram_draws_columns_of_neurons_and_blocks() {
     ];
     let path = dir.path().join("cnn.png");
     network_diagram(&path, &cnn, "").unwrap();
-    let purple = count(&load(&path), |[r, g, b]| {
-        (205..=225).contains(&r) && (205..=220).contains(&g) && b > 225
-    });
+    let purple = count(&load(&path), |[r, g, b]| (205..=225).contains(&r) && (205..=220).contains(&g) && b > 225);
     assert!(purple > 3 * 4000, "{purple} block pixels");
 
     let err = network_diagram(dir.path().join("none.png"), &[], "").unwrap_err();
@@ -329,8 +252,5 @@ fn unwritable_paths_are_named() {
     // A folder where the file should go.
     let err = plot_history(dir.path(), &history()).unwrap_err();
     assert!(matches!(err, VizError::Io { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&dir.path().display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }

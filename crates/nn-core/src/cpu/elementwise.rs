@@ -47,10 +47,7 @@ pub(crate) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: 
     if y.len() >= PAR_MIN && s.outer > 1 {
         let rows_per = s.outer.div_ceil(rayon::current_num_threads()).max(1);
         y.par_chunks_mut(rows_per * row).for_each(|part| {
-            let sub = Channels {
-                outer: part.len() / row,
-                ..s
-            };
+            let sub = Channels { outer: part.len() / row, ..s };
             bias_act_block(part, bias, act, sub);
         });
     } else {
@@ -135,12 +132,7 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 /// Returns `(Σ loss, Σ correct)` over the batch and writes the gradient.
-pub(crate) fn cross_entropy(
-    a: &XentArgs,
-    out: &[f32],
-    targets: &[f32],
-    grad: &mut [f32],
-) -> (f32, f32) {
+pub(crate) fn cross_entropy(a: &XentArgs, out: &[f32], targets: &[f32], grad: &mut [f32]) -> (f32, f32) {
     let (rows, cols) = (a.rows, a.cols);
     let mut loss = 0f64;
     let mut correct = 0usize;
@@ -200,11 +192,7 @@ pub(crate) fn cross_entropy(
 pub(crate) fn dropout(x: &mut [f32], mask: &mut [f32], rate: f32, seed: u64) {
     let keep = 1.0 / (1.0 - rate);
     for (i, (x, m)) in x.iter_mut().zip(mask.iter_mut()).enumerate() {
-        *m = if dropout_uniform(seed, i as u64) < rate {
-            0.0
-        } else {
-            keep
-        };
+        *m = if dropout_uniform(seed, i as u64) < rate { 0.0 } else { keep };
         *x *= *m;
     }
 }

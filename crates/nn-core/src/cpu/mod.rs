@@ -63,33 +63,15 @@ impl Device for Cpu {
         Ok(())
     }
 
-    fn bias_act(
-        &self,
-        y: &mut Vec<f32>,
-        bias: Option<&Vec<f32>>,
-        act: Activation,
-        s: Channels,
-    ) -> Result<()> {
+    fn bias_act(&self, y: &mut Vec<f32>, bias: Option<&Vec<f32>>, act: Activation, s: Channels) -> Result<()> {
         elementwise::bias_act(&mut y[..s.len()], bias.map(|b| &b[..s.channels]), act, s);
         Ok(())
     }
-    fn act_backward(
-        &self,
-        y: &Vec<f32>,
-        dy: &mut Vec<f32>,
-        act: Activation,
-        s: Channels,
-    ) -> Result<()> {
+    fn act_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>, act: Activation, s: Channels) -> Result<()> {
         elementwise::act_backward(&y[..s.len()], &mut dy[..s.len()], act, s);
         Ok(())
     }
-    fn channel_sums(
-        &self,
-        dy: &Vec<f32>,
-        s: Channels,
-        beta: f32,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn channel_sums(&self, dy: &Vec<f32>, s: Channels, beta: f32, out: &mut Vec<f32>) -> Result<()> {
         elementwise::channel_sums(&dy[..s.len()], s, beta, &mut out[..s.channels]);
         Ok(())
     }
@@ -106,14 +88,7 @@ impl Device for Cpu {
         stats[1] += correct;
         Ok(())
     }
-    fn dropout(
-        &self,
-        x: &mut Vec<f32>,
-        mask: &mut Vec<f32>,
-        rate: f32,
-        seed: u64,
-        len: usize,
-    ) -> Result<()> {
+    fn dropout(&self, x: &mut Vec<f32>, mask: &mut Vec<f32>, rate: f32, seed: u64, len: usize) -> Result<()> {
         elementwise::dropout(&mut x[..len], &mut mask[..len], rate, seed);
         Ok(())
     }
@@ -123,14 +98,7 @@ impl Device for Cpu {
         }
         Ok(())
     }
-    fn regularizer_grad(
-        &self,
-        w: &Vec<f32>,
-        dw: &mut Vec<f32>,
-        l1: f32,
-        l2: f32,
-        len: usize,
-    ) -> Result<()> {
+    fn regularizer_grad(&self, w: &Vec<f32>, dw: &mut Vec<f32>, l1: f32, l2: f32, len: usize) -> Result<()> {
         for (d, &w) in dw[..len].iter_mut().zip(&w[..len]) {
             *d += 2.0 * l2 * w
                 + l1 * if w > 0.0 {
@@ -143,14 +111,7 @@ impl Device for Cpu {
         }
         Ok(())
     }
-    fn regularizer_penalty(
-        &self,
-        w: &Vec<f32>,
-        l1: f32,
-        l2: f32,
-        len: usize,
-        acc: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn regularizer_penalty(&self, w: &Vec<f32>, l1: f32, l2: f32, len: usize, acc: &mut Vec<f32>) -> Result<()> {
         let (mut a, mut s) = (0f64, 0f64);
         for &w in &w[..len] {
             a += w.abs() as f64;
@@ -177,17 +138,14 @@ impl Device for Cpu {
             return Ok(());
         }
         // Split every tensor into the same chunks and update them in parallel.
-        let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> = slots
-            .iter_mut()
-            .map(|s| s[..len].chunks_mut(CHUNK))
-            .collect();
+        let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> =
+            slots.iter_mut().map(|s| s[..len].chunks_mut(CHUNK)).collect();
         let mut jobs = Vec::with_capacity(len.div_ceil(CHUNK));
         for (wc, gc) in w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)) {
             let sc: Vec<&mut [f32]> = slot_chunks.iter_mut().filter_map(|it| it.next()).collect();
             jobs.push((wc, gc, sc));
         }
-        jobs.into_par_iter()
-            .for_each(|(wc, gc, mut sc)| update_host(rule, sp, wc, gc, &mut sc));
+        jobs.into_par_iter().for_each(|(wc, gc, mut sc)| update_host(rule, sp, wc, gc, &mut sc));
         Ok(())
     }
 
@@ -199,34 +157,15 @@ impl Device for Cpu {
         conv::col2im(cols, win, dx);
         Ok(())
     }
-    fn swap_axes01(
-        &self,
-        src: &Vec<f32>,
-        a: usize,
-        b: usize,
-        r: usize,
-        dst: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn swap_axes01(&self, src: &Vec<f32>, a: usize, b: usize, r: usize, dst: &mut Vec<f32>) -> Result<()> {
         conv::swap_axes01(src, a, b, r, dst);
         Ok(())
     }
-    fn max_pool(
-        &self,
-        x: &Vec<f32>,
-        win: &Window,
-        y: &mut Vec<f32>,
-        arg: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn max_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>, arg: &mut Vec<f32>) -> Result<()> {
         conv::max_pool(x, win, y, arg);
         Ok(())
     }
-    fn max_pool_backward(
-        &self,
-        dy: &Vec<f32>,
-        arg: &Vec<f32>,
-        win: &Window,
-        dx: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn max_pool_backward(&self, dy: &Vec<f32>, arg: &Vec<f32>, win: &Window, dx: &mut Vec<f32>) -> Result<()> {
         conv::max_pool_backward(dy, arg, win, dx);
         Ok(())
     }
@@ -317,9 +256,39 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
             // parts; the reads of A and B stay inside the operands checked above.
             unsafe {
                 if by_rows {
-                    matrixmultiply::sgemm(hi - lo, k, n, g.alpha, a.as_ptr().offset(lo as isize * rsa), rsa, csa, b.as_ptr(), rsb, csb, g.beta, cp.0.add(lo * n), n as isize, 1);
+                    matrixmultiply::sgemm(
+                        hi - lo,
+                        k,
+                        n,
+                        g.alpha,
+                        a.as_ptr().offset(lo as isize * rsa),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        g.beta,
+                        cp.0.add(lo * n),
+                        n as isize,
+                        1,
+                    );
                 } else {
-                    matrixmultiply::sgemm(m, k, hi - lo, g.alpha, a.as_ptr(), rsa, csa, b.as_ptr().offset(lo as isize * csb), rsb, csb, g.beta, cp.0.add(lo), n as isize, 1);
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        hi - lo,
+                        g.alpha,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr().offset(lo as isize * csb),
+                        rsb,
+                        csb,
+                        g.beta,
+                        cp.0.add(lo),
+                        n as isize,
+                        1,
+                    );
                 }
             }
         });
@@ -334,7 +303,15 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// `C = α·Σ_chunks op(A)[:, chunk]·op(B)[chunk, :] + β·C`, the chunks of `k` in parallel.
-fn split_k(g: &Gemm, (rsa, csa): (isize, isize), (rsb, csb): (isize, isize), a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+fn split_k(
+    g: &Gemm,
+    (rsa, csa): (isize, isize),
+    (rsb, csb): (isize, isize),
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    threads: usize,
+) {
     let (m, n, k) = (g.m, g.n, g.k);
     let parts = threads * 2;
     let chunk = k.div_ceil(parts);

@@ -103,7 +103,8 @@ pub(crate) fn backward(
             let (mean, inv) = (saved[c], saved[s.channels + c]);
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for (px, pdy) in planes(a, x, c).zip(planes(a, dy, c)) {
-                let (a1, a2) = px.iter().zip(pdy).fold((0f32, 0f32), |(s1, s2), (&xv, &d)| (s1 + d, s2 + d * (xv - mean)));
+                let (a1, a2) =
+                    px.iter().zip(pdy).fold((0f32, 0f32), |(s1, s2), (&xv, &d)| (s1 + d, s2 + d * (xv - mean)));
                 sdy += a1 as f64;
                 sdyx += a2 as f64 * inv as f64;
             }

@@ -20,22 +20,11 @@ impl<D: Device> BatchNormLayer<D> {
     pub(crate) fn new(b: &BatchNorm, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
         let channels = l.input[0];
         let inner = l.input[1..].iter().product::<usize>().max(1);
-        BatchNormLayer {
-            channels,
-            inner,
-            momentum: b.momentum,
-            epsilon: b.epsilon,
-            params,
-            saved: None,
-        }
+        BatchNormLayer { channels, inner, momentum: b.momentum, epsilon: b.epsilon, params, saved: None }
     }
     fn args(&self, n: usize) -> BatchNormArgs {
         BatchNormArgs {
-            shape: Channels {
-                outer: n,
-                channels: self.channels,
-                inner: self.inner,
-            },
+            shape: Channels { outer: n, channels: self.channels, inner: self.inner },
             momentum: self.momentum,
             epsilon: self.epsilon,
         }
@@ -53,25 +42,11 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let args = self.args(n);
         let [g, b, mm, mv] = &mut self.params[..] else {
-            return Err(NnError::Device(
-                "batch normalisation without its four tensors".into(),
-            ));
+            return Err(NnError::Device("batch normalisation without its four tensors".into()));
         };
         if ctx.training {
-            let saved = self
-                .saved
-                .as_mut()
-                .ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
-            dev.batch_norm_train(
-                &args,
-                x,
-                &g.value,
-                &b.value,
-                &mut mm.value,
-                &mut mv.value,
-                saved,
-                y,
-            )
+            let saved = self.saved.as_mut().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
+            dev.batch_norm_train(&args, x, &g.value, &b.value, &mut mm.value, &mut mv.value, saved, y)
         } else {
             dev.batch_norm_infer(&args, x, &g.value, &b.value, &mm.value, &mv.value, y)
         }
@@ -88,17 +63,12 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
         _ctx: &Ctx,
     ) -> Result<()> {
         let args = self.args(n);
-        let saved = self
-            .saved
-            .as_ref()
-            .ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
+        let saved = self.saved.as_ref().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
         let (gb, _) = self.params.split_at_mut(2);
         let (g, b) = gb.split_at_mut(1);
         let (g, b) = (&mut g[0], &mut b[0]);
         let (Some(dg), Some(db)) = (g.grad.as_mut(), b.grad.as_mut()) else {
-            return Err(NnError::Device(
-                "batch norm gamma/beta without gradients".into(),
-            ));
+            return Err(NnError::Device("batch norm gamma/beta without gradients".into()));
         };
         // dx is always needed to compute dγ, dβ in one kernel; use a scratch when the caller has none.
         match dx {

@@ -37,15 +37,7 @@ impl<D: Device> Conv2DLayer<D> {
             oh,
             ow,
         };
-        Conv2DLayer {
-            win,
-            filters: c.filters,
-            act: c.activation,
-            params,
-            cols: None,
-            tmp: None,
-            cap: 0,
-        }
+        Conv2DLayer { win, filters: c.filters, act: c.activation, params, cols: None, tmp: None, cap: 0 }
     }
     fn ckk(&self) -> usize {
         self.win.c * self.win.kh * self.win.kw
@@ -69,33 +61,13 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
         let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
-            return Err(crate::error::NnError::Device(
-                "conv2d used before reserve".into(),
-            ));
+            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
         };
         dev.im2col(x, &win, cols)?;
-        dev.gemm(
-            &Gemm::new(false, false, f, n * ohw, ckk),
-            &self.params[0].value,
-            cols,
-            tmp,
-        )?;
+        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, tmp)?;
         dev.swap_axes01(tmp, f, n, ohw, y)?;
-        let act = if ctx.logits_head && self.act == Activation::Softmax {
-            Activation::Linear
-        } else {
-            self.act
-        };
-        dev.bias_act(
-            y,
-            self.params.get(1).map(|p| &p.value),
-            act,
-            Channels {
-                outer: n,
-                channels: f,
-                inner: ohw,
-            },
-        )
+        let act = if ctx.logits_head && self.act == Activation::Softmax { Activation::Linear } else { self.act };
+        dev.bias_act(y, self.params.get(1).map(|p| &p.value), act, Channels { outer: n, channels: f, inner: ohw })
     }
 
     fn backward(
@@ -110,16 +82,10 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
     ) -> Result<()> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
-        let shape = Channels {
-            outer: n,
-            channels: f,
-            inner: ohw,
-        };
+        let shape = Channels { outer: n, channels: f, inner: ohw };
         dev.act_backward(y, dy, self.act, shape)?;
         let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
-            return Err(crate::error::NnError::Device(
-                "conv2d used before reserve".into(),
-            ));
+            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
         };
         let (kernel, rest) = self.params.split_at_mut(1);
         if let Some(gb) = rest.first_mut().and_then(|b| b.grad.as_mut()) {
@@ -137,12 +103,7 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         }
         if let Some(dx) = dx {
             // dcols [ckk, n·ohw] = Wᵀ · t (reusing the cols buffer), then scatter back.
-            dev.gemm(
-                &Gemm::new(true, false, ckk, n * ohw, f),
-                &k.value,
-                tmp,
-                cols,
-            )?;
+            dev.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &k.value, tmp, cols)?;
             dev.col2im(cols, &win, dx)?;
         }
         Ok(())

@@ -15,12 +15,7 @@ pub(crate) struct DenseLayer<D: Device> {
 
 impl<D: Device> DenseLayer<D> {
     pub(crate) fn new(d: &Dense, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
-        DenseLayer {
-            inputs: l.input.iter().product(),
-            units: d.units,
-            act: d.activation,
-            params,
-        }
+        DenseLayer { inputs: l.input.iter().product(), units: d.units, act: d.activation, params }
     }
     fn act(&self, ctx: &Ctx) -> Activation {
         if ctx.logits_head && self.act == Activation::Softmax {
@@ -33,23 +28,9 @@ impl<D: Device> DenseLayer<D> {
 
 impl<D: Device> Layer<D> for DenseLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
-        dev.gemm(
-            &Gemm::new(false, false, n, self.units, self.inputs),
-            x,
-            &self.params[0].value,
-            y,
-        )?;
+        dev.gemm(&Gemm::new(false, false, n, self.units, self.inputs), x, &self.params[0].value, y)?;
         let bias = self.params.get(1).map(|p| &p.value);
-        dev.bias_act(
-            y,
-            bias,
-            self.act(ctx),
-            Channels {
-                outer: n,
-                channels: self.units,
-                inner: 1,
-            },
-        )
+        dev.bias_act(y, bias, self.act(ctx), Channels { outer: n, channels: self.units, inner: 1 })
     }
 
     fn backward(
@@ -62,22 +43,13 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
         n: usize,
         ctx: &Ctx,
     ) -> Result<()> {
-        let shape = Channels {
-            outer: n,
-            channels: self.units,
-            inner: 1,
-        };
+        let shape = Channels { outer: n, channels: self.units, inner: 1 };
         dev.act_backward(y, dy, self.act(ctx), shape)?;
         let (kernel, rest) = self.params.split_at_mut(1);
         let k = &mut kernel[0];
         if let Some(gw) = k.grad.as_mut() {
             // dW = xᵀ·dy : [in, units]
-            dev.gemm(
-                &Gemm::new(true, false, self.inputs, self.units, n),
-                x,
-                dy,
-                gw,
-            )?;
+            dev.gemm(&Gemm::new(true, false, self.inputs, self.units, n), x, dy, gw)?;
             if let Some(r) = k.reg {
                 dev.regularizer_grad(&k.value, gw, r.l1, r.l2, self.inputs * self.units)?;
             }
@@ -87,12 +59,7 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
         }
         if let Some(dx) = dx {
             // dx = dy·Wᵀ : [n, in]
-            dev.gemm(
-                &Gemm::new(false, true, n, self.inputs, self.units),
-                dy,
-                &k.value,
-                dx,
-            )?;
+            dev.gemm(&Gemm::new(false, true, n, self.inputs, self.units), dy, &k.value, dx)?;
         }
         Ok(())
     }

@@ -15,13 +15,7 @@ pub(crate) struct DropoutLayer<D: Device> {
 
 impl<D: Device> DropoutLayer<D> {
     pub(crate) fn new(rate: f32, l: &ResolvedLayer) -> Self {
-        DropoutLayer {
-            rate,
-            width: l.input.iter().product(),
-            mask: None,
-            cap: 0,
-            active: false,
-        }
+        DropoutLayer { rate, width: l.input.iter().product(), mask: None, cap: 0, active: false }
     }
 }
 

@@ -88,11 +88,7 @@ pub trait Layer<D: Device>: Send {
 }
 
 /// Creates the parameters of a layer, initialised from `rng` on the host and uploaded.
-pub(crate) fn make_params<D: Device>(
-    dev: &D,
-    l: &ResolvedLayer,
-    rng: &mut Rng,
-) -> Result<Vec<Param<D>>> {
+pub(crate) fn make_params<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Vec<Param<D>>> {
     let mut out = Vec::new();
     for (suffix, shape, trainable) in l.spec.param_shapes(&l.input) {
         let len: usize = shape.iter().product();
@@ -112,29 +108,14 @@ pub(crate) fn make_params<D: Device>(
         init.fill(&mut host, fan_in, fan_out, rng);
         let mut value = dev.alloc(len)?;
         dev.upload(&host, &mut value)?;
-        let grad = if trainable {
-            Some(dev.alloc(len)?)
-        } else {
-            None
-        };
-        out.push(Param {
-            name: format!("{}.{suffix}", l.name),
-            shape,
-            value,
-            grad,
-            slots: Vec::new(),
-            reg,
-        });
+        let grad = if trainable { Some(dev.alloc(len)?) } else { None };
+        out.push(Param { name: format!("{}.{suffix}", l.name), shape, value, grad, slots: Vec::new(), reg });
     }
     Ok(out)
 }
 
 /// Builds the runtime layer for a resolved spec.
-pub(crate) fn build<D: Device>(
-    dev: &D,
-    l: &ResolvedLayer,
-    rng: &mut Rng,
-) -> Result<Box<dyn Layer<D>>> {
+pub(crate) fn build<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Box<dyn Layer<D>>> {
     let params = make_params(dev, l, rng)?;
     Ok(match &l.spec {
         LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => Box::new(reshape::Identity),

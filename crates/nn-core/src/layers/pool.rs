@@ -19,48 +19,12 @@ impl<D: Device> PoolLayer<D> {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
         let (oh, ph) = window_out(h, kh, sh, p.padding);
         let (ow, pw) = window_out(w, kw, sw, p.padding);
-        PoolLayer {
-            win: Window {
-                n: 0,
-                c,
-                h,
-                w,
-                kh,
-                kw,
-                sh,
-                sw,
-                ph,
-                pw,
-                oh,
-                ow,
-            },
-            max,
-            arg: None,
-            cap: 0,
-        }
+        PoolLayer { win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow }, max, arg: None, cap: 0 }
     }
     pub(crate) fn global(l: &ResolvedLayer) -> Self {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
-        let win = Window {
-            n: 0,
-            c,
-            h,
-            w,
-            kh: h,
-            kw: w,
-            sh: h,
-            sw: w,
-            ph: 0,
-            pw: 0,
-            oh: 1,
-            ow: 1,
-        };
-        PoolLayer {
-            win,
-            max: false,
-            arg: None,
-            cap: 0,
-        }
+        let win = Window { n: 0, c, h, w, kh: h, kw: w, sh: h, sw: w, ph: 0, pw: 0, oh: 1, ow: 1 };
+        PoolLayer { win, max: false, arg: None, cap: 0 }
     }
 }
 
@@ -77,9 +41,7 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
         let win = Window { n, ..self.win };
         match (self.max, self.arg.as_mut()) {
             (true, Some(arg)) => dev.max_pool(x, &win, y, arg),
-            (true, None) => Err(crate::error::NnError::Device(
-                "max pooling used before reserve".into(),
-            )),
+            (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),
             (false, _) => dev.avg_pool(x, &win, y),
         }
     }
@@ -98,9 +60,7 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
         let win = Window { n, ..self.win };
         match (self.max, self.arg.as_ref()) {
             (true, Some(arg)) => dev.max_pool_backward(dy, arg, &win, dx),
-            (true, None) => Err(crate::error::NnError::Device(
-                "max pooling used before reserve".into(),
-            )),
+            (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),
             (false, _) => dev.avg_pool_backward(dy, &win, dx),
         }
     }
