@@ -60,7 +60,7 @@ pub fn recipe(name: &str) -> Option<Recipe> {
             Compile {
                 optimizer: Optimizer::adam().learning_rate(1e-2),
                 loss: cce,
-                schedule: Schedule::OneCycle { total_steps: 2 * 469, warmup: 0.25, div: 10.0, final_div: 100.0 },
+                schedule: Schedule::OneCycle { total_steps: 0, warmup: 0.25, div: 10.0, final_div: 100.0 },
             },
             2,
             128,

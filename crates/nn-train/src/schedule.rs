@@ -25,7 +25,7 @@ pub enum Schedule {
     },
     /// Cosine decay from the base rate to `alpha · base` over `total_steps` (Keras's `CosineDecay`).
     Cosine {
-        /// Steps to decay over (the schedule stays at the floor after).
+        /// Steps to decay over (the schedule stays at the floor after); 0: the whole run.
         total_steps: usize,
         /// Floor as a fraction of the base rate.
         alpha: f32,
@@ -33,7 +33,7 @@ pub enum Schedule {
     /// One-cycle: linear warm-up from `base/div` to the base rate over `warmup` of the steps,
     /// then cosine down to `base/final_div` (Smith's super-convergence).
     OneCycle {
-        /// Total steps of the run.
+        /// Total steps of the run; 0: the whole run.
         total_steps: usize,
         /// Fraction of the steps spent warming up.
         warmup: f32,
@@ -45,6 +45,17 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Fills in a `total_steps` of 0 (meaning "the whole run") with the run's length.
+    pub fn resolved(self, run_steps: usize) -> Schedule {
+        match self {
+            Schedule::Cosine { total_steps: 0, alpha } => Schedule::Cosine { total_steps: run_steps, alpha },
+            Schedule::OneCycle { total_steps: 0, warmup, div, final_div } => {
+                Schedule::OneCycle { total_steps: run_steps, warmup, div, final_div }
+            }
+            other => other,
+        }
+    }
+
     /// The learning rate of update `step` (0-based) in epoch `epoch` (0-based).
     pub fn lr(&self, base: f32, step: u64, epoch: usize) -> f32 {
         match *self {

@@ -238,6 +238,7 @@ impl Trainer {
         }
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
+        let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
         let base_lr = self.compile.optimizer.lr();
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
         // With per-batch checks (TerminateOnNaN), keep the weights of the last completed epoch
@@ -259,7 +260,7 @@ impl Trainer {
             while let Some(b) = it.next_batch() {
                 let n = b.len();
                 self.fill_targets(&b.labels);
-                lr = self.compile.schedule.lr(base_lr, self.state.step, epoch);
+                lr = schedule.lr(base_lr, self.state.step, epoch);
                 let sp = StepParams { lr, t: self.state.step + 1 };
                 let step_seed = seed_of_step(seed, self.state.step);
                 self.model.runtime().train_batch(&b.x, &self.targets, n, loss, &rule, sp, step_seed)?;
