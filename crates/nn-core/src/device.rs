@@ -59,7 +59,11 @@ impl Gemm {
     }
 }
 
-/// The geometry of a 2-D convolution or pooling window over `[n, c, h, w]` inputs.
+/// The geometry of a 2-D convolution or pooling window over `n` images of `c` channels.
+///
+/// Inside a network, image tensors are stored channels-major, `[c, n, h, w]`: a conv layer's
+/// GEMM then writes its output in place and each channel is one contiguous block. Layers that
+/// change rank (Flatten, global pooling, Reshape) convert to and from row-major `[n, features]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     /// Batch size.
@@ -189,14 +193,14 @@ pub trait Device: Send + Sync + 'static {
         len: usize,
     ) -> Result<()>;
 
-    /// `[n, c, h, w]` images into columns `[c·kh·kw, n·oh·ow]` (zero padding).
+    /// `[c, n, h, w]` images into columns `[c·kh·kw, n·oh·ow]` (zero padding).
     fn im2col(&self, x: &Self::Buf, win: &Window, cols: &mut Self::Buf) -> Result<()>;
-    /// Adds columns `[c·kh·kw, n·oh·ow]` back into images `dx` `[n, c, h, w]` (overwriting `dx`).
+    /// Adds columns `[c·kh·kw, n·oh·ow]` back into images `dx` `[c, n, h, w]` (overwriting `dx`).
     fn col2im(&self, cols: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Swaps the first two axes: `src [a, b, r]` into `dst [b, a, r]`.
     fn swap_axes01(&self, src: &Self::Buf, a: usize, b: usize, r: usize, dst: &mut Self::Buf) -> Result<()>;
-    /// Max pooling of `[n, c, h, w]` into `y [n, c, oh, ow]`, remembering each winner's offset
-    /// in its input plane in `arg`.
+    /// Max pooling of the `n·c` planes `[h, w]` into planes `[oh, ow]` (in the same order),
+    /// remembering each winner's offset in its input plane in `arg`.
     fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
     /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
     fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;

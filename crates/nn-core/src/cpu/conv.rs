@@ -1,5 +1,5 @@
 //! Convolution and pooling helpers on the CPU: im2col / col2im, axis swaps, max and average
-//! pooling. Each computes, per output row, the range of positions whose window lies inside the
+//! pooling. Images are channels-major, `[c, n, h, w]`; pooling works plane by plane. Each computes, per output row, the range of positions whose window lies inside the
 //! image, so the inner loops are branch-free (contiguous copies when the stride is 1). Parallel
 //! over rows (im2col) or planes (col2im, pooling) with rayon.
 
@@ -26,7 +26,7 @@ pub(crate) fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
         let ci = r / (w.kw * w.kh);
         let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
         for ni in 0..w.n {
-            let plane = &x[(ni * w.c + ci) * hw..(ni * w.c + ci + 1) * hw];
+            let plane = &x[(ci * w.n + ni) * hw..(ci * w.n + ni + 1) * hw];
             let out = &mut row[ni * ohw..(ni + 1) * ohw];
             for oy in 0..w.oh {
                 let orow = &mut out[oy * w.ow..(oy + 1) * w.ow];
@@ -55,7 +55,7 @@ pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let ncols = w.n * ohw;
     dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, plane)| {
-        let (ni, ci) = (p / w.c, p % w.c);
+        let (ci, ni) = (p / w.n, p % w.n);
         plane.fill(0.0);
         for ki in 0..w.kh {
             for kj in 0..w.kw {
@@ -230,7 +230,7 @@ mod tests {
                                 let ix = (ox * w.sw + kj) as isize - w.pw as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < w.h && (ix as usize) < w.w {
                                     out[r * ncols + (ni * w.oh + oy) * w.ow + ox] =
-                                        x[((ni * w.c + ci) * w.h + iy as usize) * w.w + ix as usize];
+                                        x[((ci * w.n + ni) * w.h + iy as usize) * w.w + ix as usize];
                                 }
                             }
                         }

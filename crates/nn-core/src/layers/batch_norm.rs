@@ -1,5 +1,5 @@
-//! `BatchNormalization` over the channel axis: `[n, c, h, w]` (per channel over `n·h·w`) or
-//! `[n, f]` (per feature over `n`). Parameters: `gamma`, `beta` (trainable), `moving_mean`,
+//! `BatchNormalization` over the channel axis: images `[c, n, h, w]` (channels-major; per
+//! channel over `n·h·w`) or features `[n, f]` (per feature over `n`). Parameters: `gamma`, `beta` (trainable), `moving_mean`,
 //! `moving_variance` (not trainable).
 
 use super::{Ctx, Layer, Param};
@@ -9,7 +9,9 @@ use crate::spec::{BatchNorm, ResolvedLayer};
 
 pub(crate) struct BatchNormLayer<D: Device> {
     channels: usize,
+    /// Elements per channel and example (`h·w` for images, 1 for features).
     inner: usize,
+    image: bool,
     momentum: f32,
     epsilon: f32,
     params: Vec<Param<D>>,
@@ -20,11 +22,16 @@ impl<D: Device> BatchNormLayer<D> {
     pub(crate) fn new(b: &BatchNorm, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
         let channels = l.input[0];
         let inner = l.input[1..].iter().product::<usize>().max(1);
-        BatchNormLayer { channels, inner, momentum: b.momentum, epsilon: b.epsilon, params, saved: None }
+        let image = l.input.len() == 3;
+        BatchNormLayer { channels, inner, image, momentum: b.momentum, epsilon: b.epsilon, params, saved: None }
     }
     fn args(&self, n: usize) -> BatchNormArgs {
         BatchNormArgs {
-            shape: Channels { outer: n, channels: self.channels, inner: self.inner },
+            shape: if self.image {
+                Channels { outer: 1, channels: self.channels, inner: n * self.inner }
+            } else {
+                Channels { outer: n, channels: self.channels, inner: 1 }
+            },
             momentum: self.momentum,
             epsilon: self.epsilon,
         }

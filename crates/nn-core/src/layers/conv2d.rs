@@ -1,11 +1,11 @@
-//! `Conv2D` by im2col and one large GEMM per pass:
-//! `cols [c·kh·kw, n·oh·ow] = im2col(x)`, `t [f, n·oh·ow] = W [f, c·kh·kw] · cols`,
-//! `y [n, f, oh·ow] = swap(t)`, then bias and activation.
+//! `Conv2D` by im2col and one large GEMM per pass, on channels-major images:
+//! `cols [c·kh·kw, n·oh·ow] = im2col(x [c, n, h, w])`, `y [f, n·oh·ow] = W [f, c·kh·kw] · cols`,
+//! then bias and activation in place. Backward: `dW = dy · colsᵀ`, `dcols = Wᵀ · dy`, col2im.
 
 use super::{Ctx, Layer, Param};
 use crate::activation::Activation;
 use crate::device::{Channels, Device, Gemm, Window};
-use crate::error::Result;
+use crate::error::{NnError, Result};
 use crate::spec::{window_out, Conv2D, ResolvedLayer};
 
 pub(crate) struct Conv2DLayer<D: Device> {
@@ -14,7 +14,6 @@ pub(crate) struct Conv2DLayer<D: Device> {
     act: Activation,
     params: Vec<Param<D>>,
     cols: Option<D::Buf>,
-    tmp: Option<D::Buf>,
     cap: usize,
 }
 
@@ -37,7 +36,7 @@ impl<D: Device> Conv2DLayer<D> {
             oh,
             ow,
         };
-        Conv2DLayer { win, filters: c.filters, act: c.activation, params, cols: None, tmp: None, cap: 0 }
+        Conv2DLayer { win, filters: c.filters, act: c.activation, params, cols: None, cap: 0 }
     }
     fn ckk(&self) -> usize {
         self.win.c * self.win.kh * self.win.kw
@@ -45,13 +44,19 @@ impl<D: Device> Conv2DLayer<D> {
     fn ohw(&self) -> usize {
         self.win.oh * self.win.ow
     }
+    fn act(&self, ctx: &Ctx) -> Activation {
+        if ctx.logits_head && self.act == Activation::Softmax {
+            Activation::Linear
+        } else {
+            self.act
+        }
+    }
 }
 
 impl<D: Device> Layer<D> for Conv2DLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
         if cap > self.cap {
             self.cols = Some(dev.alloc(self.ckk() * cap * self.ohw())?);
-            self.tmp = Some(dev.alloc(self.filters * cap * self.ohw())?);
             self.cap = cap;
         }
         Ok(())
@@ -60,14 +65,11 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
-        let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
-            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
-        };
+        let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         dev.im2col(x, &win, cols)?;
-        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, tmp)?;
-        dev.swap_axes01(tmp, f, n, ohw, y)?;
-        let act = if ctx.logits_head && self.act == Activation::Softmax { Activation::Linear } else { self.act };
-        dev.bias_act(y, self.params.get(1).map(|p| &p.value), act, Channels { outer: n, channels: f, inner: ohw })
+        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, y)?;
+        let shape = Channels { outer: 1, channels: f, inner: n * ohw };
+        dev.bias_act(y, self.params.get(1).map(|p| &p.value), self.act(ctx), shape)
     }
 
     fn backward(
@@ -78,32 +80,28 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         dy: &mut D::Buf,
         dx: Option<&mut D::Buf>,
         n: usize,
-        _ctx: &Ctx,
+        ctx: &Ctx,
     ) -> Result<()> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
-        let shape = Channels { outer: n, channels: f, inner: ohw };
-        dev.act_backward(y, dy, self.act, shape)?;
-        let (Some(cols), Some(tmp)) = (self.cols.as_mut(), self.tmp.as_mut()) else {
-            return Err(crate::error::NnError::Device("conv2d used before reserve".into()));
-        };
+        let shape = Channels { outer: 1, channels: f, inner: n * ohw };
+        dev.act_backward(y, dy, self.act(ctx), shape)?;
+        let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         let (kernel, rest) = self.params.split_at_mut(1);
         if let Some(gb) = rest.first_mut().and_then(|b| b.grad.as_mut()) {
             dev.channel_sums(dy, shape, 0.0, gb)?;
         }
-        // dy [n, f, ohw] -> t [f, n·ohw]
-        dev.swap_axes01(dy, n, f, ohw, tmp)?;
         let k = &mut kernel[0];
         if let Some(gw) = k.grad.as_mut() {
-            // dW [f, ckk] = t · colsᵀ
-            dev.gemm(&Gemm::new(false, true, f, ckk, n * ohw), tmp, cols, gw)?;
+            // dW [f, ckk] = dy [f, n·ohw] · colsᵀ
+            dev.gemm(&Gemm::new(false, true, f, ckk, n * ohw), dy, cols, gw)?;
             if let Some(r) = k.reg {
                 dev.regularizer_grad(&k.value, gw, r.l1, r.l2, f * ckk)?;
             }
         }
         if let Some(dx) = dx {
-            // dcols [ckk, n·ohw] = Wᵀ · t (reusing the cols buffer), then scatter back.
-            dev.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &k.value, tmp, cols)?;
+            // dcols [ckk, n·ohw] = Wᵀ · dy (reusing the cols buffer), then scatter back.
+            dev.gemm(&Gemm::new(true, false, ckk, n * ohw, f), &k.value, dy, cols)?;
             dev.col2im(cols, &win, dx)?;
         }
         Ok(())

@@ -118,7 +118,8 @@ pub(crate) fn make_params<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) 
 pub(crate) fn build<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Box<dyn Layer<D>>> {
     let params = make_params(dev, l, rng)?;
     Ok(match &l.spec {
-        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => Box::new(reshape::Identity),
+        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) if reshape::is_free(&l.input, &l.output) => Box::new(reshape::Identity),
+        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => Box::new(reshape::Relayout::new(l)),
         LayerSpec::Dense(d) => Box::new(dense::DenseLayer::new(d, l, params)),
         LayerSpec::Dropout(d) => Box::new(dropout::DropoutLayer::new(d.rate, l)),
         LayerSpec::Conv2D(c) => Box::new(conv2d::Conv2DLayer::new(c, l, params)),

@@ -1,4 +1,6 @@
-//! `MaxPooling2D`, `AveragePooling2D` and `GlobalAveragePooling2D` on `[n, c, h, w]`.
+//! `MaxPooling2D`, `AveragePooling2D` and `GlobalAveragePooling2D` on channels-major images
+//! `[c, n, h, w]` (pooling works plane by plane). Global pooling ends the image part of a
+//! network: its output is row-major `[n, c]`.
 
 use super::{Ctx, Layer};
 use crate::device::{Device, Window};
@@ -8,6 +10,8 @@ use crate::spec::{window_out, Pool2D, ResolvedLayer};
 pub(crate) struct PoolLayer<D: Device> {
     win: Window,
     max: bool,
+    /// Global pooling: the `[c, n]` result is turned into row-major `[n, c]` through `arg`.
+    global: bool,
     arg: Option<D::Buf>,
     cap: usize,
 }
@@ -19,18 +23,18 @@ impl<D: Device> PoolLayer<D> {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
         let (oh, ph) = window_out(h, kh, sh, p.padding);
         let (ow, pw) = window_out(w, kw, sw, p.padding);
-        PoolLayer { win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow }, max, arg: None, cap: 0 }
+        PoolLayer { win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow }, max, global: false, arg: None, cap: 0 }
     }
     pub(crate) fn global(l: &ResolvedLayer) -> Self {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
         let win = Window { n: 0, c, h, w, kh: h, kw: w, sh: h, sw: w, ph: 0, pw: 0, oh: 1, ow: 1 };
-        PoolLayer { win, max: false, arg: None, cap: 0 }
+        PoolLayer { win, max: false, global: true, arg: None, cap: 0 }
     }
 }
 
 impl<D: Device> Layer<D> for PoolLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
-        if self.max && cap > self.cap {
+        if (self.max || self.global) && cap > self.cap {
             self.arg = Some(dev.alloc(cap * self.win.c * self.win.oh * self.win.ow)?);
             self.cap = cap;
         }
@@ -39,6 +43,11 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, _ctx: &Ctx) -> Result<()> {
         let win = Window { n, ..self.win };
+        if self.global {
+            let t = self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
+            dev.avg_pool(x, &win, t)?;
+            return dev.swap_axes01(t, win.c, n, 1, y);
+        }
         match (self.max, self.arg.as_mut()) {
             (true, Some(arg)) => dev.max_pool(x, &win, y, arg),
             (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),
@@ -58,6 +67,11 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
     ) -> Result<()> {
         let Some(dx) = dx else { return Ok(()) };
         let win = Window { n, ..self.win };
+        if self.global {
+            let t = self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
+            dev.swap_axes01(dy, n, win.c, 1, t)?;
+            return dev.avg_pool_backward(t, &win, dx);
+        }
         match (self.max, self.arg.as_ref()) {
             (true, Some(arg)) => dev.max_pool_backward(dy, arg, &win, dx),
             (true, None) => Err(crate::error::NnError::Device("max pooling used before reserve".into())),

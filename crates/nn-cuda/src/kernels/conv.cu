@@ -1,5 +1,5 @@
 // Convolution and pooling helpers: im2col / col2im, the axis swap between the GEMM layout and
-// [n, c, h, w], max and average pooling with their gradients. Mirrors nn-core/src/cpu/conv.rs;
+// [c, n, h, w] (channels-major), max and average pooling with their gradients. Mirrors nn-core/src/cpu/conv.rs;
 // the gathers below add their terms in the CPU's order, so they match it bit for bit.
 
 #define GRID_STRIDE(i, n) \
@@ -15,7 +15,7 @@ __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000);
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
-// x [n, c, h, w] -> cols [c*kh*kw, n*oh*ow], zero outside the image. One thread per column
+// x [c, n, h, w] (channels-major) -> cols [c*kh*kw, n*oh*ow], zero outside the image. One thread per column
 // element (coalesced writes).
 extern "C" __global__ void im2col(const float* x, float* cols, Win p, unsigned int total) {
     const unsigned int ohw = (unsigned int)(p.oh * p.ow);
@@ -31,12 +31,12 @@ extern "C" __global__ void im2col(const float* x, float* cols, Win p, unsigned i
         const int iy = oy * p.sh + ki - p.ph, ix = ox * p.sw + kj - p.pw;
         float v = 0.0f;
         if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w)
-            v = x[(((size_t)ni * p.c + ci) * p.h + iy) * p.w + ix];
+            v = x[(((size_t)ci * p.n + ni) * p.h + iy) * p.w + ix];
         cols[i] = v;
     }
 }
 
-// dx [n, c, h, w] = sum of the column entries that im2col read from each pixel (overwrites dx).
+// dx [c, n, h, w] = sum of the column entries that im2col read from each pixel (overwrites dx).
 // One thread per pixel gathers its terms in (ki, kj) order, as the CPU adds them.
 extern "C" __global__ void col2im(const float* cols, float* dx, Win p, unsigned int total) {
     const unsigned int ohw = (unsigned int)(p.oh * p.ow);
@@ -47,8 +47,8 @@ extern "C" __global__ void col2im(const float* cols, float* dx, Win p, unsigned 
         t /= (unsigned int)p.w;
         const int y = (int)(t % (unsigned int)p.h);
         t /= (unsigned int)p.h;
-        const int ci = (int)(t % (unsigned int)p.c);
-        const unsigned int ni = t / (unsigned int)p.c;
+        const unsigned int ni = t % (unsigned int)p.n;
+        const int ci = (int)(t / (unsigned int)p.n);
         float acc = 0.0f;
         for (int ki = 0; ki < p.kh; ++ki) {
             const int ty = y + p.ph - ki;

@@ -1,0 +1,77 @@
+//! Image tensors are stored channels-major inside a network; what a user sees (inputs, flattened
+//! features, weights) must be the usual NCHW order. Checked against a direct convolution.
+#![allow(clippy::unwrap_used, clippy::too_many_arguments)]
+
+use mnist_data::Rng;
+use nn_core::{Conv2D, Flatten, LayerSpec, Model, ModelSpec, Padding, Reshape};
+
+/// Direct convolution of `x [n, c, h, w]` with `k [f, c, 3, 3]`, same padding, plus bias.
+fn conv_nchw(x: &[f32], k: &[f32], b: &[f32], n: usize, c: usize, h: usize, w: usize, f: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n * f * h * w];
+    for ni in 0..n {
+        for fi in 0..f {
+            for oy in 0..h {
+                for ox in 0..w {
+                    let mut s = b[fi];
+                    for ci in 0..c {
+                        for ki in 0..3 {
+                            for kj in 0..3 {
+                                let (iy, ix) = (oy as isize + ki as isize - 1, ox as isize + kj as isize - 1);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    s += x[((ni * c + ci) * h + iy as usize) * w + ix as usize]
+                                        * k[((fi * c + ci) * 3 + ki) * 3 + kj];
+                                }
+                            }
+                        }
+                    }
+                    y[((ni * f + fi) * h + oy) * w + ox] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn flattened_conv_output_is_nchw_order() {
+    let (n, c, h, w, f) = (3, 2, 5, 4, 3);
+    let spec = ModelSpec::new(&[c * h * w])
+        .add(Reshape { target_shape: vec![c, h, w] })
+        .add(Conv2D::new(f, 3).padding(Padding::Same))
+        .add(Flatten::new());
+    let mut model = Model::new(&spec, 1).unwrap();
+    let mut weights = model.weights().unwrap();
+    let mut rng = Rng::new(2);
+    for t in &mut weights {
+        t.data.iter_mut().for_each(|v| *v = rng.uniform(-1.0, 1.0));
+    }
+    model.set_weights(&weights).unwrap();
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let got = model.predict(&x, n).unwrap();
+    let want = conv_nchw(&x, &weights[0].data, &weights[1].data, n, c, h, w, f);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+    }
+    // Global average pooling hands [n, f] rows to what follows.
+    let spec = ModelSpec::new(&[c * h * w])
+        .add(Reshape { target_shape: vec![c, h, w] })
+        .add(Conv2D::new(f, 3).padding(Padding::Same))
+        .add(LayerSpec::GlobalAveragePooling2D {});
+    let mut gap = Model::new(&spec, 1).unwrap();
+    gap.set_weights(&weights).unwrap();
+    let pooled = gap.predict(&x, n).unwrap();
+    for ni in 0..n {
+        for fi in 0..f {
+            let plane = &want[(ni * f + fi) * h * w..(ni * f + fi + 1) * h * w];
+            let mean = plane.iter().sum::<f32>() / (h * w) as f32;
+            assert!((pooled[[ni, fi]] - mean).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn multi_channel_inputs_ask_for_a_reshape() {
+    let spec = ModelSpec::new(&[3, 8, 8]).add(Flatten::new());
+    let err = Model::new(&spec, 0).err().unwrap().to_string();
+    assert!(err.contains("Reshape") && err.contains("[192]"), "{err}");
+}
