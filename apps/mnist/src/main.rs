@@ -1,1 +1,102 @@
-fn main() {}
+//! `mnist`: the MNIST workflow of the Keras tutorials from the terminal.
+//!
+//! Fetch the data, look at it, train a model from a preset recipe or a spec file, evaluate it,
+//! predict digits in your own photos, draw the network, search hyper-parameters. The work is done
+//! by the workspace's crates (`mnist-data`, `nn-core`, `nn-train`, `nn-viz`); this binary only
+//! turns command lines into calls and results into text and pictures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod commands;
+mod data;
+mod device;
+mod models;
+mod pictures;
+mod report;
+mod tune;
+
+const EXAMPLES: &str = "\
+Examples:
+  mnist fetch                                  download MNIST into data/mnist
+  mnist info                                   shapes, pixel statistics, class counts
+  mnist show --count 25 --out digits.png       a grid of training digits
+  mnist summary --model mlp-128                the Keras summary table of a preset
+  mnist train --model mlp-128                  the TensorFlow quickstart (6 epochs, ~97.8%)
+  mnist train --model convnet --epochs 3 --augment rotation=10,shift=0.1,zoom=0.1
+  mnist evaluate --model runs/mlp-128-20250101-120000/model.safetensors --out-dir eval
+  mnist predict --model runs/.../model.safetensors my-digit.jpg --index 0 1 2
+  mnist diagram --model mlp-128 --out network.png
+  mnist tune --max-trials 10 --epochs 3
+  mnist --dataset fashion train --model mlp-128     the same on Fashion-MNIST
+
+Run `mnist <command> --help` for the options of each command.";
+
+/// The MNIST workflow of the Keras tutorials: data, training, evaluation, prediction, pictures.
+#[derive(Parser, Debug)]
+#[command(name = "mnist", version, about, long_about = None, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// The folder holding the data sets, one sub-folder each (`<DIR>/mnist`, `<DIR>/fashion`).
+    #[arg(long, global = true, value_name = "DIR", default_value = "data", display_order = 900)]
+    pub data_dir: PathBuf,
+
+    /// The data set: `mnist` (handwritten digits), `fashion` (Fashion-MNIST), or the path of a
+    /// folder holding the four IDX files (train/t10k images/labels, `.gz` or not).
+    /// [default: mnist; for a model file, the data set it was trained on]
+    #[arg(long, global = true, value_name = "mnist|fashion|PATH", display_order = 901)]
+    pub dataset: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: commands::Command,
+}
+
+/// What every command gets besides its own arguments.
+#[derive(Clone, Debug)]
+pub struct Global {
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--dataset`, when given.
+    pub dataset: Option<String>,
+}
+
+fn main() -> ExitCode {
+    quiet_broken_pipe();
+    let cli = Cli::parse();
+    let global = Global { data_dir: cli.data_dir, dataset: cli.dataset };
+    match commands::run(cli.command, &global) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mnist predict ... | head` closes stdout early: end quietly, as other command-line tools
+/// do, instead of reporting a panic of `println!`.
+fn quiet_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.contains("Broken pipe")) {
+            // 128 + SIGPIPE, what a shell reports for a process ended by a broken pipe.
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

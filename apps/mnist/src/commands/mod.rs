@@ -1,0 +1,81 @@
+//! The subcommands: their arguments (clap) and what each one does.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::data::DataChoice;
+use crate::Global;
+
+pub mod diagram;
+pub mod evaluate;
+pub mod fetch;
+pub mod info;
+pub mod predict;
+pub mod show;
+pub mod summary;
+pub mod train;
+pub mod tune;
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Download a data set (four gzip files, SHA-256 checked) into <data-dir>/<name>.
+    Fetch(fetch::FetchArgs),
+    /// Shapes, pixel range, mean/std and class counts of the training and test sets.
+    Info(info::InfoArgs),
+    /// Draw sample images with their labels into a PNG (a grid, or one digit enlarged).
+    Show(show::ShowArgs),
+    /// Print the Keras summary table of a preset, spec file or model file.
+    Summary(summary::SummaryArgs),
+    /// Train a model (a preset recipe or a spec file) and write a run folder with the model,
+    /// history, pictures and a report.
+    Train(Box<train::TrainArgs>),
+    /// Test a trained model: loss, accuracy, confusion matrix, per-class precision/recall/F1.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Classify your own images of digits, or test-set examples, with a trained model.
+    Predict(predict::PredictArgs),
+    /// Draw the network (circles and lines, or blocks) of a preset, spec file or model file.
+    Diagram(diagram::DiagramArgs),
+    /// Random search of hyper-parameters (units, layers, learning rate, dropout, ...), Keras
+    /// Tuner style; keeps the best model.
+    Tune(tune::TuneArgs),
+}
+
+/// Runs a subcommand.
+///
+/// # Errors
+/// Whatever the command fails with, in words for the user.
+pub fn run(command: Command, global: &Global) -> Result<()> {
+    match command {
+        Command::Fetch(a) => fetch::run(a, global),
+        Command::Info(a) => info::run(a, global),
+        Command::Show(a) => show::run(a, global),
+        Command::Summary(a) => summary::run(a, global),
+        Command::Train(a) => train::run(*a, global),
+        Command::Evaluate(a) => evaluate::run(a, global),
+        Command::Predict(a) => predict::run(a, global),
+        Command::Diagram(a) => diagram::run(a, global),
+        Command::Tune(a) => tune::run(a, global),
+    }
+}
+
+/// The data set of `--dataset`, else `fallback` (a model's data set), else MNIST.
+///
+/// # Errors
+/// As [`DataChoice::resolve`].
+pub fn data_choice(global: &Global, fallback: Option<&str>) -> Result<DataChoice> {
+    let name = global.dataset.as_deref().or(fallback).unwrap_or("mnist");
+    DataChoice::resolve(&global.data_dir, name)
+}
+
+/// Creates the folder that will hold `path`, if it has one.
+///
+/// # Errors
+/// When the folder cannot be created, naming it.
+pub fn create_parent(path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+    }
+    Ok(())
+}

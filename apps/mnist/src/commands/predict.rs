@@ -1,0 +1,159 @@
+//! `mnist predict`: class probabilities of your own images or of data-set examples.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use mnist_data::Dataset;
+use nn_viz::{Tile, Tone};
+
+use crate::commands::{create_parent, data_choice};
+use crate::data::Split;
+use crate::models::load_trained;
+use crate::{pictures, report, Global};
+
+const EXAMPLES: &str = "\
+Examples:
+  mnist predict --model runs/mlp-128-20250101-120000/model.safetensors my-seven.jpg
+  mnist predict --model model.safetensors photos/*.png --out predictions.png
+  mnist predict --model model.safetensors --index 0 1 2 3      test images 0 to 3
+
+Your images may be of any size and colour (PNG, JPEG or BMP): a dark digit on light paper or a
+light one on a dark background. Each is turned into an MNIST-style 28×28 image (cropped, scaled
+to 20 pixels, centred by its centre of mass) before it is classified; --out shows what the model
+saw.";
+
+/// Arguments of `mnist predict`.
+#[derive(Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct PredictArgs {
+    /// The trained model: model.safetensors from `mnist train` (or its run folder),
+    /// best.safetensors from `mnist tune`, or a checkpoint.
+    #[arg(long, short, value_name = "FILE")]
+    pub model: String,
+    /// Image files of digits (PNG, JPEG or BMP; any size and colour).
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Data-set examples to classify, by index (e.g. --index 0 1 2).
+    #[arg(long, value_name = "N", num_args = 1..)]
+    pub index: Vec<usize>,
+    /// Which set --index refers to.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
+    /// Also draw the images as the model saw them, with the predictions, into this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: Option<PathBuf>,
+}
+
+/// One thing to classify.
+struct Item {
+    /// How to name it ("photo.png", "test[3]").
+    source: String,
+    /// Its 28×28 pixels (0 = background).
+    pixels: Vec<u8>,
+    /// The true class, for data-set examples.
+    truth: Option<usize>,
+}
+
+/// Runs `mnist predict`.
+///
+/// # Errors
+/// A missing or invalid model, images that cannot be read (after classifying the others),
+/// indices out of range, a file that cannot be written.
+pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
+    if args.images.is_empty() && args.index.is_empty() {
+        bail!("nothing to predict: give image files and/or --index N (see `mnist predict --help`)");
+    }
+    let loaded = load_trained(&args.model)?;
+    let model_name = loaded.name();
+    let mut trainer = loaded.trainer;
+    let choice = data_choice(global, loaded.dataset.as_deref())?;
+    let names = choice.class_names();
+    let (rows, cols) = match trainer.model().spec().input_shape.as_slice() {
+        [h, w] | [1, h, w] => (*h, *w),
+        other => bail!("{}: the model takes inputs of shape {other:?}, not images", args.model),
+    };
+
+    let mut items = Vec::new();
+    let mut failures = Vec::new();
+    for path in &args.images {
+        if (rows, cols) != (nn_viz::MNIST_SIDE, nn_viz::MNIST_SIDE) {
+            bail!("{}: the model takes {rows}×{cols} images; only 28×28 models can read photos", args.model);
+        }
+        match nn_viz::digitize_path(path) {
+            Ok(px) => items.push(Item { source: path.display().to_string(), pixels: px.to_vec(), truth: None }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failures.push(path.display().to_string());
+            }
+        }
+    }
+    if !args.index.is_empty() {
+        let (splits, _) = choice.load()?;
+        let data = args.split.of(&splits);
+        for &i in &args.index {
+            if i >= data.len() {
+                bail!(
+                    "--index {i}: the {} set has {} images (indices 0 to {})",
+                    args.split.name(),
+                    data.len(),
+                    data.len().saturating_sub(1)
+                );
+            }
+            items.push(Item {
+                source: format!("{}[{i}]", args.split.name()),
+                pixels: data.image(i).to_vec(),
+                truth: Some(data.label(i) as usize),
+            });
+        }
+    }
+
+    let name = |k: usize| names.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let mut predictions = Vec::new();
+    if !items.is_empty() {
+        let pixels: Vec<u8> = items.iter().flat_map(|it| it.pixels.iter().copied()).collect();
+        let labels = vec![0u8; items.len()];
+        let batch = Dataset::new(pixels, labels, rows, cols, names.len().max(1))?;
+        let probs = trainer.predict(&batch)?;
+        for (it, row) in items.iter().zip(probs.rows()) {
+            let p: Vec<f32> = row.to_vec();
+            let (k, pk) =
+                p.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            let truth = match it.truth {
+                Some(t) if t == k => format!(" (true: {}, right)", name(t)),
+                Some(t) => format!(" (true: {}, WRONG)", name(t)),
+                None => String::new(),
+            };
+            println!("{}: predicted {} ({:.2}%){truth}", it.source, name(k), pk * 100.0);
+            print!("{}", report::probability_lines(&p, &names));
+            predictions.push((k, pk));
+        }
+    }
+
+    if let Some(out) = &args.out {
+        if items.is_empty() {
+            eprintln!("note: no image could be read; {} not written", out.display());
+        } else {
+            create_parent(out)?;
+            let tiles: Vec<Tile<'_>> = items
+                .iter()
+                .zip(&predictions)
+                .map(|(it, &(k, pk))| match it.truth {
+                    Some(t) => Tile::prediction(&it.pixels, &name(k), &name(t)),
+                    None => Tile {
+                        pixels: &it.pixels,
+                        caption: format!("Pred: {} ({:.1}%)", name(k), pk * 100.0),
+                        tone: Tone::Neutral,
+                    },
+                })
+                .collect();
+            let title = format!("Predictions of {model_name}");
+            nn_viz::digit_grid(out, &tiles, &pictures::grid_options(rows, cols, tiles.len(), title))?;
+            println!("Written to {}", out.display());
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} of {} image(s) could not be read: {}", failures.len(), args.images.len(), failures.join(", "));
+    }
+    Ok(())
+}

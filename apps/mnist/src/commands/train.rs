@@ -1,0 +1,717 @@
+//! `mnist train`: a recipe (or a spec file) trained end to end, written to a run folder.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use mnist_data::Augmentation;
+use nn_core::Loss;
+use nn_train::recipes::{recipe, RecipeValidation};
+use nn_train::{
+    Callback, Compile, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, Schedule, Trainer,
+    Validation, Verbosity,
+};
+
+use crate::commands::{create_parent, data_choice};
+use crate::device;
+use crate::models::{self, ModelSource, DATASET_KEY};
+use crate::{pictures, report, Global};
+
+const EXAMPLES: &str = "\
+Examples:
+  mnist train                                   the TensorFlow quickstart (mlp-128, 6 epochs)
+  mnist train --model mlp-sigmoid-100-144 --epochs 10
+  mnist train --model convnet --epochs 3 --augment rotation=10,shift=0.1,zoom=0.1
+  mnist train --model mlp-512-512 --dropout 0.2 --l2 1e-4 --early-stopping 2 --validation split:0.1
+  mnist train --optimizer sgd --lr 0.1 --momentum 0.9 --schedule cosine --epochs 10
+  mnist train --model my-net.json --epochs 5    an architecture of your own (see `mnist summary --save-spec`)
+  mnist train --limit 5000 --epochs 2           a quick experiment on the first 5000 images
+  mnist train --epochs 10 --checkpoint ckpt.safetensors      then, after an interruption:
+  mnist train --resume ckpt.safetensors --epochs 10          continue where it stopped
+
+Every setting left out comes from the preset's recipe (`mnist summary --model NAME` prints it).
+The run folder gets model.safetensors, history.csv, history.png, predictions.png, confusion.png
+and report.txt.";
+
+/// Optimisers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    /// Adam (Keras defaults: learning rate 0.001).
+    Adam,
+    /// Stochastic gradient descent (learning rate 0.01; see --momentum).
+    Sgd,
+    /// RMSprop (learning rate 0.001).
+    Rmsprop,
+}
+
+impl OptimizerName {
+    fn optimizer(self) -> Optimizer {
+        match self {
+            OptimizerName::Adam => Optimizer::adam(),
+            OptimizerName::Sgd => Optimizer::sgd(),
+            OptimizerName::Rmsprop => Optimizer::rmsprop(),
+        }
+    }
+}
+
+/// Learning-rate schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleName {
+    /// The same rate throughout.
+    Constant,
+    /// Halved every third of the epochs.
+    Step,
+    /// Times 0.96 every epoch, smoothly.
+    Exponential,
+    /// Cosine decay to 0 over the run.
+    Cosine,
+    /// Warm up over a quarter of the run, then cosine down (super-convergence).
+    Onecycle,
+}
+
+impl ScheduleName {
+    fn name(self) -> &'static str {
+        match self {
+            ScheduleName::Constant => "constant",
+            ScheduleName::Step => "step",
+            ScheduleName::Exponential => "exponential",
+            ScheduleName::Cosine => "cosine",
+            ScheduleName::Onecycle => "onecycle",
+        }
+    }
+}
+
+/// Losses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossName {
+    /// Integer labels (Keras's `sparse_categorical_crossentropy`).
+    #[value(name = "sparse_categorical_crossentropy", alias = "sparse")]
+    Sparse,
+    /// One-hot labels (Keras's `categorical_crossentropy` with `to_categorical`).
+    #[value(name = "categorical_crossentropy", alias = "categorical")]
+    Categorical,
+}
+
+/// Where validation numbers come from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValidationArg {
+    /// The test set, after every epoch (as the tutorials do).
+    Test,
+    /// The last fraction of the training images, held out.
+    Split(f64),
+    /// No validation.
+    None,
+}
+
+fn parse_validation(s: &str) -> Result<ValidationArg, String> {
+    let s = s.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "test" => return Ok(ValidationArg::Test),
+        "none" | "off" | "no" => return Ok(ValidationArg::None),
+        _ => {}
+    }
+    let f = s.strip_prefix("split:").or_else(|| s.strip_prefix("split=")).unwrap_or(&s);
+    match f.parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(ValidationArg::Split(f)),
+        Ok(f) => Err(format!("the split fraction must be between 0 and 1, got {f}")),
+        Err(_) => Err(format!("expected test, none or split:FRACTION (e.g. split:0.1), got '{s}'")),
+    }
+}
+
+/// Parses `rotation=10,shift=0.1,zoom=0.1` (also `width_shift=`, `height_shift=`; `none`).
+pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
+    let mut a = Augmentation::new();
+    if matches!(s.trim(), "none" | "off" | "") {
+        return Ok(a);
+    }
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) =
+            part.split_once('=').ok_or_else(|| format!("'{part}': expected NAME=VALUE, e.g. rotation=10"))?;
+        let v: f32 = value.trim().parse().map_err(|_| format!("'{part}': {value} is not a number"))?;
+        let fraction = |v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("'{part}': a fraction of the image, at least 0 and below 1"))
+            }
+        };
+        match key.trim() {
+            "rotation" | "rotate" => {
+                if !(0.0..=180.0).contains(&v) {
+                    return Err(format!("'{part}': degrees between 0 and 180"));
+                }
+                a = a.rotation(v);
+            }
+            "shift" => a = a.shift(fraction(v)?, fraction(v)?),
+            "width_shift" | "width-shift" => a.width_shift_range = fraction(v)?,
+            "height_shift" | "height-shift" => a.height_shift_range = fraction(v)?,
+            "zoom" => a = a.zoom(fraction(v)?),
+            other => {
+                return Err(format!(
+                    "unknown augmentation '{other}': use rotation, shift, width_shift, height_shift or zoom"
+                ))
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// Arguments of `mnist train`.
+#[derive(Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct TrainArgs {
+    /// The architecture: a preset (mlp-128, mlp-sigmoid-100-144, mlp-128-128, mlp-512-512,
+    /// convnet, fast-cnn; each brings its tutorial's recipe) or an architecture file (.json).
+    /// [default: mlp-128, or the checkpoint's with --resume]
+    #[arg(long, short, value_name = "PRESET|SPEC.json")]
+    pub model: Option<String>,
+    /// Passes over the training set (with --resume: the total, counting the epochs already done).
+    #[arg(long, short, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Images per weight update.
+    #[arg(long, short, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// The optimiser (with Keras's default settings).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerName>,
+    /// The learning rate. [default: the optimiser's, 0.001 for adam and rmsprop, 0.01 for sgd]
+    #[arg(long, value_name = "RATE")]
+    pub lr: Option<f32>,
+    /// Momentum of sgd and rmsprop (e.g. 0.9). [default: 0]
+    #[arg(long, value_name = "M")]
+    pub momentum: Option<f32>,
+    /// How the learning rate changes during training. [default: the recipe's, usually constant]
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleName>,
+    /// The loss; whether it reads logits or probabilities follows the model's last layer.
+    #[arg(long, value_enum)]
+    pub loss: Option<LossName>,
+    /// Validation after each epoch: `test` (the test set), `split:0.1` (the last 10% of the
+    /// training images, held out) or `none`. [default: the recipe's]
+    #[arg(long, value_name = "test|split:F|none", value_parser = parse_validation)]
+    pub validation: Option<ValidationArg>,
+    /// Random changes to each training image: `rotation=DEGREES`, `shift=FRACTION`
+    /// (`width_shift=`, `height_shift=`), `zoom=FRACTION`, comma separated.
+    #[arg(long, value_name = "rotation=10,shift=0.1,zoom=0.1", value_parser = parse_augment)]
+    pub augment: Option<Augmentation>,
+    /// Insert Dropout(RATE) before the last Dense layer (e.g. 0.2).
+    #[arg(long, value_name = "RATE")]
+    pub dropout: Option<f32>,
+    /// L2 weight penalty F·Σw² on the kernel of every Dense layer (e.g. 1e-4).
+    #[arg(long, value_name = "F")]
+    pub l2: Option<f32>,
+    /// Stop when the validation loss (the training loss without validation) has not improved
+    /// for PATIENCE epochs, and keep the best epoch's weights.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
+    /// Save a resumable checkpoint (weights, optimiser state, progress) here after every epoch.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (written with --checkpoint) up to --epochs.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Seed of the initial weights, shuffles, dropout and augmentation (same seed, same run).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where to train: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a build
+    /// with --features cuda) or `auto` (the GPU when there is one, else the CPU).
+    #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// The folder for the model, history, pictures and report. [default: runs/<model>-<UTC time>]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Train on the first N training images only (quick experiments).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print no progress, only the results.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The settings of a run, after recipe defaults and flags.
+struct Plan {
+    name: String,
+    trainer: Trainer,
+    epochs: usize,
+    batch_size: usize,
+    validation: ValidationArg,
+    augmentation: Option<Augmentation>,
+}
+
+fn check_numbers(a: &TrainArgs) -> Result<()> {
+    if a.epochs == Some(0) {
+        bail!("--epochs 0: train at least 1 epoch");
+    }
+    if a.batch_size == Some(0) {
+        bail!("--batch-size 0: a batch holds at least 1 image");
+    }
+    if let Some(lr) = a.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        bail!("--lr {lr}: the learning rate must be a positive number");
+    }
+    if let Some(m) = a.momentum.filter(|m| !(0.0..1.0).contains(m)) {
+        bail!("--momentum {m}: at least 0 and below 1");
+    }
+    if a.limit == Some(0) {
+        bail!("--limit 0: train on at least 1 image");
+    }
+    Ok(())
+}
+
+fn steps_per_epoch(n: usize, validation: ValidationArg, batch: usize) -> usize {
+    let fit = match validation {
+        ValidationArg::Split(f) => (n as f64 * (1.0 - f)).floor() as usize,
+        _ => n,
+    };
+    fit.div_ceil(batch.max(1)).max(1)
+}
+
+fn schedule_text(s: &Schedule) -> String {
+    match s {
+        Schedule::Constant => "constant".into(),
+        Schedule::Step { factor, every_epochs } => format!("step (×{factor} every {every_epochs} epochs)"),
+        Schedule::Exponential { rate, decay_steps } => format!("exponential (×{rate} every {decay_steps} steps)"),
+        Schedule::Cosine { total_steps, alpha } => format!("cosine over {total_steps} steps (floor {alpha})"),
+        Schedule::OneCycle { total_steps, warmup, .. } => {
+            format!("one-cycle over {total_steps} steps ({:.0}% warm-up)", warmup * 100.0)
+        }
+    }
+}
+
+fn optimizer_text(o: &Optimizer) -> String {
+    match *o {
+        Optimizer::Adam { learning_rate, .. } => format!("adam, learning rate {learning_rate}"),
+        Optimizer::Sgd { learning_rate, momentum, nesterov } => format!(
+            "sgd, learning rate {learning_rate}, momentum {momentum}{}",
+            if nesterov { " (Nesterov)" } else { "" }
+        ),
+        Optimizer::RmsProp { learning_rate, rho, momentum, .. } => {
+            format!("rmsprop, learning rate {learning_rate}, rho {rho}, momentum {momentum}")
+        }
+    }
+}
+
+/// Dropout layers and kernel penalties of an architecture, in words.
+fn regularization_text(spec: &nn_core::ModelSpec) -> String {
+    let mut parts = Vec::new();
+    for l in &spec.layers {
+        match l {
+            nn_core::LayerSpec::Dropout(d) => parts.push(format!("dropout {}", d.rate)),
+            nn_core::LayerSpec::Dense(d) => {
+                if let Some(r) = d.kernel_regularizer.filter(|r| r.l1 != 0.0 || r.l2 != 0.0) {
+                    let mut p = Vec::new();
+                    if r.l1 != 0.0 {
+                        p.push(format!("L1 {}", r.l1));
+                    }
+                    if r.l2 != 0.0 {
+                        p.push(format!("L2 {}", r.l2));
+                    }
+                    parts.push(format!("{} on a Dense({}) kernel", p.join(" + "), d.units));
+                }
+            }
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn loss_text(l: Loss) -> String {
+    format!("{}{}", l.name(), if l.from_logits() { " (from logits)" } else { "" })
+}
+
+fn augment_text(a: &Option<Augmentation>) -> String {
+    match a {
+        Some(a) if !a.is_identity() => format!(
+            "rotation ±{}°, shift ±{}×±{}, zoom ±{}",
+            a.rotation_range, a.width_shift_range, a.height_shift_range, a.zoom_range
+        ),
+        _ => "none".into(),
+    }
+}
+
+/// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken).
+fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let dir = match arg {
+        Some(d) => d,
+        None => {
+            let safe: String =
+                name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+            let base = PathBuf::from("runs").join(format!("{safe}-{}", report::timestamp()));
+            let mut dir = base.clone();
+            let mut k = 2;
+            while dir.exists() {
+                dir = PathBuf::from(format!("{}-{k}", base.display()));
+                k += 1;
+            }
+            dir
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Runs `mnist train`.
+///
+/// # Errors
+/// Bad options, a missing data set, invalid architecture or checkpoint files, files that
+/// cannot be written.
+pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
+    let started = Instant::now();
+    check_numbers(&args)?;
+    // What to train, before the (slower) data load so that mistakes show at once.
+    let source = match &args.resume {
+        Some(_) => None,
+        None => {
+            let source = ModelSource::parse(args.model.as_deref().unwrap_or("mlp-128"))?;
+            if let ModelSource::ModelFile(p) = &source {
+                bail!(
+                    "--model {}: a trained model; give a preset or an architecture (.json) to train from scratch, \
+                     or --resume CHECKPOINT to continue a run saved with --checkpoint",
+                    p.display()
+                );
+            }
+            Some(source)
+        }
+    };
+    let resumed_dataset = match &args.resume {
+        Some(p) => nn_core::ModelFile::load(p)?.metadata.get(DATASET_KEY).cloned(),
+        None => None,
+    };
+    device::check_build(args.device)?;
+    let choice = data_choice(global, resumed_dataset.as_deref())?;
+    let (splits, load_time) = choice.load()?;
+    let names = choice.class_names();
+    let mut train_set = splits.train;
+    if let Some(n) = args.limit.filter(|&n| n < train_set.len()) {
+        train_set = train_set.slice(0..n);
+    }
+    let train_set = Arc::new(train_set);
+    let test = Arc::new(splits.test);
+
+    let plan = match (&args.resume, source) {
+        (Some(path), _) => plan_resume(&args, path)?,
+        (None, Some(source)) => plan_new(&args, &source, train_set.len())?,
+        (None, None) => bail!("nothing to train"),
+    };
+    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation } = plan;
+    let done = trainer.state().epoch;
+    if done >= epochs {
+        bail!("the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue");
+    }
+    let dir = run_dir(args.run_dir.clone(), &name)?;
+
+    let spec = trainer.model().spec().clone();
+    let (params, _, _) = nn_core::summary::param_counts(&spec)?;
+    let compile = *trainer.compile();
+    let validation_text = match validation {
+        ValidationArg::Test => format!("the test set ({} images)", test.len()),
+        ValidationArg::Split(f) => format!("the last {:.0}% of the training images", f * 100.0),
+        ValidationArg::None => "none".into(),
+    };
+    if !args.quiet {
+        print!("{}", nn_core::summary(&spec, "sequential")?);
+        println!();
+    }
+    println!(
+        "Training {name} on {} ({} training images{}, loaded in {:.1}s) on {}",
+        choice.title(),
+        train_set.len(),
+        if args.limit.is_some() { ", --limit" } else { "" },
+        load_time.as_secs_f64(),
+        trainer.model().device()
+    );
+    println!(
+        "{} (learning rate {}, schedule {}), {}, {} of batch {}, validation on {validation_text}{}",
+        compile.optimizer.name(),
+        compile.optimizer.lr(),
+        schedule_text(&compile.schedule),
+        loss_text(compile.loss),
+        report::plural(epochs, "epoch"),
+        batch_size,
+        if done > 0 { format!(", resuming after epoch {done}") } else { String::new() }
+    );
+    println!("Run folder: {}", dir.display());
+
+    let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
+    if let Some(patience) = args.early_stopping {
+        let monitor = if validation == ValidationArg::None { "loss" } else { "val_loss" };
+        callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
+    }
+    if let Some(path) = &args.checkpoint {
+        create_parent(path)?;
+        callbacks.push(Box::new(ModelCheckpoint::new(path)));
+    }
+    let fit_validation = match validation {
+        ValidationArg::Test => Validation::Data(test.clone()),
+        ValidationArg::Split(f) => Validation::Split(f),
+        ValidationArg::None => Validation::None,
+    };
+    let fit_started = Instant::now();
+    trainer
+        .fit(
+            train_set.clone(),
+            FitConfig {
+                epochs,
+                batch_size,
+                validation: fit_validation,
+                callbacks,
+                seed: args.seed,
+                augmentation,
+                verbosity: if args.quiet { Verbosity::Silent } else { Verbosity::Auto },
+                ..Default::default()
+            },
+        )
+        .context("training failed")?;
+    let fit_secs = fit_started.elapsed().as_secs_f64();
+
+    // Results on the test set.
+    let eval = trainer.evaluate(&test)?;
+    let probs = trainer.predict(&test)?;
+    let predicted: Vec<usize> = pictures::best(&probs).into_iter().map(|(p, _)| p).collect();
+    let confusion = nn_train::Confusion::from_predictions(test.labels(), &predicted, names.len());
+
+    // The run folder.
+    let model_path = dir.join("model.safetensors");
+    trainer.save_model(&model_path)?;
+    models::add_metadata(&model_path, &[(DATASET_KEY, choice.label.clone())])?;
+    let history = trainer.history().clone();
+    let csv_path = dir.join("history.csv");
+    std::fs::write(&csv_path, history.to_csv()).with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    let mut written = vec![
+        ("model.safetensors", "the trained model (for evaluate, predict, summary, diagram)".to_string()),
+        ("history.csv", "loss and accuracy per epoch".to_string()),
+    ];
+    let title = format!("{name} on {}", choice.title());
+    if pictures::history_png(&dir.join("history.png"), &history, &title)? {
+        written.push(("history.png", "training curves".into()));
+    }
+    let shown: Vec<usize> = (0..test.len().min(25)).collect();
+    pictures::prediction_grid(
+        &dir.join("predictions.png"),
+        &test,
+        &shown,
+        &predicted[..shown.len()],
+        &names,
+        &format!("{title}: test images 0–{}", shown.len().saturating_sub(1)),
+    )?;
+    written.push(("predictions.png", "the first test images with their predictions".into()));
+    nn_viz::confusion_png(
+        dir.join("confusion.png"),
+        &confusion.counts,
+        &names,
+        &format!("{title}: test accuracy {:.2}%", eval.accuracy * 100.0),
+    )?;
+    written.push(("confusion.png", "confusion matrix of the test set".into()));
+
+    let epochs_run = history.epochs.len();
+    let this_run = &history.epochs[done.min(epochs_run)..];
+    let secs_per_epoch = this_run.iter().map(|e| e.seconds).sum::<f64>() / this_run.len().max(1) as f64;
+    let stopped_early = epochs_run < epochs;
+    let mut r = String::new();
+    let _ = writeln!(r, "mnist train report");
+    let _ = writeln!(r, "==================");
+    let _ = writeln!(r, "command:        {}", report::command_line());
+    let _ = writeln!(r, "model:          {name} ({} parameters)", report::thousands(params));
+    let _ = writeln!(
+        r,
+        "data set:       {} ({}): {} training images{}, {} test images",
+        choice.title(),
+        choice.dir.display(),
+        train_set.len(),
+        if args.limit.is_some() { " (--limit)" } else { "" },
+        test.len()
+    );
+    let _ = writeln!(r, "device:         {}", trainer.model().device());
+    let _ = writeln!(r, "optimizer:      {}", optimizer_text(&compile.optimizer));
+    let _ = writeln!(r, "schedule:       {}", schedule_text(&compile.schedule));
+    let _ = writeln!(r, "loss:           {}", loss_text(compile.loss));
+    let _ = writeln!(r, "batch size:     {batch_size}");
+    let _ = writeln!(r, "validation:     {validation_text}");
+    let _ = writeln!(r, "augmentation:   {}", augment_text(&augmentation));
+    let _ = writeln!(r, "regularization: {}", regularization_text(&spec));
+    let _ = writeln!(r, "seed:           {}", trainer.state().seed);
+    let _ = writeln!(
+        r,
+        "epochs:         {epochs_run} of {epochs}{}{}",
+        if done > 0 { format!(" (resumed after {done})") } else { String::new() },
+        if stopped_early { " (stopped early)" } else { "" }
+    );
+    let _ = writeln!(r, "seconds/epoch:  {secs_per_epoch:.2}");
+    let _ = writeln!(r, "training time:  {}", report::duration(fit_secs));
+    let _ = writeln!(r);
+    let _ = writeln!(r, "test loss:      {:.4}", eval.loss);
+    let _ = writeln!(r, "test accuracy:  {:.4}", eval.accuracy);
+    let _ = writeln!(r);
+    let _ = writeln!(r, "Per class, on the test set:");
+    r += &report::classification_report(&confusion, &names);
+    let _ = writeln!(r);
+    let _ = writeln!(r, "Confusion matrix (rows: true class, columns: predicted class):");
+    r += &report::confusion_text(&confusion, &names);
+    let _ = writeln!(r);
+    let _ = writeln!(r, "History:");
+    r += &history.to_csv();
+    let report_path = dir.join("report.txt");
+    std::fs::write(&report_path, &r).with_context(|| format!("{}: cannot write", report_path.display()))?;
+    written.push(("report.txt", "settings, test results per class, confusion matrix".into()));
+
+    println!();
+    println!("Test loss {:.4}, test accuracy {:.4} ({:.2}%)", eval.loss, eval.accuracy, eval.accuracy * 100.0);
+    println!(
+        "{} in {} ({secs_per_epoch:.2} s/epoch); {} in all",
+        report::plural(epochs_run, "epoch"),
+        report::duration(fit_secs),
+        report::duration(started.elapsed().as_secs_f64())
+    );
+    println!("Written to {}:", dir.display());
+    for (file, what) in &written {
+        println!("  {file:<18} {what}");
+    }
+    if let Some(p) = &args.checkpoint {
+        println!("  checkpoint: {}", p.display());
+    }
+    println!("Next: mnist evaluate --model {}", model_path.display());
+    Ok(())
+}
+
+/// A new run: the recipe of a preset (or defaults for a spec file), then the flags.
+fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Plan> {
+    let mut spec = source.spec()?;
+    let name = source.name();
+    let r = match source {
+        ModelSource::Preset(p) => recipe(p),
+        _ => None,
+    };
+    // Defaults of an architecture without a recipe: Adam, 5 epochs of 128, test-set validation.
+    let (mut compile, epochs, batch, validation, augmentation) = match &r {
+        Some(r) => (
+            r.compile,
+            r.epochs,
+            r.batch_size,
+            match r.validation {
+                RecipeValidation::Test => ValidationArg::Test,
+                RecipeValidation::Split(f) => ValidationArg::Split(f),
+                RecipeValidation::None => ValidationArg::None,
+            },
+            r.augmentation,
+        ),
+        None => {
+            (Compile { loss: models::default_loss(&spec), ..Default::default() }, 5, 128, ValidationArg::Test, None)
+        }
+    };
+    if let Some(rate) = args.dropout {
+        models::insert_dropout(&mut spec, rate)?;
+    }
+    if let Some(l2) = args.l2 {
+        models::add_l2(&mut spec, l2)?;
+    }
+    let epochs = args.epochs.unwrap_or(epochs);
+    let batch_size = args.batch_size.unwrap_or(batch);
+    let validation = args.validation.unwrap_or(validation);
+    let augmentation = args.augment.or(augmentation);
+    if let Some(o) = args.optimizer {
+        compile.optimizer = o.optimizer();
+    }
+    if let Some(lr) = args.lr {
+        compile.optimizer = compile.optimizer.learning_rate(lr);
+    }
+    if let Some(m) = args.momentum {
+        if matches!(compile.optimizer, Optimizer::Adam { .. }) {
+            eprintln!("note: --momentum is ignored by adam (use --optimizer sgd or rmsprop)");
+        }
+        compile.optimizer = compile.optimizer.momentum(m);
+    }
+    if let Some(l) = args.loss {
+        let logits = !models::ends_in_softmax(&spec);
+        compile.loss = match l {
+            LossName::Sparse => Loss::SparseCategoricalCrossentropy { from_logits: logits },
+            LossName::Categorical => Loss::CategoricalCrossentropy { from_logits: logits },
+        };
+    }
+    let steps = steps_per_epoch(n_train, validation, batch_size);
+    compile.schedule = match args.schedule {
+        Some(s) => Schedule::from_name(s.name(), epochs, steps).unwrap_or_default(),
+        // A recipe's "whole run" (total_steps 0) made explicit, for the report.
+        None => compile.schedule.resolved(epochs * steps),
+    };
+    let model = device::new_model(args.device, &spec, args.seed).with_context(|| format!("cannot build {name}"))?;
+    Ok(Plan { name, trainer: Trainer::new(model, compile), epochs, batch_size, validation, augmentation })
+}
+
+/// A resumed run: the checkpoint's model, optimiser and loss; the fit settings from the flags,
+/// else the recipe of the checkpoint's preset.
+fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
+    let trainer = device::resume(args.device, path)?;
+    let ignored: Vec<&str> = [
+        ("--optimizer", args.optimizer.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--momentum", args.momentum.is_some()),
+        ("--loss", args.loss.is_some()),
+        ("--schedule", args.schedule.is_some()),
+        ("--dropout", args.dropout.is_some()),
+        ("--l2", args.l2.is_some()),
+    ]
+    .iter()
+    .filter(|(_, given)| *given)
+    .map(|(flag, _)| *flag)
+    .collect();
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: {} ignored with --resume: the checkpoint's model, optimiser and loss are used",
+            ignored.join(", ")
+        );
+    }
+    let spec = trainer.model().spec().clone();
+    let name = match &args.model {
+        Some(m) => m.clone(),
+        None => models::preset_of(&spec).map_or_else(
+            || path.file_stem().map_or_else(|| "resumed".into(), |s| s.to_string_lossy().into_owned()),
+            str::to_string,
+        ),
+    };
+    let r = recipe(&name);
+    let validation = args.validation.unwrap_or(match r.as_ref().map(|r| r.validation) {
+        Some(RecipeValidation::Split(f)) => ValidationArg::Split(f),
+        Some(RecipeValidation::None) => ValidationArg::None,
+        _ => ValidationArg::Test,
+    });
+    Ok(Plan {
+        name,
+        epochs: args.epochs.or(r.as_ref().map(|r| r.epochs)).unwrap_or(5),
+        batch_size: args.batch_size.or(r.as_ref().map(|r| r.batch_size)).unwrap_or(128),
+        validation,
+        augmentation: args.augment.or(r.and_then(|r| r.augmentation)),
+        trainer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_and_augmentation_parse() {
+        assert_eq!(parse_validation("split:0.1"), Ok(ValidationArg::Split(0.1)));
+        assert_eq!(parse_validation("test"), Ok(ValidationArg::Test));
+        assert_eq!(parse_validation("none"), Ok(ValidationArg::None));
+        assert!(parse_validation("split:1.5").is_err());
+        assert!(parse_validation("later").is_err());
+        let a = parse_augment("rotation=10,shift=0.1,zoom=0.2").expect("parses");
+        assert_eq!((a.rotation_range, a.width_shift_range, a.height_shift_range, a.zoom_range), (10.0, 0.1, 0.1, 0.2));
+        assert!(parse_augment("spin=3").is_err());
+        assert!(parse_augment("zoom=2").is_err());
+        assert!(parse_augment("rotation").is_err());
+    }
+
+    #[test]
+    fn steps_per_epoch_follow_the_validation_split() {
+        assert_eq!(steps_per_epoch(60_000, ValidationArg::Test, 128), 469);
+        assert_eq!(steps_per_epoch(60_000, ValidationArg::Split(0.2), 100), 480);
+    }
+}

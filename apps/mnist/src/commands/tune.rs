@@ -1,0 +1,192 @@
+//! `mnist tune`: random hyper-parameter search (the search itself is in `crate::tune`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use nn_train::Optimizer;
+
+use crate::commands::data_choice;
+use crate::models::{self, DATASET_KEY};
+use crate::tune::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
+use crate::{report, Global};
+
+const EXAMPLES: &str = "\
+Examples:
+  mnist tune                                         10 trials of 3 epochs in the default space
+  mnist tune --max-trials 20 --units 64..256:64 --layers 1..3 --lr 1e-3,3e-4
+  mnist tune --optimizer adam --lr 1e-3 --lr 3e-4     a list given as repeated options
+  mnist tune --limit 10000 --epochs 2 --parallel 2   a quick search on 10000 images, 2 at a time
+  mnist evaluate --model runs/tune-20250101-120000/best.safetensors
+
+Each trial trains Flatten → Dense(units, relu) × layers → [Dropout] → Dense(10) with sparse
+categorical cross-entropy, and is scored by its validation accuracy after the last epoch on
+the last 20% of the training images (held out). The best trial's model is kept.";
+
+/// Arguments of `mnist tune`.
+#[derive(Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct TuneArgs {
+    /// How many combinations to try (fewer if the space holds fewer).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_trials: usize,
+    /// Trainings per combination, with different seeds; the score is their mean.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub executions_per_trial: usize,
+    /// Epochs of each training.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub epochs: usize,
+    /// Units of each hidden layer: MIN..MAX:STEP.
+    #[arg(long, value_name = "MIN..MAX:STEP", default_value = "32..512:32")]
+    pub units: IntRange,
+    /// Learning rates to choose from, comma separated (or the option repeated).
+    #[arg(long, value_name = "LIST", default_value = "1e-2,1e-3,1e-4", value_parser = parse_choices::<f32>)]
+    pub lr: Vec<Vec<f32>>,
+    /// Number of hidden layers: MIN..MAX.
+    #[arg(long, value_name = "MIN..MAX", default_value = "1..2")]
+    pub layers: IntRange,
+    /// Dropout rates before the output layer to choose from (0: none).
+    #[arg(long, value_name = "LIST", default_value = "0,0.2,0.5", value_parser = parse_choices::<f32>)]
+    pub dropout: Vec<Vec<f32>>,
+    /// Batch sizes to choose from.
+    #[arg(long, value_name = "LIST", default_value = "32,128", value_parser = parse_choices::<usize>)]
+    pub batch_size: Vec<Vec<usize>>,
+    /// Optimisers to choose from (adam, sgd, rmsprop).
+    #[arg(long, value_name = "LIST", default_value = "adam,sgd", value_parser = parse_optimizers)]
+    pub optimizer: Vec<Vec<Optimizer>>,
+    /// Seed of the draws and of the trainings.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Trials trained at the same time, each on its own thread (1 is best on a 2-core machine:
+    /// each training already uses every core).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub parallel: usize,
+    /// Search on the first N training images only (20% of them validate).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The folder for best.safetensors and trials.csv. [default: runs/tune-<UTC time>]
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Parses `adam,sgd,rmsprop`.
+fn parse_optimizers(s: &str) -> Result<Vec<Optimizer>, String> {
+    let names: Vec<String> = parse_choices(s)?;
+    names
+        .iter()
+        .map(|n| Optimizer::from_name(n).ok_or_else(|| format!("unknown optimizer '{n}': use adam, sgd or rmsprop")))
+        .collect()
+}
+
+/// The values of a list option given once or more (`--lr 1e-3,1e-4` or `--lr 1e-3 --lr 1e-4`).
+fn flatten<T: Clone>(lists: &[Vec<T>]) -> Vec<T> {
+    lists.concat()
+}
+
+fn print_header() {
+    println!(
+        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8}",
+        "trial", "layers", "units", "lr", "dropout", "batch", "optimizer", "val_accuracy", "seconds"
+    );
+}
+
+fn print_row(t: &TrialResult) {
+    println!(
+        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12.4}  {:>8.1}",
+        t.number,
+        t.params.units.len(),
+        t.params.units_text(),
+        format!("{:e}", t.params.learning_rate),
+        t.params.dropout,
+        t.params.batch_size,
+        t.params.optimizer.name(),
+        t.val_accuracy,
+        t.seconds
+    );
+}
+
+/// Runs `mnist tune`.
+///
+/// # Errors
+/// An invalid search space, a missing data set, a failed trial, files that cannot be written.
+pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
+    let started = Instant::now();
+    if args.parallel == 0 {
+        bail!("--parallel 0: run at least 1 trial at a time");
+    }
+    if args.limit == Some(0) {
+        bail!("--limit 0: search on at least 1 image");
+    }
+    let space = SearchSpace {
+        layers: args.layers,
+        units: args.units,
+        learning_rates: flatten(&args.lr),
+        dropouts: flatten(&args.dropout),
+        batch_sizes: flatten(&args.batch_size),
+        optimizers: flatten(&args.optimizer),
+    };
+    space.validate()?;
+    let cfg = TunerConfig {
+        max_trials: args.max_trials,
+        executions_per_trial: args.executions_per_trial,
+        epochs: args.epochs,
+        validation_split: 0.2,
+        seed: args.seed,
+        parallel: args.parallel,
+    };
+    let choice = data_choice(global, None)?;
+    let (splits, _) = choice.load()?;
+    let mut train = splits.train;
+    if let Some(n) = args.limit.filter(|&n| n < train.len()) {
+        train = train.slice(0..n);
+    }
+    let test = Arc::new(splits.test);
+    let dir =
+        args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+
+    let combos = space.size();
+    println!(
+        "Random search on {} ({} training images, the last 20% validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time",
+        choice.title(),
+        train.len(),
+        cfg.max_trials.min(usize::try_from(combos).unwrap_or(usize::MAX)),
+        cfg.epochs,
+        cfg.executions_per_trial,
+        cfg.parallel
+    );
+    println!(
+        "Space: layers {}, units {}, lr {:?}, dropout {:?}, batch {:?}, optimizer {} ({combos} combinations)",
+        space.layers,
+        space.units,
+        space.learning_rates,
+        space.dropouts,
+        space.batch_sizes,
+        space.optimizers.iter().map(Optimizer::name).collect::<Vec<_>>().join(",")
+    );
+    println!();
+    print_header();
+    let outcome = random_search(&space, &cfg, &train, &mut |t| print_row(t)).context("the search failed")?;
+    let best = outcome.best().clone();
+    let mut trainer = outcome.best_trainer;
+
+    let best_path = dir.join("best.safetensors");
+    trainer.save_model(&best_path)?;
+    models::add_metadata(&best_path, &[(DATASET_KEY, choice.label.clone())])?;
+    let csv_path = dir.join("trials.csv");
+    std::fs::write(&csv_path, trials_csv(&outcome.trials))
+        .with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    let test_eval = trainer.evaluate(&test)?;
+
+    println!();
+    println!("Best: trial {} with val_accuracy {:.4}", best.number, best.val_accuracy);
+    println!("  {}", best.params);
+    println!("  its model on the test set: loss {:.4}, accuracy {:.4}", test_eval.loss, test_eval.accuracy);
+    println!("Search took {}", report::duration(started.elapsed().as_secs_f64()));
+    println!("Written to {}:", dir.display());
+    println!("  best.safetensors   the best trial's model (mnist evaluate --model {})", best_path.display());
+    println!("  trials.csv         every trial's hyper-parameters and score");
+    Ok(())
+}

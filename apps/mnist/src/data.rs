@@ -1,0 +1,121 @@
+//! Finding and loading the data set named on the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mnist_data::{DataError, DatasetKind, Splits};
+
+/// A data set chosen on the command line: a known one under `--data-dir`, or a folder.
+#[derive(Clone, Debug)]
+pub struct DataChoice {
+    /// MNIST or Fashion-MNIST; `None` for a folder given by path.
+    pub kind: Option<DatasetKind>,
+    /// Where its four files are.
+    pub dir: PathBuf,
+    /// How to call it in messages, reports and model files (`mnist`, `fashion` or the path).
+    pub label: String,
+}
+
+impl DataChoice {
+    /// Resolves `--dataset` (`mnist`, `fashion` or a folder) against `--data-dir`.
+    ///
+    /// # Errors
+    /// When the name is neither a known data set nor an existing folder.
+    pub fn resolve(data_dir: &Path, dataset: &str) -> Result<DataChoice> {
+        if let Some(kind) = DatasetKind::from_name(dataset) {
+            return Ok(DataChoice {
+                kind: Some(kind),
+                dir: data_dir.join(kind.name()),
+                label: kind.name().to_string(),
+            });
+        }
+        let path = PathBuf::from(dataset);
+        if path.is_dir() {
+            return Ok(DataChoice { kind: None, dir: path, label: dataset.to_string() });
+        }
+        if path.exists() {
+            bail!("--dataset {dataset}: not a folder; give `mnist`, `fashion` or a folder holding the four IDX files");
+        }
+        bail!(
+            "--dataset {dataset}: unknown data set and no such folder; give `mnist`, `fashion` or a folder holding \
+             the four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)"
+        )
+    }
+
+    /// The names of the ten classes ("0".."9" for digits and unknown folders).
+    pub fn class_names(&self) -> Vec<String> {
+        self.kind.unwrap_or(DatasetKind::Mnist).class_names().iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A title for pictures: "MNIST", "Fashion-MNIST" or the folder's name.
+    pub fn title(&self) -> String {
+        match self.kind {
+            Some(DatasetKind::Mnist) => "MNIST".into(),
+            Some(DatasetKind::Fashion) => "Fashion-MNIST".into(),
+            None => self.dir.file_name().map_or_else(|| self.label.clone(), |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// Loads the training and test sets; returns them with the time it took.
+    ///
+    /// # Errors
+    /// A missing data set (saying how to fetch it), unreadable or invalid files.
+    pub fn load(&self) -> Result<(Splits, Duration)> {
+        let started = Instant::now();
+        match mnist_data::load_dir(&self.dir) {
+            Ok(splits) => Ok((splits, started.elapsed())),
+            Err(e @ DataError::Missing { .. }) => {
+                let hint = match self.kind {
+                    Some(kind) => format!(
+                        "the {} data set is not in {}: download it with `mnist fetch{}{}`, or point --data-dir at \
+                         the folder that holds `{}/`",
+                        kind.name(),
+                        self.dir.display(),
+                        if kind == DatasetKind::Mnist { String::new() } else { format!(" --dataset {}", kind.name()) },
+                        data_dir_flag(&self.dir),
+                        kind.name()
+                    ),
+                    None => format!("{} does not hold a complete data set", self.dir.display()),
+                };
+                Err(anyhow::Error::new(e).context(hint))
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot load the data set in {}", self.dir.display())),
+        }
+    }
+}
+
+/// ` --data-dir X` when the data set's folder is not under the default `data`.
+fn data_dir_flag(dir: &Path) -> String {
+    match dir.parent() {
+        Some(p) if p != Path::new("data") => format!(" --data-dir {}", p.display()),
+        _ => String::new(),
+    }
+}
+
+/// Which part of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    /// The training examples (60 000 for MNIST).
+    Train,
+    /// The test examples (10 000 for MNIST).
+    Test,
+}
+
+impl Split {
+    /// `train` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
+    /// This part of `splits`.
+    pub fn of(self, splits: &Splits) -> &mnist_data::Dataset {
+        match self {
+            Split::Train => &splits.train,
+            Split::Test => &splits.test,
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! Random hyper-parameter search, Keras Tuner's `RandomSearch` for multilayer perceptrons.
+//!
+//! Written to move into `nn-train` as `tuner.rs` unchanged: it depends on `mnist-data`,
+//! `nn-core` and `nn-train` only (no command-line types), and its errors are [`TrainError`]s.
+//!
+//! The model of a trial is the Keras Tuner tutorial's: `Flatten → Dense(units_i, relu) × layers
+//! → [Dropout(dropout)] → Dense(classes)` on logits, trained with sparse categorical
+//! cross-entropy. The objective is the validation accuracy after the last epoch, on the last
+//! `validation_split` of the training images (held out, never trained on), averaged over
+//! `executions_per_trial` runs with different seeds. Trials are drawn at random from the space,
+//! without repeating a combination; they may run on several threads, each with its own model
+//! and trainer.
+//!
+//! ```ignore
+//! # fn demo(train: &mnist_data::Dataset) -> Result<(), nn_train::TrainError> {
+//! use nn_train::tuner::{random_search, SearchSpace, TunerConfig}; // once moved there
+//! let space = SearchSpace::default();
+//! let outcome = random_search(&space, &TunerConfig { max_trials: 10, ..Default::default() }, train, &mut |t| {
+//!     println!("trial {}: {:.4}", t.number, t.val_accuracy);
+//! })?;
+//! println!("best: {}", outcome.best().params);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use mnist_data::{Dataset, Rng};
+use nn_core::{Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
+use nn_train::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
+
+/// Whole numbers from `min` to `max` (inclusive) in steps of `step`: Keras Tuner's
+/// `hp.Int(name, min, max, step)`. Written `32..512:32`, `1..3` or `64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntRange {
+    /// Smallest value.
+    pub min: usize,
+    /// Largest value (included when a whole number of steps from `min`).
+    pub max: usize,
+    /// Distance between values (at least 1).
+    pub step: usize,
+}
+
+impl IntRange {
+    /// The values of the range.
+    pub fn values(&self) -> Vec<usize> {
+        (self.min..=self.max).step_by(self.step.max(1)).collect()
+    }
+}
+
+impl FromStr for IntRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (range, step) = match s.split_once(':') {
+            Some((r, st)) => (r, Some(st)),
+            None => (s, None),
+        };
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{s}': '{t}' is not a whole number (expected MIN..MAX[:STEP], e.g. 32..512:32)"))
+        };
+        let (min, max) = match range.split_once("..") {
+            Some((a, b)) => (num(a)?, num(b.trim_start_matches('='))?),
+            None => {
+                let v = num(range)?;
+                (v, v)
+            }
+        };
+        let step = step.map(num).transpose()?.unwrap_or(1);
+        if min > max {
+            return Err(format!("'{s}': the minimum {min} is above the maximum {max}"));
+        }
+        if step == 0 {
+            return Err(format!("'{s}': the step must be at least 1"));
+        }
+        Ok(IntRange { min, max, step })
+    }
+}
+
+impl fmt::Display for IntRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else if self.step == 1 {
+            write!(f, "{}..{}", self.min, self.max)
+        } else {
+            write!(f, "{}..{}:{}", self.min, self.max, self.step)
+        }
+    }
+}
+
+/// Parses a comma-separated list of choices (`1e-2,1e-3,1e-4`): Keras Tuner's `hp.Choice`.
+///
+/// # Errors
+/// An empty list or an item that does not parse.
+pub fn parse_choices<T: FromStr>(s: &str) -> Result<Vec<T>, String> {
+    let items: Vec<&str> = s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if items.is_empty() {
+        return Err("expected at least one value, comma separated".into());
+    }
+    items.iter().map(|t| t.parse::<T>().map_err(|_| format!("'{t}' is not a valid value"))).collect()
+}
+
+/// The space searched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchSpace {
+    /// Number of hidden Dense layers.
+    pub layers: IntRange,
+    /// Units of each hidden layer (drawn for each layer separately).
+    pub units: IntRange,
+    /// Learning rates.
+    pub learning_rates: Vec<f32>,
+    /// Dropout rates before the output layer (0: no Dropout layer).
+    pub dropouts: Vec<f32>,
+    /// Batch sizes.
+    pub batch_sizes: Vec<usize>,
+    /// Optimisers (their learning rate is replaced by the trial's).
+    pub optimizers: Vec<Optimizer>,
+}
+
+impl Default for SearchSpace {
+    /// Keras Tuner's tutorial space: 1 to 2 layers of 32 to 512 units (step 32), learning rate
+    /// 1e-2, 1e-3 or 1e-4, dropout 0, 0.2 or 0.5, batch 32 or 128, Adam or SGD.
+    fn default() -> Self {
+        SearchSpace {
+            layers: IntRange { min: 1, max: 2, step: 1 },
+            units: IntRange { min: 32, max: 512, step: 32 },
+            learning_rates: vec![1e-2, 1e-3, 1e-4],
+            dropouts: vec![0.0, 0.2, 0.5],
+            batch_sizes: vec![32, 128],
+            optimizers: vec![Optimizer::adam(), Optimizer::sgd()],
+        }
+    }
+}
+
+impl SearchSpace {
+    /// Checks that every dimension has at least one usable value.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the dimension.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.layers.min == 0 {
+            return bad("layers: at least 1 hidden layer".into());
+        }
+        if self.layers.max > 16 {
+            return bad(format!("layers: at most 16 hidden layers, got {}", self.layers.max));
+        }
+        if self.units.min == 0 {
+            return bad("units: at least 1 unit per layer".into());
+        }
+        if self.learning_rates.is_empty() || self.learning_rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+            return bad(format!("learning rates must be positive numbers, got {:?}", self.learning_rates));
+        }
+        if self.dropouts.is_empty() || self.dropouts.iter().any(|d| !(0.0..1.0).contains(d)) {
+            return bad(format!("dropout rates must be at least 0 and below 1, got {:?}", self.dropouts));
+        }
+        if self.batch_sizes.is_empty() || self.batch_sizes.contains(&0) {
+            return bad(format!("batch sizes must be at least 1, got {:?}", self.batch_sizes));
+        }
+        if self.optimizers.is_empty() {
+            return bad("at least one optimiser".into());
+        }
+        Ok(())
+    }
+
+    /// How many different combinations the space holds (saturating).
+    pub fn size(&self) -> u128 {
+        let units = self.units.values().len() as u128;
+        let per_layers: u128 =
+            self.layers.values().iter().map(|&l| units.saturating_pow(l as u32)).fold(0u128, u128::saturating_add);
+        [self.learning_rates.len(), self.dropouts.len(), self.batch_sizes.len(), self.optimizers.len()]
+            .iter()
+            .fold(per_layers, |acc, &n| acc.saturating_mul(n as u128))
+    }
+
+    /// Draws one combination.
+    pub fn sample(&self, rng: &mut Rng) -> HyperParams {
+        let pick = |rng: &mut Rng, n: usize| rng.below(n.max(1));
+        let layer_counts = self.layers.values();
+        let units = self.units.values();
+        let layers = layer_counts[pick(rng, layer_counts.len())];
+        let units: Vec<usize> = (0..layers).map(|_| units[pick(rng, units.len())]).collect();
+        let learning_rate = self.learning_rates[pick(rng, self.learning_rates.len())];
+        let dropout = self.dropouts[pick(rng, self.dropouts.len())];
+        let batch_size = self.batch_sizes[pick(rng, self.batch_sizes.len())];
+        let optimizer = self.optimizers[pick(rng, self.optimizers.len())].learning_rate(learning_rate);
+        HyperParams { units, learning_rate, dropout, batch_size, optimizer }
+    }
+}
+
+/// One combination of hyper-parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HyperParams {
+    /// Units of each hidden layer (their number is the number of layers).
+    pub units: Vec<usize>,
+    /// The learning rate.
+    pub learning_rate: f32,
+    /// Dropout before the output layer (0: none).
+    pub dropout: f32,
+    /// Images per update.
+    pub batch_size: usize,
+    /// The optimiser, with the learning rate set.
+    pub optimizer: Optimizer,
+}
+
+impl HyperParams {
+    /// The architecture for images of `input_shape` and `classes` classes.
+    pub fn spec(&self, input_shape: &[usize], classes: usize) -> ModelSpec {
+        let mut s = ModelSpec::new(input_shape).add(Flatten::new());
+        for &u in &self.units {
+            s = s.add(Dense::new(u).activation(Activation::Relu));
+        }
+        if self.dropout > 0.0 {
+            s = s.add(Dropout::new(self.dropout));
+        }
+        s.add(Dense::new(classes))
+    }
+
+    /// Optimiser and loss (sparse categorical cross-entropy on logits, constant rate).
+    pub fn compile(&self) -> Compile {
+        Compile {
+            optimizer: self.optimizer,
+            loss: Loss::SparseCategoricalCrossentropy { from_logits: true },
+            schedule: Schedule::Constant,
+        }
+    }
+
+    /// A key identifying the combination (to avoid repeating one).
+    fn key(&self) -> String {
+        format!(
+            "{:?}|{}|{}|{}|{}",
+            self.units,
+            self.learning_rate,
+            self.dropout,
+            self.batch_size,
+            self.optimizer.name()
+        )
+    }
+
+    /// The units as `256,64`.
+    pub fn units_text(&self) -> String {
+        self.units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl fmt::Display for HyperParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "layers={} units=[{}] learning_rate={} dropout={} batch_size={} optimizer={}",
+            self.units.len(),
+            self.units_text(),
+            self.learning_rate,
+            self.dropout,
+            self.batch_size,
+            self.optimizer.name()
+        )
+    }
+}
+
+/// How the search runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TunerConfig {
+    /// Trials to run (fewer when the space holds fewer combinations).
+    pub max_trials: usize,
+    /// Trainings per trial, with different seeds; the objective is their mean.
+    pub executions_per_trial: usize,
+    /// Epochs of each training.
+    pub epochs: usize,
+    /// Fraction of the training images held out for validation (the last ones).
+    pub validation_split: f64,
+    /// Seed of the sampling and of the trainings.
+    pub seed: u64,
+    /// Trials trained at once, each on its own thread.
+    pub parallel: usize,
+}
+
+impl Default for TunerConfig {
+    /// 10 trials of 1 execution, 3 epochs, validation split 0.2, seed 42, one at a time.
+    fn default() -> Self {
+        TunerConfig { max_trials: 10, executions_per_trial: 1, epochs: 3, validation_split: 0.2, seed: 42, parallel: 1 }
+    }
+}
+
+/// The result of one trial.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrialResult {
+    /// 1-based trial number (in the order drawn).
+    pub number: usize,
+    /// The hyper-parameters.
+    pub params: HyperParams,
+    /// Mean validation accuracy after the last epoch (the objective).
+    pub val_accuracy: f64,
+    /// Mean validation loss after the last epoch.
+    pub val_loss: f64,
+    /// Wall time of the trial (all executions).
+    pub seconds: f64,
+}
+
+/// What a search found.
+pub struct SearchOutcome {
+    /// Every trial, in the order they finished.
+    pub trials: Vec<TrialResult>,
+    /// Index into `trials` of the best one.
+    pub best_index: usize,
+    /// The trained model of the best trial (its best execution), with its history.
+    pub best_trainer: Trainer,
+}
+
+impl SearchOutcome {
+    /// The best trial.
+    pub fn best(&self) -> &TrialResult {
+        &self.trials[self.best_index]
+    }
+}
+
+/// Draws up to `n` different combinations (fewer when the space is smaller).
+pub fn draw_trials(space: &SearchSpace, n: usize, seed: u64) -> Vec<HyperParams> {
+    let mut rng = Rng::derive(seed, 0x7475_6e65);
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut misses = 0;
+    while out.len() < n && misses < 1000 {
+        let p = space.sample(&mut rng);
+        if seen.insert(p.key()) {
+            out.push(p);
+            misses = 0;
+        } else {
+            misses += 1;
+        }
+    }
+    out
+}
+
+/// Trains one trial: `executions` models with seeds derived from `seed`; returns the result
+/// and the trainer of its best execution.
+fn run_trial(
+    number: usize,
+    params: &HyperParams,
+    cfg: &TunerConfig,
+    train: &Arc<Dataset>,
+    val: &Arc<Dataset>,
+) -> Result<(TrialResult, Trainer), TrainError> {
+    let started = Instant::now();
+    let spec = params.spec(&[train.rows(), train.cols()], train.classes());
+    let mut best: Option<(f64, Trainer)> = None;
+    let (mut acc_sum, mut loss_sum) = (0.0, 0.0);
+    let executions = cfg.executions_per_trial.max(1);
+    for e in 0..executions {
+        let seed = Rng::derive(cfg.seed, (number as u64) << 16 | e as u64).next_u64() >> 11;
+        let model = Model::new(&spec, seed)?;
+        let mut t = Trainer::new(model, params.compile());
+        t.fit(
+            train.clone(),
+            FitConfig {
+                epochs: cfg.epochs,
+                batch_size: params.batch_size,
+                validation: Validation::Data(val.clone()),
+                seed,
+                verbosity: Verbosity::Silent,
+                ..Default::default()
+            },
+        )?;
+        let last = t.history().last().cloned();
+        let acc = last.as_ref().and_then(|l| l.val_accuracy).unwrap_or(0.0);
+        let loss = last.as_ref().and_then(|l| l.val_loss).unwrap_or(f64::NAN);
+        acc_sum += acc;
+        loss_sum += loss;
+        if best.as_ref().is_none_or(|(b, _)| acc > *b) {
+            best = Some((acc, t));
+        }
+    }
+    let n = executions as f64;
+    let result = TrialResult {
+        number,
+        params: params.clone(),
+        val_accuracy: acc_sum / n,
+        val_loss: loss_sum / n,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let trainer = best.map(|(_, t)| t).ok_or_else(|| TrainError::Config("a trial ran no execution".into()))?;
+    Ok((result, trainer))
+}
+
+/// Runs the search on `train` (the last `cfg.validation_split` of it validates), calling
+/// `on_trial` as each trial finishes (in finishing order).
+///
+/// # Errors
+/// [`TrainError::Config`] for an invalid space or configuration or a data set too small to
+/// split; the first trial that fails (the others are not started).
+pub fn random_search(
+    space: &SearchSpace,
+    cfg: &TunerConfig,
+    train: &Dataset,
+    on_trial: &mut dyn FnMut(&TrialResult),
+) -> Result<SearchOutcome, TrainError> {
+    space.validate()?;
+    if cfg.max_trials == 0 || cfg.epochs == 0 || cfg.executions_per_trial == 0 {
+        return Err(TrainError::Config("trials, executions per trial and epochs must be at least 1".into()));
+    }
+    let (fit_part, val_part) = mnist_data::validation_split(train, cfg.validation_split)?;
+    let (fit_part, val_part) = (Arc::new(fit_part), Arc::new(val_part));
+    let trials = draw_trials(space, cfg.max_trials, cfg.seed);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let workers = cfg.parallel.clamp(1, trials.len().max(1));
+    let (tx, rx) = mpsc::channel::<Result<(TrialResult, Trainer), TrainError>>();
+
+    let mut results = Vec::new();
+    let mut best: Option<(usize, Trainer)> = None;
+    let mut first_error = None;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (trials, next, failed, fit_part, val_part) = (&trials, &next, &failed, &fit_part, &val_part);
+            s.spawn(move || loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(params) = trials.get(i) else { break };
+                let r = run_trial(i + 1, params, cfg, fit_part, val_part);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                if tx.send(r).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for r in rx {
+            match r {
+                Ok((result, trainer)) => {
+                    on_trial(&result);
+                    let better = match &best {
+                        None => true,
+                        Some((b, _)) => {
+                            let b: &TrialResult = &results[*b];
+                            result.val_accuracy > b.val_accuracy
+                                || (result.val_accuracy == b.val_accuracy && result.number < b.number)
+                        }
+                    };
+                    results.push(result);
+                    if better {
+                        best = Some((results.len() - 1, trainer));
+                    }
+                }
+                Err(e) => {
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let (best_index, best_trainer) = best.ok_or_else(|| TrainError::Config("no trial ran".into()))?;
+    Ok(SearchOutcome { trials: results, best_index, best_trainer })
+}
+
+/// The trials as CSV: `trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds`
+/// (units separated by `;`), in trial order.
+pub fn trials_csv(trials: &[TrialResult]) -> String {
+    let mut sorted: Vec<&TrialResult> = trials.iter().collect();
+    sorted.sort_by_key(|t| t.number);
+    let mut s =
+        String::from("trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds\n");
+    for t in sorted {
+        s += &format!(
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.2}\n",
+            t.number,
+            t.params.units.len(),
+            t.params.units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(";"),
+            t.params.learning_rate,
+            t.params.dropout,
+            t.params.batch_size,
+            t.params.optimizer.name(),
+            t.val_accuracy,
+            t.val_loss,
+            t.seconds
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_choices_parse() {
+        assert_eq!("32..512:32".parse::<IntRange>(), Ok(IntRange { min: 32, max: 512, step: 32 }));
+        assert_eq!("1..2".parse::<IntRange>().map(|r| r.values()), Ok(vec![1, 2]));
+        assert_eq!("64".parse::<IntRange>().map(|r| r.values()), Ok(vec![64]));
+        assert_eq!("32..100:32".parse::<IntRange>().map(|r| r.values()), Ok(vec![32, 64, 96]));
+        assert!("5..1".parse::<IntRange>().is_err());
+        assert!("1..4:0".parse::<IntRange>().is_err());
+        assert!("a..b".parse::<IntRange>().is_err());
+        assert_eq!(parse_choices::<f32>("1e-2, 1e-3"), Ok(vec![1e-2, 1e-3]));
+        assert!(parse_choices::<f32>("").is_err());
+        assert!(parse_choices::<usize>("32,x").is_err());
+        assert_eq!("32..512:32".parse::<IntRange>().map(|r| r.to_string()), Ok("32..512:32".to_string()));
+    }
+
+    #[test]
+    fn sampling_stays_in_the_space_and_never_repeats() {
+        let space = SearchSpace {
+            layers: IntRange { min: 1, max: 2, step: 1 },
+            units: IntRange { min: 32, max: 64, step: 32 },
+            learning_rates: vec![1e-3],
+            dropouts: vec![0.0],
+            batch_sizes: vec![32],
+            optimizers: vec![Optimizer::adam()],
+        };
+        assert_eq!(space.size(), 2 + 4);
+        let trials = draw_trials(&space, 10, 1);
+        assert_eq!(trials.len(), 6, "only 6 combinations exist");
+        let keys: HashSet<String> = trials.iter().map(HyperParams::key).collect();
+        assert_eq!(keys.len(), 6);
+        assert!(trials
+            .iter()
+            .all(|t| (1..=2).contains(&t.units.len()) && t.units.iter().all(|u| [32, 64].contains(u))));
+        assert_eq!(draw_trials(&space, 3, 1), draw_trials(&space, 3, 1), "same seed, same trials");
+        let spec = trials[0].spec(&[28, 28], 10);
+        assert_eq!(spec.output_shape().ok(), Some(vec![10]));
+        assert!(SearchSpace { dropouts: vec![1.0], ..SearchSpace::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn a_tiny_search_runs_in_parallel_and_keeps_the_best() {
+        // 200 random 4×4 images whose class is whether the top half is brighter.
+        let mut rng = Rng::new(3);
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for _ in 0..200 {
+            let top = rng.below(2) == 1;
+            for p in 0..16 {
+                let bright = (p < 8) == top;
+                images.push(if bright { 200 + rng.below(50) as u8 } else { rng.below(50) as u8 });
+            }
+            labels.push(u8::from(top));
+        }
+        let data = Dataset::new(images, labels, 4, 4, 2).expect("data");
+        let space = SearchSpace {
+            layers: IntRange { min: 1, max: 1, step: 1 },
+            units: IntRange { min: 4, max: 16, step: 4 },
+            learning_rates: vec![1e-2],
+            dropouts: vec![0.0, 0.2],
+            batch_sizes: vec![16],
+            optimizers: vec![Optimizer::adam()],
+        };
+        let cfg = TunerConfig { max_trials: 3, epochs: 3, parallel: 2, ..Default::default() };
+        let mut seen = 0;
+        let out = random_search(&space, &cfg, &data, &mut |_| seen += 1).expect("search");
+        assert_eq!((seen, out.trials.len()), (3, 3));
+        let best = out.best().val_accuracy;
+        assert!(out.trials.iter().all(|t| t.val_accuracy <= best));
+        assert!(best > 0.9, "an easy problem: {best}");
+        assert!(trials_csv(&out.trials).lines().count() == 4);
+    }
+}

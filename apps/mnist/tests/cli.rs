@@ -1,0 +1,375 @@
+//! The `mnist` binary end to end, on the real MNIST files.
+//!
+//! The data is looked for in `<workspace>/data/mnist` (CI links the real files there), then in
+//! `<workspace>/../shared/data/mnist`. The tests fail, rather than skip, when neither exists.
+//! Training runs with the workspace's `[profile.test]` (opt-level 3), which also builds the
+//! binary these tests run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::{GrayImage, Rgb, RgbImage};
+
+/// The folder holding `mnist/` (given to `--data-dir`).
+fn data_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
+    for dir in [root.join("data"), root.join("..").join("shared").join("data")] {
+        if mnist_data::dataset::find_file(&dir.join("mnist"), 0).is_ok() {
+            return dir;
+        }
+    }
+    panic!("the real MNIST files are needed: put (or link) them in {}/data/mnist (see data/README.md)", root.display());
+}
+
+/// Runs `mnist --data-dir <data> ARGS` in `dir`.
+fn mnist(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist"))
+        .current_dir(dir)
+        .arg("--data-dir")
+        .arg(data_root())
+        .args(args)
+        .output()
+        .expect("the mnist binary runs")
+}
+
+/// Asserts success and returns stdout.
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mnist failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stdout.into_owned()
+}
+
+/// Asserts a clean failure (non-zero exit, no panic) whose stderr mentions every one of
+/// `needles`; returns stderr.
+fn fails(out: &Output, needles: &[&str]) -> String {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "expected a failure:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_ne!(out.status.code(), Some(101), "a panic's exit code:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr should mention {n:?}:\n{stderr}");
+    }
+    stderr.into_owned()
+}
+
+/// Decodes a PNG and checks its size and that it is not blank (it has both dark and light
+/// pixels); returns `(width, height)`.
+fn check_png(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_luma8();
+    let (dark, light) =
+        img.pixels().fold((0, 0), |(d, l), p| (d + usize::from(p.0[0] < 100), l + usize::from(p.0[0] > 200)));
+    assert!(dark > 50 && light > 50, "{} looks blank ({dark} dark, {light} light pixels)", path.display());
+    img.dimensions()
+}
+
+/// A deterministic noise source: uniform and normal numbers.
+struct Noise(u64);
+impl Noise {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// A 300×300 "photo" of an MNIST digit (`pixels`, 28×28, bright on black): 7× larger (bilinear),
+/// drawn in dark ink on tinted paper with noise σ = 8, its frame's corner at `(ox, oy)`.
+fn photo(pixels: &[u8], (ox, oy): (u32, u32), seed: u64) -> RgbImage {
+    let small = GrayImage::from_raw(28, 28, pixels.to_vec()).expect("28×28");
+    let big = image::imageops::resize(&small, 196, 196, image::imageops::FilterType::Triangle);
+    let paper = [235.0, 225.0, 200.0];
+    let ink = [35.0, 30.0, 50.0];
+    let mut noise = Noise(seed);
+    RgbImage::from_fn(300, 300, |x, y| {
+        let c = if (ox..ox + 196).contains(&x) && (oy..oy + 196).contains(&y) {
+            f64::from(big.get_pixel(x - ox, y - oy).0[0]) / 255.0
+        } else {
+            0.0
+        };
+        let n = 8.0 * noise.normal();
+        let ch = |k: usize| (paper[k] * (1.0 - c) + ink[k] * c + n).round().clamp(0.0, 255.0) as u8;
+        Rgb([ch(0), ch(1), ch(2)])
+    })
+}
+
+fn mnist_test_set() -> mnist_data::Dataset {
+    mnist_data::Mnist::load(data_root().join("mnist")).expect("MNIST loads").test
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = ok(&mnist(tmp.path(), &["--help"]));
+    for cmd in ["fetch", "info", "show", "summary", "train", "evaluate", "predict", "diagram", "tune"] {
+        assert!(top.contains(cmd), "{top}");
+        let help = ok(&mnist(tmp.path(), &[cmd, "--help"]));
+        assert!(help.contains("Examples:") && help.contains(&format!("mnist {cmd}")), "{cmd}:\n{help}");
+    }
+}
+
+#[test]
+fn info_prints_shapes_statistics_and_class_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(&mnist(tmp.path(), &["info"]));
+    assert!(out.contains("(60000, 28, 28)") && out.contains("(10000, 28, 28)"), "{out}");
+    assert!(out.contains("class counts: 5923 6742 5958 6131 5842 5421 5918 6265 5851 5949"), "{out}");
+    assert!(out.contains("0.1307"), "{out}");
+    assert!(out.contains("loaded in"), "{out}");
+}
+
+#[test]
+fn show_draws_a_grid_and_one_enlarged_digit() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&mnist(tmp.path(), &["show", "--count", "10", "--out", "grid.png"]));
+    let (w, h) = check_png(&tmp.path().join("grid.png"));
+    assert!(w >= 5 * 28 * 3 && h >= 2 * 28 * 3, "{w}×{h}");
+    let out = ok(&mnist(tmp.path(), &["show", "--index", "0", "--split", "test", "--out", "one/seven.png"]));
+    assert!(out.contains("label 7"), "{out}");
+    let (w, h) = check_png(&tmp.path().join("one/seven.png"));
+    assert!(w >= 28 * 12 && h >= 28 * 12, "{w}×{h}");
+}
+
+#[test]
+fn summary_of_the_tutorial_mlp_counts_94494_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(&mnist(tmp.path(), &["summary", "--model", "mlp-sigmoid-100-144", "--save-spec", "mlp.json"]));
+    assert!(out.contains("Total params: 94,494"), "{out}");
+    assert!(out.contains("dense_1 (Dense)") && out.contains("(None, 144)"), "{out}");
+    let again = ok(&mnist(tmp.path(), &["summary", "--model", "mlp.json"]));
+    assert!(again.contains("Total params: 94,494"), "{again}");
+}
+
+#[test]
+fn train_then_evaluate_predict_and_draw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = ok(&mnist(dir, &["train", "--model", "mlp-128", "--epochs", "1", "--run-dir", "run", "--device", "cpu"]));
+    assert!(out.contains("Epoch 1/1") && out.contains("Written to run"), "{out}");
+    let run = dir.join("run");
+    for f in ["model.safetensors", "history.csv", "history.png", "predictions.png", "confusion.png", "report.txt"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    for png in ["history.png", "predictions.png", "confusion.png"] {
+        check_png(&run.join(png));
+    }
+    let history = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 2, "{history}");
+    let report = std::fs::read_to_string(run.join("report.txt")).unwrap();
+    let accuracy: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("test accuracy:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in the report:\n{report}"));
+    assert!(accuracy > 0.9, "one epoch of mlp-128 reaches {accuracy}");
+    assert!(report.contains("precision") && report.contains("seconds/epoch") && report.contains("device:"), "{report}");
+    let model = "run/model.safetensors";
+
+    let out = ok(&mnist(dir, &["evaluate", "--model", model, "--out-dir", "eval"]));
+    assert!(out.contains("accuracy:") && out.contains("f1-score") && out.contains("true\\pred"), "{out}");
+    check_png(&dir.join("eval/confusion.png"));
+    check_png(&dir.join("eval/errors.png"));
+
+    let out = ok(&mnist(dir, &["predict", "--model", model, "--index", "0", "1", "--out", "pred.png"]));
+    assert!(out.contains("test[0]: predicted 7"), "{out}");
+    assert!(out.contains("test[1]: predicted 2"), "{out}");
+    check_png(&dir.join("pred.png"));
+
+    // A photo of test digit 0 (a 7), as a phone would take it.
+    let test = mnist_test_set();
+    photo(test.image(0), (30, 60), 1).save(dir.join("seven.png")).unwrap();
+    let out = ok(&mnist(dir, &["predict", "--model", model, "seven.png", "--out", "photo.png"]));
+    assert!(out.contains("seven.png: predicted 7"), "{out}");
+    check_png(&dir.join("photo.png"));
+    // The same photo as JPEG and BMP, and the model named by its run folder.
+    let seven = image::open(dir.join("seven.png")).unwrap();
+    seven.save(dir.join("seven.jpg")).unwrap();
+    seven.save(dir.join("seven.bmp")).unwrap();
+    let out = ok(&mnist(dir, &["predict", "--model", "run", "seven.jpg", "seven.bmp"]));
+    assert!(out.contains("seven.jpg: predicted 7") && out.contains("seven.bmp: predicted 7"), "{out}");
+    let out = ok(&mnist(dir, &["evaluate", "--model", "run"]));
+    assert!(out.contains("run/model.safetensors on the MNIST test set"), "{out}");
+
+    ok(&mnist(dir, &["diagram", "--model", model, "--out", "net.png"]));
+    check_png(&dir.join("net.png"));
+    let out = ok(&mnist(dir, &["summary", "--model", model]));
+    assert!(out.contains("Total params: 101,770"), "{out}");
+
+    // Resuming needs a checkpoint with optimiser state: write one, then continue it.
+    ok(&mnist(
+        dir,
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            "2000",
+            "--checkpoint",
+            "ckpt.safetensors",
+            "--run-dir",
+            "r1",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+    ));
+    let out = ok(&mnist(
+        dir,
+        &[
+            "train",
+            "--resume",
+            "ckpt.safetensors",
+            "--epochs",
+            "2",
+            "--limit",
+            "2000",
+            "--run-dir",
+            "r2",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+    ));
+    assert!(out.contains("resuming after epoch 1"), "{out}");
+    assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn tune_runs_two_tiny_trials_and_keeps_the_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(&mnist(
+        tmp.path(),
+        &[
+            "tune",
+            "--max-trials",
+            "2",
+            "--epochs",
+            "1",
+            "--limit",
+            "3000",
+            "--units",
+            "32..64:32",
+            "--lr",
+            "1e-3",
+            "--out-dir",
+            "tune",
+        ],
+    ));
+    assert!(out.contains("val_accuracy") && out.contains("Best: trial"), "{out}");
+    let csv = std::fs::read_to_string(tmp.path().join("tune/trials.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("trial,layers,units,learning_rate"), "{csv}");
+    let out = ok(&mnist(tmp.path(), &["evaluate", "--model", "tune/best.safetensors"]));
+    assert!(out.contains("accuracy:"), "{out}");
+}
+
+#[test]
+fn bad_arguments_and_files_fail_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("notes.safetensors"), "these are not weights").unwrap();
+    std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    std::fs::write(dir.join("bad.json"), "{\"input_shape\": [28, 28], \"layers\": [{\"type\": \"Dense\"}]}").unwrap();
+    std::fs::write(
+        dir.join("unflat.json"),
+        "{\"input_shape\": [28, 28], \"layers\": [{\"type\": \"Dense\", \"units\": 10}]}",
+    )
+    .unwrap();
+    std::fs::write(dir.join("syntax.json"), "{\"input_shape\": [28, 28], \"layers\": [").unwrap();
+
+    fails(&mnist(dir, &["evaluate", "--model", "missing.safetensors"]), &["missing.safetensors", "no such file"]);
+    fails(&mnist(dir, &["predict", "--model", "missing.safetensors", "--index", "0"]), &["missing.safetensors"]);
+    fails(&mnist(dir, &["evaluate", "--model", "notes.safetensors"]), &["notes.safetensors", "not a model file"]);
+    fails(&mnist(dir, &["evaluate", "--model", "broken.png"]), &["broken.png", "not a model file"]);
+    fails(&mnist(dir, &["summary", "--model", "mlp-999"]), &["unknown model 'mlp-999'", "mlp-128"]);
+    fails(&mnist(dir, &["train", "--model", "mlp-999"]), &["unknown model 'mlp-999'"]);
+    fails(&mnist(dir, &["summary", "--model", "bad.json"]), &["bad.json", "units"]);
+    fails(&mnist(dir, &["train", "--model", "unflat.json"]), &["unflat.json", "Flatten"]);
+    fails(&mnist(dir, &["diagram", "--model", "syntax.json"]), &["syntax.json", "line"]);
+    fails(&mnist(dir, &["evaluate", "--model", "mlp-128"]), &["no trained weights"]);
+    fails(&mnist(dir, &["--dataset", "nowhere", "info"]), &["nowhere", "unknown data set"]);
+    fails(&mnist(dir, &["train", "--augment", "spin=3"]), &["spin"]);
+    fails(&mnist(dir, &["train", "--validation", "split:2"]), &["between 0 and 1"]);
+    fails(&mnist(dir, &["train", "--epochs", "0"]), &["--epochs"]);
+    fails(&mnist(dir, &["show", "--index", "60000"]), &["60000", "60000 images"]);
+    fails(&mnist(dir, &["tune", "--units", "512..32"]), &["512..32"]);
+    if !cfg!(feature = "cuda") {
+        fails(&mnist(dir, &["train", "--device", "cuda"]), &["--features cuda"]);
+    }
+    // An empty data folder: say how to get the data.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mnist"))
+        .current_dir(dir)
+        .args(["--data-dir", "empty", "info"])
+        .output()
+        .unwrap();
+    fails(&out, &["mnist fetch", "empty"]);
+
+    // Images that cannot be read: the others are still classified, the exit code says so.
+    ok(&mnist(dir, &["train", "--epochs", "1", "--limit", "1000", "--run-dir", "tiny", "-q", "--device", "cpu"]));
+    photo(mnist_test_set().image(1), (50, 50), 2).save(dir.join("two.png")).unwrap();
+    std::fs::write(dir.join("blank.png"), b"").unwrap();
+    let out = mnist(dir, &["predict", "--model", "tiny/model.safetensors", "broken.png", "two.png", "nope.jpg"]);
+    let stderr = fails(&out, &["broken.png", "nope.jpg", "2 of 3 image(s) could not be read"]);
+    assert!(!stderr.contains("two.png:"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("two.png: predicted"));
+    fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors", "blank.png"]), &["blank.png"]);
+    fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors"]), &["nothing to predict"]);
+    fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors", "--index", "10000"]), &["--index 10000"]);
+}
+
+/// The acceptance test of seed 000: photos of digits — MNIST test digits drawn dark on light,
+/// tinted, noisy paper, 300×300 and off-centre — read by a model from `mnist train --model
+/// mlp-128` (the 6-epoch recipe): at least 95 of 100 right.
+#[test]
+fn photos_of_digits_are_read_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&mnist(dir, &["train", "--model", "mlp-128", "--run-dir", "run", "--quiet", "--device", "cpu"]));
+    let test = mnist_test_set();
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mut names = Vec::new();
+    for i in 0..100 {
+        // Off-centre: the 196-pixel digit frame anywhere but the middle of the 300-pixel photo.
+        let ox = [4, 100, 20, 90, 60][i % 5] as u32;
+        let oy = [96, 8, 80, 30, 100][(i / 5) % 5] as u32;
+        let name = format!("photos/digit-{i:03}.png");
+        photo(test.image(i), (ox, oy), i as u64 + 7).save(dir.join(&name)).unwrap();
+        names.push(name);
+    }
+    let mut args = vec!["predict", "--model", "run/model.safetensors", "--out", "photos.png"];
+    args.extend(names.iter().map(String::as_str));
+    let out = ok(&mnist(dir, &args));
+    let mut right = 0;
+    let mut wrong = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let prefix = format!("{name}: predicted ");
+        let line =
+            out.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no prediction for {name}:\n{out}"));
+        let digit: u8 = line[prefix.len()..].split_whitespace().next().and_then(|d| d.parse().ok()).expect("a digit");
+        if digit == test.label(i) {
+            right += 1;
+        } else {
+            wrong.push(format!("{name}: {digit} for {}", test.label(i)));
+        }
+    }
+    println!("photos read right: {right}% ({right} of 100); wrong: {wrong:?}");
+    check_png(&dir.join("photos.png"));
+    // To look at the pictures: MNIST_CLI_KEEP=/some/dir cargo test -p mnist --test cli photos
+    if let Some(keep) = std::env::var_os("MNIST_CLI_KEEP") {
+        let keep = PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in
+            ["photos.png", "photos/digit-000.png", "photos/digit-008.png", "run/history.png", "run/predictions.png"]
+        {
+            std::fs::copy(dir.join(f), keep.join(f.replace('/', "-"))).unwrap();
+        }
+    }
+    assert!(right >= 95, "only {right} of 100 photos read right: {wrong:?}");
+}
