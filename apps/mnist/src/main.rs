@@ -16,7 +16,6 @@ mod device;
 mod models;
 mod pictures;
 mod report;
-mod tune;
 
 const EXAMPLES: &str = "\
 Examples:

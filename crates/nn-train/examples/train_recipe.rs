@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map(String::as_str).unwrap_or("mlp-128");
     let r = recipe(name).ok_or("unknown recipe")?;
-    let epochs = args.get(2).and_then(|e| e.parse().ok()).unwrap_or(r.epochs);
+    let epochs = args.get(2).and_then(|e| e.parse().ok()).filter(|&e: &usize| e > 0).unwrap_or(r.epochs);
     let seed = args.get(3).and_then(|e| e.parse().ok()).unwrap_or(1);
     let dir = args.get(4).cloned().unwrap_or_else(|| "data/mnist".into());
     let batch_size = args.get(5).and_then(|b| b.parse().ok()).unwrap_or(r.batch_size);

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod recipes;
 pub mod schedule;
 pub mod trainer;
+pub mod tuner;
 
 pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, TerminateOnNaN};
 pub use device::{build_model, model_from_file, DeviceChoice};

@@ -10,7 +10,7 @@ use nn_train::Optimizer;
 
 use crate::commands::data_choice;
 use crate::models::{self, DATASET_KEY};
-use crate::tune::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
+use nn_train::tuner::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
 use crate::{report, Global};
 
 const EXAMPLES: &str = "\

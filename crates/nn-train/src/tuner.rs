@@ -1,8 +1,5 @@
 //! Random hyper-parameter search, Keras Tuner's `RandomSearch` for multilayer perceptrons.
 //!
-//! Written to move into `nn-train` as `tuner.rs` unchanged: it depends on `mnist-data`,
-//! `nn-core` and `nn-train` only (no command-line types), and its errors are [`TrainError`]s.
-//!
 //! The model of a trial is the Keras Tuner tutorial's: `Flatten → Dense(units_i, relu) × layers
 //! → [Dropout(dropout)] → Dense(classes)` on logits, trained with sparse categorical
 //! cross-entropy. The objective is the validation accuracy after the last epoch, on the last
@@ -11,9 +8,9 @@
 //! without repeating a combination; they may run on several threads, each with its own model
 //! and trainer.
 //!
-//! ```ignore
+//! ```no_run
 //! # fn demo(train: &mnist_data::Dataset) -> Result<(), nn_train::TrainError> {
-//! use nn_train::tuner::{random_search, SearchSpace, TunerConfig}; // once moved there
+//! use nn_train::tuner::{random_search, SearchSpace, TunerConfig};
 //! let space = SearchSpace::default();
 //! let outcome = random_search(&space, &TunerConfig { max_trials: 10, ..Default::default() }, train, &mut |t| {
 //!     println!("trial {}: {:.4}", t.number, t.val_accuracy);
@@ -31,7 +28,7 @@ use std::time::Instant;
 
 use mnist_data::{Dataset, Rng};
 use nn_core::{Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
-use nn_train::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
+use crate::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
 
 /// Whole numbers from `min` to `max` (inclusive) in steps of `step`: Keras Tuner's
 /// `hp.Int(name, min, max, step)`. Written `32..512:32`, `1..3` or `64`.
