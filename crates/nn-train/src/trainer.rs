@@ -203,7 +203,12 @@ impl Trainer {
     ///
     /// # Errors
     /// Data that do not fit the model, bad options, device failures, callback failures.
-    pub fn fit(&mut self, train: Arc<Dataset>, mut cfg: FitConfig) -> Result<&History> {
+    pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<&History> {
+        nn_core::cpu::on_compute_threads(|| self.fit_here(train, cfg))?;
+        Ok(&self.history)
+    }
+
+    fn fit_here(&mut self, train: Arc<Dataset>, mut cfg: FitConfig) -> Result<()> {
         if cfg.epochs == 0 || cfg.batch_size == 0 {
             return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
@@ -343,7 +348,7 @@ impl Trainer {
         if let (Some(why), true) = (&stop, cfg.verbosity != Verbosity::Silent) {
             println!("{why}");
         }
-        Ok(&self.history)
+        Ok(())
     }
 
     /// Keras's `evaluate`: mean loss and accuracy on `data` (inference mode).
