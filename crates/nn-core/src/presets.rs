@@ -10,7 +10,7 @@ pub const PRESETS: [(&str, &str); 6] = [
     ("mlp-128-128", "Flatten → Dense(128, relu) → Dense(128, relu) → Dense(10, softmax)"),
     ("mlp-512-512", "Flatten → Dense(512, relu) → Dense(512, relu) → Dense(10, softmax)"),
     ("convnet", "Keras's simple MNIST convnet: Conv(32,3) → MaxPool → Conv(64,3) → MaxPool → Dropout(0.5) → Dense(10)"),
-    ("fast-cnn", "a small batch-normalised CNN tuned to pass 99% test accuracy in the least time"),
+    ("fast-cnn", "Conv(24,3,same,relu) → BN → MaxPool → Conv(48,3,same,relu) → BN → MaxPool → Dense(10): 99% in 3 one-cycle epochs"),
 ];
 
 /// The architecture of a preset name, or `None`.
@@ -37,10 +37,10 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             .add(Dropout::new(0.5))
             .add(Dense::new(10).activation(Softmax)),
         "fast-cnn" => image()
-            .add(Conv2D::new(16, 3).padding(Padding::Same).activation(Relu))
+            .add(Conv2D::new(24, 3).padding(Padding::Same).activation(Relu))
             .add(BatchNorm::default())
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
-            .add(Conv2D::new(32, 3).padding(Padding::Same).activation(Relu))
+            .add(Conv2D::new(48, 3).padding(Padding::Same).activation(Relu))
             .add(BatchNorm::default())
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
             .add(Flatten::new())

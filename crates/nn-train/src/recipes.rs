@@ -62,7 +62,7 @@ pub fn recipe(name: &str) -> Option<Recipe> {
                 loss: cce,
                 schedule: Schedule::OneCycle { total_steps: 0, warmup: 0.25, div: 10.0, final_div: 100.0 },
             },
-            2,
+            3,
             128,
             RecipeValidation::Test,
         ),
