@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use nn_core::Model;
-use nn_train::recipes::{recipe, RecipeValidation};
-use nn_train::{FitConfig, Trainer, Validation};
+use nn_train::recipes::recipe;
+use nn_train::{FitConfig, Trainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,11 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::new(&r.spec, seed)?;
     println!("{}", model.summary());
     let mut t = Trainer::new(model, r.compile);
-    let validation = match r.validation {
-        RecipeValidation::Test => Validation::Data(test.clone()),
-        RecipeValidation::Split(f) => Validation::Split(f),
-        RecipeValidation::None => Validation::None,
-    };
+    let validation = r.validation(&test);
     t.fit(
         Arc::new(data.train),
         FitConfig { epochs, batch_size, augmentation, validation, seed, ..Default::default() },

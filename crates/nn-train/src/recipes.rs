@@ -38,6 +38,17 @@ pub struct Recipe {
     pub augmentation: Option<Augmentation>,
 }
 
+impl Recipe {
+    /// The trainer's validation setting for this recipe, given the test set.
+    pub fn validation(&self, test: &std::sync::Arc<mnist_data::Dataset>) -> crate::trainer::Validation {
+        match self.validation {
+            RecipeValidation::Test => crate::trainer::Validation::Data(test.clone()),
+            RecipeValidation::Split(f) => crate::trainer::Validation::Split(f),
+            RecipeValidation::None => crate::trainer::Validation::None,
+        }
+    }
+}
+
 /// The recipe of a preset name (see [`nn_core::presets::PRESETS`]).
 pub fn recipe(name: &str) -> Option<Recipe> {
     let spec = preset(name)?;

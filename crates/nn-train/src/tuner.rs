@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use crate::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
 use mnist_data::{Dataset, Rng};
 use nn_core::{Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
-use crate::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
 
 /// Whole numbers from `min` to `max` (inclusive) in steps of `step`: Keras Tuner's
 /// `hp.Int(name, min, max, step)`. Written `32..512:32`, `1..3` or `64`.

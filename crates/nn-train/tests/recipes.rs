@@ -4,34 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
+use common::run_recipe;
 
-use nn_core::Model;
-use nn_train::recipes::{recipe, RecipeValidation};
-use nn_train::{FitConfig, Trainer, Validation, Verbosity};
-
-fn run(name: &str, seed: u64) -> (f64, Trainer) {
-    let data = mnist_data::Mnist::load(common::data_dir("mnist")).unwrap();
-    let r = recipe(name).unwrap();
-    let test = Arc::new(data.test);
-    let validation = match r.validation {
-        RecipeValidation::Test => Validation::Data(test.clone()),
-        RecipeValidation::Split(f) => Validation::Split(f),
-        RecipeValidation::None => Validation::None,
-    };
-    let mut t = Trainer::new(Model::new(&r.spec, seed).unwrap(), r.compile);
-    let cfg = FitConfig {
-        epochs: r.epochs,
-        batch_size: r.batch_size,
-        validation,
-        seed,
-        verbosity: Verbosity::Lines,
-        ..Default::default()
-    };
-    t.fit(Arc::new(data.train), cfg).unwrap();
-    let acc = t.evaluate(&test).unwrap().accuracy;
-    println!("{name}: test accuracy {acc:.4}");
-    (acc, t)
+fn run(name: &str, seed: u64) -> (f64, nn_train::Trainer) {
+    run_recipe(name, None, seed)
 }
 
 #[test]

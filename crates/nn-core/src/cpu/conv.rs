@@ -211,6 +211,31 @@ pub(crate) fn avg_pool_backward(dy: &[f32], w: &Window, dx: &mut [f32]) {
     });
 }
 
+/// A mutable slice shared by parallel tasks that each write a disjoint part of it.
+pub(crate) struct SharedMut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: callers of `slice` guarantee that concurrent tasks touch disjoint ranges.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    pub(crate) fn new(s: &mut [f32]) -> SharedMut {
+        SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
+    }
+    /// The sub-slice `start..start + len`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap this range.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "shared slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,30 +278,5 @@ mod tests {
             im2col(&x, &w, &mut cols);
             assert_eq!(cols, im2col_ref(&x, &w), "k{k} s{s} p{p}");
         }
-    }
-}
-
-/// A mutable slice shared by parallel tasks that each write a disjoint part of it.
-pub(crate) struct SharedMut {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: callers of `slice` guarantee that concurrent tasks touch disjoint ranges.
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    pub(crate) fn new(s: &mut [f32]) -> SharedMut {
-        SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
-    }
-    /// The sub-slice `start..start + len`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap this range.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(start + len <= self.len, "shared slice out of bounds");
-        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }

@@ -44,13 +44,6 @@ impl<D: Device> Conv2DLayer<D> {
     fn ohw(&self) -> usize {
         self.win.oh * self.win.ow
     }
-    fn act(&self, ctx: &Ctx) -> Activation {
-        if ctx.logits_head && self.act == Activation::Softmax {
-            Activation::Linear
-        } else {
-            self.act
-        }
-    }
 }
 
 impl<D: Device> Layer<D> for Conv2DLayer<D> {
@@ -69,7 +62,7 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         dev.im2col(x, &win, cols)?;
         dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, y)?;
         let shape = Channels { outer: 1, channels: f, inner: n * ohw };
-        dev.bias_act(y, self.params.get(1).map(|p| &p.value), self.act(ctx), shape)
+        dev.bias_act(y, self.params.get(1).map(|p| &p.value), ctx.activation(self.act), shape)
     }
 
     fn backward(
@@ -85,7 +78,7 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
         let shape = Channels { outer: 1, channels: f, inner: n * ohw };
-        dev.act_backward(y, dy, self.act(ctx), shape)?;
+        dev.act_backward(y, dy, ctx.activation(self.act), shape)?;
         let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         let (kernel, rest) = self.params.split_at_mut(1);
         if let Some(gb) = rest.first_mut().and_then(|b| b.grad.as_mut()) {

@@ -17,20 +17,13 @@ impl<D: Device> DenseLayer<D> {
     pub(crate) fn new(d: &Dense, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
         DenseLayer { inputs: l.input.iter().product(), units: d.units, act: d.activation, params }
     }
-    fn act(&self, ctx: &Ctx) -> Activation {
-        if ctx.logits_head && self.act == Activation::Softmax {
-            Activation::Linear
-        } else {
-            self.act
-        }
-    }
 }
 
 impl<D: Device> Layer<D> for DenseLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         dev.gemm(&Gemm::new(false, false, n, self.units, self.inputs), x, &self.params[0].value, y)?;
         let bias = self.params.get(1).map(|p| &p.value);
-        dev.bias_act(y, bias, self.act(ctx), Channels { outer: n, channels: self.units, inner: 1 })
+        dev.bias_act(y, bias, ctx.activation(self.act), Channels { outer: n, channels: self.units, inner: 1 })
     }
 
     fn backward(
@@ -44,7 +37,7 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
         ctx: &Ctx,
     ) -> Result<()> {
         let shape = Channels { outer: n, channels: self.units, inner: 1 };
-        dev.act_backward(y, dy, self.act(ctx), shape)?;
+        dev.act_backward(y, dy, ctx.activation(self.act), shape)?;
         let (kernel, rest) = self.params.split_at_mut(1);
         let k = &mut kernel[0];
         if let Some(gw) = k.grad.as_mut() {

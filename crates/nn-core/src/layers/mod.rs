@@ -26,6 +26,18 @@ pub struct Ctx {
     pub logits_head: bool,
 }
 
+impl Ctx {
+    /// The activation a layer applies: its own, except that the head's softmax is skipped when
+    /// the loss takes its logits (the fused softmax + cross-entropy).
+    pub fn activation(&self, own: crate::activation::Activation) -> crate::activation::Activation {
+        if self.logits_head && own == crate::activation::Activation::Softmax {
+            crate::activation::Activation::Linear
+        } else {
+            own
+        }
+    }
+}
+
 /// A parameter tensor with its gradient and optimiser state, all on the device.
 pub struct Param<D: Device> {
     /// Full name, e.g. `dense_1.kernel`.
@@ -118,7 +130,9 @@ pub(crate) fn make_params<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) 
 pub(crate) fn build<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Result<Box<dyn Layer<D>>> {
     let params = make_params(dev, l, rng)?;
     Ok(match &l.spec {
-        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) if reshape::is_free(&l.input, &l.output) => Box::new(reshape::Identity),
+        LayerSpec::Flatten(_) | LayerSpec::Reshape(_) if reshape::is_free(&l.input, &l.output) => {
+            Box::new(reshape::Identity)
+        }
         LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => Box::new(reshape::Relayout::new(l)),
         LayerSpec::Dense(d) => Box::new(dense::DenseLayer::new(d, l, params)),
         LayerSpec::Dropout(d) => Box::new(dropout::DropoutLayer::new(d.rate, l)),

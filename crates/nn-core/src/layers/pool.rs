@@ -23,7 +23,13 @@ impl<D: Device> PoolLayer<D> {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
         let (oh, ph) = window_out(h, kh, sh, p.padding);
         let (ow, pw) = window_out(w, kw, sw, p.padding);
-        PoolLayer { win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow }, max, global: false, arg: None, cap: 0 }
+        PoolLayer {
+            win: Window { n: 0, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow },
+            max,
+            global: false,
+            arg: None,
+            cap: 0,
+        }
     }
     pub(crate) fn global(l: &ResolvedLayer) -> Self {
         let (c, h, w) = (l.input[0], l.input[1], l.input[2]);
@@ -44,7 +50,8 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, _ctx: &Ctx) -> Result<()> {
         let win = Window { n, ..self.win };
         if self.global {
-            let t = self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
+            let t =
+                self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
             dev.avg_pool(x, &win, t)?;
             return dev.swap_axes01(t, win.c, n, 1, y);
         }
@@ -68,7 +75,8 @@ impl<D: Device> Layer<D> for PoolLayer<D> {
         let Some(dx) = dx else { return Ok(()) };
         let win = Window { n, ..self.win };
         if self.global {
-            let t = self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
+            let t =
+                self.arg.as_mut().ok_or_else(|| crate::error::NnError::Device("pooling used before reserve".into()))?;
             dev.swap_axes01(dy, n, win.c, 1, t)?;
             return dev.avg_pool_backward(t, &win, dx);
         }

@@ -43,7 +43,15 @@ impl<D: Device> Relayout<D> {
 
     /// Reorders `src` into `dst`: from `a` (channels-major `[c, n, r]` when `Some`) to row-major,
     /// then to `b` (channels-major when `Some`).
-    fn convert(&mut self, dev: &D, src: &D::Buf, dst: &mut D::Buf, n: usize, a: Option<(usize, usize)>, b: Option<(usize, usize)>) -> Result<()> {
+    fn convert(
+        &mut self,
+        dev: &D,
+        src: &D::Buf,
+        dst: &mut D::Buf,
+        n: usize,
+        a: Option<(usize, usize)>,
+        b: Option<(usize, usize)>,
+    ) -> Result<()> {
         match (a, b) {
             (Some((c, r)), None) => dev.swap_axes01(src, c, n, r, dst),
             (None, Some((c, r))) => dev.swap_axes01(src, n, c, r, dst),
@@ -69,7 +77,16 @@ impl<D: Device> Layer<D> for Relayout<D> {
         let (a, b) = (self.from, self.to);
         self.convert(dev, x, y, n, a, b)
     }
-    fn backward(&mut self, dev: &D, _: &D::Buf, _: &D::Buf, dy: &mut D::Buf, dx: Option<&mut D::Buf>, n: usize, _: &Ctx) -> Result<()> {
+    fn backward(
+        &mut self,
+        dev: &D,
+        _: &D::Buf,
+        _: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        _: &Ctx,
+    ) -> Result<()> {
         match dx {
             Some(dx) => {
                 let (a, b) = (self.to, self.from);
@@ -90,7 +107,16 @@ impl<D: Device> Layer<D> for Identity {
     fn forward(&mut self, _: &D, _: &D::Buf, _: &mut D::Buf, _: usize, _: &Ctx) -> Result<()> {
         Ok(())
     }
-    fn backward(&mut self, _: &D, _: &D::Buf, _: &D::Buf, _: &mut D::Buf, _: Option<&mut D::Buf>, _: usize, _: &Ctx) -> Result<()> {
+    fn backward(
+        &mut self,
+        _: &D,
+        _: &D::Buf,
+        _: &D::Buf,
+        _: &mut D::Buf,
+        _: Option<&mut D::Buf>,
+        _: usize,
+        _: &Ctx,
+    ) -> Result<()> {
         Ok(())
     }
 }
