@@ -323,41 +323,46 @@ fn split_k(
     let (m, n, k) = (g.m, g.n, g.k);
     let parts = threads * 2;
     let chunk = k.div_ceil(parts);
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|p| {
-            let (k0, k1) = (p * chunk, ((p + 1) * chunk).min(k));
-            let mut out = vec![0f32; m * n];
-            if k0 < k1 {
-                // SAFETY: columns k0..k1 of op(A) and rows k0..k1 of op(B) lie inside the operands
-                // checked by the caller; `out` is m×n.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k1 - k0,
-                        n,
-                        1.0,
-                        a.as_ptr().offset(k0 as isize * csa),
-                        rsa,
-                        csa,
-                        b.as_ptr().offset(k0 as isize * rsb),
-                        rsb,
-                        csb,
-                        0.0,
-                        out.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    );
-                }
-            }
-            out
-        })
-        .collect();
+    // The partial products live in a buffer kept between calls (no allocation per step).
+    let mut scratch = SPLIT_K_SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    if scratch.len() < parts * m * n {
+        scratch.resize(parts * m * n, 0.0);
+    }
+    scratch[..parts * m * n].par_chunks_mut(m * n).enumerate().for_each(|(p, out)| {
+        let (k0, k1) = (p * chunk, ((p + 1) * chunk).min(k));
+        if k0 >= k1 {
+            out.fill(0.0);
+            return;
+        }
+        // SAFETY: columns k0..k1 of op(A) and rows k0..k1 of op(B) lie inside the operands
+        // checked by the caller; `out` is m×n.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k1 - k0,
+                n,
+                1.0,
+                a.as_ptr().offset(k0 as isize * csa),
+                rsa,
+                csa,
+                b.as_ptr().offset(k0 as isize * rsb),
+                rsb,
+                csb,
+                0.0,
+                out.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    });
     for (j, cv) in c.iter_mut().enumerate() {
-        let s: f32 = partials.iter().map(|p| p[j]).sum();
+        let s: f32 = (0..parts).map(|p| scratch[p * m * n + j]).sum();
         *cv = if g.beta == 0.0 { g.alpha * s } else { g.alpha * s + g.beta * *cv };
     }
 }
+
+/// Partial products of [`split_k`], reused from call to call.
+static SPLIT_K_SCRATCH: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 #[cfg(test)]
 mod tests {

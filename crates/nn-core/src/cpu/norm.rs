@@ -43,22 +43,21 @@ pub(crate) fn train(
 ) {
     let s = a.shape;
     let count = (s.outer * s.inner) as f64;
-    let stats: Vec<(f32, f32)> = (0..s.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (mut sum, mut sq) = (0f64, 0f64);
-            for p in planes(a, x, c) {
-                let (ps, pq) = p.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
-                sum += ps as f64;
-                sq += pq as f64;
-            }
-            let mean = sum / count;
-            let var = (sq / count - mean * mean).max(0.0);
-            (mean as f32, var as f32)
-        })
-        .collect();
-    for (c, &(mean, var)) in stats.iter().enumerate() {
-        saved[c] = mean;
+    // Batch mean into saved[..c], batch variance (for now) into saved[c..]: no allocation.
+    let (means, vars) = saved.split_at_mut(s.channels);
+    means.par_iter_mut().zip(vars.par_iter_mut()).enumerate().for_each(|(c, (mean_out, var_out))| {
+        let (mut sum, mut sq) = (0f64, 0f64);
+        for p in planes(a, x, c) {
+            let (ps, pq) = p.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
+            sum += ps as f64;
+            sq += pq as f64;
+        }
+        let mean = sum / count;
+        *mean_out = mean as f32;
+        *var_out = (sq / count - mean * mean).max(0.0) as f32;
+    });
+    for c in 0..s.channels {
+        let (mean, var) = (saved[c], saved[s.channels + c]);
         saved[s.channels + c] = 1.0 / (var + a.epsilon).sqrt();
         // Keras 3 updates the moving variance with the batch's biased variance.
         mm[c] = a.momentum * mm[c] + (1.0 - a.momentum) * mean;
@@ -97,9 +96,8 @@ pub(crate) fn backward(
 ) {
     let s = a.shape;
     let count = (s.outer * s.inner) as f32;
-    let sums: Vec<(f32, f32)> = (0..s.channels)
-        .into_par_iter()
-        .map(|c| {
+    dbeta[..s.channels].par_iter_mut().zip(dgamma[..s.channels].par_iter_mut()).enumerate().for_each(
+        |(c, (db, dg))| {
             let (mean, inv) = (saved[c], saved[s.channels + c]);
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for (px, pdy) in planes(a, x, c).zip(planes(a, dy, c)) {
@@ -108,16 +106,14 @@ pub(crate) fn backward(
                 sdy += a1 as f64;
                 sdyx += a2 as f64 * inv as f64;
             }
-            (sdy as f32, sdyx as f32)
-        })
-        .collect();
-    for (c, &(sdy, sdyx)) in sums.iter().enumerate() {
-        dbeta[c] = sdy;
-        dgamma[c] = sdyx;
-    }
+            *db = sdy as f32;
+            *dg = sdyx as f32;
+        },
+    );
+    let (dbeta, dgamma) = (&*dbeta, &*dgamma);
     per_channel_write(a, dx, |c, base, out| {
         let (mean, inv) = (saved[c], saved[s.channels + c]);
-        let (sdy, sdyx) = sums[c];
+        let (sdy, sdyx) = (dbeta[c], dgamma[c]);
         let k = gamma[c] * inv / count;
         for ((o, &xv), &d) in out.iter_mut().zip(&x[base..base + s.inner]).zip(&dy[base..base + s.inner]) {
             let xhat = (xv - mean) * inv;

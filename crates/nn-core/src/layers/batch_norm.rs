@@ -16,6 +16,9 @@ pub(crate) struct BatchNormLayer<D: Device> {
     epsilon: f32,
     params: Vec<Param<D>>,
     saved: Option<D::Buf>,
+    /// Where `dx` goes when the layer is first and nobody needs it (kept between steps).
+    scratch: Option<D::Buf>,
+    cap: usize,
 }
 
 impl<D: Device> BatchNormLayer<D> {
@@ -23,7 +26,17 @@ impl<D: Device> BatchNormLayer<D> {
         let channels = l.input[0];
         let inner = l.input[1..].iter().product::<usize>().max(1);
         let image = l.input.len() == 3;
-        BatchNormLayer { channels, inner, image, momentum: b.momentum, epsilon: b.epsilon, params, saved: None }
+        BatchNormLayer {
+            channels,
+            inner,
+            image,
+            momentum: b.momentum,
+            epsilon: b.epsilon,
+            params,
+            saved: None,
+            scratch: None,
+            cap: 0,
+        }
     }
     fn args(&self, n: usize) -> BatchNormArgs {
         BatchNormArgs {
@@ -39,9 +52,13 @@ impl<D: Device> BatchNormLayer<D> {
 }
 
 impl<D: Device> Layer<D> for BatchNormLayer<D> {
-    fn reserve(&mut self, dev: &D, _cap: usize) -> Result<()> {
+    fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
         if self.saved.is_none() {
             self.saved = Some(dev.alloc(2 * self.channels)?);
+        }
+        if cap > self.cap {
+            self.cap = cap;
+            self.scratch = None; // reallocated at the new size when first needed
         }
         Ok(())
     }
@@ -81,8 +98,11 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
         match dx {
             Some(dx) => dev.batch_norm_backward(&args, x, dy, &g.value, saved, dx, dg, db),
             None => {
-                let mut scratch = dev.alloc(args.shape.len())?;
-                dev.batch_norm_backward(&args, x, dy, &g.value, saved, &mut scratch, dg, db)
+                if self.scratch.is_none() {
+                    self.scratch = Some(dev.alloc(self.cap * self.channels * self.inner)?);
+                }
+                let scratch = self.scratch.as_mut().ok_or_else(|| NnError::Device("batch norm scratch".into()))?;
+                dev.batch_norm_backward(&args, x, dy, &g.value, saved, scratch, dg, db)
             }
         }
     }
