@@ -4,7 +4,12 @@
 //!   `../shared/data/mnist` when there is one, else `mnist fetch`), builds the `mnist` binary in
 //!   release mode and runs `mnist train ARGS...` (default: the mlp-128 recipe).
 //! - `info`: the same data lookup for MNIST and Fashion-MNIST, then `mnist info` for each.
-//! - `ci`: what CI's test step runs: `cargo test --workspace`, then the consumer crate's tests.
+//! - `ci`: what CI's test step runs: `cargo test --workspace`, nn-cuda's tests with the `cuda`
+//!   feature, then the consumer crate's tests.
+//! - `bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3]`: our training speed against
+//!   PyTorch's on the same machine, run alternately (see `bench.rs`).
+
+mod bench;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,11 @@ Commands:
                                   (default: --model mlp-128); `--features cuda` builds with CUDA,
                                   as does `--device cuda` among the ARGS
   info                            `mnist info` for MNIST and Fashion-MNIST
-  ci                              cargo test --workspace, then tests/consumer's tests
+  ci                              cargo test --workspace, nn-cuda with --features cuda,
+                                  then tests/consumer's tests
+  bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3]
+                                  seconds per epoch, ours against PyTorch (../shared/bench),
+                                  alternating runs; PEER_PYTHON picks the Python with torch
 
 Data sets are looked for in data/<name>; when missing, ../shared/data/<name> is linked there if
 it exists, else `mnist fetch` downloads them. CARGO_TARGET_DIR is honoured.";
@@ -40,7 +49,10 @@ fn run() -> Result<()> {
         Some("train") => train(rest),
         Some("info") => info(),
         Some("ci") => ci(),
-        Some("bench") => bail!("`cargo xtask bench` is not written yet"),
+        Some("bench") => {
+            let args: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            bench::bench(&root()?, &target_dir()?, &args)
+        }
         Some("-h" | "--help" | "help") | None => {
             println!("{HELP}");
             Ok(())
@@ -72,8 +84,13 @@ fn status(mut cmd: Command, what: &str) -> Result<()> {
 
 /// Where cargo puts the release `mnist` binary.
 fn mnist_binary() -> Result<PathBuf> {
+    Ok(target_dir()?.join("release").join(format!("mnist{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// The workspace's target folder (`CARGO_TARGET_DIR` when set).
+fn target_dir() -> Result<PathBuf> {
     let root = root()?;
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => {
             let d = PathBuf::from(d);
             if d.is_absolute() {
@@ -83,8 +100,7 @@ fn mnist_binary() -> Result<PathBuf> {
             }
         }
         None => root.join("target"),
-    };
-    Ok(target.join("release").join(format!("mnist{}", std::env::consts::EXE_SUFFIX)))
+    })
 }
 
 /// Builds `mnist` in release mode with `features`.
@@ -248,6 +264,10 @@ fn ci() -> Result<()> {
     test.args(["test", "--workspace"]);
     eprintln!("xtask: cargo test --workspace");
     status(test, "cargo test --workspace")?;
+    let mut cuda = cargo();
+    cuda.args(["test", "-p", "nn-cuda", "--features", "cuda"]);
+    eprintln!("xtask: cargo test -p nn-cuda --features cuda");
+    status(cuda, "nn-cuda's tests with the cuda feature")?;
     let mut consumer = cargo();
     consumer.args(["test", "--manifest-path", "tests/consumer/Cargo.toml"]);
     eprintln!("xtask: cargo test --manifest-path tests/consumer/Cargo.toml");

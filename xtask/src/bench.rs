@@ -1,0 +1,121 @@
+//! `cargo xtask bench`: our speed against PyTorch on the same machine, in the same run.
+//!
+//! For each model it runs our bench example and the peer script alternately, `--repeats`
+//! times, and prints medians and the ratio ours/theirs. The peer runs only when a Python with
+//! torch is found (`PEER_PYTHON`, else `/tmp/peer-venv/bin/python`, else `python3`).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// One `RESULT {json}` line, as the fields we read.
+#[derive(Debug, Default, Clone)]
+struct Run {
+    s_per_epoch: f64,
+    predict10k: f64,
+    rss_mib: f64,
+    startup: f64,
+}
+
+fn field(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\""))?;
+    let rest = &json[at + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn parse(out: &str) -> Option<Run> {
+    let line = out.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    Some(Run {
+        s_per_epoch: field(line, "s_per_epoch_median")?,
+        predict10k: field(line, "predict10k_s").or_else(|| field(line, "predict10k_bs128_s")).unwrap_or(f64::NAN),
+        rss_mib: field(line, "ru_maxrss_mib").unwrap_or(f64::NAN),
+        startup: field(line, "startup_s").or_else(|| field(line, "import_s")).unwrap_or(f64::NAN),
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<Run> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse(&text).with_context(|| format!("no RESULT line from {cmd:?}:\n{text}"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peer_python() -> Option<String> {
+    let candidates =
+        [std::env::var("PEER_PYTHON").ok(), Some("/tmp/peer-venv/bin/python".into()), Some("python3".into())];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| Command::new(p).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false))
+}
+
+/// Runs the benchmark: `args` are `[--models M1,M2,M3,M4] [--epochs 3] [--repeats 3]`.
+///
+/// # Errors
+/// A failed build, or a run that fails or prints no `RESULT` line.
+pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
+    let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let models: Vec<String> =
+        flag("--models").unwrap_or_else(|| "M1,M2,M3,M4".into()).split(',').map(String::from).collect();
+    let epochs = flag("--epochs").unwrap_or_else(|| "3".into());
+    let repeats: usize = flag("--repeats").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["build", "--release", "-p", "nn-train", "--example", "bench"])
+        .status()?;
+    if !status.success() {
+        bail!("building the bench example failed");
+    }
+    let ours_bin = target.join("release/examples/bench");
+    let peer = peer_python();
+    let script = root.join("../shared/bench/bench_torch.py");
+    match (&peer, script.exists()) {
+        (Some(p), true) => println!("peer: PyTorch via {p}"),
+        _ => println!("peer: none (no Python with torch, or no ../shared/bench); ours only"),
+    }
+    println!(
+        "\n| model | ours s/epoch | PyTorch s/epoch | ours/PyTorch | ours samples/s | predict 10k (ours) | peak RSS MiB (ours / PyTorch) | start-up s (ours) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for m in &models {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            ours.push(run(Command::new(&ours_bin).args([m.as_str(), "--epochs", epochs.as_str()]))?);
+            if let (Some(p), true) = (&peer, script.exists()) {
+                theirs.push(run(Command::new(p).arg(&script).args([
+                    m.as_str(),
+                    "--epochs",
+                    epochs.as_str(),
+                    "--threads",
+                    "2",
+                ]))?);
+            }
+        }
+        let o = median(ours.iter().map(|r| r.s_per_epoch).collect());
+        let t = median(theirs.iter().map(|r| r.s_per_epoch).collect());
+        println!(
+            "| {m} | {o:.3} | {t:.3} | {:.2} | {:.0} | {:.1} ms | {:.0} / {:.0} | {:.3} |",
+            o / t,
+            60_000.0 / o,
+            median(ours.iter().map(|r| r.predict10k).collect()) * 1e3,
+            median(ours.iter().map(|r| r.rss_mib).collect()),
+            median(theirs.iter().map(|r| r.rss_mib).collect()),
+            median(ours.iter().map(|r| r.startup).collect()),
+        );
+    }
+    Ok(())
+}
