@@ -10,8 +10,8 @@ use nn_train::Optimizer;
 
 use crate::commands::data_choice;
 use crate::models::{self, DATASET_KEY};
-use nn_train::tuner::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
 use crate::{report, Global};
+use nn_train::tuner::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
 
 const EXAMPLES: &str = "\
 Examples:
