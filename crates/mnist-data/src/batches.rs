@@ -292,8 +292,14 @@ impl Drop for Epoch<'_> {
             self.batcher.pool.push(b);
         }
         if let Mode::Prefetch { full_rx, empty_tx, handle } = &mut self.mode {
-            drop(full_rx.take());
+            // Without empty buffers coming back the producer stops after its spare ones; take
+            // back whatever it still sends so that no buffer is lost.
             drop(empty_tx.take());
+            if let Some(rx) = full_rx.take() {
+                while let Ok(b) = rx.recv() {
+                    self.batcher.pool.push(b);
+                }
+            }
             if let Some(h) = handle.take() {
                 if let Ok(spare) = h.join() {
                     self.batcher.pool.extend(spare);

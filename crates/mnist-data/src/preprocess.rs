@@ -38,9 +38,38 @@ impl Normalization {
     }
 
     /// Converts bytes into `out` (same length), reusing the caller's buffer. The same
-    /// arithmetic as [`Normalization::table`], written so that it vectorises.
+    /// arithmetic as [`Normalization::table`], vectorised: with AVX-512 or AVX2 when the CPU has
+    /// them (checked at run time; IEEE division, so every width gives the same values).
     #[inline]
     pub fn apply(self, bytes: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { self.apply_avx512(bytes, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { self.apply_avx2(bytes, out) };
+            }
+        }
+        self.apply_portable(bytes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(self, bytes: &[u8], out: &mut [f32]) {
+        self.apply_portable(bytes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(self, bytes: &[u8], out: &mut [f32]) {
+        self.apply_portable(bytes, out);
+    }
+
+    #[inline(always)]
+    fn apply_portable(self, bytes: &[u8], out: &mut [f32]) {
         match self {
             Normalization::Scale => {
                 for (o, &p) in out.iter_mut().zip(bytes) {
