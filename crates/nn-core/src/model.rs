@@ -16,7 +16,7 @@ use crate::tensor::Tensor;
 
 /// Examples per forward pass in [`Model::predict`]: large for dense networks (fewer, larger
 /// GEMMs), small for convolutional ones, whose im2col buffers grow by ~0.5 MB per example.
-fn predict_batch_size(spec: &ModelSpec) -> usize {
+pub fn predict_batch_size(spec: &ModelSpec) -> usize {
     if spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2D(_))) {
         128
     } else {

@@ -516,7 +516,19 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
             data.cols()
         )));
     }
-    let mut x = vec![0f32; data.len() * px];
-    norm.apply(data.images(), &mut x);
-    Ok(model.predict_proba(&x, data.len())?)
+    // Batch by batch through one reused input buffer: converting the whole set first would
+    // write (and fault in) 31 MB of floats for MNIST's test set.
+    let batch = nn_core::model::predict_batch_size(model.spec()).min(data.len().max(1));
+    let classes = model.output_len();
+    let mut x = vec![0f32; batch * px];
+    let mut out = Array2::<f32>::zeros((data.len(), classes));
+    let mut start = 0;
+    while start < data.len() {
+        let n = batch.min(data.len() - start);
+        norm.apply(&data.images()[start * px..(start + n) * px], &mut x[..n * px]);
+        let p = model.predict_proba(&x[..n * px], n)?;
+        out.slice_mut(ndarray::s![start..start + n, ..]).assign(&p);
+        start += n;
+    }
+    Ok(out)
 }
