@@ -126,18 +126,7 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
-/// `n` with thousands separators (`101,770`).
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use nn_core::summary::thousands;
 
 /// `1 epoch`, `6 epochs`.
 pub fn plural(n: usize, what: &str) -> String {

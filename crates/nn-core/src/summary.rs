@@ -3,7 +3,8 @@
 use crate::error::Result;
 use crate::spec::ModelSpec;
 
-fn thousands(n: usize) -> String {
+/// `n` with thousands separators, as Keras prints parameter counts (`101,770`).
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
