@@ -4,6 +4,9 @@
 //! predict digits in your own photos, draw the network, search hyper-parameters. The work is done
 //! by the workspace's crates (`mnist-data`, `nn-core`, `nn-train`, `nn-viz`); this binary only
 //! turns command lines into calls and results into text and pictures.
+// The doc comments of the arguments are clap's --help text, where `<split>` and `test[3]`
+// are meant literally; rustdoc would read them as HTML and links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

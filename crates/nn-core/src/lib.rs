@@ -3,7 +3,7 @@
 //! The neural-network core, device-independent by construction:
 //!
 //! - *what a model is* — [`ModelSpec`], a list of [`LayerSpec`]s (plain serde data, Keras names
-//!   and defaults), its [`summary`] and its [`model_file`] (safetensors + JSON);
+//!   and defaults), its [`summary()`] and its [`model_file`] (safetensors + JSON);
 //! - *where its numbers live* — a [`Device`] offering a small set of primitives (GEMM, fused
 //!   bias + activation, fused softmax + cross-entropy, dropout, im2col, pooling, batch norm,
 //!   optimiser updates); [`cpu::Cpu`] here, the CUDA device in `nn-cuda`;
