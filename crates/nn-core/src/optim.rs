@@ -60,6 +60,14 @@ pub struct StepParams {
 
 /// Applies `rule` to one tensor on the host: the reference every device matches.
 pub fn update_host(rule: &UpdateRule, sp: StepParams, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+    crate::cpu::simd::with_simd(
+        #[inline(always)]
+        || update_inline(rule, sp, w, g, slots),
+    )
+}
+
+#[inline(always)]
+fn update_inline(rule: &UpdateRule, sp: StepParams, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
     let lr = sp.lr;
     match *rule {
         UpdateRule::Sgd { momentum, nesterov } => {

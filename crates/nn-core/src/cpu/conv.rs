@@ -1,10 +1,9 @@
 //! Convolution and pooling helpers on the CPU: im2col / col2im, axis swaps, max and average
 //! pooling. Images are channels-major, `[c, n, h, w]`; pooling works plane by plane. Each computes, per output row, the range of positions whose window lies inside the
 //! image, so the inner loops are branch-free (contiguous copies when the stride is 1). Parallel
-//! over rows (im2col) or planes (col2im, pooling) with rayon.
+//! over rows (im2col) or planes (col2im, pooling) on the CPU team.
 
-use rayon::prelude::*;
-
+use super::team::{self, SyncPtr};
 use crate::device::Window;
 
 /// The output columns `ox` whose input column `ox·s + k - p` lies in `0..w`: `lo..hi`.
@@ -20,7 +19,7 @@ pub(crate) fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let ncols = w.n * ohw;
     let rows = w.c * w.kh * w.kw;
-    cols[..rows * ncols].par_chunks_mut(ncols).enumerate().for_each(|(r, row)| {
+    team::chunks_mut(&mut cols[..rows * ncols], ncols, |r, row| {
         let kj = r % w.kw;
         let ki = (r / w.kw) % w.kh;
         let ci = r / (w.kw * w.kh);
@@ -54,7 +53,7 @@ pub(crate) fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
 pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let ncols = w.n * ohw;
-    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, plane)| {
+    team::chunks_mut(&mut dx[..w.n * w.c * hw], hw, |p, plane| {
         let (ci, ni) = (p / w.n, p % w.n);
         plane.fill(0.0);
         for ki in 0..w.kh {
@@ -89,7 +88,7 @@ pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
 }
 
 pub(crate) fn swap_axes01(src: &[f32], a: usize, b: usize, r: usize, dst: &mut [f32]) {
-    dst[..a * b * r].par_chunks_mut(a * r).enumerate().for_each(|(j, out)| {
+    team::chunks_mut(&mut dst[..a * b * r], a * r, |j, out| {
         for i in 0..a {
             out[i * r..(i + 1) * r].copy_from_slice(&src[(i * b + j) * r..(i * b + j + 1) * r]);
         }
@@ -114,8 +113,11 @@ pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
     let planes = w.n * w.c;
     if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) {
         // The common 2×2 window, stride 2: no bounds to clip.
-        y[..planes * ohw].par_chunks_mut(ohw).zip(arg[..planes * ohw].par_chunks_mut(ohw)).enumerate().for_each(
-            |(p, (yp, ap))| {
+        let args = SyncPtr::new(&mut arg[..planes * ohw]);
+        team::chunks_mut(&mut y[..planes * ohw], ohw, |p, yp| {
+            // SAFETY: plane p of `arg` belongs to the part writing plane p of `y`.
+            let ap = unsafe { args.range(p * ohw, (p + 1) * ohw) };
+            {
                 let xp = &x[p * hw..(p + 1) * hw];
                 for oy in 0..w.oh {
                     let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
@@ -132,12 +134,15 @@ pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
                         ap[out + ox] = i as f32;
                     }
                 }
-            },
-        );
+            }
+        });
         return;
     }
-    y[..planes * ohw].par_chunks_mut(ohw).zip(arg[..planes * ohw].par_chunks_mut(ohw)).enumerate().for_each(
-        |(p, (yp, ap))| {
+    let args = SyncPtr::new(&mut arg[..planes * ohw]);
+    team::chunks_mut(&mut y[..planes * ohw], ohw, |p, yp| {
+        // SAFETY: plane p of `arg` belongs to the part writing plane p of `y`.
+        let ap = unsafe { args.range(p * ohw, (p + 1) * ohw) };
+        {
             let xp = &x[p * hw..(p + 1) * hw];
             for oy in 0..w.oh {
                 let (y0, y1) = rows_of(w, oy);
@@ -157,13 +162,13 @@ pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
                     ap[oy * w.ow + ox] = at as f32;
                 }
             }
-        },
-    );
+        }
+    });
 }
 
 pub(crate) fn max_pool_backward(dy: &[f32], arg: &[f32], w: &Window, dx: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
+    team::chunks_mut(&mut dx[..w.n * w.c * hw], hw, |p, dxp| {
         dxp.fill(0.0);
         for (&g, &a) in dy[p * ohw..(p + 1) * ohw].iter().zip(&arg[p * ohw..(p + 1) * ohw]) {
             dxp[a as usize] += g;
@@ -173,7 +178,7 @@ pub(crate) fn max_pool_backward(dy: &[f32], arg: &[f32], w: &Window, dx: &mut [f
 
 pub(crate) fn avg_pool(x: &[f32], w: &Window, y: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    y[..w.n * w.c * ohw].par_chunks_mut(ohw).enumerate().for_each(|(p, yp)| {
+    team::chunks_mut(&mut y[..w.n * w.c * ohw], ohw, |p, yp| {
         let xp = &x[p * hw..(p + 1) * hw];
         for oy in 0..w.oh {
             let (y0, y1) = rows_of(w, oy);
@@ -192,7 +197,7 @@ pub(crate) fn avg_pool(x: &[f32], w: &Window, y: &mut [f32]) {
 
 pub(crate) fn avg_pool_backward(dy: &[f32], w: &Window, dx: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    dx[..w.n * w.c * hw].par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
+    team::chunks_mut(&mut dx[..w.n * w.c * hw], hw, |p, dxp| {
         dxp.fill(0.0);
         for oy in 0..w.oh {
             let (y0, y1) = rows_of(w, oy);
@@ -209,31 +214,6 @@ pub(crate) fn avg_pool_backward(dy: &[f32], w: &Window, dx: &mut [f32]) {
             }
         }
     });
-}
-
-/// A mutable slice shared by parallel tasks that each write a disjoint part of it.
-pub(crate) struct SharedMut {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: callers of `slice` guarantee that concurrent tasks touch disjoint ranges.
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    pub(crate) fn new(s: &mut [f32]) -> SharedMut {
-        SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
-    }
-    /// The sub-slice `start..start + len`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap this range.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(start + len <= self.len, "shared slice out of bounds");
-        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! Element-wise and row-wise CPU kernels: bias + activation, their gradients, cross-entropy,
 //! dropout.
 
-use rayon::prelude::*;
-
+use super::team;
 use super::PAR_MIN;
 use crate::activation::Activation;
 use crate::device::{dropout_uniform, Channels};
@@ -45,8 +44,8 @@ fn bias_act_block(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Chann
 pub(crate) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Channels) {
     let row = s.channels * s.inner;
     if y.len() >= PAR_MIN && s.outer > 1 {
-        let rows_per = s.outer.div_ceil(rayon::current_num_threads()).max(1);
-        y.par_chunks_mut(rows_per * row).for_each(|part| {
+        let rows_per = s.outer.div_ceil(team::threads()).max(1);
+        team::chunks_mut(y, rows_per * row, |_, part| {
             let sub = Channels { outer: part.len() / row, ..s };
             bias_act_block(part, bias, act, sub);
         });
@@ -58,7 +57,10 @@ pub(crate) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: 
 pub(crate) fn act_backward(y: &[f32], dy: &mut [f32], act: Activation, s: Channels) {
     if act != Activation::Softmax && y.len() >= PAR_MIN {
         const CHUNK: usize = 1 << 14;
-        dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(d, y)| act_backward_serial(y, d, act, s));
+        team::chunks_mut(dy, CHUNK, |i, d| {
+            let y = &y[i * CHUNK..i * CHUNK + d.len()];
+            act_backward_serial(y, d, act, s);
+        });
     } else {
         act_backward_serial(y, dy, act, s);
     }
@@ -93,7 +95,8 @@ fn act_backward_serial(y: &[f32], dy: &mut [f32], act: Activation, s: Channels) 
 pub(crate) fn channel_sums(dy: &[f32], s: Channels, beta: f32, out: &mut [f32]) {
     if s.inner > 1 && dy.len() >= PAR_MIN {
         // One task per channel, summing its plane in every example.
-        out.par_iter_mut().enumerate().for_each(|(c, o)| {
+        team::chunks_mut(out, 1, |c, o| {
+            let o = &mut o[0];
             let mut acc = 0f32;
             for b in 0..s.outer {
                 let start = (b * s.channels + c) * s.inner;

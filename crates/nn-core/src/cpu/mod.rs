@@ -5,8 +5,10 @@ mod conv;
 mod denormals;
 mod elementwise;
 mod norm;
+pub(crate) mod simd;
+mod team;
 
-use rayon::prelude::*;
+use team::SyncPtr;
 
 pub use denormals::flush_denormals_to_zero;
 
@@ -15,6 +17,12 @@ use crate::device::{BatchNormArgs, Channels, Device, Gemm, Window};
 use crate::error::Result;
 use crate::loss::XentArgs;
 use crate::optim::{update_host, StepParams, UpdateRule};
+
+/// The most state slots an update rule keeps per parameter (Adam and RMSprop: 2).
+const MAX_SLOTS: usize = 4;
+
+/// Below this many multiply-adds a GEMM runs on one thread.
+const GEMM_PAR_MIN: usize = 1 << 20;
 
 /// Below this many elements an element-wise pass runs on one thread (rayon's dispatch would
 /// cost more than it saves).
@@ -139,20 +147,35 @@ impl Device for Cpu {
         const CHUNK: usize = 1 << 14;
         let w = &mut w[..len];
         let g = &g[..len];
+        let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
+        assert!(slots.len() <= MAX_SLOTS, "an update rule with more than {MAX_SLOTS} slots");
+        let k = slots.len();
         if len < PAR_MIN {
-            let mut s: Vec<&mut [f32]> = slots.iter_mut().map(|s| &mut s[..len]).collect();
-            update_host(rule, sp, w, g, &mut s);
+            for (v, s) in views.iter_mut().zip(slots.iter_mut()) {
+                *v = &mut s[..len];
+            }
+            update_host(rule, sp, w, g, &mut views[..k]);
             return Ok(());
         }
-        // Split every tensor into the same chunks and update them in parallel.
-        let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> =
-            slots.iter_mut().map(|s| s[..len].chunks_mut(CHUNK)).collect();
-        let mut jobs = Vec::with_capacity(len.div_ceil(CHUNK));
-        for (wc, gc) in w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)) {
-            let sc: Vec<&mut [f32]> = slot_chunks.iter_mut().filter_map(|it| it.next()).collect();
-            jobs.push((wc, gc, sc));
+        // Every tensor split into the same chunks, updated in parallel.
+        let wp = SyncPtr::new(w);
+        let mut sp_slots: [Option<SyncPtr<f32>>; MAX_SLOTS] = [None; MAX_SLOTS];
+        for (p, s) in sp_slots.iter_mut().zip(slots.iter_mut()) {
+            *p = Some(SyncPtr::new(&mut s[..len]));
         }
-        jobs.into_par_iter().for_each(|(wc, gc, mut sc)| update_host(rule, sp, wc, gc, &mut sc));
+        team::for_each(len.div_ceil(CHUNK), |i| {
+            let (lo, hi) = (i * CHUNK, ((i + 1) * CHUNK).min(len));
+            let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
+            for (v, p) in views.iter_mut().zip(&sp_slots).take(k) {
+                if let Some(p) = p {
+                    // SAFETY: chunk i of every slot belongs to this part alone.
+                    *v = unsafe { p.range(lo, hi) };
+                }
+            }
+            // SAFETY: chunk i of the weights belongs to this part alone.
+            let w = unsafe { wp.range(lo, hi) };
+            update_host(rule, sp, w, &g[lo..hi], &mut views[..k]);
+        });
         Ok(())
     }
 
@@ -243,18 +266,18 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         let (oa, ob, oc) = (i * g.stride_a, i * g.stride_b, i * g.stride_c);
         assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
-        let threads = rayon::current_num_threads();
+        let threads = team::threads();
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
             split_k(g, (rsa, csa), (rsb, csb), a, b, c, threads);
             continue;
         }
         // Below ~4M multiply-adds (~25 µs on one core) splitting costs more than it saves.
-        let parts = if threads > 1 && m * n * k >= 1 << 22 { threads } else { 1 };
+        let parts = if threads > 1 && m * n * k >= GEMM_PAR_MIN { threads } else { 1 };
         let by_rows = m >= n;
         let len = if by_rows { m } else { n };
         let step = len.div_ceil(parts);
         let cp = SendPtr(c.as_mut_ptr());
-        (0..parts).into_par_iter().for_each(|p| {
+        team::for_each(parts, |p| {
             let (lo, hi) = (p * step, ((p + 1) * step).min(len));
             if lo >= hi {
                 return;
@@ -328,7 +351,7 @@ fn split_k(
     if scratch.len() < parts * m * n {
         scratch.resize(parts * m * n, 0.0);
     }
-    scratch[..parts * m * n].par_chunks_mut(m * n).enumerate().for_each(|(p, out)| {
+    team::chunks_mut(&mut scratch[..parts * m * n], m * n, |p, out| {
         let (k0, k1) = (p * chunk, ((p + 1) * chunk).min(k));
         if k0 >= k1 {
             out.fill(0.0);

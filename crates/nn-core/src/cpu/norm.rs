@@ -1,9 +1,7 @@
 //! Batch normalisation on the CPU over `[outer, channels, inner]`, parallel over channels.
 //! Each channel's values are the `outer` contiguous planes of `inner` elements.
 
-use rayon::prelude::*;
-
-use super::conv::SharedMut;
+use super::team::{self, SyncPtr};
 use crate::device::BatchNormArgs;
 
 /// Calls `f(plane)` for each of channel `c`'s planes of `x`.
@@ -19,12 +17,12 @@ fn planes<'a>(a: &BatchNormArgs, x: &'a [f32], c: usize) -> impl Iterator<Item =
 /// Applies `f(c, plane_out, plane_in, [plane_dy])` to every channel in parallel, writing `out`.
 fn per_channel_write(a: &BatchNormArgs, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let s = a.shape;
-    let shared = SharedMut::new(out);
-    (0..s.channels).into_par_iter().for_each(|c| {
+    let shared = SyncPtr::new(out);
+    team::for_each(s.channels, |c| {
         for o in 0..s.outer {
             let base = (o * s.channels + c) * s.inner;
             // SAFETY: channel c's planes are disjoint from every other channel's.
-            let plane = unsafe { shared.slice(base, s.inner) };
+            let plane = unsafe { shared.range(base, base + s.inner) };
             f(c, base, plane);
         }
     });
@@ -45,7 +43,11 @@ pub(crate) fn train(
     let count = (s.outer * s.inner) as f64;
     // Batch mean into saved[..c], batch variance (for now) into saved[c..]: no allocation.
     let (means, vars) = saved.split_at_mut(s.channels);
-    means.par_iter_mut().zip(vars.par_iter_mut()).enumerate().for_each(|(c, (mean_out, var_out))| {
+    let var_ptr = SyncPtr::new(vars);
+    team::chunks_mut(means, 1, |c, mean_out| {
+        // SAFETY: channel c's variance belongs to the part computing channel c.
+        let var_out = unsafe { &mut var_ptr.range(c, c + 1)[0] };
+        let mean_out = &mut mean_out[0];
         let (mut sum, mut sq) = (0f64, 0f64);
         for p in planes(a, x, c) {
             let (ps, pq) = p.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
@@ -96,8 +98,12 @@ pub(crate) fn backward(
 ) {
     let s = a.shape;
     let count = (s.outer * s.inner) as f32;
-    dbeta[..s.channels].par_iter_mut().zip(dgamma[..s.channels].par_iter_mut()).enumerate().for_each(
-        |(c, (db, dg))| {
+    let dg_ptr = SyncPtr::new(&mut dgamma[..s.channels]);
+    team::chunks_mut(&mut dbeta[..s.channels], 1, |c, db| {
+        // SAFETY: channel c's gamma gradient belongs to the part computing channel c.
+        let dg = unsafe { &mut dg_ptr.range(c, c + 1)[0] };
+        let db = &mut db[0];
+        {
             let (mean, inv) = (saved[c], saved[s.channels + c]);
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for (px, pdy) in planes(a, x, c).zip(planes(a, dy, c)) {
@@ -108,8 +114,8 @@ pub(crate) fn backward(
             }
             *db = sdy as f32;
             *dg = sdyx as f32;
-        },
-    );
+        }
+    });
     let (dbeta, dgamma) = (&*dbeta, &*dgamma);
     per_channel_write(a, dx, |c, base, out| {
         let (mean, inv) = (saved[c], saved[s.channels + c]);

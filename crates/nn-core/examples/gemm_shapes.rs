@@ -1,0 +1,47 @@
+//! GFLOP/s of the CPU device's GEMM on the shapes of the benchmark models, on one thread and
+//! on all of rayon's threads: `cargo run --release -p nn-core --example gemm_shapes`.
+use std::time::Instant;
+
+use nn_core::cpu::{gemm_slices, on_compute_threads};
+use nn_core::device::Gemm;
+
+fn rate(g: &Gemm, reps: usize) -> f64 {
+    let a: Vec<f32> = (0..g.m * g.k).map(|i| (i % 17) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..g.k * g.n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut c = vec![0f32; g.m * g.n];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            gemm_slices(g, &a, &b, &mut c);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    std::hint::black_box(&c);
+    2.0 * (g.m * g.n * g.k) as f64 / best / 1e9
+}
+
+fn main() {
+    // (name, trans_a, trans_b, m, n, k)
+    let shapes = [
+        ("M1 fwd  X·W1", false, false, 128, 128, 784),
+        ("M1 dW1  Xᵀ·dZ", true, false, 784, 128, 128),
+        ("M3 fwd  X·W1", false, false, 128, 512, 784),
+        ("M3 fwd  H·W2", false, false, 128, 512, 512),
+        ("M3 dH   dZ·W2ᵀ", false, true, 128, 512, 512),
+        ("M3 dW2  Hᵀ·dZ", true, false, 512, 512, 128),
+        ("M2 fwd  X·W1", false, false, 32, 100, 784),
+        ("M2 dW1  Xᵀ·dZ", true, false, 784, 100, 32),
+        ("M4 conv2 fwd", false, false, 64, 1936, 288),
+        ("square 1024", false, false, 1024, 1024, 1024),
+    ];
+    on_compute_threads(|| {
+        for (name, ta, tb, m, n, k) in shapes {
+            let g = Gemm::new(ta, tb, m, n, k);
+            let reps = (2e9 / (2 * m * n * k) as f64).ceil() as usize / 10 + 1;
+            let par = rate(&g, reps);
+            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map(|p| p.install(|| rate(&g, reps)));
+            println!("{name:16} {m:5}x{n:5}x{k:5}  1 thread {:6.1}  all {par:6.1} GFLOP/s", one.unwrap_or(0.0));
+        }
+    });
+}

@@ -1,0 +1,308 @@
+//! The CPU device's fork-join team: one helper thread per extra core that spins between the
+//! parallel loops of a training step instead of sleeping.
+//!
+//! A small network's step is a chain of parallel loops tens of microseconds long. Handing each
+//! to a sleeping thread pool costs a futex wake-up and, in a virtual machine, an inter-processor
+//! interrupt per loop: on two cores a fifth of a step went to waking rayon's workers. The team's
+//! helpers spin for [`SPIN`] after their last job (yielding to other threads after [`HOT`]),
+//! then park, so a training loop keeps them warm and an idle program does not burn CPU.
+//!
+//! Parts are claimed dynamically from a shared counter, so the caller never waits for a helper
+//! to wake up: it runs the parts nobody has claimed itself. A call made while the team is busy
+//! (another thread's loop, or a loop nested inside a part) runs its parts on the calling thread.
+//! Which thread runs a part never changes its result, so results do not depend on timing.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How long a helper keeps polling for work after its last part before it parks.
+const SPIN: Duration = Duration::from_millis(2);
+/// How long it polls without yielding its core to other threads (the batch loader).
+const HOT: Duration = Duration::from_micros(100);
+
+/// One parallel loop, on the stack of the thread that started it.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    parts: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Claims and runs parts until none are left.
+    fn work(&self) {
+        loop {
+            let p = self.next.fetch_add(1, SeqCst);
+            if p >= self.parts {
+                return;
+            }
+            if catch_unwind(AssertUnwindSafe(|| (self.f)(p))).is_err() {
+                self.panicked.store(true, SeqCst);
+            }
+            self.done.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+struct Team {
+    /// The published job (null when none), type-erased: valid while `active > 0` or while
+    /// its caller waits.
+    job: AtomicPtr<Job<'static>>,
+    /// Helpers currently holding a reference to the published job.
+    active: AtomicUsize,
+    /// Set while a caller owns the team.
+    busy: AtomicBool,
+    /// Bumped at every publication, so parked helpers see new work.
+    generation: AtomicUsize,
+    helpers: Vec<Helper>,
+}
+
+struct Helper {
+    /// Set by the helper when it starts.
+    thread: OnceLock<Thread>,
+    parked: AtomicBool,
+}
+
+thread_local! {
+    /// Set on helper threads and while a thread runs a team loop: nested loops run serially.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+static TEAM: OnceLock<Team> = OnceLock::new();
+
+fn team() -> &'static Team {
+    let mut first = false;
+    let team = TEAM.get_or_init(|| {
+        first = true;
+        let extra = threads() - 1;
+        Team {
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            active: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+            generation: AtomicUsize::new(0),
+            helpers: (0..extra).map(|_| Helper { thread: OnceLock::new(), parked: AtomicBool::new(false) }).collect(),
+        }
+    });
+    if first {
+        for i in 0..team.helpers.len() {
+            // A helper that fails to start only means its share runs on the caller.
+            let _ = std::thread::Builder::new().name(format!("nn-cpu-{i}")).spawn(move || {
+                let Some(team) = TEAM.get() else { return };
+                crate::cpu::flush_denormals_to_zero();
+                INSIDE.with(|c| c.set(true));
+                let _ = team.helpers[i].thread.set(std::thread::current());
+                helper_loop(team, i);
+            });
+        }
+    }
+    team
+}
+
+fn helper_loop(team: &Team, me: usize) {
+    let mut seen = team.generation.load(SeqCst);
+    loop {
+        // Wait for a new publication: spin, then yield, then park.
+        let start = Instant::now();
+        let mut polls = 0u32;
+        while team.generation.load(SeqCst) == seen {
+            polls = polls.wrapping_add(1);
+            if !polls.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let idle = start.elapsed();
+            if idle < HOT {
+                continue;
+            }
+            if idle < SPIN {
+                std::thread::yield_now();
+                continue;
+            }
+            let h = &team.helpers[me];
+            h.parked.store(true, SeqCst);
+            if team.generation.load(SeqCst) == seen {
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+            h.parked.store(false, SeqCst);
+        }
+        seen = team.generation.load(SeqCst);
+        team.active.fetch_add(1, SeqCst);
+        let job = team.job.load(SeqCst);
+        if !job.is_null() {
+            // SAFETY: the caller unpublishes the job and then waits for `active` to drop to
+            // zero before its stack frame (and the job on it) goes away; we counted ourselves
+            // in `active` before loading the pointer, so it stays valid until we count out.
+            unsafe { (*job).work() };
+        }
+        team.active.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Unpublishes the job and waits for the helpers to let go of it, even if a part panicked on
+/// the calling thread.
+struct Publication<'t> {
+    team: &'t Team,
+}
+
+impl Drop for Publication<'_> {
+    fn drop(&mut self) {
+        self.team.job.store(std::ptr::null_mut(), SeqCst);
+        while self.team.active.load(SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        self.team.busy.store(false, SeqCst);
+        INSIDE.with(|c| c.set(false));
+    }
+}
+
+/// Runs `f(0)`, …, `f(parts - 1)`, spread over the calling thread and the team's helpers;
+/// returns when all have run. Runs them in order on the calling thread when the team is busy
+/// or has no helpers.
+///
+/// # Panics
+/// If a part panics (on the team: once the other parts have finished, so no helper still
+/// borrows the caller's data).
+pub(crate) fn for_each(parts: usize, f: impl Fn(usize) + Sync) {
+    if parts <= 1 || INSIDE.with(Cell::get) {
+        (0..parts).for_each(f);
+        return;
+    }
+    let team = team();
+    if team.helpers.is_empty() || team.busy.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
+        (0..parts).for_each(f);
+        return;
+    }
+    INSIDE.with(|c| c.set(true));
+    let job = Job {
+        f: &f,
+        parts,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+    };
+    let publication = Publication { team };
+    // SAFETY: the pointer is erased to 'static only to be stored; `publication`'s drop
+    // unpublishes it and waits for every helper to let go before `job` goes out of scope.
+    let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+    team.job.store(erased, SeqCst);
+    team.generation.fetch_add(1, SeqCst);
+    for h in &team.helpers {
+        if h.parked.load(SeqCst) {
+            h.thread.get().inspect(|t| t.unpark());
+        }
+    }
+    job.work();
+    let mut polls = 0u32;
+    while job.done.load(SeqCst) < parts {
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(1024) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    drop(publication);
+    if job.panicked.load(SeqCst) {
+        panic!("a parallel part of a CPU kernel panicked");
+    }
+}
+
+/// A raw pointer to a slice that parallel parts write through, each to its own disjoint range.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(*mut T, usize);
+// SAFETY: parts write disjoint ranges (the contract of `SyncPtr::range`).
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// Wraps `s` for disjoint parallel writes.
+    pub(crate) fn new(s: &mut [T]) -> SyncPtr<T> {
+        SyncPtr(s.as_mut_ptr(), s.len())
+    }
+    /// The elements `lo..hi`.
+    ///
+    /// # Safety
+    /// No two live references from one `SyncPtr` may overlap, and the wrapped slice must
+    /// outlive them.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range(&self, lo: usize, hi: usize) -> &mut [T] {
+        assert!(lo <= hi && hi <= self.1, "SyncPtr range {lo}..{hi} outside 0..{}", self.1);
+        // SAFETY: in bounds (checked above); disjointness is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(lo), hi - lo) }
+    }
+}
+
+/// Runs `f(i, chunk)` for every `chunk`-long piece of `data` (the last may be shorter), in
+/// parallel; neighbouring pieces are grouped so each part is a few times the team's size.
+pub(crate) fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let chunk = chunk.max(1);
+    let n = data.len().div_ceil(chunk);
+    let parts = n.min(4 * threads());
+    let per = n.div_ceil(parts.max(1));
+    let len = data.len();
+    let ptr = SyncPtr::new(data);
+    for_each(parts, |p| {
+        for i in p * per..((p + 1) * per).min(n) {
+            let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(len));
+            // SAFETY: chunk i is written by the one part that owns index i.
+            f(i, unsafe { ptr.range(lo, hi) });
+        }
+    });
+}
+
+/// The number of threads the team runs loops on (helpers plus the caller).
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn every_part_runs_exactly_once_even_nested_and_concurrent() {
+        let hits: Vec<AtomicU64> = (0..1000).map(|_| AtomicU64::new(0)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        for_each(10, |p| {
+                            for_each(100, |q| {
+                                hits[p * 100 + q].fetch_add(1, SeqCst);
+                            })
+                        });
+                    }
+                });
+            }
+        });
+        assert!(hits.iter().all(|h| h.load(SeqCst) == 600));
+    }
+
+    #[test]
+    fn chunks_cover_the_slice() {
+        let mut v = vec![0usize; 1003];
+        chunks_mut(&mut v, 10, |i, c| c.iter_mut().for_each(|x| *x += i + 1));
+        for (j, x) in v.iter().enumerate() {
+            assert_eq!(*x, j / 10 + 1);
+        }
+    }
+
+    #[test]
+    fn a_panicking_part_panics_the_caller() {
+        let r = catch_unwind(AssertUnwindSafe(|| for_each(8, |p| assert!(p != 3, "boom"))));
+        assert!(r.is_err());
+        // The team still works afterwards.
+        let n = AtomicUsize::new(0);
+        for_each(8, |_| {
+            n.fetch_add(1, SeqCst);
+        });
+        assert_eq!(n.load(SeqCst), 8);
+    }
+}
