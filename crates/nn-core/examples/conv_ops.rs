@@ -1,5 +1,6 @@
 //! Times each CPU primitive at the shapes of Keras's simple convnet (batch 128), to see where a
-//! training step goes. `cargo run --release -p nn-core --example conv_ops`
+//! training step goes. `cargo run --release -p nn-core --example conv_ops [F1 F2]` (filters of
+//! the two conv layers; default 32 64).
 use std::time::Instant;
 
 use nn_core::cpu::Cpu;
@@ -19,7 +20,12 @@ fn main() -> nn_core::Result<()> {
     nn_core::cpu::flush_denormals_to_zero();
     let d = Cpu;
     let n = 128;
-    for (c, h, f) in [(1usize, 28usize, 32usize), (32, 13, 64)] {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (f1, f2) = match args[..] {
+        [a, b, ..] => (a, b),
+        _ => (32, 64),
+    };
+    for (c, h, f) in [(1usize, 28usize, f1), (f1, 13, f2)] {
         let (oh, ow) = (h - 2, h - 2);
         let win = Window { n, c, h, w: h, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh, ow };
         let ckk = c * 9;
@@ -57,6 +63,16 @@ fn main() -> nn_core::Result<()> {
         time("  maxpool", 20, || d.max_pool(&yc, &pw, &mut py, &mut arg).unwrap_or(()));
         let mut pdx = d.alloc(n * f * ohw)?;
         time("  maxpool backward", 20, || d.max_pool_backward(&py, &arg, &pw, &mut pdx).unwrap_or(()));
+        if d.fuses_conv_pool(&win, &pw) {
+            time("  fused conv+relu+pool", 20, || {
+                d.conv_pool(&x, &wk, Some(&bias), Activation::Relu, &win, f, &pw, &mut py, &mut arg).unwrap_or(())
+            });
+            let pyc = py.clone();
+            time("  fused backward", 20, || {
+                d.conv_pool_backward(&x, &pyc, &pyc, &arg, Activation::Relu, &win, f, &pw, &mut gw, Some(&mut gb))
+                    .unwrap_or(())
+            });
+        }
     }
     Ok(())
 }

@@ -204,6 +204,54 @@ pub trait Device: Send + Sync + 'static {
     fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
     /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
     fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
+    /// Whether [`Device::conv_pool`] handles this pair: a `Conv2D` window `conv` on a
+    /// single-channel input followed by the non-overlapping max pooling `pool` (whose input is
+    /// the conv output). Devices without the fused pass keep the default, `false`.
+    fn fuses_conv_pool(&self, conv: &Window, pool: &Window) -> bool {
+        let _ = (conv, pool);
+        false
+    }
+    /// `y = act(maxpool(conv(x, w) + b))` in one pass: `x [n, h, w]` (one channel), kernel
+    /// `w [filters, kh, kw]`, bias `b [filters]`, pooled output `y [filters, n, poh, pow]`;
+    /// `arg` receives each window's winner as an offset in its conv output plane. Equal to the
+    /// conv, the activation and the pooling one after the other, because a non-decreasing
+    /// activation commutes with the maximum. Only for pairs [`Device::fuses_conv_pool`] accepts.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_pool(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        act: Activation,
+        conv: &Window,
+        filters: usize,
+        pool: &Window,
+        y: &mut Self::Buf,
+        arg: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (x, w, b, act, conv, filters, pool, y, arg);
+        Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
+    }
+    /// Gradients of [`Device::conv_pool`] from `dy` (shaped like `y`): `dw [filters, kh, kw]`
+    /// and `db [filters]`, overwritten. (The fused pass is only used on a network's input, so
+    /// no input gradient.)
+    #[allow(clippy::too_many_arguments)]
+    fn conv_pool_backward(
+        &self,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        y: &Self::Buf,
+        arg: &Self::Buf,
+        act: Activation,
+        conv: &Window,
+        filters: usize,
+        pool: &Window,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        let _ = (x, dy, y, arg, act, conv, filters, pool, dw, db);
+        Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
+    }
     /// Average pooling (padding cells are not counted).
     fn avg_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf) -> Result<()>;
     /// Gradient of average pooling (`dx` overwritten).

@@ -81,6 +81,19 @@ impl<D: Device> Network<D> {
     /// # Errors
     /// Errors of [`ModelSpec::resolve`] and device allocation failures.
     pub fn new(dev: D, spec: &ModelSpec, seed: u64) -> Result<Self> {
+        Self::build(dev, spec, seed, true)
+    }
+
+    /// Like [`Network::new`], but every layer runs on its own even where the device has a fused
+    /// pass for a pair of them: the reference the fused passes are tested against.
+    ///
+    /// # Errors
+    /// As [`Network::new`].
+    pub fn new_unfused(dev: D, spec: &ModelSpec, seed: u64) -> Result<Self> {
+        Self::build(dev, spec, seed, false)
+    }
+
+    fn build(dev: D, spec: &ModelSpec, seed: u64, fuse: bool) -> Result<Self> {
         // Host arithmetic (and the thread pools started from here) flushes subnormals to zero.
         crate::cpu::flush_denormals_to_zero();
         let resolved = spec.resolve()?;
@@ -100,17 +113,36 @@ impl<D: Device> Network<D> {
         let mut slot_in = Vec::new();
         let mut slot_out = Vec::new();
         let mut slot_width = vec![spec.input_shape.iter().product()];
-        for l in &resolved {
-            let layer = layers::build(&dev, l, &mut rng)?;
+        let mut i = 0;
+        while i < resolved.len() {
+            let l = &resolved[i];
             let input = *slot_out.last().unwrap_or(&0);
-            slot_in.push(input);
-            if layer.is_identity() {
-                slot_out.push(input);
-            } else {
-                slot_width.push(l.output.iter().product());
-                slot_out.push(slot_width.len() - 1);
+            // A conv reading the network's input, followed by max pooling, may run fused: one
+            // layer with the pooling's output, and the pooling an identity passing it on.
+            let pair = match resolved.get(i + 1) {
+                Some(next) if fuse && input == 0 => layers::build_pair(&dev, l, next, &mut rng)?,
+                _ => None,
+            };
+            let built: Vec<(Box<dyn Layer<D>>, &ResolvedLayer)> = match pair {
+                Some(layers::Pair::Fused(f)) => {
+                    let next = &resolved[i + 1];
+                    vec![(f, next), (Box::new(layers::Passthrough) as Box<dyn Layer<D>>, next)]
+                }
+                Some(layers::Pair::Separate(a, b)) => vec![(a, l), (b, &resolved[i + 1])],
+                None => vec![(layers::build(&dev, l, &mut rng)?, l)],
+            };
+            i += built.len();
+            for (layer, shape_of) in built {
+                let input = *slot_out.last().unwrap_or(&0);
+                slot_in.push(input);
+                if layer.is_identity() {
+                    slot_out.push(input);
+                } else {
+                    slot_width.push(shape_of.output.iter().product());
+                    slot_out.push(slot_width.len() - 1);
+                }
+                layers.push(layer);
             }
-            layers.push(layer);
         }
         let head_softmax = matches!(
             resolved.last().map(|l| &l.spec),

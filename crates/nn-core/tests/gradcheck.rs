@@ -186,3 +186,23 @@ fn batch_normalization_after_conv_and_after_dense() {
         .add(Dense::new(3).activation(Softmax));
     check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 6, 31);
 }
+
+#[test]
+fn fused_first_conv_and_max_pooling() {
+    // A conv on the single-channel input followed by max pooling runs as one fused layer on the
+    // CPU; 20 filters span a full and a partial block of 16. (tests/fusion.rs compares it with
+    // the two layers run one by one.)
+    for (k, s, pad, p, act) in [
+        (3, 1, Padding::Valid, 2, Relu),
+        (3, 1, Padding::Same, 2, Tanh),
+        (3, 2, Padding::Same, 2, Relu),
+        (2, 1, Padding::Valid, 3, Sigmoid),
+    ] {
+        let spec = image(1, 9, 8)
+            .add(Conv2D { kernel_size: [k, k], strides: [s, s], padding: pad, ..Conv2D::new(20, k) }.activation(act))
+            .add(LayerSpec::MaxPooling2D(Pool2D::new(p)))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Softmax));
+        check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 3, 60 + k as u64 + p as u64);
+    }
+}

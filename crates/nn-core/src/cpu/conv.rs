@@ -8,7 +8,7 @@ use crate::device::Window;
 
 /// The output columns `ox` whose input column `ox·s + k - p` lies in `0..w`: `lo..hi`.
 #[inline]
-fn valid_range(out: usize, w: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
+pub(crate) fn valid_range(out: usize, w: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
     // ox·s + k >= p  and  ox·s + k - p < w
     let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
     let hi = if w + p > k { ((w + p - k - 1) / s + 1).min(out) } else { 0 };

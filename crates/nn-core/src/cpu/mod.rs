@@ -2,6 +2,7 @@
 //! large element-wise passes are split over rayon's threads.
 
 mod conv;
+mod conv_pool;
 mod denormals;
 mod elementwise;
 mod norm;
@@ -197,6 +198,40 @@ impl Device for Cpu {
     }
     fn max_pool_backward(&self, dy: &Vec<f32>, arg: &Vec<f32>, win: &Window, dx: &mut Vec<f32>) -> Result<()> {
         conv::max_pool_backward(dy, arg, win, dx);
+        Ok(())
+    }
+    fn fuses_conv_pool(&self, conv: &Window, pool: &Window) -> bool {
+        conv_pool::supports(conv, pool)
+    }
+    fn conv_pool(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        act: Activation,
+        conv: &Window,
+        filters: usize,
+        pool: &Window,
+        y: &mut Vec<f32>,
+        arg: &mut Vec<f32>,
+    ) -> Result<()> {
+        conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg);
+        Ok(())
+    }
+    fn conv_pool_backward(
+        &self,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        y: &Vec<f32>,
+        arg: &Vec<f32>,
+        act: Activation,
+        conv: &Window,
+        filters: usize,
+        pool: &Window,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, dw, db.map(|b| &mut b[..]));
         Ok(())
     }
     fn avg_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>) -> Result<()> {

@@ -178,13 +178,8 @@ pub(crate) fn for_each(parts: usize, f: impl Fn(usize) + Sync) {
         return;
     }
     INSIDE.with(|c| c.set(true));
-    let job = Job {
-        f: &f,
-        parts,
-        next: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        panicked: AtomicBool::new(false),
-    };
+    let job =
+        Job { f: &f, parts, next: AtomicUsize::new(0), done: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
     let publication = Publication { team };
     // SAFETY: the pointer is erased to 'static only to be stored; `publication`'s drop
     // unpublishes it and waits for every helper to let go before `job` goes out of scope.

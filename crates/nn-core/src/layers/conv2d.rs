@@ -9,10 +9,10 @@ use crate::error::{NnError, Result};
 use crate::spec::{window_out, Conv2D, ResolvedLayer};
 
 pub(crate) struct Conv2DLayer<D: Device> {
-    win: Window,
-    filters: usize,
-    act: Activation,
-    params: Vec<Param<D>>,
+    pub(crate) win: Window,
+    pub(crate) filters: usize,
+    pub(crate) act: Activation,
+    pub(crate) params: Vec<Param<D>>,
     cols: Option<D::Buf>,
     cap: usize,
 }

@@ -4,10 +4,13 @@
 
 mod batch_norm;
 mod conv2d;
+mod conv_pool;
 mod dense;
 mod dropout;
 mod pool;
 mod reshape;
+
+pub(crate) use reshape::Identity as Passthrough;
 
 use mnist_data::Rng;
 
@@ -142,4 +145,32 @@ pub(crate) fn build<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) -> Res
         LayerSpec::GlobalAveragePooling2D {} => Box::new(pool::PoolLayer::global(l)),
         LayerSpec::BatchNormalization(b) => Box::new(batch_norm::BatchNormLayer::new(b, l, params)),
     })
+}
+
+/// What [`build_pair`] made of a `Conv2D` followed by `MaxPooling2D`.
+pub(crate) enum Pair<D: Device> {
+    /// One fused layer (its output is the pooling's; the pooling becomes an identity).
+    Fused(Box<dyn Layer<D>>),
+    /// The two layers as [`build`] makes them.
+    Separate(Box<dyn Layer<D>>, Box<dyn Layer<D>>),
+}
+
+/// Builds a `Conv2D` and the `MaxPooling2D` after it, fused into one layer when the device has
+/// a fused pass for them (see [`Device::conv_pool`]); `None` when the two are not such a pair.
+/// Draws the same initial weights as building them one by one.
+pub(crate) fn build_pair<D: Device>(
+    dev: &D,
+    conv: &ResolvedLayer,
+    pool: &ResolvedLayer,
+    rng: &mut Rng,
+) -> Result<Option<Pair<D>>> {
+    let (LayerSpec::Conv2D(c), LayerSpec::MaxPooling2D(p)) = (&conv.spec, &pool.spec) else {
+        return Ok(None);
+    };
+    let conv_layer = conv2d::Conv2DLayer::new(c, conv, make_params(dev, conv, rng)?);
+    let pool_layer = pool::PoolLayer::new(p, pool, true);
+    Ok(Some(match conv_pool::ConvPoolLayer::fuse(dev, conv_layer, pool_layer) {
+        Ok(fused) => Pair::Fused(Box::new(fused)),
+        Err((c, p)) => Pair::Separate(Box::new(c), Box::new(p)),
+    }))
 }

@@ -8,10 +8,10 @@ use crate::error::Result;
 use crate::spec::{window_out, Pool2D, ResolvedLayer};
 
 pub(crate) struct PoolLayer<D: Device> {
-    win: Window,
-    max: bool,
+    pub(crate) win: Window,
+    pub(crate) max: bool,
     /// Global pooling: the `[c, n]` result is turned into row-major `[n, c]` through `arg`.
-    global: bool,
+    pub(crate) global: bool,
     arg: Option<D::Buf>,
     cap: usize,
 }

@@ -1,0 +1,90 @@
+//! A `Conv2D` on the network's single-channel input and the `MaxPooling2D` right after it, run
+//! as one layer when the device fuses them ([`Device::conv_pool`]): the conv output never
+//! reaches memory. Parameters, names and results are the two layers'; the pooling layer becomes
+//! an identity that passes this layer's output on.
+
+use super::conv2d::Conv2DLayer;
+use super::pool::PoolLayer;
+use super::{Ctx, Layer, Param};
+use crate::device::{Device, Window};
+use crate::error::{NnError, Result};
+
+pub(crate) struct ConvPoolLayer<D: Device> {
+    conv: Conv2DLayer<D>,
+    pool: Window,
+    arg: Option<D::Buf>,
+    cap: usize,
+}
+
+impl<D: Device> ConvPoolLayer<D> {
+    /// Fuses `conv` and `pool` when `dev` can; otherwise gives them back.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    pub(crate) fn fuse(
+        dev: &D,
+        conv: Conv2DLayer<D>,
+        pool: PoolLayer<D>,
+    ) -> std::result::Result<Self, (Conv2DLayer<D>, PoolLayer<D>)> {
+        let monotone = conv.act != crate::activation::Activation::Softmax;
+        if pool.max && !pool.global && monotone && dev.fuses_conv_pool(&conv.win, &pool.win) {
+            Ok(ConvPoolLayer { pool: pool.win, conv, arg: None, cap: 0 })
+        } else {
+            Err((conv, pool))
+        }
+    }
+    fn plane_len(&self) -> usize {
+        self.conv.filters * self.pool.oh * self.pool.ow
+    }
+}
+
+impl<D: Device> Layer<D> for ConvPoolLayer<D> {
+    fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
+        if cap > self.cap {
+            self.arg = Some(dev.alloc(cap * self.plane_len())?);
+            self.cap = cap;
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
+        let arg = self.arg.as_mut().ok_or_else(|| NnError::Device("conv + pooling used before reserve".into()))?;
+        let (conv, pool) = (Window { n, ..self.conv.win }, Window { n, ..self.pool });
+        let p = &self.conv.params;
+        let act = ctx.activation(self.conv.act);
+        dev.conv_pool(x, &p[0].value, p.get(1).map(|b| &b.value), act, &conv, self.conv.filters, &pool, y, arg)
+    }
+
+    fn backward(
+        &mut self,
+        dev: &D,
+        x: &D::Buf,
+        y: &D::Buf,
+        dy: &mut D::Buf,
+        dx: Option<&mut D::Buf>,
+        n: usize,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        if dx.is_some() {
+            return Err(NnError::Device("the fused conv + pooling pass has no input gradient".into()));
+        }
+        let arg = self.arg.as_ref().ok_or_else(|| NnError::Device("conv + pooling used before reserve".into()))?;
+        let (conv, pool) = (Window { n, ..self.conv.win }, Window { n, ..self.pool });
+        let act = ctx.activation(self.conv.act);
+        let (kernel, rest) = self.conv.params.split_at_mut(1);
+        let k = &mut kernel[0];
+        let len = k.len();
+        let Some(gw) = k.grad.as_mut() else { return Ok(()) };
+        let gb = rest.first_mut().and_then(|b| b.grad.as_mut());
+        dev.conv_pool_backward(x, dy, y, arg, act, &conv, self.conv.filters, &pool, gw, gb)?;
+        if let Some(r) = k.reg {
+            dev.regularizer_grad(&k.value, gw, r.l1, r.l2, len)?;
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> &[Param<D>] {
+        &self.conv.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<D>] {
+        &mut self.conv.params
+    }
+}
