@@ -1,7 +1,7 @@
 //! Named architectures of the Keras MNIST tutorials (input `[28, 28]`, 10 classes).
 
 use crate::activation::Activation::*;
-use crate::spec::{BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Padding, Pool2D, Reshape};
+use crate::spec::{BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSpec, Pool2D, Reshape};
 
 /// The names [`preset`] knows, with a line each.
 pub const PRESETS: [(&str, &str); 6] = [
@@ -10,7 +10,7 @@ pub const PRESETS: [(&str, &str); 6] = [
     ("mlp-128-128", "Flatten → Dense(128, relu) → Dense(128, relu) → Dense(10, softmax)"),
     ("mlp-512-512", "Flatten → Dense(512, relu) → Dense(512, relu) → Dense(10, softmax)"),
     ("convnet", "Keras's simple MNIST convnet: Conv(32,3) → MaxPool → Conv(64,3) → MaxPool → Dropout(0.5) → Dense(10)"),
-    ("fast-cnn", "Conv(24,3,same,relu) → BN → MaxPool → Conv(48,3,same,relu) → BN → MaxPool → Dense(10): 99% in 3 one-cycle epochs"),
+    ("fast-cnn", "Conv(16,3,relu) → MaxPool → BN → Conv(32,3,relu) → MaxPool → BN → Dense(10): 99% in 3 one-cycle epochs"),
 ];
 
 /// The architecture of a preset name, or `None`.
@@ -36,13 +36,15 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             .add(Flatten::new())
             .add(Dropout::new(0.5))
             .add(Dense::new(10).activation(Softmax)),
+        // Small and quick: batch norm after the pooling works on a quarter of the values, and
+        // the first conv + pooling pair runs fused on the CPU.
         "fast-cnn" => image()
-            .add(Conv2D::new(24, 3).padding(Padding::Same).activation(Relu))
-            .add(BatchNorm::default())
+            .add(Conv2D::new(16, 3).activation(Relu))
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
-            .add(Conv2D::new(48, 3).padding(Padding::Same).activation(Relu))
             .add(BatchNorm::default())
+            .add(Conv2D::new(32, 3).activation(Relu))
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+            .add(BatchNorm::default())
             .add(Flatten::new())
             .add(Dense::new(10).activation(Softmax)),
         _ => return None,

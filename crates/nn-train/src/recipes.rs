@@ -75,7 +75,8 @@ pub fn recipe(name: &str) -> Option<Recipe> {
             },
             3,
             128,
-            RecipeValidation::Test,
+            // Judged on the test set once, at the end: validating every epoch would cost time.
+            RecipeValidation::None,
         ),
         _ => return None,
     };
