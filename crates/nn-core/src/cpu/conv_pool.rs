@@ -142,20 +142,13 @@ fn pool_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, wt: &Taps
     for py in 0..pool.oh {
         for px in 0..pool.ow {
             // The four window positions as four independent sums (a 2×2 window).
-            let (oy, ox) = (2 * py, 2 * px);
-            let base = [
-                oy * c.sh * wp + ox * c.sw,
-                oy * c.sh * wp + (ox + 1) * c.sw,
-                (oy + 1) * c.sh * wp + ox * c.sw,
-                (oy + 1) * c.sh * wp + (ox + 1) * c.sw,
-            ];
+            let (base, pos) = window2(c, wp, py, px);
             let mut z = [b; 4];
             for k in 0..kk {
                 for j in 0..4 {
                     z[j] = _mm512_add_ps(z[j], _mm512_mul_ps(wv[k], _mm512_set1_ps(xp[base[j] + off[k]])));
                 }
             }
-            let pos = [oy * c.ow + ox, oy * c.ow + ox + 1, (oy + 1) * c.ow + ox, (oy + 1) * c.ow + ox + 1];
             let mut best = z[0];
             let mut win = _mm512_set1_ps(pos[0] as f32);
             for j in 1..4 {
@@ -234,14 +227,7 @@ fn grad_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, gp: &Pool
             let grad = unsafe { _mm512_loadu_ps(gp.0[i].as_ptr()) };
             let win = unsafe { _mm512_loadu_ps(gp.1[i].as_ptr()) };
             bacc = _mm512_add_ps(bacc, grad);
-            let (oy, ox) = (2 * py, 2 * px);
-            let base = [
-                oy * c.sh * wp + ox * c.sw,
-                oy * c.sh * wp + (ox + 1) * c.sw,
-                (oy + 1) * c.sh * wp + ox * c.sw,
-                (oy + 1) * c.sh * wp + (ox + 1) * c.sw,
-            ];
-            let pos = [oy * c.ow + ox, oy * c.ow + ox + 1, (oy + 1) * c.ow + ox, (oy + 1) * c.ow + ox + 1];
+            let (base, pos) = window2(c, wp, py, px);
             let gl: [__m512; 4] = std::array::from_fn(|j| {
                 _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(win, _mm512_set1_ps(pos[j] as f32)), grad)
             });
@@ -260,6 +246,16 @@ fn grad_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, gp: &Pool
         unsafe { _mm512_storeu_ps(gw[k].as_mut_ptr(), acc[k]) };
     }
     unsafe { _mm512_storeu_ps(gb.as_mut_ptr(), bacc) };
+}
+
+/// For pooled position `(py, px)` of a 2×2 pooling: where each of its four conv windows starts
+/// in the padded image (row width `wp`), and each one's offset in the conv output plane.
+#[inline(always)]
+fn window2(c: &Window, wp: usize, py: usize, px: usize) -> ([usize; 4], [usize; 4]) {
+    let (oy, ox) = (2 * py, 2 * px);
+    let at = |dy: usize, dx: usize| (oy + dy) * c.sh * wp + (ox + dx) * c.sw;
+    let pos = |dy: usize, dx: usize| (oy + dy) * c.ow + ox + dx;
+    ([at(0, 0), at(0, 1), at(1, 0), at(1, 1)], [pos(0, 0), pos(0, 1), pos(1, 0), pos(1, 1)])
 }
 
 fn has_avx512() -> bool {
