@@ -57,15 +57,30 @@ impl Normalization {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     unsafe fn apply_avx512(self, bytes: &[u8], out: &mut [f32]) {
-        self.apply_portable(bytes, out);
+        self.apply_fma(bytes, out);
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn apply_avx2(self, bytes: &[u8], out: &mut [f32]) {
-        self.apply_portable(bytes, out);
+        self.apply_fma(bytes, out);
+    }
+
+    /// [`Normalization::apply_portable`] with `x / 255` as a multiplication and one fused
+    /// correction step (exact for every byte, see the test): several times faster than a
+    /// division where the CPU has FMA.
+    #[inline(always)]
+    fn apply_fma(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            Normalization::Scale => {
+                for (o, &p) in out.iter_mut().zip(bytes) {
+                    *o = div255(p);
+                }
+            }
+            Normalization::Standardize { .. } => self.apply_portable(bytes, out),
+        }
     }
 
     #[inline(always)]
@@ -83,6 +98,17 @@ impl Normalization {
             }
         }
     }
+}
+
+/// `p / 255` correctly rounded, without a division: `q = p·(1/255)` is within an ulp, the
+/// residual `p - 255·q` is exact in one fused multiply-add, and one more corrects `q`.
+#[inline(always)]
+fn div255(p: u8) -> f32 {
+    const R: f32 = 1.0 / 255.0;
+    let x = p as f32;
+    let q = x * R;
+    let r = (-q).mul_add(255.0, x);
+    r.mul_add(R, q)
 }
 
 /// Converts bytes through a [`Normalization::table`] into `out` (same length).
@@ -130,6 +156,13 @@ pub fn sparse_labels(labels: &[u8]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn division_free_scaling_is_exact_for_every_byte() {
+        for p in 0..=255u8 {
+            assert_eq!(div255(p).to_bits(), (p as f32 / 255.0).to_bits(), "byte {p}");
+        }
+    }
 
     #[test]
     fn scaling_standardisation_and_one_hot() {

@@ -155,6 +155,12 @@ pub trait Device: Send + Sync + 'static {
 
     /// Matrix product, see [`Gemm`].
     fn gemm(&self, g: &Gemm, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
+    /// The buffer as host memory, when the device's memory is the host's (the CPU): callers may
+    /// then write inputs in place instead of uploading a copy. `None` (the default) otherwise.
+    fn host_mut<'a>(&self, buf: &'a mut Self::Buf) -> Option<&'a mut [f32]> {
+        let _ = buf;
+        None
+    }
     /// In place `y = act(y + bias[channel])` over `[outer, channels, inner]`; softmax is over
     /// the channels of each row (with `inner == 1`).
     fn bias_act(&self, y: &mut Self::Buf, bias: Option<&Self::Buf>, act: Activation, shape: Channels) -> Result<()>;

@@ -140,13 +140,36 @@ impl Model {
         let mut out = self.predict(x, n)?;
         if !self.outputs_probabilities() {
             for mut row in out.rows_mut() {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                row.mapv_inplace(|v| (v - m).exp());
-                let s = row.sum();
-                row.mapv_inplace(|v| v / s);
+                if let Some(r) = row.as_slice_mut() {
+                    softmax(r);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Class probabilities of `n` examples whose inputs `fill(rows, x)` writes (`x` is the
+    /// `[rows.len(), input_len]` slice of examples `rows`; several ranges are filled in
+    /// parallel), into `out [n, output_len]` (row-major). On the CPU the inputs go straight into
+    /// the network's input buffer, without a copy. At most [`predict_batch_size`] examples per
+    /// call keep the buffers small.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] when `out` is not `n × output_len`; device failures.
+    pub fn predict_proba_filled(&mut self, n: usize, fill: &crate::network::Fill<'_>, out: &mut [f32]) -> Result<()> {
+        let ow = self.output_len();
+        if out.len() != n * ow {
+            return Err(NnError::Shape {
+                layer: "predict output".into(),
+                expected: vec![n, ow],
+                found: vec![out.len() / ow.max(1), out.len() % ow.max(1)],
+            });
+        }
+        self.rt.predict_filled(n, fill, out)?;
+        if !self.outputs_probabilities() {
+            out.chunks_mut(ow.max(1)).for_each(softmax);
+        }
+        Ok(())
     }
 
     /// All parameters, in layer order.
@@ -200,4 +223,12 @@ impl Model {
         m.set_weights(&f.weights)?;
         Ok(m)
     }
+}
+
+/// The softmax of one row of logits, in place.
+fn softmax(row: &mut [f32]) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    row.iter_mut().for_each(|v| *v = (*v - m).exp());
+    let s: f32 = row.iter().sum();
+    row.iter_mut().for_each(|v| *v /= s);
 }

@@ -44,6 +44,11 @@ pub trait Runtime: Send {
     fn take_stats(&mut self) -> Result<(f64, f64)>;
     /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode).
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
+    /// Like [`Runtime::predict_batch`], with the inputs written by `fill(rows, x)`, which
+    /// gets the examples `rows` and their `[rows.len(), in]` slice of the input, for several
+    /// ranges in parallel: straight into the network's input buffer when the device's memory is
+    /// the host's (no copy), otherwise into a staging buffer that is then uploaded.
+    fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()>;
     /// All parameters (trainable and not), in layer order.
     fn weights(&self) -> Result<Vec<Tensor>>;
     /// Replaces parameters by name; every parameter must be given with its exact shape.
@@ -55,6 +60,10 @@ pub trait Runtime: Send {
     /// The current regularisation penalty `Σ l1·|w| + l2·w²`.
     fn regularization_penalty(&mut self) -> Result<f32>;
 }
+
+/// Writes the inputs of examples `rows` into their `[rows.len(), in]` slice (see
+/// [`Runtime::predict_filled`]); called for several ranges at once.
+pub type Fill<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync + 'a;
 
 /// A network on device `D`.
 pub struct Network<D: Device> {
@@ -73,6 +82,8 @@ pub struct Network<D: Device> {
     stats: D::Buf,
     cap: usize,
     head_softmax: bool,
+    /// Host copy of the inputs for devices whose memory is not the host's.
+    staging: Vec<f32>,
 }
 
 impl<D: Device> Network<D> {
@@ -163,6 +174,7 @@ impl<D: Device> Network<D> {
             stats,
             cap: 0,
             head_softmax,
+            staging: Vec::new(),
         })
     }
 
@@ -203,6 +215,11 @@ impl<D: Device> Network<D> {
         }
         self.reserve(n)?;
         self.dev.upload(&x[..n * w], &mut self.vals[0])?;
+        self.forward_layers(n, ctx)
+    }
+
+    /// The layers' forward pass on the input already in `vals[0]`.
+    fn forward_layers(&mut self, n: usize, ctx: Ctx) -> Result<()> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter_mut().enumerate() {
             if layer.is_identity() {
@@ -347,6 +364,32 @@ impl<D: Device> Runtime for Network<D> {
         let w = *self.slot_width.last().unwrap_or(&1);
         let last = self.vals.len() - 1;
         self.dev.download(&self.vals[last], &mut out[..n * w])
+    }
+
+    fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()> {
+        let w = self.slot_width[0];
+        self.reserve(n)?;
+        let rows = n.div_ceil(4 * crate::cpu::team::threads()).max(1);
+        let fill_rows = |x: &mut [f32]| {
+            crate::cpu::team::chunks_mut(x, rows * w.max(1), |i, part| {
+                fill(i * rows..i * rows + part.len() / w.max(1), part)
+            })
+        };
+        match self.dev.host_mut(&mut self.vals[0]) {
+            Some(host) => fill_rows(&mut host[..n * w]),
+            None => {
+                let mut staging = std::mem::take(&mut self.staging);
+                staging.resize(n * w, 0.0);
+                fill_rows(&mut staging);
+                let uploaded = self.dev.upload(&staging, &mut self.vals[0]);
+                self.staging = staging;
+                uploaded?;
+            }
+        }
+        self.forward_layers(n, Ctx::default())?;
+        let ow = *self.slot_width.last().unwrap_or(&1);
+        let last = self.vals.len() - 1;
+        self.dev.download(&self.vals[last], &mut out[..n * ow])
     }
 
     fn weights(&self) -> Result<Vec<Tensor>> {

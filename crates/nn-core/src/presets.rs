@@ -10,7 +10,10 @@ pub const PRESETS: [(&str, &str); 6] = [
     ("mlp-128-128", "Flatten → Dense(128, relu) → Dense(128, relu) → Dense(10, softmax)"),
     ("mlp-512-512", "Flatten → Dense(512, relu) → Dense(512, relu) → Dense(10, softmax)"),
     ("convnet", "Keras's simple MNIST convnet: Conv(32,3) → MaxPool → Conv(64,3) → MaxPool → Dropout(0.5) → Dense(10)"),
-    ("fast-cnn", "Conv(16,3,relu) → MaxPool → BN → Conv(32,3,relu) → MaxPool → BN → Dense(10): 99% in 3 one-cycle epochs"),
+    (
+        "fast-cnn",
+        "Conv(16,3,relu) → MaxPool → BN → Conv(32,3,relu) → MaxPool → BN → Dense(10): 99% in 3 one-cycle epochs",
+    ),
 ];
 
 /// The architecture of a preset name, or `None`.

@@ -516,19 +516,22 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
             data.cols()
         )));
     }
-    // Batch by batch through one reused input buffer: converting the whole set first would
-    // write (and fault in) 31 MB of floats for MNIST's test set.
+    // Batch by batch, each batch's bytes converted straight into the network's input buffer:
+    // converting the whole set first would write (and fault in) 31 MB of floats for MNIST's
+    // test set, and a staging buffer would cost a copy per batch.
     let batch = nn_core::model::predict_batch_size(model.spec()).min(data.len().max(1));
     let classes = model.output_len();
-    let mut x = vec![0f32; batch * px];
-    let mut out = Array2::<f32>::zeros((data.len(), classes));
+    let mut out = vec![0f32; data.len() * classes];
     let mut start = 0;
     while start < data.len() {
         let n = batch.min(data.len() - start);
-        norm.apply(&data.images()[start * px..(start + n) * px], &mut x[..n * px]);
-        let p = model.predict_proba(&x[..n * px], n)?;
-        out.slice_mut(ndarray::s![start..start + n, ..]).assign(&p);
+        let bytes = &data.images()[start * px..(start + n) * px];
+        model.predict_proba_filled(
+            n,
+            &|rows: std::ops::Range<usize>, x: &mut [f32]| norm.apply(&bytes[rows.start * px..rows.end * px], x),
+            &mut out[start * classes..(start + n) * classes],
+        )?;
         start += n;
     }
-    Ok(out)
+    Array2::from_shape_vec((data.len(), classes), out).map_err(|e| TrainError::Config(e.to_string()))
 }

@@ -169,3 +169,21 @@ fn model_file_roundtrip_is_bit_identical_and_bad_files_are_errors() {
     let err = Model::load(&bare).err().unwrap().to_string();
     assert!(err.contains("bare.safetensors"), "{err}");
 }
+
+#[test]
+fn predicting_a_data_set_equals_predicting_its_normalised_images() {
+    // predict_dataset writes each batch's bytes straight into the network's input buffer, in
+    // parallel row ranges; the result must be the same bits as the plain path.
+    let (_, test) = subset(10);
+    let test = Arc::new(test.slice(0..300));
+    for name in ["mlp-128", "fast-cnn", "convnet"] {
+        let mut model = Model::new(&preset(name).unwrap(), 3).unwrap();
+        let fast = nn_train::predict_dataset(&mut model, &test, mnist_data::Normalization::Scale).unwrap();
+        let x = mnist_data::flatten(&test, mnist_data::Normalization::Scale);
+        let plain = model.predict_proba(x.as_slice().unwrap(), test.len()).unwrap();
+        assert_eq!(fast.shape(), plain.shape());
+        for (a, b) in fast.iter().zip(plain.iter()) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{name}: {a} vs {b}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ mod denormals;
 mod elementwise;
 mod norm;
 pub(crate) mod simd;
-mod team;
+pub(crate) mod team;
 
 use team::SyncPtr;
 
@@ -74,6 +74,9 @@ impl Device for Cpu {
         Ok(())
     }
 
+    fn host_mut<'a>(&self, buf: &'a mut Vec<f32>) -> Option<&'a mut [f32]> {
+        Some(buf.as_mut_slice())
+    }
     fn gemm(&self, g: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) -> Result<()> {
         gemm_slices(g, a, b, c);
         Ok(())
