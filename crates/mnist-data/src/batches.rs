@@ -2,11 +2,14 @@
 //! `f32` buffers, optionally prepared one batch ahead on a background thread (tf.data's
 //! `prefetch`).
 //!
-//! In steady state nothing is allocated per batch: three buffers circulate between the producer
-//! and the consumer.
+//! In steady state nothing is allocated per batch: [`BUFFERS`] buffers circulate between the
+//! producer and the consumer. The producer, once it has run out of empty buffers, sleeps until
+//! half of them are back, then fills them in a row: waking a sleeping thread costs a futex call
+//! and, in a virtual machine, an inter-processor interrupt, so it is done once per few batches
+//! rather than once per batch.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::dataset::Dataset;
@@ -172,26 +175,34 @@ impl Batcher {
             order.truncate((n / bs) * bs);
         }
         let px = self.gather.data.pixels();
-        while self.pool.len() < 3 {
+        while self.pool.len() < BUFFERS {
             self.pool.push(Batch::with_capacity(bs, px));
         }
         let rng = Rng::derive(self.cfg.seed, 0x00A0_6000_0000 + epoch as u64);
         let mode = if self.cfg.prefetch {
-            let (full_tx, full_rx) = sync_channel::<Batch>(1);
-            let (empty_tx, empty_rx) = sync_channel::<Batch>(3);
-            let spare: Vec<Batch> = self.pool.drain(..).collect();
+            let shared = Arc::new(Shared {
+                state: Mutex::new(Queue {
+                    full: VecDeque::with_capacity(BUFFERS),
+                    empty: self.pool.drain(..).collect(),
+                    done: false,
+                    stop: false,
+                    producer_waiting: false,
+                    consumer_waiting: false,
+                }),
+                produced: Condvar::new(),
+                recycled: Condvar::new(),
+            });
             let gather = self.gather.clone();
-            let thread_rng = rng.clone();
+            let (theirs, thread_rng) = (shared.clone(), rng.clone());
             let handle = std::thread::Builder::new()
                 .name("batch-prefetch".into())
-                .spawn(move || produce(gather, order, bs, thread_rng, spare, full_tx, empty_rx))
+                .spawn(move || produce(&gather, &order, bs, thread_rng, &theirs))
                 .ok();
             match handle {
-                Some(handle) => {
-                    Mode::Prefetch { full_rx: Some(full_rx), empty_tx: Some(empty_tx), handle: Some(handle) }
-                }
+                Some(handle) => Mode::Prefetch { shared, handle: Some(handle) },
                 // No thread could be started: fall back to gathering inline.
                 None => {
+                    self.pool.extend(lock(&shared).empty.drain(..));
                     let mut order = epoch_order(n, self.cfg.shuffle, self.cfg.seed, epoch);
                     if self.cfg.drop_last {
                         order.truncate((n / bs) * bs);
@@ -206,48 +217,81 @@ impl Batcher {
     }
 }
 
-fn produce(
-    gather: Arc<Gather>,
-    order: Vec<u32>,
-    bs: usize,
-    mut rng: Rng,
-    mut spare: Vec<Batch>,
-    full_tx: SyncSender<Batch>,
-    empty_rx: Receiver<Batch>,
-) -> Vec<Batch> {
-    for idx in order.chunks(bs) {
-        let mut b = match spare.pop() {
-            Some(b) => b,
-            None => match empty_rx.recv() {
-                Ok(b) => b,
-                Err(_) => break,
-            },
-        };
-        gather.fill(&mut b, idx, &mut rng);
-        if let Err(e) = full_tx.send(b) {
-            spare.push(e.0);
-            break;
+/// Buffers circulating between the prefetch thread and the training loop.
+const BUFFERS: usize = 6;
+/// The sleeping producer is woken when this many empty buffers are back.
+const WAKE_AT: usize = BUFFERS / 2;
+
+/// The state shared by the prefetch thread and the epoch that consumes its batches.
+struct Shared {
+    state: Mutex<Queue>,
+    /// Signalled when a batch is ready (or the producer is done) and the consumer waits.
+    produced: Condvar,
+    /// Signalled when [`WAKE_AT`] empty buffers are back (or the consumer stops) and the
+    /// producer waits.
+    recycled: Condvar,
+}
+
+struct Queue {
+    full: VecDeque<Batch>,
+    empty: Vec<Batch>,
+    /// The producer has sent every batch of the epoch.
+    done: bool,
+    /// The consumer has gone: the producer stops.
+    stop: bool,
+    producer_waiting: bool,
+    consumer_waiting: bool,
+}
+
+/// The queue, even if the other side panicked while holding it (its data stays consistent:
+/// every change is a single push or pop).
+fn lock(s: &Shared) -> MutexGuard<'_, Queue> {
+    s.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the producer done when it returns or unwinds, so the consumer never waits for a
+/// batch that will not come.
+struct Done<'a>(&'a Shared);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let mut q = lock(self.0);
+        q.done = true;
+        if q.consumer_waiting {
+            self.0.produced.notify_one();
         }
     }
-    drop(full_tx);
-    // Collect the buffers the consumer hands back so the next epoch reuses them.
-    while let Ok(b) = empty_rx.recv() {
-        spare.push(b);
+}
+
+fn produce(gather: &Gather, order: &[u32], bs: usize, mut rng: Rng, shared: &Shared) {
+    let _done = Done(shared);
+    for idx in order.chunks(bs) {
+        let mut b = {
+            let mut q = lock(shared);
+            loop {
+                if q.stop {
+                    return;
+                }
+                if let Some(b) = q.empty.pop() {
+                    break b;
+                }
+                q.producer_waiting = true;
+                q = shared.recycled.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.producer_waiting = false;
+            }
+        };
+        gather.fill(&mut b, idx, &mut rng);
+        let mut q = lock(shared);
+        q.full.push_back(b);
+        if q.consumer_waiting {
+            shared.produced.notify_one();
+        }
     }
-    spare
 }
 
 enum Mode {
-    Inline {
-        order: Vec<u32>,
-        pos: usize,
-        rng: Rng,
-    },
-    Prefetch {
-        full_rx: Option<Receiver<Batch>>,
-        empty_tx: Option<SyncSender<Batch>>,
-        handle: Option<JoinHandle<Vec<Batch>>>,
-    },
+    Inline { order: Vec<u32>, pos: usize, rng: Rng },
+    Prefetch { shared: Arc<Shared>, handle: Option<JoinHandle<()>> },
 }
 
 /// The batches of one epoch. A lending iterator: each batch is valid until the next call.
@@ -275,11 +319,29 @@ impl Epoch<'_> {
                 *pos = end;
                 self.current = Some(b);
             }
-            Mode::Prefetch { full_rx, empty_tx, .. } => {
-                if let (Some(b), Some(tx)) = (self.current.take(), empty_tx.as_ref()) {
-                    let _ = tx.send(b);
+            Mode::Prefetch { shared, .. } => {
+                let mut q = lock(shared);
+                if let Some(b) = self.current.take() {
+                    q.empty.push(b);
+                    if q.producer_waiting && q.empty.len() >= WAKE_AT {
+                        shared.recycled.notify_one();
+                    }
                 }
-                self.current = full_rx.as_ref().and_then(|rx| rx.recv().ok());
+                self.current = loop {
+                    if let Some(b) = q.full.pop_front() {
+                        break Some(b);
+                    }
+                    if q.done {
+                        break None;
+                    }
+                    if q.producer_waiting {
+                        // Nothing is ready and the producer sleeps: wake it whatever it waits for.
+                        shared.recycled.notify_one();
+                    }
+                    q.consumer_waiting = true;
+                    q = shared.produced.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.consumer_waiting = false;
+                };
             }
         }
         self.current.as_ref()
@@ -291,20 +353,19 @@ impl Drop for Epoch<'_> {
         if let Some(b) = self.current.take() {
             self.batcher.pool.push(b);
         }
-        if let Mode::Prefetch { full_rx, empty_tx, handle } = &mut self.mode {
-            // Without empty buffers coming back the producer stops after its spare ones; take
-            // back whatever it still sends so that no buffer is lost.
-            drop(empty_tx.take());
-            if let Some(rx) = full_rx.take() {
-                while let Ok(b) = rx.recv() {
-                    self.batcher.pool.push(b);
-                }
+        if let Mode::Prefetch { shared, handle } = &mut self.mode {
+            // Stop the producer, wait for it, and take every buffer back.
+            {
+                let mut q = lock(shared);
+                q.stop = true;
+                shared.recycled.notify_one();
             }
             if let Some(h) = handle.take() {
-                if let Ok(spare) = h.join() {
-                    self.batcher.pool.extend(spare);
-                }
+                let _ = h.join();
             }
+            let mut q = lock(shared);
+            let q = &mut *q;
+            self.batcher.pool.extend(q.full.drain(..).chain(q.empty.drain(..)));
         }
     }
 }
@@ -367,10 +428,38 @@ mod tests {
             let mut e = b.epoch(3);
             e.next_batch();
         } // dropped mid-epoch: the thread stops and the buffers come back
-        assert!(b.pool.len() >= 3);
+        assert_eq!(b.pool.len(), BUFFERS);
         let cfg = BatchConfig { shuffle: false, batch_size: 4, ..Default::default() };
         let mut c = Batcher::new(tiny(8), cfg).unwrap();
         assert_eq!(collect(&mut c, 0), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    }
+
+    #[test]
+    fn many_small_batches_through_the_prefetch_queue() {
+        // Hundreds of hand-overs in both directions, with the producer sleeping and waking.
+        let cfg = BatchConfig { batch_size: 1, seed: 3, ..Default::default() };
+        let mut b = Batcher::new(tiny(250), cfg).unwrap();
+        for epoch in 0..3 {
+            let mut all = collect(&mut b, epoch).concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..250).collect::<Vec<_>>());
+        }
+        assert_eq!(b.pool.len(), BUFFERS);
+    }
+
+    struct Boom;
+    impl BatchTransform for Boom {
+        fn apply(&self, _x: &mut [f32], _n: usize, _r: usize, _c: usize, _rng: &mut Rng) {
+            panic!("transform failed");
+        }
+    }
+
+    #[test]
+    fn a_panicking_producer_ends_the_epoch_instead_of_hanging() {
+        let cfg = BatchConfig { batch_size: 2, ..Default::default() };
+        let mut b = Batcher::new(tiny(8), cfg).unwrap().with_transform(Arc::new(Boom));
+        let mut e = b.epoch(0);
+        assert!(e.next_batch().is_none());
     }
 
     #[test]
