@@ -202,7 +202,7 @@ impl Batcher {
                 Some(handle) => Mode::Prefetch { shared, handle: Some(handle) },
                 // No thread could be started: fall back to gathering inline.
                 None => {
-                    self.pool.extend(lock(&shared).empty.drain(..));
+                    self.pool.append(&mut lock(&shared).empty);
                     let mut order = epoch_order(n, self.cfg.shuffle, self.cfg.seed, epoch);
                     if self.cfg.drop_last {
                         order.truncate((n / bs) * bs);
