@@ -38,8 +38,28 @@ pub trait Runtime: Send {
         sp: StepParams,
         seed: u64,
     ) -> Result<()>;
+    /// [`Runtime::train_batch`] with the inputs written by `fill` (as in
+    /// [`Runtime::predict_filled`]: in parallel row ranges, straight into the network's input
+    /// buffer when [`Runtime::host_inputs`]).
+    #[allow(clippy::too_many_arguments)]
+    fn train_filled(
+        &mut self,
+        n: usize,
+        fill: &Fill<'_>,
+        targets: &[f32],
+        loss: Loss,
+        rule: &UpdateRule,
+        sp: StepParams,
+        seed: u64,
+    ) -> Result<()>;
     /// Forward and loss in inference mode, adding to the running statistics.
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()>;
+    /// [`Runtime::eval_batch`] with the inputs written by `fill`.
+    fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()>;
+    /// True when the network's input buffer is host memory (the CPU): the `*_filled` calls then
+    /// write inputs in place, in parallel, so gathering a batch there beats preparing it on
+    /// another thread and copying it in.
+    fn host_inputs(&mut self) -> bool;
     /// Returns `(Σ loss, Σ correct)` since the last call and resets them.
     fn take_stats(&mut self) -> Result<(f64, f64)>;
     /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode).
@@ -64,6 +84,15 @@ pub trait Runtime: Send {
 /// Writes the inputs of examples `rows` into their `[rows.len(), in]` slice (see
 /// [`Runtime::predict_filled`]); called for several ranges at once.
 pub type Fill<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync + 'a;
+
+/// Where a step's inputs come from.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// `[n, in]` on the host, uploaded (copied) into the input buffer.
+    Slice(&'a [f32]),
+    /// Written in place by the caller (see [`Fill`]).
+    Filled(&'a Fill<'a>),
+}
 
 /// A network on device `D`.
 pub struct Network<D: Device> {
@@ -204,18 +233,50 @@ impl<D: Device> Network<D> {
         Ok(())
     }
 
-    fn forward(&mut self, x: &[f32], n: usize, ctx: Ctx) -> Result<()> {
-        let w = self.slot_width[0];
-        if x.len() < n * w {
-            return Err(NnError::Shape {
-                layer: "input".into(),
-                expected: [vec![n], self.spec.input_shape.clone()].concat(),
-                found: vec![x.len()],
-            });
-        }
-        self.reserve(n)?;
-        self.dev.upload(&x[..n * w], &mut self.vals[0])?;
+    fn forward(&mut self, input: Input<'_>, n: usize, ctx: Ctx) -> Result<()> {
+        self.load_input(input, n)?;
         self.forward_layers(n, ctx)
+    }
+
+    /// Puts the `[n, in]` inputs into the input buffer `vals[0]`.
+    fn load_input(&mut self, input: Input<'_>, n: usize) -> Result<()> {
+        let w = self.slot_width[0];
+        match input {
+            Input::Slice(x) => {
+                if x.len() < n * w {
+                    return Err(NnError::Shape {
+                        layer: "input".into(),
+                        expected: [vec![n], self.spec.input_shape.clone()].concat(),
+                        found: vec![x.len()],
+                    });
+                }
+                self.reserve(n)?;
+                self.dev.upload(&x[..n * w], &mut self.vals[0])
+            }
+            Input::Filled(fill) => {
+                self.reserve(n)?;
+                let rows = n.div_ceil(4 * crate::cpu::team::threads()).max(1);
+                let fill_rows = |x: &mut [f32]| {
+                    crate::cpu::team::chunks_mut(x, rows * w.max(1), |i, part| {
+                        fill(i * rows..i * rows + part.len() / w.max(1), part)
+                    })
+                };
+                match self.dev.host_mut(&mut self.vals[0]) {
+                    Some(host) => {
+                        fill_rows(&mut host[..n * w]);
+                        Ok(())
+                    }
+                    None => {
+                        let mut staging = std::mem::take(&mut self.staging);
+                        staging.resize(n * w, 0.0);
+                        fill_rows(&mut staging);
+                        let uploaded = self.dev.upload(&staging, &mut self.vals[0]);
+                        self.staging = staging;
+                        uploaded
+                    }
+                }
+            }
+        }
     }
 
     /// The layers' forward pass on the input already in `vals[0]`.
@@ -257,7 +318,7 @@ impl<D: Device> Network<D> {
         self.dev.cross_entropy(&args, &self.vals[out], t, &mut self.grads[out], &mut self.stats)
     }
 
-    fn forward_backward(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
+    fn forward_backward(&mut self, x: Input<'_>, targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
         self.forward(x, n, ctx)?;
@@ -292,7 +353,7 @@ impl<D: Device> Network<D> {
         seed: u64,
     ) -> Result<(f64, Vec<Tensor>)> {
         self.take_stats()?;
-        self.forward_backward(x, targets, n, loss, seed)?;
+        self.forward_backward(Input::Slice(x), targets, n, loss, seed)?;
         let (sum, _) = self.take_stats()?;
         let penalty = self.regularization_penalty()? as f64;
         let mut grads = Vec::new();
@@ -306,6 +367,34 @@ impl<D: Device> Network<D> {
             }
         }
         Ok((sum / n as f64 + penalty, grads))
+    }
+}
+
+impl<D: Device> Network<D> {
+    /// One training step: forward, loss, backward, and every parameter's update.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &mut self,
+        x: Input<'_>,
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        rule: &UpdateRule,
+        sp: StepParams,
+        seed: u64,
+    ) -> Result<()> {
+        self.forward_backward(x, targets, n, loss, seed)?;
+        for layer in &mut self.layers {
+            for p in layer.params_mut() {
+                let Some(g) = p.grad.as_ref() else { continue };
+                let len = p.shape.iter().product();
+                while p.slots.len() < rule.slots() {
+                    p.slots.push(self.dev.alloc(len)?);
+                }
+                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -333,23 +422,36 @@ impl<D: Device> Runtime for Network<D> {
         sp: StepParams,
         seed: u64,
     ) -> Result<()> {
-        self.forward_backward(x, targets, n, loss, seed)?;
-        for layer in &mut self.layers {
-            for p in layer.params_mut() {
-                let Some(g) = p.grad.as_ref() else { continue };
-                let len = p.shape.iter().product();
-                while p.slots.len() < rule.slots() {
-                    p.slots.push(self.dev.alloc(len)?);
-                }
-                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
-            }
-        }
-        Ok(())
+        self.train_step(Input::Slice(x), targets, n, loss, rule, sp, seed)
+    }
+
+    fn train_filled(
+        &mut self,
+        n: usize,
+        fill: &Fill<'_>,
+        targets: &[f32],
+        loss: Loss,
+        rule: &UpdateRule,
+        sp: StepParams,
+        seed: u64,
+    ) -> Result<()> {
+        self.train_step(Input::Filled(fill), targets, n, loss, rule, sp, seed)
+    }
+
+    fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {
+        let (fused, logits) = self.logits(loss);
+        self.forward(Input::Filled(fill), n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        self.loss_pass(targets, n, loss, logits)
+    }
+
+    fn host_inputs(&mut self) -> bool {
+        let _ = self.reserve(1);
+        self.vals.first_mut().is_some_and(|b| self.dev.host_mut(b).is_some())
     }
 
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         let (fused, logits) = self.logits(loss);
-        self.forward(x, n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        self.forward(Input::Slice(x), n, Ctx { training: false, seed: 0, logits_head: fused })?;
         self.loss_pass(targets, n, loss, logits)
     }
 
@@ -360,32 +462,14 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-        self.forward(x, n, Ctx::default())?;
+        self.forward(Input::Slice(x), n, Ctx::default())?;
         let w = *self.slot_width.last().unwrap_or(&1);
         let last = self.vals.len() - 1;
         self.dev.download(&self.vals[last], &mut out[..n * w])
     }
 
     fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()> {
-        let w = self.slot_width[0];
-        self.reserve(n)?;
-        let rows = n.div_ceil(4 * crate::cpu::team::threads()).max(1);
-        let fill_rows = |x: &mut [f32]| {
-            crate::cpu::team::chunks_mut(x, rows * w.max(1), |i, part| {
-                fill(i * rows..i * rows + part.len() / w.max(1), part)
-            })
-        };
-        match self.dev.host_mut(&mut self.vals[0]) {
-            Some(host) => fill_rows(&mut host[..n * w]),
-            None => {
-                let mut staging = std::mem::take(&mut self.staging);
-                staging.resize(n * w, 0.0);
-                fill_rows(&mut staging);
-                let uploaded = self.dev.upload(&staging, &mut self.vals[0]);
-                self.staging = staging;
-                uploaded?;
-            }
-        }
+        self.load_input(Input::Filled(fill), n)?;
         self.forward_layers(n, Ctx::default())?;
         let ow = *self.slot_width.last().unwrap_or(&1);
         let last = self.vals.len() - 1;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mnist_data::batches::epoch_order;
 use mnist_data::{Augmentation, BatchConfig, Batcher, Dataset, Normalization, Rng};
 use ndarray::Array2;
 use nn_core::{Loss, Model, ModelFile, StepParams, Tensor};
@@ -238,9 +239,17 @@ impl Trainer {
             prefetch: true,
         };
         let mut batcher = Batcher::new(train.clone(), bc)?;
-        if let Some(aug) = cfg.augmentation.filter(|a| !a.is_identity()) {
+        let augmented = cfg.augmentation.filter(|a| !a.is_identity());
+        if let Some(aug) = augmented {
             batcher = batcher.with_transform(Arc::new(aug.fill_for(cfg.normalization)));
         }
+        // Where the network's inputs are host memory (the CPU), each batch is gathered straight
+        // into them by the step's own threads: no prefetch thread competing for the cores, no
+        // copy. The batches are the batcher's, in the same order. Augmented batches (one random
+        // stream per epoch) and devices with their own memory keep the prefetch thread.
+        let inline = augmented.is_none() && self.model.runtime().host_inputs();
+        let (px, norm) = (train.pixels(), cfg.normalization);
+        let mut labels: Vec<u8> = Vec::with_capacity(cfg.batch_size);
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
         let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
@@ -259,16 +268,41 @@ impl Trainer {
             let mut progress = EpochProgress::start(cfg.verbosity, epoch + 1, cfg.epochs, steps);
             let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
             let mut since_read = 0usize;
-            let mut it = batcher.epoch(epoch);
+            let mut it = if inline { None } else { Some(batcher.epoch(epoch)) };
+            let order = if inline { epoch_order(train.len(), cfg.shuffle, seed, epoch) } else { Vec::new() };
+            let mut chunks = order.chunks(cfg.batch_size.max(1));
             let mut done = 0;
             let mut lr = base_lr;
-            while let Some(b) = it.next_batch() {
-                let n = b.len();
-                self.fill_targets(&b.labels);
-                lr = schedule.lr(base_lr, self.state.step, epoch);
-                let sp = StepParams { lr, t: self.state.step + 1 };
-                let step_seed = seed_of_step(seed, self.state.step);
-                self.model.runtime().train_batch(&b.x, &self.targets, n, loss, &rule, sp, step_seed)?;
+            // This step's learning rate, update parameters and dropout seed.
+            let step = |s: u64| {
+                let lr = schedule.lr(base_lr, s, epoch);
+                (lr, StepParams { lr, t: s + 1 }, seed_of_step(seed, s))
+            };
+            loop {
+                let n = if let Some(it) = it.as_mut() {
+                    let Some(b) = it.next_batch() else { break };
+                    let (sp, step_seed);
+                    (lr, sp, step_seed) = step(self.state.step);
+                    self.fill_targets(&b.labels);
+                    self.model.runtime().train_batch(&b.x, &self.targets, b.len(), loss, &rule, sp, step_seed)?;
+                    b.len()
+                } else {
+                    let Some(idx) = chunks.next() else { break };
+                    let (sp, step_seed);
+                    (lr, sp, step_seed) = step(self.state.step);
+                    labels.clear();
+                    labels.extend(idx.iter().map(|&i| train.labels()[i as usize]));
+                    self.fill_targets(&labels);
+                    let images = train.images();
+                    let fill = |rows: std::ops::Range<usize>, x: &mut [f32]| {
+                        for (k, &i) in idx[rows].iter().enumerate() {
+                            let i = i as usize;
+                            norm.apply(&images[i * px..(i + 1) * px], &mut x[k * px..(k + 1) * px]);
+                        }
+                    };
+                    self.model.runtime().train_filled(idx.len(), &fill, &self.targets, loss, &rule, sp, step_seed)?;
+                    idx.len()
+                };
                 self.state.step += 1;
                 done += 1;
                 since_read += n;
