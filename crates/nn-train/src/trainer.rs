@@ -395,16 +395,18 @@ impl Trainer {
         let px = data.pixels();
         let norm = self.normalization;
         let batch = eval_batch_size(self.model.spec());
-        let mut x = vec![0f32; batch.min(data.len()) * px];
         self.model.runtime().take_stats()?;
         let mut start = 0;
         let (mut loss_sum, mut correct) = (0f64, 0f64);
         while start < data.len() {
             let n = batch.min(data.len() - start);
-            norm.apply(&data.images()[start * px..(start + n) * px], &mut x[..n * px]);
+            let bytes = &data.images()[start * px..(start + n) * px];
             self.fill_targets(&data.labels()[start..start + n]);
             let targets = std::mem::take(&mut self.targets);
-            let r = self.model.runtime().eval_batch(&x[..n * px], &targets, n, loss);
+            // The bytes are converted straight into the network's input, in parallel.
+            let fill =
+                |rows: std::ops::Range<usize>, x: &mut [f32]| norm.apply(&bytes[rows.start * px..rows.end * px], x);
+            let r = self.model.runtime().eval_filled(n, &fill, &targets, loss);
             self.targets = targets;
             r?;
             let (l, c) = self.model.runtime().take_stats()?;
