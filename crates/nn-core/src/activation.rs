@@ -50,7 +50,7 @@ impl Activation {
         match self {
             Activation::Linear | Activation::Softmax => x,
             Activation::Relu => x.max(0.0),
-            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Sigmoid => crate::fastmath::sigmoid(x),
             Activation::Tanh => x.tanh(),
         }
     }

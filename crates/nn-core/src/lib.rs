@@ -17,6 +17,7 @@ pub mod activation;
 pub mod cpu;
 pub mod device;
 pub mod error;
+pub mod fastmath;
 pub mod init;
 pub mod layers;
 pub mod loss;

@@ -228,7 +228,7 @@ impl Model {
 /// The softmax of one row of logits, in place.
 fn softmax(row: &mut [f32]) {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    row.iter_mut().for_each(|v| *v = (*v - m).exp());
+    row.iter_mut().for_each(|v| *v = crate::fastmath::exp(*v - m));
     let s: f32 = row.iter().sum();
     row.iter_mut().for_each(|v| *v /= s);
 }

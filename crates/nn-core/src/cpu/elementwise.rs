@@ -12,7 +12,7 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut s = 0.0;
     for v in row.iter_mut() {
-        *v = (*v - m).exp();
+        *v = crate::fastmath::exp(*v - m);
         s += *v;
     }
     let inv = 1.0 / s;
@@ -45,6 +45,7 @@ fn bias_act_inline(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Chan
         Activation::Linear => {}
         Activation::Softmax => y.chunks_mut(s.channels).for_each(softmax_row),
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Sigmoid => y.iter_mut().for_each(|v| *v = crate::fastmath::sigmoid(*v)),
         _ => y.iter_mut().for_each(|v| *v = act.apply(*v)),
     }
 }
@@ -188,7 +189,7 @@ pub(crate) fn cross_entropy(a: &XentArgs, out: &[f32], targets: &[f32], grad: &m
             let m = o.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y));
             let mut s = 0f32;
             for (gj, &z) in g.iter_mut().zip(o) {
-                *gj = (z - m).exp();
+                *gj = crate::fastmath::exp(z - m);
                 s += *gj;
             }
             let lse = m + s.ln();
