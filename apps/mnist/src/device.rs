@@ -1,4 +1,5 @@
-//! `--device cpu|cuda|cuda:N|auto`: where `mnist train` builds its model, through
+//! `--device cpu|cuda|cuda:N|auto`: where `mnist train`, `evaluate` and `predict` build their
+//! model, through
 //! `nn_train::device`. The GPU needs a binary built with the `cuda` feature
 //! (`cargo build --release -p mnist --features cuda`).
 
@@ -37,6 +38,17 @@ fn note(n: Option<String>) {
 pub fn new_model(choice: DeviceChoice, spec: &ModelSpec, seed: u64) -> Result<Model> {
     check_build(choice)?;
     let (model, n) = nn_train::build_model(choice, spec, seed).with_context(|| format!("--device {choice}"))?;
+    note(n);
+    Ok(model)
+}
+
+/// Rebuilds a model from its file on the chosen device.
+///
+/// # Errors
+/// A device that cannot be opened; a file whose tensors do not fit its architecture.
+pub fn from_file(choice: DeviceChoice, file: &nn_core::ModelFile) -> Result<Model> {
+    check_build(choice)?;
+    let (model, n) = nn_train::model_from_file(choice, file).with_context(|| format!("--device {choice}"))?;
     note(n);
     Ok(model)
 }

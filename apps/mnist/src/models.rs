@@ -176,7 +176,7 @@ impl Loaded {
 ///
 /// # Errors
 /// A missing, unreadable or invalid file, or a name that is not a model file; naming it.
-pub fn load_trained(arg: &str) -> Result<Loaded> {
+pub fn load_trained(arg: &str, device: nn_train::DeviceChoice) -> Result<Loaded> {
     let path = match ModelSource::parse(arg) {
         Ok(ModelSource::ModelFile(p)) => p,
         Ok(ModelSource::Preset(_)) => bail!("--model {arg}: a preset has no trained weights; train it first (`mnist train --model {arg}`) and give the model.safetensors it writes"),
@@ -186,10 +186,10 @@ pub fn load_trained(arg: &str) -> Result<Loaded> {
     let file = ModelFile::load(&path)?;
     let dataset = file.metadata.get(DATASET_KEY).cloned();
     let trainer = if file.metadata.contains_key("training_config") {
-        Trainer::resume(&path)?
+        crate::device::resume(device, &path)?
     } else {
         let loss = default_loss(&file.spec);
-        let model = nn_core::Model::from_file(nn_core::cpu::Cpu, &file)?;
+        let model = crate::device::from_file(device, &file)?;
         Trainer::new(model, nn_train::Compile { loss, ..Default::default() })
     };
     Ok(Loaded { trainer, dataset, path })

@@ -174,7 +174,12 @@ fn train_then_evaluate_predict_and_draw() {
     check_png(&dir.join("eval/confusion.png"));
     check_png(&dir.join("eval/errors.png"));
 
-    let out = ok(&mnist(dir, &["predict", "--model", model, "--index", "0", "1", "--out", "pred.png"]));
+    if !cfg!(feature = "cuda") {
+        fails(&mnist(dir, &["evaluate", "--model", model, "--device", "cuda"]), &["--features cuda", "--device cpu"]);
+    }
+
+    let out =
+        ok(&mnist(dir, &["predict", "--model", model, "--device", "cpu", "--index", "0", "1", "--out", "pred.png"]));
     assert!(out.contains("test[0]: predicted 7"), "{out}");
     assert!(out.contains("test[1]: predicted 2"), "{out}");
     check_png(&dir.join("pred.png"));

@@ -26,6 +26,10 @@ pub struct EvaluateArgs {
     /// best.safetensors from `mnist tune`, or a checkpoint.
     #[arg(long, short, value_name = "FILE")]
     pub model: String,
+    /// Where to run the model: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a
+    /// build with --features cuda) or `auto` (the GPU when there is one, else the CPU).
+    #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
+    pub device: nn_train::DeviceChoice,
     /// Which images to evaluate on.
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
@@ -43,7 +47,7 @@ pub struct EvaluateArgs {
 /// A missing or invalid model file, a missing data set, a data set that does not fit the model,
 /// files that cannot be written.
 pub fn run(args: EvaluateArgs, global: &Global) -> Result<()> {
-    let loaded = load_trained(&args.model)?;
+    let loaded = load_trained(&args.model, args.device)?;
     let model_name = loaded.name();
     let model_path = loaded.path.display().to_string();
     let mut trainer = loaded.trainer;

@@ -31,6 +31,10 @@ pub struct PredictArgs {
     /// best.safetensors from `mnist tune`, or a checkpoint.
     #[arg(long, short, value_name = "FILE")]
     pub model: String,
+    /// Where to run the model: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a
+    /// build with --features cuda) or `auto` (the GPU when there is one, else the CPU).
+    #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
+    pub device: nn_train::DeviceChoice,
     /// Image files of digits (PNG, JPEG or BMP; any size and colour).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
@@ -64,7 +68,7 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     if args.images.is_empty() && args.index.is_empty() {
         bail!("nothing to predict: give image files and/or --index N (see `mnist predict --help`)");
     }
-    let loaded = load_trained(&args.model)?;
+    let loaded = load_trained(&args.model, args.device)?;
     let model_name = loaded.name();
     let mut trainer = loaded.trainer;
     let choice = data_choice(global, loaded.dataset.as_deref())?;
