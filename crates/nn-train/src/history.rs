@@ -39,6 +39,10 @@ impl EpochLog {
 pub struct History {
     /// The epochs, in order.
     pub epochs: Vec<EpochLog>,
+    /// Why the last `fit` stopped before its last epoch (early stopping, a NaN loss, …), in
+    /// words; `None` when it ran every epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl History {

@@ -382,6 +382,7 @@ impl Trainer {
         if let (Some(why), true) = (&stop, cfg.verbosity != Verbosity::Silent) {
             println!("{why}");
         }
+        self.history.stopped = stop;
         Ok(())
     }
 

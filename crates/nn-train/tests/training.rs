@@ -96,6 +96,8 @@ fn early_stopping_stops_and_restores_the_best_weights() {
     t.fit(train, c).unwrap();
     let h = t.history();
     assert!(h.epochs.len() < 30, "never stopped");
+    let why = h.stopped.as_deref().unwrap_or_default();
+    assert!(why.contains("val_loss"), "the history says why it stopped: {why:?}");
     let best = h.series("val_loss").into_iter().fold(f64::INFINITY, f64::min);
     let now = t.evaluate(&val).unwrap().loss;
     assert!((now - best).abs() < 1e-4, "restored val_loss {now} vs best {best}");
@@ -122,6 +124,7 @@ fn terminate_on_nan_keeps_the_last_good_weights() {
     c.callbacks.push(Box::new(Record(seen.clone())));
     t.fit(train, c).unwrap();
     assert!(seen.lock().unwrap().len() < 20, "did not stop");
+    assert!(t.history().stopped.as_deref().is_some_and(|w| w.contains("NaN")), "{:?}", t.history().stopped);
     for w in t.model().weights().unwrap() {
         assert!(w.data.iter().all(|v| v.is_finite()), "{} holds non-finite values", w.name);
     }
