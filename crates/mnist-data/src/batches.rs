@@ -2,7 +2,7 @@
 //! `f32` buffers, optionally prepared one batch ahead on a background thread (tf.data's
 //! `prefetch`).
 //!
-//! In steady state nothing is allocated per batch: [`BUFFERS`] buffers circulate between the
+//! In steady state nothing is allocated per batch: six buffers circulate between the
 //! producer and the consumer. The producer, once it has run out of empty buffers, sleeps until
 //! half of them are back, then fills them in a row: waking a sleeping thread costs a futex call
 //! and, in a virtual machine, an inter-processor interrupt, so it is done once per few batches

@@ -205,7 +205,7 @@ impl Trainer {
     /// # Errors
     /// Data that do not fit the model, bad options, device failures, callback failures.
     pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<&History> {
-        nn_core::cpu::on_compute_threads(|| self.fit_here(train, cfg))?;
+        self.fit_here(train, cfg)?;
         Ok(&self.history)
     }
 

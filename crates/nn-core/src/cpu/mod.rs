@@ -1,5 +1,6 @@
-//! The CPU device: buffers are `Vec<f32>`, matrix products go to `matrixmultiply` (threaded),
-//! large element-wise passes are split over rayon's threads.
+//! The CPU device: buffers are `Vec<f32>`; matrix products go to single-threaded
+//! `matrixmultiply` calls and large element-wise passes to loops, both split over the device's
+//! team of threads (`team.rs`), vectorised for the CPU's widest instruction set (`simd.rs`).
 
 mod conv;
 mod conv_pool;
@@ -25,7 +26,7 @@ const MAX_SLOTS: usize = 4;
 /// Below this many multiply-adds a GEMM runs on one thread.
 const GEMM_PAR_MIN: usize = 1 << 20;
 
-/// Below this many elements an element-wise pass runs on one thread (rayon's dispatch would
+/// Below this many elements an element-wise pass runs on one thread (handing out parts would
 /// cost more than it saves).
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
@@ -40,11 +41,11 @@ impl Cpu {
     }
 }
 
-/// Runs `f` on one of rayon's worker threads, so that the parallel operations it starts run
-/// partly on the calling thread instead of handing every one to sleeping workers (on two cores
-/// the hand-offs cost a third of a small network's step). The training loop runs inside it.
+/// Runs `f`. (It used to move `f` onto a rayon worker so that rayon's parallel loops started
+/// from it ran partly on the calling thread; the device's loops now go to its own team from
+/// whichever thread calls them, so there is nothing left to arrange.)
 pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+    f()
 }
 
 impl Device for Cpu {
@@ -289,8 +290,8 @@ impl Device for Cpu {
 }
 
 /// Row-major (strided-batched) GEMM on slices through single-threaded `matrixmultiply` calls,
-/// parallel over rayon's threads (the one thread pool of the CPU device: two pools fighting
-/// over two cores cost a third of a convnet's time).
+/// parallel over the device's team (one set of threads: matrixmultiply's own pool beside
+/// another cost a third of a convnet's time on two cores).
 ///
 /// Large products split `C` by rows or columns; a product with a small `C` and a long shared
 /// dimension (a conv layer's weight gradient: `[32, 9]` over `k = 86 528`) splits along `k` and
