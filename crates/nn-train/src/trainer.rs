@@ -405,9 +405,7 @@ impl Trainer {
             self.fill_targets(&data.labels()[start..start + n]);
             let targets = std::mem::take(&mut self.targets);
             // The bytes are converted straight into the network's input, in parallel.
-            let fill =
-                |rows: std::ops::Range<usize>, x: &mut [f32]| norm.apply(&bytes[rows.start * px..rows.end * px], x);
-            let r = self.model.runtime().eval_filled(n, &fill, &targets, loss);
+            let r = self.model.runtime().eval_filled(n, &convert(bytes, px, norm), &targets, loss);
             self.targets = targets;
             r?;
             let (l, c) = self.model.runtime().take_stats()?;
@@ -563,12 +561,14 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
     while start < data.len() {
         let n = batch.min(data.len() - start);
         let bytes = &data.images()[start * px..(start + n) * px];
-        model.predict_proba_filled(
-            n,
-            &|rows: std::ops::Range<usize>, x: &mut [f32]| norm.apply(&bytes[rows.start * px..rows.end * px], x),
-            &mut out[start * classes..(start + n) * classes],
-        )?;
+        model.predict_proba_filled(n, &convert(bytes, px, norm), &mut out[start * classes..(start + n) * classes])?;
         start += n;
     }
     Array2::from_shape_vec((data.len(), classes), out).map_err(|e| TrainError::Config(e.to_string()))
+}
+
+/// The fill callback (see `nn_core::Fill`) that converts consecutive images `bytes`
+/// (`px` bytes each) into the network's input rows.
+fn convert(bytes: &[u8], px: usize, norm: Normalization) -> impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + '_ {
+    move |rows, x| norm.apply(&bytes[rows.start * px..rows.end * px], x)
 }
