@@ -9,6 +9,34 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+/// `cargo xtask bench --help`.
+const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3]
+
+Trains each model (M1 784-128-10, M2 784-100-144-10 sigmoid, M3 784-512-512-10, M4 Keras's
+simple convnet) for a few epochs on synthetic data of MNIST's shape, ours and PyTorch's
+(../shared/bench, when a Python with torch is found) alternately, and prints the medians:
+seconds per epoch (first epoch excluded), samples/s, 10k predictions, peak RSS, start-up.
+
+  --models LIST   comma-separated models to run (default M1,M2,M3,M4)
+  --epochs N      epochs per run (default 3)
+  --repeats N     runs of each side per model (default 3)";
+
+/// Fails on a flag `bench` does not take, or one without its value.
+fn check_flags(args: &[String]) -> Result<()> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--models" | "--epochs" | "--repeats" => {
+                if it.next().is_none() {
+                    bail!("`{a}` needs a value\n\n{USAGE}");
+                }
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(())
+}
+
 /// One `RESULT {json}` line, as the fields we read.
 #[derive(Debug, Default, Clone)]
 struct Run {
@@ -68,6 +96,11 @@ fn peer_python() -> Option<String> {
 /// # Errors
 /// A failed build, or a run that fails or prints no `RESULT` line.
 pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    check_flags(args)?;
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let models: Vec<String> =
         flag("--models").unwrap_or_else(|| "M1,M2,M3,M4".into()).split(',').map(String::from).collect();
@@ -118,4 +151,19 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_checked_before_anything_runs() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_flags(&args(&["--models", "M1", "--epochs", "2"])).is_ok());
+        let e = check_flags(&args(&["--model", "M1"])).unwrap_err().to_string();
+        assert!(e.contains("unknown argument `--model`"), "{e}");
+        let e = check_flags(&args(&["--repeats"])).unwrap_err().to_string();
+        assert!(e.contains("`--repeats` needs a value"), "{e}");
+    }
 }

@@ -73,6 +73,17 @@ fn main() -> nn_core::Result<()> {
                     .unwrap_or(())
             });
         }
+        if d.direct_conv(&win, f) {
+            time("  direct conv+bias+relu", 20, || {
+                d.conv2d(&x, &wk, Some(&bias), Activation::Relu, &win, f, &mut y).unwrap_or(())
+            });
+            time("  direct backward dW", 20, || {
+                d.conv2d_backward(&x, &tmp, &wk, &win, f, Some(&mut gw), None).unwrap_or(())
+            });
+            time("  direct backward dW+dx", 20, || {
+                d.conv2d_backward(&x, &tmp, &wk, &win, f, Some(&mut gw), Some(&mut dx)).unwrap_or(())
+            });
+        }
     }
     Ok(())
 }

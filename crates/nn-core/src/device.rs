@@ -258,6 +258,47 @@ pub trait Device: Send + Sync + 'static {
         let _ = (x, dy, y, arg, act, conv, filters, pool, dw, db);
         Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
     }
+    /// Whether [`Device::conv2d`] and [`Device::conv2d_backward`] compute this convolution
+    /// (a faster way than [`Device::im2col`] and one [`Device::gemm`] over the whole batch).
+    /// Devices without one keep the default, `false`.
+    fn direct_conv(&self, win: &Window, filters: usize) -> bool {
+        let _ = (win, filters);
+        false
+    }
+    /// `y = act(conv(x, w) + b)`: `x [c, n, h, w]`, kernel `w [filters, c, kh, kw]`, bias
+    /// `b [filters]`, `y [filters, n, oh, ow]` (the shapes of the im2col path). Only for
+    /// windows [`Device::direct_conv`] accepts.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        act: Activation,
+        win: &Window,
+        filters: usize,
+        y: &mut Self::Buf,
+    ) -> Result<()> {
+        let _ = (x, w, b, act, win, filters, y);
+        Err(crate::error::NnError::Device(format!("{} has no direct convolution", self.describe())))
+    }
+    /// Gradients of [`Device::conv2d`] from `dy [filters, n, oh, ow]` (the gradient after
+    /// the activation's): each asked for is overwritten, `dw [filters, c, kh, kw]` and
+    /// `dx [c, n, h, w]`. The bias gradient is the layer's (`channel_sums`).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        win: &Window,
+        filters: usize,
+        dw: Option<&mut Self::Buf>,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        let _ = (x, dy, w, win, filters, dw, dx);
+        Err(crate::error::NnError::Device(format!("{} has no direct convolution", self.describe())))
+    }
     /// Average pooling (padding cells are not counted).
     fn avg_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf) -> Result<()>;
     /// Gradient of average pooling (`dx` overwritten).

@@ -16,38 +16,43 @@ pub(crate) fn valid_range(out: usize, w: usize, s: usize, k: usize, p: usize) ->
 }
 
 pub(crate) fn im2col(x: &[f32], w: &Window, cols: &mut [f32]) {
-    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
-    let ncols = w.n * ohw;
+    let ncols = w.n * w.oh * w.ow;
     let rows = w.c * w.kh * w.kw;
-    team::chunks_mut(&mut cols[..rows * ncols], ncols, |r, row| {
-        let kj = r % w.kw;
-        let ki = (r / w.kw) % w.kh;
-        let ci = r / (w.kw * w.kh);
-        let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
-        for ni in 0..w.n {
-            let plane = &x[(ci * w.n + ni) * hw..(ci * w.n + ni + 1) * hw];
-            let out = &mut row[ni * ohw..(ni + 1) * ohw];
-            for oy in 0..w.oh {
-                let orow = &mut out[oy * w.ow..(oy + 1) * w.ow];
-                let iy = (oy * w.sh + ki) as isize - w.ph as isize;
-                if iy < 0 || iy >= w.h as isize || xlo >= xhi {
-                    orow.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy as usize * w.w..(iy as usize + 1) * w.w];
-                orow[..xlo].fill(0.0);
-                orow[xhi..].fill(0.0);
-                let x0 = xlo * w.sw + kj - w.pw;
-                if w.sw == 1 {
-                    orow[xlo..xhi].copy_from_slice(&src[x0..x0 + (xhi - xlo)]);
-                } else {
-                    for (o, ix) in orow[xlo..xhi].iter_mut().zip((x0..).step_by(w.sw)) {
-                        *o = src[ix];
-                    }
+    team::chunks_mut(&mut cols[..rows * ncols], ncols, |r, row| im2col_row(x, w, r, 0..w.n, row));
+}
+
+/// Row `r` (one `(channel, ki, kj)` tap) of the unfolded images `images` of the batch `x`
+/// (`[c, n, h, w]`): `row[(i - images.start)·oh·ow + oy·ow + ox]`, zero where the tap falls in
+/// the padding.
+pub(crate) fn im2col_row(x: &[f32], w: &Window, r: usize, images: std::ops::Range<usize>, row: &mut [f32]) {
+    let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
+    let kj = r % w.kw;
+    let ki = (r / w.kw) % w.kh;
+    let ci = r / (w.kw * w.kh);
+    let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
+    for (j, ni) in images.enumerate() {
+        let plane = &x[(ci * w.n + ni) * hw..(ci * w.n + ni + 1) * hw];
+        let out = &mut row[j * ohw..(j + 1) * ohw];
+        for oy in 0..w.oh {
+            let orow = &mut out[oy * w.ow..(oy + 1) * w.ow];
+            let iy = (oy * w.sh + ki) as isize - w.ph as isize;
+            if iy < 0 || iy >= w.h as isize || xlo >= xhi {
+                orow.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * w.w..(iy as usize + 1) * w.w];
+            orow[..xlo].fill(0.0);
+            orow[xhi..].fill(0.0);
+            let x0 = xlo * w.sw + kj - w.pw;
+            if w.sw == 1 {
+                orow[xlo..xhi].copy_from_slice(&src[x0..x0 + (xhi - xlo)]);
+            } else {
+                for (o, ix) in orow[xlo..xhi].iter_mut().zip((x0..).step_by(w.sw)) {
+                    *o = src[ix];
                 }
             }
         }
-    });
+    }
 }
 
 pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
@@ -55,36 +60,43 @@ pub(crate) fn col2im(cols: &[f32], w: &Window, dx: &mut [f32]) {
     let ncols = w.n * ohw;
     team::chunks_mut(&mut dx[..w.n * w.c * hw], hw, |p, plane| {
         let (ci, ni) = (p / w.n, p % w.n);
-        plane.fill(0.0);
-        for ki in 0..w.kh {
-            for kj in 0..w.kw {
-                let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
-                if xlo >= xhi {
+        col2im_plane(cols, ncols, ni * ohw, w, ci, plane);
+    });
+}
+
+/// Sums the unfolded columns of one image into its channel `ci` plane (`[h, w]`, overwritten):
+/// tap row `r` of `cols` starts at `r·ld`, and the image's columns at `col0` within it.
+pub(crate) fn col2im_plane(cols: &[f32], ld: usize, col0: usize, w: &Window, ci: usize, plane: &mut [f32]) {
+    let ohw = w.oh * w.ow;
+    plane.fill(0.0);
+    for ki in 0..w.kh {
+        for kj in 0..w.kw {
+            let (xlo, xhi) = valid_range(w.ow, w.w, w.sw, kj, w.pw);
+            if xlo >= xhi {
+                continue;
+            }
+            let r = (ci * w.kh + ki) * w.kw + kj;
+            let src = &cols[r * ld + col0..r * ld + col0 + ohw];
+            for oy in 0..w.oh {
+                let iy = (oy * w.sh + ki) as isize - w.ph as isize;
+                if iy < 0 || iy >= w.h as isize {
                     continue;
                 }
-                let r = (ci * w.kh + ki) * w.kw + kj;
-                let src = &cols[r * ncols + ni * ohw..r * ncols + (ni + 1) * ohw];
-                for oy in 0..w.oh {
-                    let iy = (oy * w.sh + ki) as isize - w.ph as isize;
-                    if iy < 0 || iy >= w.h as isize {
-                        continue;
+                let prow = &mut plane[iy as usize * w.w..(iy as usize + 1) * w.w];
+                let srow = &src[oy * w.ow + xlo..oy * w.ow + xhi];
+                let x0 = xlo * w.sw + kj - w.pw;
+                if w.sw == 1 {
+                    for (d, &s) in prow[x0..x0 + srow.len()].iter_mut().zip(srow) {
+                        *d += s;
                     }
-                    let prow = &mut plane[iy as usize * w.w..(iy as usize + 1) * w.w];
-                    let srow = &src[oy * w.ow + xlo..oy * w.ow + xhi];
-                    let x0 = xlo * w.sw + kj - w.pw;
-                    if w.sw == 1 {
-                        for (d, &s) in prow[x0..x0 + srow.len()].iter_mut().zip(srow) {
-                            *d += s;
-                        }
-                    } else {
-                        for (&s, ix) in srow.iter().zip((x0..).step_by(w.sw)) {
-                            prow[ix] += s;
-                        }
+                } else {
+                    for (&s, ix) in srow.iter().zip((x0..).step_by(w.sw)) {
+                        prow[ix] += s;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 pub(crate) fn swap_axes01(src: &[f32], a: usize, b: usize, r: usize, dst: &mut [f32]) {

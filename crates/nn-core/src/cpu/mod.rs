@@ -6,9 +6,12 @@ mod conv;
 mod conv_pool;
 mod denormals;
 mod elementwise;
+mod implicit_conv;
 mod norm;
+mod scatter;
 pub(crate) mod simd;
 pub(crate) mod team;
+mod tile;
 
 use team::SyncPtr;
 
@@ -236,6 +239,35 @@ impl Device for Cpu {
         db: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, dw, db.map(|b| &mut b[..]));
+        Ok(())
+    }
+    fn direct_conv(&self, win: &Window, filters: usize) -> bool {
+        implicit_conv::supports(win, filters)
+    }
+    fn conv2d(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        act: Activation,
+        win: &Window,
+        filters: usize,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        implicit_conv::forward(x, w, b.map(|b| &b[..]), act, win, filters, y, tile::tile_fn);
+        Ok(())
+    }
+    fn conv2d_backward(
+        &self,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        win: &Window,
+        filters: usize,
+        dw: Option<&mut Vec<f32>>,
+        dx: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        implicit_conv::backward(x, dy, w, win, filters, dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]), tile::tile_fn);
         Ok(())
     }
     fn avg_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>) -> Result<()> {

@@ -220,6 +220,11 @@ impl<T> SyncPtr<T> {
     pub(crate) fn new(s: &mut [T]) -> SyncPtr<T> {
         SyncPtr(s.as_mut_ptr(), s.len())
     }
+    /// The start of the wrapped slice, and its length, for writes that are neither contiguous
+    /// nor one part's alone (each element still written by one part only).
+    pub(crate) fn raw(&self) -> (*mut T, usize) {
+        (self.0, self.1)
+    }
     /// The elements `lo..hi`.
     ///
     /// # Safety

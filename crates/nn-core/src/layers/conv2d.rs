@@ -1,4 +1,6 @@
-//! `Conv2D` by im2col and one large GEMM per pass, on channels-major images:
+//! `Conv2D` on channels-major images. Where the device has a direct convolution
+//! (`Device::direct_conv`: the CPU with AVX-512, a few images at a time) it runs that;
+//! otherwise im2col and one large GEMM per pass:
 //! `cols [c·kh·kw, n·oh·ow] = im2col(x [c, n, h, w])`, `y [f, n·oh·ow] = W [f, c·kh·kw] · cols`,
 //! then bias and activation in place. Backward: `dW = dy · colsᵀ`, `dcols = Wᵀ · dy`, col2im.
 
@@ -48,6 +50,9 @@ impl<D: Device> Conv2DLayer<D> {
 
 impl<D: Device> Layer<D> for Conv2DLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
+        if dev.direct_conv(&Window { n: cap, ..self.win }, self.filters) {
+            return Ok(());
+        }
         if cap > self.cap {
             self.cols = Some(dev.alloc(self.ckk() * cap * self.ohw())?);
             self.cap = cap;
@@ -58,17 +63,21 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let win = Window { n, ..self.win };
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
+        let (w, b) = (&self.params[0].value, self.params.get(1).map(|p| &p.value));
+        if dev.direct_conv(&win, f) {
+            return dev.conv2d(x, w, b, ctx.activation(self.act), &win, f, y);
+        }
         let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         dev.im2col(x, &win, cols)?;
-        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), &self.params[0].value, cols, y)?;
+        dev.gemm(&Gemm::new(false, false, f, n * ohw, ckk), w, cols, y)?;
         let shape = Channels { outer: 1, channels: f, inner: n * ohw };
-        dev.bias_act(y, self.params.get(1).map(|p| &p.value), ctx.activation(self.act), shape)
+        dev.bias_act(y, b, ctx.activation(self.act), shape)
     }
 
     fn backward(
         &mut self,
         dev: &D,
-        _x: &D::Buf,
+        x: &D::Buf,
         y: &D::Buf,
         dy: &mut D::Buf,
         dx: Option<&mut D::Buf>,
@@ -79,12 +88,19 @@ impl<D: Device> Layer<D> for Conv2DLayer<D> {
         let (ckk, ohw, f) = (self.ckk(), self.ohw(), self.filters);
         let shape = Channels { outer: 1, channels: f, inner: n * ohw };
         dev.act_backward(y, dy, ctx.activation(self.act), shape)?;
-        let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         let (kernel, rest) = self.params.split_at_mut(1);
         if let Some(gb) = rest.first_mut().and_then(|b| b.grad.as_mut()) {
             dev.channel_sums(dy, shape, 0.0, gb)?;
         }
         let k = &mut kernel[0];
+        if dev.direct_conv(&win, f) {
+            dev.conv2d_backward(x, dy, &k.value, &win, f, k.grad.as_mut(), dx)?;
+            if let (Some(gw), Some(r)) = (k.grad.as_mut(), k.reg) {
+                dev.regularizer_grad(&k.value, gw, r.l1, r.l2, f * ckk)?;
+            }
+            return Ok(());
+        }
+        let cols = self.cols.as_mut().ok_or_else(|| NnError::Device("conv2d used before reserve".into()))?;
         if let Some(gw) = k.grad.as_mut() {
             // dW [f, ckk] = dy [f, n·ohw] · colsᵀ
             dev.gemm(&Gemm::new(false, true, f, ckk, n * ohw), dy, cols, gw)?;

@@ -1,0 +1,562 @@
+//! `Conv2D` on the CPU a few images at a time, so that nothing larger than a core's L2 cache
+//! crosses memory.
+//!
+//! The generic path unfolds the whole batch into columns (`[c·kh·kw, n·oh·ow]`, 18 MB for the
+//! second conv of Keras's convnet at batch 128), then runs one GEMM over them: the columns
+//! are written to memory, read back, packed by the GEMM, and the same again backwards. Here the
+//! batch is cut into chunks of a few images whose columns fit in about 1 MB; each chunk is
+//! unfolded into a per-thread buffer and multiplied at once by the AVX-512 tile of `tile.rs`,
+//! whose bias and activation are applied as the results are stored:
+//!
+//! - forward: `y[f, chunk] = act(W [f, ckk] · cols [ckk, chunk] + b)`;
+//! - input gradient: `dcols [ckk, chunk] = Wᵀ · dy [f, chunk]`, folded back into the chunk's
+//!   images at once (each image belongs to one chunk, so no two threads add to one pixel);
+//! - weight gradient: `dWᵀ [ckk, f] += cols · dyᵀ`, summed per fixed group of images and the
+//!   groups then added in order, so the result does not depend on the number of threads.
+//!
+//! The drivers take the tile by vector count (`tiles(nv)`: `tile::tile_fn`, or the portable
+//! one in tests). Only used where the device has AVX-512 (elsewhere `matrixmultiply`'s GEMM over the whole
+//! batch is as fast); the portable tile keeps the code testable everywhere.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::elementwise;
+use super::scatter::{col2im_plane, store_transposed, transpose};
+use super::team;
+use super::tile::{rows_for, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
+use crate::activation::Activation;
+use crate::device::{Channels, Window};
+
+/// Images whose weight gradients are summed apart, then added in order.
+const GROUPS: usize = 8;
+/// The most floats one chunk's columns take: 1 MB, half a core's L2.
+const CHUNK_FLOATS: usize = 1 << 18;
+/// The most images in a chunk.
+const MAX_CHUNK: usize = 8;
+/// The widest tile, in columns.
+const MAX_W: usize = MAX_NV * LANES;
+
+/// Whether the CPU runs this convolution here: it has AVX-512 and the offsets fit.
+pub(crate) fn supports(win: &Window, filters: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && Plan::new(win).fits(filters)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (win, filters);
+        false
+    }
+}
+
+/// Per-thread buffers, grown as needed and kept.
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    dcols: Vec<f32>,
+    dy: Vec<f32>,
+    dyt: Vec<f32>,
+    out: Vec<f32>,
+    taps: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Per-group weight-gradient sums, reused from call to call.
+static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
+/// `v[..len]`, grown (with zeros) if shorter.
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// How a batch is cut: fixed groups of images, each in chunks of at most `chunk` images.
+struct Plan {
+    n: usize,
+    ohw: usize,
+    ckk: usize,
+    per_group: usize,
+    groups: usize,
+    chunk: usize,
+}
+
+impl Plan {
+    fn new(win: &Window) -> Plan {
+        let (ohw, ckk) = (win.oh * win.ow, win.c * win.kh * win.kw);
+        let groups = GROUPS.min(win.n).max(1);
+        let per_group = win.n.div_ceil(groups);
+        let chunk = (CHUNK_FLOATS / (ckk * ohw).max(1)).clamp(1, MAX_CHUNK);
+        Plan { n: win.n, ohw, ckk, per_group, groups: win.n.div_ceil(per_group.max(1)), chunk }
+    }
+    /// The images of group `g`, chunk by chunk.
+    fn chunks(&self, g: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        let (lo, hi) = (g * self.per_group, ((g + 1) * self.per_group).min(self.n));
+        (lo..hi).step_by(self.chunk).map(move |i| i..(i + self.chunk).min(hi))
+    }
+    /// The row stride of a chunk's column buffers: room for the widest tile past the end.
+    fn ld(&self) -> usize {
+        (self.chunk * self.ohw).div_ceil(MAX_W) * MAX_W + MAX_W
+    }
+    /// Whether every offset the passes compute fits the tile's `u32` tables.
+    fn fits(&self, filters: usize) -> bool {
+        let most = (self.ckk * self.ld()).max(filters * self.ckk).max(filters * self.ld());
+        most < u32::MAX as usize / 2
+    }
+}
+
+/// The vectors per tile for an output of `rows × cols`: the least padded work, weighed
+/// against narrow tiles (fewer accumulators: more loads per multiply-add); wider on ties.
+fn pick_nv(rows: usize, cols: usize) -> usize {
+    let cost = |nv: usize| {
+        let (mr, w) = (rows_for(nv), nv * LANES);
+        let work = rows.div_ceil(mr) * mr * cols.div_ceil(w) * w;
+        work as f64 * [1.4, 1.1, 1.0, 1.0][nv - 1]
+    };
+    (1..=MAX_NV).rev().min_by(|&a, &b| cost(a).total_cmp(&cost(b))).unwrap_or(MAX_NV)
+}
+
+/// The operands of one GEMM cut into tiles: output rows `0..rows` gather their operand from
+/// `a` at `row_offs[r] + steps[k]`; output columns `0..cols` are vectors of `b` (row `k` at
+/// `k·ldb`, with room for a whole tile past `cols`).
+struct Gemm<'a> {
+    tile: TileFn,
+    nv: usize,
+    a: &'a [f32],
+    row_offs: &'a [u32],
+    steps: &'a Steps<'a>,
+    b: &'a [f32],
+    ldb: usize,
+    cols: usize,
+}
+
+impl Gemm<'_> {
+    /// Runs every tile: `emit(r0, rows, c0, w, tile)` receives each (`tile[j·w + l]` for
+    /// output `(r0 + j, c0 + l)`, `j < rows`), computed into `scratch`.
+    fn emit(&self, scratch: &mut [f32], mut emit: impl FnMut(usize, usize, usize, usize, &[f32])) {
+        let (mr, w) = (rows_for(self.nv), self.nv * LANES);
+        let rows = self.row_offs.len();
+        for c0 in (0..self.cols).step_by(w) {
+            for r0 in (0..rows).step_by(mr) {
+                let valid = mr.min(rows - r0);
+                (self.tile)(&self.args(r0, valid, c0), TileOut { out: scratch, ldc: w, add: false });
+                emit(r0, valid, c0, w, &scratch[..mr * w]);
+            }
+        }
+    }
+
+    /// Runs every tile straight into `c` (row stride `ldc`, at least the columns rounded up
+    /// to whole tiles), overwriting or adding; a last partial block of rows goes through
+    /// `scratch`.
+    fn store(&self, c: &mut [f32], ldc: usize, add: bool, scratch: &mut [f32]) {
+        let (mr, w) = (rows_for(self.nv), self.nv * LANES);
+        assert!(self.cols.div_ceil(w) * w <= ldc, "GEMM tiles wider than their destination");
+        let rows = self.row_offs.len();
+        for c0 in (0..self.cols).step_by(w) {
+            for r0 in (0..rows).step_by(mr) {
+                let valid = mr.min(rows - r0);
+                let args = self.args(r0, valid, c0);
+                if valid == mr {
+                    (self.tile)(&args, TileOut { out: &mut c[r0 * ldc + c0..], ldc, add });
+                    continue;
+                }
+                (self.tile)(&args, TileOut { out: scratch, ldc: w, add: false });
+                for j in 0..valid {
+                    let dst = &mut c[(r0 + j) * ldc + c0..(r0 + j) * ldc + c0 + w];
+                    let src = &scratch[j * w..(j + 1) * w];
+                    if add {
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The operands of the tile at `(r0, c0)` (rows past the last repeat it: computed, never
+    /// stored).
+    fn args(&self, r0: usize, valid: usize, c0: usize) -> TileArgs<'_> {
+        let mr = rows_for(self.nv);
+        let mut rows = [0u32; MAX_ROWS];
+        for (j, o) in rows.iter_mut().enumerate().take(mr) {
+            *o = self.row_offs[r0 + j.min(valid - 1)];
+        }
+        TileArgs { a: self.a, rows, cols: self.steps, b: &self.b[c0..], ldb: self.ldb }
+    }
+}
+
+/// Where a chunk's images are read from: the batch itself when no window reaches into the
+/// padding, else a zero-padded copy of the chunk. Offsets of tap `(ci, ki, kj)` and of output
+/// position `(image, oy, ox)` add up to the input pixel the tap reads for that position.
+struct View {
+    /// Images in the source (the batch's `n`, or the chunk's length).
+    images: usize,
+    /// First image of the source (0 for the batch, the chunk's first for a copy).
+    first: usize,
+    hp: usize,
+    wp: usize,
+}
+
+impl View {
+    fn tap(&self, win: &Window, r: usize) -> u32 {
+        let (ci, ki, kj) = (r / (win.kh * win.kw), (r / win.kw) % win.kh, r % win.kw);
+        (ci * self.images * self.hp * self.wp + ki * self.wp + kj) as u32
+    }
+    fn position(&self, win: &Window, img: usize, q: usize) -> u32 {
+        let (oy, ox) = (q / win.ow, q % win.ow);
+        ((img - self.first) * self.hp * self.wp + oy * win.sh * self.wp + ox * win.sw) as u32
+    }
+}
+
+/// Whether the windows stay inside the images (no padding is read) and the batch's offsets fit.
+fn reads_in_place(win: &Window) -> bool {
+    let (hp, wp) = ((win.oh - 1) * win.sh + win.kh, (win.ow - 1) * win.sw + win.kw);
+    win.ph == 0 && win.pw == 0 && hp <= win.h && wp <= win.w && win.c * win.n * win.h * win.w < u32::MAX as usize / 2
+}
+
+/// The source of chunk `imgs`: the batch `x` itself, or its zero-padded copy in `buf`.
+fn view<'a>(x: &'a [f32], win: &Window, imgs: &Range<usize>, buf: &'a mut Vec<f32>) -> (&'a [f32], View) {
+    if reads_in_place(win) {
+        return (x, View { images: win.n, first: 0, hp: win.h, wp: win.w });
+    }
+    let (hp, wp) = ((win.oh - 1) * win.sh + win.kh, (win.ow - 1) * win.sw + win.kw);
+    let g = imgs.len();
+    let out = grow(buf, win.c * g * hp * wp);
+    out.fill(0.0);
+    let hw = win.h * win.w;
+    for ci in 0..win.c {
+        for (j, img) in imgs.clone().enumerate() {
+            let src = &x[(ci * win.n + img) * hw..(ci * win.n + img + 1) * hw];
+            let dst = &mut out[(ci * g + j) * hp * wp..(ci * g + j + 1) * hp * wp];
+            for iy in 0..win.h.min(hp.saturating_sub(win.ph)) {
+                let cols = win.w.min(wp.saturating_sub(win.pw));
+                let at = (iy + win.ph) * wp + win.pw;
+                dst[at..at + cols].copy_from_slice(&src[iy * win.w..iy * win.w + cols]);
+            }
+        }
+    }
+    (out, View { images: g, first: imgs.start, hp, wp })
+}
+
+/// `y = act(conv(x, w) + b)`: `x [c, n, h, w]`, `w [filters, c, kh, kw]`, `y [filters, n, oh, ow]`.
+///
+/// Tiles of output positions × filters: the positions gather their inputs from the images,
+/// the filters are vectors of `Wᵀ` (packed once); each tile is stored transposed, with its
+/// bias and activation.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Activation,
+    win: &Window,
+    filters: usize,
+    y: &mut [f32],
+    tiles: fn(usize) -> TileFn,
+) {
+    let p = Plan::new(win);
+    let (ckk, ohw, n) = (p.ckk, p.ohw, p.n);
+    let nv = pick_nv(p.chunk * ohw, filters.min(MAX_W));
+    let tile = tiles(nv);
+    let tw = nv * LANES;
+    // Wᵀ, one panel of `tw` filters after another: panel t is [ckk][tw].
+    let panels = filters.div_ceil(tw);
+    let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
+    let (wt, bias) = grow(&mut packed, panels * ckk * tw + panels * tw).split_at_mut(panels * ckk * tw);
+    for (f, v) in bias.iter_mut().enumerate() {
+        *v = if f < filters { b.map_or(0.0, |b| b[f]) } else { 0.0 };
+    }
+    let bias = &*bias;
+    for t in 0..panels {
+        for r in 0..ckk {
+            for l in 0..tw {
+                let f = t * tw + l;
+                wt[(t * ckk + r) * tw + l] = if f < filters { w[f * ckk + r] } else { 0.0 };
+            }
+        }
+    }
+    let wt = &*wt;
+    let fused = matches!(act, Activation::Relu | Activation::Linear);
+    let relu = act == Activation::Relu;
+    let ys = team::SyncPtr::new(&mut y[..filters * n * ohw]);
+    team::for_each(p.groups, |g| {
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let out = grow(&mut s.out, MAX_ROWS * MAX_W);
+            for imgs in p.chunks(g) {
+                let (src, v) = view(x, win, &imgs, &mut s.padded);
+                s.taps.clear();
+                s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
+                s.positions.clear();
+                s.positions.extend(
+                    imgs.clone().flat_map(|img| (0..ohw).map(move |q| (img, q))).map(|(i, q)| v.position(win, i, q)),
+                );
+                let steps = Steps::new(&s.taps);
+                let base = imgs.start * ohw;
+                for t in 0..panels {
+                    let g = Gemm {
+                        tile,
+                        nv,
+                        a: src,
+                        row_offs: &s.positions,
+                        steps: &steps,
+                        b: &wt[t * ckk * tw..(t + 1) * ckk * tw],
+                        ldb: tw,
+                        cols: tw,
+                    };
+                    let f0 = t * tw;
+                    // This chunk's positions in every filter's row belong to this part alone.
+                    g.emit(out, |q0, rows, _, tw, o| {
+                        let (lanes, at) = (tw.min(filters - f0), f0 * n * ohw + base + q0);
+                        store_transposed(o, tw, rows, lanes, &bias[f0..f0 + tw], relu, &ys, at, n * ohw);
+                    });
+                }
+            }
+        })
+    });
+    drop(packed);
+    if !fused {
+        elementwise::bias_act(y, None, act, Channels { outer: 1, channels: filters, inner: n * ohw });
+    }
+}
+
+/// `Wᵀ` packed by [`forward`], reused from call to call.
+static PACKED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
+/// Gradients of [`forward`] (after the activation's): `dy [filters, n, oh, ow]` gives, each
+/// if asked, `dw [filters, c, kh, kw]` and `dx [c, n, h, w]` (both overwritten).
+///
+/// The weight gradient's tiles are taps × filters: the taps gather from the images along the
+/// chunk's positions, the filters are vectors of the chunk's `dyᵀ`. The input gradient's are
+/// taps × positions (`Wᵀ · dy`), stored as columns and folded back into the chunk's images.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+    win: &Window,
+    filters: usize,
+    dw: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+    tiles: fn(usize) -> TileFn,
+) {
+    let p = Plan::new(win);
+    let (ckk, ohw, n, hw) = (p.ckk, p.ohw, p.n, win.h * win.w);
+    let ld = p.ld();
+    let len_max = p.chunk * ohw;
+    let w = &w[..filters * ckk];
+    // Weight gradient: rows = taps (gathered), vectors over filters (from dyᵀ).
+    let nv_w = pick_nv(ckk, filters);
+    let tile_w = tiles(nv_w);
+    let fpad = filters.div_ceil(nv_w * LANES) * nv_w * LANES;
+    // Input gradient: rows = taps (from W), vectors over the chunk's positions (from dy).
+    let nv_x = pick_nv(ckk, len_max);
+    let tile_x = tiles(nv_x);
+    let x_rows: Vec<u32> = (0..ckk as u32).collect();
+    let x_step_offs: Vec<u32> = (0..filters).map(|f| (f * ckk) as u32).collect();
+    let x_steps = Steps::new(&x_step_offs);
+    let want_dw = dw.is_some();
+    let dxs = dx.map(|d| team::SyncPtr::new(&mut d[..win.c * n * hw]));
+
+    let width = ckk * fpad;
+    let mut partials = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    let parts = grow(&mut partials, p.groups * width);
+    team::chunks_mut(parts, width, |g, dwt| {
+        dwt.fill(0.0);
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let dcols = grow(&mut s.dcols, ckk * ld);
+            let dyc = grow(&mut s.dy, filters * ld);
+            let dyt = grow(&mut s.dyt, len_max * fpad + MAX_W);
+            let out = grow(&mut s.out, MAX_ROWS * MAX_W);
+            for imgs in p.chunks(g) {
+                let len = imgs.len() * ohw;
+                let base = imgs.start * ohw;
+                for f in 0..filters {
+                    dyc[f * ld..f * ld + len].copy_from_slice(&dy[f * n * ohw + base..f * n * ohw + base + len]);
+                }
+                if want_dw {
+                    transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
+                    let (src, v) = view(x, win, &imgs, &mut s.padded);
+                    s.taps.clear();
+                    s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
+                    s.positions.clear();
+                    s.positions.extend(
+                        imgs.clone()
+                            .flat_map(|img| (0..ohw).map(move |q| (img, q)))
+                            .map(|(i, q)| v.position(win, i, q)),
+                    );
+                    let steps = Steps::new(&s.positions);
+                    let g = Gemm {
+                        tile: tile_w,
+                        nv: nv_w,
+                        a: src,
+                        row_offs: &s.taps,
+                        steps: &steps,
+                        b: dyt,
+                        ldb: fpad,
+                        cols: filters,
+                    };
+                    g.store(dwt, fpad, true, out);
+                }
+                let Some(dxs) = dxs.as_ref() else { continue };
+                let g = Gemm {
+                    tile: tile_x,
+                    nv: nv_x,
+                    a: w,
+                    row_offs: &x_rows,
+                    steps: &x_steps,
+                    b: dyc,
+                    ldb: ld,
+                    cols: len,
+                };
+                g.store(dcols, ld, false, out);
+                for ci in 0..win.c {
+                    for (j, img) in imgs.clone().enumerate() {
+                        let at = (ci * n + img) * hw;
+                        // SAFETY: the planes of this chunk's images belong to this part.
+                        let plane = unsafe { dxs.range(at, at + hw) };
+                        col2im_plane(dcols, ld, j * ohw, win, ci, plane);
+                    }
+                }
+            }
+        })
+    });
+    let Some(dw) = dw else { return };
+    for f in 0..filters {
+        for r in 0..ckk {
+            dw[f * ckk + r] = (0..p.groups).map(|g| parts[g * width + r * fpad + f]).sum();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::tile::{portable_fn, tile_fn};
+
+    /// The convolution and its gradients, straight from the definition (in f64).
+    #[allow(clippy::type_complexity, clippy::needless_range_loop)]
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        dy: &[f32],
+        win: &Window,
+        f: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (n, c) = (win.n, win.c);
+        let mut y = vec![0f64; f * n * win.oh * win.ow];
+        let mut dw = vec![0f64; f * c * win.kh * win.kw];
+        let mut dx = vec![0f64; c * n * win.h * win.w];
+        for fi in 0..f {
+            for ni in 0..n {
+                for oy in 0..win.oh {
+                    for ox in 0..win.ow {
+                        let yi = ((fi * n + ni) * win.oh + oy) * win.ow + ox;
+                        let mut s = b[fi] as f64;
+                        for ci in 0..c {
+                            for ki in 0..win.kh {
+                                for kj in 0..win.kw {
+                                    let iy = (oy * win.sh + ki) as isize - win.ph as isize;
+                                    let ix = (ox * win.sw + kj) as isize - win.pw as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= win.h || ix as usize >= win.w {
+                                        continue;
+                                    }
+                                    let xi = ((ci * n + ni) * win.h + iy as usize) * win.w + ix as usize;
+                                    let wi = ((fi * c + ci) * win.kh + ki) * win.kw + kj;
+                                    s += x[xi] as f64 * w[wi] as f64;
+                                    dw[wi] += dy[yi] as f64 * x[xi] as f64;
+                                    dx[xi] += dy[yi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                        y[yi] = s.max(0.0);
+                    }
+                }
+            }
+        }
+        let f32s = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+        (f32s(y), f32s(dw), f32s(dx))
+    }
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, e)) in got.iter().zip(want).enumerate() {
+            assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{what}[{i}]: {g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn forward_and_gradients_match_the_definition() {
+        // (n, c, h, w, k, stride, pad, filters): strides, same padding, odd sizes, filter
+        // counts off the vector width, batches that leave groups and chunks uneven.
+        let cases = [
+            (3, 32, 13, 13, 3, 1, 0, 64),
+            (13, 3, 7, 6, 3, 1, 1, 5),
+            (2, 4, 9, 9, 3, 2, 1, 17),
+            (9, 2, 8, 7, 2, 2, 0, 33),
+            (1, 1, 5, 5, 5, 1, 2, 3),
+            (5, 6, 11, 10, 4, 3, 2, 70),
+            (17, 16, 6, 6, 1, 1, 0, 24),
+        ];
+        for (n, c, h, wd, k, s, pd, f) in cases {
+            let oh = (h + 2 * pd - k) / s + 1;
+            let ow = (wd + 2 * pd - k) / s + 1;
+            let win = Window { n, c, h, w: wd, kh: k, kw: k, sh: s, sw: s, ph: pd, pw: pd, oh, ow };
+            let wave = |len: usize, m: usize, d: f32| -> Vec<f32> {
+                (0..len).map(|i| ((i * m % 97) as f32 - 48.0) / d).collect()
+            };
+            let x = wave(n * c * h * wd, 31, 40.0);
+            let w = wave(f * c * k * k, 17, 90.0);
+            let b = wave(f, 7, 50.0);
+            let dy = wave(f * n * oh * ow, 13, 60.0);
+            let (y_ref, dw_ref, dx_ref) = reference(&x, &w, &b, &dy, &win, f);
+            for tiles in [portable_fn as fn(usize) -> TileFn, tile_fn] {
+                let what = format!("n{n} c{c} {h}x{wd} k{k} s{s} p{pd} f{f}");
+                let mut y = vec![f32::NAN; f * n * oh * ow];
+                forward(&x, &w, Some(&b), Activation::Relu, &win, f, &mut y, tiles);
+                close(&y, &y_ref, &format!("{what} y"));
+                let mut dw = vec![f32::NAN; w.len()];
+                let mut dx = vec![f32::NAN; x.len()];
+                backward(&x, &dy, &w, &win, f, Some(&mut dw), Some(&mut dx), tiles);
+                close(&dw, &dw_ref, &format!("{what} dw"));
+                close(&dx, &dx_ref, &format!("{what} dx"));
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_number_of_threads() {
+        let win = Window { n: 37, c: 8, h: 9, w: 9, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 7, ow: 7 };
+        let x: Vec<f32> = (0..37 * 8 * 81).map(|i| (i % 23) as f32 * 0.1 - 1.0).collect();
+        let w: Vec<f32> = (0..16 * 72).map(|i| (i % 11) as f32 * 0.05 - 0.2).collect();
+        let dy: Vec<f32> = (0..16 * 37 * 49).map(|i| (i % 13) as f32 * 0.07 - 0.4).collect();
+        let run = || {
+            let mut dw = vec![0f32; w.len()];
+            backward(&x, &dy, &w, &win, 16, Some(&mut dw), None, tile_fn);
+            dw
+        };
+        let parallel = run();
+        // The team runs nested calls serially: the same sums, one thread.
+        let mut serial = Vec::new();
+        team::for_each(2, |p| {
+            if p == 0 {
+                // SAFETY-free: only part 0 writes, through a mutex.
+                *SERIAL.lock().unwrap_or_else(|e| e.into_inner()) = run();
+            }
+        });
+        serial.extend_from_slice(&SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
+        assert_eq!(parallel, serial);
+    }
+
+    static SERIAL: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+}

@@ -1,0 +1,217 @@
+//! The multiply-add tile at the heart of the implicit-GEMM convolution (`implicit_conv.rs`).
+//!
+//! A tile is `out [MR][NV·16] = Σ_k a[row_j + col_k] · b[k][..]`: `MR` scalars gathered
+//! straight from an image through two offset tables (one per tile row, one per step `k`, so an
+//! image never needs unfolding into columns) times one packed row of `b` per step. With
+//! AVX-512 the tile lives in `MR·NV ≤ 24` registers: each step is `NV` vector loads, `MR`
+//! broadcasts and `MR·NV` fused multiply-adds, enough independent work to keep both FMA units
+//! busy. The portable version is the same sums in the same order, with separate multiply and
+//! add (so it may differ from the AVX-512 one in the last bit, as any two GEMMs may).
+
+// Register tiles read best as index loops.
+#![allow(clippy::needless_range_loop)]
+
+/// Lanes per vector.
+pub(crate) const LANES: usize = 16;
+
+/// The widest tile: four vectors of 16 columns.
+pub(crate) const MAX_NV: usize = 4;
+
+/// The most rows a tile has.
+pub(crate) const MAX_ROWS: usize = 8;
+
+/// The tile's rows for a given number of vectors: at most 24 accumulators, and at most 8
+/// rows (one general register each: more, and the compiler spills).
+pub(crate) const fn rows_for(nv: usize) -> usize {
+    match nv {
+        1..=3 => 8,
+        _ => 6,
+    }
+}
+
+/// Per step `k` of a tile, an offset into its gathered operand; made once per pass, with its
+/// largest entry (so a tile checks its bounds without scanning the table).
+pub(crate) struct Steps<'a> {
+    offs: &'a [u32],
+    max: usize,
+}
+
+impl<'a> Steps<'a> {
+    /// Wraps a table of offsets.
+    pub(crate) fn new(offs: &'a [u32]) -> Steps<'a> {
+        Steps { offs, max: offs.iter().max().map_or(0, |&m| m as usize) }
+    }
+    /// The number of steps.
+    pub(crate) fn len(&self) -> usize {
+        self.offs.len()
+    }
+}
+
+/// Where one tile's operands are. Row `k` of `b` starts at `k·ldb` and has `nv·16` floats.
+pub(crate) struct TileArgs<'a> {
+    /// The gathered operand (an image, or a few images, zero-padded).
+    pub a: &'a [f32],
+    /// Per tile row `j < rows_for(nv)`, its offset in `a`.
+    pub rows: [u32; MAX_ROWS],
+    /// Per step `k`, its offset in `a` (added to the row's).
+    pub cols: &'a Steps<'a>,
+    /// The vector operand, one row per step.
+    pub b: &'a [f32],
+    /// The distance between rows of `b`.
+    pub ldb: usize,
+}
+
+/// Where a tile's results go: row `j` at `out[j·ldc..]`, `nv·16` floats, written (`add`
+/// false) or added to what is there.
+pub(crate) struct TileOut<'a> {
+    /// The destination.
+    pub out: &'a mut [f32],
+    /// The distance between its rows.
+    pub ldc: usize,
+    /// Whether to add to the destination instead of overwriting it.
+    pub add: bool,
+}
+
+/// The function computing a tile for one vector count.
+pub(crate) type TileFn = fn(&TileArgs, TileOut);
+
+/// The tile for `nv` vectors (1..=4): AVX-512 when the CPU has it, else the portable loops.
+pub(crate) fn tile_fn(nv: usize) -> TileFn {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return match nv {
+            1 => avx512::<8, 1>,
+            2 => avx512::<8, 2>,
+            3 => avx512::<8, 3>,
+            _ => avx512::<6, 4>,
+        };
+    }
+    portable_fn(nv)
+}
+
+/// The portable tile for `nv` vectors.
+pub(crate) fn portable_fn(nv: usize) -> TileFn {
+    match nv {
+        1 => portable::<8, 1>,
+        2 => portable::<8, 2>,
+        3 => portable::<8, 3>,
+        _ => portable::<6, 4>,
+    }
+}
+
+/// Checks the operands' lengths once per tile, so the loops below index without checks.
+fn check<const MR: usize, const NV: usize>(t: &TileArgs, o: &TileOut) {
+    let reach = t.rows[..MR].iter().max().map_or(0, |&m| m as usize) + t.cols.max;
+    assert!(
+        MR <= MAX_ROWS
+            && (t.cols.len() == 0 || (reach < t.a.len() && t.b.len() >= (t.cols.len() - 1) * t.ldb + NV * LANES)),
+        "tile operands out of bounds"
+    );
+    assert!(o.out.len() >= (MR - 1) * o.ldc + NV * LANES, "tile output too short");
+}
+
+fn portable<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
+    check::<MR, NV>(t, &o);
+    let w = NV * LANES;
+    let mut acc = [[0f32; 64]; 8];
+    for (k, &c) in t.cols.offs.iter().enumerate() {
+        let b = &t.b[k * t.ldb..k * t.ldb + w];
+        for j in 0..MR {
+            let a = t.a[(t.rows[j] + c) as usize];
+            for (s, &bv) in acc[j][..w].iter_mut().zip(b) {
+                *s += a * bv;
+            }
+        }
+    }
+    for j in 0..MR {
+        let dst = &mut o.out[j * o.ldc..j * o.ldc + w];
+        if o.add {
+            dst.iter_mut().zip(&acc[j][..w]).for_each(|(d, &v)| *d += v);
+        } else {
+            dst.copy_from_slice(&acc[j][..w]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
+    check::<MR, NV>(t, &o);
+    // SAFETY: `tile_fn` hands this out only when the CPU has AVX-512F; bounds checked above.
+    unsafe { avx512_inner::<MR, NV>(t, o) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_inner<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let a = t.a.as_ptr();
+    let rows: [*const f32; MR] = std::array::from_fn(|j| {
+        // SAFETY: every row offset plus every column offset is inside `a` (checked).
+        unsafe { a.add(t.rows[j] as usize) }
+    });
+    let mut b = t.b.as_ptr();
+    for &c in t.cols.offs {
+        // SAFETY: row `k` of `b` has NV·16 floats from `k·ldb` (checked).
+        let bv: [__m512; NV] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(v * LANES)) });
+        for j in 0..MR {
+            // SAFETY: `rows[j] + c` is inside `a` (checked).
+            let av = _mm512_set1_ps(unsafe { *rows[j].add(c as usize) });
+            for v in 0..NV {
+                acc[j][v] = _mm512_fmadd_ps(av, bv[v], acc[j][v]);
+            }
+        }
+        // Wrapping: the last advance may point past `b`, and is never read.
+        b = b.wrapping_add(t.ldb);
+    }
+    for j in 0..MR {
+        for v in 0..NV {
+            // SAFETY: row j of the destination holds NV·16 floats from j·ldc (checked).
+            unsafe {
+                let p = o.out.as_mut_ptr().add(j * o.ldc + v * LANES);
+                let r = if o.add { _mm512_add_ps(_mm512_loadu_ps(p), acc[j][v]) } else { acc[j][v] };
+                _mm512_storeu_ps(p, r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tile_width_matches_the_obvious_sums() {
+        let a: Vec<f32> = (0..500).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        for nv in 1..=MAX_NV {
+            let mr = rows_for(nv);
+            let w = nv * LANES;
+            let rows: [u32; MAX_ROWS] = std::array::from_fn(|j| j as u32 * 7 + 3);
+            let cols: Vec<u32> = (0..37u32).map(|k| (k * 11) % 400).collect();
+            let ldb = w + 5;
+            let b: Vec<f32> = (0..cols.len() * ldb).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+            let steps = Steps::new(&cols);
+            let args = TileArgs { a: &a, rows, cols: &steps, b: &b, ldb };
+            let mut want = vec![0f32; mr * w];
+            for j in 0..mr {
+                for l in 0..w {
+                    want[j * w + l] =
+                        cols.iter().enumerate().map(|(k, &c)| a[(rows[j] + c) as usize] * b[k * ldb + l]).sum::<f32>();
+                }
+            }
+            for f in [portable_fn(nv), tile_fn(nv)] {
+                // Written with a row stride, then added once more.
+                let ldc = w + 3;
+                let mut out = vec![f32::NAN; mr * ldc];
+                f(&args, TileOut { out: &mut out, ldc, add: false });
+                f(&args, TileOut { out: &mut out, ldc, add: true });
+                for j in 0..mr {
+                    for l in 0..w {
+                        let (o, e) = (out[j * ldc + l], 2.0 * want[j * w + l]);
+                        assert!((o - e).abs() <= 1e-4 * (1.0 + e.abs()), "nv {nv}: {o} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+}
