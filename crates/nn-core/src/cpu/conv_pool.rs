@@ -8,6 +8,7 @@
 //! only the pooled output (four times smaller) and the winners' offsets reach memory. The
 //! backward pass adds each pooled gradient to the taps of its winning window alone.
 
+use super::scatter::store_transposed;
 use super::team::{self, SyncPtr};
 use crate::activation::Activation;
 use crate::device::Window;
@@ -307,7 +308,17 @@ pub(crate) fn forward(
                     let _ = avx512;
                     pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out);
                 }
-                for l in 0..FB.min(filters - f0) {
+                let lanes = FB.min(filters - f0);
+                if matches!(act, Activation::Relu | Activation::Linear) {
+                    // Plane (f0 + l, img) is written by this image's part only.
+                    let (flat, wins) = (out.0.as_flattened(), out.1.as_flattened());
+                    let (at, stride, zero) = ((f0 * n + img) * plane, n * plane, [0f32; FB]);
+                    let relu = act == Activation::Relu;
+                    store_transposed(flat, FB, plane, lanes, &zero, relu, &ys, at, stride);
+                    store_transposed(wins, FB, plane, lanes, &zero, false, &args, at, stride);
+                    continue;
+                }
+                for l in 0..lanes {
                     let at = ((f0 + l) * n + img) * plane;
                     // SAFETY: plane (f0 + l, img) is written by this image's part only.
                     let (yp, ap) = unsafe { (ys.range(at, at + plane), args.range(at, at + plane)) };

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use super::elementwise;
 use super::scatter::{col2im_plane, store_transposed, transpose};
 use super::team;
-use super::tile::{rows_for, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
+use super::tile::{rows_for, Rows, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
 use crate::activation::Activation;
 use crate::device::{Channels, Window};
 
@@ -185,10 +185,7 @@ impl Gemm<'_> {
     /// stored).
     fn args(&self, r0: usize, valid: usize, c0: usize) -> TileArgs<'_> {
         let mr = rows_for(self.nv);
-        let mut rows = [0u32; MAX_ROWS];
-        for (j, o) in rows.iter_mut().enumerate().take(mr) {
-            *o = self.row_offs[r0 + j.min(valid - 1)];
-        }
+        let rows = Rows::new(mr, |j| self.row_offs[r0 + j.min(valid - 1)]);
         TileArgs { a: self.a, rows, cols: self.steps, b: &self.b[c0..], ldb: self.ldb }
     }
 }

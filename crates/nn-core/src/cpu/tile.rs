@@ -47,12 +47,35 @@ impl<'a> Steps<'a> {
     }
 }
 
+/// Per tile row, its offset in the gathered operand, with the largest (worked out as the rows
+/// are set, so checking bounds does not reload them: a wide load of just-stored offsets
+/// stalls on store forwarding).
+#[derive(Clone, Copy)]
+pub(crate) struct Rows {
+    offs: [u32; MAX_ROWS],
+    max: u32,
+}
+
+impl Rows {
+    /// Rows `offset(0)`, …, `offset(mr - 1)`.
+    #[inline(always)]
+    pub(crate) fn new(mr: usize, offset: impl Fn(usize) -> u32) -> Rows {
+        let mut r = Rows { offs: [0; MAX_ROWS], max: 0 };
+        for j in 0..mr.min(MAX_ROWS) {
+            let o = offset(j);
+            r.offs[j] = o;
+            r.max = r.max.max(o);
+        }
+        r
+    }
+}
+
 /// Where one tile's operands are. Row `k` of `b` starts at `k·ldb` and has `nv·16` floats.
 pub(crate) struct TileArgs<'a> {
     /// The gathered operand (an image, or a few images, zero-padded).
     pub a: &'a [f32],
     /// Per tile row `j < rows_for(nv)`, its offset in `a`.
-    pub rows: [u32; MAX_ROWS],
+    pub rows: Rows,
     /// Per step `k`, its offset in `a` (added to the row's).
     pub cols: &'a Steps<'a>,
     /// The vector operand, one row per step.
@@ -101,7 +124,7 @@ pub(crate) fn portable_fn(nv: usize) -> TileFn {
 
 /// Checks the operands' lengths once per tile, so the loops below index without checks.
 fn check<const MR: usize, const NV: usize>(t: &TileArgs, o: &TileOut) {
-    let reach = t.rows[..MR].iter().max().map_or(0, |&m| m as usize) + t.cols.max;
+    let reach = t.rows.max as usize + t.cols.max;
     assert!(
         MR <= MAX_ROWS
             && (t.cols.len() == 0 || (reach < t.a.len() && t.b.len() >= (t.cols.len() - 1) * t.ldb + NV * LANES)),
@@ -117,7 +140,7 @@ fn portable<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
     for (k, &c) in t.cols.offs.iter().enumerate() {
         let b = &t.b[k * t.ldb..k * t.ldb + w];
         for j in 0..MR {
-            let a = t.a[(t.rows[j] + c) as usize];
+            let a = t.a[(t.rows.offs[j] + c) as usize];
             for (s, &bv) in acc[j][..w].iter_mut().zip(b) {
                 *s += a * bv;
             }
@@ -148,7 +171,7 @@ unsafe fn avx512_inner<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOu
     let a = t.a.as_ptr();
     let rows: [*const f32; MR] = std::array::from_fn(|j| {
         // SAFETY: every row offset plus every column offset is inside `a` (checked).
-        unsafe { a.add(t.rows[j] as usize) }
+        unsafe { a.add(t.rows.offs[j] as usize) }
     });
     let mut b = t.b.as_ptr();
     for &c in t.cols.offs {
@@ -186,7 +209,7 @@ mod tests {
         for nv in 1..=MAX_NV {
             let mr = rows_for(nv);
             let w = nv * LANES;
-            let rows: [u32; MAX_ROWS] = std::array::from_fn(|j| j as u32 * 7 + 3);
+            let rows = Rows::new(mr, |j| j as u32 * 7 + 3);
             let cols: Vec<u32> = (0..37u32).map(|k| (k * 11) % 400).collect();
             let ldb = w + 5;
             let b: Vec<f32> = (0..cols.len() * ldb).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
@@ -195,8 +218,11 @@ mod tests {
             let mut want = vec![0f32; mr * w];
             for j in 0..mr {
                 for l in 0..w {
-                    want[j * w + l] =
-                        cols.iter().enumerate().map(|(k, &c)| a[(rows[j] + c) as usize] * b[k * ldb + l]).sum::<f32>();
+                    want[j * w + l] = cols
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &c)| a[(rows.offs[j] + c) as usize] * b[k * ldb + l])
+                        .sum::<f32>();
                 }
             }
             for f in [portable_fn(nv), tile_fn(nv)] {
