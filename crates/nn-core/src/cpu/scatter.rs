@@ -38,8 +38,7 @@ pub(crate) fn store_transposed(
         "transposed tile outside its destination"
     );
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() && lanes.div_ceil(16) * 16 <= tw && bias.len() >= lanes.div_ceil(16) * 16 {
-        assert!((tw * stride) < i32::MAX as usize, "transposed tile too large for 32-bit indices");
+    if has_avx512() && (16 * tw.max(stride)) < i32::MAX as usize {
         // SAFETY: AVX-512F checked; every index is inside `y` (asserted above); each element
         // belongs to the caller's part.
         unsafe { store_transposed_avx512(o, tw, rows, lanes, bias, relu, ptr.add(at), stride) };
@@ -69,21 +68,50 @@ unsafe fn store_transposed_avx512(
 ) {
     use std::arch::x86_64::*;
     let zero = _mm512_setzero_ps();
+    if rows < 12 {
+        // Few positions: scatter each position's filters down the destination's rows.
+        let idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(stride as i32),
+        );
+        for v in 0..lanes.div_ceil(16) {
+            let k = (lanes - v * 16).min(16);
+            let mask: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+            // SAFETY (loads and scatters): the tile's row j holds lanes v·16..v·16 + k, `bias`
+            // holds `lanes` entries, and the scattered elements are inside the destination
+            // (checked by the caller).
+            let b = unsafe { _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(v * 16)) };
+            for j in 0..rows {
+                let mut z = _mm512_add_ps(unsafe { _mm512_maskz_loadu_ps(mask, o.as_ptr().add(j * tw + v * 16)) }, b);
+                if relu {
+                    z = _mm512_max_ps(z, zero);
+                }
+                unsafe { _mm512_mask_i32scatter_ps::<4>(y.add(j + v * 16 * stride).cast(), mask, idx, z) };
+            }
+        }
+        return;
+    }
+    // Many positions: gather one filter's values for 16 positions at a time (read down the
+    // tile) and store them contiguously, cheaper than scattering.
     let idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(stride as i32),
+        _mm512_set1_epi32(tw as i32),
     );
-    for v in 0..lanes.div_ceil(16) {
-        let mask: __mmask16 = if lanes - v * 16 >= 16 { 0xffff } else { (1u16 << (lanes - v * 16)) - 1 };
-        // SAFETY: bias and each tile row hold the whole vector (checked by the caller).
-        let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(v * 16)) };
-        for j in 0..rows {
-            let mut z = _mm512_add_ps(unsafe { _mm512_loadu_ps(o.as_ptr().add(j * tw + v * 16)) }, b);
-            if relu {
-                z = _mm512_max_ps(z, zero);
+    for l in 0..lanes {
+        let b = _mm512_set1_ps(bias[l]);
+        for j0 in (0..rows).step_by(16) {
+            let k = (rows - j0).min(16);
+            let mask: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+            // SAFETY: tile rows j0..j0 + k hold lane l (checked by the caller); the masked
+            // lanes of the destination row are inside it.
+            unsafe {
+                let v = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, o.as_ptr().add(j0 * tw + l).cast());
+                let mut z = _mm512_add_ps(v, b);
+                if relu {
+                    z = _mm512_max_ps(z, zero);
+                }
+                _mm512_mask_storeu_ps(y.add(l * stride + j0), mask, z);
             }
-            // SAFETY: y + j + (v·16 + l)·stride is inside the destination for the masked lanes.
-            unsafe { _mm512_mask_i32scatter_ps::<4>(y.add(j + v * 16 * stride).cast(), mask, idx, z) };
         }
     }
 }
@@ -243,8 +271,8 @@ mod tests {
 
     #[test]
     fn transposed_tiles_land_where_they_belong() {
-        for (rows, lanes, tw) in [(6, 64, 64), (3, 20, 32), (8, 5, 16)] {
-            let stride = 50;
+        for (rows, lanes, tw) in [(6, 64, 64), (3, 20, 32), (8, 5, 16), (40, 20, 32), (13, 16, 16)] {
+            let stride = 57;
             let o: Vec<f32> = (0..rows * tw).map(|i| i as f32 - 100.0).collect();
             let bias: Vec<f32> = (0..tw).map(|l| l as f32 * 0.5).collect();
             let mut y = vec![f32::NAN; 3 + lanes * stride];
