@@ -28,6 +28,8 @@ fn main() {
         ("M1 dW1  Xᵀ·dZ", true, false, 784, 128, 128),
         ("M3 fwd  X·W1", false, false, 128, 512, 784),
         ("M3 fwd  H·W2", false, false, 128, 512, 512),
+        ("M3 fwd  H·W3", false, false, 128, 10, 512),
+        ("M3 dW1  Xᵀ·dZ", true, false, 784, 512, 128),
         ("M3 dH   dZ·W2ᵀ", false, true, 128, 512, 512),
         ("M3 dW2  Hᵀ·dZ", true, false, 512, 512, 128),
         ("M2 fwd  X·W1", false, false, 32, 100, 784),

@@ -25,7 +25,8 @@ use std::sync::Mutex;
 use super::elementwise;
 use super::scatter::{col2im_plane, store_transposed, transpose};
 use super::team;
-use super::tile::{rows_for, Rows, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
+use super::tile::{Steps, TileFn, LANES, MAX_NV, MAX_ROWS};
+use super::tile_gemm::{grow, pick_nv, Tiled};
 use crate::activation::Activation;
 use crate::device::{Channels, Window};
 
@@ -70,14 +71,6 @@ thread_local! {
 /// Per-group weight-gradient sums, reused from call to call.
 static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 
-/// `v[..len]`, grown (with zeros) if shorter.
-fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
-}
-
 /// How a batch is cut: fixed groups of images, each in chunks of at most `chunk` images.
 struct Plan {
     n: usize,
@@ -109,84 +102,6 @@ impl Plan {
     fn fits(&self, filters: usize) -> bool {
         let most = (self.ckk * self.ld()).max(filters * self.ckk).max(filters * self.ld());
         most < u32::MAX as usize / 2
-    }
-}
-
-/// The vectors per tile for an output of `rows × cols`: the least padded work, weighed
-/// against narrow tiles (fewer accumulators: more loads per multiply-add); wider on ties.
-fn pick_nv(rows: usize, cols: usize) -> usize {
-    let cost = |nv: usize| {
-        let (mr, w) = (rows_for(nv), nv * LANES);
-        let work = rows.div_ceil(mr) * mr * cols.div_ceil(w) * w;
-        work as f64 * [1.4, 1.1, 1.0, 1.0][nv - 1]
-    };
-    (1..=MAX_NV).rev().min_by(|&a, &b| cost(a).total_cmp(&cost(b))).unwrap_or(MAX_NV)
-}
-
-/// The operands of one GEMM cut into tiles: output rows `0..rows` gather their operand from
-/// `a` at `row_offs[r] + steps[k]`; output columns `0..cols` are vectors of `b` (row `k` at
-/// `k·ldb`, with room for a whole tile past `cols`).
-struct Gemm<'a> {
-    tile: TileFn,
-    nv: usize,
-    a: &'a [f32],
-    row_offs: &'a [u32],
-    steps: &'a Steps<'a>,
-    b: &'a [f32],
-    ldb: usize,
-    cols: usize,
-}
-
-impl Gemm<'_> {
-    /// Runs every tile: `emit(r0, rows, c0, w, tile)` receives each (`tile[j·w + l]` for
-    /// output `(r0 + j, c0 + l)`, `j < rows`), computed into `scratch`.
-    fn emit(&self, scratch: &mut [f32], mut emit: impl FnMut(usize, usize, usize, usize, &[f32])) {
-        let (mr, w) = (rows_for(self.nv), self.nv * LANES);
-        let rows = self.row_offs.len();
-        for c0 in (0..self.cols).step_by(w) {
-            for r0 in (0..rows).step_by(mr) {
-                let valid = mr.min(rows - r0);
-                (self.tile)(&self.args(r0, valid, c0), TileOut { out: scratch, ldc: w, add: false });
-                emit(r0, valid, c0, w, &scratch[..mr * w]);
-            }
-        }
-    }
-
-    /// Runs every tile straight into `c` (row stride `ldc`, at least the columns rounded up
-    /// to whole tiles), overwriting or adding; a last partial block of rows goes through
-    /// `scratch`.
-    fn store(&self, c: &mut [f32], ldc: usize, add: bool, scratch: &mut [f32]) {
-        let (mr, w) = (rows_for(self.nv), self.nv * LANES);
-        assert!(self.cols.div_ceil(w) * w <= ldc, "GEMM tiles wider than their destination");
-        let rows = self.row_offs.len();
-        for c0 in (0..self.cols).step_by(w) {
-            for r0 in (0..rows).step_by(mr) {
-                let valid = mr.min(rows - r0);
-                let args = self.args(r0, valid, c0);
-                if valid == mr {
-                    (self.tile)(&args, TileOut { out: &mut c[r0 * ldc + c0..], ldc, add });
-                    continue;
-                }
-                (self.tile)(&args, TileOut { out: scratch, ldc: w, add: false });
-                for j in 0..valid {
-                    let dst = &mut c[(r0 + j) * ldc + c0..(r0 + j) * ldc + c0 + w];
-                    let src = &scratch[j * w..(j + 1) * w];
-                    if add {
-                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                    } else {
-                        dst.copy_from_slice(src);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The operands of the tile at `(r0, c0)` (rows past the last repeat it: computed, never
-    /// stored).
-    fn args(&self, r0: usize, valid: usize, c0: usize) -> TileArgs<'_> {
-        let mr = rows_for(self.nv);
-        let rows = Rows::new(mr, |j| self.row_offs[r0 + j.min(valid - 1)]);
-        TileArgs { a: self.a, rows, cols: self.steps, b: &self.b[c0..], ldb: self.ldb }
     }
 }
 
@@ -299,7 +214,7 @@ pub(crate) fn forward(
                 let steps = Steps::new(&s.taps);
                 let base = imgs.start * ohw;
                 for t in 0..panels {
-                    let g = Gemm {
+                    let g = Tiled {
                         tile,
                         nv,
                         a: src,
@@ -392,7 +307,7 @@ pub(crate) fn backward(
                             .map(|(i, q)| v.position(win, i, q)),
                     );
                     let steps = Steps::new(&s.positions);
-                    let g = Gemm {
+                    let g = Tiled {
                         tile: tile_w,
                         nv: nv_w,
                         a: src,
@@ -405,7 +320,7 @@ pub(crate) fn backward(
                     g.store(dwt, fpad, true, out);
                 }
                 let Some(dxs) = dxs.as_ref() else { continue };
-                let g = Gemm {
+                let g = Tiled {
                     tile: tile_x,
                     nv: nv_x,
                     a: w,

@@ -12,6 +12,7 @@ mod scatter;
 pub(crate) mod simd;
 pub(crate) mod team;
 mod tile;
+mod tile_gemm;
 
 use team::SyncPtr;
 
@@ -340,6 +341,10 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         let threads = team::threads();
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
             split_k(g, (rsa, csa), (rsb, csb), a, b, c, threads);
+            continue;
+        }
+        if tile_gemm::handles(g) {
+            tile_gemm::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN);
             continue;
         }
         // Below ~4M multiply-adds (~25 µs on one core) splitting costs more than it saves.

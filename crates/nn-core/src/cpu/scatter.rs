@@ -97,8 +97,8 @@ unsafe fn store_transposed_avx512(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(tw as i32),
     );
-    for l in 0..lanes {
-        let b = _mm512_set1_ps(bias[l]);
+    for (l, &bl) in bias.iter().enumerate().take(lanes) {
+        let b = _mm512_set1_ps(bl);
         for j0 in (0..rows).step_by(16) {
             let k = (rows - j0).min(16);
             let mask: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
