@@ -304,7 +304,9 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["tune", "--units", "512..32"]), &["512..32"]);
     if !cfg!(feature = "cuda") {
         fails(&mnist(dir, &["train", "--device", "cuda"]), &["--features cuda"]);
+        fails(&mnist(dir, &["tune", "--device", "cuda"]), &["--features cuda"]);
     }
+    fails(&mnist(dir, &["tune", "--device", "tpu"]), &["tpu", "cpu, cuda"]);
     // An empty data folder: say how to get the data.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -80,6 +80,19 @@ pub fn build_model(choice: DeviceChoice, spec: &ModelSpec, seed: u64) -> Result<
     Ok((m, note))
 }
 
+/// Settles `Auto` once, for work that builds many models (a hyper-parameter search): the
+/// first GPU when it opens, else the CPU with a note saying why. Other choices are returned
+/// as they are (a GPU that cannot be opened then fails when the first model is built).
+pub fn settle(choice: DeviceChoice) -> (DeviceChoice, Option<String>) {
+    match choice {
+        DeviceChoice::Auto => match nn_cuda::Cuda::new(0) {
+            Ok(_) => (DeviceChoice::Cuda(0), None),
+            Err(e) => (DeviceChoice::Cpu, Some(format!("no usable GPU ({e}); using the CPU"))),
+        },
+        other => (other, None),
+    }
+}
+
 /// Builds the model of a loaded file on the chosen device.
 ///
 /// # Errors
@@ -102,10 +115,14 @@ mod tests {
         assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
         assert_eq!("AUTO".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert!("tpu".parse::<DeviceChoice>().unwrap_err().to_string().contains("cpu, cuda"));
+        assert_eq!(settle(DeviceChoice::Cpu), (DeviceChoice::Cpu, None));
         let spec = nn_core::preset("mlp-128").unwrap();
         if !nn_cuda::is_available() {
             let (m, note) = build_model(DeviceChoice::Auto, &spec, 0).unwrap();
             assert!(m.device().starts_with("cpu"));
+            assert!(note.unwrap().contains("using the CPU"));
+            let (settled, note) = settle(DeviceChoice::Auto);
+            assert_eq!(settled, DeviceChoice::Cpu);
             assert!(note.unwrap().contains("using the CPU"));
             let err = build_model(DeviceChoice::Cuda(0), &spec, 0).err().unwrap().to_string();
             assert!(err.to_lowercase().contains("cuda"), "{err}");

@@ -32,7 +32,7 @@ pub mod trainer;
 pub mod tuner;
 
 pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, TerminateOnNaN};
-pub use device::{build_model, model_from_file, DeviceChoice};
+pub use device::{build_model, model_from_file, settle, DeviceChoice};
 pub use error::{Result, TrainError};
 pub use history::{EpochLog, History};
 pub use metrics::Confusion;

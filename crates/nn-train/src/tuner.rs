@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use crate::device::{build_model, settle, DeviceChoice};
 use crate::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
 use mnist_data::{Dataset, Rng};
-use nn_core::{Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
+use nn_core::{Activation, Dense, Dropout, Flatten, Loss, ModelSpec};
 
 /// Whole numbers from `min` to `max` (inclusive) in steps of `step`: Keras Tuner's
 /// `hp.Int(name, min, max, step)`. Written `32..512:32`, `1..3` or `64`.
@@ -278,12 +279,24 @@ pub struct TunerConfig {
     pub seed: u64,
     /// Trials trained at once, each on its own thread.
     pub parallel: usize,
+    /// Where each trial trains (`Auto` is settled once, before the first trial; see
+    /// [`crate::device::settle`]).
+    pub device: DeviceChoice,
 }
 
 impl Default for TunerConfig {
-    /// 10 trials of 1 execution, 3 epochs, validation split 0.2, seed 42, one at a time.
+    /// 10 trials of 1 execution, 3 epochs, validation split 0.2, seed 42, one at a time, on
+    /// the CPU.
     fn default() -> Self {
-        TunerConfig { max_trials: 10, executions_per_trial: 1, epochs: 3, validation_split: 0.2, seed: 42, parallel: 1 }
+        TunerConfig {
+            max_trials: 10,
+            executions_per_trial: 1,
+            epochs: 3,
+            validation_split: 0.2,
+            seed: 42,
+            parallel: 1,
+            device: DeviceChoice::Cpu,
+        }
     }
 }
 
@@ -343,6 +356,7 @@ fn run_trial(
     number: usize,
     params: &HyperParams,
     cfg: &TunerConfig,
+    device: DeviceChoice,
     train: &Arc<Dataset>,
     val: &Arc<Dataset>,
 ) -> Result<(TrialResult, Trainer), TrainError> {
@@ -353,7 +367,7 @@ fn run_trial(
     let executions = cfg.executions_per_trial.max(1);
     for e in 0..executions {
         let seed = Rng::derive(cfg.seed, (number as u64) << 16 | e as u64).next_u64() >> 11;
-        let model = Model::new(&spec, seed)?;
+        let (model, _) = build_model(device, &spec, seed)?;
         let mut t = Trainer::new(model, params.compile());
         t.fit(
             train.clone(),
@@ -403,6 +417,7 @@ pub fn random_search(
     if cfg.max_trials == 0 || cfg.epochs == 0 || cfg.executions_per_trial == 0 {
         return Err(TrainError::Config("trials, executions per trial and epochs must be at least 1".into()));
     }
+    let (device, _) = settle(cfg.device);
     let (fit_part, val_part) = mnist_data::validation_split(train, cfg.validation_split)?;
     let (fit_part, val_part) = (Arc::new(fit_part), Arc::new(val_part));
     let trials = draw_trials(space, cfg.max_trials, cfg.seed);
@@ -424,7 +439,7 @@ pub fn random_search(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(params) = trials.get(i) else { break };
-                let r = run_trial(i + 1, params, cfg, fit_part, val_part);
+                let r = run_trial(i + 1, params, cfg, device, fit_part, val_part);
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nn_train::Optimizer;
+use nn_train::{DeviceChoice, Optimizer};
 
 use crate::commands::data_choice;
 use crate::models::{self, DATASET_KEY};
@@ -63,6 +63,9 @@ pub struct TuneArgs {
     /// each training already uses every core).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub parallel: usize,
+    /// Where the trials train: cpu, cuda, cuda:N, or auto (the GPU when there is one).
+    #[arg(long, value_name = "DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
     /// Search on the first N training images only (20% of them validate).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -128,6 +131,11 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         optimizers: flatten(&args.optimizer),
     };
     space.validate()?;
+    crate::device::check_build(args.device)?;
+    let (device, note) = nn_train::settle(args.device);
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
     let cfg = TunerConfig {
         max_trials: args.max_trials,
         executions_per_trial: args.executions_per_trial,
@@ -135,6 +143,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         validation_split: 0.2,
         seed: args.seed,
         parallel: args.parallel,
+        device,
     };
     let choice = data_choice(global, None)?;
     let (splits, _) = choice.load()?;
@@ -149,13 +158,14 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
 
     let combos = space.size();
     println!(
-        "Random search on {} ({} training images, the last 20% validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time",
+        "Random search on {} ({} training images, the last 20% validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time, on {}",
         choice.title(),
         train.len(),
         cfg.max_trials.min(usize::try_from(combos).unwrap_or(usize::MAX)),
         cfg.epochs,
         cfg.executions_per_trial,
-        cfg.parallel
+        cfg.parallel,
+        cfg.device
     );
     println!(
         "Space: layers {}, units {}, lr {:?}, dropout {:?}, batch {:?}, optimizer {} ({combos} combinations)",
