@@ -9,6 +9,7 @@
 //! backward pass adds each pooled gradient to the taps of its winning window alone.
 
 use super::scatter::store_transposed;
+use super::simd::with_simd;
 use super::team::{self, SyncPtr};
 use crate::activation::Activation;
 use crate::device::Window;
@@ -108,7 +109,7 @@ fn pool_image_portable(
                             let xv = xp[at + ki * wp + kj];
                             let wk = &wt[ki * c.kw + kj];
                             for l in 0..FB {
-                                z[l] += wk[l] * xv;
+                                z[l] = wk[l].mul_add(xv, z[l]);
                             }
                         }
                     }
@@ -126,8 +127,8 @@ fn pool_image_portable(
     }
 }
 
-/// [`pool_image_portable`] with one AVX-512 register per 16 filters (multiply, then add: no
-/// fused multiply-add, so the bits match).
+/// [`pool_image_portable`] with one AVX-512 register per 16 filters (fused multiply-adds in
+/// the same order as the portable `mul_add`s, so the bits match).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn pool_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, wt: &Taps, bias: &[f32; FB], out: &mut Pooled) {
@@ -147,7 +148,7 @@ fn pool_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, wt: &Taps
             let mut z = [b; 4];
             for k in 0..kk {
                 for j in 0..4 {
-                    z[j] = _mm512_add_ps(z[j], _mm512_mul_ps(wv[k], _mm512_set1_ps(xp[base[j] + off[k]])));
+                    z[j] = _mm512_fmadd_ps(wv[k], _mm512_set1_ps(xp[base[j] + off[k]]), z[j]);
                 }
             }
             let mut best = z[0];
@@ -199,7 +200,7 @@ fn grad_image_portable(
                             let xv = xp[at + ki * wp + kj];
                             let acc = &mut gw[ki * c.kw + kj];
                             for l in 0..FB {
-                                acc[l] += gl[l] * xv;
+                                acc[l] = gl[l].mul_add(xv, acc[l]);
                             }
                         }
                     }
@@ -233,13 +234,12 @@ fn grad_image_avx512(xp: &[f32], wp: usize, c: &Window, pool: &Window, gp: &Pool
                 _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(win, _mm512_set1_ps(pos[j] as f32)), grad)
             });
             for k in 0..kk {
-                // One lane wins one position: the other three products are zeros, so adding
-                // them in any order gives the winner's product exactly.
-                let mut t = _mm512_mul_ps(gl[0], _mm512_set1_ps(xp[base[0] + off[k]]));
-                for j in 1..4 {
-                    t = _mm512_add_ps(t, _mm512_mul_ps(gl[j], _mm512_set1_ps(xp[base[j] + off[k]])));
+                // One lane wins one position: the other three products are zeros and leave
+                // the sum as it is; the same fused multiply-adds, in the same order, as the
+                // portable version.
+                for j in 0..4 {
+                    acc[k] = _mm512_fmadd_ps(gl[j], _mm512_set1_ps(xp[base[j] + off[k]]), acc[k]);
                 }
-                acc[k] = _mm512_add_ps(acc[k], t);
             }
         }
     }
@@ -301,12 +301,12 @@ pub(crate) fn forward(
                     // SAFETY: the CPU has AVX-512F (checked once above).
                     unsafe { pool_image_avx512(&xp, wp, c, pool, &wt, &bias, &mut out) };
                 } else {
-                    pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out);
+                    with_simd(|| pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out));
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
                     let _ = avx512;
-                    pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out);
+                    with_simd(|| pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out));
                 }
                 let lanes = FB.min(filters - f0);
                 if matches!(act, Activation::Relu | Activation::Linear) {
@@ -377,10 +377,10 @@ pub(crate) fn backward(
                     // SAFETY: the CPU has AVX-512F (checked once above).
                     unsafe { grad_image_avx512(&xp, wp, c, pool, &gp, &mut gw, &mut gb) };
                 } else {
-                    grad_image_portable(&xp, wp, c, pool, &gp, &mut gw, &mut gb);
+                    with_simd(|| grad_image_portable(&xp, wp, c, pool, &gp, &mut gw, &mut gb));
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                grad_image_portable(&xp, wp, c, pool, &gp, &mut gw, &mut gb);
+                with_simd(|| grad_image_portable(&xp, wp, c, pool, &gp, &mut gw, &mut gb));
             }
             for l in 0..lanes {
                 for (k, row) in gw.iter().enumerate().take(kk) {
@@ -403,3 +403,46 @@ pub(crate) fn backward(
 
 /// Per-group partial gradients of [`backward`], reused from call to call.
 static SCRATCH: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_and_portable_give_the_same_bits() {
+        if !has_avx512() {
+            return;
+        }
+        let c = Window { n: 1, c: 1, h: 28, w: 28, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 26, ow: 26 };
+        let pool = Window { n: 1, c: 16, h: 26, w: 26, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: 13, ow: 13 };
+        let x: Vec<f32> = (0..784).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
+        let w: Vec<f32> = (0..16 * 9).map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0).collect();
+        let b: Vec<f32> = (0..16).map(|i| i as f32 * 0.01 - 0.05).collect();
+        let mut xp = [0f32; MAX_PLANE];
+        let wp = pad_image(&x, &c, &mut xp);
+        let (wt, bias) = block_weights(&w, Some(&b), 9, 16, 0);
+        let mut a: Pooled = ([[0f32; FB]; MAX_POOLED], [[0f32; FB]; MAX_POOLED]);
+        let mut p: Pooled = ([[1f32; FB]; MAX_POOLED], [[1f32; FB]; MAX_POOLED]);
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { pool_image_avx512(&xp, wp, &c, &pool, &wt, &bias, &mut a) };
+        pool_image_portable(&xp, wp, &c, &pool, &wt, &bias, &mut p);
+        let bits = |v: &[[f32; FB]]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.0[..169]), bits(&p.0[..169]));
+        assert_eq!(bits(&a.1[..169]), bits(&p.1[..169]));
+        // Gradients of those windows, some lanes zero.
+        let mut gp = a;
+        for (i, g) in gp.0.iter_mut().enumerate().take(169) {
+            for (l, v) in g.iter_mut().enumerate() {
+                *v = if (i + l) % 5 == 0 { 0.0 } else { ((i * 7 + l) % 11) as f32 / 11.0 - 0.5 };
+            }
+        }
+        let (mut gwa, mut gba) = ([[0f32; FB]; MAX_KK], [0f32; FB]);
+        let (mut gwp, mut gbp) = ([[0f32; FB]; MAX_KK], [0f32; FB]);
+        // SAFETY: as above.
+        unsafe { grad_image_avx512(&xp, wp, &c, &pool, &gp, &mut gwa, &mut gba) };
+        grad_image_portable(&xp, wp, &c, &pool, &gp, &mut gwp, &mut gbp);
+        assert_eq!(bits(&gwa[..9]), bits(&gwp[..9]));
+        assert_eq!(gba.map(f32::to_bits), gbp.map(f32::to_bits));
+    }
+}
