@@ -1,22 +1,30 @@
-//! `Conv2D` on the CPU a few images at a time, so that nothing larger than a core's L2 cache
-//! crosses memory.
+//! `Conv2D` on the CPU as an implicit GEMM, a few images at a time, so that nothing larger
+//! than a core's L2 cache crosses memory.
 //!
 //! The generic path unfolds the whole batch into columns (`[c·kh·kw, n·oh·ow]`, 18 MB for the
-//! second conv of Keras's convnet at batch 128), then runs one GEMM over them: the columns
-//! are written to memory, read back, packed by the GEMM, and the same again backwards. Here the
-//! batch is cut into chunks of a few images whose columns fit in about 1 MB; each chunk is
-//! unfolded into a per-thread buffer and multiplied at once by the AVX-512 tile of `tile.rs`,
-//! whose bias and activation are applied as the results are stored:
+//! second conv of Keras's convnet at batch 128) and runs one GEMM over them: the columns are
+//! written to memory, read back, packed by the GEMM, and the same again backwards. Here the
+//! batch is cut into fixed groups of images, each worked through in chunks of a few images,
+//! and every product runs in the AVX-512 tile of `tile.rs`, whose gathered operand is read
+//! straight from the images through two offset tables (per tap `(ci, ki, kj)`, per output
+//! position):
 //!
-//! - forward: `y[f, chunk] = act(W [f, ckk] · cols [ckk, chunk] + b)`;
-//! - input gradient: `dcols [ckk, chunk] = Wᵀ · dy [f, chunk]`, folded back into the chunk's
-//!   images at once (each image belongs to one chunk, so no two threads add to one pixel);
-//! - weight gradient: `dWᵀ [ckk, f] += cols · dyᵀ`, summed per fixed group of images and the
-//!   groups then added in order, so the result does not depend on the number of threads.
+//! - forward: tiles of positions × filters, `y = act(cols · Wᵀ + b)` with the positions
+//!   gathered from the images and `Wᵀ` packed once per call; each tile is stored transposed
+//!   into `y [f, n, oh, ow]`, with its bias and ReLU;
+//! - weight gradient: tiles of taps × filters, `dWᵀ += cols · dyᵀ` with the taps gathered from
+//!   the images along the chunk's positions and the chunk's `dy` transposed; summed per group
+//!   and the groups then added in order, so the result does not depend on the number of
+//!   threads;
+//! - input gradient: tiles of taps × positions, `dcols = Wᵀ · dy` into a per-thread buffer,
+//!   folded back into the chunk's images at once (each image belongs to one chunk, so no two
+//!   threads add to one pixel).
 //!
-//! The drivers take the tile by vector count (`tiles(nv)`: `tile::tile_fn`, or the portable
-//! one in tests). Only used where the device has AVX-512 (elsewhere `matrixmultiply`'s GEMM over the whole
-//! batch is as fast); the portable tile keeps the code testable everywhere.
+//! A window that reaches into the padding reads a zero-padded copy of the chunk instead of the
+//! batch. The drivers take the tile by vector count (`tiles(nv)`: `tile::tile_fn`, or the
+//! portable one in tests). The device uses this path only with AVX-512 (elsewhere
+//! matrixmultiply's GEMM over the unfolded batch is as fast); the portable tile keeps it
+//! testable everywhere.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -32,7 +40,8 @@ use crate::device::{Channels, Window};
 
 /// Images whose weight gradients are summed apart, then added in order.
 const GROUPS: usize = 8;
-/// The most floats one chunk's columns take: 1 MB, half a core's L2.
+/// The most floats one chunk's unfolded columns (the input gradient's buffer) take: 1 MB,
+/// half a core's L2.
 const CHUNK_FLOATS: usize = 1 << 18;
 /// The most images in a chunk.
 const MAX_CHUNK: usize = 8;
