@@ -68,10 +68,42 @@ fn main() -> nn_core::Result<()> {
                 d.conv_pool(&x, &wk, Some(&bias), Activation::Relu, &win, f, &pw, &mut py, &mut arg).unwrap_or(())
             });
             let pyc = py.clone();
-            time("  fused backward", 20, || {
-                d.conv_pool_backward(&x, &pyc, &pyc, &arg, Activation::Relu, &win, f, &pw, &mut gw, Some(&mut gb))
-                    .unwrap_or(())
+            time("  fused backward (no dx)", 20, || {
+                d.conv_pool_backward(
+                    &x,
+                    &pyc,
+                    &pyc,
+                    &arg,
+                    Activation::Relu,
+                    &win,
+                    f,
+                    &pw,
+                    &wk,
+                    &mut gw,
+                    Some(&mut gb),
+                    None,
+                )
+                .unwrap_or(())
             });
+            if c > 1 {
+                time("  fused backward with dx", 20, || {
+                    d.conv_pool_backward(
+                        &x,
+                        &pyc,
+                        &pyc,
+                        &arg,
+                        Activation::Relu,
+                        &win,
+                        f,
+                        &pw,
+                        &wk,
+                        &mut gw,
+                        Some(&mut gb),
+                        Some(&mut dx),
+                    )
+                    .unwrap_or(())
+                });
+            }
         }
         if d.direct_conv(&win, f) {
             time("  direct conv+bias+relu", 20, || {

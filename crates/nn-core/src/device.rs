@@ -210,15 +210,15 @@ pub trait Device: Send + Sync + 'static {
     fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
     /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
     fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
-    /// Whether [`Device::conv_pool`] handles this pair: a `Conv2D` window `conv` on a
-    /// single-channel input followed by the non-overlapping max pooling `pool` (whose input is
-    /// the conv output). Devices without the fused pass keep the default, `false`.
+    /// Whether [`Device::conv_pool`] handles this pair: a `Conv2D` window `conv` followed by
+    /// the non-overlapping max pooling `pool` (whose input is the conv output, `pool.c` its
+    /// filters). Devices without the fused pass keep the default, `false`.
     fn fuses_conv_pool(&self, conv: &Window, pool: &Window) -> bool {
         let _ = (conv, pool);
         false
     }
-    /// `y = act(maxpool(conv(x, w) + b))` in one pass: `x [n, h, w]` (one channel), kernel
-    /// `w [filters, kh, kw]`, bias `b [filters]`, pooled output `y [filters, n, poh, pow]`;
+    /// `y = act(maxpool(conv(x, w) + b))` in one pass: `x [c, n, h, w]`, kernel
+    /// `w [filters, c, kh, kw]`, bias `b [filters]`, pooled output `y [filters, n, poh, pow]`;
     /// `arg` receives each window's winner as an offset in its conv output plane. Equal to the
     /// conv, the activation and the pooling one after the other, because a non-decreasing
     /// activation commutes with the maximum. Only for pairs [`Device::fuses_conv_pool`] accepts.
@@ -238,9 +238,8 @@ pub trait Device: Send + Sync + 'static {
         let _ = (x, w, b, act, conv, filters, pool, y, arg);
         Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
     }
-    /// Gradients of [`Device::conv_pool`] from `dy` (shaped like `y`): `dw [filters, kh, kw]`
-    /// and `db [filters]`, overwritten. (The fused pass is only used on a network's input, so
-    /// no input gradient.)
+    /// Gradients of [`Device::conv_pool`] from `dy` (shaped like `y`), with the kernel `w`:
+    /// `dw [filters, c, kh, kw]`, `db [filters]` and, if asked, `dx [c, n, h, w]`, overwritten.
     #[allow(clippy::too_many_arguments)]
     fn conv_pool_backward(
         &self,
@@ -252,10 +251,12 @@ pub trait Device: Send + Sync + 'static {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        w: &Self::Buf,
         dw: &mut Self::Buf,
         db: Option<&mut Self::Buf>,
+        dx: Option<&mut Self::Buf>,
     ) -> Result<()> {
-        let _ = (x, dy, y, arg, act, conv, filters, pool, dw, db);
+        let _ = (x, dy, y, arg, act, conv, filters, pool, w, dw, db, dx);
         Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
     }
     /// Whether [`Device::conv2d`] and [`Device::conv2d_backward`] compute this convolution

@@ -156,11 +156,10 @@ impl<D: Device> Network<D> {
         let mut i = 0;
         while i < resolved.len() {
             let l = &resolved[i];
-            let input = *slot_out.last().unwrap_or(&0);
-            // A conv reading the network's input, followed by max pooling, may run fused: one
-            // layer with the pooling's output, and the pooling an identity passing it on.
+            // A conv followed by max pooling may run fused: one layer with the pooling's
+            // output, and the pooling an identity passing it on.
             let pair = match resolved.get(i + 1) {
-                Some(next) if fuse && input == 0 => layers::build_pair(&dev, l, next, &mut rng)?,
+                Some(next) if fuse => layers::build_pair(&dev, l, next, &mut rng)?,
                 _ => None,
             };
             let built: Vec<(Box<dyn Layer<D>>, &ResolvedLayer)> = match pair {

@@ -206,3 +206,21 @@ fn fused_first_conv_and_max_pooling() {
         check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 3, 60 + k as u64 + p as u64);
     }
 }
+
+#[test]
+fn fused_conv_and_max_pooling_inside_a_network() {
+    // A conv on many channels followed by max pooling also runs fused on the CPU (with
+    // AVX-512), and passes its input gradient on; 7×7 outputs leave a row and a column out of
+    // the 2×2 pooling, 6×6 ones none with 3×3.
+    for (k, pad, p, act, filters) in
+        [(3, Padding::Valid, 2, Relu, 6), (3, Padding::Same, 2, Tanh, 17), (2, Padding::Valid, 3, Linear, 4)]
+    {
+        let spec = image(3, 8, 8)
+            .add(Conv2D::new(5, 2).activation(Relu))
+            .add(Conv2D { padding: pad, ..Conv2D::new(filters, k) }.activation(act))
+            .add(LayerSpec::MaxPooling2D(Pool2D::new(p)))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Softmax));
+        check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 3, 81 + k as u64 + p as u64);
+    }
+}

@@ -65,6 +65,7 @@ pub(crate) fn supports(win: &Window, filters: usize) -> bool {
 #[derive(Default)]
 struct Scratch {
     padded: Vec<f32>,
+    conv: Vec<f32>,
     dcols: Vec<f32>,
     dy: Vec<f32>,
     dyt: Vec<f32>,
@@ -167,11 +168,93 @@ fn view<'a>(x: &'a [f32], win: &Window, imgs: &Range<usize>, buf: &'a mut Vec<f3
     (out, View { images: g, first: imgs.start, hp, wp })
 }
 
-/// `y = act(conv(x, w) + b)`: `x [c, n, h, w]`, `w [filters, c, kh, kw]`, `y [filters, n, oh, ow]`.
+/// The forward pass's weights, packed once per call: `Wᵀ` in panels of `tw` filters
+/// (`[ckk][tw]` each, zero past the last filter) and the bias padded alike.
+struct Packed<'a> {
+    wt: &'a [f32],
+    bias: &'a [f32],
+    tile: TileFn,
+    nv: usize,
+    tw: usize,
+    panels: usize,
+    filters: usize,
+}
+
+/// Packs `w [filters, ckk]` and `b` into `buf` for chunks of `positions` output positions.
+fn pack<'a>(
+    w: &[f32],
+    b: Option<&[f32]>,
+    filters: usize,
+    ckk: usize,
+    positions: usize,
+    tiles: fn(usize) -> TileFn,
+    buf: &'a mut Vec<f32>,
+) -> Packed<'a> {
+    let nv = pick_nv(positions, filters.min(MAX_W));
+    let tw = nv * LANES;
+    let panels = filters.div_ceil(tw);
+    let (wt, bias) = grow(buf, panels * ckk * tw + panels * tw).split_at_mut(panels * ckk * tw);
+    for (f, v) in bias.iter_mut().enumerate() {
+        *v = if f < filters { b.map_or(0.0, |b| b[f]) } else { 0.0 };
+    }
+    for t in 0..panels {
+        for r in 0..ckk {
+            for l in 0..tw {
+                let f = t * tw + l;
+                wt[(t * ckk + r) * tw + l] = if f < filters { w[f * ckk + r] } else { 0.0 };
+            }
+        }
+    }
+    Packed { wt, bias, tile: tiles(nv), nv, tw, panels, filters }
+}
+
+/// The conv outputs of chunk `imgs`, plus bias (and ReLU if `relu`): position `q` of the chunk
+/// (image-major) for filter `f` goes to `dst[at0 + f·stride + q]`.
 ///
 /// Tiles of output positions × filters: the positions gather their inputs from the images,
-/// the filters are vectors of `Wᵀ` (packed once); each tile is stored transposed, with its
-/// bias and activation.
+/// the filters are vectors of the packed `Wᵀ`; each tile is stored transposed.
+#[allow(clippy::too_many_arguments)]
+fn conv_chunk(
+    x: &[f32],
+    win: &Window,
+    imgs: &Range<usize>,
+    k: &Packed,
+    relu: bool,
+    dst: &team::SyncPtr<f32>,
+    at0: usize,
+    stride: usize,
+    s: &mut Scratch,
+) {
+    let (ckk, ohw) = (win.c * win.kh * win.kw, win.oh * win.ow);
+    let out = grow(&mut s.out, MAX_ROWS * MAX_W);
+    let (src, v) = view(x, win, imgs, &mut s.padded);
+    s.taps.clear();
+    s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
+    s.positions.clear();
+    s.positions
+        .extend(imgs.clone().flat_map(|img| (0..ohw).map(move |q| (img, q))).map(|(i, q)| v.position(win, i, q)));
+    let steps = Steps::new(&s.taps);
+    let tw = k.tw;
+    for t in 0..k.panels {
+        let g = Tiled {
+            tile: k.tile,
+            nv: k.nv,
+            a: src,
+            row_offs: &s.positions,
+            steps: &steps,
+            b: &k.wt[t * ckk * tw..(t + 1) * ckk * tw],
+            ldb: tw,
+            cols: tw,
+        };
+        let f0 = t * tw;
+        g.emit(out, |q0, rows, _, tw, o| {
+            let (lanes, at) = (tw.min(k.filters - f0), at0 + f0 * stride + q0);
+            store_transposed(o, tw, rows, lanes, &k.bias[f0..f0 + tw], relu, dst, at, stride);
+        });
+    }
+}
+
+/// `y = act(conv(x, w) + b)`: `x [c, n, h, w]`, `w [filters, c, kh, kw]`, `y [filters, n, oh, ow]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     x: &[f32],
@@ -184,62 +267,18 @@ pub(crate) fn forward(
     tiles: fn(usize) -> TileFn,
 ) {
     let p = Plan::new(win);
-    let (ckk, ohw, n) = (p.ckk, p.ohw, p.n);
-    let nv = pick_nv(p.chunk * ohw, filters.min(MAX_W));
-    let tile = tiles(nv);
-    let tw = nv * LANES;
-    // Wᵀ, one panel of `tw` filters after another: panel t is [ckk][tw].
-    let panels = filters.div_ceil(tw);
+    let (ohw, n) = (p.ohw, p.n);
     let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
-    let (wt, bias) = grow(&mut packed, panels * ckk * tw + panels * tw).split_at_mut(panels * ckk * tw);
-    for (f, v) in bias.iter_mut().enumerate() {
-        *v = if f < filters { b.map_or(0.0, |b| b[f]) } else { 0.0 };
-    }
-    let bias = &*bias;
-    for t in 0..panels {
-        for r in 0..ckk {
-            for l in 0..tw {
-                let f = t * tw + l;
-                wt[(t * ckk + r) * tw + l] = if f < filters { w[f * ckk + r] } else { 0.0 };
-            }
-        }
-    }
-    let wt = &*wt;
+    let k = pack(w, b, filters, p.ckk, p.chunk * ohw, tiles, &mut packed);
     let fused = matches!(act, Activation::Relu | Activation::Linear);
     let relu = act == Activation::Relu;
     let ys = team::SyncPtr::new(&mut y[..filters * n * ohw]);
     team::for_each(p.groups, |g| {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            let out = grow(&mut s.out, MAX_ROWS * MAX_W);
             for imgs in p.chunks(g) {
-                let (src, v) = view(x, win, &imgs, &mut s.padded);
-                s.taps.clear();
-                s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
-                s.positions.clear();
-                s.positions.extend(
-                    imgs.clone().flat_map(|img| (0..ohw).map(move |q| (img, q))).map(|(i, q)| v.position(win, i, q)),
-                );
-                let steps = Steps::new(&s.taps);
-                let base = imgs.start * ohw;
-                for t in 0..panels {
-                    let g = Tiled {
-                        tile,
-                        nv,
-                        a: src,
-                        row_offs: &s.positions,
-                        steps: &steps,
-                        b: &wt[t * ckk * tw..(t + 1) * ckk * tw],
-                        ldb: tw,
-                        cols: tw,
-                    };
-                    let f0 = t * tw;
-                    // This chunk's positions in every filter's row belong to this part alone.
-                    g.emit(out, |q0, rows, _, tw, o| {
-                        let (lanes, at) = (tw.min(filters - f0), f0 * n * ohw + base + q0);
-                        store_transposed(o, tw, rows, lanes, &bias[f0..f0 + tw], relu, &ys, at, n * ohw);
-                    });
-                }
+                // This chunk's positions in every filter's row belong to this part alone.
+                conv_chunk(x, win, &imgs, &k, relu, &ys, imgs.start * ohw, n * ohw, s);
             }
         })
     });
@@ -249,11 +288,119 @@ pub(crate) fn forward(
     }
 }
 
-/// `Wᵀ` packed by [`forward`], reused from call to call.
+/// Whether [`forward_pooled`] takes this conv and the pooling after it: what [`supports`]
+/// takes, followed by a non-overlapping `p × p` max pooling of its whole output.
+pub(crate) fn supports_pooled(conv: &Window, pool: &Window) -> bool {
+    let p = pool.kh;
+    supports(conv, pool.c)
+        && p >= 1
+        && (pool.kw, pool.sh, pool.sw, pool.ph, pool.pw) == (p, p, p, 0, 0)
+        && (pool.h, pool.w) == (conv.oh, conv.ow)
+        && (pool.oh, pool.ow) == (conv.oh / p, conv.ow / p)
+}
+
+/// `y = act(maxpool(conv(x, w) + b))`, the conv output living only a chunk at a time in L2:
+/// pooled `y [filters, n, poh, pow]`, and in `arg` each window's winner as an offset in its
+/// conv output plane (the first maximum in row-major order). ReLU is applied before the
+/// pooling, as in the separate layers; other (non-decreasing) activations after it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_pooled(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Activation,
+    win: &Window,
+    filters: usize,
+    pool: &Window,
+    y: &mut [f32],
+    arg: &mut [f32],
+    tiles: fn(usize) -> TileFn,
+) {
+    let p = Plan::new(win);
+    let (ohw, n) = (p.ohw, p.n);
+    let pp = pool.oh * pool.ow;
+    let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
+    let k = pack(w, b, filters, p.ckk, p.chunk * ohw, tiles, &mut packed);
+    let relu = act == Activation::Relu;
+    let ys = team::SyncPtr::new(&mut y[..filters * n * pp]);
+    let args = team::SyncPtr::new(&mut arg[..filters * n * pp]);
+    team::for_each(p.groups, |g| {
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            for imgs in p.chunks(g) {
+                let len = imgs.len() * ohw;
+                let mut z = std::mem::take(&mut s.conv);
+                let zs = team::SyncPtr::new(grow(&mut z, filters * len));
+                conv_chunk(x, win, &imgs, &k, relu, &zs, 0, len, s);
+                for f in 0..filters {
+                    for (j, img) in imgs.clone().enumerate() {
+                        let at = (f * n + img) * pp;
+                        // SAFETY: plane (f, img) of the pooled outputs belongs to this chunk's
+                        // part; the conv plane is this thread's.
+                        let (yp, ap, zp) = unsafe {
+                            (
+                                ys.range(at, at + pp),
+                                args.range(at, at + pp),
+                                &*zs.range(f * len + j * ohw, f * len + (j + 1) * ohw),
+                            )
+                        };
+                        pool_plane(zp, win.ow, pool, yp, ap, |v| if relu { v } else { act.apply(v) });
+                    }
+                }
+                s.conv = z;
+            }
+        })
+    });
+}
+
+/// Max pooling of one conv output plane `z` (rows `ow` long) into `y` (through `act`) and the
+/// winners' offsets into `arg`: the first maximum of each window in row-major order, chosen by
+/// selects (the winner is data-dependent: a branch would be mispredicted half the time).
+fn pool_plane(z: &[f32], ow: usize, pool: &Window, y: &mut [f32], arg: &mut [f32], act: impl Fn(f32) -> f32) {
+    let pk = pool.kh;
+    for py in 0..pool.oh {
+        for px in 0..pool.ow {
+            let first = py * pk * ow + px * pk;
+            let (mut best, mut at) = (z[first], first);
+            for r in 0..pk {
+                for q in 0..pk {
+                    let i = first + r * ow + q;
+                    let better = z[i] > best;
+                    best = if better { z[i] } else { best };
+                    at = if better { i } else { at };
+                }
+            }
+            y[py * pool.ow + px] = act(best);
+            arg[py * pool.ow + px] = at as f32;
+        }
+    }
+}
+
+/// `Wᵀ` packed by [`forward`] and [`forward_pooled`], reused from call to call.
 static PACKED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 
-/// Gradients of [`forward`] (after the activation's): `dy [filters, n, oh, ow]` gives, each
-/// if asked, `dw [filters, c, kh, kw]` and `dx [c, n, h, w]` (both overwritten).
+/// Where [`backward`] finds the gradient of the conv's output (after the activation's).
+pub(crate) enum Grad<'a> {
+    /// `dy [filters, n, oh, ow]`, the activation's derivative already applied.
+    Full(&'a [f32]),
+    /// The gradient of [`forward_pooled`]'s pooled output `y` (`dy`, shaped like it): each
+    /// goes, times the activation's derivative, to its window's winner (`arg`).
+    Pooled {
+        /// The gradient of the pooled output.
+        dy: &'a [f32],
+        /// The pooled output.
+        y: &'a [f32],
+        /// The winners' offsets.
+        arg: &'a [f32],
+        /// The activation.
+        act: Activation,
+        /// The pooling window.
+        pool: &'a Window,
+    },
+}
+
+/// Gradients of [`forward`] or [`forward_pooled`] from `grad`: each if asked, `dw [filters, c,
+/// kh, kw]`, `db [filters]` and `dx [c, n, h, w]` (all overwritten).
 ///
 /// The weight gradient's tiles are taps × filters: the taps gather from the images along the
 /// chunk's positions, the filters are vectors of the chunk's `dyᵀ`. The input gradient's are
@@ -261,11 +408,12 @@ static PACKED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     x: &[f32],
-    dy: &[f32],
+    grad: Grad,
     w: &[f32],
     win: &Window,
     filters: usize,
     dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
     tiles: fn(usize) -> TileFn,
 ) {
@@ -284,14 +432,16 @@ pub(crate) fn backward(
     let x_rows: Vec<u32> = (0..ckk as u32).collect();
     let x_step_offs: Vec<u32> = (0..filters).map(|f| (f * ckk) as u32).collect();
     let x_steps = Steps::new(&x_step_offs);
-    let want_dw = dw.is_some();
+    let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let dxs = dx.map(|d| team::SyncPtr::new(&mut d[..win.c * n * hw]));
 
-    let width = ckk * fpad;
+    // Per group: dWᵀ [ckk, fpad], then the bias gradient [fpad].
+    let width = ckk * fpad + fpad;
     let mut partials = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
     let parts = grow(&mut partials, p.groups * width);
-    team::chunks_mut(parts, width, |g, dwt| {
-        dwt.fill(0.0);
+    team::chunks_mut(parts, width, |g, part| {
+        part.fill(0.0);
+        let (dwt, dbp) = part.split_at_mut(ckk * fpad);
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             let dcols = grow(&mut s.dcols, ckk * ld);
@@ -300,10 +450,7 @@ pub(crate) fn backward(
             let out = grow(&mut s.out, MAX_ROWS * MAX_W);
             for imgs in p.chunks(g) {
                 let len = imgs.len() * ohw;
-                let base = imgs.start * ohw;
-                for f in 0..filters {
-                    dyc[f * ld..f * ld + len].copy_from_slice(&dy[f * n * ohw + base..f * n * ohw + base + len]);
-                }
+                fill_dy(&grad, n, ohw, filters, &imgs, &mut dyc[..filters * ld], ld, want_db.then_some(&mut *dbp));
                 if want_dw {
                     transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
                     let (src, v) = view(x, win, &imgs, &mut s.padded);
@@ -351,10 +498,65 @@ pub(crate) fn backward(
             }
         })
     });
-    let Some(dw) = dw else { return };
-    for f in 0..filters {
-        for r in 0..ckk {
-            dw[f * ckk + r] = (0..p.groups).map(|g| parts[g * width + r * fpad + f]).sum();
+    if let Some(dw) = dw {
+        for f in 0..filters {
+            for r in 0..ckk {
+                dw[f * ckk + r] = (0..p.groups).map(|g| parts[g * width + r * fpad + f]).sum();
+            }
+        }
+    }
+    if let Some(db) = db {
+        for (f, d) in db.iter_mut().enumerate().take(filters) {
+            *d = (0..p.groups).map(|g| parts[g * width + ckk * fpad + f]).sum();
+        }
+    }
+}
+
+/// The gradient of chunk `imgs`'s conv outputs into `dyc` (`[filters][ld]`, the chunk's
+/// positions first in each row).
+/// Adds each filter's gradients to `db` when asked.
+#[allow(clippy::too_many_arguments)]
+fn fill_dy(
+    grad: &Grad,
+    n: usize,
+    ohw: usize,
+    filters: usize,
+    imgs: &Range<usize>,
+    dyc: &mut [f32],
+    ld: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    let (base, len) = (imgs.start * ohw, imgs.len() * ohw);
+    match *grad {
+        Grad::Full(dy) => {
+            for f in 0..filters {
+                let row = &mut dyc[f * ld..f * ld + len];
+                row.copy_from_slice(&dy[f * n * ohw + base..f * n * ohw + base + len]);
+                if let Some(db) = db.as_deref_mut() {
+                    db[f] += row.iter().sum::<f32>();
+                }
+            }
+        }
+        Grad::Pooled { dy, y, arg, act, pool } => {
+            let pp = pool.oh * pool.ow;
+            for f in 0..filters {
+                let row = &mut dyc[f * ld..f * ld + len];
+                row.fill(0.0);
+                for (j, img) in imgs.clone().enumerate() {
+                    let at = (f * n + img) * pp;
+                    let plane = &mut row[j * ohw..(j + 1) * ohw];
+                    let mut sum = 0f32;
+                    for i in at..at + pp {
+                        // Windows do not overlap: each position has at most one gradient.
+                        let g = dy[i] * act.derivative_from_output(y[i]);
+                        plane[arg[i] as usize] = g;
+                        sum += g;
+                    }
+                    if let Some(db) = db.as_deref_mut() {
+                        db[f] += sum;
+                    }
+                }
+            }
         }
     }
 }
@@ -448,8 +650,62 @@ mod tests {
                 close(&y, &y_ref, &format!("{what} y"));
                 let mut dw = vec![f32::NAN; w.len()];
                 let mut dx = vec![f32::NAN; x.len()];
-                backward(&x, &dy, &w, &win, f, Some(&mut dw), Some(&mut dx), tiles);
+                backward(&x, Grad::Full(&dy), &w, &win, f, Some(&mut dw), None, Some(&mut dx), tiles);
                 close(&dw, &dw_ref, &format!("{what} dw"));
+                close(&dx, &dx_ref, &format!("{what} dx"));
+            }
+        }
+    }
+
+    #[test]
+    fn pooled_forward_and_gradients_match_conv_relu_pool() {
+        for (n, c, h, k, pd, f, p) in [(5, 4, 9, 3, 0, 20, 2), (3, 2, 8, 3, 1, 7, 3), (9, 3, 7, 2, 0, 33, 2)] {
+            let oh = h + 2 * pd - k + 1;
+            let win = Window { n, c, h, w: h, kh: k, kw: k, sh: 1, sw: 1, ph: pd, pw: pd, oh, ow: oh };
+            let pool =
+                Window { n, c: f, h: oh, w: oh, kh: p, kw: p, sh: p, sw: p, ph: 0, pw: 0, oh: oh / p, ow: oh / p };
+            let pp = pool.oh * pool.ow;
+            let wave = |len: usize, m: usize, d: f32| -> Vec<f32> {
+                (0..len).map(|i| ((i * m % 97) as f32 - 48.0) / d).collect()
+            };
+            let x = wave(n * c * h * h, 31, 40.0);
+            let w = wave(f * c * k * k, 17, 90.0);
+            let b = wave(f, 7, 50.0);
+            let gy = wave(f * n * pp, 13, 60.0);
+            // Reference: this module's conv (with ReLU) then pooling, which must give the same
+            // bits; the pooled gradient spread to those winners through ReLU's derivative
+            // gives the gradients from the definition. (The winners are compared with our own
+            // conv: near-ties can fall either way between two orders of summation.)
+            let mut yfull = vec![0f32; f * n * oh * oh];
+            forward(&x, &w, Some(&b), Activation::Relu, &win, f, &mut yfull, tile_fn);
+            let (mut y_ref, mut arg_ref) = (vec![0f32; f * n * pp], vec![0f32; f * n * pp]);
+            for plane in 0..f * n {
+                let z = &yfull[plane * oh * oh..(plane + 1) * oh * oh];
+                let (y, a) = (&mut y_ref[plane * pp..(plane + 1) * pp], &mut arg_ref[plane * pp..(plane + 1) * pp]);
+                pool_plane(z, oh, &pool, y, a, |v| v);
+            }
+            let mut dfull = vec![0f32; f * n * oh * oh];
+            for plane in 0..f * n {
+                for i in 0..pp {
+                    let at = plane * pp + i;
+                    let g = if y_ref[at] > 0.0 { gy[at] } else { 0.0 };
+                    dfull[plane * oh * oh + arg_ref[at] as usize] = g;
+                }
+            }
+            let (_, dw_ref, dx_ref) = reference(&x, &w, &b, &dfull, &win, f);
+            let db_ref: Vec<f32> =
+                (0..f).map(|fi| dfull[fi * n * oh * oh..(fi + 1) * n * oh * oh].iter().sum()).collect();
+            for tiles in [tile_fn, portable_fn as fn(usize) -> TileFn] {
+                let what = format!("n{n} c{c} {h}x{h} k{k} p{pd} f{f} pool{p}");
+                let (mut y, mut arg) = (vec![f32::NAN; f * n * pp], vec![f32::NAN; f * n * pp]);
+                forward_pooled(&x, &w, Some(&b), Activation::Relu, &win, f, &pool, &mut y, &mut arg, tile_fn);
+                assert_eq!(y, y_ref, "{what} y");
+                assert_eq!(arg, arg_ref, "{what} winners");
+                let (mut dw, mut db, mut dx) = (vec![f32::NAN; w.len()], vec![f32::NAN; f], vec![f32::NAN; x.len()]);
+                let grad = Grad::Pooled { dy: &gy, y: &y, arg: &arg, act: Activation::Relu, pool: &pool };
+                backward(&x, grad, &w, &win, f, Some(&mut dw), Some(&mut db), Some(&mut dx), tiles);
+                close(&dw, &dw_ref, &format!("{what} dw"));
+                close(&db, &db_ref, &format!("{what} db"));
                 close(&dx, &dx_ref, &format!("{what} dx"));
             }
         }
@@ -463,7 +719,7 @@ mod tests {
         let dy: Vec<f32> = (0..16 * 37 * 49).map(|i| (i % 13) as f32 * 0.07 - 0.4).collect();
         let run = || {
             let mut dw = vec![0f32; w.len()];
-            backward(&x, &dy, &w, &win, 16, Some(&mut dw), None, tile_fn);
+            backward(&x, Grad::Full(&dy), &w, &win, 16, Some(&mut dw), None, None, tile_fn);
             dw
         };
         let parallel = run();

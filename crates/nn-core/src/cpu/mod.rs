@@ -209,7 +209,7 @@ impl Device for Cpu {
         Ok(())
     }
     fn fuses_conv_pool(&self, conv: &Window, pool: &Window) -> bool {
-        conv_pool::supports(conv, pool)
+        conv_pool::supports(conv, pool) || implicit_conv::supports_pooled(conv, pool)
     }
     fn conv_pool(
         &self,
@@ -223,7 +223,12 @@ impl Device for Cpu {
         y: &mut Vec<f32>,
         arg: &mut Vec<f32>,
     ) -> Result<()> {
-        conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg);
+        if conv_pool::supports(conv, pool) {
+            conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg);
+        } else {
+            let b = b.map(|b| &b[..]);
+            implicit_conv::forward_pooled(x, w, b, act, conv, filters, pool, y, arg, tile::tile_fn);
+        }
         Ok(())
     }
     fn conv_pool_backward(
@@ -236,10 +241,19 @@ impl Device for Cpu {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        w: &Vec<f32>,
         dw: &mut Vec<f32>,
         db: Option<&mut Vec<f32>>,
+        dx: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, dw, db.map(|b| &mut b[..]));
+        // The single-channel pass has no input gradient; both passes leave the same winners.
+        if dx.is_none() && conv_pool::supports(conv, pool) {
+            conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, dw, db.map(|b| &mut b[..]));
+        } else {
+            let grad = implicit_conv::Grad::Pooled { dy, y, arg, act, pool };
+            let (db, dx) = (db.map(|b| &mut b[..]), dx.map(|d| &mut d[..]));
+            implicit_conv::backward(x, grad, w, conv, filters, Some(dw), db, dx, tile::tile_fn);
+        }
         Ok(())
     }
     fn direct_conv(&self, win: &Window, filters: usize) -> bool {
@@ -268,7 +282,8 @@ impl Device for Cpu {
         dw: Option<&mut Vec<f32>>,
         dx: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        implicit_conv::backward(x, dy, w, win, filters, dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]), tile::tile_fn);
+        let (dw, dx) = (dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]));
+        implicit_conv::backward(x, implicit_conv::Grad::Full(dy), w, win, filters, dw, None, dx, tile::tile_fn);
         Ok(())
     }
     fn avg_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>) -> Result<()> {

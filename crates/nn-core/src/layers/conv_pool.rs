@@ -1,7 +1,7 @@
-//! A `Conv2D` on the network's single-channel input and the `MaxPooling2D` right after it, run
-//! as one layer when the device fuses them ([`Device::conv_pool`]): the conv output never
-//! reaches memory. Parameters, names and results are the two layers'; the pooling layer becomes
-//! an identity that passes this layer's output on.
+//! A `Conv2D` and the `MaxPooling2D` right after it, run as one layer when the device fuses
+//! them ([`Device::conv_pool`]): the full-size conv output never reaches memory. Parameters,
+//! names and results are the two layers'; the pooling layer becomes an identity that passes
+//! this layer's output on.
 
 use super::conv2d::Conv2DLayer;
 use super::pool::PoolLayer;
@@ -63,18 +63,17 @@ impl<D: Device> Layer<D> for ConvPoolLayer<D> {
         n: usize,
         ctx: &Ctx,
     ) -> Result<()> {
-        if dx.is_some() {
-            return Err(NnError::Device("the fused conv + pooling pass has no input gradient".into()));
-        }
         let arg = self.arg.as_ref().ok_or_else(|| NnError::Device("conv + pooling used before reserve".into()))?;
         let (conv, pool) = (Window { n, ..self.conv.win }, Window { n, ..self.pool });
         let act = ctx.activation(self.conv.act);
         let (kernel, rest) = self.conv.params.split_at_mut(1);
         let k = &mut kernel[0];
         let len = k.len();
-        let Some(gw) = k.grad.as_mut() else { return Ok(()) };
+        let Some(gw) = k.grad.as_mut() else {
+            return Err(NnError::Device("the fused conv + pooling pass needs its kernel's gradient".into()));
+        };
         let gb = rest.first_mut().and_then(|b| b.grad.as_mut());
-        dev.conv_pool_backward(x, dy, y, arg, act, &conv, self.conv.filters, &pool, gw, gb)?;
+        dev.conv_pool_backward(x, dy, y, arg, act, &conv, self.conv.filters, &pool, &k.value, gw, gb, dx)?;
         if let Some(r) = k.reg {
             dev.regularizer_grad(&k.value, gw, r.l1, r.l2, len)?;
         }
