@@ -9,7 +9,7 @@
 //! backward pass adds each pooled gradient to the taps of its winning window alone.
 
 use super::scatter::store_transposed;
-use super::simd::with_simd;
+use super::simd::{has_avx512, with_simd};
 use super::team::{self, SyncPtr};
 use crate::activation::Activation;
 use crate::device::Window;
@@ -257,17 +257,6 @@ fn window2(c: &Window, wp: usize, py: usize, px: usize) -> ([usize; 4], [usize; 
     let at = |dy: usize, dx: usize| (oy + dy) * c.sh * wp + (ox + dx) * c.sw;
     let pos = |dy: usize, dx: usize| (oy + dy) * c.ow + ox + dx;
     ([at(0, 0), at(0, 1), at(1, 0), at(1, 1)], [pos(0, 0), pos(0, 1), pos(1, 0), pos(1, 1)])
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

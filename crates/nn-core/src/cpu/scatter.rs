@@ -3,19 +3,9 @@
 //! same bits.
 
 use super::conv::valid_range;
+use super::simd::has_avx512;
 use super::team::SyncPtr;
 use crate::device::Window;
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Stores a tile of `rows` output positions × `lanes` filters (`o[j·tw + l]`) transposed:
 /// `y[at + l·stride + j] = act(o[j·tw + l] + bias[l])`, with `act` ReLU or the identity.

@@ -7,6 +7,18 @@
 //! a call runs baseline code. Without fast-math no arithmetic is reordered, so every width gives
 //! bit-identical results.
 
+/// Whether this CPU has AVX-512F (the kernels written with its intrinsics need nothing more).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Runs `f`, vectorised for the widest instruction set this CPU has.
 #[inline(always)]
 pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
