@@ -68,41 +68,14 @@ fn main() -> nn_core::Result<()> {
                 d.conv_pool(&x, &wk, Some(&bias), Activation::Relu, &win, f, &pw, &mut py, &mut arg).unwrap_or(())
             });
             let pyc = py.clone();
-            time("  fused backward (no dx)", 20, || {
-                d.conv_pool_backward(
-                    &x,
-                    &pyc,
-                    &pyc,
-                    &arg,
-                    Activation::Relu,
-                    &win,
-                    f,
-                    &pw,
-                    &wk,
-                    &mut gw,
-                    Some(&mut gb),
-                    None,
-                )
-                .unwrap_or(())
-            });
-            if c > 1 {
-                time("  fused backward with dx", 20, || {
-                    d.conv_pool_backward(
-                        &x,
-                        &pyc,
-                        &pyc,
-                        &arg,
-                        Activation::Relu,
-                        &win,
-                        f,
-                        &pw,
-                        &wk,
-                        &mut gw,
-                        Some(&mut gb),
-                        Some(&mut dx),
-                    )
+            let relu = Activation::Relu;
+            let mut backward = |dx: Option<&mut Vec<f32>>| {
+                d.conv_pool_backward(&x, &pyc, &pyc, &arg, relu, &win, f, &pw, &wk, &mut gw, Some(&mut gb), dx)
                     .unwrap_or(())
-                });
+            };
+            time("  fused backward (no dx)", 20, || backward(None));
+            if c > 1 {
+                time("  fused backward with dx", 20, || backward(Some(&mut dx)));
             }
         }
         if d.direct_conv(&win, f) {
