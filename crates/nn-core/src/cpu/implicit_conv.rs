@@ -76,6 +76,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
+    /// The input gradient's offset tables, on the thread that calls [`backward`].
+    static TABLES: RefCell<(Vec<u32>, Vec<u32>)> = RefCell::default();
 }
 
 /// Per-group weight-gradient sums, reused from call to call.
@@ -429,8 +431,12 @@ pub(crate) fn backward(
     // Input gradient: rows = taps (from W), vectors over the chunk's positions (from dy).
     let nv_x = pick_nv(ckk, len_max);
     let tile_x = tiles(nv_x);
-    let x_rows: Vec<u32> = (0..ckk as u32).collect();
-    let x_step_offs: Vec<u32> = (0..filters).map(|f| (f * ckk) as u32).collect();
+    // Taken out of their thread-local for the call (a nested call finds empty ones).
+    let (mut x_rows, mut x_step_offs) = TABLES.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    x_rows.clear();
+    x_rows.extend(0..ckk as u32);
+    x_step_offs.clear();
+    x_step_offs.extend((0..filters).map(|f| (f * ckk) as u32));
     let x_steps = Steps::new(&x_step_offs);
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
     let dxs = dx.map(|d| team::SyncPtr::new(&mut d[..win.c * n * hw]));
@@ -498,6 +504,8 @@ pub(crate) fn backward(
             }
         })
     });
+    drop(x_steps);
+    TABLES.with(|t| *t.borrow_mut() = (x_rows, x_step_offs));
     if let Some(dw) = dw {
         for f in 0..filters {
             for r in 0..ckk {

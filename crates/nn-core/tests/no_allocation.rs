@@ -1,0 +1,74 @@
+//! A training step allocates nothing once the network has seen a batch of its size: buffers
+//! and per-thread scratch are reused (the README's claim, counted with a global allocator).
+//! Products that go to matrixmultiply (wider ones, and all of them without AVX-512) allocate
+//! its packing buffer on every call, so this checks the models whose products all run in the
+//! CPU device's own tile, on CPUs that have AVX-512.
+#![allow(clippy::unwrap_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use mnist_data::Rng;
+use nn_core::cpu::Cpu;
+use nn_core::{preset, Loss, Network, Runtime, StepParams, UpdateRule};
+
+/// The system allocator, counting allocations (from every thread).
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn training_steps_allocate_nothing_after_the_first() {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("skipped: without AVX-512 the products go to matrixmultiply, which allocates");
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return;
+    for name in ["mlp-128", "convnet", "fast-cnn"] {
+        let spec = preset(name).unwrap();
+        let mut net = Network::new(Cpu, &spec, 7).unwrap();
+        let n = 64;
+        let mut rng = Rng::new(1);
+        let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform(0.0, 1.0)).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i % 10) as f32).collect();
+        let mut out = vec![0f32; n * 10];
+        let loss = Loss::SparseCategoricalCrossentropy { from_logits: name == "mlp-128" };
+        let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+        let mut step = |t: u64, net: &mut Network<Cpu>| {
+            net.train_batch(&x, &y, n, loss, &rule, StepParams { lr: 1e-3, t }, t).unwrap();
+            net.predict_batch(&x, n, &mut out).unwrap();
+        };
+        for t in 1..=2 {
+            step(t, &mut net);
+        }
+        let before = ALLOCATIONS.load(Relaxed);
+        for t in 3..=5 {
+            step(t, &mut net);
+        }
+        let during = ALLOCATIONS.load(Relaxed) - before;
+        assert_eq!(during, 0, "{name}: {during} allocations in three training steps and predictions");
+    }
+}
