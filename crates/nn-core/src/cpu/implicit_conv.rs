@@ -504,7 +504,6 @@ pub(crate) fn backward(
             }
         })
     });
-    drop(x_steps);
     TABLES.with(|t| *t.borrow_mut() = (x_rows, x_step_offs));
     if let Some(dw) = dw {
         for f in 0..filters {
