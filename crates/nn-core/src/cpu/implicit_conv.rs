@@ -32,6 +32,7 @@ use std::sync::Mutex;
 
 use super::elementwise;
 use super::scatter::{col2im_plane, store_transposed, transpose};
+use super::simd::with_simd;
 use super::team;
 use super::tile::{Steps, TileFn, LANES, MAX_NV, MAX_ROWS};
 use super::tile_gemm::{grow, pick_nv, Tiled};
@@ -346,7 +347,10 @@ pub(crate) fn forward_pooled(
                                 &*zs.range(f * len + j * ohw, f * len + (j + 1) * ohw),
                             )
                         };
-                        pool_plane(zp, win.ow, pool, yp, ap, |v| if relu { v } else { act.apply(v) });
+                        with_simd(
+                            #[inline(always)]
+                            || pool_plane(zp, win.ow, pool, yp, ap, |v| if relu { v } else { act.apply(v) }),
+                        );
                     }
                 }
                 s.conv = z;
@@ -358,8 +362,25 @@ pub(crate) fn forward_pooled(
 /// Max pooling of one conv output plane `z` (rows `ow` long) into `y` (through `act`) and the
 /// winners' offsets into `arg`: the first maximum of each window in row-major order, chosen by
 /// selects (the winner is data-dependent: a branch would be mispredicted half the time).
+#[inline(always)]
 fn pool_plane(z: &[f32], ow: usize, pool: &Window, y: &mut [f32], arg: &mut [f32], act: impl Fn(f32) -> f32) {
     let pk = pool.kh;
+    if pk == 2 {
+        // The common 2×2 window: each row's pair, then the two rows (the same first maximum).
+        for py in 0..pool.oh {
+            let (r0, r1) = (2 * py * ow, (2 * py + 1) * ow);
+            for px in 0..pool.ow {
+                let c = 2 * px;
+                let (a, b, d, e) = (z[r0 + c], z[r0 + c + 1], z[r1 + c], z[r1 + c + 1]);
+                let (m1, i1) = if b > a { (b, r0 + c + 1) } else { (a, r0 + c) };
+                let (m2, i2) = if e > d { (e, r1 + c + 1) } else { (d, r1 + c) };
+                let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+                y[py * pool.ow + px] = act(m);
+                arg[py * pool.ow + px] = i as f32;
+            }
+        }
+        return;
+    }
     for py in 0..pool.oh {
         for px in 0..pool.ow {
             let first = py * pk * ow + px * pk;

@@ -89,15 +89,27 @@ fn team() -> &'static Team {
         }
     });
     if first {
+        let mut started = Vec::new();
         for i in 0..team.helpers.len() {
             // A helper that fails to start only means its share runs on the caller.
-            let _ = std::thread::Builder::new().name(format!("nn-cpu-{i}")).spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("nn-cpu-{i}")).spawn(move || {
                 let Some(team) = TEAM.get() else { return };
                 crate::cpu::flush_denormals_to_zero();
                 INSIDE.with(|c| c.set(true));
                 let _ = team.helpers[i].thread.set(std::thread::current());
                 helper_loop(team, i);
             });
+            if spawned.is_ok() {
+                started.push(i);
+            }
+        }
+        // Wait (briefly) for the helpers to be running, so that the first loops can wake them
+        // and no thread start-up is left to happen during later work.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for i in started {
+            while team.helpers[i].thread.get().is_none() && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
         }
     }
     team

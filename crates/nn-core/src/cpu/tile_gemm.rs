@@ -91,15 +91,7 @@ impl Tiled<'_> {
     }
 }
 
-/// Per-thread buffers of [`gemm`], grown as needed and kept.
-#[derive(Default)]
-struct Scratch {
-    out: Vec<f32>,
-    panel: Vec<f32>,
-}
-
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::default();
     static TABLES: RefCell<(Vec<u32>, Vec<u32>)> = RefCell::default();
 }
 
@@ -168,44 +160,46 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
         TABLES.with(|t| *t.borrow_mut() = (rows, steps));
         return;
     }
-    let cs = SyncPtr::new(&mut c[..m * n]);
     let add = g.beta == 1.0;
+    let full = n / w * w;
+    // The last, partial block of columns: B's columns copied into a zero-padded panel first
+    // (so no read runs past B); its results go through each part's scratch tile.
+    let mut edge = EDGE.lock().unwrap_or_else(|e| e.into_inner());
+    let panel = grow(&mut edge, if full < n { k * w } else { 0 });
+    for (kk, row) in panel.chunks_exact_mut(w).enumerate() {
+        row[..n - full].copy_from_slice(&b[kk * n + full..(kk + 1) * n]);
+        row[n - full..].fill(0.0);
+    }
+    let panel = &*panel;
+    let cs = SyncPtr::new(&mut c[..m * n]);
     team::for_each(m.div_ceil(per), |p| {
         let (lo, hi) = (p * per, ((p + 1) * per).min(m));
         // SAFETY: rows lo..hi of C belong to this part alone.
         let c = unsafe { cs.range(lo * n, hi * n) };
-        SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
-            let out = grow(&mut s.out, MAX_ROWS * MAX_NV * LANES);
-            let full = n / w * w;
-            let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b, ldb: n, cols: full };
-            t.store(c, n, add, out);
-            if full < n {
-                // The last, partial block of columns: B's columns copied into a zero-padded
-                // panel (so no read runs past B), results through the scratch tile.
-                let panel = grow(&mut s.panel, k * w);
-                for kk in 0..k {
-                    let row = &mut panel[kk * w..(kk + 1) * w];
-                    row[..n - full].copy_from_slice(&b[kk * n + full..(kk + 1) * n]);
-                    row[n - full..].fill(0.0);
-                }
-                let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b: panel, ldb: w, cols: w };
-                t.emit(out, |r0, nr, _, tw, o| {
-                    for j in 0..nr {
-                        let dst = &mut c[(r0 + j) * n + full..(r0 + j + 1) * n];
-                        let src = &o[j * tw..j * tw + (n - full)];
-                        if add {
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                        } else {
-                            dst.copy_from_slice(src);
-                        }
+        let mut out = [0f32; MAX_ROWS * MAX_NV * LANES];
+        let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b, ldb: n, cols: full };
+        t.store(c, n, add, &mut out);
+        if full < n {
+            let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b: panel, ldb: w, cols: w };
+            t.emit(&mut out, |r0, nr, _, tw, o| {
+                for j in 0..nr {
+                    let dst = &mut c[(r0 + j) * n + full..(r0 + j + 1) * n];
+                    let src = &o[j * tw..j * tw + (n - full)];
+                    if add {
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    } else {
+                        dst.copy_from_slice(src);
                     }
-                });
-            }
-        })
+                }
+            });
+        }
     });
+    drop(edge);
     TABLES.with(|t| *t.borrow_mut() = (rows, steps));
 }
+
+/// The partial last block of `B`'s columns, packed by [`gemm`], reused from call to call.
+static EDGE: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 /// [`gemm`] with `B` stored `[n, k]` and used transposed: `Bᵀ` is first copied into panels of
 /// `w` columns (`[k][w]` each, zero past `n`), in parallel, then each part (rows `per` at a
