@@ -1,10 +1,10 @@
 //! GEMMs cut into the AVX-512 tiles of `tile.rs`: the tiling shared by the implicit-GEMM
-//! convolution, and a plain `C = op(A)·B` for the dense layers that needs no packing.
+//! convolution, and a plain `C = op(A)·op(B)` for the dense layers.
 //!
 //! A tile's rows gather their operand through offset tables, so `A` is read where it lies,
-//! transposed or not; its columns are vectors of `B`'s rows, read in place too. matrixmultiply
-//! copies (packs) both operands into its own layout on every call, which for a dense layer's
-//! weights is a megabyte per product.
+//! transposed or not; its columns are vectors of `B`'s rows, read in place too (a transposed
+//! `B` is copied into panels first). matrixmultiply copies (packs) both operands into its own
+//! layout, in a buffer it allocates, on every call.
 
 use std::cell::RefCell;
 
@@ -107,10 +107,11 @@ const MAX_K_TRANSPOSED: usize = 32;
 
 /// Whether [`gemm`] computes this product: a CPU with AVX-512, one product, `B` transposed
 /// with `k` at most [`MAX_K_TRANSPOSED`] (copied into panels first, as matrixmultiply does)
-/// or not transposed and at most [`MAX_N`] wide, `α = 1`, `β` 0 or 1, and offsets that fit the tile's
-/// tables. These are the forward passes and weight gradients of dense layers up to 256 units,
-/// where matrixmultiply spends much of its time packing: 784×128 at batch 128 runs 1.6×
-/// faster, and 784-128-10 trains 10% faster (0.139 → 0.122 s/epoch).
+/// or not transposed and at most [`MAX_N`] wide, `α = 1`, `β` 0 or 1, and offsets that fit
+/// the tile's tables. These are the forward passes and weight gradients of dense layers up to
+/// 256 units, where matrixmultiply spends much of its time packing (784×128 at batch 128 runs
+/// 1.6× faster, and 784-128-10 trains 10% faster: 0.139 → 0.122 s/epoch), and the input
+/// gradients through logits layers.
 pub(crate) fn handles(g: &Gemm) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -131,9 +132,9 @@ pub(crate) fn handles(g: &Gemm) -> bool {
     }
 }
 
-/// `C [m, n] = op(A) · B (+ C if β = 1)` with `A` stored `[m, k]` (or `[k, m]` transposed) and
-/// `B` `[k, n]`, over the CPU team (by blocks of rows). Only for products [`handles`] accepts;
-/// `parallel` says whether to split it at all.
+/// `C [m, n] = op(A) · op(B) (+ C if β = 1)` with `A` stored `[m, k]` (or `[k, m]`
+/// transposed) and `B` `[k, n]` (or `[n, k]` transposed), over the CPU team (by blocks of
+/// rows). Only for products [`handles`] accepts; `parallel` says whether to split it at all.
 pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     let (m, n, k) = (g.m, g.n, g.k);
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operand too small");
