@@ -354,13 +354,7 @@ pub(crate) fn backward(
             let mut gb = [0f32; FB];
             for img in g * per..((g + 1) * per).min(n) {
                 let wp = pad_image(&x[img * hw..(img + 1) * hw], c, &mut xp);
-                for l in 0..lanes {
-                    let at = ((f0 + l) * n + img) * plane;
-                    for i in 0..plane {
-                        gp.0[i][l] = dy[at + i] * act.derivative_from_output(y[at + i]);
-                        gp.1[i][l] = arg[at + i];
-                    }
-                }
+                gather_grads(dy, y, arg, act, (f0 * n + img) * plane, n * plane, lanes, plane, avx512, &mut gp);
                 #[cfg(target_arch = "x86_64")]
                 if avx512 {
                     // SAFETY: the CPU has AVX-512F (checked once above).
@@ -386,6 +380,86 @@ pub(crate) fn backward(
     if let Some(db) = db {
         for (fi, d) in db[..filters].iter_mut().enumerate() {
             *d = (0..groups).map(|g| parts[g * width + filters * kk + fi]).sum();
+        }
+    }
+}
+
+/// The pooled gradients of one image for a block of filters, times the activation's
+/// derivative, with their winners, as [`Pooled`]: lane `l` of position `i` from
+/// `at + l·stride + i` (lanes past `lanes` keep what they hold).
+#[allow(clippy::too_many_arguments)]
+fn gather_grads(
+    dy: &[f32],
+    y: &[f32],
+    arg: &[f32],
+    act: Activation,
+    at: usize,
+    stride: usize,
+    lanes: usize,
+    plane: usize,
+    avx512: bool,
+    gp: &mut Pooled,
+) {
+    let last = at + (lanes.max(1) - 1) * stride + plane;
+    assert!(
+        last <= dy.len() && last <= y.len() && last <= arg.len() && plane <= MAX_POOLED,
+        "pooled gradients out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512 && matches!(act, Activation::Relu | Activation::Linear) && 16 * stride < i32::MAX as usize {
+        // SAFETY: the CPU has AVX-512F (checked by the caller); bounds asserted above.
+        unsafe { gather_grads_avx512(dy, y, arg, act == Activation::Relu, at, stride, lanes, plane, gp) };
+        return;
+    }
+    let _ = avx512;
+    for l in 0..lanes {
+        let at = at + l * stride;
+        for i in 0..plane {
+            gp.0[i][l] = dy[at + i] * act.derivative_from_output(y[at + i]);
+            gp.1[i][l] = arg[at + i];
+        }
+    }
+}
+
+/// [`gather_grads`] for ReLU or the identity, 16 lanes per gather (the same bits: the
+/// gradient times ReLU's derivative, 1 where its output is positive, else 0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gather_grads_avx512(
+    dy: &[f32],
+    y: &[f32],
+    arg: &[f32],
+    relu: bool,
+    at: usize,
+    stride: usize,
+    lanes: usize,
+    plane: usize,
+    gp: &mut Pooled,
+) {
+    use std::arch::x86_64::*;
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(stride as i32),
+    );
+    let mask: __mmask16 = if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 };
+    let zero = _mm512_setzero_ps();
+    for i in 0..plane {
+        // SAFETY: lane l reads `at + l·stride + i`, inside the buffers for l < lanes (asserted
+        // by the caller); the other lanes are masked off. The stores write whole 16-lane rows.
+        unsafe {
+            let g = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, dy.as_ptr().add(at + i).cast());
+            let a = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, arg.as_ptr().add(at + i).cast());
+            let g = if relu {
+                let yv = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, y.as_ptr().add(at + i).cast());
+                let d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero), _mm512_set1_ps(1.0));
+                _mm512_mul_ps(g, d)
+            } else {
+                g
+            };
+            let (old_g, old_a) = (_mm512_loadu_ps(gp.0[i].as_ptr()), _mm512_loadu_ps(gp.1[i].as_ptr()));
+            _mm512_storeu_ps(gp.0[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_g, g));
+            _mm512_storeu_ps(gp.1[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_a, a));
         }
     }
 }
