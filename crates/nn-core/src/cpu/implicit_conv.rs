@@ -49,17 +49,10 @@ const MAX_CHUNK: usize = 8;
 /// The widest tile, in columns.
 const MAX_W: usize = MAX_NV * LANES;
 
-/// Whether the CPU runs this convolution here: it has AVX-512 and the offsets fit.
+/// Whether the CPU runs this convolution here: it has AVX-512 (and the own kernels are on,
+/// see `cpu::use_own_kernels`) and the offsets fit.
 pub(crate) fn supports(win: &Window, filters: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && Plan::new(win).fits(filters)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (win, filters);
-        false
-    }
+    super::own_kernels() && Plan::new(win).fits(filters)
 }
 
 /// Per-thread buffers, grown as needed and kept.

@@ -45,6 +45,24 @@ impl Cpu {
     }
 }
 
+/// Whether the CPU device may use its own AVX-512 kernels (see [`use_own_kernels`]).
+static OWN_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the CPU device's own AVX-512 kernels (the tile GEMM for dense products, the
+/// implicit-GEMM convolution and the fused multi-channel conv + pooling) on or off for the
+/// networks built afterwards; on by default, and only used where the CPU has AVX-512. Off,
+/// every product goes to matrixmultiply and every convolution through im2col: the path a CPU
+/// without AVX-512 takes, so tests can compare both on one machine. Set it before building a
+/// network: one built with them on may fail (with an error) once they are turned off.
+pub fn use_own_kernels(on: bool) {
+    OWN_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the own kernels are on and the CPU has AVX-512.
+pub(crate) fn own_kernels() -> bool {
+    OWN_KERNELS.load(std::sync::atomic::Ordering::Relaxed) && simd::has_avx512()
+}
+
 /// Runs `f`. (It used to move `f` onto a rayon worker so that rayon's parallel loops started
 /// from it ran partly on the calling thread; the device's loops now go to its own team from
 /// whichever thread calls them, so there is nothing left to arrange.)

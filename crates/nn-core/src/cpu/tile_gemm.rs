@@ -115,7 +115,7 @@ const MAX_K_TRANSPOSED: usize = 32;
 pub(crate) fn handles(g: &Gemm) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        super::own_kernels()
             && g.batch <= 1
             && if g.trans_b { g.k <= MAX_K_TRANSPOSED } else { g.n <= MAX_N }
             && g.alpha == 1.0
