@@ -17,7 +17,7 @@ fn own_kernels_match_the_generic_path() {
         let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform(0.0, 1.0)).collect();
         let labels: Vec<f32> = (0..n).map(|i| (i % 10) as f32).collect();
         let loss = Loss::SparseCategoricalCrossentropy { from_logits: name == "mlp-128" };
-        let mut run = |own: bool| {
+        let run = |own: bool| {
             use_own_kernels(own);
             let mut net = Network::new(Cpu, &spec, 5).unwrap();
             let mut p = vec![0f32; n * 10];
