@@ -84,12 +84,13 @@ pub fn build_model(choice: DeviceChoice, spec: &ModelSpec, seed: u64) -> Result<
 /// first GPU when it opens, else the CPU with a note saying why. Other choices are returned
 /// as they are (a GPU that cannot be opened then fails when the first model is built).
 pub fn settle(choice: DeviceChoice) -> (DeviceChoice, Option<String>) {
-    match choice {
-        DeviceChoice::Auto => match nn_cuda::Cuda::new(0) {
-            Ok(_) => (DeviceChoice::Cuda(0), None),
-            Err(e) => (DeviceChoice::Cpu, Some(format!("no usable GPU ({e}); using the CPU"))),
-        },
-        other => (other, None),
+    if choice != DeviceChoice::Auto {
+        return (choice, None);
+    }
+    match resolve(choice) {
+        Ok((Resolved::Cuda(_), note)) => (DeviceChoice::Cuda(0), note),
+        Ok((Resolved::Cpu, note)) => (DeviceChoice::Cpu, note),
+        Err(e) => (DeviceChoice::Cpu, Some(format!("{e}; using the CPU"))),
     }
 }
 

@@ -3,6 +3,7 @@
 //! image, so the inner loops are branch-free (contiguous copies when the stride is 1). Parallel
 //! over rows (im2col) or planes (col2im, pooling) on the CPU team.
 
+use super::simd::with_simd;
 use super::team::{self, SyncPtr};
 use crate::device::Window;
 
@@ -123,59 +124,59 @@ fn cols_of(w: &Window, ox: usize) -> (usize, usize) {
 pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
     let (hw, ohw) = (w.h * w.w, w.oh * w.ow);
     let planes = w.n * w.c;
-    if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) {
-        // The common 2×2 window, stride 2: no bounds to clip.
-        let args = SyncPtr::new(&mut arg[..planes * ohw]);
-        team::chunks_mut(&mut y[..planes * ohw], ohw, |p, yp| {
-            // SAFETY: plane p of `arg` belongs to the part writing plane p of `y`.
-            let ap = unsafe { args.range(p * ohw, (p + 1) * ohw) };
-            {
-                let xp = &x[p * hw..(p + 1) * hw];
-                for oy in 0..w.oh {
-                    let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
-                    let (top, bottom) = (&xp[r0..r0 + 2 * w.ow], &xp[r1..r1 + 2 * w.ow]);
-                    let out = oy * w.ow;
-                    for ox in 0..w.ow {
-                        // Selects, not branches: the winner is data-dependent and unpredictable.
-                        let c = 2 * ox;
-                        let (a, b, d, e) = (top[c], top[c + 1], bottom[c], bottom[c + 1]);
-                        let (m1, i1) = if b > a { (b, r0 + c + 1) } else { (a, r0 + c) };
-                        let (m2, i2) = if e > d { (e, r1 + c + 1) } else { (d, r1 + c) };
-                        let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
-                        yp[out + ox] = m;
-                        ap[out + ox] = i as f32;
-                    }
-                }
-            }
-        });
-        return;
-    }
     let args = SyncPtr::new(&mut arg[..planes * ohw]);
     team::chunks_mut(&mut y[..planes * ohw], ohw, |p, yp| {
         // SAFETY: plane p of `arg` belongs to the part writing plane p of `y`.
         let ap = unsafe { args.range(p * ohw, (p + 1) * ohw) };
-        {
-            let xp = &x[p * hw..(p + 1) * hw];
-            for oy in 0..w.oh {
-                let (y0, y1) = rows_of(w, oy);
-                for ox in 0..w.ow {
-                    let (x0, x1) = cols_of(w, ox);
-                    let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w.w + x0);
-                    for iy in y0..y1 {
-                        for ix in x0..x1 {
-                            let v = xp[iy * w.w + ix];
-                            if v > best {
-                                best = v;
-                                at = iy * w.w + ix;
-                            }
-                        }
-                    }
-                    yp[oy * w.ow + ox] = best;
-                    ap[oy * w.ow + ox] = at as f32;
-                }
+        let xp = &x[p * hw..(p + 1) * hw];
+        with_simd(
+            #[inline(always)]
+            || max_pool_plane(xp, w, yp, ap),
+        );
+    });
+}
+
+/// Max pooling of one plane `xp` (`[h, w]`) into `yp` (`[oh, ow]`), each window's winner as an
+/// offset in the plane into `ap`: the first maximum in row-major window order.
+#[inline(always)]
+pub(crate) fn max_pool_plane(xp: &[f32], w: &Window, yp: &mut [f32], ap: &mut [f32]) {
+    if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) {
+        // The common 2×2 window, stride 2: no bounds to clip.
+        for oy in 0..w.oh {
+            let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
+            let (top, bottom) = (&xp[r0..r0 + 2 * w.ow], &xp[r1..r1 + 2 * w.ow]);
+            let out = oy * w.ow;
+            for ox in 0..w.ow {
+                // Selects, not branches: the winner is data-dependent and unpredictable.
+                let c = 2 * ox;
+                let (a, b, d, e) = (top[c], top[c + 1], bottom[c], bottom[c + 1]);
+                let (m1, i1) = if b > a { (b, r0 + c + 1) } else { (a, r0 + c) };
+                let (m2, i2) = if e > d { (e, r1 + c + 1) } else { (d, r1 + c) };
+                let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+                yp[out + ox] = m;
+                ap[out + ox] = i as f32;
             }
         }
-    });
+        return;
+    }
+    for oy in 0..w.oh {
+        let (y0, y1) = rows_of(w, oy);
+        for ox in 0..w.ow {
+            let (x0, x1) = cols_of(w, ox);
+            let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w.w + x0);
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    let v = xp[iy * w.w + ix];
+                    if v > best {
+                        best = v;
+                        at = iy * w.w + ix;
+                    }
+                }
+            }
+            yp[oy * w.ow + ox] = best;
+            ap[oy * w.ow + ox] = at as f32;
+        }
+    }
 }
 
 pub(crate) fn max_pool_backward(dy: &[f32], arg: &[f32], w: &Window, dx: &mut [f32]) {

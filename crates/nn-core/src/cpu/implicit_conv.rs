@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Mutex;
 
+use super::conv::max_pool_plane;
 use super::elementwise;
 use super::scatter::{col2im_plane, store_transposed, transpose};
 use super::simd::with_simd;
@@ -140,6 +141,26 @@ fn reads_in_place(win: &Window) -> bool {
     win.ph == 0 && win.pw == 0 && hp <= win.h && wp <= win.w && win.c * win.n * win.h * win.w < u32::MAX as usize / 2
 }
 
+/// What the tiles of chunk `imgs` gather from: the source (the batch `x` itself, or its
+/// zero-padded copy in `buf`), the offset of every tap, and of every output position of the
+/// chunk (image-major), in `taps` and `positions`.
+fn source<'a>(
+    x: &'a [f32],
+    win: &Window,
+    imgs: &Range<usize>,
+    buf: &'a mut Vec<f32>,
+    taps: &'a mut Vec<u32>,
+    positions: &'a mut Vec<u32>,
+) -> (&'a [f32], &'a [u32], &'a [u32]) {
+    let (src, v) = view(x, win, imgs, buf);
+    let ohw = win.oh * win.ow;
+    taps.clear();
+    taps.extend((0..win.c * win.kh * win.kw).map(|r| v.tap(win, r)));
+    positions.clear();
+    positions.extend(imgs.clone().flat_map(|img| (0..ohw).map(move |q| (img, q))).map(|(i, q)| v.position(win, i, q)));
+    (src, taps, positions)
+}
+
 /// The source of chunk `imgs`: the batch `x` itself, or its zero-padded copy in `buf`.
 fn view<'a>(x: &'a [f32], win: &Window, imgs: &Range<usize>, buf: &'a mut Vec<f32>) -> (&'a [f32], View) {
     if reads_in_place(win) {
@@ -221,22 +242,17 @@ fn conv_chunk(
     stride: usize,
     s: &mut Scratch,
 ) {
-    let (ckk, ohw) = (win.c * win.kh * win.kw, win.oh * win.ow);
+    let ckk = win.c * win.kh * win.kw;
     let out = grow(&mut s.out, MAX_ROWS * MAX_W);
-    let (src, v) = view(x, win, imgs, &mut s.padded);
-    s.taps.clear();
-    s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
-    s.positions.clear();
-    s.positions
-        .extend(imgs.clone().flat_map(|img| (0..ohw).map(move |q| (img, q))).map(|(i, q)| v.position(win, i, q)));
-    let steps = Steps::new(&s.taps);
+    let (src, taps, positions) = source(x, win, imgs, &mut s.padded, &mut s.taps, &mut s.positions);
+    let steps = Steps::new(taps);
     let tw = k.tw;
     for t in 0..k.panels {
         let g = Tiled {
             tile: k.tile,
             nv: k.nv,
             a: src,
-            row_offs: &s.positions,
+            row_offs: positions,
             steps: &steps,
             b: &k.wt[t * ckk * tw..(t + 1) * ckk * tw],
             ldb: tw,
@@ -342,54 +358,19 @@ pub(crate) fn forward_pooled(
                         };
                         with_simd(
                             #[inline(always)]
-                            || pool_plane(zp, win.ow, pool, yp, ap, |v| if relu { v } else { act.apply(v) }),
+                            || max_pool_plane(zp, pool, yp, ap),
                         );
+                        // ReLU went before the pooling (as in the separate layers); other
+                        // non-decreasing activations commute with the maximum.
+                        if !relu {
+                            yp.iter_mut().for_each(|v| *v = act.apply(*v));
+                        }
                     }
                 }
                 s.conv = z;
             }
         })
     });
-}
-
-/// Max pooling of one conv output plane `z` (rows `ow` long) into `y` (through `act`) and the
-/// winners' offsets into `arg`: the first maximum of each window in row-major order, chosen by
-/// selects (the winner is data-dependent: a branch would be mispredicted half the time).
-#[inline(always)]
-fn pool_plane(z: &[f32], ow: usize, pool: &Window, y: &mut [f32], arg: &mut [f32], act: impl Fn(f32) -> f32) {
-    let pk = pool.kh;
-    if pk == 2 {
-        // The common 2×2 window: each row's pair, then the two rows (the same first maximum).
-        for py in 0..pool.oh {
-            let (r0, r1) = (2 * py * ow, (2 * py + 1) * ow);
-            for px in 0..pool.ow {
-                let c = 2 * px;
-                let (a, b, d, e) = (z[r0 + c], z[r0 + c + 1], z[r1 + c], z[r1 + c + 1]);
-                let (m1, i1) = if b > a { (b, r0 + c + 1) } else { (a, r0 + c) };
-                let (m2, i2) = if e > d { (e, r1 + c + 1) } else { (d, r1 + c) };
-                let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
-                y[py * pool.ow + px] = act(m);
-                arg[py * pool.ow + px] = i as f32;
-            }
-        }
-        return;
-    }
-    for py in 0..pool.oh {
-        for px in 0..pool.ow {
-            let first = py * pk * ow + px * pk;
-            let (mut best, mut at) = (z[first], first);
-            for r in 0..pk {
-                for q in 0..pk {
-                    let i = first + r * ow + q;
-                    let better = z[i] > best;
-                    best = if better { z[i] } else { best };
-                    at = if better { i } else { at };
-                }
-            }
-            y[py * pool.ow + px] = act(best);
-            arg[py * pool.ow + px] = at as f32;
-        }
-    }
 }
 
 /// `Wᵀ` packed by [`forward`] and [`forward_pooled`], reused from call to call.
@@ -473,21 +454,13 @@ pub(crate) fn backward(
                 fill_dy(&grad, n, ohw, filters, &imgs, &mut dyc[..filters * ld], ld, want_db.then_some(&mut *dbp));
                 if want_dw {
                     transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
-                    let (src, v) = view(x, win, &imgs, &mut s.padded);
-                    s.taps.clear();
-                    s.taps.extend((0..ckk).map(|r| v.tap(win, r)));
-                    s.positions.clear();
-                    s.positions.extend(
-                        imgs.clone()
-                            .flat_map(|img| (0..ohw).map(move |q| (img, q)))
-                            .map(|(i, q)| v.position(win, i, q)),
-                    );
-                    let steps = Steps::new(&s.positions);
+                    let (src, taps, positions) = source(x, win, &imgs, &mut s.padded, &mut s.taps, &mut s.positions);
+                    let steps = Steps::new(positions);
                     let g = Tiled {
                         tile: tile_w,
                         nv: nv_w,
                         a: src,
-                        row_offs: &s.taps,
+                        row_offs: taps,
                         steps: &steps,
                         b: dyt,
                         ldb: fpad,
@@ -703,7 +676,7 @@ mod tests {
             for plane in 0..f * n {
                 let z = &yfull[plane * oh * oh..(plane + 1) * oh * oh];
                 let (y, a) = (&mut y_ref[plane * pp..(plane + 1) * pp], &mut arg_ref[plane * pp..(plane + 1) * pp]);
-                pool_plane(z, oh, &pool, y, a, |v| v);
+                max_pool_plane(z, &pool, y, a);
             }
             let mut dfull = vec![0f32; f * n * oh * oh];
             for plane in 0..f * n {
