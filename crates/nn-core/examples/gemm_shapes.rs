@@ -34,6 +34,12 @@ fn main() {
         ("M3 dW2  Hᵀ·dZ", true, false, 512, 512, 128),
         ("M2 fwd  X·W1", false, false, 32, 100, 784),
         ("M2 dW1  Xᵀ·dZ", true, false, 784, 100, 32),
+        ("M2 fwd  H·W2", false, false, 32, 144, 100),
+        ("M2 fwd  H·W3", false, false, 32, 10, 144),
+        ("M2 dW2  Hᵀ·dZ", true, false, 100, 144, 32),
+        ("M2 dW3  Hᵀ·dZ", true, false, 144, 10, 32),
+        ("M2 dH2  dZ·W2ᵀ", false, true, 32, 100, 144),
+        ("M2 dH3  dZ·W3ᵀ", false, true, 32, 144, 10),
         ("M4 conv2 fwd", false, false, 64, 1936, 288),
         ("square 1024", false, false, 1024, 1024, 1024),
     ];
