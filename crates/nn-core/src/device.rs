@@ -188,7 +188,11 @@ pub trait Device: Send + Sync + 'static {
     fn regularizer_grad(&self, w: &Self::Buf, dw: &mut Self::Buf, l1: f32, l2: f32, len: usize) -> Result<()>;
     /// Adds `l1·Σ|w| + l2·Σw²` to `acc[0]` (kept on the device).
     fn regularizer_penalty(&self, w: &Self::Buf, l1: f32, l2: f32, len: usize, acc: &mut Self::Buf) -> Result<()>;
-    /// One optimiser update of a parameter tensor with its gradient and state slots.
+    /// One optimiser update of a parameter tensor of `len` elements with its gradient and
+    /// state slots. `cols` is the length of the tensor's rows (its last dimension, a dense
+    /// kernel's units): a device that splits a kernel's products between threads by rows
+    /// splits its update the same way, so each share stays where it is used.
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         rule: &UpdateRule,
@@ -197,6 +201,7 @@ pub trait Device: Send + Sync + 'static {
         g: &Self::Buf,
         slots: &mut [Self::Buf],
         len: usize,
+        cols: usize,
     ) -> Result<()>;
 
     /// `[c, n, h, w]` images into columns `[c·kh·kw, n·oh·ow]` (zero padding).

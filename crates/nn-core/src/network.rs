@@ -387,10 +387,11 @@ impl<D: Device> Network<D> {
             for p in layer.params_mut() {
                 let Some(g) = p.grad.as_ref() else { continue };
                 let len = p.shape.iter().product();
+                let cols = p.shape.last().copied().unwrap_or(1);
                 while p.slots.len() < rule.slots() {
                     p.slots.push(self.dev.alloc(len)?);
                 }
-                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len)?;
+                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len, cols)?;
             }
         }
         Ok(())

@@ -60,52 +60,76 @@ pub struct StepParams {
 
 /// Applies `rule` to one tensor on the host: the reference every device matches.
 pub fn update_host(rule: &UpdateRule, sp: StepParams, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+    let prepared = Prepared::new(rule, sp);
     crate::cpu::simd::with_simd(
         #[inline(always)]
-        || update_inline(rule, sp, w, g, slots),
+        || prepared.apply(w, g, slots),
     )
 }
 
-#[inline(always)]
-fn update_inline(rule: &UpdateRule, sp: StepParams, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
-    let lr = sp.lr;
-    match *rule {
-        UpdateRule::Sgd { momentum, nesterov } => {
-            if momentum == 0.0 {
-                for (w, &g) in w.iter_mut().zip(g) {
-                    *w -= lr * g;
-                }
-            } else {
-                let v = &mut *slots[0];
-                for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
-                    *v = momentum * *v - lr * g;
-                    *w += if nesterov { momentum * *v - lr * g } else { *v };
-                }
+/// An update rule with the numbers of one step worked out (Adam's bias-corrected rate), to
+/// apply to a whole tensor or, slice by slice, to a share of it (the same bits either way).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prepared {
+    rule: UpdateRule,
+    lr: f32,
+    /// Adam's `η √(1-β2ᵗ)/(1-β1ᵗ)` (unused by the other rules).
+    lr_t: f32,
+}
+
+impl Prepared {
+    pub(crate) fn new(rule: &UpdateRule, sp: StepParams) -> Prepared {
+        let lr_t = match *rule {
+            UpdateRule::Adam { beta_1, beta_2, .. } => {
+                let t = sp.t as i32;
+                sp.lr * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t))
             }
-        }
-        UpdateRule::Adam { beta_1, beta_2, epsilon } => {
-            let t = sp.t as i32;
-            let lr_t = lr * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t));
-            let (ms, vs) = slots.split_at_mut(1);
-            let (m, v) = (&mut *ms[0], &mut *vs[0]);
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m += (g - *m) * (1.0 - beta_1);
-                *v += (g * g - *v) * (1.0 - beta_2);
-                *w -= lr_t * *m / (v.sqrt() + epsilon);
-            }
-        }
-        UpdateRule::RmsProp { rho, momentum, epsilon } => {
-            let (vs, ms) = slots.split_at_mut(1);
-            let v = &mut *vs[0];
-            for (i, (w, &g)) in w.iter_mut().zip(g).enumerate() {
-                v[i] = rho * v[i] + (1.0 - rho) * g * g;
-                let inc = lr * g / (v[i] + epsilon).sqrt();
-                if momentum != 0.0 {
-                    let m = &mut ms[0][i];
-                    *m = momentum * *m + inc;
-                    *w -= *m;
+            _ => sp.lr,
+        };
+        Prepared { rule: *rule, lr: sp.lr, lr_t }
+    }
+
+    /// Updates `w` (with its gradient `g` and its state `slots`, all the same length).
+    #[inline(always)]
+    pub(crate) fn apply(&self, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+        let lr = self.lr;
+        match self.rule {
+            UpdateRule::Sgd { momentum, nesterov } => {
+                if momentum == 0.0 {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= lr * g;
+                    }
                 } else {
-                    *w -= inc;
+                    let v = &mut *slots[0];
+                    for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                        *v = momentum * *v - lr * g;
+                        *w += if nesterov { momentum * *v - lr * g } else { *v };
+                    }
+                }
+            }
+            UpdateRule::Adam { beta_1, beta_2, epsilon } => {
+                let lr_t = self.lr_t;
+                let (ms, vs) = slots.split_at_mut(1);
+                let (m, v) = (&mut *ms[0], &mut *vs[0]);
+                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m += (g - *m) * (1.0 - beta_1);
+                    *v += (g * g - *v) * (1.0 - beta_2);
+                    *w -= lr_t * *m / (v.sqrt() + epsilon);
+                }
+            }
+            UpdateRule::RmsProp { rho, momentum, epsilon } => {
+                let (vs, ms) = slots.split_at_mut(1);
+                let v = &mut *vs[0];
+                for (i, (w, &g)) in w.iter_mut().zip(g).enumerate() {
+                    v[i] = rho * v[i] + (1.0 - rho) * g * g;
+                    let inc = lr * g / (v[i] + epsilon).sqrt();
+                    if momentum != 0.0 {
+                        let m = &mut ms[0][i];
+                        *m = momentum * *m + inc;
+                        *w -= *m;
+                    } else {
+                        *w -= inc;
+                    }
                 }
             }
         }

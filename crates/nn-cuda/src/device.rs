@@ -513,6 +513,7 @@ impl Device for Cuda {
         Ok(launch!(self, Kernel::RegularizerPenalty, launch::single_block(); w, &l1, &l2, &n, acc)?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         rule: &UpdateRule,
@@ -521,6 +522,7 @@ impl Device for Cuda {
         g: &Buf,
         slots: &mut [Buf],
         len: usize,
+        _cols: usize,
     ) -> Result<()> {
         need(w, len, "update w")?;
         need(g, len, "update g")?;

@@ -120,6 +120,7 @@ impl Device for Cuda {
     fn regularizer_penalty(&self, w: &NoBuffer, _l1: f32, _l2: f32, _len: usize, _acc: &mut NoBuffer) -> Result<()> {
         match *w {}
     }
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         _rule: &UpdateRule,
@@ -128,6 +129,7 @@ impl Device for Cuda {
         _g: &NoBuffer,
         _slots: &mut [NoBuffer],
         _len: usize,
+        _cols: usize,
     ) -> Result<()> {
         match *w {}
     }

@@ -281,7 +281,7 @@ fn update_case<D: Device>(d: &D, rule: &UpdateRule, w: &[f32], grads: &[Vec<f32>
     let mut slots: Vec<D::Buf> = (0..rule.slots()).map(|_| d.alloc(n).unwrap()).collect();
     for (t, g) in grads.iter().enumerate() {
         let bg = up(d, g);
-        d.update(rule, StepParams { lr: 0.01, t: t as u64 + 1 }, &mut bw, &bg, &mut slots, n).unwrap();
+        d.update(rule, StepParams { lr: 0.01, t: t as u64 + 1 }, &mut bw, &bg, &mut slots, n, n).unwrap();
     }
     let mut out = vec![down(d, &bw, n)];
     out.extend(slots.iter().map(|s| down(d, s, n)));

@@ -9,10 +9,13 @@ mod elementwise;
 mod implicit_conv;
 mod norm;
 mod scatter;
+mod shares;
 pub(crate) mod simd;
 pub(crate) mod team;
 mod tile;
 mod tile_gemm;
+
+use std::ops::Range;
 
 use team::SyncPtr;
 
@@ -22,7 +25,7 @@ use crate::activation::Activation;
 use crate::device::{BatchNormArgs, Channels, Device, Gemm, Window};
 use crate::error::Result;
 use crate::loss::XentArgs;
-use crate::optim::{update_host, StepParams, UpdateRule};
+use crate::optim::{update_host, Prepared, StepParams, UpdateRule};
 
 /// The most state slots an update rule keeps per parameter (Adam and RMSprop: 2).
 const MAX_SLOTS: usize = 4;
@@ -162,6 +165,7 @@ impl Device for Cpu {
         acc[0] += (l1 as f64 * a + l2 as f64 * s) as f32;
         Ok(())
     }
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
         rule: &UpdateRule,
@@ -170,38 +174,47 @@ impl Device for Cpu {
         g: &Vec<f32>,
         slots: &mut [Vec<f32>],
         len: usize,
+        cols: usize,
     ) -> Result<()> {
         const CHUNK: usize = 1 << 14;
         let w = &mut w[..len];
         let g = &g[..len];
-        let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
         assert!(slots.len() <= MAX_SLOTS, "an update rule with more than {MAX_SLOTS} slots");
         let k = slots.len();
         if len < PAR_MIN {
+            let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
             for (v, s) in views.iter_mut().zip(slots.iter_mut()) {
                 *v = &mut s[..len];
             }
             update_host(rule, sp, w, g, &mut views[..k]);
             return Ok(());
         }
-        // Every tensor split into the same chunks, updated in parallel.
+        let prepared = Prepared::new(rule, sp);
         let wp = SyncPtr::new(w);
         let mut sp_slots: [Option<SyncPtr<f32>>; MAX_SLOTS] = [None; MAX_SLOTS];
         for (p, s) in sp_slots.iter_mut().zip(slots.iter_mut()) {
             *p = Some(SyncPtr::new(&mut s[..len]));
         }
+        let rows = if cols > 0 && len.is_multiple_of(cols) { len / cols } else { 0 };
+        if shares::splits(rows) {
+            // Each thread updates its share of the rows: the ones its products use.
+            team::for_each_pinned(|p| {
+                let share = shares::share(rows, p);
+                simd::with_simd(
+                    #[inline(always)]
+                    // SAFETY: this part alone updates these rows.
+                    || unsafe { update_range(&prepared, wp, g, &sp_slots[..k], share.start * cols..share.end * cols) },
+                )
+            });
+            return Ok(());
+        }
+        // Every tensor split into the same chunks, updated in parallel.
         team::for_each(len.div_ceil(CHUNK), |i| {
-            let (lo, hi) = (i * CHUNK, ((i + 1) * CHUNK).min(len));
-            let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
-            for (v, p) in views.iter_mut().zip(&sp_slots).take(k) {
-                if let Some(p) = p {
-                    // SAFETY: chunk i of every slot belongs to this part alone.
-                    *v = unsafe { p.range(lo, hi) };
-                }
-            }
-            // SAFETY: chunk i of the weights belongs to this part alone.
-            let w = unsafe { wp.range(lo, hi) };
-            update_host(rule, sp, w, &g[lo..hi], &mut views[..k]);
+            simd::with_simd(
+                #[inline(always)]
+                // SAFETY: this part alone updates chunk i.
+                || unsafe { update_range(&prepared, wp, g, &sp_slots[..k], i * CHUNK..((i + 1) * CHUNK).min(len)) },
+            )
         });
         Ok(())
     }
@@ -355,6 +368,32 @@ impl Device for Cpu {
     }
 }
 
+/// Applies `prepared` to elements `range` of the weights, the gradient and the state slots;
+/// inlined into the caller's vectorised loop.
+///
+/// # Safety
+/// No other thread may touch elements `range` of `w` or of the slots during the call.
+#[inline(always)]
+unsafe fn update_range(
+    prepared: &Prepared,
+    w: SyncPtr<f32>,
+    g: &[f32],
+    slots: &[Option<SyncPtr<f32>>],
+    range: std::ops::Range<usize>,
+) {
+    let (lo, hi) = (range.start, range.end);
+    let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
+    for (v, p) in views.iter_mut().zip(slots) {
+        if let Some(p) = p {
+            // SAFETY: the caller's contract.
+            *v = unsafe { p.range(lo, hi) };
+        }
+    }
+    // SAFETY: as above.
+    let w = unsafe { w.range(lo, hi) };
+    prepared.apply(w, &g[lo..hi], &mut views[..slots.len()]);
+}
+
 /// Row-major (strided-batched) GEMM on slices through single-threaded `matrixmultiply` calls,
 /// parallel over the device's team (one set of threads: matrixmultiply's own pool beside
 /// another cost a third of a convnet's time on two cores).
@@ -382,54 +421,66 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         }
         // Below ~4M multiply-adds (~25 µs on one core) splitting costs more than it saves.
         let parts = if threads > 1 && m * n * k >= GEMM_PAR_MIN { threads } else { 1 };
+        let cp = SendPtr(c.as_mut_ptr());
+        // SAFETY (for the calls below): each call writes rows (or columns) of C, or a partial
+        // sum, that no other part writes; the reads of A and B stay inside the operands
+        // checked above.
+        let sgemm = |rows: Range<usize>, cols: Range<usize>, ks: Range<usize>, c: *mut f32, ldc: usize, beta: f32| unsafe {
+            matrixmultiply::sgemm(
+                rows.len(),
+                ks.len(),
+                cols.len(),
+                g.alpha,
+                a.as_ptr().offset(rows.start as isize * rsa + ks.start as isize * csa),
+                rsa,
+                csa,
+                b.as_ptr().offset(ks.start as isize * rsb + cols.start as isize * csb),
+                rsb,
+                csb,
+                beta,
+                c.add(rows.start * ldc + cols.start),
+                ldc as isize,
+                1,
+            )
+        };
+        // A product with a dense kernel splits by the kernel's shares of rows (`shares.rs`):
+        // the forward product (B = the kernel, not transposed) along k, each part summing
+        // into C or a partial sum of its own; the weight gradient (C = the kernel's gradient)
+        // by rows of C; the input gradient (B = the kernel, transposed) by columns of C.
+        if parts > 1 && !g.trans_a && !g.trans_b && shares::splits(k) && m * n <= tile_gemm::MAX_PARTIAL {
+            let mut partials = tile_gemm::PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+            let ps = SendPtr(tile_gemm::grow(&mut partials, (parts - 1) * m * n).as_mut_ptr());
+            team::for_each_pinned(|p| {
+                let ks = shares::share(k, p);
+                match p {
+                    0 => sgemm(0..m, 0..n, ks, cp.get(), n, g.beta),
+                    // SAFETY: partial sum p - 1 of the buffer just grown.
+                    _ => sgemm(0..m, 0..n, ks, unsafe { ps.get().add((p - 1) * m * n) }, n, 0.0),
+                }
+            });
+            tile_gemm::add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
+            continue;
+        }
+        if parts > 1 && g.trans_a && !g.trans_b && shares::splits(m) {
+            team::for_each_pinned(|p| sgemm(shares::share(m, p), 0..n, 0..k, cp.get(), n, g.beta));
+            continue;
+        }
+        if parts > 1 && g.trans_b && !g.trans_a && shares::splits(n) {
+            team::for_each_pinned(|p| sgemm(0..m, shares::share(n, p), 0..k, cp.get(), n, g.beta));
+            continue;
+        }
         let by_rows = m >= n;
         let len = if by_rows { m } else { n };
         let step = len.div_ceil(parts);
-        let cp = SendPtr(c.as_mut_ptr());
         team::for_each(parts, |p| {
             let (lo, hi) = (p * step, ((p + 1) * step).min(len));
             if lo >= hi {
                 return;
             }
-            let cp = &cp;
-            // SAFETY: part p writes only rows (or columns) lo..hi of C, disjoint from the other
-            // parts; the reads of A and B stay inside the operands checked above.
-            unsafe {
-                if by_rows {
-                    matrixmultiply::sgemm(
-                        hi - lo,
-                        k,
-                        n,
-                        g.alpha,
-                        a.as_ptr().offset(lo as isize * rsa),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        g.beta,
-                        cp.0.add(lo * n),
-                        n as isize,
-                        1,
-                    );
-                } else {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        hi - lo,
-                        g.alpha,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr().offset(lo as isize * csb),
-                        rsb,
-                        csb,
-                        g.beta,
-                        cp.0.add(lo),
-                        n as isize,
-                        1,
-                    );
-                }
+            if by_rows {
+                sgemm(lo..hi, 0..n, 0..k, cp.get(), n, g.beta);
+            } else {
+                sgemm(0..m, lo..hi, 0..k, cp.get(), n, g.beta);
             }
         });
     }
@@ -437,6 +488,13 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
 
 /// A pointer shared by the parallel parts of one GEMM, each writing its own block of `C`.
 struct SendPtr(*mut f32);
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the wrapper, not the bare pointer).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: the parts write disjoint blocks (see `gemm_slices`).
 unsafe impl Sync for SendPtr {}
 // SAFETY: as above.
@@ -515,8 +573,30 @@ mod tests {
     }
 
     #[test]
+    fn an_update_split_into_shares_gives_the_bits_of_one_pass() {
+        let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+        for (rows, cols) in [(784, 100), (40, 3), (1000, 1)] {
+            let len = rows * cols;
+            let g: Vec<f32> = (0..len).map(|i| ((i * 7 % 31) as f32 - 15.0) / 100.0).collect();
+            let w0: Vec<f32> = (0..len).map(|i| ((i * 5 % 23) as f32 - 11.0) / 10.0).collect();
+            let (mut w1, mut w2) = (w0.clone(), w0.clone());
+            let mut s1 = vec![vec![0.1f32; len], vec![0.2f32; len]];
+            let mut s2 = s1.clone();
+            for t in 1..=3 {
+                let sp = StepParams { lr: 0.01, t };
+                Cpu.update(&rule, sp, &mut w1, &g, &mut s1, len, cols).unwrap();
+                let (m, v) = s2.split_at_mut(1);
+                update_host(&rule, sp, &mut w2, &g, &mut [&mut m[0][..], &mut v[0][..]]);
+            }
+            assert!(w1.iter().zip(&w2).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows}x{cols}");
+            assert_eq!(s1, s2);
+        }
+    }
+
+    #[test]
     fn gemm_matches_the_reference_including_split_k() {
-        for (m, n, k) in [(5, 7, 3), (32, 9, 20000), (3, 4, 9000), (64, 33, 130)] {
+        // (64, 300, 200) is large enough to split by a kernel's shares, whatever the transposes.
+        for (m, n, k) in [(5, 7, 3), (32, 9, 20000), (3, 4, 9000), (64, 33, 130), (64, 300, 200)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect();
                 let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();

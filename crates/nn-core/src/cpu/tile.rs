@@ -85,14 +85,37 @@ pub(crate) struct TileArgs<'a> {
 }
 
 /// Where a tile's results go: row `j` at `out[j·ldc..]`, `nv·16` floats, written (`add`
-/// false) or added to what is there.
+/// false) or added to what is there. Held as a pointer, so that threads can write disjoint
+/// blocks of columns of one matrix (see [`TileOut::raw`]).
 pub(crate) struct TileOut<'a> {
-    /// The destination.
-    pub out: &'a mut [f32],
-    /// The distance between its rows.
-    pub ldc: usize,
-    /// Whether to add to the destination instead of overwriting it.
-    pub add: bool,
+    out: *mut f32,
+    len: usize,
+    ldc: usize,
+    add: bool,
+    _dest: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> TileOut<'a> {
+    /// Into `out`, rows `ldc` apart.
+    pub(crate) fn new(out: &'a mut [f32], ldc: usize, add: bool) -> TileOut<'a> {
+        TileOut { out: out.as_mut_ptr(), len: out.len(), ldc, add, _dest: std::marker::PhantomData }
+    }
+
+    /// Into the `len` floats from `out`, rows `ldc` apart.
+    ///
+    /// # Safety
+    /// The `len` floats must be valid for writes while the tile runs, and no other thread may
+    /// touch the ones the tile writes (`nv·16` from each row start).
+    pub(crate) unsafe fn raw(out: *mut f32, len: usize, ldc: usize, add: bool) -> TileOut<'a> {
+        TileOut { out, len, ldc, add, _dest: std::marker::PhantomData }
+    }
+
+    /// Row `j`'s `w` floats.
+    fn row(&mut self, j: usize, w: usize) -> &mut [f32] {
+        assert!(j * self.ldc + w <= self.len, "tile output row out of bounds");
+        // SAFETY: in bounds (checked); these are floats the tile owns (`raw`'s contract).
+        unsafe { std::slice::from_raw_parts_mut(self.out.add(j * self.ldc), w) }
+    }
 }
 
 /// The function computing a tile for one vector count.
@@ -130,10 +153,10 @@ fn check<const MR: usize, const NV: usize>(t: &TileArgs, o: &TileOut) {
             && (t.cols.len() == 0 || (reach < t.a.len() && t.b.len() >= (t.cols.len() - 1) * t.ldb + NV * LANES)),
         "tile operands out of bounds"
     );
-    assert!(o.out.len() >= (MR - 1) * o.ldc + NV * LANES, "tile output too short");
+    assert!(o.len >= (MR - 1) * o.ldc + NV * LANES, "tile output too short");
 }
 
-fn portable<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
+fn portable<const MR: usize, const NV: usize>(t: &TileArgs, mut o: TileOut) {
     check::<MR, NV>(t, &o);
     let w = NV * LANES;
     let mut acc = [[0f32; 64]; 8];
@@ -146,9 +169,10 @@ fn portable<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
             }
         }
     }
+    let add = o.add;
     for j in 0..MR {
-        let dst = &mut o.out[j * o.ldc..j * o.ldc + w];
-        if o.add {
+        let dst = o.row(j, w);
+        if add {
             dst.iter_mut().zip(&acc[j][..w]).for_each(|(d, &v)| *d += v);
         } else {
             dst.copy_from_slice(&acc[j][..w]);
@@ -191,7 +215,7 @@ unsafe fn avx512_inner<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOu
         for v in 0..NV {
             // SAFETY: row j of the destination holds NV·16 floats from j·ldc (checked).
             unsafe {
-                let p = o.out.as_mut_ptr().add(j * o.ldc + v * LANES);
+                let p = o.out.add(j * o.ldc + v * LANES);
                 let r = if o.add { _mm512_add_ps(_mm512_loadu_ps(p), acc[j][v]) } else { acc[j][v] };
                 _mm512_storeu_ps(p, r);
             }
@@ -229,8 +253,8 @@ mod tests {
                 // Written with a row stride, then added once more.
                 let ldc = w + 3;
                 let mut out = vec![f32::NAN; mr * ldc];
-                f(&args, TileOut { out: &mut out, ldc, add: false });
-                f(&args, TileOut { out: &mut out, ldc, add: true });
+                f(&args, TileOut::new(&mut out, ldc, false));
+                f(&args, TileOut::new(&mut out, ldc, true));
                 for j in 0..mr {
                     for l in 0..w {
                         let (o, e) = (out[j * ldc + l], 2.0 * want[j * w + l]);

@@ -7,8 +7,10 @@
 //! layout, in a buffer it allocates, on every call.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use super::scatter::transpose;
+use super::shares;
 use super::team::{self, SyncPtr};
 use super::tile::{rows_for, tile_fn, Rows, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
 use crate::device::Gemm;
@@ -68,7 +70,7 @@ impl Tiled<'_> {
         for c0 in (0..self.cols).step_by(w) {
             for r0 in (0..rows).step_by(mr) {
                 let valid = mr.min(rows - r0);
-                (self.tile)(&self.args(r0, valid, c0), TileOut { out: scratch, ldc: w, add: false });
+                (self.tile)(&self.args(r0, valid, c0), TileOut::new(scratch, w, false));
                 emit(r0, valid, c0, w, &scratch[..mr * w]);
             }
         }
@@ -78,20 +80,36 @@ impl Tiled<'_> {
     /// to whole tiles), overwriting or adding; a last partial block of rows goes through
     /// `scratch`.
     pub(crate) fn store(&self, c: &mut [f32], ldc: usize, add: bool, scratch: &mut [f32]) {
+        // SAFETY: `c` is ours alone for the call.
+        unsafe { self.store_raw(c.as_mut_ptr(), c.len(), ldc, add, scratch) }
+    }
+
+    /// [`Tiled::store`] into the `len` floats from `c`, which may be a block of columns of a
+    /// matrix other threads write other columns of.
+    ///
+    /// # Safety
+    /// The `len` floats from `c` must be valid for writes, and no other thread may touch the
+    /// ones this writes: columns `0..self.cols` (rounded up to whole tiles) of every row.
+    pub(crate) unsafe fn store_raw(&self, c: *mut f32, len: usize, ldc: usize, add: bool, scratch: &mut [f32]) {
         let (mr, w) = (rows_for(self.nv), self.nv * LANES);
         assert!(self.cols.div_ceil(w) * w <= ldc, "GEMM tiles wider than their destination");
         let rows = self.row_offs.len();
+        assert!(rows == 0 || (rows - 1) * ldc + self.cols.div_ceil(w) * w <= len, "GEMM destination too short");
         for c0 in (0..self.cols).step_by(w) {
             for r0 in (0..rows).step_by(mr) {
                 let valid = mr.min(rows - r0);
                 let args = self.args(r0, valid, c0);
                 if valid == mr {
-                    (self.tile)(&args, TileOut { out: &mut c[r0 * ldc + c0..], ldc, add });
+                    let at = r0 * ldc + c0;
+                    // SAFETY: the tile's rows lie inside the destination (checked above) and
+                    // inside the columns the caller gave this call.
+                    (self.tile)(&args, unsafe { TileOut::raw(c.add(at), len - at, ldc, add) });
                     continue;
                 }
-                (self.tile)(&args, TileOut { out: scratch, ldc: w, add: false });
+                (self.tile)(&args, TileOut::new(scratch, w, false));
                 for j in 0..valid {
-                    let dst = &mut c[(r0 + j) * ldc + c0..(r0 + j) * ldc + c0 + w];
+                    // SAFETY: as above, one row of the tile.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + j) * ldc + c0), w) };
                     let src = &scratch[j * w..(j + 1) * w];
                     if add {
                         dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
@@ -165,23 +183,17 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
         rows.extend((0..m).map(|i| (i * k) as u32));
         steps.extend(0..k as u32);
     }
-    let st = Steps::new(&steps);
     let row_tiles = m.div_ceil(mr);
     let parts = if parallel { team::threads().min(row_tiles) } else { 1 };
     let per = row_tiles.div_ceil(parts.max(1)) * mr;
     if g.trans_b {
+        let st = Steps::new(&steps);
         transposed_b(g, a, b, c, (tile, nv, w), &rows, &st, parallel.then_some(per));
         TABLES.with(|t| *t.borrow_mut() = (rows, steps));
         return;
     }
     let add = g.beta == 1.0;
-    let full = n / w * w;
-    // A last, partial block of columns is computed as the block ending at column n, which
-    // overlaps the one before it, and only its new columns are kept. B narrower than a tile is
-    // copied into a zero-padded panel first (so no read runs past B). An overlapping block
-    // computes each column exactly as the block before it does, and, unlike a panel written
-    // on every call, costs the other threads no transfer between caches (a 784×100 product
-    // ran 1.5× slower on two threads than on one through a panel).
+    // B narrower than a tile is copied into a zero-padded panel first (so no read runs past B).
     let mut edge = EDGE.lock().unwrap_or_else(|e| e.into_inner());
     let panel: &[f32] = if n < w {
         let panel = grow(&mut edge, k * w);
@@ -193,26 +205,97 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
     } else {
         &[]
     };
+    let block = Block { a, rows: &rows, steps: &steps, b, panel, n };
     let cs = SyncPtr::new(&mut c[..m * n]);
-    team::for_each(m.div_ceil(per), |p| {
-        let (lo, hi) = (p * per, ((p + 1) * per).min(m));
-        // SAFETY: rows lo..hi of C belong to this part alone.
-        let c = unsafe { cs.range(lo * n, hi * n) };
+    if parallel && !g.trans_a && shares::splits(k) && m * n <= MAX_PARTIAL {
+        // A layer's forward product: each thread multiplies by its share of the kernel's rows
+        // (`shares.rs`), into C or into its partial sum, and the partial sums are added last.
+        let parts = team::threads();
+        let mut partials = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+        let ps = SyncPtr::new(grow(&mut partials, (parts - 1) * m * n));
+        team::for_each_pinned(|p| {
+            let ks = shares::share(k, p);
+            // SAFETY: part 0 alone writes C, part p > 0 alone its own partial sum.
+            unsafe {
+                match p {
+                    0 => block.run(0..m, ks, cs.raw().0, add),
+                    _ => block.run(0..m, ks, ps.raw().0.add((p - 1) * m * n), false),
+                }
+            }
+        });
+        add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
+    } else if parallel && g.trans_a && shares::splits(m) {
+        // A kernel's gradient: each thread its share of the kernel's rows.
+        team::for_each_pinned(|p| {
+            // SAFETY: this part alone writes these rows of C.
+            unsafe { block.run(shares::share(m, p), 0..k, cs.raw().0, add) };
+        });
+    } else {
+        team::for_each(m.div_ceil(per), |p| {
+            let (lo, hi) = (p * per, ((p + 1) * per).min(m));
+            // SAFETY: this part alone writes rows lo..hi of C.
+            unsafe { block.run(lo..hi, 0..k, cs.raw().0, add) };
+        });
+    }
+    drop(edge);
+    TABLES.with(|t| *t.borrow_mut() = (rows, steps));
+}
+
+/// A non-transposed [`gemm`]'s operands, from which each thread computes a block.
+struct Block<'a> {
+    a: &'a [f32],
+    /// The offset of each row of `op(A)` in `a`.
+    rows: &'a [u32],
+    /// The offset of each step `k` of `op(A)` in `a` (added to the row's).
+    steps: &'a [u32],
+    b: &'a [f32],
+    /// `B` copied into one zero-padded tile when narrower than a vector, else empty.
+    panel: &'a [f32],
+    n: usize,
+}
+
+impl Block<'_> {
+    /// `C[rows, :] = op(A)[rows, ks]·B[ks, :]` (or `+=` when `add`). A last partial block of
+    /// columns is computed as the block ending at column `n`, which overlaps the one before
+    /// it, and only its new columns are kept: each column is computed exactly as in a block of
+    /// its own, with nothing copied (a panel packed on every call cost the other thread a
+    /// transfer between caches: a 784×100 product ran 1.5× slower on two threads than on one).
+    ///
+    /// # Safety
+    /// `c` is a `[m, n]` matrix (`C` or a partial sum), and no other thread touches its rows
+    /// `rows` during the call.
+    unsafe fn run(&self, rows: Range<usize>, ks: Range<usize>, c: *mut f32, add: bool) {
+        let n = self.n;
+        if rows.is_empty() {
+            return;
+        }
+        let nv = dense_nv(rows.len(), n);
+        let w = nv * LANES;
+        let full = n / w * w;
+        let row_offs = &self.rows[rows.clone()];
+        let steps = Steps::new(&self.steps[ks.clone()]);
         let mut out = [0f32; MAX_ROWS * MAX_NV * LANES];
-        let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b, ldb: n, cols: full };
-        t.store(c, n, add, &mut out);
+        let (at, len) = (rows.start * n, rows.len() * n);
+        let b = &self.b[ks.start * n..];
+        let t = Tiled { tile: tile_fn(nv), nv, a: self.a, row_offs, steps: &steps, b, ldb: n, cols: full };
+        // SAFETY: these rows are ours (the caller's contract).
+        unsafe { t.store_raw(c.add(at), len, n, add, &mut out) };
         if full == n {
             return;
         }
         // The last block: as few vectors as its columns need, its first column, and where
         // its columns are read from.
-        let (nv, w) = if n < w { (nv, w) } else { let v = (n - full).div_ceil(LANES); (v, v * LANES) };
-        let (c0, b, ldb) = if n < w { (0, panel, w) } else { (n - w, &b[n - w..], n) };
-        let tile = tile_fn(nv);
-        let t = Tiled { tile, nv, a, row_offs: &rows[lo..hi], steps: &st, b, ldb, cols: w };
+        let (nv, w, c0, b, ldb) = if n < w {
+            (nv, w, 0, &self.panel[ks.start * w..], w)
+        } else {
+            let v = (n - full).div_ceil(LANES);
+            (v, v * LANES, n - v * LANES, &b[n - v * LANES..], n)
+        };
+        let t = Tiled { tile: tile_fn(nv), nv, a: self.a, row_offs, steps: &steps, b, ldb, cols: w };
         t.emit(&mut out, |r0, nr, _, tw, o| {
             for j in 0..nr {
-                let dst = &mut c[(r0 + j) * n + full..(r0 + j + 1) * n];
+                // SAFETY: columns full..n of a row of ours.
+                let dst = unsafe { std::slice::from_raw_parts_mut(c.add(at + (r0 + j) * n + full), n - full) };
                 let src = &o[j * tw + (full - c0)..j * tw + (n - c0)];
                 if add {
                     dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
@@ -221,9 +304,26 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
                 }
             }
         });
-    });
-    drop(edge);
-    TABLES.with(|t| *t.borrow_mut() = (rows, steps));
+    }
+}
+
+/// The largest `C` (in floats) whose forward product is split by the kernel's rows, each
+/// thread summing into a partial `C` of its own (128×512 for a 512-unit layer at batch 128).
+pub(crate) const MAX_PARTIAL: usize = 1 << 16;
+
+/// The partial sums of a forward product split by the kernel's rows, reused from call to call.
+pub(crate) static PARTIALS: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
+/// `c += Σ partials`, the partial sums (each `c.len()` long) added in order.
+pub(crate) fn add_partials(c: &mut [f32], partials: &[f32]) {
+    super::simd::with_simd(
+        #[inline(always)]
+        || {
+            for part in partials.chunks_exact(c.len()) {
+                c.iter_mut().zip(part).for_each(|(c, &v)| *c += v);
+            }
+        },
+    )
 }
 
 /// `B` narrower than one tile, copied into a zero-padded panel by [`gemm`], reused from call
