@@ -21,17 +21,23 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ from the bits of n + 1.5·2²³, whose low bits hold the integer n (the same bits as
+    // `((n as i32 + 127) as u32) << 23`, but a float-to-int cast, with its saturation, stops
+    // loops from vectorising).
+    let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let y = e * scale;
-    if x.is_nan() {
-        x
-    } else if x > 88.72 {
-        f32::INFINITY
-    } else if x < -87.33 {
-        0.0
-    } else {
-        y
-    }
+    // Selects, not branches, so that loops calling this vectorise.
+    let y = select(x > 88.72, f32::INFINITY, y);
+    let y = select(x < -87.33, 0.0, y);
+    select(x.is_nan(), x, y)
+}
+
+/// `if c { a } else { b }` as a bit mask, which compiles to a blend in vector loops.
+#[inline(always)]
+fn select(c: bool, a: f32, b: f32) -> f32 {
+    let m = (c as u32).wrapping_neg();
+    f32::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
 }
 
 /// The logistic sigmoid `1 / (1 + e⁻ˣ)` through [`exp`].
