@@ -51,6 +51,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bit_trick_gives_the_power_of_two_of_a_cast() {
+        for n in -127..=128 {
+            let n = n as f32;
+            let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+            assert_eq!(n_bits.wrapping_add(127) << 23, ((n as i32 + 127) as u32) << 23, "n = {n}");
+        }
+    }
+
+    #[test]
     fn exp_is_within_two_ulps_and_handles_the_edges() {
         let mut worst = 0f64;
         let mut x = -87.0f32;
