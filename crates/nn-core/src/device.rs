@@ -353,7 +353,7 @@ pub trait Device: Send + Sync + 'static {
 
 /// The dropout mask hash shared by every device: a uniform number in `[0, 1)` from
 /// `(seed, index)` (SplitMix64 finaliser, top 24 bits).
-#[inline]
+#[inline(always)]
 pub fn dropout_uniform(seed: u64, index: u64) -> f32 {
     let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

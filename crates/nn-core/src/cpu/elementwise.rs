@@ -226,10 +226,54 @@ pub(crate) fn cross_entropy(a: &XentArgs, out: &[f32], targets: &[f32], grad: &m
     (loss as f32, correct as f32)
 }
 
+/// Elements per part of the element-wise passes below.
+const CHUNK: usize = 1 << 14;
+
+/// Inverted dropout in place: `mask[i]` is 0 (dropped) or `1 / (1 - rate)`, `x[i] *= mask[i]`;
+/// vectorised, in parallel for large tensors (the mask of element `i` depends only on `seed`
+/// and `i`).
 pub(crate) fn dropout(x: &mut [f32], mask: &mut [f32], rate: f32, seed: u64) {
     let keep = 1.0 / (1.0 - rate);
-    for (i, (x, m)) in x.iter_mut().zip(mask.iter_mut()).enumerate() {
-        *m = if dropout_uniform(seed, i as u64) < rate { 0.0 } else { keep };
-        *x *= *m;
+    let block = |start: usize, x: &mut [f32], mask: &mut [f32]| {
+        super::simd::with_simd(
+            #[inline(always)]
+            || {
+                for (i, (x, m)) in x.iter_mut().zip(mask.iter_mut()).enumerate() {
+                    *m = if dropout_uniform(seed, (start + i) as u64) < rate { 0.0 } else { keep };
+                    *x *= *m;
+                }
+            },
+        )
+    };
+    if x.len() < PAR_MIN {
+        return block(0, x, mask);
     }
+    let ms = team::SyncPtr::new(mask);
+    team::chunks_mut(x, CHUNK, |i, x| {
+        // SAFETY: the same chunk of the mask as of `x`, which this part alone has.
+        let mask = unsafe { ms.range(i * CHUNK, i * CHUNK + x.len()) };
+        block(i * CHUNK, x, mask);
+    });
+}
+
+/// `x[i] *= m[i]`, vectorised, in parallel for large tensors.
+pub(crate) fn mul(x: &mut [f32], m: &[f32]) {
+    let block = |x: &mut [f32], m: &[f32]| {
+        super::simd::with_simd(
+            #[inline(always)]
+            || x.iter_mut().zip(m).for_each(|(x, &m)| *x *= m),
+        )
+    };
+    if x.len() < PAR_MIN {
+        return block(x, m);
+    }
+    team::chunks_mut(x, CHUNK, |i, x| block(x, &m[i * CHUNK..i * CHUNK + x.len()]));
+}
+
+/// `dst = src`, in parallel for large tensors.
+pub(crate) fn copy(src: &[f32], dst: &mut [f32]) {
+    if dst.len() < PAR_MIN {
+        return dst.copy_from_slice(src);
+    }
+    team::chunks_mut(dst, CHUNK, |i, d| d.copy_from_slice(&src[i * CHUNK..i * CHUNK + d.len()]));
 }

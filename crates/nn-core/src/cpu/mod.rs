@@ -92,7 +92,7 @@ impl Device for Cpu {
         Ok(())
     }
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>, len: usize) -> Result<()> {
-        dst[..len].copy_from_slice(&src[..len]);
+        elementwise::copy(&src[..len], &mut dst[..len]);
         Ok(())
     }
     fn fill(&self, buf: &mut Vec<f32>, value: f32, len: usize) -> Result<()> {
@@ -138,9 +138,7 @@ impl Device for Cpu {
         Ok(())
     }
     fn mul(&self, x: &mut Vec<f32>, m: &Vec<f32>, len: usize) -> Result<()> {
-        for (x, &m) in x[..len].iter_mut().zip(&m[..len]) {
-            *x *= m;
-        }
+        elementwise::mul(&mut x[..len], &m[..len]);
         Ok(())
     }
     fn regularizer_grad(&self, w: &Vec<f32>, dw: &mut Vec<f32>, l1: f32, l2: f32, len: usize) -> Result<()> {
