@@ -32,6 +32,8 @@ fn main() {
         ("M3 dW1  Xᵀ·dZ", true, false, 784, 512, 128),
         ("M3 dH   dZ·W2ᵀ", false, true, 128, 512, 512),
         ("M3 dW2  Hᵀ·dZ", true, false, 512, 512, 128),
+        ("M3 dW3  Hᵀ·dZ", true, false, 512, 10, 128),
+        ("M3 dH3  dZ·W3ᵀ", false, true, 128, 512, 10),
         ("M2 fwd  X·W1", false, false, 32, 100, 784),
         ("M2 dW1  Xᵀ·dZ", true, false, 784, 100, 32),
         ("M2 fwd  H·W2", false, false, 32, 144, 100),
@@ -41,6 +43,9 @@ fn main() {
         ("M2 dH2  dZ·W2ᵀ", false, true, 32, 100, 144),
         ("M2 dH3  dZ·W3ᵀ", false, true, 32, 144, 10),
         ("M4 conv2 fwd", false, false, 64, 1936, 288),
+        ("M4 fwd  X·W", false, false, 128, 10, 1600),
+        ("M4 dW   Xᵀ·dZ", true, false, 1600, 10, 128),
+        ("M4 dX   dZ·Wᵀ", false, true, 128, 1600, 10),
         ("square 1024", false, false, 1024, 1024, 1024),
     ];
     on_compute_threads(|| {
