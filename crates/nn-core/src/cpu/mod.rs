@@ -14,6 +14,7 @@ pub(crate) mod simd;
 pub(crate) mod team;
 mod tile;
 mod tile_gemm;
+mod winograd;
 
 use std::ops::Range;
 
@@ -254,6 +255,8 @@ impl Device for Cpu {
     ) -> Result<()> {
         if conv_pool::supports(conv, pool) {
             conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg);
+        } else if winograd::supports(conv, pool, filters) {
+            winograd::forward_pooled(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg, tile::tile_fn);
         } else {
             let b = b.map(|b| &b[..]);
             implicit_conv::forward_pooled(x, w, b, act, conv, filters, pool, y, arg, tile::tile_fn);
