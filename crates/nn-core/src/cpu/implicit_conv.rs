@@ -78,6 +78,9 @@ thread_local! {
 /// Per-group weight-gradient sums, reused from call to call.
 static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 
+/// The kernels of the Winograd input gradient, reused from call to call.
+static ROTATED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
 /// How a batch is cut: fixed groups of images, each in chunks of at most `chunk` images.
 struct Plan {
     n: usize,
@@ -434,6 +437,16 @@ pub(crate) fn backward(
     x_step_offs.extend((0..filters).map(|f| (f * ckk) as u32));
     let x_steps = Steps::new(&x_step_offs);
     let (want_dw, want_db) = (dw.is_some(), db.is_some());
+    // The input gradient by Winograd's transform where it takes the pair (`winograd.rs`).
+    let winograd_pool = match grad {
+        Grad::Pooled { pool, .. } if dx.is_some() && super::winograd::supports(win, pool, filters) => Some(pool),
+        _ => None,
+    };
+    let mut rotated = ROTATED.lock().unwrap_or_else(|e| e.into_inner());
+    if winograd_pool.is_some() {
+        super::winograd::rotated_kernels(w, win.c, filters, &mut rotated);
+    }
+    let rotated = &*rotated;
     let dxs = dx.map(|d| team::SyncPtr::new(&mut d[..win.c * n * hw]));
 
     // Per group: dWᵀ [ckk, fpad], then the bias gradient [fpad].
@@ -469,6 +482,10 @@ pub(crate) fn backward(
                     g.store(dwt, fpad, true, out);
                 }
                 let Some(dxs) = dxs.as_ref() else { continue };
+                if let Some(pool) = winograd_pool {
+                    super::winograd::input_gradient(rotated, dyc, ld, &imgs, win, pool, filters, dxs, tiles);
+                    continue;
+                }
                 let g = Tiled {
                     tile: tile_x,
                     nv: nv_x,

@@ -1,6 +1,7 @@
 //! A 3×3 convolution (stride 1, no padding) followed by 2×2 max pooling, by Winograd's
 //! F(2×2, 3×3): the forward pass of the second conv of Keras's convnet in 2.7× fewer
-//! multiplications than the direct pass of `implicit_conv.rs`.
+//! multiplications than the direct pass of `implicit_conv.rs`, and its input gradient in 1.9×
+//! fewer.
 //!
 //! Each 2×2 block of conv outputs (one pooling window) comes from a 4×4 block of input
 //! pixels: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin and Gray, 2015) takes 16 multiplications
@@ -16,6 +17,11 @@
 //! within rounding (the transforms add and subtract before multiplying); the winners and the
 //! pooled values are stored exactly as `implicit_conv::forward_pooled` stores them, so its
 //! backward pass takes them unchanged.
+//!
+//! The input gradient is the same transform run backwards: a correlation of the conv output's
+//! gradient (zero-padded by 2) with the kernels turned by 180° and with channels and filters
+//! swapped. Only the pooled windows' winners have a gradient, so with an odd conv size the
+//! last row and column of the input have none, and the blocks cover the rest exactly.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -23,7 +29,7 @@ use std::sync::Mutex;
 
 use super::scatter::{store_transposed, transpose};
 use super::team;
-use super::tile::{Steps, TileFn, LANES, MAX_NV, MAX_ROWS};
+use super::tile::{rows_for, Steps, TileFn, LANES, MAX_NV, MAX_ROWS};
 use super::tile_gemm::{grow, Tiled};
 use crate::activation::Activation;
 use crate::device::Window;
@@ -88,9 +94,23 @@ struct Shape {
 }
 
 impl Shape {
+    fn new(win: &Window, pool: &Window, filters: usize) -> Shape {
+        Shape { n: win.n, c: win.c, f: filters, w: win.w, hw: win.h * win.w, ow: win.ow, ph: pool.oh, pw: pool.ow }
+    }
     fn blocks(&self) -> usize {
         self.ph * self.pw
     }
+}
+
+/// What [`input_transform`] reads: pixel-major images of `c` channels (`gc` floats per pixel:
+/// all the chunk's images), rows `w` pixels long, cut into `rows × cols` blocks of 4×4
+/// pixels, 2 apart.
+struct Blocks {
+    c: usize,
+    gc: usize,
+    w: usize,
+    rows: usize,
+    cols: usize,
 }
 
 /// `y = act(maxpool(conv(x, w) + b))` exactly as `implicit_conv::forward_pooled` defines it
@@ -109,11 +129,14 @@ pub(crate) fn forward_pooled(
     arg: &mut [f32],
     tiles: fn(usize) -> TileFn,
 ) {
-    let s = Shape { n: win.n, c: win.c, f: filters, w: win.w, hw: win.h * win.w, ow: win.ow, ph: pool.oh, pw: pool.ow };
+    let s = Shape::new(win, pool, filters);
     let mut kernels = KERNELS.lock().unwrap_or_else(|e| e.into_inner());
-    let u = grow(&mut kernels, 16 * s.c * s.f + s.f);
-    transform_kernels(w, b, &s, u);
-    let u = &*u;
+    let (u, bias) = grow(&mut kernels, 16 * s.c * s.f + s.f).split_at_mut(16 * s.c * s.f);
+    for (fi, v) in bias.iter_mut().enumerate() {
+        *v = b.map_or(0.0, |b| b[fi]);
+    }
+    transform_kernels(s.c, s.f, |ci, fi| std::array::from_fn(|r| w[(fi * s.c + ci) * 9 + r]), u);
+    let (u, bias) = (&*u, &*bias);
     let pp = s.blocks();
     let ys = team::SyncPtr::new(&mut y[..s.f * s.n * pp]);
     let args = team::SyncPtr::new(&mut arg[..s.f * s.n * pp]);
@@ -124,39 +147,91 @@ pub(crate) fn forward_pooled(
             let sc = &mut *sc.borrow_mut();
             let (lo, hi) = (g * per_group, ((g + 1) * per_group).min(s.n));
             for i in (lo..hi).step_by(CHUNK) {
-                chunk(x, &s, i..(i + CHUNK).min(hi), u, act, &ys, &args, tiles, sc);
+                chunk(x, &s, i..(i + CHUNK).min(hi), u, bias, act, &ys, &args, tiles, sc);
             }
         })
     });
 }
 
-/// `U = G g Gᵀ` for every (channel, filter) into `u [16][c][filters]`, and the bias after it;
-/// the channels in parallel.
-fn transform_kernels(w: &[f32], b: Option<&[f32]>, s: &Shape, u: &mut [f32]) {
-    let (c, f) = (s.c, s.f);
-    let (u, bias) = u[..16 * c * f + f].split_at_mut(16 * c * f);
-    for (fi, v) in bias.iter_mut().enumerate() {
-        *v = b.map_or(0.0, |b| b[fi]);
-    }
-    let us = team::SyncPtr::new(u);
-    team::for_each(c, |ci| {
-        for xi in 0..16 {
-            // SAFETY: row (ξ, ci) of U belongs to this part (channel ci) alone.
-            let row = unsafe { us.range((xi * c + ci) * f, (xi * c + ci + 1) * f) };
-            let (r, q) = (xi / 4, xi % 4);
-            for (fi, v) in row.iter_mut().enumerate() {
-                let g = &w[(fi * c + ci) * 9..(fi * c + ci + 1) * 9];
-                // Row r of G g (G's rows: g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the kernel's
-                // rows), then entry q of that row times Gᵀ (the same on its entries).
-                let gg: [f32; 3] = std::array::from_fn(|k| {
+/// `U = G g Gᵀ` for every input channel `ci < cin` and output channel `co < cout`, with
+/// `g = kernel(ci, co)` (row-major 3×3), into `u [16][cin][cout]`; the input channels in
+/// parallel.
+fn transform_kernels(cin: usize, cout: usize, kernel: impl Fn(usize, usize) -> [f32; 9] + Sync, u: &mut [f32]) {
+    let us = team::SyncPtr::new(&mut u[..16 * cin * cout]);
+    team::for_each(cin, |ci| {
+        // SAFETY: rows (ξ, ci) of U belong to this part (channel ci) alone.
+        let rows: [&mut [f32]; 16] =
+            std::array::from_fn(|xi| unsafe { us.range((xi * cin + ci) * cout, (xi * cin + ci + 1) * cout) });
+        #[allow(clippy::needless_range_loop)]
+        for co in 0..cout {
+            let g = kernel(ci, co);
+            // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the kernel's rows; then each
+            // row of that times Gᵀ, the same on its entries.
+            let gg: [[f32; 3]; 4] = std::array::from_fn(|r| {
+                std::array::from_fn(|k| {
                     let (a, m, z) = (g[k], g[3 + k], g[6 + k]);
                     [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z][r]
-                });
-                let [a, m, z] = gg;
-                *v = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z][q];
+                })
+            });
+            for (r, &[a, m, z]) in gg.iter().enumerate() {
+                for (q, v) in [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z].into_iter().enumerate() {
+                    rows[r * 4 + q][co] = v;
+                }
             }
         }
     });
+}
+
+/// The three steps for every block of a chunk, a few blocks at a time so that their
+/// transformed inputs and products stay in L1: `V = Bᵀ d B` of blocks `p0..p1` (as `b` cuts
+/// the chunk's `gi` images, `pixels [height·b.w][gi][b.c]`), the 16 products
+/// `M[ξ] = V[ξ] · U[ξ]` (`u [16][b.c][cout]`) in the AVX-512 tile, then `emit(p0..p1, m)` with
+/// `m [block - p0][16][cout]`.
+#[allow(clippy::too_many_arguments)]
+fn pipeline(
+    pixels: &[f32],
+    height: usize,
+    b: &Blocks,
+    gi: usize,
+    u: &[f32],
+    cout: usize,
+    tiles: fn(usize) -> TileFn,
+    sc: &mut Scratch,
+    mut emit: impl FnMut(Range<usize>, &[f32]),
+) {
+    let cin = b.c;
+    let nv = [4, 3, 2, 1].into_iter().find(|nv| (cout / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV);
+    let mr = rows_for(nv);
+    // Two tiles of rows where their inputs fit in 32 KB, else one.
+    let bt = if 16 * 2 * mr * cin * 4 <= 32 << 10 { 2 * mr } else { mr };
+    let vs = v_stride(bt, cin);
+    sc.rows.clear();
+    sc.rows.extend((0..bt).map(|r| (r * cin) as u32));
+    sc.steps.clear();
+    sc.steps.extend(0..cin as u32);
+    let steps = Steps::new(&sc.steps);
+    let v = grow(&mut sc.v, 16 * vs);
+    let m = grow(&mut sc.m, bt * 16 * cout);
+    let out = grow(&mut sc.tile, MAX_ROWS * MAX_NV * LANES);
+    let blocks = gi * b.rows * b.cols;
+    for p0 in (0..blocks).step_by(bt) {
+        let p1 = (p0 + bt).min(blocks);
+        input_transform(pixels, height, b, p0..p1, v, vs);
+        for xi in 0..16 {
+            let g = Tiled {
+                tile: tiles(nv),
+                nv,
+                a: &v[xi * vs..],
+                row_offs: &sc.rows[..p1 - p0],
+                steps: &steps,
+                b: &u[xi * cin * cout..],
+                ldb: cout,
+                cols: cout,
+            };
+            g.store(&mut m[xi * cout..], 16 * cout, false, out);
+        }
+        emit(p0..p1, m);
+    }
 }
 
 /// One chunk of images: transform, multiply, transform back, pool, store.
@@ -166,6 +241,7 @@ fn chunk(
     s: &Shape,
     imgs: Range<usize>,
     u: &[f32],
+    bias: &[f32],
     act: Activation,
     ys: &team::SyncPtr<f32>,
     args: &team::SyncPtr<f32>,
@@ -174,163 +250,338 @@ fn chunk(
 ) {
     let (c, f, gi, t) = (s.c, s.f, imgs.len(), s.blocks());
     let gc = gi * c;
-    let blocks = gi * t;
     // The images, pixel-major, so that one vector holds 16 channels of a pixel.
-    let pixels = grow(&mut sc.pixels, s.hw * gc);
+    let (mut pixels, mut pooled, mut winners) =
+        (std::mem::take(&mut sc.pixels), std::mem::take(&mut sc.pooled), std::mem::take(&mut sc.winners));
+    let px = grow(&mut pixels, s.hw * gc);
     for (j, img) in imgs.clone().enumerate() {
-        transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut pixels[j * c..], gc);
+        transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut px[j * c..], gc);
     }
-    let pixels = &*pixels;
-    // Bᵀ d B for every 4×4 block of every image, 16 channels at a time.
-    let v = grow(&mut sc.v, 16 * blocks * c);
-    assert!(s.ph * 2 + 2 <= s.hw / s.w && s.pw * 2 + 2 <= s.w, "Winograd blocks outside the image");
-    // SAFETY: `supports` admits this path only where the CPU has AVX-512 (the own kernels);
-    // the reads stay inside the chunk's pixels (asserted above) and the writes inside `v`.
-    unsafe { input_transform(pixels, s, gi, v) };
-    let v = &*v;
-    // The 16 products: M[ξ] = V[ξ] · U[ξ], each [blocks, c] × [c, f], into m [block][ξ][f].
-    let nv = [4, 3, 2, 1].into_iter().find(|nv| (f / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV);
-    sc.rows.clear();
-    sc.rows.extend((0..blocks).map(|p| (p * c) as u32));
-    sc.steps.clear();
-    sc.steps.extend(0..c as u32);
-    let steps = Steps::new(&sc.steps);
-    let m = grow(&mut sc.m, blocks * 16 * f);
-    let out = grow(&mut sc.tile, MAX_ROWS * MAX_NV * LANES);
-    for xi in 0..16 {
-        let g = Tiled {
-            tile: tiles(nv),
-            nv,
-            a: &v[xi * blocks * c..],
-            row_offs: &sc.rows,
-            steps: &steps,
-            b: &u[xi * c * f..],
-            ldb: f,
-            cols: f,
-        };
-        g.store(&mut m[xi * f..], 16 * f, false, out);
-    }
-    let m = &*m;
-    // Aᵀ M A, bias, ReLU and the maximum of each 2×2 block, per image.
-    let bias = &u[16 * c * f..16 * c * f + f];
+    // Bᵀ d B, the products, then Aᵀ M A, bias, ReLU and the maximum of each 2×2 block.
     let relu = act == Activation::Relu;
-    let pooled = grow(&mut sc.pooled, t * f);
-    let winners = grow(&mut sc.winners, t * f);
+    let (pooled_c, winners_c) = (grow(&mut pooled, gi * t * f), grow(&mut winners, gi * t * f));
+    let bl = Blocks { c, gc, w: s.w, rows: s.ph, cols: s.pw };
+    pipeline(px, s.hw / s.w, &bl, gi, u, f, tiles, sc, |range, m| {
+        output_transform(m, range, bias, s, relu, pooled_c, winners_c);
+    });
+    // ReLU went before the pooling (as in the separate layers); other non-decreasing
+    // activations commute with the maximum.
+    if !relu && act != Activation::Linear {
+        pooled_c.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
     let zeros = grow(&mut sc.zeros, f);
     let pp = s.blocks();
     for (j, img) in imgs.enumerate() {
-        // SAFETY: AVX-512 as above; block j·t.. of `m` and `t·f` floats of the outputs.
-        unsafe { output_transform(&m[j * t * 16 * f..(j + 1) * t * 16 * f], bias, s, relu, pooled, winners) };
-        // ReLU went before the pooling (as in the separate layers); other non-decreasing
-        // activations commute with the maximum.
-        if !relu && act != Activation::Linear {
-            pooled.iter_mut().for_each(|v| *v = act.apply(*v));
-        }
         // Each image's planes belong to this chunk's part.
-        store_transposed(pooled, f, t, f, zeros, false, ys, img * pp, s.n * pp);
-        store_transposed(winners, f, t, f, zeros, false, args, img * pp, s.n * pp);
+        store_transposed(&pooled_c[j * t * f..], f, t, f, zeros, false, ys, img * pp, s.n * pp);
+        store_transposed(&winners_c[j * t * f..], f, t, f, zeros, false, args, img * pp, s.n * pp);
     }
+    (sc.pixels, sc.pooled, sc.winners) = (pixels, pooled, winners);
 }
 
-/// `V = Bᵀ d B` for every 4×4 block `d` of the chunk's `gi` images (`pixels [h·w][gi][c]`),
-/// into `v [16][block][c]`, 16 channels at a time.
+/// The kernels of [`input_gradient`]: each turned by 180°, channels and filters swapped,
+/// transformed into `u [16][filters][c]` (`w [filters, c, 3, 3]`).
+pub(crate) fn rotated_kernels(w: &[f32], c: usize, filters: usize, u: &mut Vec<f32>) {
+    let u = grow(u, 16 * filters * c);
+    transform_kernels(filters, c, |fi, ci| std::array::from_fn(|r| w[(fi * c + ci) * 9 + 8 - r]), u);
+}
+
+/// The input gradient of a chunk of images, for a pair [`supports`] takes: from `dz`, the
+/// gradient of the chunk's conv outputs (`[filters][ld]`, image `j`'s position `(oy, ox)` at
+/// `j·oh·ow + oy·ow + ox`, non-zero only inside the pooling windows), into the planes
+/// `dx [c, n, h, w]` of images `imgs` (overwritten). `u` is from [`rotated_kernels`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn input_gradient(
+    u: &[f32],
+    dz: &[f32],
+    ld: usize,
+    imgs: &Range<usize>,
+    win: &Window,
+    pool: &Window,
+    filters: usize,
+    dxs: &team::SyncPtr<f32>,
+    tiles: fn(usize) -> TileFn,
+) {
+    let (c, f, gi, n) = (win.c, filters, imgs.len(), win.n);
+    let (ohw, hw) = (win.oh * win.ow, win.h * win.w);
+    // dz is zero past the pooling windows (rows 2·ph.., columns 2·pw..), so dx is zero past
+    // row and column 2·ph + 1 and 2·pw + 1: (ph + 1) × (pw + 1) blocks of 2×2 cover the rest,
+    // reading dz padded by 2 on every side.
+    let (rows, cols) = (2 * pool.oh, 2 * pool.ow);
+    let (hp, wp) = (rows + 4, cols + 4);
+    let gf = gi * f;
+    let bl = Blocks { c: f, gc: gf, w: wp, rows: pool.oh + 1, cols: pool.ow + 1 };
+    SCRATCH.with(|sc| {
+        let sc = &mut *sc.borrow_mut();
+        let (mut pixels, mut planes) = (std::mem::take(&mut sc.pixels), std::mem::take(&mut sc.pooled));
+        // dz pixel-major and padded: the border zeroed, the windows' rows transposed in.
+        let px = grow(&mut pixels, hp * wp * gf);
+        for y in 0..hp {
+            let row = &mut px[y * wp * gf..(y + 1) * wp * gf];
+            if y < 2 || y >= rows + 2 {
+                row.fill(0.0);
+            } else {
+                row[..2 * gf].fill(0.0);
+                row[(cols + 2) * gf..].fill(0.0);
+            }
+        }
+        for j in 0..gi {
+            for oy in 0..rows {
+                let at = ((oy + 2) * wp + 2) * gf + j * f;
+                transpose(&dz[j * ohw + oy * win.ow..], f, cols, ld, &mut px[at..], gf);
+            }
+        }
+        // The images' input gradients, pixel-major: zero where no block reaches.
+        let planes_c = grow(&mut planes, gi * hw * c);
+        planes_c.fill(0.0);
+        pipeline(px, hp, &bl, gi, u, c, tiles, sc, |range, m| output_blocks(m, range, &bl, c, win.w, hw, planes_c));
+        let zeros = grow(&mut sc.zeros, c);
+        for (j, img) in imgs.clone().enumerate() {
+            // This image's planes belong to this chunk's part.
+            store_transposed(&planes_c[j * hw * c..], c, hw, c, zeros, false, dxs, img * hw, n * hw);
+        }
+        (sc.pixels, sc.pooled) = (pixels, planes);
+    });
+}
+
+/// The distance between the 16 matrices `V[ξ]` of `blocks × c`: one vector more than their
+/// size, so that the 16 stores of a block do not all fall in one set of the L1 cache.
+fn v_stride(blocks: usize, c: usize) -> usize {
+    blocks * c + LANES
+}
+
+/// `V = Bᵀ d B` for blocks `range` (numbered image by image, row-major, as `b` cuts the images
+/// `height` pixels high of `pixels [h·w][image][c]`), into `v [16][block - range.start][c]`
+/// with the 16 matrices `vs` apart, 16 channels at a time.
+fn input_transform(pixels: &[f32], height: usize, b: &Blocks, range: Range<usize>, v: &mut [f32], vs: usize) {
+    let t = b.rows * b.cols;
+    let gi = range.end.div_ceil(t.max(1));
+    assert!(
+        super::simd::has_avx512()
+            && b.c.is_multiple_of(LANES)
+            && 2 * b.rows + 2 <= height
+            && 2 * b.cols + 2 <= b.w
+            && b.gc >= gi * b.c
+            && pixels.len() >= height * b.w * b.gc
+            && vs >= range.len() * b.c
+            && v.len() >= 15 * vs + range.len() * b.c,
+        "Winograd input transform outside its buffers"
+    );
+    // SAFETY: AVX-512F (checked above); every block's pixels lie inside `pixels` and every
+    // block's outputs inside `v` (checked above).
+    unsafe { input_transform_avx512(pixels, b, range, v, vs) }
+}
+
+/// [`input_transform`] with AVX-512. (No closures here: they would not inherit the
+/// function's AVX-512.)
 ///
 /// # Safety
-/// The CPU has AVX-512F; `pixels` holds `h·w·gi·c` floats and `v` `16·gi·blocks·c`.
+/// The CPU has AVX-512F; the bounds [`input_transform`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_transform(pixels: &[f32], s: &Shape, gi: usize, v: &mut [f32]) {
+unsafe fn input_transform_avx512(pixels: &[f32], b: &Blocks, range: Range<usize>, v: &mut [f32], vs: usize) {
     use std::arch::x86_64::*;
-    let (c, t) = (s.c, s.blocks());
-    let (gc, blocks) = (gi * c, gi * t);
-    assert!(pixels.len() >= s.hw * gc && v.len() >= 16 * blocks * c, "Winograd buffers too short");
+    let (c, t) = (b.c, b.rows * b.cols);
     let (src, dst) = (pixels.as_ptr(), v.as_mut_ptr());
-    for j in 0..gi {
-        for by in 0..s.ph {
-            for bx in 0..s.pw {
-                let p = j * t + by * s.pw + bx;
-                for cv in (0..c).step_by(LANES) {
-                    // SAFETY (loads and stores): rows 2·by.. 2·by + 3 and columns 2·bx.. 2·bx + 3
-                    // are inside the image (checked by the caller), channel cv + 15 < c.
-                    let at = |a: usize, e: usize| ((2 * by + a) * s.w + 2 * bx + e) * gc + j * c + cv;
-                    let d: [[__m512; 4]; 4] =
-                        [0, 1, 2, 3].map(|a| [0, 1, 2, 3].map(|e| unsafe { _mm512_loadu_ps(src.add(at(a, e))) }));
-                    // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; r[e][a] = (Bᵀ d)[a][e].
-                    let r = [0, 1, 2, 3].map(|e| {
-                        [
-                            _mm512_sub_ps(d[0][e], d[2][e]),
-                            _mm512_add_ps(d[1][e], d[2][e]),
-                            _mm512_sub_ps(d[2][e], d[1][e]),
-                            _mm512_sub_ps(d[1][e], d[3][e]),
-                        ]
-                    });
-                    // (Bᵀ d) B: the same along each row.
-                    #[allow(clippy::needless_range_loop)]
-                    for a in 0..4 {
-                        let out = [
-                            _mm512_sub_ps(r[0][a], r[2][a]),
-                            _mm512_add_ps(r[1][a], r[2][a]),
-                            _mm512_sub_ps(r[2][a], r[1][a]),
-                            _mm512_sub_ps(r[1][a], r[3][a]),
-                        ];
-                        for (e, o) in out.into_iter().enumerate() {
-                            unsafe { _mm512_storeu_ps(dst.add(((a * 4 + e) * blocks + p) * c + cv), o) };
-                        }
-                    }
+    let p0 = range.start;
+    for p in range {
+        let (j, q) = (p / t, p % t);
+        let (by, bx) = (q / b.cols, q % b.cols);
+        for cv in (0..c).step_by(LANES) {
+            // SAFETY (loads and stores): rows 2·by.. 2·by + 3 and columns 2·bx.. 2·bx + 3 are
+            // inside the image, channel cv + 15 < c, block p - p0 inside `v` (all checked).
+            let mut d = [[_mm512_setzero_ps(); 4]; 4];
+            for (a, row) in d.iter_mut().enumerate() {
+                let at = ((2 * by + a) * b.w + 2 * bx) * b.gc + j * c + cv;
+                for (e, v) in row.iter_mut().enumerate() {
+                    *v = unsafe { _mm512_loadu_ps(src.add(at + e * b.gc)) };
+                }
+            }
+            // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; r[e][a] = (Bᵀ d)[a][e].
+            let mut r = [[_mm512_setzero_ps(); 4]; 4];
+            for (e, re) in r.iter_mut().enumerate() {
+                *re = [
+                    _mm512_sub_ps(d[0][e], d[2][e]),
+                    _mm512_add_ps(d[1][e], d[2][e]),
+                    _mm512_sub_ps(d[2][e], d[1][e]),
+                    _mm512_sub_ps(d[1][e], d[3][e]),
+                ];
+            }
+            // (Bᵀ d) B: the same along each row.
+            #[allow(clippy::needless_range_loop)]
+            for a in 0..4 {
+                let out = [
+                    _mm512_sub_ps(r[0][a], r[2][a]),
+                    _mm512_add_ps(r[1][a], r[2][a]),
+                    _mm512_sub_ps(r[2][a], r[1][a]),
+                    _mm512_sub_ps(r[1][a], r[3][a]),
+                ];
+                for (e, o) in out.into_iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(dst.add((a * 4 + e) * vs + (p - p0) * c + cv), o) };
                 }
             }
         }
     }
 }
 
-/// `Y = Aᵀ M A` plus bias (and ReLU) for every block of one image (`m [block][16][f]`), and the
-/// winner of each 2×2 `Y` into `pooled [block][f]` and `winners [block][f]` (offsets in the
-/// conv plane), 16 filters at a time.
+/// `Y = Aᵀ M A` for one block and 16 lanes, `M[ξ]` at `m + ξ·stride`: `[Y00, Y01, Y10, Y11]`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `m` holds `blocks·16·f` floats, `bias` `f`, the outputs `blocks·f`.
+/// The CPU has AVX-512F; 16 floats at each of the 16 addresses are readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn output_transform(m: &[f32], bias: &[f32], s: &Shape, relu: bool, pooled: &mut [f32], winners: &mut [f32]) {
+#[inline]
+unsafe fn block_outputs(m: *const f32, stride: usize) -> [std::arch::x86_64::__m512; 4] {
+    use std::arch::x86_64::*;
+    let mut mm = [_mm512_setzero_ps(); 16];
+    for (xi, v) in mm.iter_mut().enumerate() {
+        // SAFETY: the caller's contract.
+        *v = unsafe { _mm512_loadu_ps(m.add(xi * stride)) };
+    }
+    // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3; then the same along each row.
+    let (mut s0, mut s1) = ([_mm512_setzero_ps(); 4], [_mm512_setzero_ps(); 4]);
+    for e in 0..4 {
+        s0[e] = _mm512_add_ps(_mm512_add_ps(mm[e], mm[4 + e]), mm[8 + e]);
+        s1[e] = _mm512_sub_ps(_mm512_sub_ps(mm[4 + e], mm[8 + e]), mm[12 + e]);
+    }
+    [
+        _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]),
+        _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]),
+        _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]),
+        _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]),
+    ]
+}
+
+/// `Y = Aᵀ M A` plus bias (and ReLU) for blocks `range` of a chunk (`m [block - range.start]
+/// [16][f]`), and the winner of each 2×2 `Y` into `pooled [block][f]` and `winners [block][f]`
+/// (offsets in the conv plane), 16 filters at a time.
+fn output_transform(
+    m: &[f32],
+    range: Range<usize>,
+    bias: &[f32],
+    s: &Shape,
+    relu: bool,
+    pooled: &mut [f32],
+    winners: &mut [f32],
+) {
+    let f = s.f;
+    assert!(
+        super::simd::has_avx512()
+            && f.is_multiple_of(LANES)
+            && m.len() >= range.len() * 16 * f
+            && bias.len() >= f
+            && pooled.len() >= range.end * f
+            && winners.len() >= range.end * f,
+        "Winograd output transform outside its buffers"
+    );
+    // SAFETY: AVX-512F and the bounds (checked above).
+    unsafe { output_transform_avx512(m, range, bias, s, relu, pooled, winners) }
+}
+
+/// [`output_transform`] with AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F; the bounds [`output_transform`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_transform_avx512(
+    m: &[f32],
+    range: Range<usize>,
+    bias: &[f32],
+    s: &Shape,
+    relu: bool,
+    pooled: &mut [f32],
+    winners: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let (f, t) = (s.f, s.blocks());
-    assert!(m.len() >= t * 16 * f && bias.len() >= f && pooled.len() >= t * f && winners.len() >= t * f);
     let zero = _mm512_setzero_ps();
-    for by in 0..s.ph {
-        for bx in 0..s.pw {
-            let q = by * s.pw + bx;
-            let base = (2 * by * s.ow + 2 * bx) as f32;
-            let offs = [base, base + 1.0, base + s.ow as f32, base + s.ow as f32 + 1.0].map(|o| _mm512_set1_ps(o));
-            for fv in (0..f).step_by(LANES) {
-                // SAFETY (loads and stores): inside the lengths asserted above.
-                let mm: [__m512; 16] =
-                    std::array::from_fn(|xi| unsafe { _mm512_loadu_ps(m.as_ptr().add((q * 16 + xi) * f + fv)) });
-                // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3.
-                let s0 = [0, 1, 2, 3].map(|e| _mm512_add_ps(_mm512_add_ps(mm[e], mm[4 + e]), mm[8 + e]));
-                let s1 = [0, 1, 2, 3].map(|e| _mm512_sub_ps(_mm512_sub_ps(mm[4 + e], mm[8 + e]), mm[12 + e]));
-                let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(fv)) };
-                let finish = |z: __m512| {
-                    let z = _mm512_add_ps(z, b);
-                    if relu {
-                        _mm512_max_ps(z, zero)
-                    } else {
-                        z
-                    }
-                };
-                let left = |s: &[__m512; 4]| finish(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]));
-                let right = |s: &[__m512; 4]| finish(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]));
-                let (y00, y01, y10, y11) = (left(&s0), right(&s0), left(&s1), right(&s1));
-                // The winner as `conv::max_pool_plane` picks it: each row's, then the better
-                // of the two (the first maximum in row-major order).
-                let k1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y01, y00);
-                let (m1, i1) = (_mm512_mask_blend_ps(k1, y00, y01), _mm512_mask_blend_ps(k1, offs[0], offs[1]));
-                let k2 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y11, y10);
-                let (m2, i2) = (_mm512_mask_blend_ps(k2, y10, y11), _mm512_mask_blend_ps(k2, offs[2], offs[3]));
-                let k = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m2, m1);
-                unsafe {
-                    _mm512_storeu_ps(pooled.as_mut_ptr().add(q * f + fv), _mm512_mask_blend_ps(k, m1, m2));
-                    _mm512_storeu_ps(winners.as_mut_ptr().add(q * f + fv), _mm512_mask_blend_ps(k, i1, i2));
+    let p0 = range.start;
+    for p in range {
+        let q = p % t;
+        let (by, bx) = (q / s.pw, q % s.pw);
+        let base = (2 * by * s.ow + 2 * bx) as f32;
+        let offs = [
+            _mm512_set1_ps(base),
+            _mm512_set1_ps(base + 1.0),
+            _mm512_set1_ps(base + s.ow as f32),
+            _mm512_set1_ps(base + s.ow as f32 + 1.0),
+        ];
+        for fv in (0..f).step_by(LANES) {
+            // SAFETY (loads and stores): inside the lengths the caller checked.
+            let mut y = unsafe { block_outputs(m.as_ptr().add((p - p0) * 16 * f + fv), f) };
+            let b = unsafe { _mm512_loadu_ps(bias.as_ptr().add(fv)) };
+            for v in &mut y {
+                *v = _mm512_add_ps(*v, b);
+                if relu {
+                    *v = _mm512_max_ps(*v, zero);
                 }
+            }
+            let [y00, y01, y10, y11] = y;
+            // The winner as `conv::max_pool_plane` picks it: each row's, then the better of
+            // the two (the first maximum in row-major order).
+            let k1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y01, y00);
+            let (m1, i1) = (_mm512_mask_blend_ps(k1, y00, y01), _mm512_mask_blend_ps(k1, offs[0], offs[1]));
+            let k2 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y11, y10);
+            let (m2, i2) = (_mm512_mask_blend_ps(k2, y10, y11), _mm512_mask_blend_ps(k2, offs[2], offs[3]));
+            let k = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m2, m1);
+            unsafe {
+                _mm512_storeu_ps(pooled.as_mut_ptr().add(p * f + fv), _mm512_mask_blend_ps(k, m1, m2));
+                _mm512_storeu_ps(winners.as_mut_ptr().add(p * f + fv), _mm512_mask_blend_ps(k, i1, i2));
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for blocks `range` of a chunk (`m [block - range.start][16][c]`, as `b` cuts
+/// the images), written 2×2 into the images' planes `planes [image][pixel][c]` (`hw` pixels,
+/// rows `w` long).
+fn output_blocks(m: &[f32], range: Range<usize>, b: &Blocks, c: usize, w: usize, hw: usize, planes: &mut [f32]) {
+    let t = b.rows * b.cols;
+    assert!(
+        super::simd::has_avx512()
+            && c.is_multiple_of(LANES)
+            && m.len() >= range.len() * 16 * c
+            && 2 * b.cols <= w
+            && 2 * b.rows * w <= hw
+            && planes.len() >= range.end.div_ceil(t.max(1)) * hw * c,
+        "Winograd output transform outside its buffers"
+    );
+    // SAFETY: AVX-512F and the bounds (checked above).
+    unsafe { output_blocks_avx512(m, range, b, c, w, hw, planes) }
+}
+
+/// [`output_blocks`] with AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F; the bounds [`output_blocks`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_blocks_avx512(
+    m: &[f32],
+    range: Range<usize>,
+    b: &Blocks,
+    c: usize,
+    w: usize,
+    hw: usize,
+    planes: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let t = b.rows * b.cols;
+    let (src, dst) = (m.as_ptr(), planes.as_mut_ptr());
+    let p0 = range.start;
+    for p in range {
+        let (j, q) = (p / t, p % t);
+        let (by, bx) = (q / b.cols, q % b.cols);
+        for cv in (0..c).step_by(LANES) {
+            // SAFETY (loads and stores): inside the bounds the caller checked.
+            let y = unsafe { block_outputs(src.add((p - p0) * 16 * c + cv), c) };
+            let at = (j * hw + 2 * by * w + 2 * bx) * c + cv;
+            unsafe {
+                _mm512_storeu_ps(dst.add(at), y[0]);
+                _mm512_storeu_ps(dst.add(at + c), y[1]);
+                _mm512_storeu_ps(dst.add(at + w * c), y[2]);
+                _mm512_storeu_ps(dst.add(at + (w + 1) * c), y[3]);
             }
         }
     }
@@ -340,6 +591,64 @@ unsafe fn output_transform(m: &[f32], bias: &[f32], s: &Shape, relu: bool, poole
 mod tests {
     use super::*;
     use crate::cpu::tile::portable_fn;
+
+    #[test]
+    fn input_gradient_matches_the_definition() {
+        if !crate::cpu::simd::has_avx512() {
+            return;
+        }
+        for (c, filters, h, n) in [(16, 32, 13, 5), (32, 16, 8, 3), (16, 16, 10, 2)] {
+            let oh = h - 2;
+            let (ph, hw, ohw) = (oh / 2, h * h, oh * oh);
+            let win = Window { n, c, h, w: h, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh, ow: oh };
+            let pool = Window { n, c: filters, h: oh, w: oh, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: ph, ow: ph };
+            let mut rng = mnist_data::Rng::new(11);
+            let x: Vec<f32> = (0..c * n * hw).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let w: Vec<f32> = (0..filters * c * 9).map(|_| rng.uniform(-0.3, 0.3)).collect();
+            let len = filters * n * ph * ph;
+            let (mut y, mut arg) = (vec![0f32; len], vec![0f32; len]);
+            let act = Activation::Relu;
+            forward_pooled(&x, &w, None, act, &win, filters, &pool, &mut y, &mut arg, crate::cpu::tile::tile_fn);
+            let dy: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let mut dx = vec![f32::NAN; c * n * hw];
+            let grad = crate::cpu::implicit_conv::Grad::Pooled { dy: &dy, y: &y, arg: &arg, act, pool: &pool };
+            let tiles = crate::cpu::tile::tile_fn;
+            crate::cpu::implicit_conv::backward(&x, grad, &w, &win, filters, None, None, Some(&mut dx), tiles);
+            // The definition: each window's gradient (through ReLU) at its winner, then
+            // dx[ci, img, iy, ix] = Σ dz[f, img, iy - ky, ix - kx] · w[f, ci, ky, kx].
+            let mut dz = vec![0f64; filters * n * ohw];
+            for i in 0..len {
+                let plane = i / (ph * ph);
+                dz[plane * ohw + arg[i] as usize] = if y[i] > 0.0 { dy[i] as f64 } else { 0.0 };
+            }
+            for ci in 0..c {
+                for img in 0..n {
+                    for iy in 0..h {
+                        for ix in 0..h {
+                            let mut want = 0f64;
+                            for f in 0..filters {
+                                for ky in 0..3 {
+                                    for kx in 0..3 {
+                                        let (oy, ox) = (iy as isize - ky as isize, ix as isize - kx as isize);
+                                        if oy < 0 || ox < 0 || oy >= oh as isize || ox >= oh as isize {
+                                            continue;
+                                        }
+                                        let z = dz[(f * n + img) * ohw + oy as usize * oh + ox as usize];
+                                        want += z * w[((f * c + ci) * 3 + ky) * 3 + kx] as f64;
+                                    }
+                                }
+                            }
+                            let got = dx[(ci * n + img) * hw + iy * h + ix] as f64;
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{c} {filters} {h}: dx {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_the_direct_pass_values_and_winners() {
