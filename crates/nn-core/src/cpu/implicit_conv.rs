@@ -81,6 +81,9 @@ static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 /// The kernels of the Winograd input gradient, reused from call to call.
 static ROTATED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 
+/// Per-group Winograd weight-gradient sums, reused from call to call.
+static TRANSFORMED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
 /// How a batch is cut: fixed groups of images, each in chunks of at most `chunk` images.
 struct Plan {
     n: usize,
@@ -412,7 +415,7 @@ pub(crate) fn backward(
     w: &[f32],
     win: &Window,
     filters: usize,
-    dw: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
     db: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
     tiles: fn(usize) -> TileFn,
@@ -448,6 +451,14 @@ pub(crate) fn backward(
     }
     let rotated = &*rotated;
     let dxs = dx.map(|d| team::SyncPtr::new(&mut d[..win.c * n * hw]));
+    // The weight gradient by Winograd's transform too, summed per group in its domain.
+    let winograd_dw = match grad {
+        Grad::Pooled { pool, .. } if want_dw && super::winograd::supports(win, pool, filters) => Some(pool),
+        _ => None,
+    };
+    let du_len = 16 * win.c * filters;
+    let mut transformed = TRANSFORMED.lock().unwrap_or_else(|e| e.into_inner());
+    let dus = team::SyncPtr::new(grow(&mut transformed, if winograd_dw.is_some() { p.groups * du_len } else { 0 }));
 
     // Per group: dWᵀ [ckk, fpad], then the bias gradient [fpad].
     let width = ckk * fpad + fpad;
@@ -455,6 +466,10 @@ pub(crate) fn backward(
     let parts = grow(&mut partials, p.groups * width);
     team::chunks_mut(parts, width, |g, part| {
         part.fill(0.0);
+        if winograd_dw.is_some() {
+            // SAFETY: group g's sums belong to this part alone.
+            unsafe { dus.range(g * du_len, (g + 1) * du_len) }.fill(0.0);
+        }
         let (dwt, dbp) = part.split_at_mut(ckk * fpad);
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
@@ -467,6 +482,12 @@ pub(crate) fn backward(
                 fill_dy(&grad, n, ohw, filters, &imgs, &mut dyc[..filters * ld], ld, want_db.then_some(&mut *dbp));
                 if want_dw {
                     transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
+                }
+                if let (true, Some(pool)) = (want_dw, winograd_dw) {
+                    // SAFETY: group g's sums belong to this part alone.
+                    let du = unsafe { dus.range(g * du_len, (g + 1) * du_len) };
+                    super::winograd::weight_gradient(x, dyt, fpad, &imgs, win, pool, filters, du, tiles);
+                } else if want_dw {
                     let (src, taps, positions) = source(x, win, &imgs, &mut s.padded, &mut s.taps, &mut s.positions);
                     let steps = Steps::new(positions);
                     let g = Tiled {
@@ -509,7 +530,15 @@ pub(crate) fn backward(
         })
     });
     TABLES.with(|t| *t.borrow_mut() = (x_rows, x_step_offs));
-    if let Some(dw) = dw {
+    let winograd_sums = winograd_dw.is_some();
+    if let (Some(dw), true) = (dw.as_deref_mut(), winograd_sums) {
+        // The groups' sums added in order, then out of the transformed domain.
+        let (first, rest) = transformed[..p.groups * du_len].split_at_mut(du_len);
+        for part in rest.chunks_exact(du_len) {
+            first.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+        }
+        super::winograd::weight_gradient_of(first, win.c, filters, dw);
+    } else if let Some(dw) = dw {
         for f in 0..filters {
             for r in 0..ckk {
                 dw[f * ckk + r] = (0..p.groups).map(|g| parts[g * width + r * fpad + f]).sum();

@@ -344,6 +344,152 @@ pub(crate) fn input_gradient(
     });
 }
 
+/// Adds the weight gradient of a chunk of images, in the transformed domain, to
+/// `du [16][c][filters]` (turn the sum over the batch into `dw` with [`weight_gradient_of`]),
+/// for a pair [`supports`] takes: `dU[ξ] += V[ξ]ᵀ · dM[ξ]` over the chunk's blocks, with
+/// `V = Bᵀ d B` of the images `x [c, n, h, w]` and `dM = A dY Aᵀ` of each 2×2 block of the
+/// conv outputs' gradient `dyt [position][ldg]` (image `j`'s position `(oy, ox)` at row
+/// `j·oh·ow + oy·ow + ox`, zero outside the pooling windows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_gradient(
+    x: &[f32],
+    dyt: &[f32],
+    ldg: usize,
+    imgs: &Range<usize>,
+    win: &Window,
+    pool: &Window,
+    filters: usize,
+    du: &mut [f32],
+    tiles: fn(usize) -> TileFn,
+) {
+    let s = Shape::new(win, pool, filters);
+    let (c, f, gi, t) = (s.c, s.f, imgs.len(), s.blocks());
+    let (gc, blocks) = (gi * c, gi * t);
+    assert!(du.len() >= 16 * c * f && ldg >= f, "Winograd weight gradient outside its buffers");
+    SCRATCH.with(|sc| {
+        let sc = &mut *sc.borrow_mut();
+        let px = grow(&mut sc.pixels, s.hw * gc);
+        for (j, img) in imgs.clone().enumerate() {
+            transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut px[j * c..], gc);
+        }
+        let bl = Blocks { c, gc, w: s.w, rows: s.ph, cols: s.pw };
+        let (vs, ms) = (v_stride(blocks, c), v_stride(blocks, f));
+        let v = grow(&mut sc.v, 16 * vs);
+        input_transform(px, s.hw / s.w, &bl, 0..blocks, v, vs);
+        let dm = grow(&mut sc.m, 16 * ms);
+        gradient_transform(dyt, ldg, &s, blocks, dm, ms);
+        // dU[ξ] [c, f] += V[ξ]ᵀ · dM[ξ]: rows are channels (gathered down V's blocks), the
+        // steps are the blocks, the vectors filters.
+        let nv = [4, 3, 2, 1].into_iter().find(|nv| (f / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV);
+        sc.rows.clear();
+        sc.rows.extend(0..c as u32);
+        sc.steps.clear();
+        sc.steps.extend((0..blocks).map(|p| (p * c) as u32));
+        let steps = Steps::new(&sc.steps);
+        let out = grow(&mut sc.tile, MAX_ROWS * MAX_NV * LANES);
+        for xi in 0..16 {
+            let g = Tiled {
+                tile: tiles(nv),
+                nv,
+                a: &v[xi * vs..],
+                row_offs: &sc.rows,
+                steps: &steps,
+                b: &dm[xi * ms..],
+                ldb: f,
+                cols: f,
+            };
+            g.store(&mut du[xi * c * f..(xi + 1) * c * f], f, true, out);
+        }
+    });
+}
+
+/// `dw [filters, c, 3, 3] = Gᵀ dU G` of the transformed weight gradient `du [16][c][filters]`.
+pub(crate) fn weight_gradient_of(du: &[f32], c: usize, filters: usize, dw: &mut [f32]) {
+    for ci in 0..c {
+        for fi in 0..filters {
+            let d = |r: usize, q: usize| du[((r * 4 + q) * c + ci) * filters + fi];
+            // Gᵀ dU (3×4), then times G (4×3): G's columns combine rows 0..3 as
+            // (1, ½, ½, 0), (0, ½, -½, 0), (0, ½, ½, 1).
+            let t: [[f32; 4]; 3] = std::array::from_fn(|a| {
+                std::array::from_fn(|q| match a {
+                    0 => d(0, q) + 0.5 * (d(1, q) + d(2, q)),
+                    1 => 0.5 * (d(1, q) - d(2, q)),
+                    _ => 0.5 * (d(1, q) + d(2, q)) + d(3, q),
+                })
+            });
+            for (a, ta) in t.iter().enumerate() {
+                let out = [ta[0] + 0.5 * (ta[1] + ta[2]), 0.5 * (ta[1] - ta[2]), 0.5 * (ta[1] + ta[2]) + ta[3]];
+                for (b, v) in out.into_iter().enumerate() {
+                    dw[(fi * c + ci) * 9 + a * 3 + b] = v;
+                }
+            }
+        }
+    }
+}
+
+/// `dM = A dY Aᵀ` for every 2×2 block of the conv outputs' gradient `dyt [position][ldg]` (the
+/// blocks the pooling windows cover), into `dm [16][block][f]` with the 16 matrices `ms` apart.
+fn gradient_transform(dyt: &[f32], ldg: usize, s: &Shape, blocks: usize, dm: &mut [f32], ms: usize) {
+    let (f, t, ohw) = (s.f, s.blocks(), s.ow * (s.hw / s.w - 2));
+    let images = blocks.div_ceil(t.max(1));
+    assert!(
+        super::simd::has_avx512()
+            && f.is_multiple_of(LANES)
+            && ldg >= f
+            && 2 * s.ph <= ohw / s.ow.max(1)
+            && 2 * s.pw <= s.ow
+            && dyt.len() >= ((images - 1) * ohw + (2 * s.ph - 1) * s.ow + 2 * s.pw - 1) * ldg + f
+            && ms >= blocks * f
+            && dm.len() >= 15 * ms + blocks * f,
+        "Winograd gradient transform outside its buffers"
+    );
+    // SAFETY: AVX-512F and the bounds (checked above).
+    unsafe { gradient_transform_avx512(dyt, ldg, s, blocks, dm, ms) }
+}
+
+/// [`gradient_transform`] with AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F; the bounds [`gradient_transform`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gradient_transform_avx512(dyt: &[f32], ldg: usize, s: &Shape, blocks: usize, dm: &mut [f32], ms: usize) {
+    use std::arch::x86_64::*;
+    let (f, t, ohw) = (s.f, s.blocks(), s.ow * (s.hw / s.w - 2));
+    let (src, dst) = (dyt.as_ptr(), dm.as_mut_ptr());
+    for p in 0..blocks {
+        let (j, q) = (p / t, p % t);
+        let (by, bx) = (q / s.pw, q % s.pw);
+        let at = (j * ohw + 2 * by * s.ow + 2 * bx) * ldg;
+        for fv in (0..f).step_by(LANES) {
+            // SAFETY (loads and stores): inside the bounds the caller checked.
+            let (y00, y01, y10, y11) = unsafe {
+                (
+                    _mm512_loadu_ps(src.add(at + fv)),
+                    _mm512_loadu_ps(src.add(at + ldg + fv)),
+                    _mm512_loadu_ps(src.add(at + s.ow * ldg + fv)),
+                    _mm512_loadu_ps(src.add(at + (s.ow + 1) * ldg + fv)),
+                )
+            };
+            // A dY: rows y0, y0 + y1, y0 - y1, -y1 (of the 2×2's rows); then the same along
+            // each row: (a, b) -> a, a + b, a - b, -b.
+            let zero = _mm512_setzero_ps();
+            let rows = [
+                (y00, y01),
+                (_mm512_add_ps(y00, y10), _mm512_add_ps(y01, y11)),
+                (_mm512_sub_ps(y00, y10), _mm512_sub_ps(y01, y11)),
+                (_mm512_sub_ps(zero, y10), _mm512_sub_ps(zero, y11)),
+            ];
+            for (r, &(a, b)) in rows.iter().enumerate() {
+                let out = [a, _mm512_add_ps(a, b), _mm512_sub_ps(a, b), _mm512_sub_ps(zero, b)];
+                for (e, o) in out.into_iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(dst.add((r * 4 + e) * ms + p * f + fv), o) };
+                }
+            }
+        }
+    }
+}
+
 /// The distance between the 16 matrices `V[ξ]` of `blocks × c`: one vector more than their
 /// size, so that the 16 stores of a block do not all fall in one set of the L1 cache.
 fn v_stride(blocks: usize, c: usize) -> usize {
@@ -593,7 +739,7 @@ mod tests {
     use crate::cpu::tile::portable_fn;
 
     #[test]
-    fn input_gradient_matches_the_definition() {
+    fn gradients_match_the_definition() {
         if !crate::cpu::simd::has_avx512() {
             return;
         }
@@ -611,9 +757,10 @@ mod tests {
             forward_pooled(&x, &w, None, act, &win, filters, &pool, &mut y, &mut arg, crate::cpu::tile::tile_fn);
             let dy: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let mut dx = vec![f32::NAN; c * n * hw];
+            let mut dw = vec![f32::NAN; filters * c * 9];
             let grad = crate::cpu::implicit_conv::Grad::Pooled { dy: &dy, y: &y, arg: &arg, act, pool: &pool };
             let tiles = crate::cpu::tile::tile_fn;
-            crate::cpu::implicit_conv::backward(&x, grad, &w, &win, filters, None, None, Some(&mut dx), tiles);
+            crate::cpu::implicit_conv::backward(&x, grad, &w, &win, filters, Some(&mut dw), None, Some(&mut dx), tiles);
             // The definition: each window's gradient (through ReLU) at its winner, then
             // dx[ci, img, iy, ix] = Σ dz[f, img, iy - ky, ix - kx] · w[f, ci, ky, kx].
             let mut dz = vec![0f64; filters * n * ohw];
@@ -644,6 +791,28 @@ mod tests {
                                 "{c} {filters} {h}: dx {got} vs {want}"
                             );
                         }
+                    }
+                }
+            }
+            // dw[f, ci, ky, kx] = Σ dz[f, img, oy, ox] · x[ci, img, oy + ky, ox + kx].
+            for f in 0..filters {
+                for ci in 0..c {
+                    for k in 0..9 {
+                        let (ky, kx) = (k / 3, k % 3);
+                        let mut want = 0f64;
+                        for img in 0..n {
+                            for oy in 0..oh {
+                                for ox in 0..oh {
+                                    let z = dz[(f * n + img) * ohw + oy * oh + ox];
+                                    want += z * x[(ci * n + img) * hw + (oy + ky) * h + ox + kx] as f64;
+                                }
+                            }
+                        }
+                        let got = dw[(f * c + ci) * 9 + k] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{c} {filters} {h}: dw {got} vs {want}"
+                        );
                     }
                 }
             }
