@@ -444,7 +444,10 @@ fn gradient_transform(dyt: &[f32], ldg: usize, s: &Shape, blocks: usize, dm: &mu
         "Winograd gradient transform outside its buffers"
     );
     // SAFETY: AVX-512F and the bounds (checked above).
-    unsafe { gradient_transform_avx512(dyt, ldg, s, blocks, dm, ms) }
+    #[cfg(target_arch = "x86_64")]
+    unsafe { gradient_transform_avx512(dyt, ldg, s, blocks, dm, ms) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the Winograd passes run only where the CPU has AVX-512");
 }
 
 /// [`gradient_transform`] with AVX-512.
@@ -515,7 +518,10 @@ fn input_transform(pixels: &[f32], height: usize, b: &Blocks, range: Range<usize
     );
     // SAFETY: AVX-512F (checked above); every block's pixels lie inside `pixels` and every
     // block's outputs inside `v` (checked above).
-    unsafe { input_transform_avx512(pixels, b, range, v, vs) }
+    #[cfg(target_arch = "x86_64")]
+    unsafe { input_transform_avx512(pixels, b, range, v, vs) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the Winograd passes run only where the CPU has AVX-512");
 }
 
 /// [`input_transform`] with AVX-512. (No closures here: they would not inherit the
@@ -621,7 +627,10 @@ fn output_transform(
         "Winograd output transform outside its buffers"
     );
     // SAFETY: AVX-512F and the bounds (checked above).
-    unsafe { output_transform_avx512(m, range, bias, s, relu, pooled, winners) }
+    #[cfg(target_arch = "x86_64")]
+    unsafe { output_transform_avx512(m, range, bias, s, relu, pooled, winners) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the Winograd passes run only where the CPU has AVX-512");
 }
 
 /// [`output_transform`] with AVX-512.
@@ -694,7 +703,10 @@ fn output_blocks(m: &[f32], range: Range<usize>, b: &Blocks, c: usize, w: usize,
         "Winograd output transform outside its buffers"
     );
     // SAFETY: AVX-512F and the bounds (checked above).
-    unsafe { output_blocks_avx512(m, range, b, c, w, hw, planes) }
+    #[cfg(target_arch = "x86_64")]
+    unsafe { output_blocks_avx512(m, range, b, c, w, hw, planes) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the Winograd passes run only where the CPU has AVX-512");
 }
 
 /// [`output_blocks`] with AVX-512.
