@@ -479,9 +479,15 @@ pub(crate) fn backward(
             let out = grow(&mut s.out, MAX_ROWS * MAX_W);
             for imgs in p.chunks(g) {
                 let len = imgs.len() * ohw;
-                fill_dy(&grad, n, ohw, filters, &imgs, &mut dyc[..filters * ld], ld, want_db.then_some(&mut *dbp));
-                if want_dw {
-                    transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
+                let db_part = want_db.then_some(&mut *dbp);
+                if winograd_dw.is_some() {
+                    // Only the Winograd passes read this chunk's gradient: position-major.
+                    fill_dyt(&grad, n, ohw, filters, &imgs, &mut dyt[..len * fpad], fpad, db_part);
+                } else {
+                    fill_dy(&grad, n, ohw, filters, &imgs, &mut dyc[..filters * ld], ld, db_part);
+                    if want_dw || winograd_pool.is_some() {
+                        transpose(&dyc[..filters * ld], filters, len, ld, &mut dyt[..len * fpad], fpad);
+                    }
                 }
                 if let (true, Some(pool)) = (want_dw, winograd_dw) {
                     // SAFETY: group g's sums belong to this part alone.
@@ -504,7 +510,7 @@ pub(crate) fn backward(
                 }
                 let Some(dxs) = dxs.as_ref() else { continue };
                 if let Some(pool) = winograd_pool {
-                    super::winograd::input_gradient(rotated, dyc, ld, &imgs, win, pool, filters, dxs, tiles);
+                    super::winograd::input_gradient(rotated, dyt, fpad, &imgs, win, pool, filters, dxs, tiles);
                     continue;
                 }
                 let g = Tiled {
@@ -596,6 +602,41 @@ fn fill_dy(
                         db[f] += sum;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// [`fill_dy`] for a pooled gradient, written position-major: `dyt [position][ldg]` (the
+/// chunk's positions, filter `f` at column `f`), zero but at the windows' winners; the bias
+/// gradient summed as [`fill_dy`] sums it.
+#[allow(clippy::too_many_arguments)]
+fn fill_dyt(
+    grad: &Grad,
+    n: usize,
+    ohw: usize,
+    filters: usize,
+    imgs: &Range<usize>,
+    dyt: &mut [f32],
+    ldg: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    let Grad::Pooled { dy, y, arg, act, pool } = *grad else {
+        unreachable!("fill_dyt takes pooled gradients only");
+    };
+    let pp = pool.oh * pool.ow;
+    dyt.fill(0.0);
+    for f in 0..filters {
+        for (j, img) in imgs.clone().enumerate() {
+            let at = (f * n + img) * pp;
+            let mut sum = 0f32;
+            for i in at..at + pp {
+                let g = dy[i] * act.derivative_from_output(y[i]);
+                dyt[(j * ohw + arg[i] as usize) * ldg + f] = g;
+                sum += g;
+            }
+            if let Some(db) = db.as_deref_mut() {
+                db[f] += sum;
             }
         }
     }

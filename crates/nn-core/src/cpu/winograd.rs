@@ -289,15 +289,15 @@ pub(crate) fn rotated_kernels(w: &[f32], c: usize, filters: usize, u: &mut Vec<f
     transform_kernels(filters, c, |fi, ci| std::array::from_fn(|r| w[(fi * c + ci) * 9 + 8 - r]), u);
 }
 
-/// The input gradient of a chunk of images, for a pair [`supports`] takes: from `dz`, the
-/// gradient of the chunk's conv outputs (`[filters][ld]`, image `j`'s position `(oy, ox)` at
-/// `j·oh·ow + oy·ow + ox`, non-zero only inside the pooling windows), into the planes
+/// The input gradient of a chunk of images, for a pair [`supports`] takes: from `dyt`, the
+/// gradient of the chunk's conv outputs (`[position][ldg]`, image `j`'s position `(oy, ox)` at
+/// row `j·oh·ow + oy·ow + ox`, non-zero only inside the pooling windows), into the planes
 /// `dx [c, n, h, w]` of images `imgs` (overwritten). `u` is from [`rotated_kernels`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_gradient(
     u: &[f32],
-    dz: &[f32],
-    ld: usize,
+    dyt: &[f32],
+    ldg: usize,
     imgs: &Range<usize>,
     win: &Window,
     pool: &Window,
@@ -317,7 +317,7 @@ pub(crate) fn input_gradient(
     SCRATCH.with(|sc| {
         let sc = &mut *sc.borrow_mut();
         let (mut pixels, mut planes) = (std::mem::take(&mut sc.pixels), std::mem::take(&mut sc.pooled));
-        // dz pixel-major and padded: the border zeroed, the windows' rows transposed in.
+        // dz pixel-major and padded: the border zeroed, the windows' rows copied in.
         let px = grow(&mut pixels, hp * wp * gf);
         for y in 0..hp {
             let row = &mut px[y * wp * gf..(y + 1) * wp * gf];
@@ -330,8 +330,10 @@ pub(crate) fn input_gradient(
         }
         for j in 0..gi {
             for oy in 0..rows {
-                let at = ((oy + 2) * wp + 2) * gf + j * f;
-                transpose(&dz[j * ohw + oy * win.ow..], f, cols, ld, &mut px[at..], gf);
+                for ox in 0..cols {
+                    let (at, from) = (((oy + 2) * wp + ox + 2) * gf + j * f, (j * ohw + oy * win.ow + ox) * ldg);
+                    px[at..at + f].copy_from_slice(&dyt[from..from + f]);
+                }
             }
         }
         // The images' input gradients, pixel-major: zero where no block reaches.
