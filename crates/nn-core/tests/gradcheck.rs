@@ -208,6 +208,22 @@ fn fused_first_conv_and_max_pooling() {
 }
 
 #[test]
+fn winograd_conv_and_max_pooling() {
+    // A 3×3 conv with 16 channels and 16 filters under a 2×2 pooling runs by Winograd's
+    // transform on a CPU with AVX-512 (forward, input and weight gradients); 7×7 outputs leave
+    // a row and a column out of the pooling. The conv before it checks the input gradient.
+    for (act, seed) in [(Relu, 91), (Tanh, 92)] {
+        let spec = image(2, 8, 8)
+            .add(Conv2D::new(16, 2).activation(Tanh))
+            .add(Conv2D::new(16, 3).activation(act))
+            .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Softmax));
+        check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 3, seed);
+    }
+}
+
+#[test]
 fn fused_conv_and_max_pooling_inside_a_network() {
     // A conv on many channels followed by max pooling also runs fused on the CPU (with
     // AVX-512), and passes its input gradient on; 7×7 outputs leave a row and a column out of
