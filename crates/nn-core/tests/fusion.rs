@@ -10,13 +10,19 @@ use nn_core::{
 #[test]
 fn fused_conv_pooling_matches_the_separate_layers() {
     // The first pair reads one channel (the single-channel pass, no input gradient); the
-    // second many (the implicit-GEMM pass, which also gives the input gradient).
-    for (filters, pad, act) in [(32, Padding::Valid, Relu), (7, Padding::Same, Linear), (16, Padding::Valid, Tanh)] {
+    // second many (the implicit-GEMM pass, which also gives the input gradient; with 16
+    // channels into 32 filters, valid, Winograd's transform on a CPU with AVX-512).
+    for (filters, second, pad, act) in [
+        (32, 37, Padding::Valid, Relu),
+        (7, 12, Padding::Same, Linear),
+        (16, 21, Padding::Valid, Tanh),
+        (16, 32, Padding::Valid, Relu),
+    ] {
         let spec = ModelSpec::new(&[784])
             .add(Reshape { target_shape: vec![1, 28, 28] })
             .add(Conv2D::new(filters, 3).padding(pad).activation(act))
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
-            .add(Conv2D::new(filters + 5, 3).padding(pad).activation(act))
+            .add(Conv2D::new(second, 3).padding(pad).activation(act))
             .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
             .add(Flatten::new())
             .add(Dense::new(10).activation(Softmax));
