@@ -13,7 +13,8 @@
 //! size leaves out of the pooling, are never computed.
 //!
 //! The batch is cut like `implicit_conv.rs`'s (fixed groups, chunks of a few images), so a
-//! chunk's transformed inputs and products stay in L2. The results equal the direct pass's to
+//! chunk's images stay in L2, and its blocks are worked a dozen at a time, so their
+//! transformed inputs and products stay in L1. The results equal the direct pass's to
 //! within rounding (the transforms add and subtract before multiplying); the winners and the
 //! pooled values are stored exactly as `implicit_conv::forward_pooled` stores them, so its
 //! backward pass takes them unchanged.
@@ -39,13 +40,15 @@ use crate::device::Window;
 
 /// Images whose blocks are worked on apart (as `implicit_conv`'s groups).
 const GROUPS: usize = 8;
-/// The most images in a chunk: 4 images of 32 channels into 64 filters keep about 700 KB of
-/// buffers, a third of a core's L2.
+/// The most images in a chunk: the pixel-major copy of 4 images of 32 channels is 86 KB, and
+/// the weight gradient's transformed inputs and output gradients for them 600 KB, within a
+/// core's L2.
 const CHUNK: usize = 4;
 
 /// Whether [`forward_pooled`] takes this conv and the pooling after it: a 3×3 conv with
 /// stride 1 and no padding, channels and filters in whole vectors, followed by a 2×2 max
-/// pooling with stride 2 — a pair `implicit_conv` fuses too (its backward pass is used).
+/// pooling with stride 2 — a pair `implicit_conv` fuses too (its backward pass drives
+/// [`input_gradient`] and [`weight_gradient`] for it).
 pub(crate) fn supports(conv: &Window, pool: &Window, filters: usize) -> bool {
     super::implicit_conv::supports_pooled(conv, pool)
         && (conv.kh, conv.kw, conv.sh, conv.sw, conv.ph, conv.pw) == (3, 3, 1, 1, 0, 0)
