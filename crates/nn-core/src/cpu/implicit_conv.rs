@@ -583,26 +583,11 @@ fn fill_dy(
                 }
             }
         }
-        Grad::Pooled { dy, y, arg, act, pool } => {
-            let pp = pool.oh * pool.ow;
+        Grad::Pooled { .. } => {
             for f in 0..filters {
-                let row = &mut dyc[f * ld..f * ld + len];
-                row.fill(0.0);
-                for (j, img) in imgs.clone().enumerate() {
-                    let at = (f * n + img) * pp;
-                    let plane = &mut row[j * ohw..(j + 1) * ohw];
-                    let mut sum = 0f32;
-                    for i in at..at + pp {
-                        // Windows do not overlap: each position has at most one gradient.
-                        let g = dy[i] * act.derivative_from_output(y[i]);
-                        plane[arg[i] as usize] = g;
-                        sum += g;
-                    }
-                    if let Some(db) = db.as_deref_mut() {
-                        db[f] += sum;
-                    }
-                }
+                dyc[f * ld..f * ld + len].fill(0.0);
             }
+            spread_pooled(grad, n, filters, imgs, db, |f, j, pos, g| dyc[f * ld + j * ohw + pos] = g);
         }
     }
 }
@@ -619,20 +604,34 @@ fn fill_dyt(
     imgs: &Range<usize>,
     dyt: &mut [f32],
     ldg: usize,
+    db: Option<&mut [f32]>,
+) {
+    dyt.fill(0.0);
+    spread_pooled(grad, n, filters, imgs, db, |f, j, pos, g| dyt[(j * ohw + pos) * ldg + f] = g);
+}
+
+/// Hands each pooled gradient of chunk `imgs`, times the activation's derivative, to
+/// `put(filter, image in the chunk, winner's position, gradient)` (windows do not overlap:
+/// each position gets at most one), and adds each filter's sum to `db` when asked, per image.
+fn spread_pooled(
+    grad: &Grad,
+    n: usize,
+    filters: usize,
+    imgs: &Range<usize>,
     mut db: Option<&mut [f32]>,
+    mut put: impl FnMut(usize, usize, usize, f32),
 ) {
     let Grad::Pooled { dy, y, arg, act, pool } = *grad else {
-        unreachable!("fill_dyt takes pooled gradients only");
+        unreachable!("spread_pooled takes pooled gradients only");
     };
     let pp = pool.oh * pool.ow;
-    dyt.fill(0.0);
     for f in 0..filters {
         for (j, img) in imgs.clone().enumerate() {
             let at = (f * n + img) * pp;
             let mut sum = 0f32;
             for i in at..at + pp {
                 let g = dy[i] * act.derivative_from_output(y[i]);
-                dyt[(j * ohw + arg[i] as usize) * ldg + f] = g;
+                put(f, j, arg[i] as usize, g);
                 sum += g;
             }
             if let Some(db) = db.as_deref_mut() {

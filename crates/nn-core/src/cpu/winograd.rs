@@ -188,6 +188,21 @@ fn transform_kernels(cin: usize, cout: usize, kernel: impl Fn(usize, usize) -> [
     });
 }
 
+/// The tile's vectors for `cols` columns: the widest that divides them, so no tile reads or
+/// writes past a row.
+fn vectors_per_tile(cols: usize) -> usize {
+    [4, 3, 2, 1].into_iter().find(|nv| (cols / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV)
+}
+
+/// Images `imgs` of `x [c, n, h, w]` into `px [h·w][image][c]`, so that one vector holds 16
+/// channels of a pixel.
+fn pixel_major(x: &[f32], s: &Shape, imgs: &Range<usize>, px: &mut [f32]) {
+    let gc = imgs.len() * s.c;
+    for (j, img) in imgs.clone().enumerate() {
+        transpose(&x[img * s.hw..], s.c, s.hw, s.n * s.hw, &mut px[j * s.c..], gc);
+    }
+}
+
 /// The three steps for every block of a chunk, a few blocks at a time so that their
 /// transformed inputs and products stay in L1: `V = Bᵀ d B` of blocks `p0..p1` (as `b` cuts
 /// the chunk's `gi` images, `pixels [height·b.w][gi][b.c]`), the 16 products
@@ -206,7 +221,7 @@ fn pipeline(
     mut emit: impl FnMut(Range<usize>, &[f32]),
 ) {
     let cin = b.c;
-    let nv = [4, 3, 2, 1].into_iter().find(|nv| (cout / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV);
+    let nv = vectors_per_tile(cout);
     let mr = rows_for(nv);
     // Two tiles of rows where their inputs fit in 32 KB, else one.
     let bt = if 16 * 2 * mr * cin * 4 <= 32 << 10 { 2 * mr } else { mr };
@@ -260,9 +275,7 @@ fn chunk(
     let (mut pixels, mut pooled, mut winners) =
         (std::mem::take(&mut sc.pixels), std::mem::take(&mut sc.pooled), std::mem::take(&mut sc.winners));
     let px = grow(&mut pixels, s.hw * gc);
-    for (j, img) in imgs.clone().enumerate() {
-        transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut px[j * c..], gc);
-    }
+    pixel_major(x, s, &imgs, px);
     // Bᵀ d B, the products, then Aᵀ M A, bias, ReLU and the maximum of each 2×2 block.
     let relu = act == Activation::Relu;
     let (pooled_c, winners_c) = (grow(&mut pooled, gi * t * f), grow(&mut winners, gi * t * f));
@@ -377,9 +390,7 @@ pub(crate) fn weight_gradient(
     SCRATCH.with(|sc| {
         let sc = &mut *sc.borrow_mut();
         let px = grow(&mut sc.pixels, s.hw * gc);
-        for (j, img) in imgs.clone().enumerate() {
-            transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut px[j * c..], gc);
-        }
+        pixel_major(x, &s, imgs, px);
         let bl = Blocks { c, gc, w: s.w, rows: s.ph, cols: s.pw };
         let (vs, ms) = (v_stride(blocks, c), v_stride(blocks, f));
         let v = grow(&mut sc.v, 16 * vs);
@@ -388,7 +399,7 @@ pub(crate) fn weight_gradient(
         gradient_transform(dyt, ldg, &s, blocks, dm, ms);
         // dU[ξ] [c, f] += V[ξ]ᵀ · dM[ξ]: rows are channels (gathered down V's blocks), the
         // steps are the blocks, the vectors filters.
-        let nv = [4, 3, 2, 1].into_iter().find(|nv| (f / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV);
+        let nv = vectors_per_tile(f);
         sc.rows.clear();
         sc.rows.extend(0..c as u32);
         sc.steps.clear();
