@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::adam::AdamStep;
+
 /// One optimiser's update rule, applied to each parameter tensor with its gradient and its
 /// state slots (the formulas are Keras 3's).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,14 +110,9 @@ impl Prepared {
                 }
             }
             UpdateRule::Adam { beta_1, beta_2, epsilon } => {
-                let lr_t = self.lr_t;
                 let (ms, vs) = slots.split_at_mut(1);
-                let (m, v) = (&mut *ms[0], &mut *vs[0]);
-                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *m += (g - *m) * (1.0 - beta_1);
-                    *v += (g * g - *v) * (1.0 - beta_2);
-                    *w -= lr_t * *m / (v.sqrt() + epsilon);
-                }
+                let step = AdamStep { c1: 1.0 - beta_1, c2: 1.0 - beta_2, lr_t: self.lr_t, epsilon };
+                step.apply(w, g, &mut *ms[0], &mut *vs[0]);
             }
             UpdateRule::RmsProp { rho, momentum, epsilon } => {
                 let (vs, ms) = slots.split_at_mut(1);

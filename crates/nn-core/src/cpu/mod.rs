@@ -2,6 +2,7 @@
 //! `matrixmultiply` calls and large element-wise passes to loops, both split over the device's
 //! team of threads (`team.rs`), vectorised for the CPU's widest instruction set (`simd.rs`).
 
+pub(crate) mod adam;
 mod conv;
 mod conv_pool;
 mod denormals;
