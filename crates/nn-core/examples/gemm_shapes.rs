@@ -26,6 +26,9 @@ fn main() {
     let shapes = [
         ("M1 fwd  X·W1", false, false, 128, 128, 784),
         ("M1 dW1  Xᵀ·dZ", true, false, 784, 128, 128),
+        ("M1 fwd  H·W2", false, false, 128, 10, 128),
+        ("M1 dW2  Hᵀ·dZ", true, false, 128, 10, 128),
+        ("M1 dH   dZ·W2ᵀ", false, true, 128, 128, 10),
         ("M3 fwd  X·W1", false, false, 128, 512, 784),
         ("M3 fwd  H·W2", false, false, 128, 512, 512),
         ("M3 fwd  H·W3", false, false, 128, 10, 512),

@@ -37,7 +37,7 @@ pub use init::Initializer;
 pub use loss::Loss;
 pub use model::Model;
 pub use model_file::ModelFile;
-pub use network::{Fill, Network, Runtime};
+pub use network::{Fill, FilledBatch, Network, Runtime};
 pub use optim::{StepParams, UpdateRule};
 pub use presets::preset;
 pub use spec::{

@@ -6,7 +6,10 @@
 
 use mnist_data::Rng;
 
+use std::ops::Range;
+
 use crate::activation::Activation;
+use crate::cpu::team::SyncPtr;
 use crate::device::Device;
 use crate::error::{NnError, Result};
 use crate::layers::{self, Ctx, Layer};
@@ -38,14 +41,20 @@ pub trait Runtime: Send {
         sp: StepParams,
         seed: u64,
     ) -> Result<()>;
-    /// [`Runtime::train_batch`] with the inputs written by `fill` (as in
+    /// [`Runtime::train_batch`] on `batch`, whose inputs its `fill` writes (as in
     /// [`Runtime::predict_filled`]: in parallel row ranges, straight into the network's input
     /// buffer when [`Runtime::host_inputs`]).
+    ///
+    /// `next`, when given, is the batch the following call will train on: where this step
+    /// leaves cores idle (on the CPU, while a small tail of layers after the first runs on one
+    /// thread) the network gathers it there, into a second input buffer, and the following
+    /// call, if its batch has the same key, trains on those inputs instead of calling its
+    /// `fill`. Keys name batches: never give two different batches the same key.
     #[allow(clippy::too_many_arguments)]
     fn train_filled(
         &mut self,
-        n: usize,
-        fill: &Fill<'_>,
+        batch: FilledBatch<'_>,
+        next: Option<FilledBatch<'_>>,
         targets: &[f32],
         loss: Loss,
         rule: &UpdateRule,
@@ -85,6 +94,18 @@ pub trait Runtime: Send {
 /// [`Runtime::predict_filled`]); called for several ranges at once.
 pub type Fill<'a> = dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync + 'a;
 
+/// A batch of `n` examples whose inputs `fill` writes, named by `key` (see
+/// [`Runtime::train_filled`]).
+#[derive(Clone, Copy)]
+pub struct FilledBatch<'a> {
+    /// Number of examples.
+    pub n: usize,
+    /// Writes the inputs.
+    pub fill: &'a Fill<'a>,
+    /// Names this batch among those a training run gathers ahead.
+    pub key: u64,
+}
+
 /// Where a step's inputs come from.
 #[derive(Clone, Copy)]
 enum Input<'a> {
@@ -92,7 +113,12 @@ enum Input<'a> {
     Slice(&'a [f32]),
     /// Written in place by the caller (see [`Fill`]).
     Filled(&'a Fill<'a>),
+    /// Already in the input buffer (gathered during the previous step).
+    Ready,
 }
+
+/// Rows per part when inputs are gathered beside other work.
+const GATHER_ROWS: usize = 16;
 
 /// A network on device `D`.
 pub struct Network<D: Device> {
@@ -113,6 +139,23 @@ pub struct Network<D: Device> {
     head_softmax: bool,
     /// Host copy of the inputs for devices whose memory is not the host's.
     staging: Vec<f32>,
+    /// A second input buffer, gathered during the previous step (see
+    /// [`Runtime::train_filled`]), with the key and size of the batch it holds.
+    ahead: Option<D::Buf>,
+    ahead_key: Option<(u64, usize)>,
+    /// Where the layers after the first that computes begin, when they are all small dense
+    /// layers (or layers without arithmetic) whose work may run on one thread beside the
+    /// next batch's gathering; with their multiply-adds and outputs per example.
+    tail: Option<Tail>,
+}
+
+/// The layers after a network's first computing layer, when they are all dense, dropout or
+/// reshaping layers: where they start and their work per example.
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    start: usize,
+    macs: usize,
+    values: usize,
 }
 
 impl<D: Device> Network<D> {
@@ -188,6 +231,7 @@ impl<D: Device> Network<D> {
             Some(LayerSpec::Dense(d)) if d.activation == Activation::Softmax
         );
         let stats = dev.alloc(STATS_LEN)?;
+        let tail = Self::tail_of(&layers, &resolved);
         Ok(Network {
             dev,
             spec: spec.clone(),
@@ -203,7 +247,25 @@ impl<D: Device> Network<D> {
             cap: 0,
             head_softmax,
             staging: Vec::new(),
+            ahead: None,
+            ahead_key: None,
+            tail,
         })
+    }
+
+    fn tail_of(layers: &[Box<dyn Layer<D>>], resolved: &[ResolvedLayer]) -> Option<Tail> {
+        let first = layers.iter().position(|l| !l.is_identity())?;
+        let (mut macs, mut values) = (0, 0);
+        for l in resolved.get(first + 1..)? {
+            let out: usize = l.output.iter().product();
+            match &l.spec {
+                LayerSpec::Dense(_) => macs += l.input.iter().product::<usize>() * out,
+                LayerSpec::Dropout(_) | LayerSpec::Flatten(_) | LayerSpec::Reshape(_) => {}
+                _ => return None,
+            }
+            values += out;
+        }
+        (layers.len() == resolved.len() && first + 1 < layers.len()).then_some(Tail { start: first + 1, macs, values })
     }
 
     /// The device.
@@ -228,6 +290,8 @@ impl<D: Device> Network<D> {
         for l in &mut self.layers {
             l.reserve(&self.dev, cap)?;
         }
+        self.ahead = None;
+        self.ahead_key = None;
         self.cap = cap;
         Ok(())
     }
@@ -252,6 +316,7 @@ impl<D: Device> Network<D> {
                 self.reserve(n)?;
                 self.dev.upload(&x[..n * w], &mut self.vals[0])
             }
+            Input::Ready => self.reserve(n),
             Input::Filled(fill) => {
                 self.reserve(n)?;
                 let rows = n.div_ceil(4 * crate::cpu::team::threads()).max(1);
@@ -280,8 +345,14 @@ impl<D: Device> Network<D> {
 
     /// The layers' forward pass on the input already in `vals[0]`.
     fn forward_layers(&mut self, n: usize, ctx: Ctx) -> Result<()> {
+        self.forward_range(0..self.layers.len(), n, ctx)
+    }
+
+    /// The forward pass of layers `range`.
+    fn forward_range(&mut self, range: Range<usize>, n: usize, ctx: Ctx) -> Result<()> {
         let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        for i in range {
+            let layer = &mut self.layers[i];
             if layer.is_identity() {
                 continue;
             }
@@ -289,6 +360,23 @@ impl<D: Device> Network<D> {
             let (lo, hi) = self.vals.split_at_mut(so);
             let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
             layer.forward(&self.dev, &lo[si], &mut hi[0], n, &c)?;
+        }
+        Ok(())
+    }
+
+    /// The backward pass of layers `range`, last first.
+    fn backward_range(&mut self, range: Range<usize>, n: usize, ctx: Ctx) -> Result<()> {
+        let last = self.layers.len() - 1;
+        for i in range.rev() {
+            let layer = &mut self.layers[i];
+            if layer.is_identity() {
+                continue;
+            }
+            let (si, so) = (self.slot_in[i], self.slot_out[i]);
+            let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
+            let (glo, ghi) = self.grads.split_at_mut(so);
+            let dx = if si == 0 { None } else { Some(&mut glo[si]) };
+            layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
         }
         Ok(())
     }
@@ -318,23 +406,65 @@ impl<D: Device> Network<D> {
     }
 
     fn forward_backward(&mut self, x: Input<'_>, targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
+        self.forward_backward_ahead(x, None, targets, n, loss, seed)
+    }
+
+    /// [`Network::forward_backward`], gathering the `next` batch beside the tail of small
+    /// layers where there is one (see [`Runtime::train_filled`]).
+    fn forward_backward_ahead(
+        &mut self,
+        x: Input<'_>,
+        next: Option<FilledBatch<'_>>,
+        targets: &[f32],
+        n: usize,
+        loss: Loss,
+        seed: u64,
+    ) -> Result<()> {
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
-        self.forward(x, n, ctx)?;
-        self.loss_pass(targets, n, loss, logits)?;
-        let last = self.layers.len() - 1;
-        for i in (0..self.layers.len()).rev() {
-            let layer = &mut self.layers[i];
-            if layer.is_identity() {
-                continue;
+        let all = 0..self.layers.len();
+        let Some((tail, next)) = self.gathers_beside(n, next) else {
+            self.load_input(x, n)?;
+            self.forward_range(all.clone(), n, ctx)?;
+            self.loss_pass(targets, n, loss, logits)?;
+            return self.backward_range(all, n, ctx);
+        };
+        self.load_input(x, n)?;
+        self.forward_range(0..tail, n, ctx)?;
+        let w = self.slot_width[0];
+        let mut ahead = match self.ahead.take() {
+            Some(b) => b,
+            None => self.dev.alloc(self.cap * w)?,
+        };
+        let into = self.dev.host_mut(&mut ahead).map(|h| SyncPtr::new(&mut h[..next.n * w]));
+        let rows = GATHER_ROWS;
+        let side = |p: usize| {
+            let r = p * rows..((p + 1) * rows).min(next.n);
+            if let Some(into) = &into {
+                // SAFETY: part p alone writes rows `r` of the buffer.
+                (next.fill)(r.clone(), unsafe { into.range(r.start * w, r.end * w) });
             }
-            let (si, so) = (self.slot_in[i], self.slot_out[i]);
-            let c = Ctx { logits_head: fused && i == last, seed: layer_seed(seed, i), ..ctx };
-            let (glo, ghi) = self.grads.split_at_mut(so);
-            let dx = if si == 0 { None } else { Some(&mut glo[si]) };
-            layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
+        };
+        let parts = if into.is_some() { next.n.div_ceil(rows) } else { 0 };
+        let done = crate::cpu::team::beside(parts, &side, || -> Result<()> {
+            self.forward_range(tail..all.end, n, ctx)?;
+            self.loss_pass(targets, n, loss, logits)?;
+            self.backward_range(tail..all.end, n, ctx)
+        });
+        self.ahead = Some(ahead);
+        done?;
+        if parts > 0 {
+            self.ahead_key = Some((next.key, next.n));
         }
-        Ok(())
+        self.backward_range(0..tail, n, ctx)
+    }
+
+    /// Where the layers to run beside the gathering of `next` start, when there is a batch to
+    /// gather, a tail small enough to run on one thread (at `n` examples) and host inputs.
+    fn gathers_beside<'b>(&mut self, n: usize, next: Option<FilledBatch<'b>>) -> Option<(usize, FilledBatch<'b>)> {
+        let (tail, next) = (self.tail?, next?);
+        let small = crate::cpu::runs_serially(n * tail.macs, n * tail.values) && crate::cpu::team::threads() > 1;
+        (small && next.n <= self.cap && self.host_inputs()).then_some((tail.start, next))
     }
 
     /// The training-mode mean loss of one batch (with the regularisation penalty) and the
@@ -381,8 +511,9 @@ impl<D: Device> Network<D> {
         rule: &UpdateRule,
         sp: StepParams,
         seed: u64,
+        next: Option<FilledBatch<'_>>,
     ) -> Result<()> {
-        self.forward_backward(x, targets, n, loss, seed)?;
+        self.forward_backward_ahead(x, next, targets, n, loss, seed)?;
         for layer in &mut self.layers {
             for p in layer.params_mut() {
                 let Some(g) = p.grad.as_ref() else { continue };
@@ -422,20 +553,30 @@ impl<D: Device> Runtime for Network<D> {
         sp: StepParams,
         seed: u64,
     ) -> Result<()> {
-        self.train_step(Input::Slice(x), targets, n, loss, rule, sp, seed)
+        self.train_step(Input::Slice(x), targets, n, loss, rule, sp, seed, None)
     }
 
     fn train_filled(
         &mut self,
-        n: usize,
-        fill: &Fill<'_>,
+        batch: FilledBatch<'_>,
+        next: Option<FilledBatch<'_>>,
         targets: &[f32],
         loss: Loss,
         rule: &UpdateRule,
         sp: StepParams,
         seed: u64,
     ) -> Result<()> {
-        self.train_step(Input::Filled(fill), targets, n, loss, rule, sp, seed)
+        let n = batch.n;
+        let input = if self.ahead_key.take() == Some((batch.key, n)) && n <= self.cap && self.ahead.is_some() {
+            // Gathered during the previous step: swap the buffers.
+            if let Some(ahead) = self.ahead.as_mut() {
+                std::mem::swap(&mut self.vals[0], ahead);
+            }
+            Input::Ready
+        } else {
+            Input::Filled(batch.fill)
+        };
+        self.train_step(input, targets, n, loss, rule, sp, seed, next)
     }
 
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {

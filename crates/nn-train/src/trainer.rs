@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnist_data::batches::epoch_order;
 use mnist_data::{Augmentation, BatchConfig, Batcher, Dataset, Normalization, Rng};
 use ndarray::Array2;
-use nn_core::{Loss, Model, ModelFile, StepParams, Tensor};
+use nn_core::{FilledBatch, Loss, Model, ModelFile, StepParams, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{Callback, Control};
@@ -271,6 +272,7 @@ impl Trainer {
             let mut it = if inline { None } else { Some(batcher.epoch(epoch)) };
             let order = if inline { epoch_order(train.len(), cfg.shuffle, seed, epoch) } else { Vec::new() };
             let mut chunks = order.chunks(cfg.batch_size.max(1));
+            let mut key_ahead: Option<u64> = None;
             let mut done = 0;
             let mut lr = base_lr;
             // This step's learning rate, update parameters and dropout seed.
@@ -288,27 +290,23 @@ impl Trainer {
                     b.len()
                 } else {
                     let Some(idx) = chunks.next() else { break };
+                    let next_idx = chunks.clone().next();
                     let (sp, step_seed);
                     (lr, sp, step_seed) = step(self.state.step);
                     labels.clear();
                     labels.extend(idx.iter().map(|&i| train.labels()[i as usize]));
                     self.fill_targets(&labels);
                     let images = train.images();
-                    let row = |i: u32| &images[i as usize * px..(i as usize + 1) * px];
-                    // The shuffled rows are scattered over the whole set: each is asked for
-                    // a few rows ahead of its turn, so that its fetch from memory overlaps the
-                    // conversion of the rows before it (M1 ~5%, M2 ~3% faster).
-                    let fill = |rows: std::ops::Range<usize>, x: &mut [f32]| {
-                        let mine = &idx[rows];
-                        mine.iter().take(PREFETCH_ROWS).for_each(|&i| prefetch(row(i)));
-                        for (k, &i) in mine.iter().enumerate() {
-                            if let Some(&ahead) = mine.get(k + PREFETCH_ROWS) {
-                                prefetch(row(ahead));
-                            }
-                            norm.apply(row(i), &mut x[k * px..(k + 1) * px]);
-                        }
-                    };
-                    self.model.runtime().train_filled(idx.len(), &fill, &self.targets, loss, &rule, sp, step_seed)?;
+                    let (fill, fill_next) =
+                        (gather(images, px, idx, norm), gather(images, px, next_idx.unwrap_or(&[]), norm));
+                    // The network may gather the next batch during this step (see
+                    // `Runtime::train_filled`); keys are unique to this process.
+                    let key = key_ahead.take().unwrap_or_else(|| BATCH_KEYS.fetch_add(1, Ordering::Relaxed));
+                    key_ahead = next_idx.map(|_| BATCH_KEYS.fetch_add(1, Ordering::Relaxed));
+                    let batch = FilledBatch { n: idx.len(), fill: &fill, key };
+                    let next =
+                        next_idx.zip(key_ahead).map(|(i, key)| FilledBatch { n: i.len(), fill: &fill_next, key });
+                    self.model.runtime().train_filled(batch, next, &self.targets, loss, &rule, sp, step_seed)?;
                     idx.len()
                 };
                 self.state.step += 1;
@@ -544,6 +542,10 @@ pub fn parse_normalization(s: Option<&str>) -> Normalization {
     }
 }
 
+/// Keys naming the batches a network may gather ahead (see `Runtime::train_filled`), unique
+/// in the process.
+static BATCH_KEYS: AtomicU64 = AtomicU64::new(0);
+
 /// How many rows ahead of its conversion a gathered training image is prefetched.
 const PREFETCH_ROWS: usize = 4;
 
@@ -590,6 +592,29 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
         start += n;
     }
     Array2::from_shape_vec((data.len(), classes), out).map_err(|e| TrainError::Config(e.to_string()))
+}
+
+/// The fill callback (see `nn_core::Fill`) of the batch of examples `idx` of `images` (`px`
+/// bytes each). The shuffled rows are scattered over the whole set: each is asked for a few
+/// rows ahead of its turn, so that its fetch from memory overlaps the conversion of the rows
+/// before it (the gathering 20% faster, M1 2%).
+fn gather<'a>(
+    images: &'a [u8],
+    px: usize,
+    idx: &'a [u32],
+    norm: Normalization,
+) -> impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + 'a {
+    let row = move |i: u32| &images[i as usize * px..(i as usize + 1) * px];
+    move |rows, x| {
+        let mine = &idx[rows];
+        mine.iter().take(PREFETCH_ROWS).for_each(|&i| prefetch(row(i)));
+        for (k, &i) in mine.iter().enumerate() {
+            if let Some(&ahead) = mine.get(k + PREFETCH_ROWS) {
+                prefetch(row(ahead));
+            }
+            norm.apply(row(i), &mut x[k * px..(k + 1) * px]);
+        }
+    }
 }
 
 /// The fill callback (see `nn_core::Fill`) that converts consecutive images `bytes`

@@ -35,6 +35,12 @@ const MAX_SLOTS: usize = 4;
 /// Below this many multiply-adds a GEMM runs on one thread.
 const GEMM_PAR_MIN: usize = 1 << 20;
 
+/// Whether work of `macs` multiply-adds in products and `values` in element-wise passes runs
+/// on one thread anyway (each below the size from which the CPU device splits work).
+pub(crate) fn runs_serially(macs: usize, values: usize) -> bool {
+    macs < GEMM_PAR_MIN && values < PAR_MIN
+}
+
 /// Below this many elements an element-wise pass runs on one thread (handing out parts would
 /// cost more than it saves).
 pub(crate) const PAR_MIN: usize = 1 << 15;

@@ -268,6 +268,59 @@ fn run(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool) {
     }
 }
 
+/// Runs `main()` on the calling thread while the team's helpers run `side(0)`, …,
+/// `side(parts - 1)` beside it; the caller takes any part still unclaimed once `main` returns,
+/// and the call returns `main`'s result when every part has run. Loops that `main` starts run
+/// on the calling thread alone (the team is taken), so this suits a stretch of work too small
+/// to split, with independent work for the idle cores. Without helpers, or when the team is
+/// taken, runs `main` and then the parts in order.
+///
+/// # Panics
+/// If a part panics (once the others have finished), or if `main` does.
+pub(crate) fn beside<R>(parts: usize, side: &(dyn Fn(usize) + Sync), main: impl FnOnce() -> R) -> R {
+    if parts == 0 {
+        return main();
+    }
+    let team = team();
+    if INSIDE.with(Cell::get)
+        || team.helpers.is_empty()
+        || team.busy.compare_exchange(false, true, SeqCst, SeqCst).is_err()
+    {
+        let r = main();
+        (0..parts).for_each(side);
+        return r;
+    }
+    INSIDE.with(|c| c.set(true));
+    let job = Job::new(side, parts, false);
+    let publication = Publication { team };
+    // SAFETY: as in `run`: `publication`'s drop (also when `main` panics) unpublishes the job
+    // and waits for every helper to let go of it before `job` goes out of scope.
+    let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+    team.job.store(erased, SeqCst);
+    team.generation.fetch_add(1, SeqCst);
+    for h in &team.helpers {
+        if h.parked.load(SeqCst) {
+            h.thread.get().inspect(|t| t.unpark());
+        }
+    }
+    let r = main();
+    job.work(0);
+    let mut polls = 0u32;
+    while job.done.load(SeqCst) < parts {
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(1024) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    drop(publication);
+    if job.panicked.load(SeqCst) {
+        panic!("a parallel part of a CPU kernel panicked");
+    }
+    r
+}
+
 /// A raw pointer to a slice that parallel parts write through, each to its own disjoint range.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr<T>(*mut T, usize);
