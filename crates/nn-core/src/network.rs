@@ -118,7 +118,7 @@ enum Input<'a> {
 }
 
 /// Rows per part when inputs are gathered beside other work.
-const GATHER_ROWS: usize = 16;
+const GATHER_ROWS: usize = 8;
 
 /// A network on device `D`.
 pub struct Network<D: Device> {
