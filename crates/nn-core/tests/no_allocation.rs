@@ -1,5 +1,6 @@
-//! A training step allocates nothing once the network has seen a batch of its size: buffers
-//! and per-thread scratch are reused (the README's claim, counted with a global allocator).
+//! A training step (inputs given as a slice, or gathered in place and ahead) allocates nothing
+//! once the network has seen a batch of its size: buffers and per-thread scratch are reused
+//! (the README's claim, counted with a global allocator).
 //! Products that go to matrixmultiply (wider ones, and all of them without AVX-512) allocate
 //! its packing buffer on every call, so this checks the models whose products all run in the
 //! CPU device's own tile, on CPUs that have AVX-512.
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use mnist_data::Rng;
 use nn_core::cpu::Cpu;
-use nn_core::{preset, Loss, Network, Runtime, StepParams, UpdateRule};
+use nn_core::{preset, FilledBatch, Loss, Network, Runtime, StepParams, UpdateRule};
 
 /// The system allocator, counting allocations (from every thread).
 struct Counting;
@@ -57,8 +58,15 @@ fn training_steps_allocate_nothing_after_the_first() {
         let mut out = vec![0f32; n * 10];
         let loss = Loss::SparseCategoricalCrossentropy { from_logits: name == "mlp-128" };
         let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+        let fill = |r: std::ops::Range<usize>, dst: &mut [f32]| dst.copy_from_slice(&x[r.start * 784..r.end * 784]);
         let mut step = |t: u64, net: &mut Network<Cpu>| {
-            net.train_batch(&x, &y, n, loss, &rule, StepParams { lr: 1e-3, t }, t).unwrap();
+            let sp = StepParams { lr: 1e-3, t };
+            net.train_batch(&x, &y, n, loss, &rule, sp, t).unwrap();
+            // Batches gathered in place, the next one announced (gathered ahead by mlp-128).
+            let batch = FilledBatch { n, fill: &fill, key: 2 * t };
+            let next = FilledBatch { n, fill: &fill, key: 2 * t + 1 };
+            net.train_filled(batch, Some(next), &y, loss, &rule, sp, t).unwrap();
+            net.train_filled(next, None, &y, loss, &rule, sp, t).unwrap();
             net.predict_batch(&x, n, &mut out).unwrap();
         };
         // Warm-up: the CPU team starts; every thread of it grows its scratch the first time it
