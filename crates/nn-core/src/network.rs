@@ -4,9 +4,9 @@
 //! [`Network<D>`] is generic over the device; users hold it as `Box<dyn Runtime>` (inside
 //! [`crate::Model`]), so no backend type parameter reaches their signatures.
 
-use mnist_data::Rng;
-
 use std::ops::Range;
+
+use mnist_data::Rng;
 
 use crate::activation::Activation;
 use crate::cpu::team::SyncPtr;
@@ -153,8 +153,11 @@ pub struct Network<D: Device> {
 /// reshaping layers: where they start and their work per example.
 #[derive(Clone, Copy, Debug)]
 struct Tail {
+    /// The first layer of the tail.
     start: usize,
+    /// Multiply-adds of the tail's forward products, per example.
     macs: usize,
+    /// Values the tail's layers output, per example.
     values: usize,
 }
 
@@ -253,6 +256,8 @@ impl<D: Device> Network<D> {
         })
     }
 
+    /// The tail of layers after the first computing one, when every layer of it is dense,
+    /// dropout or reshaping (and the layers were built one per resolved layer).
     fn tail_of(layers: &[Box<dyn Layer<D>>], resolved: &[ResolvedLayer]) -> Option<Tail> {
         let first = layers.iter().position(|l| !l.is_identity())?;
         let (mut macs, mut values) = (0, 0);
@@ -423,13 +428,14 @@ impl<D: Device> Network<D> {
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
         let all = 0..self.layers.len();
+        self.load_input(x, n)?;
         let Some((tail, next)) = self.gathers_beside(n, next) else {
-            self.load_input(x, n)?;
             self.forward_range(all.clone(), n, ctx)?;
             self.loss_pass(targets, n, loss, logits)?;
             return self.backward_range(all, n, ctx);
         };
-        self.load_input(x, n)?;
+        // The first layer on every thread; its tail on this one while the others gather the
+        // next batch into the second input buffer; then the first layer's backward.
         self.forward_range(0..tail, n, ctx)?;
         let w = self.slot_width[0];
         let mut ahead = match self.ahead.take() {
@@ -567,14 +573,13 @@ impl<D: Device> Runtime for Network<D> {
         seed: u64,
     ) -> Result<()> {
         let n = batch.n;
-        let input = if self.ahead_key.take() == Some((batch.key, n)) && n <= self.cap && self.ahead.is_some() {
-            // Gathered during the previous step: swap the buffers.
-            if let Some(ahead) = self.ahead.as_mut() {
+        let input = match (self.ahead_key.take(), self.ahead.as_mut()) {
+            (Some(key), Some(ahead)) if key == (batch.key, n) && n <= self.cap => {
+                // Gathered during the previous step: swap the buffers.
                 std::mem::swap(&mut self.vals[0], ahead);
+                Input::Ready
             }
-            Input::Ready
-        } else {
-            Input::Filled(batch.fill)
+            _ => Input::Filled(batch.fill),
         };
         self.train_step(input, targets, n, loss, rule, sp, seed, next)
     }
