@@ -230,42 +230,11 @@ pub(crate) fn for_each_pinned(f: impl Fn(usize) + Sync) {
 }
 
 fn run(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool) {
-    if parts <= 1 || INSIDE.with(Cell::get) {
+    if parts <= 1 {
         (0..parts).for_each(f);
         return;
     }
-    let team = team();
-    if team.helpers.is_empty() || team.busy.compare_exchange(false, true, SeqCst, SeqCst).is_err() {
-        (0..parts).for_each(f);
-        return;
-    }
-    INSIDE.with(|c| c.set(true));
-    let job = Job::new(f, parts, pinned);
-    let publication = Publication { team };
-    // SAFETY: the pointer is erased to 'static only to be stored; `publication`'s drop
-    // unpublishes it and waits for every helper to let go before `job` goes out of scope.
-    let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
-    team.job.store(erased, SeqCst);
-    team.generation.fetch_add(1, SeqCst);
-    for h in &team.helpers {
-        if h.parked.load(SeqCst) {
-            h.thread.get().inspect(|t| t.unpark());
-        }
-    }
-    job.work(0);
-    let mut polls = 0u32;
-    while job.done.load(SeqCst) < parts {
-        polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(1024) {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-    drop(publication);
-    if job.panicked.load(SeqCst) {
-        panic!("a parallel part of a CPU kernel panicked");
-    }
+    share(parts, f, pinned, || ());
 }
 
 /// Runs `main()` on the calling thread while the team's helpers run `side(0)`, …,
@@ -278,23 +247,30 @@ fn run(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool) {
 /// # Panics
 /// If a part panics (once the others have finished), or if `main` does.
 pub(crate) fn beside<R>(parts: usize, side: &(dyn Fn(usize) + Sync), main: impl FnOnce() -> R) -> R {
+    share(parts, side, false, main)
+}
+
+/// Publishes `f`'s parts to the team, runs `caller()`, then claims the parts left and waits for
+/// all of them; serially (`caller()`, then the parts in order) when the team is taken, has no
+/// helpers, or this thread is already inside a team loop.
+fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool, caller: impl FnOnce() -> R) -> R {
     if parts == 0 {
-        return main();
+        return caller();
     }
-    let team = team();
-    if INSIDE.with(Cell::get)
-        || team.helpers.is_empty()
-        || team.busy.compare_exchange(false, true, SeqCst, SeqCst).is_err()
-    {
-        let r = main();
-        (0..parts).for_each(side);
+    let team = (!INSIDE.with(Cell::get)).then(team);
+    let Some(team) =
+        team.filter(|t| !t.helpers.is_empty() && t.busy.compare_exchange(false, true, SeqCst, SeqCst).is_ok())
+    else {
+        let r = caller();
+        (0..parts).for_each(f);
         return r;
-    }
+    };
     INSIDE.with(|c| c.set(true));
-    let job = Job::new(side, parts, false);
+    let job = Job::new(f, parts, pinned);
     let publication = Publication { team };
-    // SAFETY: as in `run`: `publication`'s drop (also when `main` panics) unpublishes the job
-    // and waits for every helper to let go of it before `job` goes out of scope.
+    // SAFETY: the pointer is erased to 'static only to be stored; `publication`'s drop (also
+    // when `caller` or a part panics) unpublishes it and waits for every helper to let go
+    // before `job` goes out of scope.
     let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
     team.job.store(erased, SeqCst);
     team.generation.fetch_add(1, SeqCst);
@@ -303,7 +279,7 @@ pub(crate) fn beside<R>(parts: usize, side: &(dyn Fn(usize) + Sync), main: impl 
             h.thread.get().inspect(|t| t.unpark());
         }
     }
-    let r = main();
+    let r = caller();
     job.work(0);
     let mut polls = 0u32;
     while job.done.load(SeqCst) < parts {
@@ -413,6 +389,40 @@ mod tests {
         let r = catch_unwind(AssertUnwindSafe(|| for_each(8, |p| assert!(p != 3, "boom"))));
         assert!(r.is_err());
         // The team still works afterwards.
+        let n = AtomicUsize::new(0);
+        for_each(8, |_| {
+            n.fetch_add(1, SeqCst);
+        });
+        assert_eq!(n.load(SeqCst), 8);
+    }
+
+    #[test]
+    fn beside_runs_main_and_every_part_once_even_concurrently() {
+        let hits: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for round in 0..200u64 {
+                        let side = |p: usize| {
+                            hits[p].fetch_add(1, SeqCst);
+                        };
+                        // Loops started by `main` still run every part (on this thread).
+                        let r = beside(64, &side, || {
+                            let inner = AtomicUsize::new(0);
+                            for_each(5, |_| {
+                                inner.fetch_add(1, SeqCst);
+                            });
+                            inner.load(SeqCst) as u64 + round
+                        });
+                        assert_eq!(r, 5 + round);
+                    }
+                });
+            }
+        });
+        assert!(hits.iter().all(|h| h.load(SeqCst) == 600));
+        // A panicking main leaves the team usable.
+        let r = catch_unwind(AssertUnwindSafe(|| beside(4, &|_| {}, || panic!("boom"))));
+        assert!(r.is_err());
         let n = AtomicUsize::new(0);
         for_each(8, |_| {
             n.fetch_add(1, SeqCst);
