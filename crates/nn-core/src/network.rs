@@ -369,8 +369,11 @@ impl<D: Device> Network<D> {
         Ok(())
     }
 
-    /// The backward pass of layers `range`, last first.
-    fn backward_range(&mut self, range: Range<usize>, n: usize, ctx: Ctx) -> Result<()> {
+    /// The backward pass of layers `range`, last first; with an `update`, each layer's
+    /// parameters are updated as soon as its backward pass is done (its input gradient is
+    /// computed by then, so the bits are those of updating after the whole pass), while its
+    /// weights and their gradients are still in the caches.
+    fn backward_range(&mut self, range: Range<usize>, n: usize, ctx: Ctx, update: Option<Update<'_>>) -> Result<()> {
         let last = self.layers.len() - 1;
         for i in range.rev() {
             let layer = &mut self.layers[i];
@@ -382,6 +385,17 @@ impl<D: Device> Network<D> {
             let (glo, ghi) = self.grads.split_at_mut(so);
             let dx = if si == 0 { None } else { Some(&mut glo[si]) };
             layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
+            if let Some((rule, sp)) = update {
+                for p in layer.params_mut() {
+                    let Some(g) = p.grad.as_ref() else { continue };
+                    let len = p.shape.iter().product();
+                    let cols = p.shape.last().copied().unwrap_or(1);
+                    while p.slots.len() < rule.slots() {
+                        p.slots.push(self.dev.alloc(len)?);
+                    }
+                    self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len, cols)?;
+                }
+            }
         }
         Ok(())
     }
@@ -411,11 +425,13 @@ impl<D: Device> Network<D> {
     }
 
     fn forward_backward(&mut self, x: Input<'_>, targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
-        self.forward_backward_ahead(x, None, targets, n, loss, seed)
+        self.forward_backward_ahead(x, None, targets, n, loss, seed, None)
     }
 
     /// [`Network::forward_backward`], gathering the `next` batch beside the tail of small
-    /// layers where there is one (see [`Runtime::train_filled`]).
+    /// layers where there is one (see [`Runtime::train_filled`]), and applying `update` to
+    /// each layer's parameters as soon as their gradients are ready.
+    #[allow(clippy::too_many_arguments)]
     fn forward_backward_ahead(
         &mut self,
         x: Input<'_>,
@@ -424,6 +440,7 @@ impl<D: Device> Network<D> {
         n: usize,
         loss: Loss,
         seed: u64,
+        update: Option<Update<'_>>,
     ) -> Result<()> {
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
@@ -432,7 +449,7 @@ impl<D: Device> Network<D> {
         let Some((tail, next)) = self.gathers_beside(n, next) else {
             self.forward_range(all.clone(), n, ctx)?;
             self.loss_pass(targets, n, loss, logits)?;
-            return self.backward_range(all, n, ctx);
+            return self.backward_range(all, n, ctx, update);
         };
         // The first layer on every thread; its tail on this one while the others gather the
         // next batch into the second input buffer; then the first layer's backward.
@@ -455,14 +472,14 @@ impl<D: Device> Network<D> {
         let done = crate::cpu::team::beside(parts, &side, || -> Result<()> {
             self.forward_range(tail..all.end, n, ctx)?;
             self.loss_pass(targets, n, loss, logits)?;
-            self.backward_range(tail..all.end, n, ctx)
+            self.backward_range(tail..all.end, n, ctx, update)
         });
         self.ahead = Some(ahead);
         done?;
         if parts > 0 {
             self.ahead_key = Some((next.key, next.n));
         }
-        self.backward_range(0..tail, n, ctx)
+        self.backward_range(0..tail, n, ctx, update)
     }
 
     /// Where the layers to run beside the gathering of `next` start, when there is a batch to
@@ -519,21 +536,13 @@ impl<D: Device> Network<D> {
         seed: u64,
         next: Option<FilledBatch<'_>>,
     ) -> Result<()> {
-        self.forward_backward_ahead(x, next, targets, n, loss, seed)?;
-        for layer in &mut self.layers {
-            for p in layer.params_mut() {
-                let Some(g) = p.grad.as_ref() else { continue };
-                let len = p.shape.iter().product();
-                let cols = p.shape.last().copied().unwrap_or(1);
-                while p.slots.len() < rule.slots() {
-                    p.slots.push(self.dev.alloc(len)?);
-                }
-                self.dev.update(rule, sp, &mut p.value, g, &mut p.slots[..rule.slots()], len, cols)?;
-            }
-        }
-        Ok(())
+        self.forward_backward_ahead(x, next, targets, n, loss, seed, Some((rule, sp)))
     }
 }
+
+/// An update rule and this step's parameters, applied to each layer's parameters during the
+/// backward pass.
+type Update<'a> = (&'a UpdateRule, StepParams);
 
 /// The dropout seed of layer `i` in a step.
 fn layer_seed(seed: u64, i: usize) -> u64 {
