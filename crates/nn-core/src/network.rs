@@ -407,7 +407,10 @@ impl<D: Device> Network<D> {
         (fused, fused || loss.from_logits())
     }
 
-    fn loss_pass(&mut self, targets: &[f32], n: usize, loss: Loss, logits: bool) -> Result<()> {
+    /// Checks that `targets` fit `n` examples of this model under `loss`: `[n]` labels, each
+    /// an integer below the classes, or `[n, classes]` rows. Called before anything runs, so a
+    /// step refused for its targets changes nothing.
+    fn check_targets(&self, targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         let classes = *self.slot_width.last().unwrap_or(&1);
         let expected = if loss.sparse() { n } else { n * classes };
         if targets.len() != expected {
@@ -417,6 +420,23 @@ impl<D: Device> Network<D> {
                 found: vec![targets.len()],
             });
         }
+        if loss.sparse() {
+            let not_a_class = |&(_, &l): &(usize, &f32)| !(l >= 0.0 && l < classes as f32 && l.fract() == 0.0);
+            if let Some((i, l)) = targets.iter().enumerate().find(not_a_class) {
+                return Err(NnError::spec(format!(
+                    "{}: the label of example {i} is {l}, not a class (an integer from 0 to {})",
+                    loss.name(),
+                    classes - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The loss of the outputs against `targets` (checked by [`Network::check_targets`]),
+    /// added to the statistics, and its gradient.
+    fn loss_pass(&mut self, targets: &[f32], n: usize, loss: Loss, logits: bool) -> Result<()> {
+        let classes = *self.slot_width.last().unwrap_or(&1);
         let t = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
         self.dev.upload(targets, t)?;
         let args = XentArgs { rows: n, cols: classes, logits, sparse: loss.sparse(), grad_scale: 1.0 / n as f32 };
@@ -442,6 +462,7 @@ impl<D: Device> Network<D> {
         seed: u64,
         update: Option<Update<'_>>,
     ) -> Result<()> {
+        self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
         let all = 0..self.layers.len();
@@ -594,6 +615,7 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {
+        self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
         self.forward(Input::Filled(fill), n, Ctx { training: false, seed: 0, logits_head: fused })?;
         self.loss_pass(targets, n, loss, logits)
@@ -605,6 +627,7 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
+        self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
         self.forward(Input::Slice(x), n, Ctx { training: false, seed: 0, logits_head: fused })?;
         self.loss_pass(targets, n, loss, logits)

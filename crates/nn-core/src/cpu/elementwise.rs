@@ -1,11 +1,9 @@
-//! Element-wise and row-wise CPU kernels: bias + activation, their gradients, cross-entropy,
-//! dropout.
+//! Element-wise and row-wise CPU kernels: bias + activation, their gradients, dropout.
 
 use super::team;
 use super::PAR_MIN;
 use crate::activation::Activation;
 use crate::device::{dropout_uniform, Channels};
-use crate::loss::{XentArgs, EPSILON};
 
 /// Row-wise softmax in place.
 pub(crate) fn softmax_row(row: &mut [f32]) {
@@ -156,74 +154,6 @@ pub(crate) fn channel_sums(dy: &[f32], s: Channels, beta: f32, out: &mut [f32]) 
             }
         }
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// Returns `(Σ loss, Σ correct)` over the batch and writes the gradient.
-pub(crate) fn cross_entropy(a: &XentArgs, out: &[f32], targets: &[f32], grad: &mut [f32]) -> (f32, f32) {
-    let (rows, cols) = (a.rows, a.cols);
-    let mut loss = 0f64;
-    let mut correct = 0usize;
-    for r in 0..rows {
-        let o = &out[r * cols..(r + 1) * cols];
-        let g = &mut grad[r * cols..(r + 1) * cols];
-        let (label, t): (usize, Option<&[f32]>) = if a.sparse {
-            (targets[r] as usize, None)
-        } else {
-            let t = &targets[r * cols..(r + 1) * cols];
-            (argmax(t), Some(t))
-        };
-        if argmax(o) == label {
-            correct += 1;
-        }
-        if a.logits {
-            let m = o.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y));
-            let mut s = 0f32;
-            for (gj, &z) in g.iter_mut().zip(o) {
-                *gj = crate::fastmath::exp(z - m);
-                s += *gj;
-            }
-            let lse = m + s.ln();
-            let inv = 1.0 / s;
-            match t {
-                None => {
-                    loss += (lse - o[label]) as f64;
-                    for gj in g.iter_mut() {
-                        *gj *= inv * a.grad_scale;
-                    }
-                    g[label] -= a.grad_scale;
-                }
-                Some(t) => {
-                    let tsum: f32 = t.iter().sum();
-                    for ((gj, &z), &tj) in g.iter_mut().zip(o).zip(t) {
-                        loss += (tj * (lse - z)) as f64;
-                        *gj = (*gj * inv * tsum - tj) * a.grad_scale;
-                    }
-                }
-            }
-        } else {
-            let psum: f32 = o.iter().sum::<f32>().max(f32::MIN_POSITIVE);
-            let tsum = t.map_or(1.0, |t| t.iter().sum());
-            for (j, (gj, &p)) in g.iter_mut().zip(o).enumerate() {
-                let tj = t.map_or(if j == label { 1.0 } else { 0.0 }, |t| t[j]);
-                let q = p / psum;
-                let clipped = !(EPSILON..=1.0 - EPSILON).contains(&q);
-                loss -= (tj * q.clamp(EPSILON, 1.0 - EPSILON).ln()) as f64;
-                let direct = if clipped || tj == 0.0 { 0.0 } else { -tj / p };
-                *gj = (direct + tsum / psum) * a.grad_scale;
-            }
-        }
-    }
-    (loss as f32, correct as f32)
 }
 
 /// Elements per part of the element-wise passes below.

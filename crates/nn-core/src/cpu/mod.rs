@@ -16,6 +16,7 @@ pub(crate) mod team;
 mod tile;
 mod tile_gemm;
 mod winograd;
+mod xent;
 
 use std::ops::Range;
 
@@ -136,7 +137,7 @@ impl Device for Cpu {
         grad: &mut Vec<f32>,
         stats: &mut Vec<f32>,
     ) -> Result<()> {
-        let (loss, correct) = elementwise::cross_entropy(args, out, targets, grad);
+        let (loss, correct) = xent::cross_entropy(args, out, targets, grad);
         stats[0] += loss;
         stats[1] += correct;
         Ok(())

@@ -1,0 +1,37 @@
+//! Targets that do not fit the model are errors that say what is wrong, never panics, and a
+//! step refused for them changes nothing.
+#![allow(clippy::unwrap_used)]
+
+use nn_core::cpu::Cpu;
+use nn_core::{preset, Loss, Network, NnError, Runtime, StepParams, UpdateRule};
+
+#[test]
+fn labels_that_are_not_classes_are_refused_before_anything_changes() {
+    for name in ["mlp-128", "fast-cnn"] {
+        refused_before_anything_changes(name);
+    }
+}
+
+fn refused_before_anything_changes(name: &str) {
+    let spec = preset(name).unwrap();
+    let mut net = Network::new(Cpu, &spec, 1).unwrap();
+    let before = net.weights().unwrap();
+    let (n, x) = (3, vec![0.5f32; 3 * 784]);
+    let loss = Loss::SparseCategoricalCrossentropy { from_logits: name == "mlp-128" };
+    let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+    let sp = StepParams { lr: 1e-3, t: 1 };
+    for (bad, shown) in [(10.0, "10"), (-1.0, "-1"), (2.5, "2.5"), (f32::NAN, "NaN")] {
+        let y = [1.0, bad, 3.0];
+        let err = net.train_batch(&x, &y, n, loss, &rule, sp, 1).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, NnError::Spec(_)), "{msg}");
+        assert!(msg.contains("example 1") && msg.contains(shown) && msg.contains("0 to 9"), "{msg}");
+        assert!(net.eval_batch(&x, &y, n, loss).is_err());
+    }
+    let wrong_length = net.train_batch(&x, &[1.0, 2.0], n, loss, &rule, sp, 1).unwrap_err();
+    assert!(matches!(wrong_length, NnError::Shape { .. }), "{wrong_length}");
+    for (p, q) in before.iter().zip(&net.weights().unwrap()) {
+        assert_eq!(p.data, q.data, "{name}: {} changed", p.name);
+    }
+    net.train_batch(&x, &[1.0, 9.0, 0.0], n, loss, &rule, sp, 1).unwrap();
+}
