@@ -139,10 +139,9 @@ impl Model {
     pub fn predict_proba(&mut self, x: &[f32], n: usize) -> Result<Array2<f32>> {
         let mut out = self.predict(x, n)?;
         if !self.outputs_probabilities() {
-            for mut row in out.rows_mut() {
-                if let Some(r) = row.as_slice_mut() {
-                    softmax(r);
-                }
+            let cols = out.ncols();
+            if let Some(all) = out.as_slice_mut() {
+                crate::cpu::softmax_rows(all, cols);
             }
         }
         Ok(out)
@@ -167,7 +166,7 @@ impl Model {
         }
         self.rt.predict_filled(n, fill, out)?;
         if !self.outputs_probabilities() {
-            out.chunks_mut(ow.max(1)).for_each(softmax);
+            crate::cpu::softmax_rows(out, ow);
         }
         Ok(())
     }
@@ -223,12 +222,4 @@ impl Model {
         m.set_weights(&f.weights)?;
         Ok(m)
     }
-}
-
-/// The softmax of one row of logits, in place.
-fn softmax(row: &mut [f32]) {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    row.iter_mut().for_each(|v| *v = crate::fastmath::exp(*v - m));
-    let s: f32 = row.iter().sum();
-    row.iter_mut().for_each(|v| *v /= s);
 }

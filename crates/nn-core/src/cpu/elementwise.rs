@@ -5,18 +5,6 @@ use super::PAR_MIN;
 use crate::activation::Activation;
 use crate::device::{dropout_uniform, Channels};
 
-/// Row-wise softmax in place.
-pub(crate) fn softmax_row(row: &mut [f32]) {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut s = 0.0;
-    for v in row.iter_mut() {
-        *v = crate::fastmath::exp(*v - m);
-        s += *v;
-    }
-    let inv = 1.0 / s;
-    row.iter_mut().for_each(|v| *v *= inv);
-}
-
 fn bias_act_block(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Channels) {
     super::simd::with_simd(
         #[inline(always)]
@@ -41,7 +29,7 @@ fn bias_act_inline(y: &mut [f32], bias: Option<&[f32]>, act: Activation, s: Chan
     }
     match act {
         Activation::Linear => {}
-        Activation::Softmax => y.chunks_mut(s.channels).for_each(softmax_row),
+        Activation::Softmax => super::softmax::softmax_rows_inline(y, s.channels),
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Sigmoid => y.iter_mut().for_each(|v| *v = crate::fastmath::sigmoid(*v)),
         _ => y.iter_mut().for_each(|v| *v = act.apply(*v)),

@@ -12,6 +12,7 @@ mod norm;
 mod scatter;
 mod shares;
 pub(crate) mod simd;
+mod softmax;
 pub(crate) mod team;
 mod tile;
 mod tile_gemm;
@@ -23,6 +24,7 @@ use std::ops::Range;
 use team::SyncPtr;
 
 pub use denormals::flush_denormals_to_zero;
+pub(crate) use softmax::softmax_rows;
 
 use crate::activation::Activation;
 use crate::device::{BatchNormArgs, Channels, Device, Gemm, Window};

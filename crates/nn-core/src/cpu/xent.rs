@@ -1,17 +1,14 @@
 //! Cross-entropy on the CPU: the loss, the correct predictions and the gradient of a batch.
 //!
 //! Outputs that are logits (the fused softmax + cross-entropy, every Keras MNIST head) with at
-//! most [`LANES`] classes go through blocks of [`LANES`] rows, one row per vector lane: each
-//! row's maximum, exponentials, sum and gradient are computed by the same operations in the
-//! same order as row by row, so the gradient has the same bits, at a tenth of the time (a row
-//! of 10 classes alone is too short to vectorise, and its scalar `exp`s cost ~80 ns a row).
+//! most [`LANES`] classes go through blocks of rows, one row per vector lane (`softmax.rs`):
+//! each row's maximum, exponentials, sum, loss and gradient are computed by the same operations
+//! in the same order as row by row, so they have the same bits, at a quarter of the time.
 //! Probabilities, and wider rows, go row by row.
 
+use super::softmax::{max_exp_sum, turn, Turned, LANES};
 use crate::fastmath::exp;
 use crate::loss::{XentArgs, EPSILON};
-
-/// Rows per block (a vector of f32 on AVX-512), and the most classes a block takes.
-const LANES: usize = 16;
 
 /// Returns `(Σ loss, Σ correct)` over the batch and writes the gradient.
 ///
@@ -100,21 +97,6 @@ fn row_by_row(a: &XentArgs, out: &[f32], targets: &[f32], grad: &mut [f32]) -> (
     (loss as f32, correct as f32)
 }
 
-/// `[cols][LANES]`: a block of rows turned so that each class is a vector, one row per lane.
-type Turned = [[f32; LANES]; LANES];
-
-/// Rows `r0..r0 + nb` of a `[rows, cols]` matrix into a [`Turned`] block (lanes past `nb`
-/// left as they are).
-#[inline(always)]
-fn turn(src: &[f32], cols: usize, r0: usize, nb: usize, dst: &mut Turned) {
-    for l in 0..nb {
-        let row = &src[(r0 + l) * cols..(r0 + l + 1) * cols];
-        for (j, &v) in row.iter().enumerate() {
-            dst[j][l] = v;
-        }
-    }
-}
-
 /// The lane-wise index of the first largest of `cols` vectors (as [`argmax`] row by row).
 #[inline(always)]
 fn argmax_lanes(v: &Turned, cols: usize) -> [usize; LANES] {
@@ -148,19 +130,7 @@ fn in_blocks(a: &XentArgs, out: &[f32], targets: &[f32], grad: &mut [f32]) -> (f
         };
         let predicted = argmax_lanes(&z, cols);
         correct += (0..nb).filter(|&l| predicted[l] == labels[l]).count();
-        let mut m = [f32::NEG_INFINITY; LANES];
-        for zj in &z[..cols] {
-            for l in 0..LANES {
-                m[l] = m[l].max(zj[l]);
-            }
-        }
-        let mut s = [0f32; LANES];
-        for (ej, zj) in e[..cols].iter_mut().zip(&z[..cols]) {
-            for l in 0..LANES {
-                ej[l] = exp(zj[l] - m[l]);
-                s[l] += ej[l];
-            }
-        }
+        let (m, s) = max_exp_sum(&z, cols, &mut e);
         let lse: [f32; LANES] = std::array::from_fn(|l| if l < nb { m[l] + s[l].ln() } else { 0.0 });
         let inv: [f32; LANES] = std::array::from_fn(|l| 1.0 / s[l]);
         if a.sparse {
