@@ -180,10 +180,19 @@ pub trait Device: Send + Sync + 'static {
         stats: &mut Self::Buf,
     ) -> Result<()>;
     /// Inverted dropout: draws a mask of `0` or `1/(1-rate)` from `(seed, index)` with a
-    /// counter-based hash (identical on every device), stores it and multiplies `x` by it.
-    fn dropout(&self, x: &mut Self::Buf, mask: &mut Self::Buf, rate: f32, seed: u64, len: usize) -> Result<()>;
-    /// `x[i] *= m[i]` for the first `len` elements.
-    fn mul(&self, x: &mut Self::Buf, m: &Self::Buf, len: usize) -> Result<()>;
+    /// counter-based hash (identical on every device), stores it and writes `y = x · mask`
+    /// (the first `len` elements of each).
+    fn dropout(
+        &self,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        mask: &mut Self::Buf,
+        rate: f32,
+        seed: u64,
+        len: usize,
+    ) -> Result<()>;
+    /// `y[i] = x[i] · m[i]` for the first `len` elements.
+    fn mul(&self, x: &Self::Buf, m: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
     /// Adds the gradient of `l1·Σ|w| + l2·Σw²` to `dw`.
     fn regularizer_grad(&self, w: &Self::Buf, dw: &mut Self::Buf, l1: f32, l2: f32, len: usize) -> Result<()>;
     /// Adds `l1·Σ|w| + l2·Σw²` to `acc[0]` (kept on the device).

@@ -475,25 +475,29 @@ impl Device for Cuda {
             out, targets, grad, stats, &rows, &cols, &logits, &sparse, &scale, &eps, &min_positive)?)
     }
 
-    fn dropout(&self, x: &mut Buf, mask: &mut Buf, rate: f32, seed: u64, len: usize) -> Result<()> {
+    fn dropout(&self, x: &Buf, y: &mut Buf, mask: &mut Buf, rate: f32, seed: u64, len: usize) -> Result<()> {
         need(x, len, "dropout x")?;
         need(mask, len, "dropout mask")?;
         if len == 0 {
             return Ok(());
         }
+        // The kernel works in place: on a copy of x.
+        self.copy(x, y, len)?;
         let keep = 1.0 / (1.0 - rate);
         let n = index_u32(len, "dropout")?;
-        Ok(launch!(self, Kernel::Dropout, launch::elementwise(len); x, mask, &rate, &keep, &seed, &n)?)
+        Ok(launch!(self, Kernel::Dropout, launch::elementwise(len); y, mask, &rate, &keep, &seed, &n)?)
     }
 
-    fn mul(&self, x: &mut Buf, m: &Buf, len: usize) -> Result<()> {
+    fn mul(&self, x: &Buf, m: &Buf, y: &mut Buf, len: usize) -> Result<()> {
         need(x, len, "mul x")?;
         need(m, len, "mul m")?;
         if len == 0 {
             return Ok(());
         }
+        // The kernel works in place: on a copy of x.
+        self.copy(x, y, len)?;
         let n = index_u32(len, "mul")?;
-        Ok(launch!(self, Kernel::Mul, launch::elementwise(len); x, m, &n)?)
+        Ok(launch!(self, Kernel::Mul, launch::elementwise(len); y, m, &n)?)
     }
 
     fn regularizer_grad(&self, w: &Buf, dw: &mut Buf, l1: f32, l2: f32, len: usize) -> Result<()> {

@@ -108,10 +108,18 @@ impl Device for Cuda {
     ) -> Result<()> {
         match *out {}
     }
-    fn dropout(&self, x: &mut NoBuffer, _mask: &mut NoBuffer, _rate: f32, _seed: u64, _len: usize) -> Result<()> {
+    fn dropout(
+        &self,
+        x: &NoBuffer,
+        _y: &mut NoBuffer,
+        _mask: &mut NoBuffer,
+        _rate: f32,
+        _seed: u64,
+        _len: usize,
+    ) -> Result<()> {
         match *x {}
     }
-    fn mul(&self, x: &mut NoBuffer, _m: &NoBuffer, _len: usize) -> Result<()> {
+    fn mul(&self, x: &NoBuffer, _m: &NoBuffer, _y: &mut NoBuffer, _len: usize) -> Result<()> {
         match *x {}
     }
     fn regularizer_grad(&self, w: &NoBuffer, _dw: &mut NoBuffer, _l1: f32, _l2: f32, _len: usize) -> Result<()> {

@@ -147,45 +147,49 @@ pub(crate) fn channel_sums(dy: &[f32], s: Channels, beta: f32, out: &mut [f32]) 
 /// Elements per part of the element-wise passes below.
 const CHUNK: usize = 1 << 14;
 
-/// Inverted dropout in place: `mask[i]` is 0 (dropped) or `1 / (1 - rate)`, `x[i] *= mask[i]`;
+/// Inverted dropout: `mask[i]` is 0 (dropped) or `1 / (1 - rate)`, `y[i] = x[i] · mask[i]`;
 /// vectorised, in parallel for large tensors (the mask of element `i` depends only on `seed`
 /// and `i`).
-pub(crate) fn dropout(x: &mut [f32], mask: &mut [f32], rate: f32, seed: u64) {
+pub(crate) fn dropout(x: &[f32], y: &mut [f32], mask: &mut [f32], rate: f32, seed: u64) {
     let keep = 1.0 / (1.0 - rate);
-    let block = |start: usize, x: &mut [f32], mask: &mut [f32]| {
+    let block = |start: usize, x: &[f32], y: &mut [f32], mask: &mut [f32]| {
         super::simd::with_simd(
             #[inline(always)]
             || {
-                for (i, (x, m)) in x.iter_mut().zip(mask.iter_mut()).enumerate() {
+                for (i, ((y, &x), m)) in y.iter_mut().zip(x).zip(mask.iter_mut()).enumerate() {
                     *m = if dropout_uniform(seed, (start + i) as u64) < rate { 0.0 } else { keep };
-                    *x *= *m;
+                    *y = x * *m;
                 }
             },
         )
     };
-    if x.len() < PAR_MIN {
-        return block(0, x, mask);
+    if y.len() < PAR_MIN {
+        return block(0, x, y, mask);
     }
     let ms = team::SyncPtr::new(mask);
-    team::chunks_mut(x, CHUNK, |i, x| {
-        // SAFETY: the same chunk of the mask as of `x`, which this part alone has.
-        let mask = unsafe { ms.range(i * CHUNK, i * CHUNK + x.len()) };
-        block(i * CHUNK, x, mask);
+    team::chunks_mut(y, CHUNK, |i, y| {
+        let at = i * CHUNK;
+        // SAFETY: the same chunk of the mask as of `y`, which this part alone has.
+        let mask = unsafe { ms.range(at, at + y.len()) };
+        block(at, &x[at..at + y.len()], y, mask);
     });
 }
 
-/// `x[i] *= m[i]`, vectorised, in parallel for large tensors.
-pub(crate) fn mul(x: &mut [f32], m: &[f32]) {
-    let block = |x: &mut [f32], m: &[f32]| {
+/// `y[i] = x[i] · m[i]`, vectorised, in parallel for large tensors.
+pub(crate) fn mul(x: &[f32], m: &[f32], y: &mut [f32]) {
+    let block = |x: &[f32], m: &[f32], y: &mut [f32]| {
         super::simd::with_simd(
             #[inline(always)]
-            || x.iter_mut().zip(m).for_each(|(x, &m)| *x *= m),
+            || y.iter_mut().zip(x).zip(m).for_each(|((y, &x), &m)| *y = x * m),
         )
     };
-    if x.len() < PAR_MIN {
-        return block(x, m);
+    if y.len() < PAR_MIN {
+        return block(x, m, y);
     }
-    team::chunks_mut(x, CHUNK, |i, x| block(x, &m[i * CHUNK..i * CHUNK + x.len()]));
+    team::chunks_mut(y, CHUNK, |i, y| {
+        let at = i * CHUNK;
+        block(&x[at..at + y.len()], &m[at..at + y.len()], y)
+    });
 }
 
 /// `dst = src`, in parallel for large tensors.

@@ -144,12 +144,20 @@ impl Device for Cpu {
         stats[1] += correct;
         Ok(())
     }
-    fn dropout(&self, x: &mut Vec<f32>, mask: &mut Vec<f32>, rate: f32, seed: u64, len: usize) -> Result<()> {
-        elementwise::dropout(&mut x[..len], &mut mask[..len], rate, seed);
+    fn dropout(
+        &self,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        mask: &mut Vec<f32>,
+        rate: f32,
+        seed: u64,
+        len: usize,
+    ) -> Result<()> {
+        elementwise::dropout(&x[..len], &mut y[..len], &mut mask[..len], rate, seed);
         Ok(())
     }
-    fn mul(&self, x: &mut Vec<f32>, m: &Vec<f32>, len: usize) -> Result<()> {
-        elementwise::mul(&mut x[..len], &m[..len]);
+    fn mul(&self, x: &Vec<f32>, m: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<()> {
+        elementwise::mul(&x[..len], &m[..len], &mut y[..len]);
         Ok(())
     }
     fn regularizer_grad(&self, w: &Vec<f32>, dw: &mut Vec<f32>, l1: f32, l2: f32, len: usize) -> Result<()> {

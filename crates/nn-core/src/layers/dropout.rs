@@ -30,12 +30,11 @@ impl<D: Device> Layer<D> for DropoutLayer<D> {
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let len = n * self.width;
-        dev.copy(x, y, len)?;
         self.active = ctx.training && self.rate > 0.0;
-        if let (true, Some(mask)) = (self.active, self.mask.as_mut()) {
-            dev.dropout(y, mask, self.rate, ctx.seed, len)?;
+        match (self.active, self.mask.as_mut()) {
+            (true, Some(mask)) => dev.dropout(x, y, mask, self.rate, ctx.seed, len),
+            _ => dev.copy(x, y, len),
         }
-        Ok(())
     }
 
     fn backward(
@@ -48,13 +47,11 @@ impl<D: Device> Layer<D> for DropoutLayer<D> {
         n: usize,
         _ctx: &Ctx,
     ) -> Result<()> {
-        if let Some(dx) = dx {
-            let len = n * self.width;
-            dev.copy(dy, dx, len)?;
-            if let (true, Some(mask)) = (self.active, self.mask.as_ref()) {
-                dev.mul(dx, mask, len)?;
-            }
+        let Some(dx) = dx else { return Ok(()) };
+        let len = n * self.width;
+        match (self.active, self.mask.as_ref()) {
+            (true, Some(mask)) => dev.mul(dy, mask, dx, len),
+            _ => dev.copy(dy, dx, len),
         }
-        Ok(())
     }
 }
