@@ -65,13 +65,28 @@ fn main() -> nn_core::Result<()> {
         time("  maxpool backward", 20, || d.max_pool_backward(&py, &arg, &pw, &mut pdx).unwrap_or(()));
         if d.fuses_conv_pool(&win, &pw) {
             time("  fused conv+relu+pool", 20, || {
-                d.conv_pool(&x, &wk, Some(&bias), Activation::Relu, &win, f, &pw, &mut py, &mut arg).unwrap_or(())
+                d.conv_pool(&x, &wk, Some(&bias), Activation::Relu, &win, f, &pw, Default::default(), &mut py, &mut arg)
+                    .unwrap_or(())
             });
             let pyc = py.clone();
             let relu = Activation::Relu;
             let mut backward = |dx: Option<&mut Vec<f32>>| {
-                d.conv_pool_backward(&x, &pyc, &pyc, &arg, relu, &win, f, &pw, &wk, &mut gw, Some(&mut gb), dx)
-                    .unwrap_or(())
+                d.conv_pool_backward(
+                    &x,
+                    &pyc,
+                    &pyc,
+                    &arg,
+                    relu,
+                    &win,
+                    f,
+                    &pw,
+                    Default::default(),
+                    &wk,
+                    &mut gw,
+                    Some(&mut gb),
+                    dx,
+                )
+                .unwrap_or(())
             };
             time("  fused backward (no dx)", 20, || backward(None));
             if c > 1 {

@@ -59,11 +59,26 @@ impl Gemm {
     }
 }
 
+/// Which image tensors of a fused conv + pooling pass ([`Device::conv_pool`]) are pixel-major,
+/// `[n, h, w, c]` (a pixel's channels side by side), instead of the network's channels-major
+/// `[c, n, h, w]`. Used between two fused passes whose kernels both work on pixels (see
+/// [`Device::pixel_major_between`]): the first then stores its output as its kernel computes it
+/// and the second reads it as its kernel wants it, with no transposes in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PixelMajor {
+    /// The input `x` and its gradient `dx`.
+    pub input: bool,
+    /// The pooled output `y`, its winners `arg` and its gradient `dy`.
+    pub output: bool,
+}
+
 /// The geometry of a 2-D convolution or pooling window over `n` images of `c` channels.
 ///
 /// Inside a network, image tensors are stored channels-major, `[c, n, h, w]`: a conv layer's
 /// GEMM then writes its output in place and each channel is one contiguous block. Layers that
 /// change rank (Flatten, global pooling, Reshape) convert to and from row-major `[n, features]`.
+/// (Between two fused conv + pooling passes of the CPU they may be pixel-major instead: see
+/// [`PixelMajor`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     /// Batch size.
@@ -231,11 +246,20 @@ pub trait Device: Send + Sync + 'static {
         let _ = (conv, pool);
         false
     }
+    /// Whether two fused conv + pooling passes in a row, `first` and then `second` (each its
+    /// conv window, pooling window and filters), can hand the first's output to the second
+    /// pixel-major ([`PixelMajor`]) when the first computes no input gradient. Devices keep the
+    /// default, `false`, unless their kernels gain from it.
+    fn pixel_major_between(&self, first: (&Window, &Window, usize), second: (&Window, &Window, usize)) -> bool {
+        let _ = (first, second);
+        false
+    }
     /// `y = act(maxpool(conv(x, w) + b))` in one pass: `x [c, n, h, w]`, kernel
     /// `w [filters, c, kh, kw]`, bias `b [filters]`, pooled output `y [filters, n, poh, pow]`;
     /// `arg` receives each window's winner as an offset in its conv output plane. Equal to the
     /// conv, the activation and the pooling one after the other, because a non-decreasing
-    /// activation commutes with the maximum. Only for pairs [`Device::fuses_conv_pool`] accepts.
+    /// activation commutes with the maximum. Only for pairs [`Device::fuses_conv_pool`] accepts;
+    /// `x`, `y` and `arg` pixel-major where `pm` says so.
     #[allow(clippy::too_many_arguments)]
     fn conv_pool(
         &self,
@@ -246,14 +270,16 @@ pub trait Device: Send + Sync + 'static {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        pm: PixelMajor,
         y: &mut Self::Buf,
         arg: &mut Self::Buf,
     ) -> Result<()> {
-        let _ = (x, w, b, act, conv, filters, pool, y, arg);
+        let _ = (x, w, b, act, conv, filters, pool, pm, y, arg);
         Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
     }
     /// Gradients of [`Device::conv_pool`] from `dy` (shaped like `y`), with the kernel `w`:
-    /// `dw [filters, c, kh, kw]`, `db [filters]` and, if asked, `dx [c, n, h, w]`, overwritten.
+    /// `dw [filters, c, kh, kw]`, `db [filters]` and, if asked, `dx [c, n, h, w]`, overwritten;
+    /// the image tensors laid out as in the forward pass (`pm`).
     #[allow(clippy::too_many_arguments)]
     fn conv_pool_backward(
         &self,
@@ -265,12 +291,13 @@ pub trait Device: Send + Sync + 'static {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        pm: PixelMajor,
         w: &Self::Buf,
         dw: &mut Self::Buf,
         db: Option<&mut Self::Buf>,
         dx: Option<&mut Self::Buf>,
     ) -> Result<()> {
-        let _ = (x, dy, y, arg, act, conv, filters, pool, w, dw, db, dx);
+        let _ = (x, dy, y, arg, act, conv, filters, pool, pm, w, dw, db, dx);
         Err(crate::error::NnError::Device(format!("{} has no fused conv + pooling pass", self.describe())))
     }
     /// Whether [`Device::conv2d`] and [`Device::conv2d_backward`] compute this convolution

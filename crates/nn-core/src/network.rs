@@ -10,7 +10,7 @@ use mnist_data::Rng;
 
 use crate::activation::Activation;
 use crate::cpu::team::SyncPtr;
-use crate::device::Device;
+use crate::device::{Device, PixelMajor};
 use crate::error::{NnError, Result};
 use crate::layers::{self, Ctx, Layer};
 use crate::loss::{Loss, XentArgs};
@@ -229,6 +229,7 @@ impl<D: Device> Network<D> {
                 layers.push(layer);
             }
         }
+        Self::pixel_major_edges(&dev, &mut layers, &slot_in);
         let head_softmax = matches!(
             resolved.last().map(|l| &l.spec),
             Some(LayerSpec::Dense(d)) if d.activation == Activation::Softmax
@@ -254,6 +255,21 @@ impl<D: Device> Network<D> {
             ahead_key: None,
             tail,
         })
+    }
+
+    /// Two fused conv + pooling layers in a row, the first reading the network's input (so it
+    /// computes no input gradient): where the device takes it, the first writes its output
+    /// pixel-major and the second reads it so ([`crate::device::PixelMajor`]).
+    fn pixel_major_edges(dev: &D, layers: &mut [Box<dyn Layer<D>>], slot_in: &[usize]) {
+        for i in 0..layers.len() {
+            let Some(a) = layers[i].conv_pool_shape() else { continue };
+            let Some(j) = (i + 1..layers.len()).find(|&j| !layers[j].is_identity()) else { continue };
+            let Some(b) = layers[j].conv_pool_shape() else { continue };
+            if slot_in[i] == 0 && dev.pixel_major_between((&a.0, &a.1, a.2), (&b.0, &b.1, b.2)) {
+                layers[i].set_pixel_major(PixelMajor { input: false, output: true });
+                layers[j].set_pixel_major(PixelMajor { input: true, output: false });
+            }
+        }
     }
 
     /// The tail of layers after the first computing one, when every layer of it is dense,

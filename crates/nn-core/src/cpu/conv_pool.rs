@@ -259,6 +259,9 @@ fn window2(c: &Window, wp: usize, py: usize, px: usize) -> ([usize; 4], [usize; 
     ([at(0, 0), at(0, 1), at(1, 0), at(1, 1)], [pos(0, 0), pos(0, 1), pos(1, 0), pos(1, 1)])
 }
 
+/// `y = act(maxpool(conv(x, w) + b))` of a single-channel `x [1, n, h, w]`: pooled
+/// `y [filters, n, ph, pw]` and each window's winner in `arg` (an offset in the conv output
+/// plane), or with `out_pm` both pixel-major, `[n, ph, pw, filters]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     x: &[f32],
@@ -268,6 +271,7 @@ pub(crate) fn forward(
     c: &Window,
     filters: usize,
     pool: &Window,
+    out_pm: bool,
     y: &mut [f32],
     arg: &mut [f32],
 ) {
@@ -298,6 +302,12 @@ pub(crate) fn forward(
                     with_simd(|| pool_image_portable(&xp, wp, c, pool, &wt, &bias, &mut out));
                 }
                 let lanes = FB.min(filters - f0);
+                if out_pm {
+                    // Each position's filters side by side: rows as the kernel computed them.
+                    let at = img * plane * filters + f0;
+                    store_rows(&out, act, plane, lanes, at, filters, &ys, &args, avx512);
+                    continue;
+                }
                 if matches!(act, Activation::Relu | Activation::Linear) {
                     // Plane (f0 + l, img) is written by this image's part only.
                     let (flat, wins) = (out.0.as_flattened(), out.1.as_flattened());
@@ -331,6 +341,7 @@ pub(crate) fn backward(
     c: &Window,
     filters: usize,
     pool: &Window,
+    dy_pm: bool,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
 ) {
@@ -354,7 +365,12 @@ pub(crate) fn backward(
             let mut gb = [0f32; FB];
             for img in g * per..((g + 1) * per).min(n) {
                 let wp = pad_image(&x[img * hw..(img + 1) * hw], c, &mut xp);
-                gather_grads(dy, y, arg, act, (f0 * n + img) * plane, n * plane, lanes, plane, avx512, &mut gp);
+                if dy_pm {
+                    let at = img * plane * filters + f0;
+                    rows_of_grads(dy, y, arg, act, at, filters, lanes, plane, avx512, &mut gp);
+                } else {
+                    gather_grads(dy, y, arg, act, (f0 * n + img) * plane, n * plane, lanes, plane, avx512, &mut gp);
+                }
                 #[cfg(target_arch = "x86_64")]
                 if avx512 {
                     // SAFETY: the CPU has AVX-512F (checked once above).
@@ -421,6 +437,155 @@ fn gather_grads(
     }
 }
 
+/// One image's pooled outputs and winners for a block of filters (`out`, as [`Pooled`]) stored
+/// pixel-major: lane `l` of position `i` at `at + i·stride + l` of `ys` and `args`, with the
+/// activation applied as the transposed store applies it (`+ 0`, its zero bias, then ReLU),
+/// so the values have its bits.
+#[allow(clippy::too_many_arguments)]
+fn store_rows(
+    out: &Pooled,
+    act: Activation,
+    plane: usize,
+    lanes: usize,
+    at: usize,
+    stride: usize,
+    ys: &SyncPtr<f32>,
+    args: &SyncPtr<f32>,
+    avx512: bool,
+) {
+    let last = at + (plane.max(1) - 1) * stride + lanes;
+    assert!(last <= ys.raw().1 && last <= args.raw().1 && plane <= MAX_POOLED, "pooled rows out of bounds");
+    #[cfg(target_arch = "x86_64")]
+    if avx512 && matches!(act, Activation::Relu | Activation::Linear) {
+        // SAFETY: the CPU has AVX-512F (checked by the caller); bounds asserted above.
+        unsafe { store_rows_avx512(out, act == Activation::Relu, plane, lanes, at, stride, ys, args) };
+        return;
+    }
+    let _ = avx512;
+    for i in 0..plane {
+        let k = at + i * stride;
+        // SAFETY: these rows belong to the caller's part (this image's), inside (asserted).
+        let (yr, ar) = unsafe { (ys.range(k, k + lanes), args.range(k, k + lanes)) };
+        for l in 0..lanes {
+            let v = out.0[i][l];
+            yr[l] = match act {
+                Activation::Relu => (v + 0.0).max(0.0),
+                Activation::Linear => v + 0.0,
+                _ => act.apply(v),
+            };
+            ar[l] = out.1[i][l];
+        }
+    }
+}
+
+/// [`store_rows`] for ReLU or the identity, a row per masked vector store.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_rows_avx512(
+    out: &Pooled,
+    relu: bool,
+    plane: usize,
+    lanes: usize,
+    at: usize,
+    stride: usize,
+    ys: &SyncPtr<f32>,
+    args: &SyncPtr<f32>,
+) {
+    use std::arch::x86_64::*;
+    let mask: __mmask16 = if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 };
+    let zero = _mm512_setzero_ps();
+    let (yp, ap) = (ys.raw().0, args.raw().0);
+    for i in 0..plane {
+        // SAFETY: row i of the fixed-size tile, and `lanes` floats from `at + i·stride`, inside
+        // the destinations (asserted by the caller) and belonging to its part.
+        unsafe {
+            let mut z = _mm512_add_ps(_mm512_loadu_ps(out.0[i].as_ptr()), zero);
+            if relu {
+                z = _mm512_max_ps(z, zero);
+            }
+            _mm512_mask_storeu_ps(yp.add(at + i * stride), mask, z);
+            _mm512_mask_storeu_ps(ap.add(at + i * stride), mask, _mm512_loadu_ps(out.1[i].as_ptr()));
+        }
+    }
+}
+
+/// [`gather_grads`] from pixel-major tensors: lane `l` of position `i` from `at + i·stride + l`
+/// (a position's filters side by side), the same values.
+#[allow(clippy::too_many_arguments)]
+fn rows_of_grads(
+    dy: &[f32],
+    y: &[f32],
+    arg: &[f32],
+    act: Activation,
+    at: usize,
+    stride: usize,
+    lanes: usize,
+    plane: usize,
+    avx512: bool,
+    gp: &mut Pooled,
+) {
+    let last = at + (plane.max(1) - 1) * stride + lanes;
+    assert!(
+        last <= dy.len() && last <= y.len() && last <= arg.len() && plane <= MAX_POOLED && lanes <= FB,
+        "pooled gradients out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512 && matches!(act, Activation::Relu | Activation::Linear) {
+        // SAFETY: the CPU has AVX-512F (checked by the caller); bounds asserted above.
+        unsafe { rows_of_grads_avx512(dy, y, arg, act == Activation::Relu, at, stride, lanes, plane, gp) };
+        return;
+    }
+    let _ = avx512;
+    for i in 0..plane {
+        let k = at + i * stride;
+        for l in 0..lanes {
+            gp.0[i][l] = dy[k + l] * act.derivative_from_output(y[k + l]);
+            gp.1[i][l] = arg[k + l];
+        }
+    }
+}
+
+/// [`rows_of_grads`] for ReLU or the identity, a row per masked vector load (the same bits as
+/// [`gather_grads_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_of_grads_avx512(
+    dy: &[f32],
+    y: &[f32],
+    arg: &[f32],
+    relu: bool,
+    at: usize,
+    stride: usize,
+    lanes: usize,
+    plane: usize,
+    gp: &mut Pooled,
+) {
+    use std::arch::x86_64::*;
+    let mask: __mmask16 = if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 };
+    let zero = _mm512_setzero_ps();
+    for i in 0..plane {
+        let k = at + i * stride;
+        // SAFETY: `lanes` floats from k are inside the buffers (asserted by the caller), the
+        // other lanes masked off; the stores write whole 16-lane rows of the fixed-size tile.
+        unsafe {
+            let g = _mm512_maskz_loadu_ps(mask, dy.as_ptr().add(k));
+            let a = _mm512_maskz_loadu_ps(mask, arg.as_ptr().add(k));
+            let g = if relu {
+                let yv = _mm512_maskz_loadu_ps(mask, y.as_ptr().add(k));
+                let d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero), _mm512_set1_ps(1.0));
+                _mm512_mul_ps(g, d)
+            } else {
+                g
+            };
+            let (old_g, old_a) = (_mm512_loadu_ps(gp.0[i].as_ptr()), _mm512_loadu_ps(gp.1[i].as_ptr()));
+            _mm512_storeu_ps(gp.0[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_g, g));
+            _mm512_storeu_ps(gp.1[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_a, a));
+        }
+    }
+}
+
 /// [`gather_grads`] for ReLU or the identity, 16 lanes per gather (the same bits: the
 /// gradient times ReLU's derivative, 1 where its output is positive, else 0).
 #[cfg(target_arch = "x86_64")]
@@ -470,6 +635,70 @@ static SCRATCH: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pooled outputs and winners stored pixel-major, and gradients read so, give the
+    /// bits of the channels-major passes, with AVX-512 and without, for every activation path.
+    #[test]
+    fn pixel_major_rows_give_the_same_bits() {
+        let (n, filters) = (3, 20);
+        let c = Window { n, c: 1, h: 28, w: 28, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 26, ow: 26 };
+        let pool = Window { n, c: filters, h: 26, w: 26, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: 13, ow: 13 };
+        assert!(supports(&c, &pool));
+        let plane = 169;
+        let len = filters * n * plane;
+        let x: Vec<f32> = (0..n * 784).map(|i| ((i * 37 % 101) as f32) / 101.0 - 0.2).collect();
+        let w: Vec<f32> = (0..filters * 9).map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0).collect();
+        let b: Vec<f32> = (0..filters).map(|i| i as f32 * 0.01 - 0.1).collect();
+        // `[f, n, plane]` into `[n, plane, f]`.
+        let turn = |v: &[f32]| {
+            let mut out = vec![0f32; len];
+            for f in 0..filters {
+                for img in 0..n {
+                    for i in 0..plane {
+                        out[(img * plane + i) * filters + f] = v[(f * n + img) * plane + i];
+                    }
+                }
+            }
+            out
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for act in [Activation::Relu, Activation::Linear, Activation::Tanh] {
+            let (mut y1, mut a1, mut y2, mut a2) = (vec![0f32; len], vec![0f32; len], vec![1f32; len], vec![1f32; len]);
+            forward(&x, &w, Some(&b), act, &c, filters, &pool, false, &mut y1, &mut a1);
+            forward(&x, &w, Some(&b), act, &c, filters, &pool, true, &mut y2, &mut a2);
+            assert_eq!(bits(&turn(&y1)), bits(&y2), "{act:?} outputs");
+            assert_eq!(bits(&turn(&a1)), bits(&a2), "{act:?} winners");
+            let dy: Vec<f32> =
+                (0..len).map(|i| if i % 7 == 0 { 0.0 } else { ((i * 11 % 23) as f32 - 11.0) / 9.0 }).collect();
+            let (mut dw1, mut db1, mut dw2, mut db2) =
+                (vec![0f32; filters * 9], vec![0f32; filters], vec![1f32; filters * 9], vec![1f32; filters]);
+            backward(&x, &dy, &y1, &a1, act, &c, filters, &pool, false, &mut dw1, Some(&mut db1));
+            backward(&x, &turn(&dy), &y2, &a2, act, &c, filters, &pool, true, &mut dw2, Some(&mut db2));
+            assert_eq!((bits(&dw1), bits(&db1)), (bits(&dw2), bits(&db2)), "{act:?} gradients");
+        }
+        // Both ways of storing and reading rows, on the same tile.
+        let mut out: Pooled = ([[0f32; FB]; MAX_POOLED], [[0f32; FB]; MAX_POOLED]);
+        for (i, (o, a)) in out.0.iter_mut().zip(out.1.iter_mut()).enumerate().take(plane) {
+            for l in 0..FB {
+                o[l] = if (i + l) % 5 == 0 { -0.0 } else { ((i * 3 + l) % 13) as f32 - 6.0 };
+                a[l] = ((i + l) % 4) as f32;
+            }
+        }
+        for act in [Activation::Relu, Activation::Linear] {
+            let (mut ya, mut aa, mut yb, mut ab) =
+                (vec![9f32; plane * 32], vec![9f32; plane * 32], vec![9f32; plane * 32], vec![9f32; plane * 32]);
+            let (ysa, asa) = (SyncPtr::new(&mut ya), SyncPtr::new(&mut aa));
+            let (ysb, asb) = (SyncPtr::new(&mut yb), SyncPtr::new(&mut ab));
+            store_rows(&out, act, plane, 11, 3, 32, &ysa, &asa, has_avx512());
+            store_rows(&out, act, plane, 11, 3, 32, &ysb, &asb, false);
+            assert_eq!((bits(&ya), bits(&aa)), (bits(&yb), bits(&ab)), "{act:?} stored rows");
+            let (mut ga, mut gb): (Pooled, Pooled) = (out, out);
+            rows_of_grads(&ya, &ya, &aa, act, 3, 32, 11, plane, has_avx512(), &mut ga);
+            rows_of_grads(&ya, &ya, &aa, act, 3, 32, 11, plane, false, &mut gb);
+            let flat = |p: &Pooled| (bits(p.0.as_flattened()), bits(p.1.as_flattened()));
+            assert_eq!(flat(&ga), flat(&gb), "{act:?} read rows");
+        }
+    }
 
     #[test]
     #[cfg(target_arch = "x86_64")]

@@ -403,7 +403,9 @@ pub(crate) enum Grad<'a> {
 }
 
 /// Gradients of [`forward`] or [`forward_pooled`] from `grad`: each if asked, `dw [filters, c,
-/// kh, kw]`, `db [filters]` and `dx [c, n, h, w]` (all overwritten).
+/// kh, kw]`, `db [filters]` and `dx [c, n, h, w]` (all overwritten). With `x_pm`, `x` and `dx`
+/// are pixel-major, `[n, h, w, c]`: only for a pooled gradient that Winograd's passes take,
+/// with `dw` and `dx` both asked for.
 ///
 /// The weight gradient's tiles are taps × filters: the taps gather from the images along the
 /// chunk's positions, the filters are vectors of the chunk's `dyᵀ`. The input gradient's are
@@ -411,6 +413,7 @@ pub(crate) enum Grad<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     x: &[f32],
+    x_pm: bool,
     grad: Grad,
     w: &[f32],
     win: &Window,
@@ -462,6 +465,10 @@ pub(crate) fn backward(
 
     // Per group: dWᵀ [ckk, fpad], then the bias gradient [fpad].
     let width = ckk * fpad + fpad;
+    assert!(
+        !x_pm || (winograd_pool.is_some() && winograd_dw.is_some()),
+        "pixel-major images only through Winograd's passes"
+    );
     let mut partials = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
     let parts = grow(&mut partials, p.groups * width);
     team::chunks_mut(parts, width, |g, part| {
@@ -492,7 +499,7 @@ pub(crate) fn backward(
                 if let (true, Some(pool)) = (want_dw, winograd_dw) {
                     // SAFETY: group g's sums belong to this part alone.
                     let du = unsafe { dus.range(g * du_len, (g + 1) * du_len) };
-                    super::winograd::weight_gradient(x, dyt, fpad, &imgs, win, pool, filters, du, tiles);
+                    super::winograd::weight_gradient(x, x_pm, dyt, fpad, &imgs, win, pool, filters, du, tiles);
                 } else if want_dw {
                     let (src, taps, positions) = source(x, win, &imgs, &mut s.padded, &mut s.taps, &mut s.positions);
                     let steps = Steps::new(positions);
@@ -510,7 +517,7 @@ pub(crate) fn backward(
                 }
                 let Some(dxs) = dxs.as_ref() else { continue };
                 if let Some(pool) = winograd_pool {
-                    super::winograd::input_gradient(rotated, dyt, fpad, &imgs, win, pool, filters, dxs, tiles);
+                    super::winograd::input_gradient(rotated, dyt, fpad, &imgs, win, pool, filters, x_pm, dxs, tiles);
                     continue;
                 }
                 let g = Tiled {
@@ -730,7 +737,7 @@ mod tests {
                 close(&y, &y_ref, &format!("{what} y"));
                 let mut dw = vec![f32::NAN; w.len()];
                 let mut dx = vec![f32::NAN; x.len()];
-                backward(&x, Grad::Full(&dy), &w, &win, f, Some(&mut dw), None, Some(&mut dx), tiles);
+                backward(&x, false, Grad::Full(&dy), &w, &win, f, Some(&mut dw), None, Some(&mut dx), tiles);
                 close(&dw, &dw_ref, &format!("{what} dw"));
                 close(&dx, &dx_ref, &format!("{what} dx"));
             }
@@ -783,7 +790,7 @@ mod tests {
                 assert_eq!(arg, arg_ref, "{what} winners");
                 let (mut dw, mut db, mut dx) = (vec![f32::NAN; w.len()], vec![f32::NAN; f], vec![f32::NAN; x.len()]);
                 let grad = Grad::Pooled { dy: &gy, y: &y, arg: &arg, act: Activation::Relu, pool: &pool };
-                backward(&x, grad, &w, &win, f, Some(&mut dw), Some(&mut db), Some(&mut dx), tiles);
+                backward(&x, false, grad, &w, &win, f, Some(&mut dw), Some(&mut db), Some(&mut dx), tiles);
                 close(&dw, &dw_ref, &format!("{what} dw"));
                 close(&db, &db_ref, &format!("{what} db"));
                 close(&dx, &dx_ref, &format!("{what} dx"));
@@ -799,7 +806,7 @@ mod tests {
         let dy: Vec<f32> = (0..16 * 37 * 49).map(|i| (i % 13) as f32 * 0.07 - 0.4).collect();
         let run = || {
             let mut dw = vec![0f32; w.len()];
-            backward(&x, Grad::Full(&dy), &w, &win, 16, Some(&mut dw), None, None, tile_fn);
+            backward(&x, false, Grad::Full(&dy), &w, &win, 16, Some(&mut dw), None, None, tile_fn);
             dw
         };
         let parallel = run();

@@ -27,7 +27,7 @@ pub use denormals::flush_denormals_to_zero;
 pub(crate) use softmax::softmax_rows;
 
 use crate::activation::Activation;
-use crate::device::{BatchNormArgs, Channels, Device, Gemm, Window};
+use crate::device::{BatchNormArgs, Channels, Device, Gemm, PixelMajor, Window};
 use crate::error::Result;
 use crate::loss::XentArgs;
 use crate::optim::{update_host, Prepared, StepParams, UpdateRule};
@@ -259,6 +259,16 @@ impl Device for Cpu {
     fn fuses_conv_pool(&self, conv: &Window, pool: &Window) -> bool {
         conv_pool::supports(conv, pool) || implicit_conv::supports_pooled(conv, pool)
     }
+    /// The single-channel pass (`conv_pool.rs`) into a Winograd pass (`winograd.rs`): the
+    /// first computes a pixel's filters side by side and the second transforms a pixel's
+    /// channels side by side, so between them the images stay pixel-major.
+    fn pixel_major_between(&self, first: (&Window, &Window, usize), second: (&Window, &Window, usize)) -> bool {
+        let ((c1, p1, f1), (c2, p2, f2)) = (first, second);
+        conv_pool::supports(c1, p1)
+            && !conv_pool::supports(c2, p2)
+            && winograd::supports(c2, p2, f2)
+            && (c2.c, c2.h, c2.w) == (f1, p1.oh, p1.ow)
+    }
     fn conv_pool(
         &self,
         x: &Vec<f32>,
@@ -268,13 +278,20 @@ impl Device for Cpu {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        pm: PixelMajor,
         y: &mut Vec<f32>,
         arg: &mut Vec<f32>,
     ) -> Result<()> {
-        if conv_pool::supports(conv, pool) {
-            conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg);
-        } else if winograd::supports(conv, pool, filters) {
-            winograd::forward_pooled(x, w, b.map(|b| &b[..]), act, conv, filters, pool, y, arg, tile::tile_fn);
+        let single = conv_pool::supports(conv, pool);
+        let wino = !single && winograd::supports(conv, pool, filters);
+        if (pm.input && !wino) || (pm.output && !single) {
+            return Err(crate::error::NnError::Device(format!("cpu: no pixel-major conv + pooling pass for {pm:?}")));
+        }
+        if single {
+            conv_pool::forward(x, w, b.map(|b| &b[..]), act, conv, filters, pool, pm.output, y, arg);
+        } else if wino {
+            let b = b.map(|b| &b[..]);
+            winograd::forward_pooled(x, pm.input, w, b, act, conv, filters, pool, y, arg, tile::tile_fn);
         } else {
             let b = b.map(|b| &b[..]);
             implicit_conv::forward_pooled(x, w, b, act, conv, filters, pool, y, arg, tile::tile_fn);
@@ -291,18 +308,26 @@ impl Device for Cpu {
         conv: &Window,
         filters: usize,
         pool: &Window,
+        pm: PixelMajor,
         w: &Vec<f32>,
         dw: &mut Vec<f32>,
         db: Option<&mut Vec<f32>>,
         dx: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         // The single-channel pass has no input gradient; both passes leave the same winners.
-        if dx.is_none() && conv_pool::supports(conv, pool) {
-            conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, dw, db.map(|b| &mut b[..]));
+        let single = dx.is_none() && conv_pool::supports(conv, pool);
+        let wino = dx.is_some() && winograd::supports(conv, pool, filters);
+        if (pm.input && !wino) || (pm.output && !single) {
+            return Err(crate::error::NnError::Device(format!(
+                "cpu: no pixel-major conv + pooling gradient for {pm:?}"
+            )));
+        }
+        if single {
+            conv_pool::backward(x, dy, y, arg, act, conv, filters, pool, pm.output, dw, db.map(|b| &mut b[..]));
         } else {
             let grad = implicit_conv::Grad::Pooled { dy, y, arg, act, pool };
             let (db, dx) = (db.map(|b| &mut b[..]), dx.map(|d| &mut d[..]));
-            implicit_conv::backward(x, grad, w, conv, filters, Some(dw), db, dx, tile::tile_fn);
+            implicit_conv::backward(x, pm.input, grad, w, conv, filters, Some(dw), db, dx, tile::tile_fn);
         }
         Ok(())
     }
@@ -333,7 +358,7 @@ impl Device for Cpu {
         dx: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         let (dw, dx) = (dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]));
-        implicit_conv::backward(x, implicit_conv::Grad::Full(dy), w, win, filters, dw, None, dx, tile::tile_fn);
+        implicit_conv::backward(x, false, implicit_conv::Grad::Full(dy), w, win, filters, dw, None, dx, tile::tile_fn);
         Ok(())
     }
     fn avg_pool(&self, x: &Vec<f32>, win: &Window, y: &mut Vec<f32>) -> Result<()> {

@@ -120,11 +120,13 @@ struct Blocks {
 }
 
 /// `y = act(maxpool(conv(x, w) + b))` exactly as `implicit_conv::forward_pooled` defines it
-/// (`x [c, n, h, w]`, `w [filters, c, 3, 3]`, pooled `y [filters, n, ph, pw]`, winners in `arg`
-/// as offsets in the conv output plane), for the pairs [`supports`] takes.
+/// (`x [c, n, h, w]`, or `[n, h, w, c]` with `x_pm`; `w [filters, c, 3, 3]`, pooled
+/// `y [filters, n, ph, pw]`, winners in `arg` as offsets in the conv output plane), for the
+/// pairs [`supports`] takes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_pooled(
     x: &[f32],
+    x_pm: bool,
     w: &[f32],
     b: Option<&[f32]>,
     act: Activation,
@@ -153,7 +155,7 @@ pub(crate) fn forward_pooled(
             let sc = &mut *sc.borrow_mut();
             let (lo, hi) = (g * per_group, ((g + 1) * per_group).min(s.n));
             for i in (lo..hi).step_by(CHUNK) {
-                chunk(x, &s, i..(i + CHUNK).min(hi), u, bias, act, &ys, &args, tiles, sc);
+                chunk(x, x_pm, &s, i..(i + CHUNK).min(hi), u, bias, act, &ys, &args, tiles, sc);
             }
         })
     });
@@ -194,12 +196,19 @@ fn vectors_per_tile(cols: usize) -> usize {
     [4, 3, 2, 1].into_iter().find(|nv| (cols / LANES).is_multiple_of(*nv)).unwrap_or(1).min(MAX_NV)
 }
 
-/// Images `imgs` of `x [c, n, h, w]` into `px [h·w][image][c]`, so that one vector holds 16
-/// channels of a pixel.
-fn pixel_major(x: &[f32], s: &Shape, imgs: &Range<usize>, px: &mut [f32]) {
-    let gc = imgs.len() * s.c;
+/// Images `imgs` of `x [c, n, h, w]` (or, with `x_pm`, of a pixel-major `x [n, h, w, c]`)
+/// into `px [h·w][image][c]`, so that one vector holds 16 channels of a pixel.
+fn pixel_major(x: &[f32], x_pm: bool, s: &Shape, imgs: &Range<usize>, px: &mut [f32]) {
+    let (gi, c) = (imgs.len(), s.c);
     for (j, img) in imgs.clone().enumerate() {
-        transpose(&x[img * s.hw..], s.c, s.hw, s.n * s.hw, &mut px[j * s.c..], gc);
+        if x_pm {
+            let image = &x[img * s.hw * c..(img + 1) * s.hw * c];
+            for (p, pixel) in image.chunks_exact(c).enumerate() {
+                px[(p * gi + j) * c..(p * gi + j + 1) * c].copy_from_slice(pixel);
+            }
+        } else {
+            transpose(&x[img * s.hw..], c, s.hw, s.n * s.hw, &mut px[j * c..], gi * c);
+        }
     }
 }
 
@@ -259,6 +268,7 @@ fn pipeline(
 #[allow(clippy::too_many_arguments)]
 fn chunk(
     x: &[f32],
+    x_pm: bool,
     s: &Shape,
     imgs: Range<usize>,
     u: &[f32],
@@ -275,7 +285,7 @@ fn chunk(
     let (mut pixels, mut pooled, mut winners) =
         (std::mem::take(&mut sc.pixels), std::mem::take(&mut sc.pooled), std::mem::take(&mut sc.winners));
     let px = grow(&mut pixels, s.hw * gc);
-    pixel_major(x, s, &imgs, px);
+    pixel_major(x, x_pm, s, &imgs, px);
     // Bᵀ d B, the products, then Aᵀ M A, bias, ReLU and the maximum of each 2×2 block.
     let relu = act == Activation::Relu;
     let (pooled_c, winners_c) = (grow(&mut pooled, gi * t * f), grow(&mut winners, gi * t * f));
@@ -308,7 +318,8 @@ pub(crate) fn rotated_kernels(w: &[f32], c: usize, filters: usize, u: &mut Vec<f
 /// The input gradient of a chunk of images, for a pair [`supports`] takes: from `dyt`, the
 /// gradient of the chunk's conv outputs (`[position][ldg]`, image `j`'s position `(oy, ox)` at
 /// row `j·oh·ow + oy·ow + ox`, non-zero only inside the pooling windows), into the planes
-/// `dx [c, n, h, w]` of images `imgs` (overwritten). `u` is from [`rotated_kernels`].
+/// `dx [c, n, h, w]` (or, with `dx_pm`, `[n, h, w, c]`) of images `imgs` (overwritten). `u` is
+/// from [`rotated_kernels`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn input_gradient(
     u: &[f32],
@@ -318,6 +329,7 @@ pub(crate) fn input_gradient(
     win: &Window,
     pool: &Window,
     filters: usize,
+    dx_pm: bool,
     dxs: &team::SyncPtr<f32>,
     tiles: fn(usize) -> TileFn,
 ) {
@@ -358,6 +370,14 @@ pub(crate) fn input_gradient(
         pipeline(px, hp, &bl, gi, u, c, tiles, sc, |range, m| output_blocks(m, range, &bl, c, win.w, hw, planes_c));
         let zeros = grow(&mut sc.zeros, c);
         for (j, img) in imgs.clone().enumerate() {
+            if dx_pm {
+                // SAFETY: this image's pixels belong to this chunk's part.
+                let dst = unsafe { dxs.range(img * hw * c, (img + 1) * hw * c) };
+                // `+ 0.0` as the transposed store adds its zero bias (a -0 becomes +0).
+                let src = &planes_c[j * hw * c..(j + 1) * hw * c];
+                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + 0.0);
+                continue;
+            }
             // This image's planes belong to this chunk's part.
             store_transposed(&planes_c[j * hw * c..], c, hw, c, zeros, false, dxs, img * hw, n * hw);
         }
@@ -368,12 +388,13 @@ pub(crate) fn input_gradient(
 /// Adds the weight gradient of a chunk of images, in the transformed domain, to
 /// `du [16][c][filters]` (turn the sum over the batch into `dw` with [`weight_gradient_of`]),
 /// for a pair [`supports`] takes: `dU[ξ] += V[ξ]ᵀ · dM[ξ]` over the chunk's blocks, with
-/// `V = Bᵀ d B` of the images `x [c, n, h, w]` and `dM = A dY Aᵀ` of each 2×2 block of the
-/// conv outputs' gradient `dyt [position][ldg]` (image `j`'s position `(oy, ox)` at row
-/// `j·oh·ow + oy·ow + ox`, zero outside the pooling windows).
+/// `V = Bᵀ d B` of the images `x [c, n, h, w]` (`[n, h, w, c]` with `x_pm`) and `dM = A dY Aᵀ`
+/// of each 2×2 block of the conv outputs' gradient `dyt [position][ldg]` (image `j`'s position
+/// `(oy, ox)` at row `j·oh·ow + oy·ow + ox`, zero outside the pooling windows).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_gradient(
     x: &[f32],
+    x_pm: bool,
     dyt: &[f32],
     ldg: usize,
     imgs: &Range<usize>,
@@ -390,7 +411,7 @@ pub(crate) fn weight_gradient(
     SCRATCH.with(|sc| {
         let sc = &mut *sc.borrow_mut();
         let px = grow(&mut sc.pixels, s.hw * gc);
-        pixel_major(x, &s, imgs, px);
+        pixel_major(x, x_pm, &s, imgs, px);
         let bl = Blocks { c, gc, w: s.w, rows: s.ph, cols: s.pw };
         let (vs, ms) = (v_stride(blocks, c), v_stride(blocks, f));
         let v = grow(&mut sc.v, 16 * vs);
@@ -777,6 +798,61 @@ mod tests {
     use super::*;
     use crate::cpu::tile::portable_fn;
 
+    /// `[c, n, r]` (channels-major) into `[n, r, c]` (pixel-major).
+    fn to_pixel_major(x: &[f32], c: usize, n: usize, r: usize) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        for ci in 0..c {
+            for img in 0..n {
+                for p in 0..r {
+                    out[(img * r + p) * c + ci] = x[(ci * n + img) * r + p];
+                }
+            }
+        }
+        out
+    }
+
+    /// Images read pixel-major, and the input gradient written so, give the bits of the
+    /// channels-major passes: outputs, winners, weight, bias and input gradients.
+    #[test]
+    fn pixel_major_images_give_the_same_bits() {
+        if !crate::cpu::simd::has_avx512() {
+            return;
+        }
+        let (c, filters, h, n) = (16, 32, 13, 5);
+        let (oh, hw) = (h - 2, h * h);
+        let ph = oh / 2;
+        let win = Window { n, c, h, w: h, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh, ow: oh };
+        let pool = Window { n, c: filters, h: oh, w: oh, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: ph, ow: ph };
+        let mut rng = mnist_data::Rng::new(12);
+        // Non-negative inputs with zeros, as a ReLU layer hands on.
+        let x: Vec<f32> = (0..c * n * hw).map(|_| rng.uniform(-0.5, 1.0).max(0.0)).collect();
+        let xp = to_pixel_major(&x, c, n, hw);
+        let w: Vec<f32> = (0..filters * c * 9).map(|_| rng.uniform(-0.3, 0.3)).collect();
+        let b: Vec<f32> = (0..filters).map(|_| rng.uniform(-0.1, 0.1)).collect();
+        let len = filters * n * ph * ph;
+        let tiles = crate::cpu::tile::tile_fn;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for act in [Activation::Relu, Activation::Linear] {
+            let (mut y1, mut a1, mut y2, mut a2) = (vec![0f32; len], vec![0f32; len], vec![1f32; len], vec![1f32; len]);
+            forward_pooled(&x, false, &w, Some(&b), act, &win, filters, &pool, &mut y1, &mut a1, tiles);
+            forward_pooled(&xp, true, &w, Some(&b), act, &win, filters, &pool, &mut y2, &mut a2, tiles);
+            assert_eq!((bits(&y1), bits(&a1)), (bits(&y2), bits(&a2)), "{act:?} forward");
+            let dy: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let run = |x: &[f32], pm: bool| {
+                let grad = crate::cpu::implicit_conv::Grad::Pooled { dy: &dy, y: &y1, arg: &a1, act, pool: &pool };
+                let (mut dw, mut db, mut dx) = (vec![0f32; filters * c * 9], vec![0f32; filters], vec![0f32; x.len()]);
+                let (dws, dbs, dxs) = (Some(&mut dw[..]), Some(&mut db[..]), Some(&mut dx[..]));
+                crate::cpu::implicit_conv::backward(x, pm, grad, &w, &win, filters, dws, dbs, dxs, tiles);
+                (dw, db, dx)
+            };
+            let (dw1, db1, dx1) = run(&x, false);
+            let (dw2, db2, dx2) = run(&xp, true);
+            assert_eq!(bits(&dw1), bits(&dw2), "{act:?} weight gradient");
+            assert_eq!(bits(&db1), bits(&db2), "{act:?} bias gradient");
+            assert_eq!(bits(&to_pixel_major(&dx1, c, n, hw)), bits(&dx2), "{act:?} input gradient");
+        }
+    }
+
     #[test]
     fn gradients_match_the_definition() {
         if !crate::cpu::simd::has_avx512() {
@@ -793,13 +869,24 @@ mod tests {
             let len = filters * n * ph * ph;
             let (mut y, mut arg) = (vec![0f32; len], vec![0f32; len]);
             let act = Activation::Relu;
-            forward_pooled(&x, &w, None, act, &win, filters, &pool, &mut y, &mut arg, crate::cpu::tile::tile_fn);
+            forward_pooled(&x, false, &w, None, act, &win, filters, &pool, &mut y, &mut arg, crate::cpu::tile::tile_fn);
             let dy: Vec<f32> = (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect();
             let mut dx = vec![f32::NAN; c * n * hw];
             let mut dw = vec![f32::NAN; filters * c * 9];
             let grad = crate::cpu::implicit_conv::Grad::Pooled { dy: &dy, y: &y, arg: &arg, act, pool: &pool };
             let tiles = crate::cpu::tile::tile_fn;
-            crate::cpu::implicit_conv::backward(&x, grad, &w, &win, filters, Some(&mut dw), None, Some(&mut dx), tiles);
+            crate::cpu::implicit_conv::backward(
+                &x,
+                false,
+                grad,
+                &w,
+                &win,
+                filters,
+                Some(&mut dw),
+                None,
+                Some(&mut dx),
+                tiles,
+            );
             // The definition: each window's gradient (through ReLU) at its winner, then
             // dx[ci, img, iy, ix] = Σ dz[f, img, iy - ky, ix - kx] · w[f, ci, ky, kx].
             let mut dz = vec![0f64; filters * n * ohw];
@@ -889,7 +976,7 @@ mod tests {
             let len = filters * n * (oh / 2) * (oh / 2);
             let (mut y1, mut a1, mut y2, mut a2) = (vec![0f32; len], vec![0f32; len], vec![0f32; len], vec![0f32; len]);
             let portable = |nv| portable_fn(nv);
-            forward_pooled(&x, &w, Some(&b), act, &win, filters, &pool, &mut y1, &mut a1, portable);
+            forward_pooled(&x, false, &w, Some(&b), act, &win, filters, &pool, &mut y1, &mut a1, portable);
             crate::cpu::implicit_conv::forward_pooled(
                 &x,
                 &w,

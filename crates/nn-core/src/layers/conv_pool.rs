@@ -6,7 +6,7 @@
 use super::conv2d::Conv2DLayer;
 use super::pool::PoolLayer;
 use super::{Ctx, Layer, Param};
-use crate::device::{Device, Window};
+use crate::device::{Device, PixelMajor, Window};
 use crate::error::{NnError, Result};
 
 pub(crate) struct ConvPoolLayer<D: Device> {
@@ -14,6 +14,8 @@ pub(crate) struct ConvPoolLayer<D: Device> {
     pool: Window,
     arg: Option<D::Buf>,
     cap: usize,
+    /// Which of its image tensors are pixel-major (between two fused layers).
+    pm: PixelMajor,
 }
 
 impl<D: Device> ConvPoolLayer<D> {
@@ -26,7 +28,7 @@ impl<D: Device> ConvPoolLayer<D> {
     ) -> std::result::Result<Self, (Conv2DLayer<D>, PoolLayer<D>)> {
         let monotone = conv.act != crate::activation::Activation::Softmax;
         if pool.max && !pool.global && monotone && dev.fuses_conv_pool(&conv.win, &pool.win) {
-            Ok(ConvPoolLayer { pool: pool.win, conv, arg: None, cap: 0 })
+            Ok(ConvPoolLayer { pool: pool.win, conv, arg: None, cap: 0, pm: PixelMajor::default() })
         } else {
             Err((conv, pool))
         }
@@ -50,7 +52,7 @@ impl<D: Device> Layer<D> for ConvPoolLayer<D> {
         let (conv, pool) = (Window { n, ..self.conv.win }, Window { n, ..self.pool });
         let p = &self.conv.params;
         let act = ctx.activation(self.conv.act);
-        dev.conv_pool(x, &p[0].value, p.get(1).map(|b| &b.value), act, &conv, self.conv.filters, &pool, y, arg)
+        dev.conv_pool(x, &p[0].value, p.get(1).map(|b| &b.value), act, &conv, self.conv.filters, &pool, self.pm, y, arg)
     }
 
     fn backward(
@@ -73,11 +75,19 @@ impl<D: Device> Layer<D> for ConvPoolLayer<D> {
             return Err(NnError::Device("the fused conv + pooling pass needs its kernel's gradient".into()));
         };
         let gb = rest.first_mut().and_then(|b| b.grad.as_mut());
-        dev.conv_pool_backward(x, dy, y, arg, act, &conv, self.conv.filters, &pool, &k.value, gw, gb, dx)?;
+        let (filters, pm) = (self.conv.filters, self.pm);
+        dev.conv_pool_backward(x, dy, y, arg, act, &conv, filters, &pool, pm, &k.value, gw, gb, dx)?;
         if let Some(r) = k.reg {
             dev.regularizer_grad(&k.value, gw, r.l1, r.l2, len)?;
         }
         Ok(())
+    }
+
+    fn conv_pool_shape(&self) -> Option<(Window, Window, usize)> {
+        Some((self.conv.win, self.pool, self.conv.filters))
+    }
+    fn set_pixel_major(&mut self, pm: PixelMajor) {
+        self.pm = pm;
     }
 
     fn params(&self) -> &[Param<D>] {

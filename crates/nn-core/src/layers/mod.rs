@@ -100,6 +100,13 @@ pub trait Layer<D: Device>: Send {
     fn reserve(&mut self, _dev: &D, _cap: usize) -> Result<()> {
         Ok(())
     }
+    /// For a fused conv + pooling layer: its conv window, pooling window and filters.
+    fn conv_pool_shape(&self) -> Option<(crate::device::Window, crate::device::Window, usize)> {
+        None
+    }
+    /// Has a fused conv + pooling layer read its input or write its output pixel-major (see
+    /// [`crate::device::PixelMajor`]); other layers have no such choice and ignore it.
+    fn set_pixel_major(&mut self, _pm: crate::device::PixelMajor) {}
 }
 
 /// Creates the parameters of a layer, initialised from `rng` on the host and uploaded.
