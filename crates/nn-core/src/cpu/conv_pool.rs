@@ -365,12 +365,13 @@ pub(crate) fn backward(
             let mut gb = [0f32; FB];
             for img in g * per..((g + 1) * per).min(n) {
                 let wp = pad_image(&x[img * hw..(img + 1) * hw], c, &mut xp);
-                if dy_pm {
-                    let at = img * plane * filters + f0;
-                    rows_of_grads(dy, y, arg, act, at, filters, lanes, plane, avx512, &mut gp);
+                // Lane (filter) l of position i at `at + l·lane_stride + i·pos_stride`.
+                let (at, strides) = if dy_pm {
+                    (img * plane * filters + f0, (1, filters))
                 } else {
-                    gather_grads(dy, y, arg, act, (f0 * n + img) * plane, n * plane, lanes, plane, avx512, &mut gp);
-                }
+                    ((f0 * n + img) * plane, (n * plane, 1))
+                };
+                gather_grads(dy, y, arg, act, at, strides, lanes, plane, avx512, &mut gp);
                 #[cfg(target_arch = "x86_64")]
                 if avx512 {
                     // SAFETY: the CPU has AVX-512F (checked once above).
@@ -402,7 +403,8 @@ pub(crate) fn backward(
 
 /// The pooled gradients of one image for a block of filters, times the activation's
 /// derivative, with their winners, as [`Pooled`]: lane `l` of position `i` from
-/// `at + l·stride + i` (lanes past `lanes` keep what they hold).
+/// `at + l·lane_stride + i·pos_stride` (channels-major tensors: `(n·plane, 1)`; pixel-major:
+/// `(1, filters)`), lanes past `lanes` keeping what they hold.
 #[allow(clippy::too_many_arguments)]
 fn gather_grads(
     dy: &[f32],
@@ -410,29 +412,30 @@ fn gather_grads(
     arg: &[f32],
     act: Activation,
     at: usize,
-    stride: usize,
+    (lane_stride, pos_stride): (usize, usize),
     lanes: usize,
     plane: usize,
     avx512: bool,
     gp: &mut Pooled,
 ) {
-    let last = at + (lanes.max(1) - 1) * stride + plane;
+    let last = at + (lanes.max(1) - 1) * lane_stride + (plane.max(1) - 1) * pos_stride + 1;
     assert!(
-        last <= dy.len() && last <= y.len() && last <= arg.len() && plane <= MAX_POOLED,
+        last <= dy.len() && last <= y.len() && last <= arg.len() && plane <= MAX_POOLED && lanes <= FB,
         "pooled gradients out of bounds"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx512 && matches!(act, Activation::Relu | Activation::Linear) && 16 * stride < i32::MAX as usize {
+    if avx512 && matches!(act, Activation::Relu | Activation::Linear) && 16 * lane_stride < i32::MAX as usize {
+        let relu = act == Activation::Relu;
         // SAFETY: the CPU has AVX-512F (checked by the caller); bounds asserted above.
-        unsafe { gather_grads_avx512(dy, y, arg, act == Activation::Relu, at, stride, lanes, plane, gp) };
+        unsafe { gather_grads_avx512(dy, y, arg, relu, at, (lane_stride, pos_stride), lanes, plane, gp) };
         return;
     }
     let _ = avx512;
-    for l in 0..lanes {
-        let at = at + l * stride;
-        for i in 0..plane {
-            gp.0[i][l] = dy[at + i] * act.derivative_from_output(y[at + i]);
-            gp.1[i][l] = arg[at + i];
+    for i in 0..plane {
+        for l in 0..lanes {
+            let k = at + l * lane_stride + i * pos_stride;
+            gp.0[i][l] = dy[k] * act.derivative_from_output(y[k]);
+            gp.1[i][l] = arg[k];
         }
     }
 }
@@ -510,84 +513,9 @@ unsafe fn store_rows_avx512(
     }
 }
 
-/// [`gather_grads`] from pixel-major tensors: lane `l` of position `i` from `at + i·stride + l`
-/// (a position's filters side by side), the same values.
-#[allow(clippy::too_many_arguments)]
-fn rows_of_grads(
-    dy: &[f32],
-    y: &[f32],
-    arg: &[f32],
-    act: Activation,
-    at: usize,
-    stride: usize,
-    lanes: usize,
-    plane: usize,
-    avx512: bool,
-    gp: &mut Pooled,
-) {
-    let last = at + (plane.max(1) - 1) * stride + lanes;
-    assert!(
-        last <= dy.len() && last <= y.len() && last <= arg.len() && plane <= MAX_POOLED && lanes <= FB,
-        "pooled gradients out of bounds"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if avx512 && matches!(act, Activation::Relu | Activation::Linear) {
-        // SAFETY: the CPU has AVX-512F (checked by the caller); bounds asserted above.
-        unsafe { rows_of_grads_avx512(dy, y, arg, act == Activation::Relu, at, stride, lanes, plane, gp) };
-        return;
-    }
-    let _ = avx512;
-    for i in 0..plane {
-        let k = at + i * stride;
-        for l in 0..lanes {
-            gp.0[i][l] = dy[k + l] * act.derivative_from_output(y[k + l]);
-            gp.1[i][l] = arg[k + l];
-        }
-    }
-}
-
-/// [`rows_of_grads`] for ReLU or the identity, a row per masked vector load (the same bits as
-/// [`gather_grads_avx512`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_of_grads_avx512(
-    dy: &[f32],
-    y: &[f32],
-    arg: &[f32],
-    relu: bool,
-    at: usize,
-    stride: usize,
-    lanes: usize,
-    plane: usize,
-    gp: &mut Pooled,
-) {
-    use std::arch::x86_64::*;
-    let mask: __mmask16 = if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 };
-    let zero = _mm512_setzero_ps();
-    for i in 0..plane {
-        let k = at + i * stride;
-        // SAFETY: `lanes` floats from k are inside the buffers (asserted by the caller), the
-        // other lanes masked off; the stores write whole 16-lane rows of the fixed-size tile.
-        unsafe {
-            let g = _mm512_maskz_loadu_ps(mask, dy.as_ptr().add(k));
-            let a = _mm512_maskz_loadu_ps(mask, arg.as_ptr().add(k));
-            let g = if relu {
-                let yv = _mm512_maskz_loadu_ps(mask, y.as_ptr().add(k));
-                let d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero), _mm512_set1_ps(1.0));
-                _mm512_mul_ps(g, d)
-            } else {
-                g
-            };
-            let (old_g, old_a) = (_mm512_loadu_ps(gp.0[i].as_ptr()), _mm512_loadu_ps(gp.1[i].as_ptr()));
-            _mm512_storeu_ps(gp.0[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_g, g));
-            _mm512_storeu_ps(gp.1[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_a, a));
-        }
-    }
-}
-
-/// [`gather_grads`] for ReLU or the identity, 16 lanes per gather (the same bits: the
-/// gradient times ReLU's derivative, 1 where its output is positive, else 0).
+/// [`gather_grads`] for ReLU or the identity: a position's lanes by one masked load where
+/// they lie side by side, else by one gather (the same bits: the gradient times ReLU's
+/// derivative, 1 where its output is positive, else 0).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -597,7 +525,7 @@ unsafe fn gather_grads_avx512(
     arg: &[f32],
     relu: bool,
     at: usize,
-    stride: usize,
+    (lane_stride, pos_stride): (usize, usize),
     lanes: usize,
     plane: usize,
     gp: &mut Pooled,
@@ -605,23 +533,31 @@ unsafe fn gather_grads_avx512(
     use std::arch::x86_64::*;
     let idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(stride as i32),
+        _mm512_set1_epi32(lane_stride as i32),
     );
     let mask: __mmask16 = if lanes >= 16 { 0xffff } else { (1u16 << lanes) - 1 };
     let zero = _mm512_setzero_ps();
+    // SAFETY (for the loads below): lane l of position i reads `at + l·lane_stride +
+    // i·pos_stride`, inside the buffers for l < lanes (asserted by the caller); the other
+    // lanes are masked off.
+    let lanes_of = |src: &[f32], i: usize| unsafe {
+        let p = src.as_ptr().add(at + i * pos_stride);
+        if lane_stride == 1 {
+            _mm512_maskz_loadu_ps(mask, p)
+        } else {
+            _mm512_mask_i32gather_ps::<4>(zero, mask, idx, p.cast())
+        }
+    };
     for i in 0..plane {
-        // SAFETY: lane l reads `at + l·stride + i`, inside the buffers for l < lanes (asserted
-        // by the caller); the other lanes are masked off. The stores write whole 16-lane rows.
+        let (g, a) = (lanes_of(dy, i), lanes_of(arg, i));
+        let g = if relu {
+            let d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(lanes_of(y, i), zero), _mm512_set1_ps(1.0));
+            _mm512_mul_ps(g, d)
+        } else {
+            g
+        };
+        // SAFETY: whole 16-lane rows of the fixed-size tile (i < plane <= MAX_POOLED).
         unsafe {
-            let g = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, dy.as_ptr().add(at + i).cast());
-            let a = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, arg.as_ptr().add(at + i).cast());
-            let g = if relu {
-                let yv = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, y.as_ptr().add(at + i).cast());
-                let d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero), _mm512_set1_ps(1.0));
-                _mm512_mul_ps(g, d)
-            } else {
-                g
-            };
             let (old_g, old_a) = (_mm512_loadu_ps(gp.0[i].as_ptr()), _mm512_loadu_ps(gp.1[i].as_ptr()));
             _mm512_storeu_ps(gp.0[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_g, g));
             _mm512_storeu_ps(gp.1[i].as_mut_ptr(), _mm512_mask_blend_ps(mask, old_a, a));
@@ -693,10 +629,20 @@ mod tests {
             store_rows(&out, act, plane, 11, 3, 32, &ysb, &asb, false);
             assert_eq!((bits(&ya), bits(&aa)), (bits(&yb), bits(&ab)), "{act:?} stored rows");
             let (mut ga, mut gb): (Pooled, Pooled) = (out, out);
-            rows_of_grads(&ya, &ya, &aa, act, 3, 32, 11, plane, has_avx512(), &mut ga);
-            rows_of_grads(&ya, &ya, &aa, act, 3, 32, 11, plane, false, &mut gb);
+            gather_grads(&ya, &ya, &aa, act, 3, (1, 32), 11, plane, has_avx512(), &mut ga);
+            gather_grads(&ya, &ya, &aa, act, 3, (1, 32), 11, plane, false, &mut gb);
             let flat = |p: &Pooled| (bits(p.0.as_flattened()), bits(p.1.as_flattened()));
             assert_eq!(flat(&ga), flat(&gb), "{act:?} read rows");
+            // Channels-major: a lane's plane after another's.
+            let (gc, ycm, acm) = (
+                (0..3 + 16 * 200).map(|i| ((i * 7 % 19) as f32 - 9.0) / 4.0).collect::<Vec<_>>(),
+                (0..3 + 16 * 200).map(|i| if i % 3 == 0 { 0.0 } else { (i % 5) as f32 - 2.0 }).collect::<Vec<_>>(),
+                (0..3 + 16 * 200).map(|i| (i % 4) as f32).collect::<Vec<_>>(),
+            );
+            let (mut ga, mut gb): (Pooled, Pooled) = (out, out);
+            gather_grads(&gc, &ycm, &acm, act, 3, (200, 1), 13, plane, has_avx512(), &mut ga);
+            gather_grads(&gc, &ycm, &acm, act, 3, (200, 1), 13, plane, false, &mut gb);
+            assert_eq!(flat(&ga), flat(&gb), "{act:?} gathered lanes");
         }
     }
 
