@@ -263,11 +263,9 @@ impl Device for Cpu {
     /// first computes a pixel's filters side by side and the second transforms a pixel's
     /// channels side by side, so between them the images stay pixel-major.
     fn pixel_major_between(&self, first: (&Window, &Window, usize), second: (&Window, &Window, usize)) -> bool {
+        // (The second pair, of 16·j channels, is never taken by the single-channel pass.)
         let ((c1, p1, f1), (c2, p2, f2)) = (first, second);
-        conv_pool::supports(c1, p1)
-            && !conv_pool::supports(c2, p2)
-            && winograd::supports(c2, p2, f2)
-            && (c2.c, c2.h, c2.w) == (f1, p1.oh, p1.ow)
+        conv_pool::supports(c1, p1) && winograd::supports(c2, p2, f2) && (c2.c, c2.h, c2.w) == (f1, p1.oh, p1.ow)
     }
     fn conv_pool(
         &self,
