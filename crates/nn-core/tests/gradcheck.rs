@@ -188,6 +188,14 @@ fn batch_normalization_after_conv_and_after_dense() {
 }
 
 #[test]
+fn batch_normalization_of_a_rank_two_example() {
+    // Channels are the example's first axis ([4, 5]: 4 channels of 5 values each).
+    let spec =
+        ModelSpec::new(&[4, 5]).add(BatchNorm::default()).add(Flatten::new()).add(Dense::new(3).activation(Softmax));
+    check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 5, 33);
+}
+
+#[test]
 fn fused_first_conv_and_max_pooling() {
     // A conv on the single-channel input followed by max pooling runs as one fused layer on the
     // CPU; 20 filters span a full and a partial block of 16. (tests/fusion.rs compares it with

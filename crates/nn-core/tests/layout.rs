@@ -75,3 +75,19 @@ fn multi_channel_inputs_ask_for_a_reshape() {
     let err = Model::new(&spec, 0).err().unwrap().to_string();
     assert!(err.contains("Reshape") && err.contains("[192]"), "{err}");
 }
+
+/// Batch normalisation normalises each channel, the first axis of an example, over every other
+/// axis, whatever the rank (channels first, as PyTorch's `BatchNorm1d` on `[N, C, L]`): a fresh
+/// layer in inference mode (moving mean 0, variance 1) scales every value by `1/√(1+ε)`.
+#[test]
+fn batch_norm_covers_every_value_of_a_rank_two_example() {
+    let spec = ModelSpec::new(&[4, 5]).add(nn_core::BatchNorm::default()).add(Flatten::new());
+    let mut m = Model::new(&spec, 0).unwrap();
+    let n = 3;
+    let x: Vec<f32> = (0..n * 20).map(|i| i as f32 * 0.25 - 7.0).collect();
+    let y = m.predict(&x, n).unwrap();
+    let scale = 1.0 / (1.0f32 + nn_core::BatchNorm::default().epsilon).sqrt();
+    for (i, (&got, &xv)) in y.iter().zip(&x).enumerate() {
+        assert!((got - xv * scale).abs() < 1e-5, "value {i}: {got} vs {}", xv * scale);
+    }
+}

@@ -1,6 +1,8 @@
-//! `BatchNormalization` over the channel axis: images `[c, n, h, w]` (channels-major; per
-//! channel over `n·h·w`) or features `[n, f]` (per feature over `n`). Parameters: `gamma`, `beta` (trainable), `moving_mean`,
-//! `moving_variance` (not trainable).
+//! `BatchNormalization` over the channel axis, the first of each example's axes (channels
+//! first, as PyTorch's `BatchNorm1d`/`2d`): images `[c, n, h, w]` (stored channels-major; per
+//! channel over `n·h·w`), features `[n, f]` (per feature over `n`), or any other per-example
+//! shape `[c, ...]`, stored `[n, c, ...]` (per channel over `n` and the other axes).
+//! Parameters: `gamma`, `beta` (trainable), `moving_mean`, `moving_variance` (not trainable).
 
 use super::{Ctx, Layer, Param};
 use crate::device::{BatchNormArgs, Channels, Device};
@@ -43,7 +45,7 @@ impl<D: Device> BatchNormLayer<D> {
             shape: if self.image {
                 Channels { outer: 1, channels: self.channels, inner: n * self.inner }
             } else {
-                Channels { outer: n, channels: self.channels, inner: 1 }
+                Channels { outer: n, channels: self.channels, inner: self.inner }
             },
             momentum: self.momentum,
             epsilon: self.epsilon,
