@@ -133,3 +133,20 @@ impl ModelFile {
 fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A safetensors file written by someone else (PyTorch's `save_file` without metadata) is
+    /// named as such, not as a broken model.
+    #[test]
+    fn a_safetensors_file_without_an_architecture_is_not_a_model_file() {
+        let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2, 2], &data).unwrap();
+        let bytes = safetensors::serialize(vec![("weight", view)], None).unwrap();
+        let err = ModelFile::from_bytes(Path::new("torch.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(err.starts_with("torch.safetensors: ") && err.contains("no \"architecture\""), "{err}");
+    }
+}

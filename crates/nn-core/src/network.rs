@@ -71,7 +71,9 @@ pub trait Runtime: Send {
     fn host_inputs(&mut self) -> bool;
     /// Returns `(Σ loss, Σ correct)` since the last call and resets them.
     fn take_stats(&mut self) -> Result<(f64, f64)>;
-    /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode).
+    /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode). Only the
+    /// first `n` rows of each are used; either one holding fewer is an [`NnError::Shape`]
+    /// error.
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
     /// Like [`Runtime::predict_batch`], with the inputs written by `fill(rows, x)`, which
     /// gets the examples `rows` and their `[rows.len(), in]` slice of the input, for several
@@ -320,6 +322,16 @@ impl<D: Device> Network<D> {
     fn forward(&mut self, input: Input<'_>, n: usize, ctx: Ctx) -> Result<()> {
         self.load_input(input, n)?;
         self.forward_layers(n, ctx)
+    }
+
+    /// The first `n` rows of a caller's output buffer, or an error naming both shapes when it
+    /// is shorter.
+    fn output_rows<'a>(&self, out: &'a mut [f32], n: usize) -> Result<&'a mut [f32]> {
+        let w = *self.slot_width.last().unwrap_or(&1);
+        if out.len() < n * w {
+            return Err(NnError::Shape { layer: "output buffer".into(), expected: vec![n, w], found: vec![out.len()] });
+        }
+        Ok(&mut out[..n * w])
     }
 
     /// Puts the `[n, in]` inputs into the input buffer `vals[0]`.
@@ -656,18 +668,18 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        let out = self.output_rows(out, n)?;
         self.forward(Input::Slice(x), n, Ctx::default())?;
-        let w = *self.slot_width.last().unwrap_or(&1);
         let last = self.vals.len() - 1;
-        self.dev.download(&self.vals[last], &mut out[..n * w])
+        self.dev.download(&self.vals[last], out)
     }
 
     fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()> {
+        let out = self.output_rows(out, n)?;
         self.load_input(Input::Filled(fill), n)?;
         self.forward_layers(n, Ctx::default())?;
-        let ow = *self.slot_width.last().unwrap_or(&1);
         let last = self.vals.len() - 1;
-        self.dev.download(&self.vals[last], &mut out[..n * ow])
+        self.dev.download(&self.vals[last], out)
     }
 
     fn weights(&self) -> Result<Vec<Tensor>> {

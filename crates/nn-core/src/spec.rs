@@ -350,10 +350,14 @@ impl LayerSpec {
     /// [`NnError::Shape`] naming `name` when the input does not fit, [`NnError::Spec`] for bad options.
     pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
         let total: usize = input.iter().product();
-        let shape_err = |expected: Vec<usize>| NnError::Shape {
-            layer: format!("{name} ({})", self.type_name()),
-            expected,
-            found: input.to_vec(),
+        let image = || {
+            three(input).ok_or_else(|| {
+                NnError::spec(format!(
+                    "{name} ({}): expects images [channels, height, width], found {input:?}; \
+                     add a Reshape before it (e.g. to [1, 28, 28])",
+                    self.type_name()
+                ))
+            })
         };
         match self {
             LayerSpec::Flatten(_) => Ok(vec![total]),
@@ -375,7 +379,7 @@ impl LayerSpec {
                 Ok(input.to_vec())
             }
             LayerSpec::Conv2D(c) => {
-                let [c_in, h, w] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                let [c_in, h, w] = image()?;
                 let [kh, kw] = c.kernel_size;
                 let [sh, sw] = c.strides;
                 if c.filters == 0 || kh == 0 || kw == 0 || sh == 0 || sw == 0 || c_in == 0 {
@@ -388,10 +392,16 @@ impl LayerSpec {
                         "{name} (Conv2D): kernel {kh}×{kw} is larger than its {h}×{w} input"
                     )));
                 }
+                if c.activation == Activation::Softmax {
+                    return Err(NnError::spec(format!(
+                        "{name} (Conv2D): a softmax over a convolution's filters is not supported; \
+                         give the softmax to a Dense layer after a Flatten"
+                    )));
+                }
                 Ok(vec![c.filters, window_out(h, kh, sh, c.padding).0, window_out(w, kw, sw, c.padding).0])
             }
             LayerSpec::MaxPooling2D(p) | LayerSpec::AveragePooling2D(p) => {
-                let [c_in, h, w] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                let [c_in, h, w] = image()?;
                 let [kh, kw] = p.pool_size;
                 let [sh, sw] = p.strides.unwrap_or(p.pool_size);
                 if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
@@ -403,7 +413,7 @@ impl LayerSpec {
                 Ok(vec![c_in, window_out(h, kh, sh, p.padding).0, window_out(w, kw, sw, p.padding).0])
             }
             LayerSpec::GlobalAveragePooling2D {} => {
-                let [c_in, _, _] = three(input).ok_or_else(|| shape_err(vec![0, 0, 0]))?;
+                let [c_in, _, _] = image()?;
                 Ok(vec![c_in])
             }
             LayerSpec::BatchNormalization(_) => Ok(input.to_vec()),
@@ -453,6 +463,16 @@ impl LayerSpec {
             _ => vec![],
         }
     }
+}
+
+/// The most values one example's tensor (an input or a layer's output) or one parameter tensor
+/// may hold: 2³² floats, 16 GiB. Larger shapes are certainly mistakes, and their sizes would
+/// overflow the products that follow.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// The number of values of `shape`, `None` past [`MAX_ELEMENTS`].
+fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
 }
 
 fn three(s: &[usize]) -> Option<[usize; 3]> {
@@ -507,6 +527,12 @@ impl ModelSpec {
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
             return Err(NnError::spec(format!("input shape {:?} must be non-empty with no zero", self.input_shape)));
         }
+        if elements(&self.input_shape).is_none() {
+            return Err(NnError::spec(format!(
+                "input shape {:?} holds more than {MAX_ELEMENTS} values",
+                self.input_shape
+            )));
+        }
         let mut counts = std::collections::HashMap::<&str, usize>::new();
         let mut shape = self.input_shape.clone();
         let mut out = Vec::with_capacity(self.layers.len());
@@ -515,6 +541,20 @@ impl ModelSpec {
             let name = if *k == 0 { l.base_name().to_string() } else { format!("{}_{}", l.base_name(), k) };
             *k += 1;
             let output = l.output_shape(&name, &shape)?;
+            let too_large = |what: &str, shape: &[usize]| {
+                NnError::spec(format!(
+                    "{name} ({}): its {what} {shape:?} holds more than {MAX_ELEMENTS} values",
+                    l.type_name()
+                ))
+            };
+            if elements(&output).is_none() {
+                return Err(too_large("output", &output));
+            }
+            for (_, p, _) in l.param_shapes(&shape) {
+                if elements(&p).is_none() {
+                    return Err(too_large("parameter", &p));
+                }
+            }
             out.push(ResolvedLayer { name, spec: l.clone(), input: shape, output: output.clone() });
             shape = output;
         }
@@ -568,5 +608,25 @@ mod tests {
         assert!(err.contains("dense (Dense)") && err.contains("Flatten"), "{err}");
         let err = ModelSpec::from_json("{\"input_shape\": [784], \"layers\": [{\"type\": \"Dense\"}]}").unwrap_err();
         assert!(err.to_string().contains("units"), "{err}");
+    }
+
+    #[test]
+    fn layers_that_cannot_work_are_refused_with_their_reason() {
+        let err = |spec: ModelSpec| spec.resolve().unwrap_err().to_string();
+        // A conv on flat features: names the layer, the shape it got and what to add.
+        let e = err(ModelSpec::new(&[784]).add(Conv2D::new(8, 3)));
+        assert!(e.contains("conv2d (Conv2D)") && e.contains("[784]") && e.contains("Reshape"), "{e}");
+        let e = err(ModelSpec::new(&[784]).add(LayerSpec::MaxPooling2D(Pool2D::new(2))));
+        assert!(e.contains("max_pooling2d") && e.contains("[784]"), "{e}");
+        // A softmax across a conv's filters (not computed per pixel here).
+        let e = err(ModelSpec::new(&[1, 8, 8]).add(Conv2D::new(4, 3).activation(Activation::Softmax)));
+        assert!(e.contains("conv2d (Conv2D)") && e.contains("softmax"), "{e}");
+        // Sizes whose products overflow, or that no memory holds, before anything is allocated.
+        let e = err(ModelSpec::new(&[100_000]).add(Dense::new(100_000)));
+        assert!(e.contains("dense (Dense)") && e.contains("parameter"), "{e}");
+        let e = err(ModelSpec::new(&[usize::MAX / 2, 4]).add(Flatten::new()));
+        assert!(e.contains("input shape"), "{e}");
+        let e = err(ModelSpec::new(&[1, 30_000, 30_000]).add(Conv2D::new(64, 3).padding(Padding::Same)));
+        assert!(e.contains("conv2d (Conv2D)") && e.contains("output"), "{e}");
     }
 }

@@ -19,3 +19,31 @@ impl Tensor {
         ArrayD::from_shape_vec(IxDyn(&self.shape), self.data.clone()).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0])))
     }
 }
+
+/// `len` zeros, or an error when the memory cannot be had (instead of aborting the process).
+///
+/// # Errors
+/// [`crate::NnError::Device`] naming the size that could not be allocated.
+pub fn try_zeros(len: usize) -> crate::Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        crate::NnError::Device(format!(
+            "cannot allocate {len} floats ({:.1} GiB) in host memory",
+            len as f64 * 4.0 / (1u64 << 30) as f64
+        ))
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impossible_allocation_is_an_error_not_an_abort() {
+        let err = try_zeros(usize::MAX / 8).unwrap_err().to_string();
+        assert!(err.contains("cannot allocate"), "{err}");
+        assert_eq!(try_zeros(3).ok(), Some(vec![0.0; 3]));
+    }
+}

@@ -1,5 +1,5 @@
-//! Targets that do not fit the model are errors that say what is wrong, never panics, and a
-//! step refused for them changes nothing.
+//! Targets (and buffers) that do not fit the model are errors that say what is wrong, never
+//! panics, and a step refused for them changes nothing.
 #![allow(clippy::unwrap_used)]
 
 use nn_core::cpu::Cpu;
@@ -34,4 +34,18 @@ fn refused_before_anything_changes(name: &str) {
         assert_eq!(p.data, q.data, "{name}: {} changed", p.name);
     }
     net.train_batch(&x, &[1.0, 9.0, 0.0], n, loss, &rule, sp, 1).unwrap();
+}
+
+#[test]
+fn buffers_too_short_for_the_batch_are_errors_naming_both_shapes() {
+    let mut net = Network::new(Cpu, &preset("mlp-128").unwrap(), 1).unwrap();
+    let x = vec![0.5f32; 3 * 784];
+    let mut out = vec![0f32; 2 * 10];
+    let err = net.predict_batch(&x, 3, &mut out).unwrap_err().to_string();
+    assert!(err.contains("output") && err.contains("[3, 10]") && err.contains("[20]"), "{err}");
+    let err = net.predict_batch(&x[..784], 3, &mut [0f32; 30]).unwrap_err().to_string();
+    assert!(err.contains("input") && err.contains("[784]"), "{err}");
+    let fill = |_: std::ops::Range<usize>, _: &mut [f32]| {};
+    assert!(net.predict_filled(3, &fill, &mut out).is_err());
+    assert!(net.predict_batch(&x, 3, &mut [0f32; 30]).is_ok());
 }

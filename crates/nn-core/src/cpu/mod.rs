@@ -91,7 +91,7 @@ impl Device for Cpu {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        crate::tensor::try_zeros(len)
     }
     fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
         dst[..src.len()].copy_from_slice(src);

@@ -114,7 +114,7 @@ pub(crate) fn make_params<D: Device>(dev: &D, l: &ResolvedLayer, rng: &mut Rng) 
     let mut out = Vec::new();
     for (suffix, shape, trainable) in l.spec.param_shapes(&l.input) {
         let len: usize = shape.iter().product();
-        let mut host = vec![0f32; len];
+        let mut host = crate::tensor::try_zeros(len)?;
         let (init, reg) = match (&l.spec, suffix) {
             (LayerSpec::Dense(d), "kernel") => (d.kernel_initializer, d.kernel_regularizer),
             (LayerSpec::Dense(d), _) => (d.bias_initializer, None),
