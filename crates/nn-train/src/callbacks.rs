@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use nn_core::Tensor;
 
 use crate::error::Result;
-use crate::history::EpochLog;
+use crate::history::{EpochLog, History};
 use crate::trainer::Trainer;
 
 /// What a callback asks of the training loop.
@@ -27,7 +27,19 @@ pub trait Callback: Send {
     fn wants_batch_losses(&self) -> bool {
         false
     }
-    /// After a batch, with its mean loss.
+    /// Once, when [`Trainer::fit`] starts, with the history so far (the epochs of a resumed
+    /// run, or of an earlier `fit` on the same trainer), so that a callback's own state (a best
+    /// value, a patience count) continues from it.
+    ///
+    /// # Errors
+    /// A callback that cannot work with this run (e.g. a metric it watches is missing).
+    fn on_train_begin(&mut self, _history: &History) -> Result<()> {
+        Ok(())
+    }
+    /// After a batch, with its mean loss; only called when some callback's
+    /// [`Callback::wants_batch_losses`] is true. [`Control::Stop`] ends the epoch after this
+    /// batch (the epoch's log covers the batches run) and then training, as Keras's
+    /// `stop_training` set in `on_train_batch_end`.
     fn on_batch_end(&mut self, _batch_loss: f64) -> Control {
         Control::Continue
     }
@@ -105,14 +117,20 @@ impl EarlyStopping {
     }
 }
 
-impl Callback for EarlyStopping {
-    fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
-        let Some(v) = log.get(&self.monitor) else {
-            return Err(crate::error::TrainError::Config(format!(
+impl EarlyStopping {
+    /// The monitored value of `log`, or an error naming the missing metric.
+    fn value(&self, log: &EpochLog) -> Result<f64> {
+        log.get(&self.monitor).ok_or_else(|| {
+            crate::error::TrainError::Config(format!(
                 "EarlyStopping monitors {}, which this run does not report (no validation data?)",
                 self.monitor
-            )));
-        };
+            ))
+        })
+    }
+
+    /// Takes in epoch value `v`: whether it improves on the best by more than `min_delta`
+    /// (then it becomes the best and the wait starts again), else one more epoch of waiting.
+    fn observe(&mut self, v: f64) -> bool {
         let better = match self.best {
             None => true,
             Some(b) if lower_is_better(&self.monitor) => v < b - self.min_delta,
@@ -121,13 +139,38 @@ impl Callback for EarlyStopping {
         if better {
             self.best = Some(v);
             self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        better
+    }
+}
+
+impl Callback for EarlyStopping {
+    /// Recovers the best value and the patience count from the epochs already run, so a
+    /// resumed run stops where the uninterrupted one would (Keras starts them afresh). The
+    /// epochs' weights are not in the history: with `restore_best_weights`, when the best epoch
+    /// came before the resume its weights cannot be put back, and training ends with the last
+    /// epoch's.
+    fn on_train_begin(&mut self, history: &History) -> Result<()> {
+        (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
+        for log in &history.epochs {
+            let v = self.value(log)?;
+            self.observe(v);
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
+        let v = self.value(log)?;
+        if self.observe(v) {
             if self.restore_best_weights {
                 self.best_weights = Some(trainer.model().weights()?);
             }
             return Ok(Control::Continue);
         }
-        self.wait += 1;
-        if self.wait > self.patience {
+        // Keras: stop once `patience` epochs in a row have not improved.
+        if self.wait >= self.patience {
             self.stopped_epoch = Some(log.epoch);
             return Ok(Control::Stop(format!(
                 "early stopping: {} did not improve for {} epoch(s) (best {:.4})",
@@ -173,22 +216,53 @@ impl ModelCheckpoint {
     }
 }
 
+impl ModelCheckpoint {
+    /// The monitored value of `log`: the metric itself, or for a `val_` metric in a run without
+    /// validation data, its training counterpart; an error naming the metric when neither is
+    /// reported.
+    fn value(&self, log: &EpochLog) -> Result<f64> {
+        log.get(&self.monitor).or_else(|| log.get(self.monitor.trim_start_matches("val_"))).ok_or_else(|| {
+            crate::error::TrainError::Config(format!(
+                "ModelCheckpoint monitors {}, which this run does not report",
+                self.monitor
+            ))
+        })
+    }
+
+    /// Whether `v` beats the best so far (and becomes it).
+    fn improves(&mut self, v: f64) -> bool {
+        let better = match self.best {
+            None => true,
+            Some(b) if lower_is_better(&self.monitor) => v < b,
+            Some(b) => v > b,
+        };
+        if better {
+            self.best = Some(v);
+        }
+        better
+    }
+}
+
 impl Callback for ModelCheckpoint {
+    /// With `save_best_only`, the best value so far is taken from the epochs already run, so a
+    /// resumed run does not overwrite a better checkpoint with a worse one.
+    fn on_train_begin(&mut self, history: &History) -> Result<()> {
+        self.best = None;
+        if self.save_best_only {
+            for log in &history.epochs {
+                let v = self.value(log)?;
+                self.improves(v);
+            }
+        }
+        Ok(())
+    }
+
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
         if self.save_best_only {
-            let v = log.get(&self.monitor).or_else(|| log.get(self.monitor.trim_start_matches("val_")));
-            let Some(v) = v else {
-                return Ok(Control::Continue);
-            };
-            let better = match self.best {
-                None => true,
-                Some(b) if lower_is_better(&self.monitor) => v < b,
-                Some(b) => v > b,
-            };
-            if !better {
+            let v = self.value(log)?;
+            if !self.improves(v) {
                 return Ok(Control::Continue);
             }
-            self.best = Some(v);
         }
         trainer.save_checkpoint(&self.path)?;
         Ok(Control::Continue)
@@ -215,5 +289,98 @@ impl Callback for TerminateOnNaN {
     }
     fn on_epoch_end(&mut self, log: &EpochLog, _trainer: &mut Trainer) -> Result<Control> {
         Ok(if log.loss.is_finite() { Control::Continue } else { self.on_batch_end(log.loss) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::Compile;
+    use nn_core::{Dense, Model, ModelSpec};
+
+    fn trainer() -> Trainer {
+        Trainer::new(Model::new(&ModelSpec::new(&[4]).add(Dense::new(2)), 1).unwrap(), Compile::default())
+    }
+
+    fn log(epoch: usize, val_loss: f64) -> EpochLog {
+        EpochLog {
+            epoch,
+            loss: 1.0,
+            accuracy: 0.5,
+            val_loss: Some(val_loss),
+            val_accuracy: Some(0.5),
+            seconds: 0.0,
+            lr: 1e-3,
+        }
+    }
+
+    /// The epoch at which `es` stops on `values` (epochs 1, 2, …), if it does.
+    fn stops_at(mut es: EarlyStopping, values: &[f64]) -> Option<usize> {
+        let mut t = trainer();
+        for (i, &v) in values.iter().enumerate() {
+            if let Control::Stop(_) = es.on_epoch_end(&log(i + 1, v), &mut t).unwrap() {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn early_stopping_stops_after_patience_epochs_without_improvement_as_keras() {
+        // Best at epoch 2; epochs 3, 4 and 5 do not improve on it.
+        let values = [1.0, 0.8, 0.9, 0.85, 0.95];
+        // Keras counts the epoch that fails to improve before comparing with the patience, so
+        // patience 0 and 1 both stop at the first such epoch.
+        for (patience, want) in [(0, Some(3)), (1, Some(3)), (2, Some(4)), (3, Some(5)), (4, None)] {
+            let got = stops_at(EarlyStopping::new("val_loss").patience(patience), &values);
+            assert_eq!(got, want, "patience {patience}");
+        }
+        // A gain smaller than min_delta is no improvement.
+        let es = EarlyStopping::new("val_loss").patience(1).min_delta(0.1);
+        assert_eq!(stops_at(es, &[1.0, 0.95, 0.5]), Some(2));
+        // Accuracy improves upwards.
+        let mut es = EarlyStopping::new("val_accuracy").patience(1);
+        let mut t = trainer();
+        let acc = |e: usize, a: f64| EpochLog { val_accuracy: Some(a), ..log(e, 1.0) };
+        assert_eq!(es.on_epoch_end(&acc(1, 0.5), &mut t).unwrap(), Control::Continue);
+        assert_eq!(es.on_epoch_end(&acc(2, 0.6), &mut t).unwrap(), Control::Continue);
+        assert!(matches!(es.on_epoch_end(&acc(3, 0.55), &mut t).unwrap(), Control::Stop(_)));
+    }
+
+    #[test]
+    fn early_stopping_continues_its_count_from_the_history() {
+        let mut history = History { epochs: vec![log(1, 1.0), log(2, 0.8), log(3, 0.9)], ..Default::default() };
+        let mut es = EarlyStopping::new("val_loss").patience(2);
+        es.on_train_begin(&history).unwrap();
+        // The uninterrupted run has waited one epoch already: the next bad one stops it.
+        assert!(matches!(es.on_epoch_end(&log(4, 0.85), &mut trainer()).unwrap(), Control::Stop(_)));
+        // A history without the monitored metric is an error naming it.
+        history.epochs[0].val_loss = None;
+        let err = es.on_train_begin(&history).unwrap_err().to_string();
+        assert!(err.contains("val_loss"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_best_only_keeps_the_best_across_a_resume_and_names_a_missing_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("best.safetensors");
+        let mut t = trainer();
+        let history = History { epochs: vec![log(1, 0.5)], ..Default::default() };
+        let mut cp = ModelCheckpoint::new(&path).save_best_only("val_loss");
+        cp.on_train_begin(&history).unwrap();
+        cp.on_epoch_end(&log(2, 0.6), &mut t).unwrap();
+        assert!(!path.exists(), "a worse epoch after the resume overwrote the best checkpoint");
+        cp.on_epoch_end(&log(3, 0.4), &mut t).unwrap();
+        assert!(path.exists(), "a better epoch was not saved");
+        // Without validation, a val_ metric falls back to its training counterpart.
+        let mut cp = ModelCheckpoint::new(dir.path().join("b.safetensors")).save_best_only("val_loss");
+        let no_val = EpochLog { val_loss: None, ..log(1, 0.0) };
+        cp.on_epoch_end(&no_val, &mut t).unwrap();
+        assert!(dir.path().join("b.safetensors").exists());
+        // A metric the run does not report at all is an error naming it.
+        let mut cp = ModelCheckpoint::new(dir.path().join("c.safetensors")).save_best_only("val_acuracy");
+        let err = cp.on_epoch_end(&log(1, 0.5), &mut t).unwrap_err().to_string();
+        assert!(err.contains("val_acuracy"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
-//! Keras-style progress: a live bar on a terminal
-//! (`469/469 [=====] - 1s 2ms/step - loss: 0.2601 - accuracy: 0.9254`), one plain line per
-//! epoch otherwise.
+//! Keras-style progress: on a terminal an `Epoch 1/6` header and a live bar that ends as
+//! `469/469 [=====] - 1s 2ms/step - loss: 0.2601 - accuracy: 0.9254`; otherwise one plain
+//! line per epoch (`Epoch 1/6 - 469/469 - 1s 2ms/step - loss: 0.2601 - accuracy: 0.9254`).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ pub enum Verbosity {
 pub(crate) struct EpochProgress {
     bar: Option<ProgressBar>,
     lines: bool,
+    /// `Epoch 3/10`.
+    title: String,
     steps: usize,
     start: Instant,
     last_draw: Instant,
@@ -34,8 +36,9 @@ pub(crate) const REFRESH: Duration = Duration::from_millis(150);
 impl EpochProgress {
     pub(crate) fn start(v: Verbosity, epoch: usize, epochs: usize, steps: usize) -> EpochProgress {
         let live = v == Verbosity::Auto && std::io::stdout().is_terminal();
-        if v != Verbosity::Silent {
-            println!("Epoch {epoch}/{epochs}");
+        let title = format!("Epoch {epoch}/{epochs}");
+        if live {
+            println!("{title}");
         }
         let bar = live.then(|| {
             let b = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout_with_hz(10));
@@ -47,7 +50,7 @@ impl EpochProgress {
             b
         });
         let now = Instant::now();
-        EpochProgress { bar, lines: v != Verbosity::Silent, steps, start: now, last_draw: now }
+        EpochProgress { bar, lines: v != Verbosity::Silent, title, steps, start: now, last_draw: now }
     }
 
     /// Whether it is time to refresh the numbers.
@@ -63,9 +66,10 @@ impl EpochProgress {
         }
     }
 
-    pub(crate) fn finish(self, summary: &str) {
+    /// Ends the epoch after `done` of its steps with `summary` (its metrics, or why it stopped).
+    pub(crate) fn finish(self, done: usize, summary: &str) {
         let secs = self.start.elapsed().as_secs_f64();
-        let per_step = secs / self.steps.max(1) as f64;
+        let per_step = secs / done.max(1) as f64;
         let step_txt = if per_step >= 1.0 {
             format!("{per_step:.2}s/step")
         } else if per_step >= 1e-3 {
@@ -73,11 +77,16 @@ impl EpochProgress {
         } else {
             format!("{:.0}us/step", per_step * 1e6)
         };
-        let line =
-            format!("{s}/{s} [==============================] - {secs:.1}s {step_txt} - {summary}", s = self.steps);
-        if let Some(b) = self.bar {
-            b.finish_and_clear();
-        }
+        let steps = format!("{done}/{}", self.steps);
+        let line = match self.bar {
+            Some(b) => {
+                b.finish_and_clear();
+                let filled = (30 * done / self.steps.max(1)).min(30);
+                let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
+                format!("{steps} [{bar}] - {secs:.1}s {step_txt} - {summary}")
+            }
+            None => format!("{} - {steps} - {secs:.1}s {step_txt} - {summary}", self.title),
+        };
         if self.lines {
             println!("{line}");
         }

@@ -260,8 +260,13 @@ impl Trainer {
         // (at first: the starting weights) to put back when the loss blows up.
         let mut last_good: Option<Vec<Tensor>> = if per_batch { Some(self.model.weights()?) } else { None };
         let mut stop: Option<String> = None;
+        // A batch callback's `Stop`: ends this epoch early, then training.
+        let mut stop_after: Option<String> = None;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;
+        for cb in &mut cfg.callbacks {
+            cb.on_train_begin(&self.history)?;
+        }
 
         while self.state.epoch < cfg.epochs && stop.is_none() {
             let started = Instant::now();
@@ -317,8 +322,12 @@ impl Trainer {
                     if per_batch {
                         let batch_loss = l / since_read as f64;
                         for cb in &mut cfg.callbacks {
-                            if let Control::StopAndRestore(why) = cb.on_batch_end(batch_loss) {
-                                stop = Some(why);
+                            match cb.on_batch_end(batch_loss) {
+                                Control::Continue => {}
+                                Control::Stop(why) => {
+                                    stop_after.get_or_insert(why);
+                                }
+                                Control::StopAndRestore(why) => stop = Some(why),
                             }
                         }
                     }
@@ -327,7 +336,7 @@ impl Trainer {
                     seen += since_read;
                     since_read = 0;
                     progress.update(done, loss_sum / seen as f64, correct / seen as f64);
-                    if stop.is_some() {
+                    if stop.is_some() || stop_after.is_some() {
                         break;
                     }
                 }
@@ -337,7 +346,7 @@ impl Trainer {
                 if let Some(w) = &last_good {
                     self.model.set_weights(w)?;
                 }
-                progress.finish(why);
+                progress.finish(done, why);
                 break;
             }
             let penalty = self.model.runtime().regularization_penalty()? as f64;
@@ -360,7 +369,7 @@ impl Trainer {
             if let (Some(vl), Some(va)) = (log.val_loss, log.val_accuracy) {
                 summary += &format!(" - val_loss: {vl:.4} - val_accuracy: {va:.4}");
             }
-            progress.finish(&summary);
+            progress.finish(done, &summary);
             self.history.epochs.push(log.clone());
             self.state.epoch += 1;
             let mut callbacks = std::mem::take(&mut cfg.callbacks);
@@ -377,6 +386,9 @@ impl Trainer {
                 }
             }
             cfg.callbacks = callbacks;
+            if stop.is_none() {
+                stop = stop_after.take();
+            }
             if per_batch && stop.is_none() {
                 last_good = Some(self.model.weights()?);
             }

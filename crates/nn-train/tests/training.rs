@@ -163,14 +163,48 @@ fn model_file_roundtrip_is_bit_identical_and_bad_files_are_errors() {
     f.save(&dir.path().join("shape.safetensors")).unwrap();
     let err = Model::load(dir.path().join("shape.safetensors")).err().unwrap().to_string();
     assert!(err.contains("dense.kernel") && err.contains("[784, 128]"), "{err}");
-    // A valid safetensors file without an architecture.
+    // A model file whose architecture has no layers.
     let mut f = nn_core::ModelFile::load(&path).unwrap();
     f.spec.layers.clear();
     let bytes = f.to_bytes().unwrap();
     let bare = dir.path().join("bare.safetensors");
     std::fs::write(&bare, bytes).unwrap();
     let err = Model::load(&bare).err().unwrap().to_string();
-    assert!(err.contains("bare.safetensors"), "{err}");
+    assert!(err.contains("bare.safetensors") && err.contains("invalid architecture"), "{err}");
+}
+
+/// A callback that asks, from its third batch on, to stop.
+struct StopAfterTwoBatches(usize);
+impl Callback for StopAfterTwoBatches {
+    fn wants_batch_losses(&self) -> bool {
+        true
+    }
+    fn on_batch_end(&mut self, _loss: f64) -> Control {
+        self.0 += 1;
+        if self.0 > 2 {
+            Control::Stop("enough batches".into())
+        } else {
+            Control::Continue
+        }
+    }
+    fn on_epoch_end(&mut self, _log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn a_stop_from_a_batch_ends_the_epoch_then_training() {
+    let (train, val) = subset(2000);
+    let mut t = Trainer::new(Model::new(&spec(), 2).unwrap(), compile());
+    let mut c = cfg(3, &val);
+    c.callbacks.push(Box::new(StopAfterTwoBatches(0)));
+    t.fit(train, c).unwrap();
+    let h = t.history();
+    assert_eq!(h.epochs.len(), 1, "trained on after the stop");
+    assert_eq!(h.stopped.as_deref(), Some("enough batches"));
+    // The stopped epoch was still validated and logged, as Keras does.
+    assert!(h.epochs[0].val_loss.is_some());
+    assert_eq!(t.state().step, 3, "batches run after the stop");
 }
 
 #[test]
