@@ -150,6 +150,9 @@ fn train_then_evaluate_predict_and_draw() {
     let dir = tmp.path();
     let out = ok(&mnist(dir, &["train", "--model", "mlp-128", "--epochs", "1", "--run-dir", "run", "--device", "cpu"]));
     assert!(out.contains("Epoch 1/1") && out.contains("Written to run"), "{out}");
+    // Off a terminal, one plain line per epoch, Keras's numbers on it.
+    let epoch = out.lines().find(|l| l.starts_with("Epoch 1/1")).unwrap();
+    assert!(epoch.contains(" - 469/469 - ") && epoch.contains("val_accuracy: "), "{epoch}");
     let run = dir.join("run");
     for f in ["model.safetensors", "history.csv", "history.png", "predictions.png", "confusion.png", "report.txt"] {
         assert!(run.join(f).is_file(), "{f} missing");
@@ -204,7 +207,9 @@ fn train_then_evaluate_predict_and_draw() {
     let out = ok(&mnist(dir, &["summary", "--model", model]));
     assert!(out.contains("Total params: 101,770"), "{out}");
 
-    // Resuming needs a checkpoint with optimiser state: write one, then continue it.
+    // Resuming needs a checkpoint with optimiser state: write one, then continue it. The
+    // checkpoint keeps the run's settings (images, batch size, validation), so only the new
+    // total of epochs is given; a flag that changes one is used, with a note.
     ok(&mnist(
         dir,
         &[
@@ -213,6 +218,10 @@ fn train_then_evaluate_predict_and_draw() {
             "1",
             "--limit",
             "2000",
+            "--batch-size",
+            "100",
+            "--validation",
+            "split:0.1",
             "--checkpoint",
             "ckpt.safetensors",
             "--run-dir",
@@ -222,7 +231,18 @@ fn train_then_evaluate_predict_and_draw() {
             "cpu",
         ],
     ));
-    let out = ok(&mnist(
+    let resumed = mnist(
+        dir,
+        &["train", "--resume", "ckpt.safetensors", "--epochs", "2", "--run-dir", "r2", "-q", "--device", "cpu"],
+    );
+    let out = ok(&resumed);
+    assert!(out.contains("resuming after epoch 1"), "{out}");
+    assert!(out.contains("2000 training images") && out.contains("of batch 100"), "{out}");
+    assert!(out.contains("the last 10% of the training images"), "{out}");
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
+    let changed = mnist(
         dir,
         &[
             "train",
@@ -230,17 +250,18 @@ fn train_then_evaluate_predict_and_draw() {
             "ckpt.safetensors",
             "--epochs",
             "2",
-            "--limit",
-            "2000",
+            "--batch-size",
+            "50",
             "--run-dir",
-            "r2",
+            "r3",
             "-q",
             "--device",
             "cpu",
         ],
-    ));
-    assert!(out.contains("resuming after epoch 1"), "{out}");
-    assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
+    );
+    ok(&changed);
+    let note = String::from_utf8_lossy(&changed.stderr);
+    assert!(note.contains("--batch-size 50 differs from the checkpoint's 100"), "{note}");
 }
 
 #[test]

@@ -122,7 +122,12 @@ pub struct Trainer {
     history: History,
     normalization: Normalization,
     targets: Vec<f32>,
+    /// The caller's own metadata, written into every model file and checkpoint.
+    annotations: BTreeMap<String, String>,
 }
+
+/// The metadata keys the trainer writes itself (an annotation cannot take them).
+const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", "normalization"];
 
 fn seed_of_step(seed: u64, step: u64) -> u64 {
     Rng::derive(seed, (1 << 40) + step).next_u64()
@@ -138,7 +143,23 @@ impl Trainer {
             history: History::default(),
             normalization: Normalization::Scale,
             targets: Vec::new(),
+            annotations: BTreeMap::new(),
         }
+    }
+
+    /// Adds `key = value` to the metadata of every model file and checkpoint this trainer
+    /// writes (e.g. the data set, or an application's own settings of the run), and which
+    /// [`Trainer::resume_with`] reads back into [`Trainer::annotations`]. The trainer's own
+    /// keys (`training_config`, `history`, `training_state`, `normalization`) cannot be set.
+    pub fn set_annotation(&mut self, key: &str, value: impl Into<String>) {
+        if !TRAINER_KEYS.contains(&key) {
+            self.annotations.insert(key.to_string(), value.into());
+        }
+    }
+    /// The annotations (see [`Trainer::set_annotation`]); after a resume, the checkpoint's
+    /// metadata besides the trainer's own.
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.annotations
     }
 
     /// The model.
@@ -457,7 +478,7 @@ impl Trainer {
     }
 
     fn metadata(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
+        let mut m = self.annotations.clone();
         m.insert("training_config".into(), serde_json::to_string(&self.compile).unwrap_or_default());
         m.insert("history".into(), self.history.to_json());
         m.insert("training_state".into(), serde_json::to_string(&self.state).unwrap_or_default());
@@ -533,7 +554,9 @@ impl Trainer {
             .collect();
         model.runtime().set_optimizer_state(&slots)?;
         let normalization = parse_normalization(f.metadata.get("normalization").map(String::as_str));
-        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new() })
+        let mut annotations = f.metadata.clone();
+        annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
+        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations })
     }
 
     /// [`Trainer::resume_with`] on the CPU.

@@ -72,12 +72,17 @@ fn resume_from_a_checkpoint_ends_with_the_same_weights() {
     full.fit(train.clone(), cfg(3, &val)).unwrap();
     // Interrupted after 2 epochs (checkpoint each epoch), then resumed to 3.
     let mut first = Trainer::new(Model::new(&spec(), 5).unwrap(), compile());
+    first.set_annotation("dataset", "mnist");
+    first.set_annotation("history", "not the trainer's own key");
     let mut c = cfg(2, &val);
     c.callbacks.push(Box::new(ModelCheckpoint::new(&ckpt)));
     first.fit(train.clone(), c).unwrap();
     drop(first);
     let mut resumed = Trainer::resume(&ckpt).unwrap();
     assert_eq!(resumed.state().epoch, 2);
+    // The caller's annotations come back, and only they.
+    let notes: Vec<_> = resumed.annotations().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(notes, [("dataset", "mnist")]);
     resumed.fit(train, cfg(3, &val)).unwrap();
     assert_eq!(resumed.history().epochs.len(), 3);
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());

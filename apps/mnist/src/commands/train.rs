@@ -106,6 +106,35 @@ pub enum ValidationArg {
     None,
 }
 
+impl std::fmt::Display for ValidationArg {
+    /// The form [`parse_validation`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValidationArg::Test => write!(f, "test"),
+            ValidationArg::Split(x) => write!(f, "split:{x}"),
+            ValidationArg::None => write!(f, "none"),
+        }
+    }
+}
+
+/// An optional `--limit` in words.
+fn show_limit(l: &Option<usize>) -> String {
+    l.map_or("none (every image)".into(), |n| n.to_string())
+}
+
+/// An optional `--augment` in words.
+fn show_augment(a: &Option<Augmentation>) -> String {
+    a.as_ref().map_or("none".into(), augment_arg)
+}
+
+/// The `--augment` form of `a` ([`parse_augment`] reads it back).
+fn augment_arg(a: &Augmentation) -> String {
+    format!(
+        "rotation={},width_shift={},height_shift={},zoom={}",
+        a.rotation_range, a.width_shift_range, a.height_shift_range, a.zoom_range
+    )
+}
+
 fn parse_validation(s: &str) -> Result<ValidationArg, String> {
     let s = s.trim().to_ascii_lowercase();
     match s.as_str() {
@@ -157,6 +186,16 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
         }
     }
     Ok(a)
+}
+
+/// Checkpoint and model metadata keys holding the fit settings a run was started with, so that
+/// `--resume` continues with the same batches, validation and length.
+mod fit_keys {
+    pub const EPOCHS: &str = "fit.epochs";
+    pub const BATCH_SIZE: &str = "fit.batch_size";
+    pub const VALIDATION: &str = "fit.validation";
+    pub const AUGMENT: &str = "fit.augment";
+    pub const LIMIT: &str = "fit.limit";
 }
 
 /// Arguments of `mnist train`.
@@ -380,16 +419,22 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             Some(source)
         }
     };
-    let resumed_dataset = match &args.resume {
-        Some(p) => nn_core::ModelFile::load(p)?.metadata.get(DATASET_KEY).cloned(),
-        None => None,
+    let resumed = match &args.resume {
+        Some(p) => nn_core::ModelFile::load(p)?.metadata,
+        None => Default::default(),
     };
     device::check_build(args.device)?;
-    let choice = data_choice(global, resumed_dataset.as_deref())?;
+    let choice = data_choice(global, resumed.get(DATASET_KEY).map(String::as_str))?;
     let (splits, load_time) = choice.load()?;
     let names = choice.class_names();
     let mut train_set = splits.train;
-    if let Some(n) = args.limit.filter(|&n| n < train_set.len()) {
+    // A checkpoint's limit: `Some(None)` for a run on every image.
+    let saved_limit = resumed.get(fit_keys::LIMIT).map(|v| v.parse::<usize>().ok());
+    let limit = match saved_limit {
+        Some(saved) => resumed_setting("--limit", args.limit.map(Some), Some(saved), show_limit).flatten(),
+        None => args.limit,
+    };
+    if let Some(n) = limit.filter(|&n| n < train_set.len()) {
         train_set = train_set.slice(0..n);
     }
     let train_set = Arc::new(train_set);
@@ -401,6 +446,16 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         (None, None) => bail!("nothing to train"),
     };
     let Plan { name, mut trainer, epochs, batch_size, validation, augmentation } = plan;
+    // Every checkpoint and the model file say what the run trained on and how.
+    trainer.set_annotation(DATASET_KEY, choice.label.clone());
+    trainer.set_annotation(fit_keys::EPOCHS, epochs.to_string());
+    trainer.set_annotation(fit_keys::BATCH_SIZE, batch_size.to_string());
+    trainer.set_annotation(fit_keys::VALIDATION, validation.to_string());
+    trainer.set_annotation(
+        fit_keys::AUGMENT,
+        augmentation.filter(|a| !a.is_identity()).map_or("none".into(), |a| augment_arg(&a)),
+    );
+    trainer.set_annotation(fit_keys::LIMIT, limit.map_or("none".into(), |n| n.to_string()));
     let done = trainer.state().epoch;
     if done >= epochs {
         bail!("the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue");
@@ -423,7 +478,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         "Training {name} on {} ({} training images{}, loaded in {:.1}s) on {}",
         choice.title(),
         train_set.len(),
-        if args.limit.is_some() { ", --limit" } else { "" },
+        if limit.is_some() { ", --limit" } else { "" },
         load_time.as_secs_f64(),
         trainer.model().device()
     );
@@ -480,7 +535,6 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     // The run folder.
     let model_path = dir.join("model.safetensors");
     trainer.save_model(&model_path)?;
-    models::add_metadata(&model_path, &[(DATASET_KEY, choice.label.clone())])?;
     let history = trainer.history().clone();
     let csv_path = dir.join("history.csv");
     std::fs::write(&csv_path, history.to_csv()).with_context(|| format!("{}: cannot write", csv_path.display()))?;
@@ -525,7 +579,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         choice.title(),
         choice.dir.display(),
         train_set.len(),
-        if args.limit.is_some() { " (--limit)" } else { "" },
+        if limit.is_some() { " (--limit)" } else { "" },
         test.len()
     );
     let _ = writeln!(r, "device:         {}", trainer.model().device());
@@ -644,8 +698,10 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     Ok(Plan { name, trainer: Trainer::new(model, compile), epochs, batch_size, validation, augmentation })
 }
 
-/// A resumed run: the checkpoint's model, optimiser and loss; the fit settings from the flags,
-/// else the recipe of the checkpoint's preset.
+/// A resumed run: the checkpoint's model, optimiser and loss; the fit settings it was started
+/// with (a flag that changes one is used, with a note that the run then differs from an
+/// uninterrupted one), or for a checkpoint without them, the flags, else the recipe of its
+/// preset.
 fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let trainer = device::resume(args.device, path)?;
     let ignored: Vec<&str> = [
@@ -675,20 +731,59 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
             str::to_string,
         ),
     };
+    let saved = |key: &str| trainer.annotations().get(key).cloned();
     let r = recipe(&name);
-    let validation = args.validation.unwrap_or(match r.as_ref().map(|r| r.validation) {
+    let recipe_validation = match r.as_ref().map(|r| r.validation) {
         Some(RecipeValidation::Split(f)) => ValidationArg::Split(f),
         Some(RecipeValidation::None) => ValidationArg::None,
         _ => ValidationArg::Test,
-    });
+    };
+    let saved_validation = saved(fit_keys::VALIDATION).and_then(|v| parse_validation(&v).ok());
+    let saved_augment = saved(fit_keys::AUGMENT).map(|v| parse_augment(&v).ok().filter(|a| !a.is_identity()));
+    // --epochs is the total to reach, not part of the batches: no note when it grows.
+    let epochs = args.epochs.or(saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()));
+    let saved_batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok());
+    let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
+    let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
+    let augmentation = match saved_augment {
+        Some(saved) => {
+            let given = args.augment.map(|a| Some(a).filter(|a| !a.is_identity()));
+            resumed_setting("--augment", given, Some(saved), show_augment).flatten()
+        }
+        None => args.augment,
+    };
     Ok(Plan {
         name,
-        epochs: args.epochs.or(r.as_ref().map(|r| r.epochs)).unwrap_or(5),
-        batch_size: args.batch_size.or(r.as_ref().map(|r| r.batch_size)).unwrap_or(128),
-        validation,
-        augmentation: args.augment.or(r.and_then(|r| r.augmentation)),
+        epochs: epochs.or(r.as_ref().map(|r| r.epochs)).unwrap_or(5),
+        batch_size: batch_size.or(r.as_ref().map(|r| r.batch_size)).unwrap_or(128),
+        validation: validation.unwrap_or(recipe_validation),
+        augmentation: augmentation.or(r.and_then(|r| r.augmentation)),
         trainer,
     })
+}
+
+/// A fit setting of a resumed run: the flag's value when given (with a note when it differs
+/// from the one the run started with, as the run then differs from an uninterrupted one), else
+/// the checkpoint's.
+fn resumed_setting<T: PartialEq>(
+    flag: &str,
+    given: Option<T>,
+    saved: Option<T>,
+    show: impl Fn(&T) -> String,
+) -> Option<T> {
+    match (given, saved) {
+        (Some(g), Some(s)) if g != s => {
+            eprintln!(
+                "note: {flag} {} differs from the checkpoint's {}: the resumed run will not match an \
+                 uninterrupted one",
+                show(&g),
+                show(&s)
+            );
+            Some(g)
+        }
+        (Some(g), _) => Some(g),
+        (None, s) => s,
+    }
 }
 
 #[cfg(test)]
