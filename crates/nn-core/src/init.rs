@@ -84,6 +84,20 @@ mod tests {
         let (m, s, mx) = stats(&w);
         let std = (2.0f32 / 784.0).sqrt();
         assert!(m.abs() < 1e-3 && (s - std).abs() < 2e-3 && mx <= 2.0 * std / 0.879_625_7 + 1e-6, "{s} {std}");
+        Initializer::HeUniform.fill(&mut w, 784, 128, &mut rng);
+        let (m, s, mx) = stats(&w);
+        let limit = (6.0f32 / 784.0).sqrt();
+        assert!(m.abs() < 1e-3 && (s - limit / 3f32.sqrt()).abs() < 1e-3 && mx <= limit, "{s} {limit}");
+        Initializer::LecunUniform.fill(&mut w, 784, 128, &mut rng);
+        let (m, s, mx) = stats(&w);
+        let limit = (3.0f32 / 784.0).sqrt();
+        assert!(m.abs() < 1e-3 && (s - limit / 3f32.sqrt()).abs() < 1e-3 && mx <= limit, "{s} {limit}");
+        Initializer::GlorotNormal.fill(&mut w, 784, 128, &mut rng);
+        let (m, s, mx) = stats(&w);
+        let std = (2.0f32 / 912.0).sqrt();
+        assert!(m.abs() < 1e-3 && (s - std).abs() < 2e-3 && mx <= 2.0 * std / 0.879_625_7 + 1e-6, "{s} {std}");
+        Initializer::Ones.fill(&mut w, 1, 1, &mut rng);
+        assert!(w.iter().all(|&x| x == 1.0));
         Initializer::Zeros.fill(&mut w, 1, 1, &mut rng);
         assert!(w.iter().all(|&x| x == 0.0));
     }

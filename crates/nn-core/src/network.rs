@@ -301,6 +301,12 @@ impl<D: Device> Network<D> {
         &self.resolved
     }
 
+    /// How many conv + max-pooling pairs run as one fused layer on this device (none with
+    /// [`Network::new_unfused`]).
+    pub fn fused_pairs(&self) -> usize {
+        self.layers.iter().filter(|l| l.conv_pool_shape().is_some()).count()
+    }
+
     fn reserve(&mut self, n: usize) -> Result<()> {
         if n <= self.cap {
             return Ok(());

@@ -132,3 +132,68 @@ impl Prepared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `rule` for a few steps of gradients on one weight, with fresh state.
+    fn run(rule: UpdateRule, lr: f32, grads: &[f32]) -> Vec<f32> {
+        let (mut w, mut slots) = (vec![1.0f32], vec![vec![0.0f32]; rule.slots()]);
+        let mut out = Vec::new();
+        for (t, &g) in grads.iter().enumerate() {
+            let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.as_mut_slice()).collect();
+            update_host(&rule, StepParams { lr, t: t as u64 + 1 }, &mut w, &[g], &mut views);
+            out.push(w[0]);
+        }
+        out
+    }
+
+    fn close(got: &[f32], want: &[f64]) {
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()), "step {}: {g} vs {w}", i + 1);
+        }
+    }
+
+    /// Each rule against its Keras 3 formula, written out by hand for three steps of one weight
+    /// (w₀ = 1, gradients 0.5, −0.2, 0.3, learning rate 0.1).
+    #[test]
+    fn every_rule_takes_the_steps_of_its_keras_formula() {
+        let grads = [0.5f32, -0.2, 0.3];
+        // SGD: w -= η g.
+        close(&run(UpdateRule::Sgd { momentum: 0.0, nesterov: false }, 0.1, &grads), &[0.95, 0.97, 0.94]);
+        // Momentum: v = μv − ηg; w += v.  v: −0.05, 0.02 − 0.045 = −0.025, −0.03 − 0.0225.
+        let want = [0.95, 0.925, 0.8725];
+        close(&run(UpdateRule::Sgd { momentum: 0.9, nesterov: false }, 0.1, &grads), &want);
+        // Nesterov: v as above; w += μv − ηg.
+        let want = [1.0 - 0.045 - 0.05, 0.905 - 0.0225 + 0.02, 0.9025 - 0.04725 - 0.03];
+        close(&run(UpdateRule::Sgd { momentum: 0.9, nesterov: true }, 0.1, &grads), &want);
+        // Adam: m, v moving averages; w -= η √(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε).
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-7f64);
+        let (mut m, mut v, mut w, mut want) = (0.0, 0.0, 1.0, Vec::new());
+        for (t, &g) in grads.iter().enumerate() {
+            let (g, t) = (g as f64, t as i32 + 1);
+            m += (g - m) * (1.0 - b1);
+            v += (g * g - v) * (1.0 - b2);
+            w -= 0.1 * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t)) * m / (v.sqrt() + eps);
+            want.push(w);
+        }
+        // Its first step moves each weight by about η, whatever the gradient's size.
+        assert!((want[0] - 0.9).abs() < 1e-4);
+        close(&run(UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }, 0.1, &grads), &want);
+        // RMSprop: v = ρv + (1−ρ)g²; Δ = ηg/√(v + ε); with momentum m = μm + Δ, w -= m.
+        for momentum in [0.0f64, 0.5] {
+            let (mut v, mut mo, mut w, mut want) = (0.0f64, 0.0f64, 1.0f64, Vec::new());
+            for &g in &grads {
+                let g = g as f64;
+                v = 0.9 * v + 0.1 * g * g;
+                let inc = 0.1 * g / (v + 1e-7).sqrt();
+                mo = momentum * mo + inc;
+                w -= if momentum > 0.0 { mo } else { inc };
+                want.push(w);
+            }
+            let rule = UpdateRule::RmsProp { rho: 0.9, momentum: momentum as f32, epsilon: 1e-7 };
+            close(&run(rule, 0.1, &grads), &want);
+        }
+    }
+}

@@ -7,6 +7,13 @@ use nn_core::{
     Activation::*, Conv2D, Dense, Flatten, LayerSpec, Loss, ModelSpec, Network, Padding, Pool2D, Reshape, Runtime,
 };
 
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[test]
 fn fused_conv_pooling_matches_the_separate_layers() {
     // The first pair reads one channel (the single-channel pass, no input gradient); the
@@ -28,6 +35,9 @@ fn fused_conv_pooling_matches_the_separate_layers() {
             .add(Dense::new(10).activation(Softmax));
         let mut fused = Network::new(Cpu, &spec, 5).unwrap();
         let mut plain = Network::new_unfused(Cpu, &spec, 5).unwrap();
+        // Both pairs fuse: the first on any CPU, the second where the CPU has AVX-512.
+        assert_eq!(fused.fused_pairs(), if avx512() { 2 } else { 1 }, "{filters} {act:?}");
+        assert_eq!(plain.fused_pairs(), 0);
         let n = 19;
         let mut rng = Rng::new(3);
         let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform(0.0, 1.0)).collect();

@@ -7,7 +7,7 @@ use mnist_data::Rng;
 use nn_core::cpu::Cpu;
 use nn_core::{
     Activation::*, BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, Loss, ModelSpec, Network, Padding, Pool2D,
-    Reshape, Runtime,
+    Regularizer, Reshape, Runtime,
 };
 
 fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
@@ -185,6 +185,23 @@ fn batch_normalization_after_conv_and_after_dense() {
         .add(BatchNorm::default())
         .add(Dense::new(3).activation(Softmax));
     check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 6, 31);
+}
+
+#[test]
+fn conv_kernel_penalties_and_a_reshape_between_images() {
+    let reg = Some(Regularizer { l1: 1e-2, l2: 5e-2 });
+    // A penalised conv on the im2col path (strided), one fused with its max pooling (one input
+    // channel), one on many channels (the implicit GEMM on AVX-512), and a reshape from one
+    // image shape to another between them.
+    let spec = image(1, 10, 10)
+        .add(Conv2D { kernel_regularizer: reg, ..Conv2D::new(4, 3) }.activation(Tanh))
+        .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+        .add(Reshape { target_shape: vec![8, 2, 4] })
+        .add(Conv2D { kernel_regularizer: reg, ..Conv2D::new(5, 2) }.activation(Tanh))
+        .add(Conv2D { kernel_regularizer: reg, ..Conv2D::new(3, 1).strides(2) }.activation(Tanh))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Softmax));
+    check(spec, Loss::SparseCategoricalCrossentropy { from_logits: false }, 4, 34);
 }
 
 #[test]

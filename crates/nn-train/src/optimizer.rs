@@ -118,3 +118,22 @@ impl Optimizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_keras_and_builders_set_what_they_name() {
+        assert_eq!(Optimizer::default(), Optimizer::adam());
+        assert_eq!(Optimizer::adam().rule(), UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 });
+        assert_eq!(Optimizer::adam().lr(), 1e-3);
+        assert_eq!(Optimizer::sgd().lr(), 0.01);
+        assert_eq!(Optimizer::sgd().rule(), UpdateRule::Sgd { momentum: 0.0, nesterov: false });
+        assert_eq!(Optimizer::rmsprop().rule(), UpdateRule::RmsProp { rho: 0.9, momentum: 0.0, epsilon: 1e-7 });
+        let sgd = Optimizer::sgd().learning_rate(0.1).momentum(0.9).nesterov(true);
+        assert_eq!((sgd.lr(), sgd.rule()), (0.1, UpdateRule::Sgd { momentum: 0.9, nesterov: true }));
+        assert_eq!(Optimizer::from_name("RMSprop"), Some(Optimizer::rmsprop()));
+        assert_eq!(Optimizer::from_name("adagrad"), None);
+    }
+}
