@@ -208,8 +208,12 @@ impl Model {
     /// # Errors
     /// As [`ModelFile::load`].
     pub fn load(path: impl AsRef<Path>) -> Result<(Model, ModelFile)> {
-        let f = ModelFile::load(path.as_ref())?;
-        let m = Model::from_file(Cpu, &f)?;
+        let path = path.as_ref();
+        let f = ModelFile::load(path)?;
+        let m = Model::from_file(Cpu, &f).map_err(|e| match e {
+            NnError::File { .. } => e,
+            other => NnError::File { path: path.to_path_buf(), message: other.to_string() },
+        })?;
         Ok((m, f))
     }
 

@@ -19,6 +19,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 
 /// L1/L2 penalty on a kernel: adds `l1·Σ|w| + l2·Σw²` to the loss (Keras's `L1L2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Regularizer {
     /// L1 factor.
     #[serde(default)]
@@ -30,6 +31,7 @@ pub struct Regularizer {
 
 /// `Flatten()`: `[c, h, w]` (or any shape) to `[c·h·w]`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Flatten {}
 
 impl Flatten {
@@ -41,6 +43,7 @@ impl Flatten {
 
 /// `Dense(units)`: `y = act(x·W + b)` on `[batch, in]`, `W: [in, units]`, `b: [units]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dense {
     /// Output width.
     pub units: usize,
@@ -108,6 +111,7 @@ impl Dense {
 /// `Dropout(rate)`: zeroes a fraction `rate` of its inputs in training (scaling the rest by
 /// `1/(1-rate)`); the identity otherwise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dropout {
     /// Fraction dropped, in `[0, 1)`.
     pub rate: f32,
@@ -134,6 +138,7 @@ pub enum Padding {
 /// `Conv2D(filters, kernel_size)` on channels-first `[batch, c, h, w]`; kernel
 /// `[filters, c, kh, kw]` (PyTorch's layout), bias `[filters]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Conv2D {
     /// Output channels.
     pub filters: usize,
@@ -206,6 +211,7 @@ impl Conv2D {
 
 /// `MaxPooling2D` / `AveragePooling2D` window on `[batch, c, h, w]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pool2D {
     /// `(ph, pw)` (Keras default 2×2).
     pub pool_size: [usize; 2],
@@ -234,9 +240,10 @@ impl Pool2D {
     }
 }
 
-/// `BatchNormalization()` over the channel axis (axis 1 of `[batch, c, h, w]`, or the features
-/// of `[batch, f]`).
+/// `BatchNormalization()` over the channel axis: axis 1 of `[batch, c, ...]` (the features of
+/// `[batch, f]`, the channels of images `[batch, c, h, w]`), channels first as everywhere here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchNorm {
     /// Moving-average momentum (Keras 0.99).
     #[serde(default = "bn_momentum")]
@@ -261,6 +268,7 @@ impl Default for BatchNorm {
 
 /// `Reshape(target_shape)`: same data, new per-example shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Reshape {
     /// The new per-example shape; its product must equal the input's.
     pub target_shape: Vec<usize>,
@@ -268,7 +276,7 @@ pub struct Reshape {
 
 /// One layer of a [`ModelSpec`], tagged by its Keras class name in JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+#[serde(tag = "type", deny_unknown_fields)]
 pub enum LayerSpec {
     /// See [`Flatten`].
     Flatten(Flatten),
@@ -484,6 +492,7 @@ fn three(s: &[usize]) -> Option<[usize; 3]> {
 
 /// A Sequential architecture: the per-example input shape and the layers in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Per-example input shape, e.g. `[28, 28]` or `[1, 28, 28]` (channels first).
     pub input_shape: Vec<usize>,
@@ -608,6 +617,17 @@ mod tests {
         assert!(err.contains("dense (Dense)") && err.contains("Flatten"), "{err}");
         let err = ModelSpec::from_json("{\"input_shape\": [784], \"layers\": [{\"type\": \"Dense\"}]}").unwrap_err();
         assert!(err.to_string().contains("units"), "{err}");
+        // A misspelt option is an error (Keras's `from_config` refuses unknown arguments too),
+        // not a layer silently built without it.
+        let typo = r#"{"input_shape": [784], "layers": [{"type": "Dense", "units": 64, "activaton": "relu"}]}"#;
+        let err = ModelSpec::from_json(typo).unwrap_err().to_string();
+        assert!(err.contains("activaton"), "{err}");
+        let err = ModelSpec::from_json(r#"{"input_shape": [784], "input": [1], "layers": []}"#).unwrap_err();
+        assert!(err.to_string().contains("input"), "{err}");
+        let gap = r#"{"input_shape": [1, 4, 4], "layers": [{"type": "GlobalAveragePooling2D", "size": 2}]}"#;
+        assert!(ModelSpec::from_json(gap).is_err());
+        let ok = r#"{"input_shape": [1, 4, 4], "layers": [{"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 2}]}"#;
+        assert!(ModelSpec::from_json(ok).is_ok());
     }
 
     #[test]

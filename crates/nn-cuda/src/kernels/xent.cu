@@ -1,7 +1,7 @@
 // Fused softmax + cross-entropy (or cross-entropy on probabilities), one warp per row: writes
 // the gradient with respect to the outputs and adds [sum loss, sum correct] of the batch to
 // stats[0..2] with one atomicAdd per block, so the loss never leaves the device until the host
-// asks for it. Mirrors nn-core/src/cpu/elementwise.rs `cross_entropy`.
+// asks for it. Mirrors nn-core/src/cpu/xent.rs.
 
 __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fc00000); }
