@@ -269,8 +269,9 @@ impl Callback for ModelCheckpoint {
     }
 }
 
-/// Stops as soon as a batch's loss is NaN or infinite, and puts back the weights of the last
-/// completed epoch.
+/// Stops as soon as a batch's loss is NaN or infinite, and puts back the weights, optimiser
+/// state and progress of the last completed epoch (Keras only stops), so that saving or
+/// training on afterwards starts from good numbers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TerminateOnNaN;
 

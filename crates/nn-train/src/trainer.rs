@@ -95,6 +95,14 @@ pub struct TrainState {
     pub seed: u64,
 }
 
+/// A trainer's weights, optimiser state and progress at the end of an epoch (what
+/// `TerminateOnNaN` puts back).
+struct Snapshot {
+    weights: Vec<Tensor>,
+    slots: Vec<Tensor>,
+    state: TrainState,
+}
+
 /// Loss and accuracy of a data set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
@@ -235,6 +243,14 @@ impl Trainer {
         if cfg.epochs == 0 || cfg.batch_size == 0 {
             return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
+        let done = self.state.epoch;
+        if done >= cfg.epochs {
+            return Err(TrainError::Config(format!(
+                "{} already trained; `epochs` is the total to reach (Keras's `epochs` with \
+                 `initial_epoch` = {done}): ask for more than {done}",
+                if done == 1 { "1 epoch".to_string() } else { format!("{done} epochs") }
+            )));
+        }
         self.check_data(&train)?;
         let (train, val) = match &cfg.validation {
             Validation::None => (train, None),
@@ -277,9 +293,9 @@ impl Trainer {
         let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
         let base_lr = self.compile.optimizer.lr();
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
-        // With per-batch checks (TerminateOnNaN), keep the weights of the last completed epoch
-        // (at first: the starting weights) to put back when the loss blows up.
-        let mut last_good: Option<Vec<Tensor>> = if per_batch { Some(self.model.weights()?) } else { None };
+        // With per-batch checks (TerminateOnNaN), keep the last completed epoch (at first: the
+        // start) to put back when the loss blows up.
+        let mut last_good = if per_batch { Some(self.snapshot()?) } else { None };
         let mut stop: Option<String> = None;
         // A batch callback's `Stop`: ends this epoch early, then training.
         let mut stop_after: Option<String> = None;
@@ -364,8 +380,8 @@ impl Trainer {
             }
             drop(it);
             if let Some(why) = &stop {
-                if let Some(w) = &last_good {
-                    self.model.set_weights(w)?;
+                if let Some(good) = &last_good {
+                    self.restore(good)?;
                 }
                 progress.finish(done, why);
                 break;
@@ -399,8 +415,8 @@ impl Trainer {
                     Control::Continue => {}
                     Control::Stop(why) => stop = Some(why),
                     Control::StopAndRestore(why) => {
-                        if let Some(w) = &last_good {
-                            self.model.set_weights(w)?;
+                        if let Some(good) = &last_good {
+                            self.restore(good)?;
                         }
                         stop = Some(why);
                     }
@@ -411,7 +427,7 @@ impl Trainer {
                 stop = stop_after.take();
             }
             if per_batch && stop.is_none() {
-                last_good = Some(self.model.weights()?);
+                last_good = Some(self.snapshot()?);
             }
         }
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
@@ -422,6 +438,23 @@ impl Trainer {
             println!("{why}");
         }
         self.history.stopped = stop;
+        Ok(())
+    }
+
+    /// The weights, optimiser state and progress, to [`Trainer::restore`] later.
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let weights = self.model.weights()?;
+        let slots = self.model.runtime().optimizer_state()?;
+        Ok(Snapshot { weights, slots, state: self.state })
+    }
+
+    /// Puts back a [`Trainer::snapshot`]: its weights, optimiser state and progress, and the
+    /// history as it was then.
+    fn restore(&mut self, s: &Snapshot) -> Result<()> {
+        self.model.set_weights(&s.weights)?;
+        self.model.runtime().set_optimizer_state(&s.slots)?;
+        self.state = s.state;
+        self.history.epochs.truncate(s.state.epoch);
         Ok(())
     }
 
@@ -553,7 +586,8 @@ impl Trainer {
             .filter_map(|t| t.name.strip_prefix("optimizer.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
             .collect();
         model.runtime().set_optimizer_state(&slots)?;
-        let normalization = parse_normalization(f.metadata.get("normalization").map(String::as_str));
+        let normalization =
+            parse_normalization(f.metadata.get("normalization").map(String::as_str)).map_err(|e| bad(&e))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
         Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations })
@@ -568,12 +602,22 @@ impl Trainer {
     }
 }
 
-/// Reads the `normalization` metadata of a model file (`scale` when absent).
-pub fn parse_normalization(s: Option<&str>) -> Normalization {
-    let mut parts = s.unwrap_or("scale").split_whitespace();
-    match (parts.next(), parts.next().and_then(|m| m.parse().ok()), parts.next().and_then(|v| v.parse().ok())) {
-        (Some("standardize"), Some(mean), Some(std)) => Normalization::Standardize { mean, std },
-        _ => Normalization::Scale,
+/// Reads the `normalization` metadata of a model file: `scale` (also when absent) or
+/// `standardize MEAN STD`.
+///
+/// # Errors
+/// Anything else, in words (a model's inputs would be prepared wrongly without a word).
+pub fn parse_normalization(s: Option<&str>) -> std::result::Result<Normalization, String> {
+    let Some(s) = s else { return Ok(Normalization::Scale) };
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let number = |t: &str| t.parse::<f32>().ok().filter(|v| v.is_finite());
+    match parts.as_slice() {
+        ["scale"] => Ok(Normalization::Scale),
+        ["standardize", mean, std] => match (number(mean), number(std)) {
+            (Some(mean), Some(std)) if std > 0.0 => Ok(Normalization::Standardize { mean, std }),
+            _ => Err(format!("normalization {s:?}: the mean must be a number and the deviation a positive one")),
+        },
+        _ => Err(format!("normalization {s:?}: expected \"scale\" or \"standardize MEAN STD\"")),
     }
 }
 
@@ -656,4 +700,21 @@ fn gather<'a>(
 /// (`px` bytes each) into the network's input rows.
 fn convert(bytes: &[u8], px: usize, norm: Normalization) -> impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + '_ {
     move |rows, x| norm.apply(&bytes[rows.start * px..rows.end * px], x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_metadata_is_read_or_refused() {
+        assert_eq!(parse_normalization(None), Ok(Normalization::Scale));
+        assert_eq!(parse_normalization(Some("scale")), Ok(Normalization::Scale));
+        let s = parse_normalization(Some("standardize 0.1307 0.3081"));
+        assert_eq!(s, Ok(Normalization::Standardize { mean: 0.1307, std: 0.3081 }));
+        for bad in ["garbage", "standardize 0.13", "standardize 0.1 0", "standardize x 1", "scale 2"] {
+            let err = parse_normalization(Some(bad)).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
 }

@@ -83,8 +83,11 @@ fn resume_from_a_checkpoint_ends_with_the_same_weights() {
     // The caller's annotations come back, and only they.
     let notes: Vec<_> = resumed.annotations().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(notes, [("dataset", "mnist")]);
-    resumed.fit(train, cfg(3, &val)).unwrap();
+    resumed.fit(train.clone(), cfg(3, &val)).unwrap();
     assert_eq!(resumed.history().epochs.len(), 3);
+    // `epochs` is the total to reach: asking for no more is an error, not a silent no-op.
+    let err = resumed.fit(train, cfg(3, &val)).unwrap_err().to_string();
+    assert!(err.contains("3 epochs already trained"), "{err}");
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
     assert_eq!(resumed.history().epochs[2].loss, full.history().epochs[2].loss);
 }
@@ -121,7 +124,7 @@ impl Callback for Record {
 fn terminate_on_nan_keeps_the_last_good_weights() {
     let (train, val) = subset(2000);
     // A huge learning rate blows the loss up within a few epochs.
-    let opt = Optimizer::sgd().learning_rate(1e20);
+    let opt = Optimizer::sgd().learning_rate(1e20).momentum(0.9);
     let mut t = Trainer::new(Model::new(&spec(), 2).unwrap(), Compile { optimizer: opt, ..compile() });
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut c = cfg(20, &val);
@@ -133,6 +136,12 @@ fn terminate_on_nan_keeps_the_last_good_weights() {
     for w in t.model().weights().unwrap() {
         assert!(w.data.iter().all(|v| v.is_finite()), "{} holds non-finite values", w.name);
     }
+    // The optimiser state and the progress are those of the same epoch.
+    for s in t.model_mut().runtime().optimizer_state().unwrap() {
+        assert!(s.data.iter().all(|v| v.is_finite()), "{} holds non-finite values", s.name);
+    }
+    assert_eq!(t.state().epoch, t.history().epochs.len());
+    assert!(t.history().epochs.iter().all(|e| e.loss.is_finite()));
 }
 
 #[test]
