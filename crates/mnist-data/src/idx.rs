@@ -89,20 +89,6 @@ fn read_full(read: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<()> {
     read.read_exact(buf)
 }
 
-/// Reads as many bytes as `buf` holds or until end of file; returns how many were read.
-fn read_up_to(read: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match read.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 fn describe(dims: &[usize]) -> String {
     dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
 }
@@ -173,11 +159,17 @@ fn gzip_context(e: DataError) -> DataError {
     }
 }
 
+/// Reads the `len` bytes of data a (gzip) header declares. The buffer grows as data really
+/// arrives, from at most [`FIRST_READ`]: a header that lies about its size (within what the
+/// compressed size allows, up to a thousand times it) costs no more memory than the stream holds.
 fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind: &str) -> Result<Idx> {
-    // `len` is bounded by the file size times the DEFLATE ratio, so this allocation is honest.
-    let mut data = vec![0u8; len as usize];
-    let got = read_up_to(read, &mut data).map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
-    if (got as u64) < len {
+    let mut data = Vec::with_capacity(len.min(FIRST_READ) as usize);
+    // One byte past the declared length tells trailing data from the end of the stream.
+    read.take(len.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    let got = data.len() as u64;
+    if got < len {
         return Err(DataError::invalid(
             path,
             format!(
@@ -186,10 +178,7 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
             ),
         ));
     }
-    let mut probe = [0u8; 1];
-    let extra =
-        read_up_to(read, &mut probe).map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
-    if extra > 0 {
+    if got > len {
         return Err(DataError::invalid(
             path,
             format!("trailing data after the {len} bytes that the header ({}) declares", describe(&dims)),
@@ -197,6 +186,9 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
     }
     Ok(Idx { dims, data })
 }
+
+/// The most a gzip IDX body is read into at first (MNIST's training images, 47 MB, fit).
+const FIRST_READ: u64 = 64 << 20;
 
 /// Encodes dimensions and data as IDX bytes (unsigned byte type).
 ///
