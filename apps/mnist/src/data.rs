@@ -32,7 +32,9 @@ impl DataChoice {
         }
         let path = PathBuf::from(dataset);
         if path.is_dir() {
-            return Ok(DataChoice { kind: None, dir: path, label: dataset.to_string() });
+            // Recorded in model files: an absolute path still names it from another folder.
+            let label = path.canonicalize().map_or_else(|_| dataset.to_string(), |p| p.display().to_string());
+            return Ok(DataChoice { kind: None, dir: path, label });
         }
         if path.exists() {
             bail!("--dataset {dataset}: not a folder; give `mnist`, `fashion` or a folder holding the four IDX files");

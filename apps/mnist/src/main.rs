@@ -71,10 +71,23 @@ fn main() -> ExitCode {
     match commands::run(cli.command, &global) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: the libraries' errors already say
+/// their cause (`x.png: Permission denied`), which the chain would repeat.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out = format!("{out}: {c}");
+        }
+    }
+    out
 }
 
 /// `mnist predict ... | head` closes stdout early: end quietly, as other command-line tools

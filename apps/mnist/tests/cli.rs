@@ -328,6 +328,29 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
         fails(&mnist(dir, &["tune", "--device", "cuda"]), &["--features cuda"]);
     }
     fails(&mnist(dir, &["tune", "--device", "tpu"]), &["tpu", "cpu, cuda"]);
+    // Negative numbers reach the checks (not clap's "unexpected argument").
+    fails(&mnist(dir, &["train", "--lr", "-1"]), &["--lr -1", "positive"]);
+    // A misspelt option in an architecture file.
+    std::fs::write(
+        dir.join("typo.json"),
+        r#"{"input_shape": [28, 28], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activaton": "relu"}]}"#,
+    )
+    .unwrap();
+    fails(&mnist(dir, &["summary", "--model", "typo.json"]), &["typo.json", "activaton"]);
+    // A checkpoint path that cannot be written is refused before training, and the run
+    // leaves no empty folder behind.
+    std::fs::write(dir.join("afile"), "").unwrap();
+    let args = ["train", "--checkpoint", "afile/ck.safetensors", "--run-dir", "r-ck", "--device", "cpu"];
+    fails(&mnist(dir, &args), &["--checkpoint afile/ck.safetensors"]);
+    assert!(!dir.join("r-ck").exists());
+    std::fs::write(
+        dir.join("wide.json"),
+        r#"{"input_shape": [32, 32], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10}]}"#,
+    )
+    .unwrap();
+    let args = ["train", "--model", "wide.json", "--run-dir", "r-bad", "--device", "cpu"];
+    fails(&mnist(dir, &args), &["1024 inputs"]);
+    assert!(!dir.join("r-bad").exists());
     // An empty data folder: say how to get the data.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -64,8 +64,15 @@ pub fn run(command: Command, global: &Global) -> Result<()> {
 /// # Errors
 /// As [`DataChoice::resolve`].
 pub fn data_choice(global: &Global, fallback: Option<&str>) -> Result<DataChoice> {
-    let name = global.dataset.as_deref().or(fallback).unwrap_or("mnist");
-    DataChoice::resolve(&global.data_dir, name)
+    match (global.dataset.as_deref(), fallback) {
+        (Some(name), _) => DataChoice::resolve(&global.data_dir, name),
+        (None, Some(recorded)) => DataChoice::resolve(&global.data_dir, recorded).map_err(|e| {
+            anyhow::anyhow!(
+                "the model was trained on the data set {recorded} (recorded in its file), which is not here: {e}"
+            )
+        }),
+        (None, None) => DataChoice::resolve(&global.data_dir, "mnist"),
+    }
 }
 
 /// Creates the folder that will hold `path`, if it has one.

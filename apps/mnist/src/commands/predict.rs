@@ -71,8 +71,14 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     let loaded = load_trained(&args.model, args.device)?;
     let model_name = loaded.name();
     let mut trainer = loaded.trainer;
-    let choice = data_choice(global, loaded.dataset.as_deref())?;
-    let names = choice.class_names();
+    let choice = data_choice(global, loaded.dataset.as_deref());
+    // Photos need only the class names: a custom data set's are the digits, as are those of a
+    // data set no longer where it was trained.
+    let names = match (&choice, args.index.is_empty()) {
+        (Ok(c), _) => c.class_names(),
+        (Err(_), true) => (0..10).map(|d| d.to_string()).collect(),
+        (Err(e), false) => bail!("--index needs the data set: {e}"),
+    };
     let (rows, cols) = match trainer.model().spec().input_shape.as_slice() {
         [h, w] | [1, h, w] => (*h, *w),
         other => bail!("{}: the model takes inputs of shape {other:?}, not images", args.model),
@@ -92,7 +98,7 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
             }
         }
     }
-    if !args.index.is_empty() {
+    if let (false, Ok(choice)) = (args.index.is_empty(), &choice) {
         let (splits, _) = choice.load()?;
         let data = args.split.of(&splits);
         for &i in &args.index {

@@ -200,7 +200,7 @@ mod fit_keys {
 
 /// Arguments of `mnist train`.
 #[derive(Args, Debug)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = EXAMPLES, allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// The architecture: a preset (mlp-128, mlp-sigmoid-100-144, mlp-128-128, mlp-512-512,
     /// convnet, fast-cnn; each brings its tutorial's recipe) or an architecture file (.json).
@@ -307,6 +307,26 @@ fn steps_per_epoch(n: usize, validation: ValidationArg, batch: usize) -> usize {
     fit.div_ceil(batch.max(1)).max(1)
 }
 
+/// Warns when a schedule fixed to a run's length (cosine, one-cycle: a resumed run extended
+/// past the epochs it was started with) ends before the last of `epochs`: the epochs after
+/// it train at its final rate, as Keras's would.
+fn schedule_horizon_note(compile: &Compile, steps: usize, epochs: usize) {
+    let total = match compile.schedule {
+        Schedule::Cosine { total_steps, .. } | Schedule::OneCycle { total_steps, .. } => total_steps,
+        _ => return,
+    };
+    if total == 0 || total >= steps * epochs {
+        return;
+    }
+    let end = compile.schedule.lr(compile.optimizer.lr(), total as u64, total / steps.max(1));
+    eprintln!(
+        "note: the {} schedule covers the {total} steps of the first {} epoch(s), the length the run was \
+         started with; the epochs after it train at its final learning rate {end:e}",
+        schedule_text(&compile.schedule).split(' ').next().unwrap_or("learning-rate"),
+        total.div_ceil(steps.max(1))
+    );
+}
+
 fn schedule_text(s: &Schedule) -> String {
     match s {
         Schedule::Constant => "constant".into(),
@@ -371,6 +391,34 @@ fn augment_text(a: &Option<Augmentation>) -> String {
             a.rotation_range, a.width_shift_range, a.height_shift_range, a.zoom_range
         ),
         _ => "none".into(),
+    }
+}
+
+/// Creates the folder of `path` and checks a file can be written there (by creating and
+/// removing a probe beside it).
+fn check_writable(path: &Path) -> Result<()> {
+    create_parent(path)?;
+    if path.is_dir() {
+        bail!("a folder, not a file");
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| anyhow::anyhow!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Removes its folder when dropped, if the folder is empty (a run that failed early).
+struct RemoveIfEmpty(PathBuf);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        // Fails, harmlessly, when the run wrote anything.
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -457,10 +505,17 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     );
     trainer.set_annotation(fit_keys::LIMIT, limit.map_or("none".into(), |n| n.to_string()));
     let done = trainer.state().epoch;
+    schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
         bail!("the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue");
     }
+    // Where the checkpoints go must take them, before an epoch's work is spent.
+    if let Some(path) = &args.checkpoint {
+        check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
+    }
     let dir = run_dir(args.run_dir.clone(), &name)?;
+    // A run that fails before writing anything leaves no empty folder behind.
+    let _cleanup = RemoveIfEmpty(dir.clone());
 
     let spec = trainer.model().spec().clone();
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
@@ -500,7 +555,6 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
     }
     if let Some(path) = &args.checkpoint {
-        create_parent(path)?;
         callbacks.push(Box::new(ModelCheckpoint::new(path)));
     }
     let fit_validation = match validation {
@@ -703,8 +757,9 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
 /// uninterrupted one), or for a checkpoint without them, the flags, else the recipe of its
 /// preset.
 fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
-    let trainer = device::resume(args.device, path)?;
+    let mut trainer = device::resume(args.device, path)?;
     let ignored: Vec<&str> = [
+        ("--model", args.model.is_some()),
         ("--optimizer", args.optimizer.is_some()),
         ("--lr", args.lr.is_some()),
         ("--momentum", args.momentum.is_some()),
@@ -719,18 +774,23 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     .collect();
     if !ignored.is_empty() {
         eprintln!(
-            "note: {} ignored with --resume: the checkpoint's model, optimiser and loss are used",
+            "note: {} ignored with --resume: the checkpoint's architecture, optimiser and loss are used",
             ignored.join(", ")
         );
     }
+    let stateful = trainer.compile().optimizer.rule().slots() > 0;
+    if stateful && trainer.state().step > 0 && trainer.model_mut().runtime().optimizer_state()?.is_empty() {
+        eprintln!(
+            "note: {} holds no optimiser state (a model file, not a --checkpoint): the optimiser starts afresh, \
+             so the run will not match an uninterrupted one",
+            path.display()
+        );
+    }
     let spec = trainer.model().spec().clone();
-    let name = match &args.model {
-        Some(m) => m.clone(),
-        None => models::preset_of(&spec).map_or_else(
-            || path.file_stem().map_or_else(|| "resumed".into(), |s| s.to_string_lossy().into_owned()),
-            str::to_string,
-        ),
-    };
+    let name = models::preset_of(&spec).map_or_else(
+        || path.file_stem().map_or_else(|| "resumed".into(), |s| s.to_string_lossy().into_owned()),
+        str::to_string,
+    );
     let saved = |key: &str| trainer.annotations().get(key).cloned();
     let r = recipe(&name);
     let recipe_validation = match r.as_ref().map(|r| r.validation) {

@@ -27,7 +27,7 @@ the last 20% of the training images (held out). The best trial's model is kept."
 
 /// Arguments of `mnist tune`.
 #[derive(Args, Debug)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = EXAMPLES, allow_negative_numbers = true)]
 pub struct TuneArgs {
     /// How many combinations to try (fewer if the space holds fewer).
     #[arg(long, value_name = "N", default_value_t = 10)]
