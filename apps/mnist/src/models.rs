@@ -23,6 +23,20 @@ pub enum ModelSource {
     ModelFile(PathBuf),
 }
 
+/// Whether a file not named `.safetensors` is an architecture (JSON) file: it begins, after
+/// blanks, with `{`. A safetensors file begins with its header's 8-byte length, then the
+/// header's `{` (its first byte may happen to be a `{` too, never both).
+fn starts_like_json(path: &Path) -> bool {
+    use std::io::Read;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        return false;
+    }
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    let safetensors_header = n > 8 && head[8] == b'{';
+    !safetensors_header && head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The presets with a line each, for help texts and errors.
 pub fn preset_list() -> String {
     PRESETS.iter().map(|(n, d)| format!("  {n:<20} {d}")).collect::<Vec<_>>().join("\n")
@@ -40,7 +54,7 @@ impl ModelSource {
         }
         let path = PathBuf::from(arg);
         if path.is_file() {
-            let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) || starts_like_json(&path);
             return Ok(if is_json { ModelSource::SpecFile(path) } else { ModelSource::ModelFile(path) });
         }
         if path.is_dir() {

@@ -142,6 +142,10 @@ fn summary_of_the_tutorial_mlp_counts_94494_parameters() {
     assert!(out.contains("dense_1 (Dense)") && out.contains("(None, 144)"), "{out}");
     let again = ok(&mnist(tmp.path(), &["summary", "--model", "mlp.json"]));
     assert!(again.contains("Total params: 94,494"), "{again}");
+    // An architecture file is known by its contents whatever its name.
+    std::fs::copy(tmp.path().join("mlp.json"), tmp.path().join("mlp.txt")).unwrap();
+    let txt = ok(&mnist(tmp.path(), &["summary", "--model", "mlp.txt"]));
+    assert!(txt.contains("Total params: 94,494"), "{txt}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::atomic::temp_path_for;
+use crate::atomic::{remove_stale_temps, temp_path_for};
 use crate::dataset::DatasetKind;
 use crate::error::{DataError, Result};
 
@@ -320,6 +320,7 @@ impl FetchOptions {
         }
         progress(FetchEvent::Started { name, url: url.clone(), total });
 
+        remove_stale_temps(path);
         let mut part = PartFile::create(temp_path_for(path))?;
         let mut reader = response.body_mut().as_reader();
         let mut hasher = Sha256::new();

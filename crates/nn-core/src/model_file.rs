@@ -115,7 +115,17 @@ impl ModelFile {
                         format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", view.shape()),
                     ));
                 }
-                weights.push(Tensor { name: name.clone(), shape, data: f32s(view.data()) });
+                let data = f32s(view.data());
+                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                    return Err(NnError::file(
+                        path,
+                        format!(
+                            "tensor {name} holds a non-finite value ({} at index {i}): the model is broken",
+                            data[i]
+                        ),
+                    ));
+                }
+                weights.push(Tensor { name: name.clone(), shape, data });
                 expected.insert(name);
             }
         }
@@ -148,5 +158,16 @@ mod tests {
         let bytes = safetensors::serialize(vec![("weight", view)], None).unwrap();
         let err = ModelFile::from_bytes(Path::new("torch.safetensors"), &bytes).unwrap_err().to_string();
         assert!(err.starts_with("torch.safetensors: ") && err.contains("no \"architecture\""), "{err}");
+    }
+
+    #[test]
+    fn weights_that_are_not_numbers_are_refused() {
+        let spec = ModelSpec::new(&[3]).add(crate::Dense::new(2));
+        let mut kernel = Tensor { name: "dense.kernel".into(), shape: vec![3, 2], data: vec![0.5; 6] };
+        kernel.data[4] = f32::NAN;
+        let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
+        let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
+        let err = ModelFile::from_bytes(Path::new("nan.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("nan.safetensors") && err.contains("dense.kernel") && err.contains("index 4"), "{err}");
     }
 }

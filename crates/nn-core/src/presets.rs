@@ -5,7 +5,7 @@ use crate::spec::{BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerSpec, ModelSp
 
 /// The names [`preset`] knows, with a line each.
 pub const PRESETS: [(&str, &str); 6] = [
-    ("mlp-128", "Flatten → Dense(128, relu) → Dense(10) logits (the TensorFlow quickstart)"),
+    ("mlp-128", "Flatten → Dense(128, relu) → Dense(10) logits (the TFDS Keras MNIST example)"),
     ("mlp-sigmoid-100-144", "Flatten → Dense(100, sigmoid) → Dense(144, sigmoid) → Dense(10, softmax)"),
     ("mlp-128-128", "Flatten → Dense(128, relu) → Dense(128, relu) → Dense(10, softmax)"),
     ("mlp-512-512", "Flatten → Dense(512, relu) → Dense(512, relu) → Dense(10, softmax)"),

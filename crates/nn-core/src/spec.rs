@@ -424,7 +424,16 @@ impl LayerSpec {
                 let [c_in, _, _] = image()?;
                 Ok(vec![c_in])
             }
-            LayerSpec::BatchNormalization(_) => Ok(input.to_vec()),
+            LayerSpec::BatchNormalization(b) => {
+                if !((0.0..1.0).contains(&b.momentum) && b.epsilon > 0.0 && b.epsilon.is_finite()) {
+                    return Err(NnError::spec(format!(
+                        "{name} (BatchNormalization): momentum must be in [0, 1) and epsilon a positive number, \
+                         got {} and {}",
+                        b.momentum, b.epsilon
+                    )));
+                }
+                Ok(input.to_vec())
+            }
             LayerSpec::Reshape(r) => {
                 if r.target_shape.iter().product::<usize>() != total || r.target_shape.is_empty() {
                     return Err(NnError::Shape {
@@ -639,6 +648,8 @@ mod tests {
         let e = err(ModelSpec::new(&[784]).add(LayerSpec::MaxPooling2D(Pool2D::new(2))));
         assert!(e.contains("max_pooling2d") && e.contains("[784]"), "{e}");
         // A softmax across a conv's filters (not computed per pixel here).
+        let e = err(ModelSpec::new(&[10]).add(BatchNorm { momentum: 2.0, ..BatchNorm::default() }));
+        assert!(e.contains("batch_normalization") && e.contains("momentum"), "{e}");
         let e = err(ModelSpec::new(&[1, 8, 8]).add(Conv2D::new(4, 3).activation(Activation::Softmax)));
         assert!(e.contains("conv2d (Conv2D)") && e.contains("softmax"), "{e}");
         // Sizes whose products overflow, or that no memory holds, before anything is allocated.

@@ -53,11 +53,13 @@ enum Resolved {
 }
 
 /// Opens the device; for `Auto` without a usable GPU, falls back to the CPU and returns a note
-/// saying why.
+/// saying why (none in a build without the `cuda` feature, where the CPU is the only choice).
 fn resolve(choice: DeviceChoice) -> Result<(Resolved, Option<String>)> {
     match choice {
         DeviceChoice::Cpu => Ok((Resolved::Cpu, None)),
         DeviceChoice::Cuda(n) => Ok((Resolved::Cuda(Box::new(nn_cuda::Cuda::new(n)?)), None)),
+        // A build without CUDA has no GPU to look for: the CPU, without a note.
+        DeviceChoice::Auto if !cfg!(feature = "cuda") => Ok((Resolved::Cpu, None)),
         DeviceChoice::Auto => match nn_cuda::Cuda::new(0) {
             Ok(c) => Ok((Resolved::Cuda(Box::new(c)), None)),
             Err(e) => Ok((Resolved::Cpu, Some(format!("no usable GPU ({e}); using the CPU")))),

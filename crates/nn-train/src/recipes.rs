@@ -11,7 +11,7 @@ use crate::trainer::Compile;
 /// Where a recipe validates.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RecipeValidation {
-    /// On the test set after each epoch (the TensorFlow quickstart).
+    /// On the test set after each epoch (as the TFDS Keras MNIST example does).
     Test,
     /// On the last fraction of the training set.
     Split(f64),

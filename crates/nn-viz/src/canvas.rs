@@ -159,15 +159,55 @@ impl Canvas {
         Canvas { width: w, height: h, buf }
     }
 
-    /// Encodes the canvas as PNG and writes it to `path`, creating missing parent folders.
-    pub(crate) fn save_png(self, path: &Path) -> Result<()> {
-        let mut png = Vec::new();
-        let encoder = image::codecs::png::PngEncoder::new(&mut png);
-        image::ImageEncoder::write_image(encoder, &self.buf, self.width, self.height, image::ExtendedColorType::Rgb8)
-            .map_err(|e| VizError::draw(path, format!("PNG encoding: {e}")))?;
+    /// Encodes the canvas in the format `path`'s extension names (PNG without one; also JPEG
+    /// and BMP) and writes it there, creating missing parent folders.
+    pub(crate) fn save(self, path: &Path) -> Result<()> {
+        use image::ImageFormat;
+        let format = match path.extension() {
+            None => ImageFormat::Png,
+            Some(_) => match ImageFormat::from_path(path) {
+                Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp)) => f,
+                _ => return Err(VizError::invalid(path, "unknown picture format: give a .png, .jpg or .bmp file")),
+            },
+        };
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::write_buffer_with_format(
+            &mut png,
+            &self.buf,
+            self.width,
+            self.height,
+            image::ExtendedColorType::Rgb8,
+            format,
+        )
+        .map_err(|e| VizError::draw(path, format!("{format:?} encoding: {e}")))?;
+        let png = png.into_inner();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| VizError::Io { path: dir.to_path_buf(), source })?;
         }
         std::fs::write(path, png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_picture_is_written_in_the_format_its_name_says() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("a.png", image::ImageFormat::Png),
+            ("b.jpg", image::ImageFormat::Jpeg),
+            ("c.bmp", image::ImageFormat::Bmp),
+            ("d", image::ImageFormat::Png),
+        ] {
+            let path = dir.path().join(name);
+            Canvas::new(8, 4).unwrap().save(&path).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(image::guess_format(&bytes).unwrap(), format, "{name}");
+        }
+        let err = Canvas::new(8, 4).unwrap().save(&dir.path().join("e.gif")).unwrap_err().to_string();
+        assert!(err.contains("e.gif") && err.contains(".png"), "{err}");
     }
 }

@@ -65,7 +65,7 @@ where
     let path = path.as_ref();
     let rows: Vec<&[u64]> = matrix.iter().map(AsRef::as_ref).collect();
     let names: Vec<&str> = class_names.iter().map(AsRef::as_ref).collect();
-    render(&rows, &names, title).map_err(|f| f.at(path))?.save_png(path)
+    render(&rows, &names, title).map_err(|f| f.at(path))?.save(path)
 }
 
 fn render(m: &[&[u64]], names: &[&str], title: &str) -> Drawn<Canvas> {

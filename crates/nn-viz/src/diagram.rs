@@ -97,7 +97,7 @@ enum Column {
 /// or writing fails.
 pub fn network_diagram(path: impl AsRef<Path>, layers: &[DiagramLayer], title: &str) -> Result<()> {
     let path = path.as_ref();
-    render(layers, title).map_err(|f| f.at(path))?.downsample2().save_png(path)
+    render(layers, title).map_err(|f| f.at(path))?.downsample2().save(path)
 }
 
 fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {

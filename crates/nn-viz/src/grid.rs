@@ -100,7 +100,7 @@ const FRAME: [u8; 3] = [190, 190, 190];
 /// or writing fails.
 pub fn digit_grid(path: impl AsRef<Path>, tiles: &[Tile<'_>], options: &GridOptions) -> Result<()> {
     let path = path.as_ref();
-    render_grid(tiles, options).map_err(|f| f.at(path))?.save_png(path)
+    render_grid(tiles, options).map_err(|f| f.at(path))?.save(path)
 }
 
 /// Puts the grey image `pixels` (`rows × cols`) at `(x, y)` of the canvas, `scale` times larger,
@@ -194,7 +194,7 @@ pub fn enlarged_digit(
     scale: u32,
 ) -> Result<()> {
     let path = path.as_ref();
-    render_enlarged(pixels, rows, cols, title, scale).map_err(|f| f.at(path))?.save_png(path)
+    render_enlarged(pixels, rows, cols, title, scale).map_err(|f| f.at(path))?.save(path)
 }
 
 fn render_enlarged(pixels: &[u8], rows: usize, cols: usize, title: &str, scale: u32) -> Drawn<Canvas> {

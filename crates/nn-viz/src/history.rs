@@ -63,7 +63,7 @@ const TICK_PX: f64 = 14.0;
 /// drawing or writing fails.
 pub fn plot_history(path: impl AsRef<Path>, curves: &HistoryCurves) -> Result<()> {
     let path = path.as_ref();
-    render(curves).map_err(|f| f.at(path))?.downsample2().save_png(path)
+    render(curves).map_err(|f| f.at(path))?.downsample2().save(path)
 }
 
 fn render(c: &HistoryCurves) -> Drawn<Canvas> {

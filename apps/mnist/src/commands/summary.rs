@@ -48,14 +48,15 @@ pub fn run(args: SummaryArgs, _global: &Global) -> Result<()> {
     if let ModelSource::Preset(name) = &source {
         if let Some(r) = recipe(name) {
             let validation = match r.validation {
-                RecipeValidation::Test => "the test set".to_string(),
-                RecipeValidation::Split(f) => format!("the last {:.0}% of the training set", f * 100.0),
-                RecipeValidation::None => "none".to_string(),
+                RecipeValidation::Test => "validation on the test set".to_string(),
+                RecipeValidation::Split(f) => format!("validation on the last {:.0}% of the training set", f * 100.0),
+                RecipeValidation::None => "no validation".to_string(),
             };
             println!(
-                "Recipe: {} (learning rate {}), {}{}, {} epochs of batch {}, validation on {validation}",
+                "Recipe: {} (learning rate {}, schedule {}), {}{}, {} epochs of batch {}, {validation}",
                 r.compile.optimizer.name(),
                 r.compile.optimizer.lr(),
+                super::train::schedule_text(&r.compile.schedule),
                 r.compile.loss.name(),
                 if r.compile.loss.from_logits() { " from logits" } else { "" },
                 r.epochs,

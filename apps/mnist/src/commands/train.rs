@@ -22,7 +22,7 @@ use crate::{pictures, report, Global};
 
 const EXAMPLES: &str = "\
 Examples:
-  mnist train                                   the TensorFlow quickstart (mlp-128, 6 epochs)
+  mnist train                                   the TFDS Keras MNIST example (mlp-128, 6 epochs)
   mnist train --model mlp-sigmoid-100-144 --epochs 10
   mnist train --model convnet --epochs 3 --augment rotation=10,shift=0.1,zoom=0.1
   mnist train --model mlp-512-512 --dropout 0.2 --l2 1e-4 --early-stopping 2 --validation split:0.1
@@ -252,7 +252,8 @@ pub struct TrainArgs {
     /// Continue the run saved in this checkpoint (written with --checkpoint) up to --epochs.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
-    /// Seed of the initial weights, shuffles, dropout and augmentation (same seed, same run).
+    /// Seed of the initial weights, shuffles, dropout and augmentation (same seed and number
+    /// of cores, same run).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Where to train: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a build
@@ -265,7 +266,8 @@ pub struct TrainArgs {
     /// Train on the first N training images only (quick experiments).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Print no progress, only the results.
+    /// Print no summary table and no per-epoch progress: only the settings, the results and
+    /// the files written.
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -327,14 +329,16 @@ fn schedule_horizon_note(compile: &Compile, steps: usize, epochs: usize) {
     );
 }
 
-fn schedule_text(s: &Schedule) -> String {
+/// A schedule in words (`total_steps` 0, a recipe's "the whole run", as such).
+pub(crate) fn schedule_text(s: &Schedule) -> String {
+    let over = |total: usize| if total == 0 { "the whole run".to_string() } else { format!("{total} steps") };
     match s {
         Schedule::Constant => "constant".into(),
         Schedule::Step { factor, every_epochs } => format!("step (×{factor} every {every_epochs} epochs)"),
         Schedule::Exponential { rate, decay_steps } => format!("exponential (×{rate} every {decay_steps} steps)"),
-        Schedule::Cosine { total_steps, alpha } => format!("cosine over {total_steps} steps (floor {alpha})"),
+        Schedule::Cosine { total_steps, alpha } => format!("cosine over {} (floor {alpha})", over(*total_steps)),
         Schedule::OneCycle { total_steps, warmup, .. } => {
-            format!("one-cycle over {total_steps} steps ({:.0}% warm-up)", warmup * 100.0)
+            format!("one-cycle over {} ({:.0}% warm-up)", over(*total_steps), warmup * 100.0)
         }
     }
 }
@@ -672,8 +676,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     println!();
     println!("Test loss {:.4}, test accuracy {:.4} ({:.2}%)", eval.loss, eval.accuracy, eval.accuracy * 100.0);
     println!(
-        "{} in {} ({secs_per_epoch:.2} s/epoch); {} in all",
-        report::plural(epochs_run, "epoch"),
+        "{}{} in {} ({secs_per_epoch:.2} s/epoch); {} in all",
+        report::plural(this_run.len(), "epoch"),
+        if done > 0 { format!(" (after the checkpoint's {done})") } else { String::new() },
         report::duration(fit_secs),
         report::duration(started.elapsed().as_secs_f64())
     );

@@ -122,6 +122,15 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     if args.limit == Some(0) {
         bail!("--limit 0: search on at least 1 image");
     }
+    for (flag, value) in [
+        ("--max-trials", args.max_trials),
+        ("--epochs", args.epochs),
+        ("--executions-per-trial", args.executions_per_trial),
+    ] {
+        if value == 0 {
+            bail!("{flag} 0: at least 1");
+        }
+    }
     let space = SearchSpace {
         layers: args.layers,
         units: args.units,

@@ -88,7 +88,10 @@ impl Device for Cpu {
     type Buf = Vec<f32>;
 
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        match rayon::current_num_threads() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        }
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         crate::tensor::try_zeros(len)
