@@ -142,10 +142,11 @@ pub enum Padding {
 pub struct Conv2D {
     /// Output channels.
     pub filters: usize,
-    /// `(kh, kw)`.
+    /// `(kh, kw)` (in a file also one number for both, as Keras takes).
+    #[serde(deserialize_with = "pair")]
     pub kernel_size: [usize; 2],
-    /// `(sh, sw)` (default 1, 1).
-    #[serde(default = "ones2")]
+    /// `(sh, sw)` (default 1, 1; also one number).
+    #[serde(default = "ones2", deserialize_with = "pair")]
     pub strides: [usize; 2],
     /// Padding (default valid).
     #[serde(default)]
@@ -213,10 +214,11 @@ impl Conv2D {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool2D {
-    /// `(ph, pw)` (Keras default 2×2).
+    /// `(ph, pw)` (Keras default 2×2; in a file also one number for both).
+    #[serde(deserialize_with = "pair")]
     pub pool_size: [usize; 2],
-    /// Strides (default: the pool size).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Strides (default: the pool size; also one number).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_pair")]
     pub strides: Option<[usize; 2]>,
     /// Padding (default valid).
     #[serde(default, skip_serializing_if = "is_default")]
@@ -492,6 +494,31 @@ fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
 }
 
+/// A window size or stride as Keras writes it: `[h, w]` or one number for both.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrTwo {
+    One(usize),
+    Two([usize; 2]),
+}
+
+impl From<OneOrTwo> for [usize; 2] {
+    fn from(v: OneOrTwo) -> [usize; 2] {
+        match v {
+            OneOrTwo::One(n) => [n, n],
+            OneOrTwo::Two(p) => p,
+        }
+    }
+}
+
+fn pair<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[usize; 2], D::Error> {
+    OneOrTwo::deserialize(d).map(Into::into)
+}
+
+fn optional_pair<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<[usize; 2]>, D::Error> {
+    Option::<OneOrTwo>::deserialize(d).map(|v| v.map(Into::into))
+}
+
 fn three(s: &[usize]) -> Option<[usize; 3]> {
     match s {
         [c, h, w] => Some([*c, *h, *w]),
@@ -637,6 +664,15 @@ mod tests {
         assert!(ModelSpec::from_json(gap).is_err());
         let ok = r#"{"input_shape": [1, 4, 4], "layers": [{"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 2}]}"#;
         assert!(ModelSpec::from_json(ok).is_ok());
+        // Window sizes and strides as one number, as Keras writes them.
+        let keras = r#"{"input_shape": [1, 8, 8], "layers": [
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 1},
+            {"type": "MaxPooling2D", "pool_size": 2, "strides": 2}]}"#;
+        let spec = ModelSpec::from_json(keras).unwrap();
+        let pairs = ModelSpec::new(&[1, 8, 8])
+            .add(Conv2D::new(4, 3))
+            .add(LayerSpec::MaxPooling2D(Pool2D { strides: Some([2, 2]), ..Pool2D::new(2) }));
+        assert_eq!(spec, pairs);
     }
 
     #[test]

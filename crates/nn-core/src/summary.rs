@@ -22,8 +22,10 @@ fn bytes(n: usize) -> String {
         format!("{b:.2} B")
     } else if b < 1024.0 * 1024.0 {
         format!("{:.2} KB", b / 1024.0)
-    } else {
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
         format!("{:.2} MB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GB", b / (1024.0 * 1024.0 * 1024.0))
     }
 }
 

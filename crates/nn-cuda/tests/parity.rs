@@ -1,6 +1,7 @@
 //! GPU parity: every primitive of the CUDA device against the CPU reference on random inputs,
 //! then whole networks trained a few steps on both. Each test prints
-//! `skipping: no CUDA device: <reason>` and passes when no GPU can be used.
+//! `skipping: no CUDA device: <reason>` and passes when no GPU can be used, unless
+//! `NN_REQUIRE_GPU` is set (on a machine that has one), where that fails.
 #![allow(clippy::unwrap_used)]
 // Without the `cuda` feature `Cuda` has no values: everything after `gpu()` is unreachable.
 #![cfg_attr(not(feature = "cuda"), allow(unreachable_code, unused_variables, unused_mut))]
@@ -27,6 +28,8 @@ fn gpu() -> Option<Cuda> {
             Err(e) => e.to_string(),
             Ok(_) => "is_available() is false".into(),
         };
+        // On the machine with the GPU, NN_REQUIRE_GPU=1 turns a silent skip into a failure.
+        assert!(std::env::var_os("NN_REQUIRE_GPU").is_none(), "NN_REQUIRE_GPU is set, but no CUDA device: {reason}");
         println!("skipping: no CUDA device: {reason}");
         return None;
     }
