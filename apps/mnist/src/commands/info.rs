@@ -32,7 +32,8 @@ pub fn run(_args: InfoArgs, global: &Global) -> Result<()> {
     for (what, s) in [("train", &train), ("test", &test)] {
         println!();
         println!("{what}:");
-        for line in s.to_string().lines() {
+        // The class counts follow in one table for both sets.
+        for line in s.to_string().lines().filter(|l| !l.starts_with("class counts")) {
             println!("  {line}");
         }
     }

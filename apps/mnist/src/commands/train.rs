@@ -472,6 +472,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         }
     };
     let resumed = match &args.resume {
+        Some(p) if p.is_dir() => {
+            bail!("--resume {}: a folder; give the checkpoint file written with --checkpoint", p.display())
+        }
+        Some(p) if !p.exists() => bail!("--resume {}: no such file", p.display()),
         Some(p) => nn_core::ModelFile::load(p)?.metadata,
         None => Default::default(),
     };
@@ -511,7 +515,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let done = trainer.state().epoch;
     schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
-        bail!("the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue");
+        bail!(
+            "the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue \
+             (or evaluate it as it is: mnist evaluate --model CHECKPOINT)"
+        );
     }
     // Where the checkpoints go must take them, before an epoch's work is spent.
     if let Some(path) = &args.checkpoint {
