@@ -131,20 +131,38 @@ impl Model {
         Array2::from_shape_vec((n, ow), out).map_err(|e| NnError::spec(e.to_string()))
     }
 
-    /// Class probabilities `[n, classes]`: the outputs, passed through a softmax when the model
-    /// ends in logits.
+    /// Class probabilities `[n, classes]`, read from the outputs as the losses read them: a
+    /// softmax head's as they are, those of a sigmoid or ReLU head (non-negative scores)
+    /// divided by their row's sum, anything else (logits) through a softmax.
     ///
     /// # Errors
     /// As [`Model::predict`].
     pub fn predict_proba(&mut self, x: &[f32], n: usize) -> Result<Array2<f32>> {
         let mut out = self.predict(x, n)?;
-        if !self.outputs_probabilities() {
-            let cols = out.ncols();
-            if let Some(all) = out.as_slice_mut() {
-                crate::cpu::softmax_rows(all, cols);
-            }
+        let cols = out.ncols();
+        if let Some(all) = out.as_slice_mut() {
+            self.to_probabilities(all, cols);
         }
         Ok(out)
+    }
+
+    /// Turns rows of `cols` outputs into class probabilities (see [`Model::predict_proba`]).
+    fn to_probabilities(&self, out: &mut [f32], cols: usize) {
+        let head = match self.spec().layers.last() {
+            Some(LayerSpec::Dense(d)) => d.activation,
+            _ => Activation::Linear,
+        };
+        match head {
+            Activation::Softmax => {}
+            Activation::Sigmoid | Activation::Relu => {
+                for row in out.chunks_mut(cols.max(1)) {
+                    let sum: f32 = row.iter().sum();
+                    let k = row.len() as f32;
+                    row.iter_mut().for_each(|v| *v = if sum > 0.0 { *v / sum } else { 1.0 / k });
+                }
+            }
+            _ => crate::cpu::softmax_rows(out, cols),
+        }
     }
 
     /// Class probabilities of `n` examples whose inputs `fill(rows, x)` writes (`x` is the
@@ -165,9 +183,7 @@ impl Model {
             });
         }
         self.rt.predict_filled(n, fill, out)?;
-        if !self.outputs_probabilities() {
-            crate::cpu::softmax_rows(out, ow);
-        }
+        self.to_probabilities(out, ow);
         Ok(())
     }
 
@@ -225,5 +241,33 @@ impl Model {
         let mut m = Model::on(dev, &f.spec, 0)?;
         m.set_weights(&f.weights)?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::spec::Dense;
+
+    /// Probabilities sum to 1 whatever the head, and keep the outputs' order.
+    #[test]
+    fn probabilities_from_every_kind_of_head() {
+        let x: Vec<f32> = (0..2 * 6).map(|i| (i as f32 * 0.37).sin()).collect();
+        for head in [Activation::Softmax, Activation::Sigmoid, Activation::Relu, Activation::Linear, Activation::Tanh] {
+            let spec = ModelSpec::new(&[6]).add(Dense::new(4).activation(head));
+            let mut m = Model::new(&spec, 3).unwrap();
+            let raw = m.predict(&x, 2).unwrap();
+            let p = m.predict_proba(&x, 2).unwrap();
+            for (r, q) in raw.rows().into_iter().zip(p.rows()) {
+                assert!((q.sum() - 1.0).abs() < 1e-5, "{head:?}: {q}");
+                let argmax = |v: ndarray::ArrayView1<f32>| (0..4).max_by(|&a, &b| v[a].total_cmp(&v[b]));
+                assert_eq!(argmax(r), argmax(q), "{head:?}");
+                if head == Activation::Sigmoid {
+                    let s = r.sum();
+                    assert!(r.iter().zip(q.iter()).all(|(a, b)| (a / s - b).abs() < 1e-6));
+                }
+            }
+        }
     }
 }
