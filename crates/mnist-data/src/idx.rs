@@ -192,9 +192,9 @@ const FIRST_READ: u64 = 64 << 20;
 
 /// Encodes dimensions and data as IDX bytes (unsigned byte type).
 ///
-/// # Panics
-/// Never on valid input; `data.len()` must equal the product of `dims` (checked, returns an
-/// error otherwise).
+/// # Errors
+/// [`DataError::Config`] when `data.len()` is not the product of `dims`, `dims` is empty or has
+/// more than 255 entries, or a dimension does not fit in a `u32`.
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Result<Vec<u8>> {
     let expected: usize = dims.iter().product();
     if expected != data.len() || dims.is_empty() || dims.len() > 255 {

@@ -152,16 +152,36 @@ pub trait Device: Send + Sync + 'static {
     /// A short description (e.g. `cpu (2 threads)` or `cuda: NVIDIA H100`).
     fn describe(&self) -> String;
     /// A zero-filled buffer of `len` elements.
+    ///
+    /// # Errors
+    /// Out of memory: the host cannot reserve `len` floats (CPU), or the GPU allocation fails.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
     /// Copies `src` into the first `src.len()` elements of `dst`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `dst` shorter than `src` or a failed copy.
     fn upload(&self, src: &[f32], dst: &mut Self::Buf) -> Result<()>;
     /// Copies the first `dst.len()` elements of `src` to the host, waiting for pending work.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `src` shorter than `dst`, a failed copy, or a failure of any queued
+    /// operation (reported here, since this call waits for them).
     fn download(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
     /// Copies `len` elements from `src` to `dst`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `len` or a failed copy.
     fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, len: usize) -> Result<()>;
     /// Sets the first `len` elements to `value`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `buf` shorter than `len` or a failed launch.
     fn fill(&self, buf: &mut Self::Buf, value: f32, len: usize) -> Result<()>;
     /// Reads a few numbers (running loss sums and the like) to the host.
+    ///
+    /// # Errors
+    /// Those of [`Device::download`]: none on the CPU; on a GPU, `buf` shorter than `n`, a failed copy
+    /// or a failed queued operation.
     fn read_scalars(&self, buf: &Self::Buf, n: usize) -> Result<Vec<f32>> {
         let mut out = vec![0.0; n];
         self.download(buf, &mut out)?;
@@ -169,6 +189,10 @@ pub trait Device: Send + Sync + 'static {
     }
 
     /// Matrix product, see [`Gemm`].
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, an operand too short for `g`, sizes beyond cuBLAS's 32-bit dimensions, or
+    /// a cuBLAS failure.
     fn gemm(&self, g: &Gemm, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
     /// The buffer as host memory, when the device's memory is the host's (the CPU): callers may
     /// then write inputs in place instead of uploading a copy. `None` (the default) otherwise.
@@ -178,14 +202,30 @@ pub trait Device: Send + Sync + 'static {
     }
     /// In place `y = act(y + bias[channel])` over `[outer, channels, inner]`; softmax is over
     /// the channels of each row (with `inner == 1`).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `y` or `bias` shorter than `shape` needs, sizes beyond 32-bit indexing,
+    /// or a failed launch.
     fn bias_act(&self, y: &mut Self::Buf, bias: Option<&Self::Buf>, act: Activation, shape: Channels) -> Result<()>;
     /// In place `dy *= act'(y)` given the activation's output `y` (softmax: the row-wise
     /// Jacobian-vector product).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `y` or `dy` shorter than `shape` needs, sizes beyond 32-bit indexing,
+    /// or a failed launch.
     fn act_backward(&self, y: &Self::Buf, dy: &mut Self::Buf, act: Activation, shape: Channels) -> Result<()>;
     /// `out[c] = β·out[c] + Σ_{outer, inner} dy[outer, c, inner]` (the bias gradient).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `dy` or `out` shorter than `shape` needs, sizes beyond 32-bit
+    /// indexing, or a failed launch.
     fn channel_sums(&self, dy: &Self::Buf, shape: Channels, beta: f32, out: &mut Self::Buf) -> Result<()>;
     /// Cross-entropy of `out` against `targets` for one batch: writes the gradient with respect
     /// to `out` into `grad` and adds `[Σ loss, Σ correct]` of the batch to `stats[0..2]`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `args` needs (`stats`: 2 elements), sizes beyond
+    /// 32-bit indexing, or a failed launch.
     fn cross_entropy(
         &self,
         args: &XentArgs,
@@ -197,6 +237,10 @@ pub trait Device: Send + Sync + 'static {
     /// Inverted dropout: draws a mask of `0` or `1/(1-rate)` from `(seed, index)` with a
     /// counter-based hash (identical on every device), stores it and writes `y = x · mask`
     /// (the first `len` elements of each).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `len`, `len` beyond 32-bit indexing, or a failed
+    /// copy or launch.
     fn dropout(
         &self,
         x: &Self::Buf,
@@ -207,15 +251,31 @@ pub trait Device: Send + Sync + 'static {
         len: usize,
     ) -> Result<()>;
     /// `y[i] = x[i] · m[i]` for the first `len` elements.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `len`, `len` beyond 32-bit indexing, or a failed
+    /// copy or launch.
     fn mul(&self, x: &Self::Buf, m: &Self::Buf, y: &mut Self::Buf, len: usize) -> Result<()>;
     /// Adds the gradient of `l1·Σ|w| + l2·Σw²` to `dw`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `w` or `dw` shorter than `len`, `len` beyond 32-bit indexing, or a
+    /// failed launch.
     fn regularizer_grad(&self, w: &Self::Buf, dw: &mut Self::Buf, l1: f32, l2: f32, len: usize) -> Result<()>;
     /// Adds `l1·Σ|w| + l2·Σw²` to `acc[0]` (kept on the device).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `w` shorter than `len`, an empty `acc`, `len` beyond 32-bit
+    /// indexing, or a failed launch.
     fn regularizer_penalty(&self, w: &Self::Buf, l1: f32, l2: f32, len: usize, acc: &mut Self::Buf) -> Result<()>;
     /// One optimiser update of a parameter tensor of `len` elements with its gradient and
     /// state slots. `cols` is the length of the tensor's rows (its last dimension, a dense
     /// kernel's units): a device that splits a kernel's products between threads by rows
     /// splits its update the same way, so each share stays where it is used.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, fewer `slots` than `rule` needs, a buffer shorter than `len`, `len`
+    /// beyond 32-bit indexing, or a failed launch.
     #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
@@ -229,15 +289,35 @@ pub trait Device: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// `[c, n, h, w]` images into columns `[c·kh·kw, n·oh·ow]` (zero padding).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn im2col(&self, x: &Self::Buf, win: &Window, cols: &mut Self::Buf) -> Result<()>;
     /// Adds columns `[c·kh·kw, n·oh·ow]` back into images `dx` `[c, n, h, w]` (overwriting `dx`).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn col2im(&self, cols: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Swaps the first two axes: `src [a, b, r]` into `dst [b, a, r]`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, `src` or `dst` shorter than `a·b·r`, sizes beyond 32-bit indexing,
+    /// or a failed launch.
     fn swap_axes01(&self, src: &Self::Buf, a: usize, b: usize, r: usize, dst: &mut Self::Buf) -> Result<()>;
     /// Max pooling of the `n·c` planes `[h, w]` into planes `[oh, ow]` (in the same order),
     /// remembering each winner's offset in its input plane in `arg`.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn max_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf, arg: &mut Self::Buf) -> Result<()>;
     /// Gradient of max pooling: `dx` (overwritten) receives `dy` at the winners.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn max_pool_backward(&self, dy: &Self::Buf, arg: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Whether [`Device::conv_pool`] handles this pair: a `Conv2D` window `conv` followed by
     /// the non-overlapping max pooling `pool` (whose input is the conv output, `pool.c` its
@@ -260,6 +340,10 @@ pub trait Device: Send + Sync + 'static {
     /// conv, the activation and the pooling one after the other, because a non-decreasing
     /// activation commutes with the maximum. Only for pairs [`Device::fuses_conv_pool`] accepts;
     /// `x`, `y` and `arg` pixel-major where `pm` says so.
+    ///
+    /// # Errors
+    /// Always on a device without the fused pass (the default, e.g. the CUDA device); on the CPU, a
+    /// pixel-major layout `pm` that the pass it picks for this pair cannot read or write.
     #[allow(clippy::too_many_arguments)]
     fn conv_pool(
         &self,
@@ -280,6 +364,10 @@ pub trait Device: Send + Sync + 'static {
     /// Gradients of [`Device::conv_pool`] from `dy` (shaped like `y`), with the kernel `w`:
     /// `dw [filters, c, kh, kw]`, `db [filters]` and, if asked, `dx [c, n, h, w]`, overwritten;
     /// the image tensors laid out as in the forward pass (`pm`).
+    ///
+    /// # Errors
+    /// As [`Device::conv_pool`]: always on a device without the fused pass; on the CPU, a
+    /// pixel-major layout `pm` that the gradient pass it picks cannot read or write.
     #[allow(clippy::too_many_arguments)]
     fn conv_pool_backward(
         &self,
@@ -310,6 +398,9 @@ pub trait Device: Send + Sync + 'static {
     /// `y = act(conv(x, w) + b)`: `x [c, n, h, w]`, kernel `w [filters, c, kh, kw]`, bias
     /// `b [filters]`, `y [filters, n, oh, ow]` (the shapes of the im2col path). Only for
     /// windows [`Device::direct_conv`] accepts.
+    ///
+    /// # Errors
+    /// Always on a device without direct convolution (the default, e.g. the CUDA device); none on the CPU.
     #[allow(clippy::too_many_arguments)]
     fn conv2d(
         &self,
@@ -327,6 +418,9 @@ pub trait Device: Send + Sync + 'static {
     /// Gradients of [`Device::conv2d`] from `dy [filters, n, oh, ow]` (the gradient after
     /// the activation's): each asked for is overwritten, `dw [filters, c, kh, kw]` and
     /// `dx [c, n, h, w]`. The bias gradient is the layer's (`channel_sums`).
+    ///
+    /// # Errors
+    /// As [`Device::conv2d`]: always on a device without direct convolution; none on the CPU.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &self,
@@ -342,12 +436,24 @@ pub trait Device: Send + Sync + 'static {
         Err(crate::error::NnError::Device(format!("{} has no direct convolution", self.describe())))
     }
     /// Average pooling (padding cells are not counted).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn avg_pool(&self, x: &Self::Buf, win: &Window, y: &mut Self::Buf) -> Result<()>;
     /// Gradient of average pooling (`dx` overwritten).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a window with an empty kernel or a zero stride, a buffer smaller than
+    /// `win` implies, sizes beyond 32-bit indexing, or a failed launch.
     fn avg_pool_backward(&self, dy: &Self::Buf, win: &Window, dx: &mut Self::Buf) -> Result<()>;
     /// Batch normalisation in training: normalises `x` with the batch statistics of each channel
     /// into `y = γ·x̂ + β`, stores the batch mean and `1/√(var+ε)` in `saved [2, channels]`, and
     /// updates the moving statistics (`moving = m·moving + (1-m)·batch`, with the biased batch variance as Keras 3).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `args.shape` needs (per element or per channel),
+    /// sizes beyond 32-bit indexing, or a failed launch.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_train(
         &self,
@@ -361,6 +467,10 @@ pub trait Device: Send + Sync + 'static {
         y: &mut Self::Buf,
     ) -> Result<()>;
     /// Batch normalisation at inference, with the moving statistics.
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `args.shape` needs (per element or per channel),
+    /// sizes beyond 32-bit indexing, or a failed launch.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_infer(
         &self,
@@ -373,6 +483,10 @@ pub trait Device: Send + Sync + 'static {
         y: &mut Self::Buf,
     ) -> Result<()>;
     /// Gradient of training-mode batch normalisation: writes `dx` and `dγ`, `dβ` (overwritten).
+    ///
+    /// # Errors
+    /// None on the CPU; on a GPU, a buffer shorter than `args.shape` needs (per element or per channel),
+    /// sizes beyond 32-bit indexing, or a failed launch.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,

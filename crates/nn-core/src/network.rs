@@ -30,6 +30,10 @@ pub trait Runtime: Send {
     /// One training step on a batch: `x [n, in]`, `targets` (`[n]` labels as `f32` for a sparse
     /// loss, `[n, classes]` rows otherwise); `seed` drives this step's dropout masks. Adds the
     /// batch's loss and correct count to the running statistics ([`Runtime::take_stats`]).
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] when `x` holds fewer than `n` examples or `targets` does not fit `n` and `loss`,
+    /// [`NnError::Spec`] for a sparse label that is not a class (all checked before anything runs); device failures.
     #[allow(clippy::too_many_arguments)]
     fn train_batch(
         &mut self,
@@ -50,6 +54,10 @@ pub trait Runtime: Send {
     /// thread) the network gathers it there, into a second input buffer, and the following
     /// call, if its batch has the same key, trains on those inputs instead of calling its
     /// `fill`. Keys name batches: never give two different batches the same key.
+    ///
+    /// # Errors
+    /// As [`Runtime::train_batch`], less the check of `x`: [`NnError::Shape`] or [`NnError::Spec`] for
+    /// `targets` that do not fit `n` and `loss`; device failures.
     #[allow(clippy::too_many_arguments)]
     fn train_filled(
         &mut self,
@@ -62,33 +70,66 @@ pub trait Runtime: Send {
         seed: u64,
     ) -> Result<()>;
     /// Forward and loss in inference mode, adding to the running statistics.
+    ///
+    /// # Errors
+    /// As [`Runtime::train_batch`]: [`NnError::Shape`] for a short `x` or `targets` that do not fit,
+    /// [`NnError::Spec`] for a sparse label that is not a class; device failures.
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()>;
     /// [`Runtime::eval_batch`] with the inputs written by `fill`.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] or [`NnError::Spec`] for `targets` that do not fit `n` and `loss`; device failures.
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()>;
     /// True when the network's input buffer is host memory (the CPU): the `*_filled` calls then
     /// write inputs in place, in parallel, so gathering a batch there beats preparing it on
     /// another thread and copying it in.
     fn host_inputs(&mut self) -> bool;
     /// Returns `(Σ loss, Σ correct)` since the last call and resets them.
+    ///
+    /// # Errors
+    /// Device failures, including on a GPU those of earlier queued work (reading the sums waits for it).
     fn take_stats(&mut self) -> Result<(f64, f64)>;
     /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode). Only the
     /// first `n` rows of each are used; either one holding fewer is an [`NnError::Shape`]
     /// error.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] when `x` or `out` holds fewer than `n` rows; device failures.
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()>;
     /// Like [`Runtime::predict_batch`], with the inputs written by `fill(rows, x)`, which
     /// gets the examples `rows` and their `[rows.len(), in]` slice of the input, for several
     /// ranges in parallel: straight into the network's input buffer when the device's memory is
     /// the host's (no copy), otherwise into a staging buffer that is then uploaded.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] when `out` holds fewer than `n` rows; device failures.
     fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()>;
     /// All parameters (trainable and not), in layer order.
+    ///
+    /// # Errors
+    /// Device failures (copying the values to the host).
     fn weights(&self) -> Result<Vec<Tensor>>;
     /// Replaces parameters by name; every parameter must be given with its exact shape.
+    ///
+    /// # Errors
+    /// [`NnError::Spec`] for a parameter missing from `w`, [`NnError::Shape`] for one of another shape;
+    /// device failures. Parameters before the failing one are already replaced.
     fn set_weights(&mut self, w: &[Tensor]) -> Result<()>;
     /// Optimiser state slots, named `<param>.slot<k>`.
+    ///
+    /// # Errors
+    /// Device failures (copying the slots to the host).
     fn optimizer_state(&self) -> Result<Vec<Tensor>>;
     /// Restores optimiser state slots saved by [`Runtime::optimizer_state`].
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] for a slot whose size differs from its parameter's; device failures
+    /// (allocation, upload).
     fn set_optimizer_state(&mut self, s: &[Tensor]) -> Result<()>;
     /// The current regularisation penalty `Σ l1·|w| + l2·w²`.
+    ///
+    /// # Errors
+    /// Device failures.
     fn regularization_penalty(&mut self) -> Result<f32>;
 }
 

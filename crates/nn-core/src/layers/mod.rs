@@ -75,8 +75,16 @@ pub trait Layer<D: Device>: Send {
         false
     }
     /// Computes `y` (`[n, out]`) from `x` (`[n, in]`).
+    ///
+    /// # Errors
+    /// Device failures, and [`crate::NnError::Device`] for a layer with scratch buffers run before
+    /// [`Layer::reserve`].
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()>;
     /// Given `dy` (may be overwritten), writes parameter gradients and, when asked, `dx`.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`], and a batch-norm or fused conv + pooling layer whose trainable parameters
+    /// have no gradient buffers.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
@@ -97,6 +105,9 @@ pub trait Layer<D: Device>: Send {
         &mut []
     }
     /// Makes sure scratch buffers hold batches of `cap` examples.
+    ///
+    /// # Errors
+    /// Device allocation failures.
     fn reserve(&mut self, _dev: &D, _cap: usize) -> Result<()> {
         Ok(())
     }
