@@ -709,7 +709,9 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn take_stats(&mut self) -> Result<(f64, f64)> {
-        let s = self.dev.read_scalars(&self.stats, 2)?;
+        // Into an array, not `read_scalars`'s vector: with per-batch checks this runs every step.
+        let mut s = [0f32; 2];
+        self.dev.download(&self.stats, &mut s)?;
         self.dev.fill(&mut self.stats, 0.0, STATS_LEN)?;
         Ok((s[0] as f64, s[1] as f64))
     }
