@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use nn_core::Tensor;
 
 use crate::error::Result;
-use crate::history::{EpochLog, History};
+use crate::history::EpochLog;
 use crate::trainer::Trainer;
 
 /// What a callback asks of the training loop.
@@ -27,13 +27,14 @@ pub trait Callback: Send {
     fn wants_batch_losses(&self) -> bool {
         false
     }
-    /// Once, when [`Trainer::fit`] starts, with the history so far (the epochs of a resumed
-    /// run, or of an earlier `fit` on the same trainer), so that a callback's own state (a best
-    /// value, a patience count) continues from it.
+    /// Once, when [`Trainer::fit`] starts, with the trainer: its history so far (the epochs of
+    /// a resumed run, or of an earlier `fit` on the same trainer) and the tensors kept by its
+    /// checkpoint ([`Trainer::kept_tensors`]), so that a callback's own state (a best value, a
+    /// patience count, best weights) continues from them.
     ///
     /// # Errors
     /// A callback that cannot work with this run (e.g. a metric it watches is missing).
-    fn on_train_begin(&mut self, _history: &History) -> Result<()> {
+    fn on_train_begin(&mut self, _trainer: &Trainer) -> Result<()> {
         Ok(())
     }
     /// After a batch, with its mean loss; only called when some callback's
@@ -128,6 +129,11 @@ impl EarlyStopping {
         })
     }
 
+    /// Where its best weights are kept in checkpoints ([`Trainer::keep_tensors`]).
+    fn kept_key(&self) -> String {
+        format!("early_stopping.{}", self.monitor)
+    }
+
     /// Takes in epoch value `v`: whether it improves on the best by more than `min_delta`
     /// (then it becomes the best and the wait starts again), else one more epoch of waiting.
     fn observe(&mut self, v: f64) -> bool {
@@ -147,16 +153,18 @@ impl EarlyStopping {
 }
 
 impl Callback for EarlyStopping {
-    /// Recovers the best value and the patience count from the epochs already run, so a
-    /// resumed run stops where the uninterrupted one would (Keras starts them afresh). The
-    /// epochs' weights are not in the history: with `restore_best_weights`, when the best epoch
-    /// came before the resume its weights cannot be put back, and training ends with the last
-    /// epoch's.
-    fn on_train_begin(&mut self, history: &History) -> Result<()> {
+    /// Recovers the best value and the patience count from the epochs already run, and with
+    /// `restore_best_weights` the best epoch's weights from the tensors the checkpoint kept, so
+    /// a resumed run stops, and ends, as the uninterrupted one would (Keras starts afresh).
+    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<()> {
         (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
-        for log in &history.epochs {
+        for log in &trainer.history().epochs {
             let v = self.value(log)?;
             self.observe(v);
+        }
+        if self.restore_best_weights {
+            let kept = trainer.kept_tensors(&self.kept_key());
+            self.best_weights = (!kept.is_empty()).then_some(kept);
         }
         Ok(())
     }
@@ -165,7 +173,11 @@ impl Callback for EarlyStopping {
         let v = self.value(log)?;
         if self.observe(v) {
             if self.restore_best_weights {
-                self.best_weights = Some(trainer.model().weights()?);
+                let w = trainer.model().weights()?;
+                // Checkpoints written from now on carry them (a callback after this one, as
+                // `mnist train` orders them, writes this epoch's).
+                trainer.keep_tensors(&self.kept_key(), w.clone());
+                self.best_weights = Some(w);
             }
             return Ok(Control::Continue);
         }
@@ -246,10 +258,10 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     /// With `save_best_only`, the best value so far is taken from the epochs already run, so a
     /// resumed run does not overwrite a better checkpoint with a worse one.
-    fn on_train_begin(&mut self, history: &History) -> Result<()> {
+    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<()> {
         self.best = None;
         if self.save_best_only {
-            for log in &history.epochs {
+            for log in &trainer.history().epochs {
                 let v = self.value(log)?;
                 self.improves(v);
             }
@@ -297,6 +309,7 @@ impl Callback for TerminateOnNaN {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::history::History;
     use crate::Compile;
     use nn_core::{Dense, Model, ModelSpec};
 
@@ -353,12 +366,12 @@ mod tests {
     fn early_stopping_continues_its_count_from_the_history() {
         let mut history = History { epochs: vec![log(1, 1.0), log(2, 0.8), log(3, 0.9)], ..Default::default() };
         let mut es = EarlyStopping::new("val_loss").patience(2);
-        es.on_train_begin(&history).unwrap();
+        es.on_train_begin(&trainer().with_history(history.clone())).unwrap();
         // The uninterrupted run has waited one epoch already: the next bad one stops it.
         assert!(matches!(es.on_epoch_end(&log(4, 0.85), &mut trainer()).unwrap(), Control::Stop(_)));
         // A history without the monitored metric is an error naming it.
         history.epochs[0].val_loss = None;
-        let err = es.on_train_begin(&history).unwrap_err().to_string();
+        let err = es.on_train_begin(&trainer().with_history(history)).unwrap_err().to_string();
         assert!(err.contains("val_loss"), "{err}");
     }
 
@@ -369,7 +382,7 @@ mod tests {
         let mut t = trainer();
         let history = History { epochs: vec![log(1, 0.5)], ..Default::default() };
         let mut cp = ModelCheckpoint::new(&path).save_best_only("val_loss");
-        cp.on_train_begin(&history).unwrap();
+        cp.on_train_begin(&trainer().with_history(history)).unwrap();
         cp.on_epoch_end(&log(2, 0.6), &mut t).unwrap();
         assert!(!path.exists(), "a worse epoch after the resume overwrote the best checkpoint");
         cp.on_epoch_end(&log(3, 0.4), &mut t).unwrap();

@@ -132,6 +132,8 @@ pub struct Trainer {
     targets: Vec<f32>,
     /// The caller's own metadata, written into every model file and checkpoint.
     annotations: BTreeMap<String, String>,
+    /// Tensors callbacks keep across a resume (see [`Trainer::keep_tensors`]), by full name.
+    kept: Vec<Tensor>,
 }
 
 /// The metadata keys the trainer writes itself (an annotation cannot take them).
@@ -152,6 +154,7 @@ impl Trainer {
             normalization: Normalization::Scale,
             targets: Vec::new(),
             annotations: BTreeMap::new(),
+            kept: Vec::new(),
         }
     }
 
@@ -168,6 +171,33 @@ impl Trainer {
     /// metadata besides the trainer's own.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
+    }
+
+    /// The trainer with `history` as if it had run those epochs (callbacks' tests).
+    #[cfg(test)]
+    pub(crate) fn with_history(mut self, history: History) -> Trainer {
+        self.state.epoch = history.epochs.len();
+        self.history = history;
+        self
+    }
+
+    /// Keeps `tensors` under `key` (replacing what was kept there) in every checkpoint this
+    /// trainer writes, as `kept.<key>.<name>` tensors, and gets them back after
+    /// [`Trainer::resume_with`]: the state a callback needs to continue exactly (EarlyStopping's
+    /// best weights).
+    pub fn keep_tensors(&mut self, key: &str, tensors: Vec<Tensor>) {
+        let prefix = format!("{key}.");
+        self.kept.retain(|t| !t.name.starts_with(&prefix));
+        self.kept.extend(tensors.into_iter().map(|t| Tensor { name: format!("{prefix}{}", t.name), ..t }));
+    }
+    /// The tensors kept under `key` (see [`Trainer::keep_tensors`]), with their own names;
+    /// empty when there are none.
+    pub fn kept_tensors(&self, key: &str) -> Vec<Tensor> {
+        let prefix = format!("{key}.");
+        self.kept
+            .iter()
+            .filter_map(|t| t.name.strip_prefix(&prefix).map(|n| Tensor { name: n.to_string(), ..t.clone() }))
+            .collect()
     }
 
     /// The model.
@@ -301,9 +331,11 @@ impl Trainer {
         let mut stop_after: Option<String> = None;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;
-        for cb in &mut cfg.callbacks {
-            cb.on_train_begin(&self.history)?;
+        let mut callbacks = std::mem::take(&mut cfg.callbacks);
+        for cb in &mut callbacks {
+            cb.on_train_begin(self)?;
         }
+        cfg.callbacks = callbacks;
 
         while self.state.epoch < cfg.epochs && stop.is_none() {
             let started = Instant::now();
@@ -547,6 +579,7 @@ impl Trainer {
             .into_iter()
             .map(|t| Tensor { name: format!("optimizer.{}", t.name), ..t })
             .collect();
+        f.extra.extend(self.kept.iter().map(|t| Tensor { name: format!("kept.{}", t.name), ..t.clone() }));
         Ok(f.save(path.as_ref())?)
     }
 
@@ -590,7 +623,12 @@ impl Trainer {
             parse_normalization(f.metadata.get("normalization").map(String::as_str)).map_err(|e| bad(&e))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
-        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations })
+        let kept = f
+            .extra
+            .iter()
+            .filter_map(|t| t.name.strip_prefix("kept.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
+            .collect();
+        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations, kept })
     }
 
     /// [`Trainer::resume_with`] on the CPU.

@@ -93,6 +93,32 @@ fn resume_from_a_checkpoint_ends_with_the_same_weights() {
 }
 
 #[test]
+fn early_stopping_restores_best_weights_from_before_a_resume() {
+    // A min_delta no epoch can beat: the first epoch stays the best, and every run ends with
+    // its weights put back.
+    let (train, val) = subset(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.safetensors");
+    let es = || EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_best_weights(true);
+    let run = |t: &mut Trainer, epochs: usize, checkpoint: bool| {
+        let mut c = cfg(epochs, &val);
+        c.callbacks.push(Box::new(es()));
+        if checkpoint {
+            c.callbacks.push(Box::new(ModelCheckpoint::new(&ckpt)));
+        }
+        t.fit(train.clone(), c).unwrap();
+    };
+    let mut full = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    run(&mut full, 3, false);
+    let mut first = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    run(&mut first, 2, true);
+    let mut resumed = Trainer::resume(&ckpt).unwrap();
+    run(&mut resumed, 3, false);
+    assert_eq!(resumed.history().epochs.len(), 3);
+    assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
+}
+
+#[test]
 fn early_stopping_stops_and_restores_the_best_weights() {
     let (train, val) = subset(2000);
     let mut t = Trainer::new(
