@@ -817,19 +817,20 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let saved_batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok());
     let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
     let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
+    // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
     let augmentation = match saved_augment {
         Some(saved) => {
             let given = args.augment.map(|a| Some(a).filter(|a| !a.is_identity()));
             resumed_setting("--augment", given, Some(saved), show_augment).flatten()
         }
-        None => args.augment,
+        None => args.augment.or(r.as_ref().and_then(|r| r.augmentation)),
     };
     Ok(Plan {
         name,
         epochs: epochs.or(r.as_ref().map(|r| r.epochs)).unwrap_or(5),
         batch_size: batch_size.or(r.as_ref().map(|r| r.batch_size)).unwrap_or(128),
         validation: validation.unwrap_or(recipe_validation),
-        augmentation: augmentation.or(r.and_then(|r| r.augmentation)),
+        augmentation,
         trainer,
     })
 }
