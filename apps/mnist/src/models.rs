@@ -24,8 +24,8 @@ pub enum ModelSource {
 }
 
 /// Whether a file not named `.safetensors` is an architecture (JSON) file: it begins, after
-/// blanks, with `{`. A safetensors file begins with its header's 8-byte length, then the
-/// header's `{` (its first byte may happen to be a `{` too, never both).
+/// blanks, with `{`. A safetensors file begins with its header's 8-byte length (one that fits
+/// in the file, which eight blanks never are), then the header's `{`.
 fn starts_like_json(path: &Path) -> bool {
     use std::io::Read;
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
@@ -33,7 +33,10 @@ fn starts_like_json(path: &Path) -> bool {
     }
     let mut head = [0u8; 64];
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
-    let safetensors_header = n > 8 && head[8] == b'{';
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    // A safetensors header: its length (little-endian) fits in the file, and it opens with `{`.
+    let declared = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
+    let safetensors_header = n > 8 && head[8] == b'{' && declared.saturating_add(8) <= len;
     !safetensors_header && head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 

@@ -247,6 +247,26 @@ fn train_then_evaluate_predict_and_draw() {
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(stderr.is_empty(), "{stderr}");
     assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
+    // The resumed run ends with the weights of the same run left uninterrupted.
+    let whole = [
+        "train",
+        "--epochs",
+        "2",
+        "--limit",
+        "2000",
+        "--batch-size",
+        "100",
+        "--validation",
+        "split:0.1",
+        "--run-dir",
+        "r0",
+        "-q",
+        "--device",
+        "cpu",
+    ];
+    ok(&mnist(dir, &whole));
+    let weights = |run: &str| nn_core::ModelFile::load(&dir.join(run).join("model.safetensors")).unwrap().weights;
+    assert_eq!(weights("r2"), weights("r0"));
     let changed = mnist(
         dir,
         &[

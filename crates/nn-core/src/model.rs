@@ -131,9 +131,9 @@ impl Model {
         Array2::from_shape_vec((n, ow), out).map_err(|e| NnError::spec(e.to_string()))
     }
 
-    /// Class probabilities `[n, classes]`, read from the outputs as the losses read them: a
-    /// softmax head's as they are, those of a sigmoid or ReLU head (non-negative scores)
-    /// divided by their row's sum, anything else (logits) through a softmax.
+    /// Class probabilities `[n, classes]`: a softmax head's outputs as they are; any other
+    /// head's read as logits, through a softmax (as `mnist train` trains such a head: a loss
+    /// `from_logits`).
     ///
     /// # Errors
     /// As [`Model::predict`].
@@ -148,20 +148,8 @@ impl Model {
 
     /// Turns rows of `cols` outputs into class probabilities (see [`Model::predict_proba`]).
     fn to_probabilities(&self, out: &mut [f32], cols: usize) {
-        let head = match self.spec().layers.last() {
-            Some(LayerSpec::Dense(d)) => d.activation,
-            _ => Activation::Linear,
-        };
-        match head {
-            Activation::Softmax => {}
-            Activation::Sigmoid | Activation::Relu => {
-                for row in out.chunks_mut(cols.max(1)) {
-                    let sum: f32 = row.iter().sum();
-                    let k = row.len() as f32;
-                    row.iter_mut().for_each(|v| *v = if sum > 0.0 { *v / sum } else { 1.0 / k });
-                }
-            }
-            _ => crate::cpu::softmax_rows(out, cols),
+        if !self.outputs_probabilities() {
+            crate::cpu::softmax_rows(out, cols);
         }
     }
 
@@ -263,9 +251,9 @@ mod tests {
                 assert!((q.sum() - 1.0).abs() < 1e-5, "{head:?}: {q}");
                 let argmax = |v: ndarray::ArrayView1<f32>| (0..4).max_by(|&a, &b| v[a].total_cmp(&v[b]));
                 assert_eq!(argmax(r), argmax(q), "{head:?}");
-                if head == Activation::Sigmoid {
-                    let s = r.sum();
-                    assert!(r.iter().zip(q.iter()).all(|(a, b)| (a / s - b).abs() < 1e-6));
+                if head != Activation::Softmax {
+                    let s: f32 = r.iter().map(|v| v.exp()).sum();
+                    assert!(r.iter().zip(q.iter()).all(|(a, b)| (a.exp() / s - b).abs() < 1e-6), "{head:?}");
                 }
             }
         }

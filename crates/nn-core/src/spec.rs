@@ -496,7 +496,7 @@ fn elements(shape: &[usize]) -> Option<usize> {
 
 /// A window size or stride as Keras writes it: `[h, w]` or one number for both.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a number or a pair [height, width]")]
 enum OneOrTwo {
     One(usize),
     Two([usize; 2]),
@@ -673,6 +673,9 @@ mod tests {
             .add(Conv2D::new(4, 3))
             .add(LayerSpec::MaxPooling2D(Pool2D { strides: Some([2, 2]), ..Pool2D::new(2) }));
         assert_eq!(spec, pairs);
+        let bad = r#"{"input_shape": [1, 8, 8], "layers": [{"type": "Conv2D", "filters": 4, "kernel_size": "3"}]}"#;
+        let err = ModelSpec::from_json(bad).unwrap_err().to_string();
+        assert!(err.contains("a number or a pair"), "{err}");
     }
 
     #[test]

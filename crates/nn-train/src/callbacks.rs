@@ -32,10 +32,13 @@ pub trait Callback: Send {
     /// checkpoint ([`Trainer::kept_tensors`]), so that a callback's own state (a best value, a
     /// patience count, best weights) continues from them.
     ///
+    /// [`Control::Stop`] ends training before its first epoch (a resumed run the callback
+    /// would already have stopped).
+    ///
     /// # Errors
     /// A callback that cannot work with this run (e.g. a metric it watches is missing).
-    fn on_train_begin(&mut self, _trainer: &Trainer) -> Result<()> {
-        Ok(())
+    fn on_train_begin(&mut self, _trainer: &Trainer) -> Result<Control> {
+        Ok(Control::Continue)
     }
     /// After a batch, with its mean loss; only called when some callback's
     /// [`Callback::wants_batch_losses`] is true. [`Control::Stop`] ends the epoch after this
@@ -129,6 +132,16 @@ impl EarlyStopping {
         })
     }
 
+    /// Why it stops.
+    fn stop_message(&self) -> String {
+        format!(
+            "early stopping: {} did not improve for {} epoch(s) (best {:.4})",
+            self.monitor,
+            self.wait,
+            self.best.unwrap_or(f64::NAN)
+        )
+    }
+
     /// Where its best weights are kept in checkpoints ([`Trainer::keep_tensors`]).
     fn kept_key(&self) -> String {
         format!("early_stopping.{}", self.monitor)
@@ -156,17 +169,28 @@ impl Callback for EarlyStopping {
     /// Recovers the best value and the patience count from the epochs already run, and with
     /// `restore_best_weights` the best epoch's weights from the tensors the checkpoint kept, so
     /// a resumed run stops, and ends, as the uninterrupted one would (Keras starts afresh).
-    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<()> {
+    /// Epochs without the metric (run before validation data was given) do not count. A run
+    /// that had already waited its patience stops at once, as it would have.
+    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
+        let mut last = None;
         for log in &trainer.history().epochs {
-            let v = self.value(log)?;
-            self.observe(v);
+            if let Some(v) = log.get(&self.monitor) {
+                self.observe(v);
+                last = Some(log.epoch);
+            }
         }
         if self.restore_best_weights {
             let kept = trainer.kept_tensors(&self.kept_key());
             self.best_weights = (!kept.is_empty()).then_some(kept);
         }
-        Ok(())
+        match last {
+            Some(epoch) if self.wait > 0 && self.wait >= self.patience => {
+                self.stopped_epoch = Some(epoch);
+                Ok(Control::Stop(self.stop_message()))
+            }
+            _ => Ok(Control::Continue),
+        }
     }
 
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
@@ -184,12 +208,7 @@ impl Callback for EarlyStopping {
         // Keras: stop once `patience` epochs in a row have not improved.
         if self.wait >= self.patience {
             self.stopped_epoch = Some(log.epoch);
-            return Ok(Control::Stop(format!(
-                "early stopping: {} did not improve for {} epoch(s) (best {:.4})",
-                self.monitor,
-                self.wait,
-                self.best.unwrap_or(v)
-            )));
+            return Ok(Control::Stop(self.stop_message()));
         }
         Ok(Control::Continue)
     }
@@ -212,7 +231,8 @@ pub struct ModelCheckpoint {
     pub monitor: String,
     /// Save only improvements.
     pub save_best_only: bool,
-    best: Option<f64>,
+    /// The best value so far, and whether it was the metric itself (see `value`).
+    best: Option<(f64, bool)>,
 }
 
 impl ModelCheckpoint {
@@ -229,11 +249,14 @@ impl ModelCheckpoint {
 }
 
 impl ModelCheckpoint {
-    /// The monitored value of `log`: the metric itself, or for a `val_` metric in a run without
-    /// validation data, its training counterpart; an error naming the metric when neither is
-    /// reported.
-    fn value(&self, log: &EpochLog) -> Result<f64> {
-        log.get(&self.monitor).or_else(|| log.get(self.monitor.trim_start_matches("val_"))).ok_or_else(|| {
+    /// The monitored value of `log` and whether it is the metric itself: else, for a `val_`
+    /// metric in an epoch without validation data, its training counterpart. An error names
+    /// the metric when neither is reported.
+    fn value(&self, log: &EpochLog) -> Result<(f64, bool)> {
+        if let Some(v) = log.get(&self.monitor) {
+            return Ok((v, true));
+        }
+        log.get(self.monitor.trim_start_matches("val_")).map(|v| (v, false)).ok_or_else(|| {
             crate::error::TrainError::Config(format!(
                 "ModelCheckpoint monitors {}, which this run does not report",
                 self.monitor
@@ -241,15 +264,21 @@ impl ModelCheckpoint {
         })
     }
 
-    /// Whether `v` beats the best so far (and becomes it).
-    fn improves(&mut self, v: f64) -> bool {
+    /// Whether `(v, exact)` (see [`ModelCheckpoint::value`]) beats the best so far, and
+    /// becomes it. A value of the other kind (validation against training) starts afresh.
+    fn improves(&mut self, (v, exact): (f64, bool)) -> bool {
         let better = match self.best {
-            None => true,
-            Some(b) if lower_is_better(&self.monitor) => v < b,
-            Some(b) => v > b,
+            Some((b, kind)) if kind == exact => {
+                if lower_is_better(&self.monitor) {
+                    v < b
+                } else {
+                    v > b
+                }
+            }
+            _ => true,
         };
         if better {
-            self.best = Some(v);
+            self.best = Some((v, exact));
         }
         better
     }
@@ -258,7 +287,7 @@ impl ModelCheckpoint {
 impl Callback for ModelCheckpoint {
     /// With `save_best_only`, the best value so far is taken from the epochs already run, so a
     /// resumed run does not overwrite a better checkpoint with a worse one.
-    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<()> {
+    fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         self.best = None;
         if self.save_best_only {
             for log in &trainer.history().epochs {
@@ -266,7 +295,7 @@ impl Callback for ModelCheckpoint {
                 self.improves(v);
             }
         }
-        Ok(())
+        Ok(Control::Continue)
     }
 
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
@@ -366,12 +395,21 @@ mod tests {
     fn early_stopping_continues_its_count_from_the_history() {
         let mut history = History { epochs: vec![log(1, 1.0), log(2, 0.8), log(3, 0.9)], ..Default::default() };
         let mut es = EarlyStopping::new("val_loss").patience(2);
-        es.on_train_begin(&trainer().with_history(history.clone())).unwrap();
+        let begin = es.on_train_begin(&trainer().with_history(history.clone())).unwrap();
+        assert_eq!(begin, Control::Continue);
         // The uninterrupted run has waited one epoch already: the next bad one stops it.
         assert!(matches!(es.on_epoch_end(&log(4, 0.85), &mut trainer()).unwrap(), Control::Stop(_)));
-        // A history without the monitored metric is an error naming it.
-        history.epochs[0].val_loss = None;
-        let err = es.on_train_begin(&trainer().with_history(history)).unwrap_err().to_string();
+        // A run that had waited its patience already (the checkpoint of the epoch it stopped
+        // at) stops before training.
+        history.epochs.push(log(4, 0.85));
+        let begin = es.on_train_begin(&trainer().with_history(history.clone())).unwrap();
+        assert!(matches!(begin, Control::Stop(ref why) if why.contains("val_loss")), "{begin:?}");
+        // Epochs run without validation data do not count; the current epoch must have it.
+        let no_val = |e: usize| EpochLog { val_loss: None, ..log(e, 0.0) };
+        let history = History { epochs: vec![no_val(1), no_val(2)], ..Default::default() };
+        assert_eq!(es.on_train_begin(&trainer().with_history(history)).unwrap(), Control::Continue);
+        assert_eq!(es.on_epoch_end(&log(3, 0.9), &mut trainer()).unwrap(), Control::Continue);
+        let err = es.on_epoch_end(&no_val(4), &mut trainer()).unwrap_err().to_string();
         assert!(err.contains("val_loss"), "{err}");
     }
 
@@ -392,6 +430,13 @@ mod tests {
         let no_val = EpochLog { val_loss: None, ..log(1, 0.0) };
         cp.on_epoch_end(&no_val, &mut t).unwrap();
         assert!(dir.path().join("b.safetensors").exists());
+        // After a stretch without validation, the first validated epoch starts a new best
+        // (a validation loss is not compared with a training loss).
+        let mut cp = ModelCheckpoint::new(dir.path().join("v.safetensors")).save_best_only("val_loss");
+        let trained = EpochLog { val_loss: None, loss: 0.1, ..log(1, 0.0) };
+        cp.on_train_begin(&trainer().with_history(History { epochs: vec![trained], ..Default::default() })).unwrap();
+        cp.on_epoch_end(&log(2, 0.6), &mut t).unwrap();
+        assert!(dir.path().join("v.safetensors").exists());
         // A metric the run does not report at all is an error naming it.
         let mut cp = ModelCheckpoint::new(dir.path().join("c.safetensors")).save_best_only("val_acuracy");
         let err = cp.on_epoch_end(&log(1, 0.5), &mut t).unwrap_err().to_string();

@@ -323,9 +323,10 @@ impl Trainer {
         let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
         let base_lr = self.compile.optimizer.lr();
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
-        // With per-batch checks (TerminateOnNaN), keep the last completed epoch (at first: the
-        // start) to put back when the loss blows up.
-        let mut last_good = if per_batch { Some(self.snapshot()?) } else { None };
+        // Keep the last completed epoch (at first: the start) for a callback that stops and
+        // restores (TerminateOnNaN, when the loss blows up). A copy of the weights and the
+        // optimiser state an epoch: small beside the epoch's work.
+        let mut last_good = self.snapshot()?;
         let mut stop: Option<String> = None;
         // A batch callback's `Stop`: ends this epoch early, then training.
         let mut stop_after: Option<String> = None;
@@ -333,7 +334,9 @@ impl Trainer {
         self.model.runtime().take_stats()?;
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         for cb in &mut callbacks {
-            cb.on_train_begin(self)?;
+            if let Control::Stop(why) | Control::StopAndRestore(why) = cb.on_train_begin(self)? {
+                stop.get_or_insert(why);
+            }
         }
         cfg.callbacks = callbacks;
 
@@ -412,9 +415,7 @@ impl Trainer {
             }
             drop(it);
             if let Some(why) = &stop {
-                if let Some(good) = &last_good {
-                    self.restore(good)?;
-                }
+                self.restore(&last_good)?;
                 progress.finish(done, why);
                 break;
             }
@@ -447,9 +448,7 @@ impl Trainer {
                     Control::Continue => {}
                     Control::Stop(why) => stop = Some(why),
                     Control::StopAndRestore(why) => {
-                        if let Some(good) = &last_good {
-                            self.restore(good)?;
-                        }
+                        self.restore(&last_good)?;
                         stop = Some(why);
                     }
                 }
@@ -458,8 +457,8 @@ impl Trainer {
             if stop.is_none() {
                 stop = stop_after.take();
             }
-            if per_batch && stop.is_none() {
-                last_good = Some(self.snapshot()?);
+            if stop.is_none() && self.state.epoch < cfg.epochs {
+                last_good = self.snapshot()?;
             }
         }
         let mut callbacks = std::mem::take(&mut cfg.callbacks);

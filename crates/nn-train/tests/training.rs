@@ -167,7 +167,30 @@ fn terminate_on_nan_keeps_the_last_good_weights() {
         assert!(s.data.iter().all(|v| v.is_finite()), "{} holds non-finite values", s.name);
     }
     assert_eq!(t.state().epoch, t.history().epochs.len());
+    assert_eq!(t.state().step, t.history().epochs.len() as u64 * 2000u64.div_ceil(64), "steps of the kept epochs");
     assert!(t.history().epochs.iter().all(|e| e.loss.is_finite()));
+}
+
+/// A callback that asks at the end of its second epoch to stop and put back the first's weights.
+struct RestoreAfterTwo;
+impl Callback for RestoreAfterTwo {
+    fn on_epoch_end(&mut self, log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+        Ok(if log.epoch == 2 { Control::StopAndRestore("enough".into()) } else { Control::Continue })
+    }
+}
+
+#[test]
+fn stop_and_restore_at_an_epoch_end_puts_back_the_epoch_before() {
+    let (train, val) = subset(2000);
+    let mut one = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
+    one.fit(train.clone(), cfg(1, &val)).unwrap();
+    let mut t = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
+    let mut c = cfg(5, &val);
+    c.callbacks.push(Box::new(RestoreAfterTwo));
+    t.fit(train, c).unwrap();
+    assert_eq!(t.history().stopped.as_deref(), Some("enough"));
+    assert_eq!((t.state().epoch, t.history().epochs.len()), (1, 1));
+    assert_eq!(t.model().weights().unwrap(), one.model().weights().unwrap());
 }
 
 #[test]

@@ -188,6 +188,9 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
     Ok(a)
 }
 
+/// The seed of a run given none (`--seed`).
+const DEFAULT_SEED: u64 = 42;
+
 /// Checkpoint and model metadata keys holding the fit settings a run was started with, so that
 /// `--resume` continues with the same batches, validation and length.
 mod fit_keys {
@@ -196,6 +199,7 @@ mod fit_keys {
     pub const VALIDATION: &str = "fit.validation";
     pub const AUGMENT: &str = "fit.augment";
     pub const LIMIT: &str = "fit.limit";
+    pub const EARLY_STOPPING: &str = "fit.early_stopping";
 }
 
 /// Arguments of `mnist train`.
@@ -254,8 +258,9 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     /// Seed of the initial weights, shuffles, dropout and augmentation (same seed and number
     /// of cores, same run).
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// [default: 42, or the checkpoint's with --resume]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Where to train: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a build
     /// with --features cuda) or `auto` (the GPU when there is one, else the CPU).
     #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
@@ -280,6 +285,8 @@ struct Plan {
     batch_size: usize,
     validation: ValidationArg,
     augmentation: Option<Augmentation>,
+    /// The patience of early stopping, if any.
+    early_stopping: Option<usize>,
 }
 
 fn check_numbers(a: &TrainArgs) -> Result<()> {
@@ -323,7 +330,7 @@ fn schedule_horizon_note(compile: &Compile, steps: usize, epochs: usize) {
     let end = compile.schedule.lr(compile.optimizer.lr(), total as u64, total / steps.max(1));
     eprintln!(
         "note: the {} schedule covers the {total} steps of the first {} epoch(s), the length the run was \
-         started with; the epochs after it train at its final learning rate {end:e}",
+         started with; the epochs after it train at its final learning rate {end}",
         schedule_text(&compile.schedule).split(' ').next().unwrap_or("learning-rate"),
         total.div_ceil(steps.max(1))
     );
@@ -405,6 +412,9 @@ fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         bail!("a folder, not a file");
     }
+    if path.exists() && !path.is_file() {
+        bail!("not a regular file (checkpoints replace the file they are written to)");
+    }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
     std::fs::OpenOptions::new()
@@ -416,18 +426,22 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes its folder when dropped, if the folder is empty (a run that failed early).
-struct RemoveIfEmpty(PathBuf);
+/// Removes its folders (deepest first) when dropped, those that are empty (a run that failed
+/// early).
+struct RemoveIfEmpty(Vec<PathBuf>);
 
 impl Drop for RemoveIfEmpty {
     fn drop(&mut self) {
-        // Fails, harmlessly, when the run wrote anything.
-        let _ = std::fs::remove_dir(&self.0);
+        for dir in &self.0 {
+            // Fails, harmlessly, when the run wrote anything.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
-/// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken).
-fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+/// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken),
+/// created, with the folders that had to be created for it.
+fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
     let dir = match arg {
         Some(d) => d,
         None => {
@@ -443,9 +457,16 @@ fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<PathBuf> {
             dir
         }
     };
+    let created = missing_folders(&dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
-    Ok(dir)
+    Ok((dir, created))
+}
+
+/// The folders from `dir` up that do not exist yet (created for a run, so removed again if it
+/// fails before writing anything), deepest first.
+fn missing_folders(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Path::to_path_buf).collect()
 }
 
 /// Runs `mnist train`.
@@ -481,6 +502,14 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     };
     device::check_build(args.device)?;
     let choice = data_choice(global, resumed.get(DATASET_KEY).map(String::as_str))?;
+    if let (Some(_), Some(recorded)) = (&global.dataset, resumed.get(DATASET_KEY)) {
+        if *recorded != choice.label {
+            eprintln!(
+                "note: --dataset {} differs from the checkpoint's {recorded}: the resumed run trains on other data",
+                choice.label
+            );
+        }
+    }
     let (splits, load_time) = choice.load()?;
     let names = choice.class_names();
     let mut train_set = splits.train;
@@ -501,7 +530,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         (None, Some(source)) => plan_new(&args, &source, train_set.len())?,
         (None, None) => bail!("nothing to train"),
     };
-    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation } = plan;
+    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation, early_stopping } = plan;
     // Every checkpoint and the model file say what the run trained on and how.
     trainer.set_annotation(DATASET_KEY, choice.label.clone());
     trainer.set_annotation(fit_keys::EPOCHS, epochs.to_string());
@@ -512,6 +541,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         augmentation.filter(|a| !a.is_identity()).map_or("none".into(), |a| augment_arg(&a)),
     );
     trainer.set_annotation(fit_keys::LIMIT, limit.map_or("none".into(), |n| n.to_string()));
+    trainer.set_annotation(fit_keys::EARLY_STOPPING, early_stopping.map_or("none".into(), |p| p.to_string()));
     let done = trainer.state().epoch;
     schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
@@ -524,9 +554,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
     }
-    let dir = run_dir(args.run_dir.clone(), &name)?;
-    // A run that fails before writing anything leaves no empty folder behind.
-    let _cleanup = RemoveIfEmpty(dir.clone());
+    let (dir, created) = run_dir(args.run_dir.clone(), &name)?;
+    // A run that fails before writing anything leaves none of the folders it made behind.
+    let _cleanup = RemoveIfEmpty(created);
 
     let spec = trainer.model().spec().clone();
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
@@ -561,8 +591,15 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     println!("Run folder: {}", dir.display());
 
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
-    if let Some(patience) = args.early_stopping {
+    if let Some(patience) = early_stopping {
         let monitor = if validation == ValidationArg::None { "loss" } else { "val_loss" };
+        let key = format!("early_stopping.{monitor}");
+        if done > 0 && trainer.kept_tensors(&key).is_empty() {
+            eprintln!(
+                "note: the checkpoint keeps no best weights for early stopping (it was written without it): \
+                 if the best epoch came before the resume, the run ends with its last epoch's weights"
+            );
+        }
         callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
     }
     if let Some(path) = &args.checkpoint {
@@ -582,7 +619,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
                 batch_size,
                 validation: fit_validation,
                 callbacks,
-                seed: args.seed,
+                seed: args.seed.unwrap_or(DEFAULT_SEED),
                 augmentation,
                 verbosity: if args.quiet { Verbosity::Silent } else { Verbosity::Auto },
                 ..Default::default()
@@ -760,8 +797,18 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         // A recipe's "whole run" (total_steps 0) made explicit, for the report.
         None => compile.schedule.resolved(epochs * steps),
     };
-    let model = device::new_model(args.device, &spec, args.seed).with_context(|| format!("cannot build {name}"))?;
-    Ok(Plan { name, trainer: Trainer::new(model, compile), epochs, batch_size, validation, augmentation })
+    let seed = args.seed.unwrap_or(DEFAULT_SEED);
+    let model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
+    let early_stopping = args.early_stopping;
+    Ok(Plan {
+        name,
+        trainer: Trainer::new(model, compile),
+        epochs,
+        batch_size,
+        validation,
+        augmentation,
+        early_stopping,
+    })
 }
 
 /// A resumed run: the checkpoint's model, optimiser and loss; the fit settings it was started
@@ -772,6 +819,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let mut trainer = device::resume(args.device, path)?;
     let ignored: Vec<&str> = [
         ("--model", args.model.is_some()),
+        ("--seed", args.seed.is_some()),
         ("--optimizer", args.optimizer.is_some()),
         ("--lr", args.lr.is_some()),
         ("--momentum", args.momentum.is_some()),
@@ -786,7 +834,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     .collect();
     if !ignored.is_empty() {
         eprintln!(
-            "note: {} ignored with --resume: the checkpoint's architecture, optimiser and loss are used",
+            "note: {} ignored with --resume: the checkpoint's architecture, optimiser, loss and seed are used",
             ignored.join(", ")
         );
     }
@@ -817,6 +865,16 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let saved_batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok());
     let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
     let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
+    let early_stopping = match saved(fit_keys::EARLY_STOPPING) {
+        Some(v) => {
+            let saved = v.parse::<usize>().ok();
+            resumed_setting("--early-stopping", args.early_stopping.map(Some), Some(saved), |p| {
+                p.map_or("none".into(), |p| p.to_string())
+            })
+            .flatten()
+        }
+        None => args.early_stopping,
+    };
     // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
     let augmentation = match saved_augment {
         Some(saved) => {
@@ -831,6 +889,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         batch_size: batch_size.or(r.as_ref().map(|r| r.batch_size)).unwrap_or(128),
         validation: validation.unwrap_or(recipe_validation),
         augmentation,
+        early_stopping,
         trainer,
     })
 }
