@@ -215,27 +215,12 @@ fn train_then_evaluate_predict_and_draw() {
     // Resuming needs a checkpoint with optimiser state: write one, then continue it. The
     // checkpoint keeps the run's settings (images, batch size, validation), so only the new
     // total of epochs is given; a flag that changes one is used, with a note.
-    ok(&mnist(
-        dir,
-        &[
-            "train",
-            "--epochs",
-            "1",
-            "--limit",
-            "2000",
-            "--batch-size",
-            "100",
-            "--validation",
-            "split:0.1",
-            "--checkpoint",
-            "ckpt.safetensors",
-            "--run-dir",
-            "r1",
-            "-q",
-            "--device",
-            "cpu",
-        ],
-    ));
+    let settings = ["--limit", "2000", "--batch-size", "100", "--validation", "split:0.1", "-q", "--device", "cpu"];
+    let run = |epochs: &str, more: &[&str]| {
+        let args: Vec<&str> = ["train", "--epochs", epochs].iter().chain(&settings).chain(more).copied().collect();
+        ok(&mnist(dir, &args))
+    };
+    run("1", &["--checkpoint", "ckpt.safetensors", "--run-dir", "r1"]);
     let resumed = mnist(
         dir,
         &["train", "--resume", "ckpt.safetensors", "--epochs", "2", "--run-dir", "r2", "-q", "--device", "cpu"],
@@ -248,23 +233,7 @@ fn train_then_evaluate_predict_and_draw() {
     assert!(stderr.is_empty(), "{stderr}");
     assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
     // The resumed run ends with the weights of the same run left uninterrupted.
-    let whole = [
-        "train",
-        "--epochs",
-        "2",
-        "--limit",
-        "2000",
-        "--batch-size",
-        "100",
-        "--validation",
-        "split:0.1",
-        "--run-dir",
-        "r0",
-        "-q",
-        "--device",
-        "cpu",
-    ];
-    ok(&mnist(dir, &whole));
+    run("2", &["--run-dir", "r0"]);
     let weights = |run: &str| nn_core::ModelFile::load(&dir.join(run).join("model.safetensors")).unwrap().weights;
     assert_eq!(weights("r2"), weights("r0"));
     let changed = mnist(
