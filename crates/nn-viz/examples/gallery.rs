@@ -1,4 +1,5 @@
-//! Writes every picture of nn-viz, drawn from synthetic data, into a folder.
+//! Writes every picture of nn-viz, drawn from synthetic data, into a folder (by default
+//! `runs/gallery`, which git ignores).
 //!
 //! ```text
 //! cargo run -p nn-viz --example gallery -- /tmp/viz
@@ -142,7 +143,7 @@ fn synthetic_photo(digit: &[u8], rng: &mut Lcg) -> image::RgbImage {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "gallery".to_string()));
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "runs/gallery".to_string()));
     std::fs::create_dir_all(&dir)?;
     let out = |name: &str| -> PathBuf { dir.join(name) };
     let mut rng = Lcg(7);
