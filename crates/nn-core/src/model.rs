@@ -114,11 +114,7 @@ impl Model {
     pub fn predict(&mut self, x: &[f32], n: usize) -> Result<Array2<f32>> {
         let (iw, ow) = (self.input_len(), self.output_len());
         if x.len() != n * iw {
-            return Err(NnError::Shape {
-                layer: "predict input".into(),
-                expected: vec![n, iw],
-                found: vec![x.len() / iw.max(1), x.len() % iw.max(1)],
-            });
+            return Err(NnError::Shape { layer: "predict input".into(), expected: vec![n, iw], found: vec![x.len()] });
         }
         let mut out = vec![0f32; n * ow];
         let mut start = 0;
@@ -167,7 +163,7 @@ impl Model {
             return Err(NnError::Shape {
                 layer: "predict output".into(),
                 expected: vec![n, ow],
-                found: vec![out.len() / ow.max(1), out.len() % ow.max(1)],
+                found: vec![out.len()],
             });
         }
         self.rt.predict_filled(n, fill, out)?;

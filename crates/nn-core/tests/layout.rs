@@ -74,6 +74,9 @@ fn multi_channel_inputs_ask_for_a_reshape() {
     let spec = ModelSpec::new(&[3, 8, 8]).add(Flatten::new());
     let err = Model::new(&spec, 0).err().unwrap().to_string();
     assert!(err.contains("Reshape") && err.contains("[192]"), "{err}");
+    // Keras's channels-last shape is named as such, with the shape to write here.
+    let err = Model::new(&ModelSpec::new(&[28, 28, 1]).add(Flatten::new()), 0).err().unwrap().to_string();
+    assert!(err.contains("channels come first") && err.contains("[1, 28, 28]"), "{err}");
 }
 
 /// Batch normalisation normalises each channel, the first axis of an example, over every other

@@ -52,6 +52,15 @@ pub trait Callback: Send {
     /// # Errors
     /// Whatever the callback's own work fails with (e.g. writing a file).
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control>;
+    /// After every callback's [`Callback::on_epoch_end`] of an epoch (not after a stop in the
+    /// middle of one): the place to save the trainer's state, which then holds every callback's
+    /// state of this epoch, whatever their order ([`ModelCheckpoint`] saves here).
+    ///
+    /// # Errors
+    /// Whatever the callback's own work fails with (e.g. writing a file).
+    fn on_epoch_committed(&mut self, _trainer: &mut Trainer) -> Result<()> {
+        Ok(())
+    }
     /// Once, when training ends (normally or stopped).
     ///
     /// # Errors
@@ -170,7 +179,8 @@ impl Callback for EarlyStopping {
     /// `restore_best_weights` the best epoch's weights from the tensors the checkpoint kept, so
     /// a resumed run stops, and ends, as the uninterrupted one would (Keras starts afresh).
     /// Epochs without the metric (run before validation data was given) do not count. A run
-    /// that had already waited its patience stops at once, as it would have.
+    /// that had already waited its patience stops at once, as it would have. With
+    /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
         let mut last = None;
@@ -182,6 +192,13 @@ impl Callback for EarlyStopping {
         }
         if self.restore_best_weights {
             let kept = trainer.kept_tensors(&self.kept_key());
+            if kept.is_empty() && self.best.is_some() {
+                // The best epoch's weights were not kept (a checkpoint written without this
+                // callback, or an earlier `fit` without it): start afresh, as Keras does, rather
+                // than end claiming a best whose weights cannot be put back.
+                (self.best, self.wait) = (None, 0);
+                return Ok(Control::Continue);
+            }
             self.best_weights = (!kept.is_empty()).then_some(kept);
         }
         match last {
@@ -233,12 +250,20 @@ pub struct ModelCheckpoint {
     pub save_best_only: bool,
     /// The best value so far, and whether it was the metric itself (see `value`).
     best: Option<(f64, bool)>,
+    /// Whether this epoch is to be saved (decided at its end, saved once every callback is done).
+    pending: bool,
 }
 
 impl ModelCheckpoint {
     /// Saves to `path` after every epoch.
     pub fn new(path: impl Into<PathBuf>) -> ModelCheckpoint {
-        ModelCheckpoint { path: path.into(), monitor: "val_loss".into(), save_best_only: false, best: None }
+        ModelCheckpoint {
+            path: path.into(),
+            monitor: "val_loss".into(),
+            save_best_only: false,
+            best: None,
+            pending: false,
+        }
     }
     /// Saves only when `monitor` improves.
     pub fn save_best_only(mut self, monitor: &str) -> ModelCheckpoint {
@@ -298,15 +323,19 @@ impl Callback for ModelCheckpoint {
         Ok(Control::Continue)
     }
 
-    fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
-        if self.save_best_only {
+    fn on_epoch_end(&mut self, log: &EpochLog, _trainer: &mut Trainer) -> Result<Control> {
+        self.pending = !self.save_best_only || {
             let v = self.value(log)?;
-            if !self.improves(v) {
-                return Ok(Control::Continue);
-            }
-        }
-        trainer.save_checkpoint(&self.path)?;
+            self.improves(v)
+        };
         Ok(Control::Continue)
+    }
+
+    fn on_epoch_committed(&mut self, trainer: &mut Trainer) -> Result<()> {
+        if std::mem::take(&mut self.pending) {
+            trainer.save_checkpoint(&self.path)?;
+        }
+        Ok(())
     }
 }
 
@@ -418,28 +447,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("best.safetensors");
         let mut t = trainer();
+        // An epoch's end, then the save once every callback is done.
+        let end = |cp: &mut ModelCheckpoint, log: &EpochLog, t: &mut Trainer| {
+            cp.on_epoch_end(log, t)?;
+            cp.on_epoch_committed(t)
+        };
         let history = History { epochs: vec![log(1, 0.5)], ..Default::default() };
         let mut cp = ModelCheckpoint::new(&path).save_best_only("val_loss");
         cp.on_train_begin(&trainer().with_history(history)).unwrap();
-        cp.on_epoch_end(&log(2, 0.6), &mut t).unwrap();
+        end(&mut cp, &log(2, 0.6), &mut t).unwrap();
         assert!(!path.exists(), "a worse epoch after the resume overwrote the best checkpoint");
-        cp.on_epoch_end(&log(3, 0.4), &mut t).unwrap();
+        end(&mut cp, &log(3, 0.4), &mut t).unwrap();
         assert!(path.exists(), "a better epoch was not saved");
         // Without validation, a val_ metric falls back to its training counterpart.
         let mut cp = ModelCheckpoint::new(dir.path().join("b.safetensors")).save_best_only("val_loss");
         let no_val = EpochLog { val_loss: None, ..log(1, 0.0) };
-        cp.on_epoch_end(&no_val, &mut t).unwrap();
+        end(&mut cp, &no_val, &mut t).unwrap();
         assert!(dir.path().join("b.safetensors").exists());
         // After a stretch without validation, the first validated epoch starts a new best
         // (a validation loss is not compared with a training loss).
         let mut cp = ModelCheckpoint::new(dir.path().join("v.safetensors")).save_best_only("val_loss");
         let trained = EpochLog { val_loss: None, loss: 0.1, ..log(1, 0.0) };
         cp.on_train_begin(&trainer().with_history(History { epochs: vec![trained], ..Default::default() })).unwrap();
-        cp.on_epoch_end(&log(2, 0.6), &mut t).unwrap();
+        end(&mut cp, &log(2, 0.6), &mut t).unwrap();
         assert!(dir.path().join("v.safetensors").exists());
         // A metric the run does not report at all is an error naming it.
         let mut cp = ModelCheckpoint::new(dir.path().join("c.safetensors")).save_best_only("val_acuracy");
-        let err = cp.on_epoch_end(&log(1, 0.5), &mut t).unwrap_err().to_string();
+        let err = end(&mut cp, &log(1, 0.5), &mut t).unwrap_err().to_string();
         assert!(err.contains("val_acuracy"), "{err}");
     }
 }

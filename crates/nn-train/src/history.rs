@@ -22,13 +22,16 @@ pub struct EpochLog {
 }
 
 impl EpochLog {
-    /// A metric by Keras name (`loss`, `accuracy`, `val_loss`, `val_accuracy`).
+    /// A metric by Keras name (`loss`, `accuracy`, `val_loss`, `val_accuracy`; also `lr` and
+    /// `seconds`).
     pub fn get(&self, name: &str) -> Option<f64> {
         match name {
             "loss" => Some(self.loss),
             "accuracy" | "acc" => Some(self.accuracy),
             "val_loss" => self.val_loss,
             "val_accuracy" | "val_acc" => self.val_accuracy,
+            "lr" | "learning_rate" => Some(self.lr),
+            "seconds" => Some(self.seconds),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use mnist_data::batches::epoch_order;
 use mnist_data::{Augmentation, BatchConfig, Batcher, Dataset, Normalization, Rng};
 use ndarray::Array2;
-use nn_core::{FilledBatch, Loss, Model, ModelFile, StepParams, Tensor};
+use nn_core::{Activation, FilledBatch, LayerSpec, Loss, Model, ModelFile, StepParams, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{Callback, Control};
@@ -242,9 +242,36 @@ impl Trainer {
         }
     }
 
+    /// Refuses a loss that cannot read the model's outputs: probabilities (`from_logits:
+    /// false`) from a linear or tanh head (negative outputs: a NaN loss), or logits from a
+    /// softmax head (a second softmax, which trains badly without a word).
+    fn check_loss(&self) -> Result<()> {
+        let Some(LayerSpec::Dense(head)) = self.model.spec().layers.last() else { return Ok(()) };
+        let loss = self.compile.loss;
+        match head.activation {
+            Activation::Linear | Activation::Tanh if !loss.from_logits() => Err(TrainError::Config(format!(
+                "the model ends in a {} Dense layer, whose outputs are not probabilities, but the loss {} reads \
+                 probabilities (from_logits: false): use from_logits: true, or a softmax head",
+                head.activation.name(),
+                loss.name()
+            ))),
+            Activation::Softmax if loss.from_logits() => Err(TrainError::Config(format!(
+                "the model ends in a softmax, but the loss {} reads logits (from_logits: true) and would apply a \
+                 second softmax: use from_logits: false, or a linear head",
+                loss.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn check_data(&self, data: &Dataset) -> Result<()> {
         let want = self.model.input_len();
-        if data.pixels() != want {
+        // An image-shaped input must have the data's rows and columns, not only their count.
+        let sides = match self.model.spec().input_shape[..] {
+            [h, w] | [1, h, w] => Some((h, w)),
+            _ => None,
+        };
+        if data.pixels() != want || sides.is_some_and(|s| s != (data.rows(), data.cols())) {
             return Err(TrainError::Config(format!(
                 "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
                 self.model.spec().input_shape,
@@ -273,6 +300,7 @@ impl Trainer {
         if cfg.epochs == 0 || cfg.batch_size == 0 {
             return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
+        self.check_loss()?;
         let done = self.state.epoch;
         if done >= cfg.epochs {
             return Err(TrainError::Config(format!(
@@ -330,6 +358,8 @@ impl Trainer {
         let mut stop: Option<String> = None;
         // A batch callback's `Stop`: ends this epoch early, then training.
         let mut stop_after: Option<String> = None;
+        // Whether the reason to stop was printed on an epoch's line.
+        let mut said = false;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
@@ -416,7 +446,9 @@ impl Trainer {
             drop(it);
             if let Some(why) = &stop {
                 self.restore(&last_good)?;
+                // The epoch's line says why; it is not said again at the end.
                 progress.finish(done, why);
+                said = true;
                 break;
             }
             let penalty = self.model.runtime().regularization_penalty()? as f64;
@@ -453,6 +485,11 @@ impl Trainer {
                     }
                 }
             }
+            // Then what saves the trainer's state (checkpoints), with every callback's state
+            // of this epoch in it whatever their order.
+            for cb in &mut callbacks {
+                cb.on_epoch_committed(self)?;
+            }
             cfg.callbacks = callbacks;
             if stop.is_none() {
                 stop = stop_after.take();
@@ -465,7 +502,7 @@ impl Trainer {
         for cb in &mut callbacks {
             cb.on_train_end(self)?;
         }
-        if let (Some(why), true) = (&stop, cfg.verbosity != Verbosity::Silent) {
+        if let (Some(why), true, false) = (&stop, cfg.verbosity != Verbosity::Silent, said) {
             println!("{why}");
         }
         self.history.stopped = stop;
@@ -494,7 +531,11 @@ impl Trainer {
     /// # Errors
     /// Data that do not fit the model; device failures.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
+        self.check_loss()?;
         self.check_data(data)?;
+        if data.is_empty() {
+            return Err(TrainError::Config("nothing to evaluate: the data set is empty".into()));
+        }
         let loss = self.compile.loss;
         let px = data.pixels();
         let norm = self.normalization;
@@ -583,7 +624,9 @@ impl Trainer {
     }
 
     /// Rebuilds a trainer from a checkpoint (or a model file: then the optimiser starts afresh),
-    /// with the model on `make_model`'s device (e.g. `|f| Model::from_file(Cpu, f)`).
+    /// with the model on `make_model`'s device (e.g. `|f| Model::from_file(Cpu, f)`). This is
+    /// also the way to use a trained model on data: the trainer reads back how its inputs were
+    /// normalised (`predict`, `evaluate`), where `Model::load` gives the bare model.
     ///
     /// # Errors
     /// [`TrainError::Checkpoint`] when the file lacks the training configuration; model-file errors.

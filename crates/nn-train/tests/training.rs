@@ -102,10 +102,11 @@ fn early_stopping_restores_best_weights_from_before_a_resume() {
     let es = || EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_best_weights(true);
     let run = |t: &mut Trainer, epochs: usize, checkpoint: bool| {
         let mut c = cfg(epochs, &val);
-        c.callbacks.push(Box::new(es()));
+        // The checkpoint first: it still holds the early stopping's state of its epoch.
         if checkpoint {
             c.callbacks.push(Box::new(ModelCheckpoint::new(&ckpt)));
         }
+        c.callbacks.push(Box::new(es()));
         t.fit(train.clone(), c).unwrap();
     };
     let mut full = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
@@ -116,6 +117,43 @@ fn early_stopping_restores_best_weights_from_before_a_resume() {
     run(&mut resumed, 3, false);
     assert_eq!(resumed.history().epochs.len(), 3);
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
+}
+
+#[test]
+fn early_stopping_on_a_second_fit_without_the_first_best_weights_starts_afresh() {
+    let (train, val) = subset(2000);
+    let mut t = Trainer::new(Model::new(&spec(), 7).unwrap(), compile());
+    t.fit(train.clone(), cfg(2, &val)).unwrap();
+    // Only the third epoch can be the best (nothing beats the first by 1e9): its weights are
+    // the ones put back, not the last epoch's, and no earlier best is claimed.
+    let mut c = cfg(4, &val);
+    c.callbacks.push(Box::new(EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_best_weights(true)));
+    t.fit(train, c).unwrap();
+    let third = t.history().epochs[2].val_loss.unwrap();
+    let now = t.evaluate(&val).unwrap().loss;
+    assert!((now - third).abs() < 1e-6, "restored val_loss {now} vs the third epoch's {third}");
+}
+
+#[test]
+fn a_loss_that_cannot_read_the_outputs_and_data_of_another_shape_are_refused() {
+    let (train, val) = subset(500);
+    // A linear head with a loss reading probabilities (Compile's default): NaN, refused.
+    let logits = ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(10));
+    let mut t = Trainer::new(Model::new(&logits, 1).unwrap(), Compile::default());
+    let err = t.fit(train.clone(), cfg(1, &val)).unwrap_err().to_string();
+    assert!(err.contains("from_logits: true"), "{err}");
+    assert!(t.evaluate(&val).is_err());
+    // A softmax head with a loss reading logits.
+    let loss = Loss::CategoricalCrossentropy { from_logits: true };
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), Compile { loss, ..compile() });
+    assert!(t.fit(train.clone(), cfg(1, &val)).unwrap_err().to_string().contains("second softmax"));
+    // 784 pixels, but not 28×28.
+    let tall = ModelSpec::new(&[56, 14]).add(Flatten::new()).add(Dense::new(10).activation(Activation::Softmax));
+    let mut t = Trainer::new(Model::new(&tall, 1).unwrap(), compile());
+    assert!(t.fit(train, cfg(1, &val)).unwrap_err().to_string().contains("28×28"));
+    // Nothing to evaluate.
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), compile());
+    assert!(t.evaluate(&val.slice(0..0)).unwrap_err().to_string().contains("empty"));
 }
 
 #[test]

@@ -57,7 +57,10 @@ fn a_model_trains_evaluates_saves_and_reloads() {
     let path = std::env::temp_dir().join(format!("consumer-model-{}.safetensors", std::process::id()));
     t.save_model(&path).expect("the model saves");
     let (mut reloaded, _) = Model::load(&path).expect("the model loads");
+    // The way back to a trainer: the model with its loss and input normalisation.
+    let mut again = nn_train::Trainer::resume(&path).expect("the model file resumes");
     let _ = std::fs::remove_file(&path);
+    assert_eq!(again.evaluate(&test).expect("evaluation runs"), eval);
     let before = t.predict(&test).expect("predictions");
     let after = nn_train::predict_dataset(&mut reloaded, &test, mnist_data::Normalization::Scale).expect("predictions");
     assert_eq!(before.shape(), [150, 3]);

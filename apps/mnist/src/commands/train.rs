@@ -597,7 +597,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         if done > 0 && trainer.kept_tensors(&key).is_empty() {
             eprintln!(
                 "note: the checkpoint keeps no best weights for early stopping (it was written without it): \
-                 if the best epoch came before the resume, the run ends with its last epoch's weights"
+                 early stopping starts afresh from the resume"
             );
         }
         callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
