@@ -276,6 +276,13 @@ pub struct Reshape {
     pub target_shape: Vec<usize>,
 }
 
+impl Reshape {
+    /// `Reshape(target_shape)`, e.g. `Reshape::new(&[1, 28, 28])` (channels first).
+    pub fn new(target_shape: &[usize]) -> Reshape {
+        Reshape { target_shape: target_shape.to_vec() }
+    }
+}
+
 /// One layer of a [`ModelSpec`], tagged by its Keras class name in JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]

@@ -70,6 +70,20 @@ pub trait Callback: Send {
     }
 }
 
+/// The metrics a callback can watch ([`EpochLog::get`]'s names).
+const METRICS: [&str; 8] = ["loss", "accuracy", "acc", "val_loss", "val_accuracy", "val_acc", "lr", "seconds"];
+
+/// An error for a metric no epoch reports, before the first epoch trains.
+fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
+    if METRICS.contains(&monitor) {
+        return Ok(());
+    }
+    Err(crate::error::TrainError::Config(format!(
+        "{callback} monitors {monitor}, which is not a metric; use one of {}",
+        METRICS.join(", ")
+    )))
+}
+
 fn lower_is_better(monitor: &str) -> bool {
     !monitor.contains("acc")
 }
@@ -182,6 +196,7 @@ impl Callback for EarlyStopping {
     /// that had already waited its patience stops at once, as it would have. With
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
+        check_monitor("EarlyStopping", &self.monitor)?;
         (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
         let mut last = None;
         for log in &trainer.history().epochs {
@@ -313,6 +328,9 @@ impl Callback for ModelCheckpoint {
     /// With `save_best_only`, the best value so far is taken from the epochs already run, so a
     /// resumed run does not overwrite a better checkpoint with a worse one.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
+        if self.save_best_only {
+            check_monitor("ModelCheckpoint", &self.monitor)?;
+        }
         self.best = None;
         if self.save_best_only {
             for log in &trainer.history().epochs {
@@ -475,5 +493,10 @@ mod tests {
         let mut cp = ModelCheckpoint::new(dir.path().join("c.safetensors")).save_best_only("val_acuracy");
         let err = end(&mut cp, &log(1, 0.5), &mut t).unwrap_err().to_string();
         assert!(err.contains("val_acuracy"), "{err}");
+        // Both callbacks name a misspelt metric before the first epoch trains.
+        let err = cp.on_train_begin(&t).unwrap_err().to_string();
+        assert!(err.contains("val_acuracy") && err.contains("val_accuracy"), "{err}");
+        let err = EarlyStopping::new("val_los").on_train_begin(&t).unwrap_err().to_string();
+        assert!(err.contains("val_los") && err.contains("val_loss"), "{err}");
     }
 }

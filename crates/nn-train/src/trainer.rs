@@ -288,12 +288,14 @@ impl Trainer {
 
     /// Keras's `fit`: trains for `cfg.epochs` epochs (continuing a resumed run from its last
     /// completed epoch), validating after each, running the callbacks, printing progress.
+    /// Returns the history, all epochs so far (a copy: the trainer keeps its own,
+    /// [`Trainer::history`], so the trainer is free to use at once).
     ///
     /// # Errors
     /// Data that do not fit the model, bad options, device failures, callback failures.
-    pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<&History> {
+    pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<History> {
         self.fit_here(train, cfg)?;
-        Ok(&self.history)
+        Ok(self.history.clone())
     }
 
     fn fit_here(&mut self, train: Arc<Dataset>, mut cfg: FitConfig) -> Result<()> {
