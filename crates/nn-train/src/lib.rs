@@ -39,4 +39,4 @@ pub use metrics::Confusion;
 pub use optimizer::Optimizer;
 pub use progress::Verbosity;
 pub use schedule::Schedule;
-pub use trainer::{predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};
+pub use trainer::{predict_bytes, predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};

@@ -572,6 +572,16 @@ impl Trainer {
         predict_dataset(&mut self.model, data, self.normalization)
     }
 
+    /// Class probabilities `[n, classes]` of images that are not in a [`Dataset`]: `pixels`
+    /// holds `n` whole images (the model's input size each, bytes 0–255, row-major), prepared
+    /// with the trainer's normalisation, as `predict` prepares a data set's.
+    ///
+    /// # Errors
+    /// Bytes that are not whole images; device failures.
+    pub fn predict_images(&mut self, pixels: &[u8]) -> Result<Array2<f32>> {
+        predict_bytes(&mut self.model, pixels, self.normalization)
+    }
+
     /// Predicted classes and the confusion matrix on `data`.
     ///
     /// # Errors
@@ -739,20 +749,37 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
             data.cols()
         )));
     }
+    predict_bytes(model, data.images(), norm)
+}
+
+/// Class probabilities `[N, classes]` of the `N` images in `pixels` (whole examples of
+/// `model.input_len()` bytes each, 0–255), normalised by `norm`.
+///
+/// # Errors
+/// Bytes that are not whole examples; device failures.
+pub fn predict_bytes(model: &mut Model, pixels: &[u8], norm: Normalization) -> Result<Array2<f32>> {
+    let px = model.input_len().max(1);
+    if !pixels.len().is_multiple_of(px) {
+        return Err(TrainError::Config(format!(
+            "{} bytes are not whole images: the model takes {px} per example",
+            pixels.len()
+        )));
+    }
+    let count = pixels.len() / px;
     // Batch by batch, each batch's bytes converted straight into the network's input buffer:
     // converting the whole set first would write (and fault in) 31 MB of floats for MNIST's
     // test set, and a staging buffer would cost a copy per batch.
-    let batch = nn_core::model::predict_batch_size(model.spec()).min(data.len().max(1));
+    let batch = nn_core::model::predict_batch_size(model.spec()).min(count.max(1));
     let classes = model.output_len();
-    let mut out = vec![0f32; data.len() * classes];
+    let mut out = vec![0f32; count * classes];
     let mut start = 0;
-    while start < data.len() {
-        let n = batch.min(data.len() - start);
-        let bytes = &data.images()[start * px..(start + n) * px];
+    while start < count {
+        let n = batch.min(count - start);
+        let bytes = &pixels[start * px..(start + n) * px];
         model.predict_proba_filled(n, &convert(bytes, px, norm), &mut out[start * classes..(start + n) * classes])?;
         start += n;
     }
-    Array2::from_shape_vec((data.len(), classes), out).map_err(|e| TrainError::Config(e.to_string()))
+    Array2::from_shape_vec((count, classes), out).map_err(|e| TrainError::Config(e.to_string()))
 }
 
 /// The fill callback (see `nn_core::Fill`) of the batch of examples `idx` of `images` (`px`

@@ -309,6 +309,20 @@ fn a_stop_from_a_batch_ends_the_epoch_then_training() {
 }
 
 #[test]
+fn images_outside_a_data_set_predict_as_the_data_set_does() {
+    let (train, val) = subset(1000);
+    let mut t = Trainer::new(Model::new(&spec(), 4).unwrap(), compile());
+    t.fit(train, cfg(1, &val)).unwrap();
+    let set = t.predict(&val).unwrap();
+    let three = t.predict_images(&val.images()[..3 * 784]).unwrap();
+    assert_eq!(three.shape(), [3, 10]);
+    // The same numbers up to the last bits, which depend on how a batch's products are split.
+    assert!(three.iter().zip(set.iter()).all(|(a, b)| (a - b).abs() < 1e-5), "{three} vs {set}");
+    let err = t.predict_images(&val.images()[..700]).unwrap_err().to_string();
+    assert!(err.contains("700 bytes") && err.contains("784"), "{err}");
+}
+
+#[test]
 fn predicting_a_data_set_equals_predicting_its_normalised_images() {
     // predict_dataset writes each batch's bytes straight into the network's input buffer, in
     // parallel row ranges; the result must be the same bits as the plain path.

@@ -61,6 +61,8 @@ fn a_model_trains_evaluates_saves_and_reloads() {
     let mut again = nn_train::Trainer::resume(&path).expect("the model file resumes");
     let _ = std::fs::remove_file(&path);
     assert_eq!(again.evaluate(&test).expect("evaluation runs"), eval);
+    let one = again.predict_images(&test.images()[..test.pixels()]).expect("one image predicts");
+    assert_eq!(one.shape(), [1, 3]);
     let before = t.predict(&test).expect("predictions");
     let after = nn_train::predict_dataset(&mut reloaded, &test, mnist_data::Normalization::Scale).expect("predictions");
     assert_eq!(before.shape(), [150, 3]);
