@@ -230,6 +230,14 @@ impl Pool2D {
     pub fn new(size: usize) -> Pool2D {
         Pool2D { pool_size: [size, size], strides: None, padding: Padding::Valid }
     }
+    /// The layer `MaxPooling2D(size)`: `.add(Pool2D::max(2))`.
+    pub fn max(size: usize) -> LayerSpec {
+        LayerSpec::MaxPooling2D(Pool2D::new(size))
+    }
+    /// The layer `AveragePooling2D(size)`: `.add(Pool2D::average(2))`.
+    pub fn average(size: usize) -> LayerSpec {
+        LayerSpec::AveragePooling2D(Pool2D::new(size))
+    }
     /// Sets the strides.
     pub fn strides(mut self, s: usize) -> Pool2D {
         self.strides = Some([s, s]);
@@ -643,7 +651,7 @@ mod tests {
     fn names_shapes_and_json_roundtrip() {
         let spec = ModelSpec::new(&[1, 28, 28])
             .add(Conv2D::new(32, 3).activation(Activation::Relu))
-            .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+            .add(Pool2D::max(2))
             .add(Conv2D::new(64, 3).activation(Activation::Relu).padding(Padding::Same).strides(2))
             .add(Flatten::new())
             .add(Dropout::new(0.5))
@@ -653,6 +661,7 @@ mod tests {
         assert_eq!(r[1].output, vec![32, 13, 13]);
         assert_eq!(r[2].output, vec![64, 7, 7]);
         assert_eq!(r[2].name, "conv2d_1");
+        assert_eq!(Pool2D::average(3), LayerSpec::AveragePooling2D(Pool2D { pool_size: [3, 3], ..Pool2D::new(1) }));
         assert_eq!(r[3].output, vec![64 * 49]);
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
         let bad = ModelSpec::new(&[28, 28]).add(Dense::new(10));
