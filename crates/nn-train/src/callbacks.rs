@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use nn_core::Tensor;
-
 use crate::error::Result;
 use crate::history::EpochLog;
 use crate::trainer::Trainer;
@@ -70,17 +68,14 @@ pub trait Callback: Send {
     }
 }
 
-/// The metrics a callback can watch ([`EpochLog::get`]'s names).
-const METRICS: [&str; 8] = ["loss", "accuracy", "acc", "val_loss", "val_accuracy", "val_acc", "lr", "seconds"];
-
 /// An error for a metric no epoch reports, before the first epoch trains.
 fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
-    if METRICS.contains(&monitor) {
+    if EpochLog::METRICS.contains(&monitor) {
         return Ok(());
     }
     Err(crate::error::TrainError::Config(format!(
         "{callback} monitors {monitor}, which is not a metric; use one of {}",
-        METRICS.join(", ")
+        EpochLog::METRICS.join(", ")
     )))
 }
 
@@ -102,7 +97,6 @@ pub struct EarlyStopping {
     pub restore_best_weights: bool,
     best: Option<f64>,
     wait: usize,
-    best_weights: Option<Vec<Tensor>>,
     /// The epoch at which training was stopped, if it was.
     pub stopped_epoch: Option<usize>,
 }
@@ -123,7 +117,6 @@ impl EarlyStopping {
             restore_best_weights: false,
             best: None,
             wait: 0,
-            best_weights: None,
             stopped_epoch: None,
         }
     }
@@ -197,7 +190,7 @@ impl Callback for EarlyStopping {
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         check_monitor("EarlyStopping", &self.monitor)?;
-        (self.best, self.wait, self.best_weights, self.stopped_epoch) = (None, 0, None, None);
+        (self.best, self.wait, self.stopped_epoch) = (None, 0, None);
         let mut last = None;
         for log in &trainer.history().epochs {
             if let Some(v) = log.get(&self.monitor) {
@@ -205,16 +198,12 @@ impl Callback for EarlyStopping {
                 last = Some(log.epoch);
             }
         }
-        if self.restore_best_weights {
-            let kept = trainer.kept_tensors(&self.kept_key());
-            if kept.is_empty() && self.best.is_some() {
-                // The best epoch's weights were not kept (a checkpoint written without this
-                // callback, or an earlier `fit` without it): start afresh, as Keras does, rather
-                // than end claiming a best whose weights cannot be put back.
-                (self.best, self.wait) = (None, 0);
-                return Ok(Control::Continue);
-            }
-            self.best_weights = (!kept.is_empty()).then_some(kept);
+        if self.restore_best_weights && self.best.is_some() && trainer.kept_tensors(&self.kept_key()).is_empty() {
+            // The best epoch's weights were not kept (a checkpoint written without this
+            // callback, or an earlier `fit` without it): start afresh, as Keras does, rather
+            // than end claiming a best whose weights cannot be put back.
+            (self.best, self.wait) = (None, 0);
+            return Ok(Control::Continue);
         }
         match last {
             Some(epoch) if self.wait > 0 && self.wait >= self.patience => {
@@ -229,11 +218,9 @@ impl Callback for EarlyStopping {
         let v = self.value(log)?;
         if self.observe(v) {
             if self.restore_best_weights {
+                // Kept by the trainer, so that checkpoints carry them (from this epoch's on).
                 let w = trainer.model().weights()?;
-                // Checkpoints written from now on carry them (a callback after this one, as
-                // `mnist train` orders them, writes this epoch's).
-                trainer.keep_tensors(&self.kept_key(), w.clone());
-                self.best_weights = Some(w);
+                trainer.keep_tensors(&self.kept_key(), w);
             }
             return Ok(Control::Continue);
         }
@@ -246,8 +233,9 @@ impl Callback for EarlyStopping {
     }
 
     fn on_train_end(&mut self, trainer: &mut Trainer) -> Result<()> {
-        if let Some(w) = self.best_weights.take() {
-            trainer.model_mut().set_weights(&w)?;
+        let best = trainer.kept_tensors(&self.kept_key());
+        if self.restore_best_weights && !best.is_empty() {
+            trainer.model_mut().set_weights(&best)?;
         }
         Ok(())
     }

@@ -22,6 +22,10 @@ pub struct EpochLog {
 }
 
 impl EpochLog {
+    /// The names [`EpochLog::get`] knows.
+    pub const METRICS: [&'static str; 9] =
+        ["loss", "accuracy", "acc", "val_loss", "val_accuracy", "val_acc", "lr", "learning_rate", "seconds"];
+
     /// A metric by Keras name (`loss`, `accuracy`, `val_loss`, `val_accuracy`; also `lr` and
     /// `seconds`).
     pub fn get(&self, name: &str) -> Option<f64> {
@@ -78,5 +82,25 @@ impl History {
     /// JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_metric_is_known_and_no_other() {
+        let log = EpochLog {
+            epoch: 1,
+            loss: 0.5,
+            accuracy: 0.9,
+            val_loss: Some(0.6),
+            val_accuracy: Some(0.8),
+            seconds: 1.0,
+            lr: 1e-3,
+        };
+        assert!(EpochLog::METRICS.iter().all(|m| log.get(m).is_some()));
+        assert_eq!(log.get("val_los"), None);
     }
 }

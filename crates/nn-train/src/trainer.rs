@@ -188,16 +188,12 @@ impl Trainer {
     pub fn keep_tensors(&mut self, key: &str, tensors: Vec<Tensor>) {
         let prefix = format!("{key}.");
         self.kept.retain(|t| !t.name.starts_with(&prefix));
-        self.kept.extend(tensors.into_iter().map(|t| Tensor { name: format!("{prefix}{}", t.name), ..t }));
+        self.kept.extend(prefixed(&prefix, tensors));
     }
     /// The tensors kept under `key` (see [`Trainer::keep_tensors`]), with their own names;
     /// empty when there are none.
     pub fn kept_tensors(&self, key: &str) -> Vec<Tensor> {
-        let prefix = format!("{key}.");
-        self.kept
-            .iter()
-            .filter_map(|t| t.name.strip_prefix(&prefix).map(|n| Tensor { name: n.to_string(), ..t.clone() }))
-            .collect()
+        unprefixed(&format!("{key}."), &self.kept)
     }
 
     /// The model.
@@ -624,14 +620,8 @@ impl Trainer {
     /// I/O failures naming the file.
     pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let mut f = self.model.to_file(self.metadata())?;
-        f.extra = self
-            .model
-            .runtime()
-            .optimizer_state()?
-            .into_iter()
-            .map(|t| Tensor { name: format!("optimizer.{}", t.name), ..t })
-            .collect();
-        f.extra.extend(self.kept.iter().map(|t| Tensor { name: format!("kept.{}", t.name), ..t.clone() }));
+        f.extra = prefixed("optimizer.", self.model.runtime().optimizer_state()?).collect();
+        f.extra.extend(prefixed("kept.", self.kept.clone()));
         Ok(f.save(path.as_ref())?)
     }
 
@@ -667,21 +657,12 @@ impl Trainer {
             .map_err(|e| bad(&format!("training_state: {e}")))?
             .unwrap_or_default();
         let mut model = make_model(&f)?;
-        let slots: Vec<Tensor> = f
-            .extra
-            .iter()
-            .filter_map(|t| t.name.strip_prefix("optimizer.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
-            .collect();
-        model.runtime().set_optimizer_state(&slots)?;
+        model.runtime().set_optimizer_state(&unprefixed("optimizer.", &f.extra))?;
         let normalization =
             parse_normalization(f.metadata.get("normalization").map(String::as_str)).map_err(|e| bad(&e))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
-        let kept = f
-            .extra
-            .iter()
-            .filter_map(|t| t.name.strip_prefix("kept.").map(|n| Tensor { name: n.to_string(), ..t.clone() }))
-            .collect();
+        let kept = unprefixed("kept.", &f.extra);
         Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations, kept })
     }
 
@@ -692,6 +673,19 @@ impl Trainer {
     pub fn resume(path: impl AsRef<Path>) -> Result<Trainer> {
         Trainer::resume_with(path, |f| Model::from_file(nn_core::cpu::Cpu, f))
     }
+}
+
+/// `tensors` renamed `<prefix><name>` (how a checkpoint files them beside the weights).
+fn prefixed(prefix: &str, tensors: Vec<Tensor>) -> impl Iterator<Item = Tensor> + '_ {
+    tensors.into_iter().map(move |t| Tensor { name: format!("{prefix}{}", t.name), ..t })
+}
+
+/// Those of `tensors` named `<prefix><name>`, renamed `<name>`.
+fn unprefixed(prefix: &str, tensors: &[Tensor]) -> Vec<Tensor> {
+    tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix(prefix).map(|n| Tensor { name: n.to_string(), ..t.clone() }))
+        .collect()
 }
 
 /// Reads the `normalization` metadata of a model file: `scale` (also when absent) or
