@@ -492,17 +492,19 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             Some(source)
         }
     };
+    device::check_build(args.device)?;
+    // A resumed run's checkpoint, read once: its trainer and what it recorded of the run.
     let resumed = match &args.resume {
         Some(p) if p.is_dir() => {
             bail!("--resume {}: a folder; give the checkpoint file written with --checkpoint", p.display())
         }
         Some(p) if !p.exists() => bail!("--resume {}: no such file", p.display()),
-        Some(p) => nn_core::ModelFile::load(p)?.metadata,
-        None => Default::default(),
+        Some(p) => Some(plan_resume(&args, p)?),
+        None => None,
     };
-    device::check_build(args.device)?;
-    let choice = data_choice(global, resumed.get(DATASET_KEY).map(String::as_str))?;
-    if let (Some(_), Some(recorded)) = (&global.dataset, resumed.get(DATASET_KEY)) {
+    let recorded = |key: &str| resumed.as_ref().and_then(|p| p.trainer.annotations().get(key).cloned());
+    let choice = data_choice(global, recorded(DATASET_KEY).as_deref())?;
+    if let (Some(_), Some(recorded)) = (&global.dataset, recorded(DATASET_KEY)) {
         if *recorded != choice.label {
             eprintln!(
                 "note: --dataset {} differs from the checkpoint's {recorded}: the resumed run trains on other data",
@@ -514,7 +516,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let names = choice.class_names();
     let mut train_set = splits.train;
     // A checkpoint's limit: `Some(None)` for a run on every image.
-    let saved_limit = resumed.get(fit_keys::LIMIT).map(|v| v.parse::<usize>().ok());
+    let saved_limit = recorded(fit_keys::LIMIT).map(|v| v.parse::<usize>().ok());
     let limit = match saved_limit {
         Some(saved) => resumed_setting("--limit", args.limit.map(Some), Some(saved), show_limit).flatten(),
         None => args.limit,
@@ -525,8 +527,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let train_set = Arc::new(train_set);
     let test = Arc::new(splits.test);
 
-    let plan = match (&args.resume, source) {
-        (Some(path), _) => plan_resume(&args, path)?,
+    let plan = match (resumed, source) {
+        (Some(plan), _) => plan,
         (None, Some(source)) => plan_new(&args, &source, train_set.len())?,
         (None, None) => bail!("nothing to train"),
     };
