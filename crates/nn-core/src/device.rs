@@ -37,16 +37,37 @@ pub struct Gemm {
     pub stride_b: usize,
     /// Elements between consecutive `C` matrices.
     pub stride_c: usize,
+    /// `A` is likely mostly zeros (the scaled pixels a first layer reads): a device may
+    /// multiply by its nonzeros alone. The result is the same sums less terms that add zero.
+    pub sparse_a: bool,
 }
 
 impl Gemm {
     /// A single product `C = op(A)·op(B)` (α = 1, β = 0).
     pub fn new(trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize) -> Gemm {
-        Gemm { trans_a, trans_b, m, n, k, alpha: 1.0, beta: 0.0, batch: 1, stride_a: 0, stride_b: 0, stride_c: 0 }
+        Gemm {
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            beta: 0.0,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+            sparse_a: false,
+        }
     }
     /// Sets β (1 to accumulate into `C`).
     pub fn beta(mut self, beta: f32) -> Gemm {
         self.beta = beta;
+        self
+    }
+    /// Says whether `A` is likely mostly zeros (the field of this name).
+    pub fn sparse_a(mut self, sparse: bool) -> Gemm {
+        self.sparse_a = sparse;
         self
     }
     /// Makes it a strided batch of `batch` products.

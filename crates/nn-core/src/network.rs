@@ -283,6 +283,11 @@ impl<D: Device> Network<D> {
             }
         }
         Self::pixel_major_edges(&dev, &mut layers, &slot_in);
+        for (layer, &slot) in layers.iter_mut().zip(&slot_in) {
+            if slot == 0 {
+                layer.set_reads_network_input();
+            }
+        }
         let head_softmax = matches!(
             resolved.last().map(|l| &l.spec),
             Some(LayerSpec::Dense(d)) if d.activation == Activation::Softmax

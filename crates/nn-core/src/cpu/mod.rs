@@ -13,6 +13,7 @@ mod scatter;
 mod shares;
 pub(crate) mod simd;
 mod softmax;
+mod sparse_gemm;
 pub(crate) mod team;
 mod tile;
 mod tile_gemm;
@@ -75,6 +76,34 @@ pub fn use_own_kernels(on: bool) {
 /// Whether the own kernels are on and the CPU has AVX-512.
 pub(crate) fn own_kernels() -> bool {
     OWN_KERNELS.load(std::sync::atomic::Ordering::Relaxed) && simd::has_avx512()
+}
+
+/// Whether the CPU device multiplies mostly-zero inputs by their nonzeros alone (see
+/// [`use_sparse_inputs`]).
+static SPARSE_INPUTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns on or off the products of a first dense layer that skip the input's zeros (on by
+/// default, and only used where the CPU has AVX-512 and the own kernels are on). A scaled
+/// MNIST digit is 81% zeros: its first layer's forward product and weight gradient then run
+/// over the pixels lit in a tile's images, and the images in which a tile's pixels are lit,
+/// 1.5–2× faster on MNIST. The results have the bits of the dense products where those run in the
+/// own tile GEMM (layers up to 256 units); wider layers' dense products run in matrixmultiply,
+/// which sums in another order. Inputs that are not mostly zeros are seen to be so within a
+/// few rows and take the dense products. Off, every product is dense: for comparing both.
+pub fn use_sparse_inputs(on: bool) {
+    SPARSE_INPUTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the sparse products are on and the CPU can run them.
+pub(crate) fn sparse_inputs() -> bool {
+    SPARSE_INPUTS.load(std::sync::atomic::Ordering::Relaxed) && own_kernels()
+}
+
+/// How many parts of products (a thread's share of one product) this process has computed
+/// from the nonzeros of their input alone (see [`use_sparse_inputs`]): a diagnostic, to see
+/// whether a model's first layer takes the sparse products on its data.
+pub fn sparse_parts() -> usize {
+    sparse_gemm::parts_run()
 }
 
 /// Runs `f`. (It used to move `f` onto a rayon worker so that rayon's parallel loops started
@@ -470,7 +499,25 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         // SAFETY (for the calls below): each call writes rows (or columns) of C, or a partial
         // sum, that no other part writes; the reads of A and B stay inside the operands
         // checked above.
+        let sparse = g.sparse_a && !g.trans_b && g.alpha == 1.0 && (g.beta == 0.0 || g.beta == 1.0);
         let sgemm = |rows: Range<usize>, cols: Range<usize>, ks: Range<usize>, c: *mut f32, ldc: usize, beta: f32| unsafe {
+            // A mostly-zero A (a first layer's pixels) multiplied by its nonzeros alone.
+            if sparse && cols == (0..n) && ldc == n {
+                let nv = tile_gemm::dense_nv(rows.len(), n);
+                if sparse_gemm::part(
+                    &sparse_gemm::SparseA::of(g),
+                    a,
+                    rows.clone(),
+                    ks.clone(),
+                    b,
+                    n,
+                    nv,
+                    c,
+                    beta == 1.0,
+                ) {
+                    return;
+                }
+            }
             matrixmultiply::sgemm(
                 rows.len(),
                 ks.len(),

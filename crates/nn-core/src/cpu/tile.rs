@@ -30,16 +30,28 @@ pub(crate) const fn rows_for(nv: usize) -> usize {
 }
 
 /// Per step `k` of a tile, an offset into its gathered operand; made once per pass, with its
-/// largest entry (so a tile checks its bounds without scanning the table).
+/// largest entry (so a tile checks its bounds without scanning the table). Step `k` reads row
+/// `k` of `b`, or, for steps that are some of a product's only (its nonzeros, see
+/// `sparse_gemm.rs`), the row at the step's own offset into `b`.
 pub(crate) struct Steps<'a> {
     offs: &'a [u32],
     max: usize,
+    /// Per step, where its row of `b` starts, with the largest; `None` for row `k` at `k·ldb`.
+    b_offs: Option<(&'a [u32], usize)>,
 }
 
 impl<'a> Steps<'a> {
     /// Wraps a table of offsets.
     pub(crate) fn new(offs: &'a [u32]) -> Steps<'a> {
-        Steps { offs, max: offs.iter().max().map_or(0, |&m| m as usize) }
+        Steps { offs, max: Self::largest(offs), b_offs: None }
+    }
+    /// Steps reading `a` at `offs` and `b`'s rows at `b_offs` (as many).
+    pub(crate) fn indexed(offs: &'a [u32], b_offs: &'a [u32]) -> Steps<'a> {
+        assert_eq!(offs.len(), b_offs.len(), "one row of b per step");
+        Steps { offs, max: Self::largest(offs), b_offs: Some((b_offs, Self::largest(b_offs))) }
+    }
+    fn largest(offs: &[u32]) -> usize {
+        offs.iter().max().map_or(0, |&m| m as usize)
     }
     /// The number of steps.
     pub(crate) fn len(&self) -> usize {
@@ -148,9 +160,12 @@ pub(crate) fn portable_fn(nv: usize) -> TileFn {
 /// Checks the operands' lengths once per tile, so the loops below index without checks.
 fn check<const MR: usize, const NV: usize>(t: &TileArgs, o: &TileOut) {
     let reach = t.rows.max as usize + t.cols.max;
+    let b_reach = match t.cols.b_offs {
+        Some((_, max)) => max,
+        None => (t.cols.len().max(1) - 1) * t.ldb,
+    };
     assert!(
-        MR <= MAX_ROWS
-            && (t.cols.len() == 0 || (reach < t.a.len() && t.b.len() >= (t.cols.len() - 1) * t.ldb + NV * LANES)),
+        MR <= MAX_ROWS && (t.cols.len() == 0 || (reach < t.a.len() && t.b.len() >= b_reach + NV * LANES)),
         "tile operands out of bounds"
     );
     assert!(o.len >= (MR - 1) * o.ldc + NV * LANES, "tile output too short");
@@ -161,7 +176,8 @@ fn portable<const MR: usize, const NV: usize>(t: &TileArgs, mut o: TileOut) {
     let w = NV * LANES;
     let mut acc = [[0f32; 64]; 8];
     for (k, &c) in t.cols.offs.iter().enumerate() {
-        let b = &t.b[k * t.ldb..k * t.ldb + w];
+        let at = t.cols.b_offs.map_or(k * t.ldb, |(offs, _)| offs[k] as usize);
+        let b = &t.b[at..at + w];
         for j in 0..MR {
             let a = t.a[(t.rows.offs[j] + c) as usize];
             for (s, &bv) in acc[j][..w].iter_mut().zip(b) {
@@ -184,12 +200,21 @@ fn portable<const MR: usize, const NV: usize>(t: &TileArgs, mut o: TileOut) {
 fn avx512<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
     check::<MR, NV>(t, &o);
     // SAFETY: `tile_fn` hands this out only when the CPU has AVX-512F; bounds checked above.
-    unsafe { avx512_inner::<MR, NV>(t, o) }
+    unsafe {
+        match t.cols.b_offs {
+            Some((offs, _)) => avx512_inner::<MR, NV, true>(t, offs, o),
+            None => avx512_inner::<MR, NV, false>(t, &[], o),
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_inner<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOut) {
+unsafe fn avx512_inner<const MR: usize, const NV: usize, const INDEXED: bool>(
+    t: &TileArgs,
+    b_offs: &[u32],
+    o: TileOut,
+) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let a = t.a.as_ptr();
@@ -198,8 +223,12 @@ unsafe fn avx512_inner<const MR: usize, const NV: usize>(t: &TileArgs, o: TileOu
         unsafe { a.add(t.rows.offs[j] as usize) }
     });
     let mut b = t.b.as_ptr();
-    for &c in t.cols.offs {
-        // SAFETY: row `k` of `b` has NV·16 floats from `k·ldb` (checked).
+    for (k, &c) in t.cols.offs.iter().enumerate() {
+        if INDEXED {
+            // SAFETY: one offset per step (checked by `Steps::indexed`).
+            b = t.b.as_ptr().wrapping_add(unsafe { *b_offs.get_unchecked(k) } as usize);
+        }
+        // SAFETY: the step's row of `b` has NV·16 floats (checked).
         let bv: [__m512; NV] = std::array::from_fn(|v| unsafe { _mm512_loadu_ps(b.add(v * LANES)) });
         for j in 0..MR {
             // SAFETY: `rows[j] + c` is inside `a` (checked).

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use super::scatter::transpose;
 use super::shares;
+use super::sparse_gemm;
 use super::team::{self, SyncPtr};
 use super::tile::{rows_for, tile_fn, Rows, Steps, TileArgs, TileFn, TileOut, LANES, MAX_NV, MAX_ROWS};
 use crate::device::Gemm;
@@ -29,7 +30,7 @@ pub(crate) fn pick_nv(rows: usize, cols: usize) -> usize {
 /// [`pick_nv`] for [`gemm`], whose last partial block of columns (at least a vector wide) is
 /// only as wide as it needs: 784×100 runs in two blocks of 48 and one of 16 columns, where
 /// padded blocks would be 4×32.
-fn dense_nv(rows: usize, cols: usize) -> usize {
+pub(crate) fn dense_nv(rows: usize, cols: usize) -> usize {
     if cols < LANES {
         return 1;
     }
@@ -205,7 +206,8 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
     } else {
         &[]
     };
-    let block = Block { a, rows: &rows, steps: &steps, b, panel, n };
+    let sparse = g.sparse_a.then(|| sparse_gemm::SparseA::of(g));
+    let block = Block { a, rows: &rows, steps: &steps, b, panel, n, sparse };
     let cs = SyncPtr::new(&mut c[..m * n]);
     if parallel && !g.trans_a && shares::splits(k) && m * n <= MAX_PARTIAL {
         // A layer's forward product: each thread multiplies by its share of the kernel's rows
@@ -252,14 +254,15 @@ struct Block<'a> {
     /// `B` copied into one zero-padded tile when narrower than a vector, else empty.
     panel: &'a [f32],
     n: usize,
+    /// Where `A` is likely mostly zeros, how it is stored: each part tries the sparse kernels
+    /// first (`sparse_gemm.rs`, the same bits).
+    sparse: Option<sparse_gemm::SparseA>,
 }
 
 impl Block<'_> {
-    /// `C[rows, :] = op(A)[rows, ks]·B[ks, :]` (or `+=` when `add`). A last partial block of
-    /// columns is computed as the block ending at column `n`, which overlaps the one before
-    /// it, and only its new columns are kept: each column is computed exactly as in a block of
-    /// its own, with nothing copied (a panel packed on every call cost the other thread a
-    /// transfer between caches: a 784×100 product ran 1.5× slower on two threads than on one).
+    /// `C[rows, :] = op(A)[rows, ks]·B[ks, :]` (or `+=` when `add`), in tiles of the vectors
+    /// [`dense_nv`] picks; where `A` is likely mostly zeros, by its nonzeros first
+    /// (`sparse_gemm.rs`, the same bits).
     ///
     /// # Safety
     /// `c` is a `[m, n]` matrix (`C` or a partial sum), and no other thread touches its rows
@@ -270,41 +273,75 @@ impl Block<'_> {
             return;
         }
         let nv = dense_nv(rows.len(), n);
-        let w = nv * LANES;
-        let full = n / w * w;
-        let row_offs = &self.rows[rows.clone()];
-        let steps = Steps::new(&self.steps[ks.clone()]);
-        let mut out = [0f32; MAX_ROWS * MAX_NV * LANES];
-        let (at, len) = (rows.start * n, rows.len() * n);
-        let b = &self.b[ks.start * n..];
-        let t = Tiled { tile: tile_fn(nv), nv, a: self.a, row_offs, steps: &steps, b, ldb: n, cols: full };
-        // SAFETY: these rows are ours (the caller's contract).
-        unsafe { t.store_raw(c.add(at), len, n, add, &mut out) };
-        if full == n {
-            return;
-        }
-        // The last block: as few vectors as its columns need, its first column, and where
-        // its columns are read from.
-        let (nv, w, c0, b, ldb) = if n < w {
-            (nv, w, 0, &self.panel[ks.start * w..], w)
-        } else {
-            let v = (n - full).div_ceil(LANES);
-            (v, v * LANES, n - v * LANES, &b[n - v * LANES..], n)
-        };
-        let t = Tiled { tile: tile_fn(nv), nv, a: self.a, row_offs, steps: &steps, b, ldb, cols: w };
-        t.emit(&mut out, |r0, nr, _, tw, o| {
-            for j in 0..nr {
-                // SAFETY: columns full..n of a row of ours.
-                let dst = unsafe { std::slice::from_raw_parts_mut(c.add(at + (r0 + j) * n + full), n - full) };
-                let src = &o[j * tw + (full - c0)..j * tw + (n - c0)];
-                if add {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                } else {
-                    dst.copy_from_slice(src);
-                }
+        if let Some(s) = self.sparse {
+            // SAFETY: these rows of `c` are ours (the caller's contract).
+            if unsafe { sparse_gemm::part(&s, self.a, rows.clone(), ks.clone(), self.b, n, nv, c, add) } {
+                return;
             }
-        });
+        }
+        let steps = Steps::new(&self.steps[ks.clone()]);
+        let panel = if n < nv * LANES { &self.panel[ks.start * nv * LANES..] } else { &[] };
+        let b = &self.b[ks.start * n..];
+        // SAFETY: these rows are ours (the caller's contract).
+        unsafe { run_tiles(nv, self.a, &self.rows[rows.clone()], &steps, b, panel, n, c.add(rows.start * n), add) };
     }
+}
+
+/// `C = A·B` over `steps` (or `+=` when `add`) for the rows of `A` at `row_offs`, in tiles of
+/// `nv` vectors, into the rows of `n` floats from `c`. `b` holds `B`'s rows as the steps say;
+/// `panel` holds them zero-padded to one tile when `n` is narrower than a tile, and is empty
+/// otherwise. A last partial block of columns is computed as the block ending at column `n`,
+/// which overlaps the one before it, and only its new columns are kept: each column is
+/// computed exactly as in a block of its own, with nothing copied (a panel packed on every
+/// call cost the other thread a transfer between caches: a 784×100 product ran 1.5× slower on
+/// two threads than on one).
+///
+/// # Safety
+/// `c` holds `row_offs.len()` rows of `n` floats, and no other thread touches them during the
+/// call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_tiles(
+    nv: usize,
+    a: &[f32],
+    row_offs: &[u32],
+    steps: &Steps,
+    b: &[f32],
+    panel: &[f32],
+    n: usize,
+    c: *mut f32,
+    add: bool,
+) {
+    let w = nv * LANES;
+    let full = n / w * w;
+    let mut out = [0f32; MAX_ROWS * MAX_NV * LANES];
+    let len = row_offs.len() * n;
+    let t = Tiled { tile: tile_fn(nv), nv, a, row_offs, steps, b, ldb: n, cols: full };
+    // SAFETY: these rows are ours (the caller's contract).
+    unsafe { t.store_raw(c, len, n, add, &mut out) };
+    if full == n {
+        return;
+    }
+    // The last block: as few vectors as its columns need, its first column, and where its
+    // columns are read from.
+    let (nv, w, c0, b, ldb) = if n < w {
+        (nv, w, 0, panel, w)
+    } else {
+        let v = (n - full).div_ceil(LANES);
+        (v, v * LANES, n - v * LANES, &b[n - v * LANES..], n)
+    };
+    let t = Tiled { tile: tile_fn(nv), nv, a, row_offs, steps, b, ldb, cols: w };
+    t.emit(&mut out, |r0, nr, _, tw, o| {
+        for j in 0..nr {
+            // SAFETY: columns full..n of a row of ours.
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + j) * n + full), n - full) };
+            let src = &o[j * tw + (full - c0)..j * tw + (n - c0)];
+            if add {
+                dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    });
 }
 
 /// The largest `C` (in floats) whose forward product is split by the kernel's rows, each

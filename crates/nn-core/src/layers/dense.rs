@@ -11,17 +11,20 @@ pub(crate) struct DenseLayer<D: Device> {
     units: usize,
     act: Activation,
     params: Vec<Param<D>>,
+    /// Whether `x` is the network's input (mostly zeros where it is scaled pixels).
+    reads_input: bool,
 }
 
 impl<D: Device> DenseLayer<D> {
     pub(crate) fn new(d: &Dense, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
-        DenseLayer { inputs: l.input.iter().product(), units: d.units, act: d.activation, params }
+        DenseLayer { inputs: l.input.iter().product(), units: d.units, act: d.activation, params, reads_input: false }
     }
 }
 
 impl<D: Device> Layer<D> for DenseLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
-        dev.gemm(&Gemm::new(false, false, n, self.units, self.inputs), x, &self.params[0].value, y)?;
+        let g = Gemm::new(false, false, n, self.units, self.inputs).sparse_a(self.reads_input);
+        dev.gemm(&g, x, &self.params[0].value, y)?;
         let bias = self.params.get(1).map(|p| &p.value);
         dev.bias_act(y, bias, ctx.activation(self.act), Channels { outer: n, channels: self.units, inner: 1 })
     }
@@ -42,7 +45,8 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
         let k = &mut kernel[0];
         if let Some(gw) = k.grad.as_mut() {
             // dW = xᵀ·dy : [in, units]
-            dev.gemm(&Gemm::new(true, false, self.inputs, self.units, n), x, dy, gw)?;
+            let g = Gemm::new(true, false, self.inputs, self.units, n).sparse_a(self.reads_input);
+            dev.gemm(&g, x, dy, gw)?;
             if let Some(r) = k.reg {
                 dev.regularizer_grad(&k.value, gw, r.l1, r.l2, self.inputs * self.units)?;
             }
@@ -55,6 +59,10 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
             dev.gemm(&Gemm::new(false, true, n, self.inputs, self.units), dy, &k.value, dx)?;
         }
         Ok(())
+    }
+
+    fn set_reads_network_input(&mut self) {
+        self.reads_input = true;
     }
 
     fn params(&self) -> &[Param<D>] {

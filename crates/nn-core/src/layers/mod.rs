@@ -118,6 +118,10 @@ pub trait Layer<D: Device>: Send {
     /// Has a fused conv + pooling layer read its input or write its output pixel-major (see
     /// [`crate::device::PixelMajor`]); other layers have no such choice and ignore it.
     fn set_pixel_major(&mut self, _pm: crate::device::PixelMajor) {}
+    /// Tells a layer that it reads the network's input (the data, perhaps reshaped), whose
+    /// scaled pixels are mostly zeros: a dense layer then marks its products' `x` as likely
+    /// sparse ([`crate::device::Gemm::sparse_a`]). Other layers ignore it.
+    fn set_reads_network_input(&mut self) {}
 }
 
 /// Creates the parameters of a layer, initialised from `rng` on the host and uploaded.
