@@ -28,6 +28,10 @@ const MAX_KEPT: f64 = 0.75;
 /// computed this way (its first tile, a corner of the images, says nothing).
 const MAX_LIT: f64 = 0.4;
 
+/// The images of a weight gradient's batch looked at before judging whether they are mostly
+/// zeros (eight digits' worth of a share is some 3 000 pixels: enough to tell).
+const PEEK_IMAGES: usize = 8;
+
 /// How a product's mostly-zero `A` is stored: `[m, lda]`, or `[k, lda]` when it is used
 /// transposed (a weight gradient `xᵀ·dy`).
 #[derive(Clone, Copy, Debug)]
@@ -162,7 +166,6 @@ unsafe fn pixels_lit(
             && a_offs.len() >= ks.len() + LANES
             && b_offs.len() >= ks.len() + LANES
     );
-    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut kept = 0;
     for j in ks.clone().step_by(LANES) {
         let lanes = lane_mask(ks.end - j);
@@ -172,16 +175,8 @@ unsafe fn pixels_lit(
             let v = unsafe { _mm512_maskz_loadu_ps(lanes, a.as_ptr().add(r * lda + j)) };
             lit |= _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(lanes, v, _mm512_setzero_ps());
         }
-        if lit != 0 {
-            let at = _mm512_add_epi32(iota, _mm512_set1_epi32(j as i32));
-            let row = _mm512_mullo_epi32(at, _mm512_set1_epi32(n as i32));
-            // SAFETY: `kept ≤ j - ks.start`, so 16 values from `kept` fit (asserted above).
-            unsafe {
-                _mm512_storeu_si512(a_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, at));
-                _mm512_storeu_si512(b_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, row));
-            }
-            kept += lit.count_ones() as usize;
-        }
+        // SAFETY: `kept ≤ j - ks.start`, so 16 steps from `kept` fit (asserted above).
+        kept = unsafe { keep(lit, j, (1, n), a_offs, b_offs, kept) };
     }
     kept
 }
@@ -201,8 +196,7 @@ unsafe fn pixel_masks(a: &[f32], lda: usize, k: usize, rows: Range<usize>, masks
     let (blocks, kp) = (rows.len().div_ceil(LANES), k.div_ceil(LANES) * LANES);
     masks.clear();
     masks.resize((blocks + 1) * kp, 0);
-    // Images seen before judging.
-    let peek = k.min(2 * LANES);
+    let peek = k.min(PEEK_IMAGES);
     let mut lit = 0;
     for i in 0..k {
         for (blk, j) in rows.clone().step_by(LANES).enumerate() {
@@ -246,7 +240,6 @@ unsafe fn images_lit(
     assert!(len <= 8 && (blk + 2) * kp <= masks.len() && a_offs.len() >= k + LANES && b_offs.len() >= k + LANES);
     // The tile's pixels among the 32 of this block of masks and the next.
     let want = _mm512_set1_epi32((((1u32 << len) - 1) << shift) as i32);
-    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut kept = 0;
     for i in (0..k).step_by(LANES) {
         // SAFETY: 16 masks from `i < kp` in each of two blocks (asserted above).
@@ -258,19 +251,43 @@ unsafe fn images_lit(
         };
         let both = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
         let lit = _mm512_mask_test_epi32_mask(lane_mask(k - i), both, want);
-        if lit != 0 {
-            let img = _mm512_add_epi32(iota, _mm512_set1_epi32(i as i32));
-            let a_at = _mm512_mullo_epi32(img, _mm512_set1_epi32(lda as i32));
-            let b_at = _mm512_mullo_epi32(img, _mm512_set1_epi32(n as i32));
-            // SAFETY: `kept ≤ i`, so 16 values from `kept` fit (asserted above).
-            unsafe {
-                _mm512_storeu_si512(a_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, a_at));
-                _mm512_storeu_si512(b_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, b_at));
-            }
-            kept += lit.count_ones() as usize;
-        }
+        // SAFETY: `kept ≤ i`, so 16 steps from `kept` fit (asserted above).
+        kept = unsafe { keep(lit, i, (lda, n), a_offs, b_offs, kept) };
     }
     kept
+}
+
+/// Appends the steps `first + l` for the lanes `l` set in `lit` to the lists, from entry
+/// `kept`: in `a_offs` the step times `scale.0`, in `b_offs` times `scale.1`. Returns the new
+/// length.
+///
+/// # Safety
+/// The CPU has AVX-512F; both lists have room for 16 entries from `kept`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn keep(
+    lit: u16,
+    first: usize,
+    scale: (usize, usize),
+    a_offs: &mut [u32],
+    b_offs: &mut [u32],
+    kept: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    if lit == 0 {
+        return kept;
+    }
+    debug_assert!(a_offs.len() >= kept + LANES && b_offs.len() >= kept + LANES);
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let step = _mm512_add_epi32(iota, _mm512_set1_epi32(first as i32));
+    let a_at = _mm512_mullo_epi32(step, _mm512_set1_epi32(scale.0 as i32));
+    let b_at = _mm512_mullo_epi32(step, _mm512_set1_epi32(scale.1 as i32));
+    // SAFETY: 16 entries from `kept` lie inside both lists (the caller's contract).
+    unsafe {
+        _mm512_storeu_si512(a_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, a_at));
+        _mm512_storeu_si512(b_offs.as_mut_ptr().add(kept).cast(), _mm512_maskz_compress_epi32(lit, b_at));
+    }
+    kept + lit.count_ones() as usize
 }
 
 /// The lanes of a vector whose values lie among the `left` still to go.
