@@ -11,6 +11,9 @@
 //! mostly zeros (random pixels, standardised ones), the first tile's rows show it and the part
 //! is left to the dense kernels, having cost a look at a few rows.
 
+// Elsewhere than x86-64 there is no AVX-512: `part` says no, and the rest goes unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
+
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,7 +104,32 @@ pub(crate) unsafe fn part(
     let (lda, k) = (s.lda, s.k);
     assert!(a.len() >= if s.trans { k * lda } else { rows.end * lda }, "sparse GEMM: A too small");
     assert!(b.len() >= k * n && b.len() < u32::MAX as usize && a.len() < u32::MAX as usize, "sparse GEMM: B too small");
-    let mr = rows_for(nv);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    // SAFETY: the caller's contract, and the checks above.
+    #[cfg(target_arch = "x86_64")]
+    let done = unsafe { tiles(s, a, rows, ks, b, n, nv, c, add) };
+    done
+}
+
+/// [`part`] past its checks: the CPU has AVX-512F, and the operands are large enough.
+///
+/// # Safety
+/// As [`part`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles(
+    s: &SparseA,
+    a: &[f32],
+    rows: Range<usize>,
+    ks: Range<usize>,
+    b: &[f32],
+    n: usize,
+    nv: usize,
+    c: *mut f32,
+    add: bool,
+) -> bool {
+    let (lda, k, mr) = (s.lda, s.k, rows_for(nv));
     SCRATCH.with(|scratch| {
         let sc = &mut *scratch.borrow_mut();
         let room = ks.len() + LANES;
@@ -298,42 +326,6 @@ fn lane_mask(left: usize) -> u16 {
     } else {
         ((1u32 << left) - 1) as u16
     }
-}
-
-/// Never called: without x86-64 there is no AVX-512, and `part` returns first.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn pixels_lit(
-    _: &[f32],
-    _: usize,
-    _: Range<usize>,
-    _: Range<usize>,
-    _: usize,
-    _: &mut [u32],
-    _: &mut [u32],
-) -> usize {
-    unreachable!("sparse products need AVX-512")
-}
-
-/// Never called, as [`pixels_lit`].
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn pixel_masks(_: &[f32], _: usize, _: usize, _: Range<usize>, _: &mut Vec<u16>) -> bool {
-    unreachable!("sparse products need AVX-512")
-}
-
-/// Never called, as [`pixels_lit`].
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn images_lit(
-    _: &[u16],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &mut [u32],
-    _: &mut [u32],
-) -> usize {
-    unreachable!("sparse products need AVX-512")
 }
 
 #[cfg(test)]
