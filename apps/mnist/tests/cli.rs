@@ -6,8 +6,9 @@
 //! binary these tests run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use image::{GrayImage, Rgb, RgbImage};
 
@@ -324,6 +325,8 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["tune", "--device", "tpu"]), &["tpu", "cpu, cuda"]);
     // Negative numbers reach the checks (not clap's "unexpected argument").
     fails(&mnist(dir, &["train", "--lr", "-1"]), &["--lr -1", "positive"]);
+    fails(&mnist(dir, &["train", "--epochs", "-1"]), &["--epochs", "-1 is negative"]);
+    fails(&mnist(dir, &["show", "--count", "two"]), &["--count", "`two` is not a whole number"]);
     // A misspelt option in an architecture file.
     std::fs::write(
         dir.join("typo.json"),
@@ -345,6 +348,29 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     let args = ["train", "--model", "wide.json", "--run-dir", "r-bad", "--device", "cpu"];
     fails(&mnist(dir, &args), &["1024 inputs"]);
     assert!(!dir.join("r-bad").exists());
+    // A run folder that cannot be made is refused before training.
+    let args = ["train", "--run-dir", "afile/run", "--device", "cpu"];
+    fails(&mnist(dir, &args), &["afile/run: cannot create the run folder", "afile is not a folder"]);
+    // A run stopped during training (here killed, as by Ctrl-C) leaves no run folder: it is
+    // made, with its files, when training ends.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist"))
+        .current_dir(dir)
+        .arg("--data-dir")
+        .arg(data_root())
+        .args(["train", "--run-dir", "r-killed/run", "--epochs", "50", "--device", "cpu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 && !line.starts_with("Run folder: r-killed/run") {
+        line.clear();
+    }
+    assert!(line.contains("written when training ends"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("r-killed").exists());
     // An empty data folder: say how to get the data.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

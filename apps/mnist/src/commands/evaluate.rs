@@ -37,7 +37,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// How many mistakes errors.png shows.
-    #[arg(long, value_name = "N", default_value_t = 25)]
+    #[arg(long, value_name = "N", default_value_t = 25, value_parser = crate::commands::whole::<usize>)]
     pub errors: usize,
 }
 

@@ -59,6 +59,19 @@ pub fn run(command: Command, global: &Global) -> Result<()> {
     }
 }
 
+/// Parses a whole-number flag, saying what is wrong with a bad value (clap's own parser says
+/// "invalid digit found in string" for `-1`).
+///
+/// # Errors
+/// A negative number, one too large for `T`, or text that is not a whole number.
+pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse::<T>().map_err(|_| match s.parse::<i128>() {
+        Ok(v) if v < 0 => format!("{s} is negative: give a whole number, 0 or more"),
+        Ok(_) => format!("{s} is too large"),
+        Err(_) => format!("`{s}` is not a whole number"),
+    })
+}
+
 /// The data set of `--dataset`, else `fallback` (a model's data set), else MNIST.
 ///
 /// # Errors
@@ -85,4 +98,17 @@ pub fn create_parent(path: &std::path::Path) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_say_what_is_wrong() {
+        assert_eq!(whole::<usize>("12"), Ok(12));
+        assert_eq!(whole::<usize>("-1"), Err("-1 is negative: give a whole number, 0 or more".into()));
+        assert_eq!(whole::<u8>("300"), Err("300 is too large".into()));
+        assert_eq!(whole::<usize>("1.5"), Err("`1.5` is not a whole number".into()));
+    }
 }

@@ -39,7 +39,7 @@ pub struct PredictArgs {
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// Data-set examples to classify, by index (e.g. --index 0 1 2).
-    #[arg(long, value_name = "N", num_args = 1..)]
+    #[arg(long, value_name = "N", num_args = 1.., value_parser = crate::commands::whole::<usize>)]
     pub index: Vec<usize>,
     /// Which set --index refers to.
     #[arg(long, value_enum, default_value_t = Split::Test)]

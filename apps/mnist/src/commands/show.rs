@@ -25,10 +25,10 @@ Examples:
 pub struct ShowArgs {
     /// Show this image enlarged, with its label and pixel coordinates (with --count: start the
     /// grid here instead).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub index: Option<usize>,
     /// How many images to put in the grid. [default: 25]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub count: Option<usize>,
     /// Which images: the training or the test set.
     #[arg(long, value_enum, default_value_t = Split::Train)]

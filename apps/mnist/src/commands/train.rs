@@ -212,10 +212,10 @@ pub struct TrainArgs {
     #[arg(long, short, value_name = "PRESET|SPEC.json")]
     pub model: Option<String>,
     /// Passes over the training set (with --resume: the total, counting the epochs already done).
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub epochs: Option<usize>,
     /// Images per weight update.
-    #[arg(long, short, value_name = "N")]
+    #[arg(long, short, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub batch_size: Option<usize>,
     /// The optimiser (with Keras's default settings).
     #[arg(long, value_enum)]
@@ -248,7 +248,7 @@ pub struct TrainArgs {
     pub l2: Option<f32>,
     /// Stop when the validation loss (the training loss without validation) has not improved
     /// for PATIENCE epochs, and keep the best epoch's weights.
-    #[arg(long, value_name = "PATIENCE")]
+    #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
     pub early_stopping: Option<usize>,
     /// Save a resumable checkpoint (weights, optimiser state, progress) here after every epoch.
     #[arg(long, value_name = "FILE")]
@@ -259,17 +259,18 @@ pub struct TrainArgs {
     /// Seed of the initial weights, shuffles, dropout and augmentation (same seed and number
     /// of cores, same run).
     /// [default: 42, or the checkpoint's with --resume]
-    #[arg(long)]
+    #[arg(long, value_parser = crate::commands::whole::<u64>)]
     pub seed: Option<u64>,
     /// Where to train: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a build
     /// with --features cuda) or `auto` (the GPU when there is one, else the CPU).
     #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
     pub device: DeviceChoice,
-    /// The folder for the model, history, pictures and report. [default: runs/<model>-<UTC time>]
+    /// The folder for the model, history, pictures and report, made when training ends (a run
+    /// stopped before leaves none). [default: runs/<model>-<UTC time>]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Train on the first N training images only (quick experiments).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub limit: Option<usize>,
     /// Print no summary table and no per-epoch progress: only the settings, the results and
     /// the files written.
@@ -415,7 +416,11 @@ fn check_writable(path: &Path) -> Result<()> {
     if path.exists() && !path.is_file() {
         bail!("not a regular file (checkpoints replace the file they are written to)");
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    probe(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// Checks that a file can be created in the folder `dir`, by creating and removing one.
+fn probe(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
@@ -439,9 +444,11 @@ impl Drop for RemoveIfEmpty {
     }
 }
 
-/// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken),
-/// created, with the folders that had to be created for it.
-fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+/// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken). It is
+/// made when training ends, with its files, so that a run stopped before (Ctrl-C, a kill)
+/// leaves no empty folder; this checks that it can be: an existing folder that takes files,
+/// or one that can be made in the nearest existing folder above it.
+fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<PathBuf> {
     let dir = match arg {
         Some(d) => d,
         None => {
@@ -457,10 +464,23 @@ fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<(PathBuf, Vec<PathBuf>)> 
             dir
         }
     };
-    let created = missing_folders(&dir);
-    std::fs::create_dir_all(&dir)
+    let cannot = |why: String| anyhow::anyhow!("{}: cannot create the run folder: {why}", dir.display());
+    let above = dir.ancestors().find(|d| d.as_os_str().is_empty() || d.exists()).unwrap_or(Path::new(""));
+    let above = if above.as_os_str().is_empty() { Path::new(".") } else { above };
+    if !above.is_dir() {
+        return Err(cannot(format!("{} is not a folder", above.display())));
+    }
+    probe(above).map_err(|e| cannot(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Makes the run folder (and those above it that are missing) for a run's files; returns the
+/// folders made, deepest first, to be removed again if no file gets written.
+fn make_run_dir(dir: &Path) -> Result<RemoveIfEmpty> {
+    let created = missing_folders(dir);
+    std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
-    Ok((dir, created))
+    Ok(RemoveIfEmpty(created))
 }
 
 /// The folders from `dir` up that do not exist yet (created for a run, so removed again if it
@@ -556,9 +576,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
     }
-    let (dir, created) = run_dir(args.run_dir.clone(), &name)?;
-    // A run that fails before writing anything leaves none of the folders it made behind.
-    let _cleanup = RemoveIfEmpty(created);
+    let dir = run_dir(args.run_dir.clone(), &name)?;
 
     let spec = trainer.model().spec().clone();
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
@@ -590,7 +608,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         batch_size,
         if done > 0 { format!(", resuming after epoch {done}") } else { String::new() }
     );
-    println!("Run folder: {}", dir.display());
+    println!("Run folder: {} (written when training ends)", dir.display());
 
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
     if let Some(patience) = early_stopping {
@@ -636,7 +654,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let predicted: Vec<usize> = pictures::best(&probs).into_iter().map(|(p, _)| p).collect();
     let confusion = nn_train::Confusion::from_predictions(test.labels(), &predicted, names.len());
 
-    // The run folder.
+    // The run folder: made now (a run that fails before writing anything in it leaves none of
+    // the folders it made behind).
+    let _cleanup = make_run_dir(&dir)?;
     let model_path = dir.join("model.safetensors");
     trainer.save_model(&model_path)?;
     let history = trainer.history().clone();

@@ -30,13 +30,13 @@ the last 20% of the training images (held out). The best trial's model is kept."
 #[command(after_help = EXAMPLES, allow_negative_numbers = true)]
 pub struct TuneArgs {
     /// How many combinations to try (fewer if the space holds fewer).
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = crate::commands::whole::<usize>)]
     pub max_trials: usize,
     /// Trainings per combination, with different seeds; the score is their mean.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::commands::whole::<usize>)]
     pub executions_per_trial: usize,
     /// Epochs of each training.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = crate::commands::whole::<usize>)]
     pub epochs: usize,
     /// Units of each hidden layer: MIN..MAX:STEP.
     #[arg(long, value_name = "MIN..MAX:STEP", default_value = "32..512:32")]
@@ -57,17 +57,17 @@ pub struct TuneArgs {
     #[arg(long, value_name = "LIST", default_value = "adam,sgd", value_parser = parse_optimizers)]
     pub optimizer: Vec<Vec<Optimizer>>,
     /// Seed of the draws and of the trainings.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, value_parser = crate::commands::whole::<u64>)]
     pub seed: u64,
     /// Trials trained at the same time, each on its own thread (1 is best on a 2-core machine:
     /// each training already uses every core).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::commands::whole::<usize>)]
     pub parallel: usize,
     /// Where the trials train: cpu, cuda, cuda:N, or auto (the GPU when there is one).
     #[arg(long, value_name = "DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
     /// Search on the first N training images only (20% of them validate).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::commands::whole::<usize>)]
     pub limit: Option<usize>,
     /// The folder for best.safetensors and trials.csv. [default: runs/tune-<UTC time>]
     #[arg(long, value_name = "DIR")]
