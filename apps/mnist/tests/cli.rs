@@ -216,7 +216,19 @@ fn train_then_evaluate_predict_and_draw() {
     // Resuming needs a checkpoint with optimiser state: write one, then continue it. The
     // checkpoint keeps the run's settings (images, batch size, validation), so only the new
     // total of epochs is given; a flag that changes one is used, with a note.
-    let settings = ["--limit", "2000", "--batch-size", "100", "--validation", "split:0.1", "-q", "--device", "cpu"];
+    let settings = [
+        "--limit",
+        "2000",
+        "--batch-size",
+        "100",
+        "--validation",
+        "split:0.1",
+        "--reduce-lr",
+        "3",
+        "-q",
+        "--device",
+        "cpu",
+    ];
     let run = |epochs: &str, more: &[&str]| {
         let args: Vec<&str> = ["train", "--epochs", epochs].iter().chain(&settings).chain(more).copied().collect();
         ok(&mnist(dir, &args))
@@ -233,6 +245,8 @@ fn train_then_evaluate_predict_and_draw() {
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(stderr.is_empty(), "{stderr}");
     assert_eq!(std::fs::read_to_string(dir.join("r2/history.csv")).unwrap().lines().count(), 3);
+    let report = std::fs::read_to_string(dir.join("r2/report.txt")).unwrap();
+    assert!(report.contains("reduce lr:      ÷10 after 3 epochs without improvement"), "{report}");
     // The resumed run ends with the weights of the same run left uninterrupted.
     run("2", &["--run-dir", "r0"]);
     let weights = |run: &str| nn_core::ModelFile::load(&dir.join(run).join("model.safetensors")).unwrap().weights;

@@ -1,5 +1,6 @@
 //! Callbacks: code that runs at the end of each epoch (or batch) and may stop training.
-//! `EarlyStopping`, `ModelCheckpoint` and `TerminateOnNaN` behave as Keras's.
+//! `EarlyStopping`, `ModelCheckpoint` and `TerminateOnNaN` behave as Keras's (and
+//! `ReduceLROnPlateau`, in `lr_plateau.rs`).
 
 use std::path::PathBuf;
 
@@ -69,7 +70,7 @@ pub trait Callback: Send {
 }
 
 /// An error for a metric no epoch reports, before the first epoch trains.
-fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
+pub(crate) fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
     if EpochLog::METRICS.contains(&monitor) {
         return Ok(());
     }
@@ -79,7 +80,7 @@ fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
     )))
 }
 
-fn lower_is_better(monitor: &str) -> bool {
+pub(crate) fn lower_is_better(monitor: &str) -> bool {
     !monitor.contains("acc")
 }
 

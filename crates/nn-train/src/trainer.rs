@@ -212,6 +212,24 @@ impl Trainer {
     pub fn compile(&self) -> &Compile {
         &self.compile
     }
+    /// The base learning rate: the optimiser's, which the schedule starts from.
+    pub fn learning_rate(&self) -> f32 {
+        self.compile.optimizer.lr()
+    }
+    /// Sets the base learning rate, from the next epoch of [`Trainer::fit`] on (Keras's
+    /// `model.optimizer.learning_rate = lr`, as [`crate::ReduceLROnPlateau`] does at an
+    /// epoch's end); under a schedule it scales the schedule's rates. Checkpoints and model
+    /// files keep it, so a resumed run goes on at the new rate.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for a rate that is not finite and positive.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(TrainError::Config(format!("a learning rate must be finite and positive, not {lr}")));
+        }
+        self.compile.optimizer = self.compile.optimizer.learning_rate(lr);
+        Ok(())
+    }
     /// The history so far.
     pub fn history(&self) -> &History {
         &self.history
@@ -347,7 +365,6 @@ impl Trainer {
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
         let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
-        let base_lr = self.compile.optimizer.lr();
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
         // Keep the last completed epoch (at first: the start) for a callback that stops and
         // restores (TerminateOnNaN, when the loss blows up). A copy of the weights and the
@@ -379,6 +396,8 @@ impl Trainer {
             let mut chunks = order.chunks(cfg.batch_size.max(1));
             let mut key_ahead: Option<u64> = None;
             let mut done = 0;
+            // Read each epoch: a callback may have changed it (`set_learning_rate`).
+            let base_lr = self.compile.optimizer.lr();
             let mut lr = base_lr;
             // This step's learning rate, update parameters and dropout seed.
             let step = |s: u64| {

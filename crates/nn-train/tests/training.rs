@@ -9,8 +9,8 @@ use std::sync::Arc;
 use mnist_data::Dataset;
 use nn_core::{preset, Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
 use nn_train::{
-    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer, TerminateOnNaN,
-    Trainer, Validation, Verbosity,
+    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
+    TerminateOnNaN, Trainer, Validation, Verbosity,
 };
 
 fn subset(n: usize) -> (Arc<Dataset>, Arc<Dataset>) {
@@ -116,6 +116,41 @@ fn early_stopping_restores_best_weights_from_before_a_resume() {
     let mut resumed = Trainer::resume(&ckpt).unwrap();
     run(&mut resumed, 3, false);
     assert_eq!(resumed.history().epochs.len(), 3);
+    assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
+}
+
+#[test]
+fn reduce_lr_on_plateau_lowers_the_rate_and_resumes_where_it_was() {
+    // Nothing beats the first epoch by 1e9: patience 1 lowers the rate after epoch 2, the
+    // cooldown of 2 lets epoch 3 pass, epoch 4 lowers it again. Epochs train at the rate set
+    // at the end of the one before.
+    let (train, val) = subset(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.safetensors");
+    let plateau = || ReduceLROnPlateau::new("val_loss").factor(0.5).patience(1).cooldown(2).min_delta(1e9);
+    let run = |t: &mut Trainer, epochs: usize, checkpoint: bool| {
+        let mut c = cfg(epochs, &val);
+        c.callbacks.push(Box::new(plateau()));
+        if checkpoint {
+            c.callbacks.push(Box::new(ModelCheckpoint::new(&ckpt)));
+        }
+        t.fit(train.clone(), c).unwrap();
+    };
+    let mut full = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
+    run(&mut full, 5, false);
+    let rates: Vec<f64> = full.history().epochs.iter().map(|e| e.lr).collect();
+    let want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4];
+    assert!(rates.iter().zip(want).all(|(r, w)| (r - w).abs() < 1e-9), "{rates:?}");
+    assert!((full.learning_rate() - 2.5e-4).abs() < 1e-10);
+    // Interrupted in the cooldown (after epoch 3), resumed from the checkpoint: the same rates
+    // and weights as the uninterrupted run.
+    let mut first = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
+    run(&mut first, 3, true);
+    let mut resumed = Trainer::resume(&ckpt).unwrap();
+    assert!((resumed.learning_rate() - 5e-4).abs() < 1e-10);
+    run(&mut resumed, 5, false);
+    let resumed_rates: Vec<f64> = resumed.history().epochs.iter().map(|e| e.lr).collect();
+    assert_eq!(resumed_rates, rates);
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
 }
 

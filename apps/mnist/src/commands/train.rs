@@ -11,8 +11,8 @@ use mnist_data::Augmentation;
 use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
-    Callback, Compile, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, Schedule, Trainer,
-    Validation, Verbosity,
+    Callback, Compile, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau, Schedule,
+    Trainer, Validation, Verbosity,
 };
 
 use crate::commands::{create_parent, data_choice};
@@ -200,6 +200,7 @@ mod fit_keys {
     pub const AUGMENT: &str = "fit.augment";
     pub const LIMIT: &str = "fit.limit";
     pub const EARLY_STOPPING: &str = "fit.early_stopping";
+    pub const REDUCE_LR: &str = "fit.reduce_lr";
 }
 
 /// Arguments of `mnist train`.
@@ -250,6 +251,10 @@ pub struct TrainArgs {
     /// for PATIENCE epochs, and keep the best epoch's weights.
     #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
     pub early_stopping: Option<usize>,
+    /// Divide the learning rate by 10 when the validation loss (the training loss without
+    /// validation) has not improved for PATIENCE epochs (Keras's ReduceLROnPlateau).
+    #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
+    pub reduce_lr: Option<usize>,
     /// Save a resumable checkpoint (weights, optimiser state, progress) here after every epoch.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -288,6 +293,8 @@ struct Plan {
     augmentation: Option<Augmentation>,
     /// The patience of early stopping, if any.
     early_stopping: Option<usize>,
+    /// The patience of ReduceLROnPlateau, if any.
+    reduce_lr: Option<usize>,
 }
 
 fn check_numbers(a: &TrainArgs) -> Result<()> {
@@ -552,7 +559,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         (None, Some(source)) => plan_new(&args, &source, train_set.len())?,
         (None, None) => bail!("nothing to train"),
     };
-    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation, early_stopping } = plan;
+    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation, early_stopping, reduce_lr } = plan;
     // Every checkpoint and the model file say what the run trained on and how.
     trainer.set_annotation(DATASET_KEY, choice.label.clone());
     trainer.set_annotation(fit_keys::EPOCHS, epochs.to_string());
@@ -564,6 +571,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     );
     trainer.set_annotation(fit_keys::LIMIT, limit.map_or("none".into(), |n| n.to_string()));
     trainer.set_annotation(fit_keys::EARLY_STOPPING, early_stopping.map_or("none".into(), |p| p.to_string()));
+    trainer.set_annotation(fit_keys::REDUCE_LR, reduce_lr.map_or("none".into(), |p| p.to_string()));
     let done = trainer.state().epoch;
     schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
@@ -621,6 +629,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             );
         }
         callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
+    }
+    if let Some(patience) = reduce_lr {
+        let monitor = if validation == ValidationArg::None { "loss" } else { "val_loss" };
+        callbacks.push(Box::new(ReduceLROnPlateau::new(monitor).patience(patience)));
     }
     if let Some(path) = &args.checkpoint {
         callbacks.push(Box::new(ModelCheckpoint::new(path)));
@@ -709,6 +721,14 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let _ = writeln!(r, "device:         {}", trainer.model().device());
     let _ = writeln!(r, "optimizer:      {}", optimizer_text(&compile.optimizer));
     let _ = writeln!(r, "schedule:       {}", schedule_text(&compile.schedule));
+    if let Some(patience) = reduce_lr {
+        let _ = writeln!(
+            r,
+            "reduce lr:      ÷10 after {} without improvement; rate at the end {}",
+            report::plural(patience, "epoch"),
+            trainer.learning_rate()
+        );
+    }
     let _ = writeln!(r, "loss:           {}", loss_text(compile.loss));
     let _ = writeln!(r, "batch size:     {batch_size}");
     let _ = writeln!(r, "validation:     {validation_text}");
@@ -821,7 +841,6 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     };
     let seed = args.seed.unwrap_or(DEFAULT_SEED);
     let model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
-    let early_stopping = args.early_stopping;
     Ok(Plan {
         name,
         trainer: Trainer::new(model, compile),
@@ -829,7 +848,8 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         batch_size,
         validation,
         augmentation,
-        early_stopping,
+        early_stopping: args.early_stopping,
+        reduce_lr: args.reduce_lr,
     })
 }
 
@@ -887,16 +907,16 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let saved_batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok());
     let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
     let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
-    let early_stopping = match saved(fit_keys::EARLY_STOPPING) {
-        Some(v) => {
-            let saved = v.parse::<usize>().ok();
-            resumed_setting("--early-stopping", args.early_stopping.map(Some), Some(saved), |p| {
-                p.map_or("none".into(), |p| p.to_string())
-            })
-            .flatten()
-        }
-        None => args.early_stopping,
+    // A patience the run started with ("none" when it had none).
+    let patience = |flag: &str, key: &str, given: Option<usize>| match saved(key) {
+        Some(v) => resumed_setting(flag, given.map(Some), Some(v.parse::<usize>().ok()), |p| {
+            p.map_or("none".into(), |p| p.to_string())
+        })
+        .flatten(),
+        None => given,
     };
+    let early_stopping = patience("--early-stopping", fit_keys::EARLY_STOPPING, args.early_stopping);
+    let reduce_lr = patience("--reduce-lr", fit_keys::REDUCE_LR, args.reduce_lr);
     // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
     let augmentation = match saved_augment {
         Some(saved) => {
@@ -912,6 +932,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         validation: validation.unwrap_or(recipe_validation),
         augmentation,
         early_stopping,
+        reduce_lr,
         trainer,
     })
 }
