@@ -38,7 +38,8 @@ pub struct Gemm {
     /// Elements between consecutive `C` matrices.
     pub stride_c: usize,
     /// `A` is likely mostly zeros (the scaled pixels a first layer reads): a device may
-    /// multiply by its nonzeros alone. The result is the same sums less terms that add zero.
+    /// multiply by its nonzeros alone. The result is the same sums less terms `0·b` (which add
+    /// nothing to a sum but for the sign of a zero one, for a finite `b`).
     pub sparse_a: bool,
 }
 

@@ -86,8 +86,10 @@ static SPARSE_INPUTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 /// default, and only used where the CPU has AVX-512 and the own kernels are on). A scaled
 /// MNIST digit is 81% zeros: its first layer's forward product and weight gradient then run
 /// over the pixels lit in a tile's images, and the images in which a tile's pixels are lit,
-/// 1.5–2× faster on MNIST. The results have the bits of the dense products where those run in the
-/// own tile GEMM (layers up to 256 units); wider layers' dense products run in matrixmultiply,
+/// 1.5–2× faster on MNIST. The results have the bits of the dense products where those run in
+/// the own tile GEMM (layers up to 256 units), but for the sign of a zero sum, and where the
+/// weights or gradients hold an infinity or a NaN that only zero pixels reach (left out, where
+/// a dense product's `0·∞` makes a NaN); wider layers' dense products run in matrixmultiply,
 /// which sums in another order. Inputs that are not mostly zeros are seen to be so within a
 /// few rows and take the dense products. Off, every product is dense: for comparing both.
 pub fn use_sparse_inputs(on: bool) {

@@ -7,9 +7,13 @@
 //! gradient, the images where one of the tile's pixels is lit (34% for six neighbouring
 //! pixels). The nonzeros are found sixteen at a time (AVX-512 compares) and listed by
 //! compressing their indices. A step left out adds `0·b` to each of the tile's sums, which
-//! (for a finite `b`) changes no sum, so every output has the bits of the dense tile's. Where the data are not
-//! mostly zeros (random pixels, standardised ones), the first tile's rows show it and the part
-//! is left to the dense kernels, having cost a look at a few rows.
+//! changes no sum, so every output has the bits of the dense tile's, with two exceptions: a
+//! sum that is `-0` (every product so far a negative number too small for `f32`) stays `-0`
+//! where the dense tile's `+0·b` makes it `+0`; and an infinite or NaN `b` (a weight, or a
+//! gradient) in a row that only zeros reach is not read, where the dense tile's `0·∞` makes a
+//! NaN. Where the data are not mostly zeros (random pixels, standardised ones), the first
+//! tile's rows show it and the part is left to the dense kernels, having cost a look at a few
+//! rows.
 
 // Elsewhere than x86-64 there is no AVX-512: `part` says no, and the rest goes unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
@@ -98,12 +102,15 @@ pub(crate) unsafe fn part(
         || rows.is_empty()
         || ks.is_empty()
         || (s.trans && ks != (0..s.k))
+        // Offsets into the operands are u32, as in the tile's tables.
+        || a.len() >= u32::MAX as usize
+        || b.len() >= u32::MAX as usize
     {
         return false;
     }
     let (lda, k) = (s.lda, s.k);
     assert!(a.len() >= if s.trans { k * lda } else { rows.end * lda }, "sparse GEMM: A too small");
-    assert!(b.len() >= k * n && b.len() < u32::MAX as usize && a.len() < u32::MAX as usize, "sparse GEMM: B too small");
+    assert!(b.len() >= k * n && nv * LANES <= n, "sparse GEMM: B too small, or tiles wider than C");
     #[cfg(not(target_arch = "x86_64"))]
     let done = false;
     // SAFETY: the caller's contract, and the checks above.
@@ -434,6 +441,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn random_parts_have_the_dense_tiles_bits_or_write_nothing() {
+        if !crate::cpu::sparse_inputs() {
+            return;
+        }
+        // Shapes, row ranges not aligned to the tiles, shares of `k`, densities from none to
+        // all, every tile width: each part either has the dense tiles' bits or declines and
+        // leaves its output alone.
+        let mut rng = Lcg(12345);
+        let (mut ran, mut declined) = (0, 0);
+        for case in 0..800 {
+            let trans = case % 2 == 1;
+            let inputs = [1, 15, 16, 17, 33, 100, 784, 1000][rng.next() as usize % 8];
+            let images = 1 + rng.next() as usize % 200;
+            let n = [16, 17, 20, 31, 32, 47, 64, 65, 100, 128, 200, 256, 257, 300][rng.next() as usize % 14];
+            let density = [0.0, 0.02, 0.1, 0.2, 0.3, 0.6, 1.0][rng.next() as usize % 7];
+            let x: Vec<f32> =
+                (0..images * inputs).map(|_| if rng.unit() < density { 0.001 + rng.unit() } else { 0.0 }).collect();
+            let (m, k) = if trans { (inputs, images) } else { (images, inputs) };
+            let s = SparseA::of(&Gemm::new(trans, false, m, n, k));
+            let r0 = rng.next() as usize % m;
+            let rows = r0..r0 + 1 + rng.next() as usize % (m - r0);
+            let ks = if trans {
+                0..k
+            } else {
+                let k0 = rng.next() as usize % k;
+                k0..k0 + 1 + rng.next() as usize % (k - k0)
+            };
+            let b: Vec<f32> = (0..k * n).map(|_| rng.unit() - 0.5).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.unit() - 0.25).collect();
+            for nv in (1..=4).filter(|nv| nv * LANES <= n) {
+                for add in [false, true] {
+                    let (mut want, mut got) = (start.clone(), start.clone());
+                    let row_offs: Vec<u32> = rows.clone().map(|r| if trans { r } else { r * s.lda } as u32).collect();
+                    let offs: Vec<u32> = ks.clone().map(|kk| if trans { kk * s.lda } else { kk } as u32).collect();
+                    let at = rows.start * n;
+                    // SAFETY (both): the outputs are whole `[m, n]` matrices.
+                    unsafe {
+                        let dense_b = &b[ks.start * n..];
+                        run_tiles(
+                            nv,
+                            &x,
+                            &row_offs,
+                            &Steps::new(&offs),
+                            dense_b,
+                            &[],
+                            n,
+                            want.as_mut_ptr().add(at),
+                            add,
+                        )
+                    };
+                    let done = unsafe { part(&s, &x, rows.clone(), ks.clone(), &b, n, nv, got.as_mut_ptr(), add) };
+                    let what = format!("trans {trans} m {m} k {k} n {n} nv {nv} rows {rows:?} ks {ks:?} add {add}");
+                    if done {
+                        ran += 1;
+                        assert!(want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()), "{what}: other bits");
+                    } else {
+                        declined += 1;
+                        assert!(
+                            got.iter().zip(&start).all(|(g, s)| g.to_bits() == s.to_bits()),
+                            "{what}: declined but wrote"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(ran > 200 && declined > 200, "ran {ran}, declined {declined}");
     }
 
     #[test]
