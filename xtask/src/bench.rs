@@ -30,8 +30,19 @@ fn check_flags(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--models" | "--epochs" | "--repeats" | "--real" => {
-                if it.next().is_none() {
+                let Some(v) = it.next().filter(|v| !v.starts_with("--")) else {
                     bail!("`{a}` needs a value\n\n{USAGE}");
+                };
+                match a.as_str() {
+                    "--epochs" | "--repeats" if !v.parse::<usize>().is_ok_and(|n| n > 0) => {
+                        bail!("{a} {v}: give a whole number, 1 or more")
+                    }
+                    "--models" => {
+                        if let Some(m) = v.split(',').find(|m| !["M1", "M2", "M3", "M4"].contains(m)) {
+                            bail!("--models {v}: no model `{m}` (M1, M2, M3, M4)");
+                        }
+                    }
+                    _ => {}
                 }
             }
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
@@ -112,9 +123,9 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
     let real = match flag("--real") {
         Some(dir) => {
             let dir = std::path::absolute(&dir).with_context(|| format!("--real {dir}"))?;
-            if !dir.join("train-images-idx3-ubyte.gz").is_file() {
+            if !["train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"].iter().any(|f| dir.join(f).is_file()) {
                 bail!(
-                    "--real {}: no train-images-idx3-ubyte.gz there (give the folder of the four MNIST .gz files)",
+                    "--real {}: no train-images-idx3-ubyte(.gz) there (give the folder of the MNIST files)",
                     dir.display()
                 );
             }
@@ -187,6 +198,14 @@ mod tests {
         assert!(check_flags(&args(&["--real", "data/mnist", "--repeats", "1"])).is_ok());
         let e = check_flags(&args(&["--real"])).unwrap_err().to_string();
         assert!(e.contains("`--real` needs a value"), "{e}");
+        let e = check_flags(&args(&["--real", "--epochs", "1"])).unwrap_err().to_string();
+        assert!(e.contains("`--real` needs a value"), "{e}");
+        let e = check_flags(&args(&["--repeats", "0"])).unwrap_err().to_string();
+        assert!(e.contains("--repeats 0: give a whole number, 1 or more"), "{e}");
+        let e = check_flags(&args(&["--epochs", "x"])).unwrap_err().to_string();
+        assert!(e.contains("--epochs x"), "{e}");
+        let e = check_flags(&args(&["--models", "M1,M9"])).unwrap_err().to_string();
+        assert!(e.contains("no model `M9`"), "{e}");
         let e = check_flags(&args(&["--model", "M1"])).unwrap_err().to_string();
         assert!(e.contains("unknown argument `--model`"), "{e}");
         let e = check_flags(&args(&["--repeats"])).unwrap_err().to_string();

@@ -341,6 +341,8 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["train", "--lr", "-1"]), &["--lr -1", "positive"]);
     fails(&mnist(dir, &["train", "--epochs", "-1"]), &["--epochs", "-1 is negative"]);
     fails(&mnist(dir, &["show", "--count", "two"]), &["--count", "`two` is not a whole number"]);
+    fails(&mnist(dir, &["show", "--count", "-5"]), &["--count", "-5 is negative"]);
+    fails(&mnist(dir, &["predict", "--model", "mlp-128", "--index", "-1"]), &["--index", "-1 is negative"]);
     // A misspelt option in an architecture file.
     std::fs::write(
         dir.join("typo.json"),

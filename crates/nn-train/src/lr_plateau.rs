@@ -11,9 +11,10 @@ use crate::trainer::Trainer;
 /// Multiplies the learning rate by `factor` once the monitored metric has not improved by
 /// `min_delta` for `patience` epochs, then waits `cooldown` epochs before counting again, and
 /// never goes below `min_lr` (Keras defaults: `val_loss`, factor 0.1, patience 10, min_delta
-/// 1e-4, cooldown 0, min_lr 0). It sets the trainer's base rate
-/// ([`Trainer::set_learning_rate`]): under a schedule (which Keras refuses here) it scales the
-/// schedule's rates.
+/// 1e-4, cooldown 0, min_lr 0), nor below the smallest normal `f32` (where Keras's would reach
+/// 0). It sets the trainer's base rate ([`Trainer::set_learning_rate`]): under a schedule
+/// (which Keras refuses here) it scales the schedule's rates, and `min_lr` bounds the base
+/// rate, not the schedule's.
 ///
 /// ```
 /// use nn_train::ReduceLROnPlateau;
@@ -150,8 +151,10 @@ impl Callback for ReduceLROnPlateau {
         } else if self.cooldown_left == 0 {
             self.wait += 1;
             let old = trainer.learning_rate();
-            if self.wait >= self.patience && old > self.min_lr {
-                trainer.set_learning_rate((old * self.factor).max(self.min_lr))?;
+            // A rate too small for an f32 (Keras would go on at 0) stays where it is.
+            let new = (old * self.factor).max(self.min_lr);
+            if self.wait >= self.patience && old > self.min_lr && new >= f32::MIN_POSITIVE {
+                trainer.set_learning_rate(new)?;
                 self.cooldown_left = self.cooldown;
                 self.wait = 0;
             }
@@ -224,6 +227,15 @@ mod tests {
         assert_eq!(t.learning_rate(), 1e-3);
         cb.on_epoch_end(&acc(3, 0.55), &mut t).unwrap();
         assert!((t.learning_rate() - 1e-4).abs() < 1e-10);
+    }
+
+    #[test]
+    fn the_rate_stops_before_it_would_be_zero() {
+        let mut cb = ReduceLROnPlateau::new("val_loss").patience(0).min_delta(1e9);
+        let mut t = trainer();
+        let rates = rates(&mut cb, &mut t, &[1.0; 60]);
+        let last = *rates.last().unwrap();
+        assert!(last > 0.0 && last.is_normal() && last * 0.1 < f32::MIN_POSITIVE, "{last}");
     }
 
     #[test]

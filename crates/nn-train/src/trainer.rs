@@ -101,6 +101,10 @@ struct Snapshot {
     weights: Vec<Tensor>,
     slots: Vec<Tensor>,
     state: TrainState,
+    /// The base learning rate (a callback may lower it at an epoch's end).
+    lr: f32,
+    /// The tensors kept for callbacks ([`Trainer::keep_tensors`]).
+    kept: Vec<Tensor>,
 }
 
 /// Loss and accuracy of a data set.
@@ -530,15 +534,17 @@ impl Trainer {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let weights = self.model.weights()?;
         let slots = self.model.runtime().optimizer_state()?;
-        Ok(Snapshot { weights, slots, state: self.state })
+        Ok(Snapshot { weights, slots, state: self.state, lr: self.learning_rate(), kept: self.kept.clone() })
     }
 
-    /// Puts back a [`Trainer::snapshot`]: its weights, optimiser state and progress, and the
-    /// history as it was then.
+    /// Puts back a [`Trainer::snapshot`]: its weights, optimiser state, progress, learning rate
+    /// and callbacks' kept tensors, and the history as it was then.
     fn restore(&mut self, s: &Snapshot) -> Result<()> {
         self.model.set_weights(&s.weights)?;
         self.model.runtime().set_optimizer_state(&s.slots)?;
         self.state = s.state;
+        self.compile.optimizer = self.compile.optimizer.learning_rate(s.lr);
+        self.kept.clone_from(&s.kept);
         self.history.epochs.truncate(s.state.epoch);
         Ok(())
     }

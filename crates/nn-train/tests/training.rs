@@ -259,11 +259,15 @@ fn stop_and_restore_at_an_epoch_end_puts_back_the_epoch_before() {
     one.fit(train.clone(), cfg(1, &val)).unwrap();
     let mut t = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
     let mut c = cfg(5, &val);
+    // Lowers the rate at the end of epoch 2 (nothing beats epoch 1 by 1e9), before the stop:
+    // the restore puts back epoch 1's rate too.
+    c.callbacks.push(Box::new(ReduceLROnPlateau::new("val_loss").patience(1).min_delta(1e9)));
     c.callbacks.push(Box::new(RestoreAfterTwo));
     t.fit(train, c).unwrap();
     assert_eq!(t.history().stopped.as_deref(), Some("enough"));
     assert_eq!((t.state().epoch, t.history().epochs.len()), (1, 1));
     assert_eq!(t.model().weights().unwrap(), one.model().weights().unwrap());
+    assert_eq!(t.learning_rate(), one.learning_rate());
 }
 
 #[test]

@@ -20,7 +20,7 @@ The data set is the one the model was trained on unless --dataset says otherwise
 
 /// Arguments of `mnist evaluate`.
 #[derive(Args, Debug)]
-#[command(after_help = EXAMPLES)]
+#[command(allow_negative_numbers = true, after_help = EXAMPLES)]
 pub struct EvaluateArgs {
     /// The trained model: model.safetensors from `mnist train` (or its run folder),
     /// best.safetensors from `mnist tune`, or a checkpoint.

@@ -65,10 +65,13 @@ pub fn run(command: Command, global: &Global) -> Result<()> {
 /// # Errors
 /// A negative number, one too large for `T`, or text that is not a whole number.
 pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
-    s.parse::<T>().map_err(|_| match s.parse::<i128>() {
-        Ok(v) if v < 0 => format!("{s} is negative: give a whole number, 0 or more"),
-        Ok(_) => format!("{s} is too large"),
-        Err(_) => format!("`{s}` is not a whole number"),
+    s.parse::<T>().map_err(|_| {
+        let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+        match (s.starts_with('-'), !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())) {
+            (true, true) => format!("{s} is negative: give a whole number, 0 or more"),
+            (false, true) => format!("{s} is too large"),
+            _ => format!("`{s}` is not a whole number"),
+        }
     })
 }
 
@@ -110,5 +113,8 @@ mod tests {
         assert_eq!(whole::<usize>("-1"), Err("-1 is negative: give a whole number, 0 or more".into()));
         assert_eq!(whole::<u8>("300"), Err("300 is too large".into()));
         assert_eq!(whole::<usize>("1.5"), Err("`1.5` is not a whole number".into()));
+        assert_eq!(whole::<usize>("-0"), Err("-0 is negative: give a whole number, 0 or more".into()));
+        let huge = "9".repeat(50);
+        assert_eq!(whole::<usize>(&huge), Err(format!("{huge} is too large")));
     }
 }

@@ -25,7 +25,7 @@ saw.";
 
 /// Arguments of `mnist predict`.
 #[derive(Args, Debug)]
-#[command(after_help = EXAMPLES)]
+#[command(allow_negative_numbers = true, after_help = EXAMPLES)]
 pub struct PredictArgs {
     /// The trained model: model.safetensors from `mnist train` (or its run folder),
     /// best.safetensors from `mnist tune`, or a checkpoint.

@@ -21,7 +21,7 @@ Examples:
 
 /// Arguments of `mnist show`.
 #[derive(Args, Debug)]
-#[command(after_help = EXAMPLES)]
+#[command(allow_negative_numbers = true, after_help = EXAMPLES)]
 pub struct ShowArgs {
     /// Show this image enlarged, with its label and pixel coordinates (with --count: start the
     /// grid here instead).

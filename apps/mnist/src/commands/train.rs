@@ -451,43 +451,85 @@ impl Drop for RemoveIfEmpty {
     }
 }
 
+/// The files a run writes in its folder.
+const RUN_FILES: [&str; 6] =
+    ["model.safetensors", "history.csv", "history.png", "predictions.png", "confusion.png", "report.txt"];
+
+/// Where a run's files will go: `--run-dir`, or `runs/<name>-<time>`.
+struct RunDir {
+    path: PathBuf,
+    /// Named by the run (not `--run-dir`): another name is taken if this one is gone by the
+    /// time the run ends (`-2`, `-3`, …).
+    chosen: bool,
+}
+
 /// The run folder: `--run-dir`, or `runs/<name>-<time>` (with `-2`, `-3`... if taken). It is
-/// made when training ends, with its files, so that a run stopped before (Ctrl-C, a kill)
-/// leaves no empty folder; this checks that it can be: an existing folder that takes files,
-/// or one that can be made in the nearest existing folder above it.
-fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<PathBuf> {
-    let dir = match arg {
-        Some(d) => d,
+/// made when training ends, with its files ([`make_run_dir`]), so that a run stopped before
+/// (Ctrl-C, a kill) leaves no empty folder; this checks that it can be: an existing folder
+/// that takes files and holds no earlier run's, or one that can be made in the nearest
+/// existing folder above it.
+fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<RunDir> {
+    let (dir, chosen) = match arg {
+        Some(d) => (d, false),
         None => {
             let safe: String =
                 name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-            let base = PathBuf::from("runs").join(format!("{safe}-{}", report::timestamp()));
-            let mut dir = base.clone();
-            let mut k = 2;
-            while dir.exists() {
-                dir = PathBuf::from(format!("{}-{k}", base.display()));
-                k += 1;
-            }
-            dir
+            (free_name(&PathBuf::from("runs").join(format!("{safe}-{}", report::timestamp()))), true)
         }
     };
     let cannot = |why: String| anyhow::anyhow!("{}: cannot create the run folder: {why}", dir.display());
+    if let Some(f) = RUN_FILES.iter().find(|f| dir.join(f).exists()) {
+        bail!(
+            "--run-dir {}: it already holds a run ({f}), which this one would overwrite: give another folder, \
+             or remove that one",
+            dir.display()
+        );
+    }
     let above = dir.ancestors().find(|d| d.as_os_str().is_empty() || d.exists()).unwrap_or(Path::new(""));
     let above = if above.as_os_str().is_empty() { Path::new(".") } else { above };
     if !above.is_dir() {
         return Err(cannot(format!("{} is not a folder", above.display())));
     }
     probe(above).map_err(|e| cannot(e.to_string()))?;
-    Ok(dir)
+    Ok(RunDir { path: dir, chosen })
 }
 
-/// Makes the run folder (and those above it that are missing) for a run's files; returns the
-/// folders made, deepest first, to be removed again if no file gets written.
-fn make_run_dir(dir: &Path) -> Result<RemoveIfEmpty> {
-    let created = missing_folders(dir);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
-    Ok(RemoveIfEmpty(created))
+/// `base`, or `base-2`, `base-3`, … : the first that does not exist.
+fn free_name(base: &Path) -> PathBuf {
+    let mut dir = base.to_path_buf();
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    dir
+}
+
+/// Makes the run folder (and those above it that are missing) for a run's files: a folder the
+/// run named itself is claimed anew (another run may have taken the name since it started:
+/// then the next free one), `--run-dir` is used as it is. Returns the folder, and the folders
+/// made, to be removed again if no file gets written.
+fn make_run_dir(planned: &RunDir) -> Result<(PathBuf, RemoveIfEmpty)> {
+    let cannot =
+        |dir: &Path, e: std::io::Error| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display());
+    let mut dir = planned.path.clone();
+    if !planned.chosen {
+        let created = missing_folders(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| cannot(&dir, e))?;
+        return Ok((dir, RemoveIfEmpty(created)));
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let above = missing_folders(parent);
+    std::fs::create_dir_all(parent).map_err(|e| cannot(parent, e))?;
+    // `create_dir` fails on a folder that exists: the claim is atomic, and a folder another
+    // run claimed is never taken (nor removed).
+    while let Err(e) = std::fs::create_dir(&dir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(cannot(&dir, e));
+        }
+        dir = free_name(&planned.path);
+    }
+    Ok((dir.clone(), RemoveIfEmpty([vec![dir], above].concat())))
 }
 
 /// The folders from `dir` up that do not exist yet (created for a run, so removed again if it
@@ -584,7 +626,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
     }
-    let dir = run_dir(args.run_dir.clone(), &name)?;
+    let planned = run_dir(args.run_dir.clone(), &name)?;
 
     let spec = trainer.model().spec().clone();
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
@@ -616,7 +658,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         batch_size,
         if done > 0 { format!(", resuming after epoch {done}") } else { String::new() }
     );
-    println!("Run folder: {} (written when training ends)", dir.display());
+    println!("Run folder: {} (written when training ends)", planned.path.display());
 
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
     if let Some(patience) = early_stopping {
@@ -668,7 +710,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     // The run folder: made now (a run that fails before writing anything in it leaves none of
     // the folders it made behind).
-    let _cleanup = make_run_dir(&dir)?;
+    let (dir, _cleanup) = make_run_dir(&planned)?;
     let model_path = dir.join("model.safetensors");
     trainer.save_model(&model_path)?;
     let history = trainer.history().clone();
@@ -724,9 +766,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(patience) = reduce_lr {
         let _ = writeln!(
             r,
-            "reduce lr:      ÷10 after {} without improvement; rate at the end {}",
+            "reduce lr:      ÷10 after {} without improvement; base rate at the end {}{}",
             report::plural(patience, "epoch"),
-            trainer.learning_rate()
+            trainer.learning_rate(),
+            history.epochs.last().map_or(String::new(), |e| format!(" (the last epoch trained at {})", e.lr))
         );
     }
     let _ = writeln!(r, "loss:           {}", loss_text(compile.loss));
@@ -964,6 +1007,24 @@ fn resumed_setting<T: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_folder_taken_meanwhile_is_left_to_its_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let planned = RunDir { path: tmp.path().join("runs/mlp-128-20260101-000000"), chosen: true };
+        // Another run claimed the name while this one trained.
+        std::fs::create_dir_all(&planned.path).unwrap();
+        let (dir, cleanup) = make_run_dir(&planned).unwrap();
+        assert_eq!(dir, tmp.path().join("runs/mlp-128-20260101-000000-2"));
+        assert!(dir.is_dir());
+        // Nothing written: only this run's folder goes.
+        drop(cleanup);
+        assert!(!dir.exists() && planned.path.is_dir());
+        // A folder given with --run-dir that holds a run is refused before training.
+        std::fs::write(planned.path.join("report.txt"), "an earlier run").unwrap();
+        let err = run_dir(Some(planned.path.clone()), "mlp-128").err().unwrap().to_string();
+        assert!(err.contains("already holds a run (report.txt)"), "{err}");
+    }
 
     #[test]
     fn validation_and_augmentation_parse() {
