@@ -370,19 +370,21 @@ impl Callback for TerminateOnNaN {
     }
 }
 
+/// What the callbacks' unit tests share: a small trainer and an epoch's log.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::history::History;
-    use crate::Compile;
+    use crate::history::EpochLog;
+    use crate::{Compile, Trainer};
     use nn_core::{Dense, Model, ModelSpec};
 
-    fn trainer() -> Trainer {
+    /// A trainer of a 4-input, 2-unit dense model with the default compile (Adam at 1e-3).
+    pub(crate) fn trainer() -> Trainer {
         Trainer::new(Model::new(&ModelSpec::new(&[4]).add(Dense::new(2)), 1).unwrap(), Compile::default())
     }
 
-    fn log(epoch: usize, val_loss: f64) -> EpochLog {
+    /// The log of `epoch` with this validation loss (and made-up other numbers).
+    pub(crate) fn log(epoch: usize, val_loss: f64) -> EpochLog {
         EpochLog {
             epoch,
             loss: 1.0,
@@ -393,6 +395,14 @@ mod tests {
             lr: 1e-3,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::testing::{log, trainer};
+    use super::*;
+    use crate::history::History;
 
     /// The epoch at which `es` stops on `values` (epochs 1, 2, …), if it does.
     fn stops_at(mut es: EarlyStopping, values: &[f64]) -> Option<usize> {

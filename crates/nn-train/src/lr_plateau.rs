@@ -169,24 +169,7 @@ impl Callback for ReduceLROnPlateau {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::Compile;
-    use nn_core::{Dense, Model, ModelSpec};
-
-    fn trainer() -> Trainer {
-        Trainer::new(Model::new(&ModelSpec::new(&[4]).add(Dense::new(2)), 1).unwrap(), Compile::default())
-    }
-
-    fn log(epoch: usize, val_loss: f64) -> EpochLog {
-        EpochLog {
-            epoch,
-            loss: 1.0,
-            accuracy: 0.5,
-            val_loss: Some(val_loss),
-            val_accuracy: Some(0.5),
-            seconds: 0.0,
-            lr: 1e-3,
-        }
-    }
+    use crate::callbacks::testing::{log, trainer};
 
     /// The base rate after each epoch of `values`.
     fn rates(cb: &mut ReduceLROnPlateau, t: &mut Trainer, values: &[f64]) -> Vec<f32> {
