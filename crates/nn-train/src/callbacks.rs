@@ -80,8 +80,18 @@ pub(crate) fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
     )))
 }
 
-pub(crate) fn lower_is_better(monitor: &str) -> bool {
+fn lower_is_better(monitor: &str) -> bool {
     !monitor.contains("acc")
+}
+
+/// Whether `v` of `monitor` improves on `best` by more than `min_delta` (losses downwards,
+/// accuracies upwards; anything improves on no best yet): Keras's `monitor_op`.
+pub(crate) fn improves(monitor: &str, best: Option<f64>, v: f64, min_delta: f64) -> bool {
+    match best {
+        None => true,
+        Some(b) if lower_is_better(monitor) => v < b - min_delta,
+        Some(b) => v > b + min_delta,
+    }
 }
 
 /// Stops when the monitored metric has not improved by `min_delta` for `patience` epochs
@@ -167,11 +177,7 @@ impl EarlyStopping {
     /// Takes in epoch value `v`: whether it improves on the best by more than `min_delta`
     /// (then it becomes the best and the wait starts again), else one more epoch of waiting.
     fn observe(&mut self, v: f64) -> bool {
-        let better = match self.best {
-            None => true,
-            Some(b) if lower_is_better(&self.monitor) => v < b - self.min_delta,
-            Some(b) => v > b + self.min_delta,
-        };
+        let better = improves(&self.monitor, self.best, v, self.min_delta);
         if better {
             self.best = Some(v);
             self.wait = 0;

@@ -3,7 +3,7 @@
 
 use nn_core::Tensor;
 
-use crate::callbacks::{check_monitor, lower_is_better, Callback, Control};
+use crate::callbacks::{check_monitor, improves, Callback, Control};
 use crate::error::{Result, TrainError};
 use crate::history::EpochLog;
 use crate::trainer::Trainer;
@@ -95,11 +95,7 @@ impl ReduceLROnPlateau {
 
     /// Whether `v` improves on the best by more than `min_delta` (Keras's `monitor_op`).
     fn improves(&self, v: f64) -> bool {
-        match self.best {
-            None => true,
-            Some(b) if lower_is_better(&self.monitor) => v < b - self.min_delta,
-            Some(b) => v > b + self.min_delta,
-        }
+        improves(&self.monitor, self.best, v, self.min_delta)
     }
 }
 
