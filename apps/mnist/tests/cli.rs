@@ -367,13 +367,15 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     // A run folder that cannot be made is refused before training.
     let args = ["train", "--run-dir", "afile/run", "--device", "cpu"];
     fails(&mnist(dir, &args), &["afile/run: cannot create the run folder", "afile is not a folder"]);
-    // A run stopped during training (here killed, as by Ctrl-C) leaves no run folder: it is
-    // made, with its files, when training ends.
+    // A run stopped during training (here killed, as by Ctrl-C, before its first epoch ends)
+    // leaves no run folder: it is made, with its files, when training ends (and the
+    // checkpoint's folder with the first checkpoint).
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnist"))
         .current_dir(dir)
         .arg("--data-dir")
         .arg(data_root())
-        .args(["train", "--run-dir", "r-killed/run", "--epochs", "50", "--device", "cpu"])
+        .args(["train", "--run-dir", "r-killed/run", "--checkpoint", "r-killed/ck/c.safetensors"])
+        .args(["--epochs", "50", "--device", "cpu"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -344,8 +344,15 @@ impl Callback for ModelCheckpoint {
         Ok(Control::Continue)
     }
 
+    /// Saves, making the file's folder first if it is missing (as Keras's does).
     fn on_epoch_committed(&mut self, trainer: &mut Trainer) -> Result<()> {
         if std::mem::take(&mut self.pending) {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                std::fs::create_dir_all(dir).map_err(|e| crate::error::TrainError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!("cannot create the folder: {e}"),
+                })?;
+            }
             trainer.save_checkpoint(&self.path)?;
         }
         Ok(())

@@ -66,7 +66,8 @@ fn same_seed_same_history_and_weights() {
 fn resume_from_a_checkpoint_ends_with_the_same_weights() {
     let (train, val) = subset(3000);
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt.safetensors");
+    // In a folder the checkpoint makes (as Keras's ModelCheckpoint does).
+    let ckpt = dir.path().join("new/ckpt.safetensors");
     // Uninterrupted: 3 epochs.
     let mut full = Trainer::new(Model::new(&spec(), 5).unwrap(), compile());
     full.fit(train.clone(), cfg(3, &val)).unwrap();

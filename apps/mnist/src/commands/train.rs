@@ -15,7 +15,7 @@ use nn_train::{
     Trainer, Validation, Verbosity,
 };
 
-use crate::commands::{create_parent, data_choice};
+use crate::commands::data_choice;
 use crate::device;
 use crate::models::{self, ModelSource, DATASET_KEY};
 use crate::{pictures, report, Global};
@@ -413,17 +413,23 @@ fn augment_text(a: &Option<Augmentation>) -> String {
     }
 }
 
-/// Creates the folder of `path` and checks a file can be written there (by creating and
-/// removing a probe beside it).
+/// Checks that a file can be written at `path`: not a folder nor a special file, and its
+/// folder (or, if that is missing, the nearest existing one above, where it will be made when
+/// the first checkpoint is written) takes files (a probe is created and removed there).
 fn check_writable(path: &Path) -> Result<()> {
-    create_parent(path)?;
     if path.is_dir() {
         bail!("a folder, not a file");
     }
     if path.exists() && !path.is_file() {
         bail!("not a regular file (checkpoints replace the file they are written to)");
     }
-    probe(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let above = dir.ancestors().find(|d| d.as_os_str().is_empty() || d.exists()).unwrap_or(Path::new(""));
+    let above = if above.as_os_str().is_empty() { Path::new(".") } else { above };
+    if !above.is_dir() {
+        bail!("{} is not a folder", above.display());
+    }
+    probe(above)
 }
 
 /// Checks that a file can be created in the folder `dir`, by creating and removing one.
