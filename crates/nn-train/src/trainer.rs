@@ -506,6 +506,11 @@ impl Trainer {
                     }
                 }
             }
+            let now = self.learning_rate();
+            if now != base_lr && cfg.verbosity != Verbosity::Silent {
+                // As Keras's ReduceLROnPlateau says it (verbose=1).
+                println!("Epoch {}: learning rate {base_lr:.4e} → {now:.4e}", epoch + 1);
+            }
             // Then what saves the trainer's state (checkpoints), with every callback's state
             // of this epoch in it whatever their order.
             for cb in &mut callbacks {

@@ -772,10 +772,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(patience) = reduce_lr {
         let _ = writeln!(
             r,
-            "reduce lr:      ÷10 after {} without improvement; base rate at the end {}{}",
+            "reduce lr:      ÷10 after {} without improvement; base rate at the end {:.4e}{}",
             report::plural(patience, "epoch"),
             trainer.learning_rate(),
-            history.epochs.last().map_or(String::new(), |e| format!(" (the last epoch trained at {})", e.lr))
+            history.epochs.last().map_or(String::new(), |e| format!(" (the last epoch trained at {:.4e})", e.lr))
         );
     }
     let _ = writeln!(r, "loss:           {}", loss_text(compile.loss));
