@@ -13,6 +13,8 @@ mod scatter;
 mod shares;
 pub(crate) mod simd;
 mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod sparse_avx2;
 mod sparse_gemm;
 pub(crate) mod team;
 mod tile;
@@ -83,22 +85,24 @@ pub(crate) fn own_kernels() -> bool {
 static SPARSE_INPUTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Turns on or off the products of a first dense layer that skip the input's zeros (on by
-/// default, and only used where the CPU has AVX-512 and the own kernels are on). A scaled
+/// default, where the CPU has AVX-512 or AVX2 with FMA and the own kernels are on). A scaled
 /// MNIST digit is 81% zeros: its first layer's forward product and weight gradient then run
 /// over the pixels lit in a tile's images, and the images in which a tile's pixels are lit,
 /// 1.5–2× faster on MNIST. The results have the bits of the dense products where those run in
-/// the own tile GEMM (layers up to 256 units), but for the sign of a zero sum, and where the
-/// weights or gradients hold an infinity or a NaN that only zero pixels reach (left out, where
-/// a dense product's `0·∞` makes a NaN); wider layers' dense products run in matrixmultiply,
-/// which sums in another order. Inputs that are not mostly zeros are seen to be so within a
+/// the own AVX-512 tile GEMM (layers up to 256 units), but for the sign of a zero sum, and
+/// where the weights or gradients hold an infinity or a NaN that only zero pixels reach (left
+/// out, where a dense product's `0·∞` makes a NaN); wider layers' dense products, and all of
+/// them on a CPU with AVX2 only (`sparse_avx2.rs` then has its own tiles), run in
+/// matrixmultiply, which sums in another order. Inputs that are not mostly zeros are seen to be so within a
 /// few rows and take the dense products. Off, every product is dense: for comparing both.
 pub fn use_sparse_inputs(on: bool) {
     SPARSE_INPUTS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the sparse products are on and the CPU can run them.
+/// Whether the sparse products are on (they and the own kernels; which tiles they run, AVX-512
+/// or AVX2, or none on other CPUs, is theirs to see).
 pub(crate) fn sparse_inputs() -> bool {
-    SPARSE_INPUTS.load(std::sync::atomic::Ordering::Relaxed) && own_kernels()
+    SPARSE_INPUTS.load(std::sync::atomic::Ordering::Relaxed) && OWN_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How many parts of products (a thread's share of one product) this process has computed

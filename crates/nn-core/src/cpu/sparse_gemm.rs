@@ -29,15 +29,15 @@ use crate::device::Gemm;
 /// The largest fraction of its steps a tile may keep for a part to be computed this way: the
 /// first tile of a part with more goes dense (the kept steps cost as much as any, and the
 /// lists cost a little).
-const MAX_KEPT: f64 = 0.75;
+pub(crate) const MAX_KEPT: f64 = 0.75;
 
 /// The largest fraction of lit values in a weight gradient's first images for its part to be
 /// computed this way (its first tile, a corner of the images, says nothing).
-const MAX_LIT: f64 = 0.4;
+pub(crate) const MAX_LIT: f64 = 0.4;
 
 /// The images of a weight gradient's batch looked at before judging whether they are mostly
 /// zeros (eight digits' worth of a share is some 3 000 pixels: enough to tell).
-const PEEK_IMAGES: usize = 8;
+pub(crate) const PEEK_IMAGES: usize = 8;
 
 /// How a product's mostly-zero `A` is stored: `[m, lda]`, or `[k, lda]` when it is used
 /// transposed (a weight gradient `xᵀ·dy`).
@@ -52,6 +52,10 @@ impl SparseA {
     /// The layout of `g`'s `A`.
     pub(crate) fn of(g: &Gemm) -> SparseA {
         SparseA { trans: g.trans_a, lda: if g.trans_a { g.m } else { g.k }, k: g.k }
+    }
+    /// Whether `A` is used transposed, its row length, and the shared dimension.
+    pub(crate) fn layout(&self) -> (bool, usize, usize) {
+        (self.trans, self.lda, self.k)
     }
 }
 
@@ -97,8 +101,6 @@ pub(crate) unsafe fn part(
     add: bool,
 ) -> bool {
     if !super::sparse_inputs()
-        || !super::simd::has_avx512()
-        || n < LANES
         || rows.is_empty()
         || ks.is_empty()
         || (s.trans && ks != (0..s.k))
@@ -110,13 +112,45 @@ pub(crate) unsafe fn part(
     }
     let (lda, k) = (s.lda, s.k);
     assert!(a.len() >= if s.trans { k * lda } else { rows.end * lda }, "sparse GEMM: A too small");
-    assert!(b.len() >= k * n && nv * LANES <= n, "sparse GEMM: B too small, or tiles wider than C");
+    assert!(b.len() >= k * n, "sparse GEMM: B too small");
+    if !avx512() {
+        // SAFETY: the caller's contract, and the checks above.
+        #[cfg(target_arch = "x86_64")]
+        return unsafe { super::sparse_avx2::part(s, a, rows, ks, b, n, c, add) };
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+    if n < LANES {
+        return false;
+    }
+    assert!(nv * LANES <= n, "sparse GEMM: tiles wider than C");
     #[cfg(not(target_arch = "x86_64"))]
     let done = false;
     // SAFETY: the caller's contract, and the checks above.
     #[cfg(target_arch = "x86_64")]
     let done = unsafe { tiles(s, a, rows, ks, b, n, nv, c, add) };
     done
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Has this thread's sparse parts take the AVX2 tiles even where the CPU has AVX-512, so
+    /// that a test can run that path here.
+    pub(crate) static PRETEND_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the sparse parts run the AVX-512 tiles (else the AVX2 ones of `sparse_avx2.rs`).
+fn avx512() -> bool {
+    #[cfg(test)]
+    if PRETEND_AVX2.with(std::cell::Cell::get) {
+        return false;
+    }
+    super::simd::has_avx512()
+}
+
+/// Counts a part computed from the nonzeros of `A` alone (see [`parts_run`]).
+pub(crate) fn count_part() {
+    PARTS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// [`part`] past its checks: the CPU has AVX-512F, and the operands are large enough.
@@ -171,7 +205,7 @@ unsafe fn tiles(
             // SAFETY: rows r0..r1 of `c` are ours (the caller's contract).
             unsafe { run_tiles(nv, a, &row_offs[..r1 - r0], &steps, b, &[], n, c.add(r0 * n), add) };
         }
-        PARTS.fetch_add(1, Ordering::Relaxed);
+        count_part();
         true
     })
 }
@@ -335,22 +369,83 @@ fn lane_mask(left: usize) -> u16 {
     }
 }
 
+/// What the sparse products' tests share: a generator, and random products to run.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cpu::tile_gemm::dense_nv;
+pub(crate) mod testing {
+    use std::ops::Range;
+
+    use super::SparseA;
+    use crate::device::Gemm;
 
     /// A small deterministic generator.
-    struct Lcg(u64);
+    pub(crate) struct Lcg(pub(crate) u64);
     impl Lcg {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             self.0 >> 33
         }
-        fn unit(&mut self) -> f32 {
+        pub(crate) fn unit(&mut self) -> f32 {
             (self.next() % 10_000) as f32 / 10_000.0
         }
     }
+
+    /// A random product and part of it: `x` (images × inputs, with a random density of
+    /// nonzeros, from none to all), used as `A` or transposed; `B`; a start for `C`; a range
+    /// of rows not aligned to tiles and a share of `k`.
+    pub(crate) struct Case {
+        pub(crate) s: SparseA,
+        pub(crate) x: Vec<f32>,
+        pub(crate) b: Vec<f32>,
+        pub(crate) start: Vec<f32>,
+        pub(crate) n: usize,
+        pub(crate) rows: Range<usize>,
+        pub(crate) ks: Range<usize>,
+        pub(crate) what: String,
+    }
+
+    /// Case `i` (even: forward, odd: transposed) with `C` one of `widths` wide.
+    pub(crate) fn random_case(rng: &mut Lcg, i: usize, inputs: &[usize], widths: &[usize]) -> Case {
+        let trans = i % 2 == 1;
+        let pick = |rng: &mut Lcg, from: &[usize]| from[rng.next() as usize % from.len()];
+        let inputs = pick(rng, inputs);
+        let images = 1 + rng.next() as usize % 200;
+        let n = pick(rng, widths);
+        let density = [0.0, 0.02, 0.1, 0.2, 0.3, 0.6, 1.0][rng.next() as usize % 7];
+        let x: Vec<f32> =
+            (0..images * inputs).map(|_| if rng.unit() < density { 0.001 + rng.unit() } else { 0.0 }).collect();
+        let (m, k) = if trans { (inputs, images) } else { (images, inputs) };
+        let r0 = rng.next() as usize % m;
+        let rows = r0..r0 + 1 + rng.next() as usize % (m - r0);
+        let ks = if trans {
+            0..k
+        } else {
+            let k0 = rng.next() as usize % k;
+            k0..k0 + 1 + rng.next() as usize % (k - k0)
+        };
+        let b: Vec<f32> = (0..k * n).map(|_| rng.unit() - 0.5).collect();
+        let start: Vec<f32> = (0..m * n).map(|_| rng.unit() - 0.25).collect();
+        let what = format!("trans {trans} m {m} k {k} n {n} rows {rows:?} ks {ks:?}");
+        Case { s: SparseA::of(&Gemm::new(trans, false, m, n, k)), x, b, start, n, rows, ks, what }
+    }
+
+    /// Checks a part's output `got` against `want` (a part that ran) or against the start (a
+    /// part that declined); returns whether it ran.
+    pub(crate) fn check(case: &Case, done: bool, want: &[f32], got: &[f32], what: &str) -> bool {
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        if done {
+            assert!(same(want, got), "{} {what}: other bits", case.what);
+        } else {
+            assert!(same(&case.start, got), "{} {what}: declined but wrote", case.what);
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{check, random_case, Lcg};
+    use super::*;
+    use crate::cpu::tile_gemm::dense_nv;
 
     /// `count` digit-like 28×28 images (rows of 784): a few thick strokes on a zero
     /// background, about a fifth of the pixels lit.
@@ -408,7 +503,7 @@ mod tests {
 
     #[test]
     fn sparse_parts_have_the_dense_tiles_bits() {
-        if !crate::cpu::sparse_inputs() {
+        if !(crate::cpu::sparse_inputs() && avx512()) {
             return;
         }
         let mut rng = Lcg(7);
@@ -445,7 +540,7 @@ mod tests {
 
     #[test]
     fn random_parts_have_the_dense_tiles_bits_or_write_nothing() {
-        if !crate::cpu::sparse_inputs() {
+        if !(crate::cpu::sparse_inputs() && avx512()) {
             return;
         }
         // Shapes, row ranges not aligned to the tiles, shares of `k`, densities from none to
@@ -453,58 +548,25 @@ mod tests {
         // leaves its output alone.
         let mut rng = Lcg(12345);
         let (mut ran, mut declined) = (0, 0);
-        for case in 0..800 {
-            let trans = case % 2 == 1;
-            let inputs = [1, 15, 16, 17, 33, 100, 784, 1000][rng.next() as usize % 8];
-            let images = 1 + rng.next() as usize % 200;
-            let n = [16, 17, 20, 31, 32, 47, 64, 65, 100, 128, 200, 256, 257, 300][rng.next() as usize % 14];
-            let density = [0.0, 0.02, 0.1, 0.2, 0.3, 0.6, 1.0][rng.next() as usize % 7];
-            let x: Vec<f32> =
-                (0..images * inputs).map(|_| if rng.unit() < density { 0.001 + rng.unit() } else { 0.0 }).collect();
-            let (m, k) = if trans { (inputs, images) } else { (images, inputs) };
-            let s = SparseA::of(&Gemm::new(trans, false, m, n, k));
-            let r0 = rng.next() as usize % m;
-            let rows = r0..r0 + 1 + rng.next() as usize % (m - r0);
-            let ks = if trans {
-                0..k
-            } else {
-                let k0 = rng.next() as usize % k;
-                k0..k0 + 1 + rng.next() as usize % (k - k0)
-            };
-            let b: Vec<f32> = (0..k * n).map(|_| rng.unit() - 0.5).collect();
-            let start: Vec<f32> = (0..m * n).map(|_| rng.unit() - 0.25).collect();
+        let widths = [16, 17, 20, 31, 32, 47, 64, 65, 100, 128, 200, 256, 257, 300];
+        for i in 0..800 {
+            let case = random_case(&mut rng, i, &[1, 15, 16, 17, 33, 100, 784, 1000], &widths);
+            let (s, n, rows, ks) = (&case.s, case.n, case.rows.clone(), case.ks.clone());
+            let (trans, lda, _) = s.layout();
             for nv in (1..=4).filter(|nv| nv * LANES <= n) {
                 for add in [false, true] {
-                    let (mut want, mut got) = (start.clone(), start.clone());
-                    let row_offs: Vec<u32> = rows.clone().map(|r| if trans { r } else { r * s.lda } as u32).collect();
-                    let offs: Vec<u32> = ks.clone().map(|kk| if trans { kk * s.lda } else { kk } as u32).collect();
-                    let at = rows.start * n;
+                    let (mut want, mut got) = (case.start.clone(), case.start.clone());
+                    let row_offs: Vec<u32> = rows.clone().map(|r| if trans { r } else { r * lda } as u32).collect();
+                    let offs: Vec<u32> = ks.clone().map(|kk| if trans { kk * lda } else { kk } as u32).collect();
+                    let (x, b) = (&case.x, &case.b[ks.start * n..]);
+                    let at = want[rows.start * n..].as_mut_ptr();
                     // SAFETY (both): the outputs are whole `[m, n]` matrices.
-                    unsafe {
-                        let dense_b = &b[ks.start * n..];
-                        run_tiles(
-                            nv,
-                            &x,
-                            &row_offs,
-                            &Steps::new(&offs),
-                            dense_b,
-                            &[],
-                            n,
-                            want.as_mut_ptr().add(at),
-                            add,
-                        )
-                    };
-                    let done = unsafe { part(&s, &x, rows.clone(), ks.clone(), &b, n, nv, got.as_mut_ptr(), add) };
-                    let what = format!("trans {trans} m {m} k {k} n {n} nv {nv} rows {rows:?} ks {ks:?} add {add}");
-                    if done {
+                    unsafe { run_tiles(nv, x, &row_offs, &Steps::new(&offs), b, &[], n, at, add) };
+                    let done = unsafe { part(s, x, rows.clone(), ks.clone(), &case.b, n, nv, got.as_mut_ptr(), add) };
+                    if check(&case, done, &want, &got, &format!("nv {nv} add {add}")) {
                         ran += 1;
-                        assert!(want.iter().zip(&got).all(|(w, g)| w.to_bits() == g.to_bits()), "{what}: other bits");
                     } else {
                         declined += 1;
-                        assert!(
-                            got.iter().zip(&start).all(|(g, s)| g.to_bits() == s.to_bits()),
-                            "{what}: declined but wrote"
-                        );
                     }
                 }
             }
@@ -530,7 +592,10 @@ mod tests {
                 assert!(!done && c.iter().all(|&v| v == 7.0), "trans {trans}: a dense operand taken as sparse");
             }
         }
-        // Narrower than a vector: the dense product's panel.
+        // Narrower than a vector: the dense product's panel (the AVX2 tiles take it).
+        if !avx512() {
+            return;
+        }
         let x = digits(m, &mut rng);
         let s = SparseA::of(&Gemm::new(false, false, m, 10, 784));
         let mut c = vec![0f32; m * 10];
@@ -540,7 +605,7 @@ mod tests {
 
     #[test]
     fn a_nan_or_an_infinite_input_reaches_its_outputs() {
-        if !crate::cpu::sparse_inputs() {
+        if !(crate::cpu::sparse_inputs() && avx512()) {
             return;
         }
         let mut rng = Lcg(5);
