@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mnist_data::Dataset;
 use nn_core::{Activation::*, Dense, Flatten, Loss, Model, ModelSpec};
-use nn_train::{Compile, FitConfig, Optimizer, Trainer, Validation};
+use nn_train::{Callback, Compile, EarlyStopping, FitConfig, Optimizer, ReduceLROnPlateau, Trainer, Validation};
 
 /// `n` 28×28 images of three classes a small network tells apart: a bright top half, a bright
 /// bottom half, or a bright left half, with noise.
@@ -47,7 +47,7 @@ fn a_model_trains_evaluates_saves_and_reloads() {
     };
     let mut t = Trainer::new(model, compile);
     let cfg = FitConfig { epochs: 3, batch_size: 32, validation: Validation::Data(test.clone()), ..Default::default() };
-    let history = t.fit(train, cfg).expect("training runs");
+    let history = t.fit(train.clone(), cfg).expect("training runs");
     assert_eq!(history.epochs.len(), 3);
     let last = history.epochs.last().expect("three epochs");
     assert!(last.val_accuracy.is_some_and(|a| a > 0.95), "{last:?}");
@@ -67,4 +67,30 @@ fn a_model_trains_evaluates_saves_and_reloads() {
     let after = nn_train::predict_dataset(&mut reloaded, &test, mnist_data::Normalization::Scale).expect("predictions");
     assert_eq!(before.shape(), [150, 3]);
     assert!(before.iter().zip(after.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "reloaded predictions differ");
+}
+
+#[test]
+fn callbacks_continue_a_fit_as_the_readme_shows() {
+    let (train, test) = (Arc::new(three_bars(300, 3)), Arc::new(three_bars(90, 4)));
+    let spec = ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(8).activation(Relu)).add(Dense::new(3));
+    let compile = Compile { loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..Default::default() };
+    let mut t = Trainer::new(Model::new(&spec, 7).expect("the model builds"), compile);
+    let fit = |epochs: usize, callbacks: Vec<Box<dyn Callback>>| FitConfig {
+        epochs,
+        batch_size: 32,
+        validation: Validation::Data(test.clone()),
+        callbacks,
+        ..Default::default()
+    };
+    t.fit(train.clone(), fit(2, Vec::new())).expect("training runs");
+    // Nothing can beat epoch 3 by 1e9: the rate halves after each later epoch, and early
+    // stopping ends the run after two of them with epoch 3's weights.
+    let callbacks: Vec<Box<dyn Callback>> = vec![
+        Box::new(EarlyStopping::new("val_loss").patience(2).min_delta(1e9).restore_best_weights(true)),
+        Box::new(ReduceLROnPlateau::new("val_loss").factor(0.5).patience(1).min_delta(1e9)),
+    ];
+    let history = t.fit(train, fit(20, callbacks)).expect("training runs");
+    assert_eq!(history.epochs.len(), 5, "{history:?}");
+    assert!(history.stopped.as_deref().is_some_and(|why| why.contains("early stopping")), "{history:?}");
+    assert!((t.learning_rate() - 1e-3 / 4.0).abs() < 1e-9, "{}", t.learning_rate());
 }
