@@ -423,7 +423,12 @@ fn check_writable(path: &Path) -> Result<()> {
     if path.exists() && !path.is_file() {
         bail!("not a regular file (checkpoints replace the file they are written to)");
     }
-    let dir = path.parent().unwrap_or(Path::new(""));
+    can_make(path.parent().unwrap_or(Path::new("")))
+}
+
+/// Checks that the folder `dir` takes files, or, if it is missing, that it can be made: the
+/// nearest existing folder above it takes files.
+fn can_make(dir: &Path) -> Result<()> {
     let above = dir.ancestors().find(|d| d.as_os_str().is_empty() || d.exists()).unwrap_or(Path::new(""));
     let above = if above.as_os_str().is_empty() { Path::new(".") } else { above };
     if !above.is_dir() {
@@ -483,7 +488,6 @@ fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<RunDir> {
             (free_name(&PathBuf::from("runs").join(format!("{safe}-{}", report::timestamp()))), true)
         }
     };
-    let cannot = |why: String| anyhow::anyhow!("{}: cannot create the run folder: {why}", dir.display());
     if let Some(f) = RUN_FILES.iter().find(|f| dir.join(f).exists()) {
         bail!(
             "--run-dir {}: it already holds a run ({f}), which this one would overwrite: give another folder, \
@@ -491,12 +495,7 @@ fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<RunDir> {
             dir.display()
         );
     }
-    let above = dir.ancestors().find(|d| d.as_os_str().is_empty() || d.exists()).unwrap_or(Path::new(""));
-    let above = if above.as_os_str().is_empty() { Path::new(".") } else { above };
-    if !above.is_dir() {
-        return Err(cannot(format!("{} is not a folder", above.display())));
-    }
-    probe(above).map_err(|e| cannot(e.to_string()))?;
+    can_make(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
     Ok(RunDir { path: dir, chosen })
 }
 

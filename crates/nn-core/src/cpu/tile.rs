@@ -237,8 +237,10 @@ unsafe fn avx512_inner<const MR: usize, const NV: usize, const INDEXED: bool>(
                 acc[j][v] = _mm512_fmadd_ps(av, bv[v], acc[j][v]);
             }
         }
-        // Wrapping: the last advance may point past `b`, and is never read.
-        b = b.wrapping_add(t.ldb);
+        if !INDEXED {
+            // Wrapping: the last advance may point past `b`, and is never read.
+            b = b.wrapping_add(t.ldb);
+        }
     }
     for j in 0..MR {
         for v in 0..NV {
