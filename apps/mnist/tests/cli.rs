@@ -274,6 +274,46 @@ fn train_then_evaluate_predict_and_draw() {
 }
 
 #[test]
+fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
+    // SGD at 1e-9 moves the validation loss by less than ReduceLROnPlateau's min_delta (1e-4),
+    // so with patience 0 the second epoch lowers the rate, and the checkpoint keeps it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let common = ["--limit", "1000", "--validation", "split:0.2", "--device", "cpu"];
+    let args: Vec<&str> = [
+        "train",
+        "--epochs",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e-9",
+        "--reduce-lr",
+        "0",
+        "--checkpoint",
+        "ckpt.safetensors",
+        "--run-dir",
+        "r1",
+    ]
+    .iter()
+    .chain(&common)
+    .copied()
+    .collect();
+    let out = ok(&mnist(dir, &args));
+    assert!(out.contains("Epoch 2: learning rate 1.0000e-9 → 1.0000e-10"), "{out}");
+    let args: Vec<&str> = ["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r2"]
+        .iter()
+        .chain(&common)
+        .copied()
+        .collect();
+    let out = ok(&mnist(dir, &args));
+    assert!(out.contains("sgd (learning rate 0.0000000001, lowered from 0.000000001,"), "{out}");
+    let report = std::fs::read_to_string(dir.join("r2/report.txt")).unwrap();
+    assert!(report.contains("optimizer:      sgd, learning rate 0.000000001,"), "{report}");
+    assert!(report.contains("base rate at the end 1.0000e-11 (the last epoch trained at 1.0000e-10)"), "{report}");
+}
+
+#[test]
 fn tune_runs_two_tiny_trials_and_keeps_the_best() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(&mnist(

@@ -201,6 +201,8 @@ mod fit_keys {
     pub const LIMIT: &str = "fit.limit";
     pub const EARLY_STOPPING: &str = "fit.early_stopping";
     pub const REDUCE_LR: &str = "fit.reduce_lr";
+    /// The optimiser's learning rate when the run began (a callback may lower it since).
+    pub const LEARNING_RATE: &str = "fit.learning_rate";
 }
 
 /// Arguments of `mnist train`.
@@ -619,6 +621,13 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     trainer.set_annotation(fit_keys::LIMIT, limit.map_or("none".into(), |n| n.to_string()));
     trainer.set_annotation(fit_keys::EARLY_STOPPING, early_stopping.map_or("none".into(), |p| p.to_string()));
     trainer.set_annotation(fit_keys::REDUCE_LR, reduce_lr.map_or("none".into(), |p| p.to_string()));
+    // The rate the run began with: a resumed run's optimiser holds the rate it reached.
+    let start_lr = trainer
+        .annotations()
+        .get(fit_keys::LEARNING_RATE)
+        .and_then(|v| v.parse::<f32>().ok())
+        .unwrap_or_else(|| trainer.learning_rate());
+    trainer.set_annotation(fit_keys::LEARNING_RATE, start_lr.to_string());
     let done = trainer.state().epoch;
     schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
@@ -654,9 +663,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         trainer.model().device()
     );
     println!(
-        "{} (learning rate {}, schedule {}), {}, {} of batch {}, validation on {validation_text}{}",
+        "{} (learning rate {}{}, schedule {}), {}, {} of batch {}, validation on {validation_text}{}",
         compile.optimizer.name(),
         compile.optimizer.lr(),
+        if compile.optimizer.lr() == start_lr { String::new() } else { format!(", lowered from {start_lr}") },
         schedule_text(&compile.schedule),
         loss_text(compile.loss),
         report::plural(epochs, "epoch"),
@@ -766,7 +776,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         test.len()
     );
     let _ = writeln!(r, "device:         {}", trainer.model().device());
-    let _ = writeln!(r, "optimizer:      {}", optimizer_text(&compile.optimizer));
+    let _ = writeln!(r, "optimizer:      {}", optimizer_text(&compile.optimizer.learning_rate(start_lr)));
     let _ = writeln!(r, "schedule:       {}", schedule_text(&compile.schedule));
     if let Some(patience) = reduce_lr {
         let _ = writeln!(
