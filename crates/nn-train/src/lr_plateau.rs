@@ -39,6 +39,9 @@ pub struct ReduceLROnPlateau {
     best: Option<f64>,
     wait: usize,
     cooldown_left: usize,
+    /// The first epoch (index into the history) this callback watched: a resumed run finds
+    /// its best among the epochs from there, not among those trained before it was added.
+    since: usize,
 }
 
 impl Default for ReduceLROnPlateau {
@@ -60,6 +63,7 @@ impl ReduceLROnPlateau {
             best: None,
             wait: 0,
             cooldown_left: 0,
+            since: 0,
         }
     }
     /// Sets the factor.
@@ -114,16 +118,22 @@ impl Callback for ReduceLROnPlateau {
         if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
             return Err(TrainError::Config(format!("ReduceLROnPlateau: min_lr {} must be 0 or more", self.min_lr)));
         }
-        (self.best, self.wait, self.cooldown_left) = (None, 0, 0);
+        let epochs = &trainer.history().epochs;
+        (self.best, self.wait, self.cooldown_left, self.since) = (None, 0, 0, epochs.len());
         if let [t] = &trainer.kept_tensors(&self.kept_key())[..] {
-            if let [wait, cooldown] = t.data[..] {
-                for v in trainer.history().epochs.iter().filter_map(|log| log.get(&self.monitor)) {
-                    if self.improves(v) {
-                        self.best = Some(v);
-                    }
+            // Checkpoints written before `since` was kept hold only the two counts.
+            let (wait, cooldown, since) = match t.data[..] {
+                [wait, cooldown] => (wait, cooldown, 0.0),
+                [wait, cooldown, since] => (wait, cooldown, since),
+                _ => return Ok(Control::Continue),
+            };
+            self.since = (since as usize).min(epochs.len());
+            for v in epochs[self.since..].iter().filter_map(|log| log.get(&self.monitor)) {
+                if self.improves(v) {
+                    self.best = Some(v);
                 }
-                (self.wait, self.cooldown_left) = (wait as usize, cooldown as usize);
             }
+            (self.wait, self.cooldown_left) = (wait as usize, cooldown as usize);
         }
         Ok(Control::Continue)
     }
@@ -155,8 +165,9 @@ impl Callback for ReduceLROnPlateau {
                 self.wait = 0;
             }
         }
-        let counts = vec![self.wait as f32, self.cooldown_left as f32];
-        trainer.keep_tensors(&self.kept_key(), vec![Tensor { name: "counts".into(), shape: vec![2], data: counts }]);
+        // Counts below 2^24, exact in f32.
+        let counts = vec![self.wait as f32, self.cooldown_left as f32, self.since as f32];
+        trainer.keep_tensors(&self.kept_key(), vec![Tensor { name: "counts".into(), shape: vec![3], data: counts }]);
         Ok(Control::Continue)
     }
 }
@@ -206,6 +217,31 @@ mod tests {
         assert_eq!(t.learning_rate(), 1e-3);
         cb.on_epoch_end(&acc(3, 0.55), &mut t).unwrap();
         assert!((t.learning_rate() - 1e-4).abs() < 1e-10);
+    }
+
+    #[test]
+    fn a_resumed_run_finds_its_best_among_the_epochs_it_watched() {
+        // Added at epoch 3 of a run whose first epochs were better (0.5): the uninterrupted
+        // run's best is epoch 3's 1.0, so epoch 4's 0.9 improves and keeps the rate.
+        let history = |n: usize| crate::history::History {
+            epochs: [0.5, 0.6, 1.0, 0.9][..n].iter().enumerate().map(|(i, &v)| log(i + 1, v)).collect(),
+            ..Default::default()
+        };
+        let plateau = || ReduceLROnPlateau::new("val_loss").patience(1);
+        let mut cb = plateau();
+        let mut t = trainer().with_history(history(2));
+        cb.on_train_begin(&t).unwrap();
+        cb.on_epoch_end(&log(3, 1.0), &mut t).unwrap();
+        let kept = t.kept_tensors(&cb.kept_key());
+        cb.on_epoch_end(&log(4, 0.9), &mut t).unwrap();
+        assert_eq!(t.learning_rate(), 1e-3);
+        // Resumed after epoch 3, with what the checkpoint kept: the same.
+        let mut t = trainer().with_history(history(3));
+        t.keep_tensors(&cb.kept_key(), kept);
+        let mut resumed = plateau();
+        resumed.on_train_begin(&t).unwrap();
+        resumed.on_epoch_end(&log(4, 0.9), &mut t).unwrap();
+        assert_eq!(t.learning_rate(), 1e-3);
     }
 
     #[test]
