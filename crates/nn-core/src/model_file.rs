@@ -4,12 +4,16 @@
 //!
 //! Keys are `<layer>.<param>` (`dense.kernel [784, 128]`, `dense.bias [128]`, `conv2d.kernel
 //! [32, 1, 3, 3]`, ...). Metadata keys: `format` = `mnist-rs/1`, `architecture` (the
-//! [`ModelSpec`] JSON), and whatever else the trainer adds (`training_config`, `history`, ...).
+//! [`ModelSpec`] JSON), `normalization` (how its inputs are made from pixel bytes: see
+//! [`ModelFile::normalization`]), and whatever else the trainer adds (`training_config`,
+//! `history`, ...).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
+
+use mnist_data::Normalization;
 
 use crate::error::{NnError, Result};
 use crate::spec::ModelSpec;
@@ -17,6 +21,59 @@ use crate::tensor::Tensor;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "mnist-rs/1";
+
+/// Metadata key of the input normalisation the model was trained with.
+pub const NORMALIZATION_KEY: &str = "normalization";
+
+/// The `normalization` metadata value of `n`, as JSON: `{"kind":"scale"}` (`x / 255`) or
+/// `{"kind":"standardize","mean":0.1307,"std":0.3081}` (`(x / 255 - mean) / std`).
+pub fn normalization_json(n: Normalization) -> String {
+    match n {
+        Normalization::Scale => r#"{"kind":"scale"}"#.into(),
+        Normalization::Standardize { mean, std } => {
+            format!(r#"{{"kind":"standardize","mean":{},"std":{}}}"#, json_f32(mean), json_f32(std))
+        }
+    }
+}
+
+/// An `f32` as a JSON number that reads back to the same `f32`.
+fn json_f32(v: f32) -> String {
+    serde_json::to_string(&v).unwrap_or_else(|_| "null".into())
+}
+
+/// Reads a `normalization` metadata value: the JSON of [`normalization_json`], or the plain
+/// text of files written before it (`scale`, `standardize MEAN STD`).
+///
+/// # Errors
+/// Anything else, in words: a model's inputs would otherwise be prepared wrongly without a word.
+pub fn parse_normalization(s: &str) -> std::result::Result<Normalization, String> {
+    let standardize = |mean: Option<f64>, std: Option<f64>| match (mean, std) {
+        (Some(mean), Some(std)) if mean.is_finite() && std.is_finite() && std > 0.0 => {
+            Ok(Normalization::Standardize { mean: mean as f32, std: std as f32 })
+        }
+        _ => Err(format!("normalization {s:?}: the mean must be a number and the deviation a positive one")),
+    };
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(s) {
+        return match v.get("kind").and_then(serde_json::Value::as_str) {
+            Some("scale") => Ok(Normalization::Scale),
+            Some("standardize") => {
+                let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+                standardize(num("mean"), num("std"))
+            }
+            _ => Err(format!(
+                r#"normalization {s:?}: expected {{"kind":"scale"}} or {{"kind":"standardize","mean":M,"std":S}}"#
+            )),
+        };
+    }
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    match parts.as_slice() {
+        ["scale"] => Ok(Normalization::Scale),
+        ["standardize", mean, std] => standardize(mean.parse().ok(), std.parse().ok()),
+        _ => Err(format!(
+            r#"normalization {s:?}: expected {{"kind":"scale"}} or {{"kind":"standardize","mean":M,"std":S}}"#
+        )),
+    }
+}
 
 /// A model file's contents on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +90,19 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
+    /// How the model's inputs are made from pixel bytes: the `normalization` metadata the
+    /// trainer wrote, [`Normalization::Scale`] (`x / 255`, Keras's tutorials) when the file has
+    /// none. A model trained on standardised pixels predicts wrongly on merely scaled ones:
+    /// convert with `file.normalization()?.apply(bytes, inputs)` before [`crate::Model::predict`].
+    ///
+    /// # Errors
+    /// [`NnError::Spec`] for a value that is not a normalisation.
+    pub fn normalization(&self) -> Result<Normalization> {
+        self.metadata
+            .get(NORMALIZATION_KEY)
+            .map_or(Ok(Normalization::Scale), |s| parse_normalization(s).map_err(NnError::Spec))
+    }
+
     /// Encodes the file's bytes.
     ///
     /// # Errors
@@ -96,6 +166,9 @@ impl ModelFile {
             NnError::file(path, "a safetensors file, but not a model file: no \"architecture\" in its metadata")
         })?;
         meta.remove("format");
+        if let Some(n) = meta.get(NORMALIZATION_KEY) {
+            parse_normalization(n).map_err(|e| NnError::file(path, e))?;
+        }
         let spec = ModelSpec::from_json(&arch).map_err(|e| NnError::file(path, e.to_string()))?;
         let layers = spec.resolve().map_err(|e| NnError::file(path, format!("invalid architecture: {e}")))?;
         let mut weights = Vec::new();
@@ -149,6 +222,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[test]
+    fn normalization_metadata_round_trips_and_old_files_read() {
+        for n in
+            [Normalization::Scale, Normalization::MNIST_STANDARD, Normalization::Standardize { mean: 0.1, std: 3e-7 }]
+        {
+            assert_eq!(parse_normalization(&normalization_json(n)), Ok(n));
+        }
+        assert_eq!(parse_normalization("scale"), Ok(Normalization::Scale));
+        let old = parse_normalization("standardize 0.1307 0.3081");
+        assert_eq!(old, Ok(Normalization::MNIST_STANDARD));
+        for bad in [
+            "garbage",
+            "standardize 0.13",
+            "standardize 0.1 0",
+            "standardize x 1",
+            "scale 2",
+            r#"{"kind":"standardize","mean":0.1,"std":-1}"#,
+            r#"{"kind":"standardize","mean":0.1}"#,
+            r#"{"kind":"whiten"}"#,
+            "[1, 2]",
+        ] {
+            let err = parse_normalization(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
     /// A safetensors file written by someone else (PyTorch's `save_file` without metadata) is
     /// named as such, not as a broken model.
     #[test]
@@ -169,5 +268,17 @@ mod tests {
         let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
         let err = ModelFile::from_bytes(Path::new("nan.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
         assert!(err.contains("nan.safetensors") && err.contains("dense.kernel") && err.contains("index 4"), "{err}");
+    }
+
+    #[test]
+    fn a_normalization_that_is_not_one_is_refused_at_load() {
+        let spec = ModelSpec::new(&[3]).add(crate::Dense::new(2));
+        let kernel = Tensor { name: "dense.kernel".into(), shape: vec![3, 2], data: vec![0.5; 6] };
+        let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
+        let metadata = BTreeMap::from([(NORMALIZATION_KEY.to_string(), "whiten".to_string())]);
+        let f = ModelFile { spec, weights: vec![kernel, bias], metadata, extra: Vec::new() };
+        let err = ModelFile::from_bytes(Path::new("odd.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("odd.safetensors") && err.contains("\"whiten\""), "{err}");
+        assert!(f.normalization().is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use mnist_data::batches::epoch_order;
 use mnist_data::{Augmentation, BatchConfig, Batcher, Dataset, Normalization, Rng};
 use ndarray::Array2;
+use nn_core::model_file::{normalization_json, NORMALIZATION_KEY};
 use nn_core::{Activation, FilledBatch, LayerSpec, Loss, Model, ModelFile, StepParams, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +142,7 @@ pub struct Trainer {
 }
 
 /// The metadata keys the trainer writes itself (an annotation cannot take them).
-const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", "normalization"];
+const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", NORMALIZATION_KEY];
 
 fn seed_of_step(seed: u64, step: u64) -> u64 {
     Rng::derive(seed, (1 << 40) + step).next_u64()
@@ -625,13 +626,7 @@ impl Trainer {
         m.insert("training_config".into(), serde_json::to_string(&self.compile).unwrap_or_default());
         m.insert("history".into(), self.history.to_json());
         m.insert("training_state".into(), serde_json::to_string(&self.state).unwrap_or_default());
-        m.insert(
-            "normalization".into(),
-            match self.normalization {
-                Normalization::Scale => "scale".into(),
-                Normalization::Standardize { mean, std } => format!("standardize {mean} {std}"),
-            },
-        );
+        m.insert(NORMALIZATION_KEY.into(), normalization_json(self.normalization));
         m
     }
 
@@ -689,7 +684,7 @@ impl Trainer {
         let mut model = make_model(&f)?;
         model.runtime().set_optimizer_state(&unprefixed("optimizer.", &f.extra))?;
         let normalization =
-            parse_normalization(f.metadata.get("normalization").map(String::as_str)).map_err(|e| bad(&e))?;
+            parse_normalization(f.metadata.get(NORMALIZATION_KEY).map(String::as_str)).map_err(|e| bad(&e))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
         let kept = unprefixed("kept.", &f.extra);
@@ -718,23 +713,13 @@ fn unprefixed(prefix: &str, tensors: &[Tensor]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Reads the `normalization` metadata of a model file: `scale` (also when absent) or
-/// `standardize MEAN STD`.
+/// Reads the `normalization` metadata of a model file ([`nn_core::model_file::parse_normalization`]):
+/// [`Normalization::Scale`] when absent.
 ///
 /// # Errors
 /// Anything else, in words (a model's inputs would be prepared wrongly without a word).
 pub fn parse_normalization(s: Option<&str>) -> std::result::Result<Normalization, String> {
-    let Some(s) = s else { return Ok(Normalization::Scale) };
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let number = |t: &str| t.parse::<f32>().ok().filter(|v| v.is_finite());
-    match parts.as_slice() {
-        ["scale"] => Ok(Normalization::Scale),
-        ["standardize", mean, std] => match (number(mean), number(std)) {
-            (Some(mean), Some(std)) if std > 0.0 => Ok(Normalization::Standardize { mean, std }),
-            _ => Err(format!("normalization {s:?}: the mean must be a number and the deviation a positive one")),
-        },
-        _ => Err(format!("normalization {s:?}: expected \"scale\" or \"standardize MEAN STD\"")),
-    }
+    s.map_or(Ok(Normalization::Scale), nn_core::model_file::parse_normalization)
 }
 
 /// Keys naming the batches a network may gather ahead (see `Runtime::train_filled`), unique
@@ -843,11 +828,17 @@ mod tests {
     fn normalization_metadata_is_read_or_refused() {
         assert_eq!(parse_normalization(None), Ok(Normalization::Scale));
         assert_eq!(parse_normalization(Some("scale")), Ok(Normalization::Scale));
-        let s = parse_normalization(Some("standardize 0.1307 0.3081"));
-        assert_eq!(s, Ok(Normalization::Standardize { mean: 0.1307, std: 0.3081 }));
-        for bad in ["garbage", "standardize 0.13", "standardize 0.1 0", "standardize x 1", "scale 2"] {
-            let err = parse_normalization(Some(bad)).unwrap_err();
-            assert!(err.contains(bad), "{err}");
-        }
+        assert!(parse_normalization(Some("garbage")).is_err());
+        // What a trainer writes, a model file gives back to someone with nn-core alone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let model = Model::new(&nn_core::ModelSpec::new(&[4]).add(nn_core::Dense::new(2)), 1).unwrap();
+        let mut t = Trainer::new(model, Compile::default());
+        t.normalization = Normalization::MNIST_STANDARD;
+        t.save_model(&path).unwrap();
+        let (_, file) = Model::load(&path).unwrap();
+        assert_eq!(file.normalization().unwrap(), Normalization::MNIST_STANDARD);
+        let json: serde_json::Value = serde_json::from_str(&file.metadata[NORMALIZATION_KEY]).unwrap();
+        assert_eq!(json["kind"], "standardize");
     }
 }
