@@ -359,12 +359,20 @@ impl Augmentation {
     /// Writes `src` transformed by `params` into `dst` (both `rows × cols`, row-major), filling
     /// with the `fill` field. The random ranges are not used.
     ///
+    /// Lengths are checked once per image (two comparisons; nothing per pixel).
+    ///
     /// # Panics
-    /// When `src` or `dst` is shorter than `rows * cols`.
+    /// When `src.len()` or `dst.len()` is not `rows * cols` (or `rows * cols` overflows), with a
+    /// message giving the lengths and the image size.
     pub fn transform_one(&self, src: &[f32], dst: &mut [f32], rows: usize, cols: usize, params: &AffineParams) {
-        let px = rows * cols;
-        let (src, dst) = (&src[..px], &mut dst[..px]);
-        if px == 0 {
+        let px = rows.checked_mul(cols);
+        assert!(
+            px == Some(src.len()) && px == Some(dst.len()),
+            "Augmentation::transform_one: src of {} and dst of {} values for a {rows}×{cols} image",
+            src.len(),
+            dst.len()
+        );
+        if src.is_empty() {
             return;
         }
         if params.is_identity() {
@@ -644,5 +652,34 @@ mod tests {
         aug.apply(&mut [], 3, 0, 5, &mut rng);
         let p = AffineParams { zoom_rows: f32::NAN, ..params() };
         assert!(transform(&img, 7, 13, p, 0.25).iter().all(|&v| v == 0.25));
+        let mut none: [f32; 0] = [];
+        Augmentation::new().transform_one(&[], &mut none, 0, 5, &p);
+    }
+
+    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn transform_one_refuses_buffers_that_are_not_one_image() {
+        let p = AffineParams { angle_deg: 10.0, ..params() };
+        let aug = Augmentation::new();
+        for (src_len, dst_len) in [(783, 784), (785, 784), (784, 783), (784, 785)] {
+            let m = panic_message(|| aug.transform_one(&vec![0.0; src_len], &mut vec![0.0; dst_len], 28, 28, &p));
+            assert!(
+                m.contains("transform_one") && m.contains(&format!("src of {src_len} and dst of {dst_len}")),
+                "{m}"
+            );
+        }
+        // Also for the identity, which used to copy without looking at the length.
+        let m = panic_message(|| aug.transform_one(&[0.0; 3], &mut [0.0; 4], 2, 2, &params()));
+        assert!(m.contains("2×2 image"), "{m}");
+        let m = panic_message(|| aug.transform_one(&[], &mut [], usize::MAX, 2, &p));
+        assert!(m.contains("transform_one"), "{m}");
     }
 }

@@ -23,14 +23,19 @@ impl Dataset {
     /// Builds a data set from raw pixels `[n, rows, cols]` and `n` labels in `0..classes`.
     ///
     /// # Errors
-    /// [`DataError::Config`] when the lengths disagree or a label is out of range.
+    /// [`DataError::Config`] when `rows` or `cols` is 0, `rows * cols` or `n * rows * cols`
+    /// overflows `usize`, the lengths disagree, or a label is out of range.
     pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize, classes: usize) -> Result<Self> {
-        let px = rows * cols;
-        if px == 0 || images.len() != labels.len() * px {
+        let px = rows
+            .checked_mul(cols)
+            .filter(|&px| px > 0)
+            .ok_or_else(|| DataError::Config(format!("images of {rows}×{cols} pixels are not supported")))?;
+        let needed = labels.len().checked_mul(px);
+        if needed != Some(images.len()) {
+            let needed = needed.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string());
             return Err(DataError::Config(format!(
-                "{} labels need {} pixels of {rows}×{cols} images, found {}",
+                "{} labels need {needed} pixels of {rows}×{cols} images, found {}",
                 labels.len(),
-                labels.len() * px,
                 images.len()
             )));
         }
@@ -72,17 +77,36 @@ impl Dataset {
     pub fn labels(&self) -> &[u8] {
         &self.labels
     }
-    /// The pixels of image `i`, `[rows, cols]` row-major. Panics if `i >= len()`.
+    /// The pixels of image `i`, `[rows, cols]` row-major.
+    ///
+    /// # Panics
+    /// If `i >= len()`, with a message naming `i` and the length.
     pub fn image(&self, i: usize) -> &[u8] {
+        assert!(i < self.len(), "Dataset::image: index {i} is out of range for a data set of {} examples", self.len());
         let px = self.pixels();
         &self.images[i * px..(i + 1) * px]
     }
-    /// The label of example `i`. Panics if `i >= len()`.
+    /// The label of example `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`, with a message naming `i` and the length.
     pub fn label(&self, i: usize) -> u8 {
+        assert!(i < self.len(), "Dataset::label: index {i} is out of range for a data set of {} examples", self.len());
         self.labels[i]
     }
-    /// A new data set of the examples in `range` (used for validation splits).
+    /// A new data set of the examples in `range` (`[range.len(), rows, cols]` images, same
+    /// classes), copied; used for validation splits.
+    ///
+    /// # Panics
+    /// If `range.start > range.end` or `range.end > len()`, with a message naming the range
+    /// and the length (as slicing a `Vec` would, but clearer). An empty range gives an empty
+    /// data set.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "Dataset::slice: range {range:?} is out of bounds for a data set of {} examples",
+            self.len()
+        );
         let px = self.pixels();
         Dataset {
             images: self.images[range.start * px..range.end * px].to_vec(),
@@ -92,11 +116,21 @@ impl Dataset {
             classes: self.classes,
         }
     }
-    /// A new data set of the examples at `indices`, in that order.
+    /// A new data set of the examples at `indices`, in that order (`[indices.len(), rows, cols]`
+    /// images, same classes; an index may repeat).
+    ///
+    /// # Panics
+    /// If an index is `>= len()`, with a message naming its position, its value and the length.
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut images = Vec::with_capacity(indices.len() * self.pixels());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
+        let px = self.pixels();
+        let mut images = Vec::with_capacity(indices.len().saturating_mul(px));
+        for (k, &i) in indices.iter().enumerate() {
+            assert!(
+                i < self.len(),
+                "Dataset::select: indices[{k}] = {i} is out of range for a data set of {} examples",
+                self.len()
+            );
+            images.extend_from_slice(&self.images[i * px..(i + 1) * px]);
         }
         Dataset {
             images,
@@ -110,8 +144,9 @@ impl Dataset {
     /// Loads one images file and one labels file (IDX, raw or gzip) as a data set.
     ///
     /// # Errors
-    /// Any error of [`read_idx`], and [`DataError::Invalid`] when the images are not
-    /// `[N, rows, cols]`, the labels not `[N]`, or the counts disagree.
+    /// Any error of [`read_idx`], and [`DataError::Invalid`] naming the offending file when the
+    /// images are not `[N, rows, cols]` with `rows` and `cols` at least 1, the labels not `[N]`,
+    /// the counts disagree, or a label is not below `classes`.
     pub fn from_idx_files(images: &Path, labels: &Path, classes: usize) -> Result<Dataset> {
         let (img, lab) = std::thread::scope(|s| {
             let img = s.spawn(|| read_idx(images));
@@ -123,6 +158,13 @@ impl Dataset {
             return Err(DataError::invalid(
                 images,
                 format!("expected images of 3 dimensions [N, rows, cols], found {:?}", img.dims),
+            ));
+        }
+        let (rows, cols) = (img.dims[1], img.dims[2]);
+        if rows == 0 || cols == 0 || rows.checked_mul(cols).is_none() {
+            return Err(DataError::invalid(
+                images,
+                format!("images of {rows}×{cols} pixels (dimensions {:?}) are not supported", img.dims),
             ));
         }
         if lab.dims.len() != 1 {
@@ -140,7 +182,7 @@ impl Dataset {
         if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
             return Err(DataError::invalid(labels, format!("label {l} at index {i} is not below {classes} classes")));
         }
-        Ok(Dataset { images: img.data, labels: lab.data, rows: img.dims[1], cols: img.dims[2], classes })
+        Ok(Dataset { images: img.data, labels: lab.data, rows, cols, classes })
     }
 }
 
@@ -277,4 +319,101 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Splits> {
         ));
     }
     Ok(Splits { train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx::write_idx;
+
+    /// Three 2×2 images, pixel values `10 * example + pixel`, labels 0, 1, 2.
+    fn three() -> Dataset {
+        let images = (0..3u8).flat_map(|n| (0..4u8).map(move |p| 10 * n + p)).collect();
+        Dataset::new(images, vec![0, 1, 2], 2, 2, 3).unwrap()
+    }
+
+    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn slice_and_select_copy_the_examples_asked_for() {
+        let ds = three();
+        let s = ds.slice(1..3);
+        assert_eq!((s.len(), s.labels()), (2, &[1u8, 2][..]));
+        assert_eq!(s.image(0), &[10, 11, 12, 13]);
+        assert!(ds.slice(3..3).is_empty());
+        let s = ds.select(&[2, 0, 2]);
+        assert_eq!(s.labels(), &[2, 0, 2]);
+        assert_eq!(s.images(), &[20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23]);
+        assert!(ds.select(&[]).is_empty());
+    }
+
+    #[test]
+    fn out_of_range_slices_and_indices_panic_with_a_clear_message() {
+        let m = panic_message(|| {
+            three().slice(2..5);
+        });
+        assert!(m.contains("Dataset::slice") && m.contains("2..5") && m.contains("3 examples"), "{m}");
+        #[allow(clippy::reversed_empty_ranges)]
+        let m = panic_message(|| {
+            three().slice(2..1);
+        });
+        assert!(m.contains("Dataset::slice") && m.contains("2..1") && m.contains("3 examples"), "{m}");
+        let m = panic_message(|| {
+            three().select(&[0, 3]);
+        });
+        assert!(m.contains("Dataset::select") && m.contains("indices[1] = 3") && m.contains("3 examples"), "{m}");
+        let m = panic_message(|| {
+            three().image(7);
+        });
+        assert!(m.contains("Dataset::image") && m.contains("index 7") && m.contains("3 examples"), "{m}");
+        let m = panic_message(|| {
+            three().label(3);
+        });
+        assert!(m.contains("Dataset::label") && m.contains("index 3") && m.contains("3 examples"), "{m}");
+    }
+
+    #[test]
+    fn new_rejects_sizes_that_overflow_or_are_zero() {
+        let err = Dataset::new(vec![], vec![], usize::MAX, 2, 10).unwrap_err();
+        assert!(matches!(&err, DataError::Config(m) if m.contains("not supported")), "{err}");
+        let err = Dataset::new(vec![0; 4], vec![0, 0], usize::MAX / 2, 2, 10).unwrap_err();
+        assert!(matches!(&err, DataError::Config(m) if m.contains("more than usize::MAX")), "{err}");
+        assert!(Dataset::new(vec![], vec![], 0, 28, 10).is_err());
+        assert!(Dataset::new(vec![], vec![], 28, 0, 10).is_err());
+        assert!(Dataset::new(vec![0; 3], vec![0], 2, 2, 10).is_err());
+        assert!(Dataset::new(vec![0; 4], vec![10], 2, 2, 10).is_err());
+        assert!(Dataset::new(vec![], vec![], 28, 28, 10).is_ok_and(|d| d.is_empty()));
+    }
+
+    #[test]
+    fn idx_images_with_a_zero_size_dimension_are_rejected_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels.idx");
+        write_idx(&labels, &[5], &[0, 1, 2, 3, 4], false).unwrap();
+        for dims in [[5, 0, 28], [5, 28, 0], [5, 0, 0]] {
+            let images = dir.path().join("images.idx");
+            write_idx(&images, &dims, &[], false).unwrap();
+            let err = Dataset::from_idx_files(&images, &labels, 10).unwrap_err();
+            assert!(
+                matches!(&err, DataError::Invalid { path, .. } if path == &images),
+                "{dims:?}: {err} should name the images file"
+            );
+            assert!(err.to_string().contains("not supported"), "{err}");
+        }
+        // A well-formed pair still loads, and an empty one ([0, rows, cols]) is an empty data set.
+        let images = dir.path().join("images.idx");
+        write_idx(&images, &[5, 2, 3], &[7; 30], false).unwrap();
+        let ds = Dataset::from_idx_files(&images, &labels, 10).unwrap();
+        assert_eq!((ds.len(), ds.rows(), ds.cols(), ds.pixels()), (5, 2, 3, 6));
+        write_idx(&images, &[0, 28, 28], &[], false).unwrap();
+        write_idx(&labels, &[0], &[], false).unwrap();
+        assert!(Dataset::from_idx_files(&images, &labels, 10).unwrap().is_empty());
+    }
 }

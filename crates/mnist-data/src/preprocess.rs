@@ -4,6 +4,7 @@
 use ndarray::{Array2, Array4};
 
 use crate::dataset::Dataset;
+use crate::error::{DataError, Result};
 
 /// How raw pixel bytes become `f32` inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -40,8 +41,21 @@ impl Normalization {
     /// Converts bytes into `out` (same length), reusing the caller's buffer. The same
     /// arithmetic as [`Normalization::table`], vectorised: with AVX-512 or AVX2 when the CPU has
     /// them (checked at run time; IEEE division, so every width gives the same values).
+    ///
+    /// Called once per image of every batch, so a length mismatch (a bug of the caller) is
+    /// checked by one comparison rather than reported as an error.
+    ///
+    /// # Panics
+    /// When `bytes.len() != out.len()`, with a message giving both lengths.
     #[inline]
     pub fn apply(self, bytes: &[u8], out: &mut [f32]) {
+        assert_eq!(
+            bytes.len(),
+            out.len(),
+            "Normalization::apply: {} bytes in, but an output of {} values",
+            bytes.len(),
+            out.len()
+        );
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -112,8 +126,12 @@ fn div255(p: u8) -> f32 {
 }
 
 /// Converts bytes through a [`Normalization::table`] into `out` (same length).
+///
+/// # Panics
+/// When `bytes.len() != out.len()`, with a message giving both lengths.
 #[inline]
 pub fn apply_table(table: &[f32; 256], bytes: &[u8], out: &mut [f32]) {
+    assert_eq!(bytes.len(), out.len(), "apply_table: {} bytes in, but an output of {} values", bytes.len(), out.len());
     for (o, &p) in out.iter_mut().zip(bytes) {
         *o = table[p as usize];
     }
@@ -137,15 +155,28 @@ pub fn to_nchw(ds: &Dataset, norm: Normalization) -> Array4<f32> {
     out
 }
 
-/// Keras's `to_categorical`: labels `[N]` as one-hot `[N, classes]`.
-pub fn one_hot(labels: &[u8], classes: usize) -> Array2<f32> {
+/// Keras's `to_categorical`: labels `[N]` as one-hot `[N, classes]` (row `i` is 1 at column
+/// `labels[i]`, 0 elsewhere).
+///
+/// # Errors
+/// [`DataError::Config`] when a label is not below `classes` (Keras raises too, rather than
+/// leaving an all-zero row), naming the label and its index; or when `N × classes` is too
+/// large for an array.
+pub fn one_hot(labels: &[u8], classes: usize) -> Result<Array2<f32>> {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        return Err(DataError::Config(format!("one_hot: label {l} at index {i} is not below {classes} classes")));
+    }
+    if labels.len().checked_mul(classes).is_none_or(|n| n > isize::MAX as usize / std::mem::size_of::<f32>()) {
+        return Err(DataError::Config(format!(
+            "one_hot: {} labels × {classes} classes is too large for an array",
+            labels.len()
+        )));
+    }
     let mut out = Array2::<f32>::zeros((labels.len(), classes));
     for (i, &l) in labels.iter().enumerate() {
-        if (l as usize) < classes {
-            out[[i, l as usize]] = 1.0;
-        }
+        out[[i, l as usize]] = 1.0;
     }
-    out
+    Ok(out)
 }
 
 /// Sparse labels `[N]` as `usize` class indices (for `sparse_categorical_crossentropy`).
@@ -179,8 +210,46 @@ mod tests {
             norm.apply(&bytes, &mut a);
             assert_eq!(&a[..], &norm.table()[..]);
         }
-        let y = one_hot(&[2, 0], 3);
+        let y = one_hot(&[2, 0], 3).unwrap();
         assert_eq!(y.as_slice().unwrap(), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         assert_eq!(sparse_labels(&[2, 0]), vec![2, 0]);
+    }
+
+    #[test]
+    fn one_hot_rejects_labels_outside_the_classes() {
+        let err = one_hot(&[3, 12], 10).unwrap_err();
+        assert!(
+            matches!(&err, DataError::Config(m) if m.contains("label 12 at index 1") && m.contains("10 classes")),
+            "{err}"
+        );
+        assert!(one_hot(&[0], 0).is_err());
+        assert!(one_hot(&[0, 1], usize::MAX).is_err());
+        assert_eq!(one_hot(&[], 10).unwrap().shape(), &[0, 10]);
+        assert_eq!(one_hot(&[9], 10).unwrap().sum(), 1.0);
+    }
+
+    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn conversions_refuse_buffers_of_another_length() {
+        for norm in [Normalization::Scale, Normalization::MNIST_STANDARD] {
+            let m = panic_message(|| norm.apply(&[1, 2, 3], &mut [0.0; 2]));
+            assert!(m.contains("Normalization::apply") && m.contains("3 bytes") && m.contains("2 values"), "{m}");
+            let m = panic_message(|| norm.apply(&[1, 2], &mut [0.0; 3]));
+            assert!(m.contains("2 bytes") && m.contains("3 values"), "{m}");
+        }
+        let table = Normalization::Scale.table();
+        let m = panic_message(|| apply_table(&table, &[1, 2, 3], &mut [0.0; 4]));
+        assert!(m.contains("apply_table") && m.contains("3 bytes") && m.contains("4 values"), "{m}");
+        let mut out = [f32::NAN; 2];
+        apply_table(&table, &[0, 255], &mut out);
+        assert_eq!(out, [0.0, 1.0]);
     }
 }

@@ -142,9 +142,19 @@ impl SearchSpace {
     /// Checks that every dimension has at least one usable value.
     ///
     /// # Errors
-    /// [`TrainError::Config`] naming the dimension.
+    /// [`TrainError::Config`] naming the dimension: for `layers` and `units`, a minimum above
+    /// the maximum, a step of 0, no hidden layer, more than 16 hidden layers or layers of 0
+    /// units; for the lists, an empty list or a value out of its domain.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
+        for (name, r) in [("layers", &self.layers), ("units", &self.units)] {
+            if r.min > r.max {
+                return bad(format!("{name}: the minimum {} is above the maximum {}", r.min, r.max));
+            }
+            if r.step == 0 {
+                return bad(format!("{name}: the step must be at least 1"));
+            }
+        }
         if self.layers.min == 0 {
             return bad("layers: at least 1 hidden layer".into());
         }
@@ -180,6 +190,10 @@ impl SearchSpace {
     }
 
     /// Draws one combination.
+    ///
+    /// # Panics
+    /// When a list is empty or `layers` or `units` holds no value (minimum above maximum):
+    /// spaces that [`SearchSpace::validate`] rejects, as [`random_search`] does first.
     pub fn sample(&self, rng: &mut Rng) -> HyperParams {
         let pick = |rng: &mut Rng, n: usize| rng.below(n.max(1));
         let layer_counts = self.layers.values();
@@ -547,6 +561,28 @@ mod tests {
         let spec = trials[0].spec(&[28, 28], 10);
         assert_eq!(spec.output_shape().ok(), Some(vec![10]));
         assert!(SearchSpace { dropouts: vec![1.0], ..SearchSpace::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn validate_rejects_reversed_ranges_and_zero_steps_naming_the_field() {
+        let message = |space: SearchSpace| match space.validate() {
+            Err(TrainError::Config(m)) => m,
+            other => panic!("expected a configuration error, got {other:?}"),
+        };
+        let reversed_units = SearchSpace { units: IntRange { min: 16, max: 8, step: 16 }, ..SearchSpace::default() };
+        assert!(message(reversed_units).starts_with("units:"));
+        let reversed_layers = SearchSpace { layers: IntRange { min: 3, max: 2, step: 1 }, ..SearchSpace::default() };
+        assert!(message(reversed_layers).starts_with("layers:"));
+        let zero_step_units = SearchSpace { units: IntRange { min: 8, max: 16, step: 0 }, ..SearchSpace::default() };
+        assert!(message(zero_step_units).starts_with("units:"));
+        let zero_step_layers = SearchSpace { layers: IntRange { min: 1, max: 2, step: 0 }, ..SearchSpace::default() };
+        assert!(message(zero_step_layers).starts_with("layers:"));
+        // The search refuses such a space before drawing (it used to panic in `sample`).
+        let data = Dataset::new(vec![0; 40], vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 2, 2, 2).expect("data");
+        let space = SearchSpace { units: IntRange { min: 16, max: 8, step: 16 }, ..SearchSpace::default() };
+        let r =
+            random_search(&space, &TunerConfig { max_trials: 1, epochs: 1, ..Default::default() }, &data, &mut |_| {});
+        assert!(matches!(r, Err(TrainError::Config(m)) if m.starts_with("units:")));
     }
 
     #[test]
