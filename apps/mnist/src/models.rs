@@ -128,6 +128,21 @@ pub fn default_loss(spec: &ModelSpec) -> Loss {
     Loss::SparseCategoricalCrossentropy { from_logits: !ends_in_softmax(spec) }
 }
 
+/// The recipe an architecture file trains with when flags say nothing else (it has no tutorial
+/// of its own): Adam at 1e-3, sparse categorical cross-entropy (from logits unless the model
+/// ends in softmax), 5 epochs of batch 128, validation on the test set.
+pub fn spec_recipe(spec: &ModelSpec) -> nn_train::recipes::Recipe {
+    nn_train::recipes::Recipe {
+        name: "architecture file",
+        spec: spec.clone(),
+        compile: nn_train::Compile { loss: default_loss(spec), ..Default::default() },
+        epochs: 5,
+        batch_size: 128,
+        validation: nn_train::recipes::RecipeValidation::Test,
+        augmentation: None,
+    }
+}
+
 /// `--dropout RATE`: a `Dropout(rate)` just before the last `Dense` layer.
 ///
 /// # Errors

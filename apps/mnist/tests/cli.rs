@@ -314,6 +314,38 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
 }
 
 #[test]
+fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--model",
+        "mlp-512-512",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1000",
+        "--epochs",
+        "2",
+        "--limit",
+        "3000",
+        "--run-dir",
+        "r",
+        "-q",
+        "--device",
+        "cpu",
+    ];
+    fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch", "try a lower --lr"]);
+    assert!(!tmp.path().join("r").exists());
+    // A JSON architecture states the recipe it trains with.
+    ok(&mnist(tmp.path(), &["summary", "--model", "mlp-128", "--save-spec", "a.json"]));
+    let out = ok(&mnist(tmp.path(), &["summary", "--model", "a.json"]));
+    assert!(
+        out.contains("Recipe (an architecture file's default): adam") && out.contains("5 epochs of batch 128"),
+        "{out}"
+    );
+}
+
+#[test]
 fn tune_runs_two_tiny_trials_and_keeps_the_best() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(&mnist(

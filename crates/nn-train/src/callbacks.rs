@@ -107,6 +107,8 @@ pub struct EarlyStopping {
     /// Put back the best epoch's weights when training ends.
     pub restore_best_weights: bool,
     best: Option<f64>,
+    /// The epoch of `best`.
+    best_epoch: usize,
     wait: usize,
     /// The epoch at which training was stopped, if it was.
     pub stopped_epoch: Option<usize>,
@@ -127,6 +129,7 @@ impl EarlyStopping {
             min_delta: 0.0,
             restore_best_weights: false,
             best: None,
+            best_epoch: 0,
             wait: 0,
             stopped_epoch: None,
         }
@@ -162,10 +165,16 @@ impl EarlyStopping {
     /// Why it stops.
     fn stop_message(&self) -> String {
         format!(
-            "early stopping: {} did not improve for {} epoch(s) (best {:.4})",
+            "early stopping: {} did not improve for {} (best {:.4} at epoch {}){}",
             self.monitor,
-            self.wait,
-            self.best.unwrap_or(f64::NAN)
+            if self.wait == 1 { "1 epoch".to_string() } else { format!("{} epochs", self.wait) },
+            self.best.unwrap_or(f64::NAN),
+            self.best_epoch,
+            if self.restore_best_weights {
+                format!("; restoring the weights of epoch {}", self.best_epoch)
+            } else {
+                String::new()
+            }
         )
     }
 
@@ -176,10 +185,11 @@ impl EarlyStopping {
 
     /// Takes in epoch value `v`: whether it improves on the best by more than `min_delta`
     /// (then it becomes the best and the wait starts again), else one more epoch of waiting.
-    fn observe(&mut self, v: f64) -> bool {
+    fn observe(&mut self, v: f64, epoch: usize) -> bool {
         let better = improves(&self.monitor, self.best, v, self.min_delta);
         if better {
             self.best = Some(v);
+            self.best_epoch = epoch;
             self.wait = 0;
         } else {
             self.wait += 1;
@@ -201,7 +211,7 @@ impl Callback for EarlyStopping {
         let mut last = None;
         for log in &trainer.history().epochs {
             if let Some(v) = log.get(&self.monitor) {
-                self.observe(v);
+                self.observe(v, log.epoch);
                 last = Some(log.epoch);
             }
         }
@@ -223,7 +233,7 @@ impl Callback for EarlyStopping {
 
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {
         let v = self.value(log)?;
-        if self.observe(v) {
+        if self.observe(v, log.epoch) {
             if self.restore_best_weights {
                 // Kept by the trainer, so that checkpoints carry them (from this epoch's on).
                 let w = trainer.model().weights()?;
@@ -462,7 +472,10 @@ mod tests {
         // at) stops before training.
         history.epochs.push(log(4, 0.85));
         let begin = es.on_train_begin(&trainer().with_history(history.clone())).unwrap();
-        assert!(matches!(begin, Control::Stop(ref why) if why.contains("val_loss")), "{begin:?}");
+        assert!(
+            matches!(begin, Control::Stop(ref why) if why.contains("val_loss did not improve for 2 epochs (best 0.8000 at epoch 2)")),
+            "{begin:?}"
+        );
         // Epochs run without validation data do not count; the current epoch must have it.
         let no_val = |e: usize| EpochLog { val_loss: None, ..log(e, 0.0) };
         let history = History { epochs: vec![no_val(1), no_val(2)], ..Default::default() };

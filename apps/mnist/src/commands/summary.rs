@@ -45,15 +45,20 @@ pub fn run(args: SummaryArgs, _global: &Global) -> Result<()> {
         "{}",
         nn_core::summary(&spec, "sequential").with_context(|| format!("{}: invalid architecture", args.model))?
     );
-    if let ModelSource::Preset(name) = &source {
-        if let Some(r) = recipe(name) {
+    let r = match &source {
+        ModelSource::Preset(name) => recipe(name),
+        _ => Some(crate::models::spec_recipe(&spec)),
+    };
+    {
+        if let Some(r) = r {
             let validation = match r.validation {
                 RecipeValidation::Test => "validation on the test set".to_string(),
                 RecipeValidation::Split(f) => format!("validation on the last {:.0}% of the training set", f * 100.0),
                 RecipeValidation::None => "no validation".to_string(),
             };
             println!(
-                "Recipe: {} (learning rate {}, schedule {}), {}{}, {} epochs of batch {}, {validation}",
+                "Recipe{}: {} (learning rate {}, schedule {}), {}{}, {} epochs of batch {}, {validation}",
+                if matches!(source, ModelSource::Preset(_)) { "" } else { " (an architecture file's default)" },
                 r.compile.optimizer.name(),
                 r.compile.optimizer.lr(),
                 super::train::schedule_text(&r.compile.schedule),

@@ -12,7 +12,7 @@ use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
     Callback, Compile, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau, Schedule,
-    Trainer, Validation, Verbosity,
+    TerminateOnNaN, Trainer, Validation, Verbosity,
 };
 
 use crate::commands::data_choice;
@@ -210,7 +210,9 @@ mod fit_keys {
 #[command(after_help = EXAMPLES, allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// The architecture: a preset (mlp-128, mlp-sigmoid-100-144, mlp-128-128, mlp-512-512,
-    /// convnet, fast-cnn; each brings its tutorial's recipe) or an architecture file (.json).
+    /// convnet, fast-cnn; each brings its tutorial's recipe) or an architecture file (.json),
+    /// which trains with Adam at 0.001, sparse categorical cross-entropy, 5 epochs of batch 128
+    /// and validation on the test set unless flags say otherwise (`mnist summary` prints it).
     /// [default: mlp-128, or the checkpoint's with --resume]
     #[arg(long, short, value_name = "PRESET|SPEC.json")]
     pub model: Option<String>,
@@ -650,6 +652,21 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         ValidationArg::Split(f) => format!("the last {:.0}% of the training images", f * 100.0),
         ValidationArg::None => "none".into(),
     };
+    // The settings that change training beyond the recipe's line, in words.
+    let mut extras = Vec::new();
+    if augmentation.is_some_and(|a| !a.is_identity()) {
+        extras.push(format!("augmentation ({})", augment_text(&augmentation)));
+    }
+    let regularization = regularization_text(&spec);
+    if regularization != "none" {
+        extras.push(regularization.clone());
+    }
+    if let Some(p) = early_stopping {
+        extras.push(format!("early stopping after {} without improvement", report::plural(p, "epoch")));
+    }
+    if let Some(p) = reduce_lr {
+        extras.push(format!("learning rate ÷10 after {} without improvement", report::plural(p, "epoch")));
+    }
     if !args.quiet {
         print!("{}", nn_core::summary(&spec, "sequential")?);
         println!();
@@ -663,7 +680,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         trainer.model().device()
     );
     println!(
-        "{} (learning rate {}{}, schedule {}), {}, {} of batch {}, validation on {validation_text}{}",
+        "{} (learning rate {}{}, schedule {}), {}, {} of batch {}, {}{}{}",
         compile.optimizer.name(),
         compile.optimizer.lr(),
         if compile.optimizer.lr() == start_lr { String::new() } else { format!(", lowered from {start_lr}") },
@@ -671,6 +688,12 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         loss_text(compile.loss),
         report::plural(epochs, "epoch"),
         batch_size,
+        if validation == ValidationArg::None {
+            "no validation".to_string()
+        } else {
+            format!("validation on {validation_text}")
+        },
+        if extras.is_empty() { String::new() } else { format!(", {}", extras.join(", ")) },
         if done > 0 { format!(", resuming after epoch {done}") } else { String::new() }
     );
     println!("Run folder: {} (written when training ends)", planned.path.display());
@@ -694,6 +717,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         callbacks.push(Box::new(ModelCheckpoint::new(path)));
     }
+    // A loss that becomes NaN or infinite stops the run with the last good epoch's weights
+    // (a diverged model would be saved only to be refused by evaluate and predict).
+    callbacks.push(Box::new(TerminateOnNaN));
     let fit_validation = match validation {
         ValidationArg::Test => Validation::Data(test.clone()),
         ValidationArg::Split(f) => Validation::Split(f),
@@ -716,6 +742,22 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         )
         .context("training failed")?;
     let fit_secs = fit_started.elapsed().as_secs_f64();
+    // TerminateOnNaN's reason starts with what the loss became.
+    let diverged = trainer.history().stopped.as_deref().filter(|why| why.starts_with("the loss became"));
+    if let Some(why) = diverged {
+        let loss = why.split(':').next().unwrap_or(why);
+        if trainer.history().epochs.len() == done {
+            bail!(
+                "training diverged in its first epoch ({loss}): nothing worth saving; try a lower --lr (now {})",
+                trainer.learning_rate()
+            );
+        }
+        eprintln!(
+            "warning: training diverged in epoch {} ({loss}); the run keeps the weights of epoch {}; try a lower --lr",
+            trainer.history().epochs.len() + 1,
+            trainer.history().epochs.len()
+        );
+    }
 
     // Results on the test set.
     let eval = trainer.evaluate(&test)?;
@@ -778,6 +820,13 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let _ = writeln!(r, "device:         {}", trainer.model().device());
     let _ = writeln!(r, "optimizer:      {}", optimizer_text(&compile.optimizer.learning_rate(start_lr)));
     let _ = writeln!(r, "schedule:       {}", schedule_text(&compile.schedule));
+    if let Some(patience) = early_stopping {
+        let _ = writeln!(
+            r,
+            "early stopping: after {} without improvement, keeping the best epoch's weights",
+            report::plural(patience, "epoch")
+        );
+    }
     if let Some(patience) = reduce_lr {
         let _ = writeln!(
             r,
@@ -791,7 +840,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let _ = writeln!(r, "batch size:     {batch_size}");
     let _ = writeln!(r, "validation:     {validation_text}");
     let _ = writeln!(r, "augmentation:   {}", augment_text(&augmentation));
-    let _ = writeln!(r, "regularization: {}", regularization_text(&spec));
+    let _ = writeln!(r, "regularization: {regularization}");
     let _ = writeln!(r, "seed:           {}", trainer.state().seed);
     let _ = writeln!(
         r,
@@ -799,6 +848,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         if done > 0 { format!(" (resumed after {done})") } else { String::new() },
         if stopped_early { " (stopped early)" } else { "" }
     );
+    if let Some(why) = &history.stopped {
+        let _ = writeln!(r, "stopped:        {why}");
+    }
     let _ = writeln!(r, "seconds/epoch:  {secs_per_epoch:.2}");
     let _ = writeln!(r, "training time:  {}", report::duration(fit_secs));
     let _ = writeln!(r);
@@ -844,24 +896,19 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     let r = match source {
         ModelSource::Preset(p) => recipe(p),
         _ => None,
-    };
-    // Defaults of an architecture without a recipe: Adam, 5 epochs of 128, test-set validation.
-    let (mut compile, epochs, batch, validation, augmentation) = match &r {
-        Some(r) => (
-            r.compile,
-            r.epochs,
-            r.batch_size,
-            match r.validation {
-                RecipeValidation::Test => ValidationArg::Test,
-                RecipeValidation::Split(f) => ValidationArg::Split(f),
-                RecipeValidation::None => ValidationArg::None,
-            },
-            r.augmentation,
-        ),
-        None => {
-            (Compile { loss: models::default_loss(&spec), ..Default::default() }, 5, 128, ValidationArg::Test, None)
-        }
-    };
+    }
+    .unwrap_or_else(|| models::spec_recipe(&spec));
+    let (mut compile, epochs, batch, validation, augmentation) = (
+        r.compile,
+        r.epochs,
+        r.batch_size,
+        match r.validation {
+            RecipeValidation::Test => ValidationArg::Test,
+            RecipeValidation::Split(f) => ValidationArg::Split(f),
+            RecipeValidation::None => ValidationArg::None,
+        },
+        r.augmentation,
+    );
     if let Some(rate) = args.dropout {
         models::insert_dropout(&mut spec, rate)?;
     }
