@@ -45,3 +45,8 @@ pub use spec::{
 };
 pub use summary::summary;
 pub use tensor::Tensor;
+
+/// The crates whose types nn-core's signatures use (data sets, arrays), re-exported so that a
+/// user names them without depending on them, at the versions nn-core was built with.
+pub use mnist_data;
+pub use ndarray;

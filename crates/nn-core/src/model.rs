@@ -254,4 +254,13 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn weights_of_the_right_shape_but_too_few_values_are_named() {
+        let mut m = Model::new(&ModelSpec::new(&[3]).add(Dense::new(2)), 1).unwrap();
+        let mut w = m.weights().unwrap();
+        w[0].data.pop();
+        let err = m.set_weights(&w).unwrap_err().to_string();
+        assert!(err.contains("dense.kernel: shape [3, 2] needs 6 values, the tensor holds 5"), "{err}");
+    }
 }

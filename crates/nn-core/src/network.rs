@@ -765,12 +765,21 @@ impl<D: Device> Runtime for Network<D> {
                     .iter()
                     .find(|t| t.name == p.name)
                     .ok_or_else(|| NnError::spec(format!("no values for parameter {}", p.name)))?;
-                if t.shape != p.shape || t.data.len() != p.len() {
+                if t.shape != p.shape {
                     return Err(NnError::Shape {
                         layer: p.name.clone(),
                         expected: p.shape.clone(),
                         found: t.shape.clone(),
                     });
+                }
+                if t.data.len() != p.len() {
+                    return Err(NnError::spec(format!(
+                        "{}: shape {:?} needs {} values, the tensor holds {}",
+                        p.name,
+                        p.shape,
+                        p.len(),
+                        t.data.len()
+                    )));
                 }
                 self.dev.upload(&t.data, &mut p.value)?;
             }

@@ -9,10 +9,10 @@ pub const PRESETS: [(&str, &str); 6] = [
     ("mlp-sigmoid-100-144", "Flatten → Dense(100, sigmoid) → Dense(144, sigmoid) → Dense(10, softmax)"),
     ("mlp-128-128", "Flatten → Dense(128, relu) → Dense(128, relu) → Dense(10, softmax)"),
     ("mlp-512-512", "Flatten → Dense(512, relu) → Dense(512, relu) → Dense(10, softmax)"),
-    ("convnet", "Keras's simple MNIST convnet: Conv(32,3) → MaxPool → Conv(64,3) → MaxPool → Dropout(0.5) → Dense(10)"),
+    ("convnet", "Keras's simple MNIST convnet: Conv(32,3) → MaxPool → Conv(64,3) → MaxPool → Flatten → Dropout(0.5) → Dense(10, softmax)"),
     (
         "fast-cnn",
-        "Conv(16,3,relu) → MaxPool → BN → Conv(32,3,relu) → MaxPool → BN → Dense(10): 99% in 3 one-cycle epochs",
+        "Conv(16,3,relu) → MaxPool → BN → Conv(32,3,relu) → MaxPool → BN → Flatten → Dense(10, softmax): 99% in 3 one-cycle epochs",
     ),
 ];
 

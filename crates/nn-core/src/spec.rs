@@ -326,6 +326,17 @@ macro_rules! into_spec {
 }
 into_spec!(Flatten => Flatten, Dense => Dense, Dropout => Dropout, Conv2D => Conv2D, BatchNorm => BatchNormalization, Reshape => Reshape);
 
+/// A hint for an image input that looks channels-last (`[28, 28, 1]`, Keras's layout), where
+/// convolutions and pools read channels first (`[1, 28, 28]`, PyTorch's); empty otherwise.
+fn channels_last_hint(input: &[usize]) -> String {
+    match *input {
+        [h, w, c] if c < h && c < w && c <= 4 => {
+            format!(" (the input {input:?} looks channels-last: images here are [channels, height, width], so [{c}, {h}, {w}])")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Output size of a window along one axis.
 pub fn window_out(input: usize, k: usize, s: usize, pad: Padding) -> (usize, usize) {
     match pad {
@@ -414,7 +425,8 @@ impl LayerSpec {
                 }
                 if c.padding == Padding::Valid && (kh > h || kw > w) {
                     return Err(NnError::spec(format!(
-                        "{name} (Conv2D): kernel {kh}×{kw} is larger than its {h}×{w} input"
+                        "{name} (Conv2D): kernel {kh}×{kw} is larger than its {h}×{w} input{}",
+                        channels_last_hint(input)
                     )));
                 }
                 if c.activation == Activation::Softmax {
@@ -433,7 +445,10 @@ impl LayerSpec {
                     return Err(NnError::spec(format!("{name}: pool size and strides must be at least 1")));
                 }
                 if p.padding == Padding::Valid && (kh > h || kw > w) {
-                    return Err(NnError::spec(format!("{name}: pool {kh}×{kw} is larger than its {h}×{w} input")));
+                    return Err(NnError::spec(format!(
+                        "{name}: pool {kh}×{kw} is larger than its {h}×{w} input{}",
+                        channels_last_hint(input)
+                    )));
                 }
                 Ok(vec![c_in, window_out(h, kh, sh, p.padding).0, window_out(w, kw, sw, p.padding).0])
             }
@@ -503,6 +518,12 @@ impl LayerSpec {
 /// may hold: 2³² floats, 16 GiB. Larger shapes are certainly mistakes, and their sizes would
 /// overflow the products that follow.
 pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// The most parameters a model may have: 2²⁸ (268 million), 1 GiB of weights, 4 GiB when
+/// training with their gradients and Adam's two moments. MNIST's largest models have a few
+/// million; a larger one is a mistake that would otherwise end in the system killing the
+/// process for memory, past any error an allocation could report.
+pub const MAX_PARAMS: usize = 1 << 28;
 
 /// The number of values of `shape`, `None` past [`MAX_ELEMENTS`].
 fn elements(shape: &[usize]) -> Option<usize> {
@@ -594,6 +615,7 @@ impl ModelSpec {
             )));
         }
         let mut counts = std::collections::HashMap::<&str, usize>::new();
+        let mut params = 0usize;
         let mut shape = self.input_shape.clone();
         let mut out = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
@@ -611,8 +633,14 @@ impl ModelSpec {
                 return Err(too_large("output", &output));
             }
             for (_, p, _) in l.param_shapes(&shape) {
-                if elements(&p).is_none() {
-                    return Err(too_large("parameter", &p));
+                let n = elements(&p).ok_or_else(|| too_large("parameter", &p))?;
+                params = params.saturating_add(n);
+                if params > MAX_PARAMS {
+                    return Err(NnError::spec(format!(
+                        "{name} ({}): with its parameter {p:?} the model has more than {MAX_PARAMS} parameters \
+                         (1 GiB of weights, 4 GiB to train with Adam): too large for this tool",
+                        l.type_name()
+                    )));
                 }
             }
             out.push(ResolvedLayer { name, spec: l.clone(), input: shape, output: output.clone() });
@@ -646,6 +674,25 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_past_the_parameter_cap_is_refused_before_anything_is_allocated() {
+        let err = ModelSpec::new(&[784]).add(Dense::new(4_000_000)).resolve().unwrap_err().to_string();
+        assert!(err.contains("dense (Dense)") && err.contains("more than 268435456 parameters"), "{err}");
+        // Under the cap, in several layers: fine.
+        let big = ModelSpec::new(&[784]).add(Dense::new(4096)).add(Dense::new(4096)).add(Dense::new(10));
+        assert!(big.resolve().is_ok());
+    }
+
+    #[test]
+    fn a_channels_last_image_is_named_as_such() {
+        let keras = ModelSpec::new(&[28, 28, 1]).add(Conv2D::new(8, 3));
+        let err = keras.resolve().unwrap_err().to_string();
+        assert!(err.contains("looks channels-last") && err.contains("[1, 28, 28]"), "{err}");
+        let small = ModelSpec::new(&[1, 2, 2]).add(Conv2D::new(8, 3));
+        let err = small.resolve().unwrap_err().to_string();
+        assert!(err.contains("larger than its 2×2 input") && !err.contains("channels-last"), "{err}");
+    }
 
     #[test]
     fn names_shapes_and_json_roundtrip() {

@@ -70,8 +70,15 @@ pub trait Callback: Send {
 }
 
 /// An error for a metric no epoch reports, before the first epoch trains.
-pub(crate) fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
+pub(crate) fn check_monitor(callback: &str, monitor: &str, trainer: &Trainer) -> Result<()> {
     if EpochLog::METRICS.contains(&monitor) {
+        if monitor.starts_with("val_") && !trainer.validates() {
+            return Err(crate::error::TrainError::Config(format!(
+                "{callback} monitors {monitor}, but this fit has no validation data: give \
+                 `validation` (Validation::Data or Validation::Split) or monitor {}",
+                &monitor[4..]
+            )));
+        }
         return Ok(());
     }
     Err(crate::error::TrainError::Config(format!(
@@ -206,7 +213,7 @@ impl Callback for EarlyStopping {
     /// that had already waited its patience stops at once, as it would have. With
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
-        check_monitor("EarlyStopping", &self.monitor)?;
+        check_monitor("EarlyStopping", &self.monitor, trainer)?;
         (self.best, self.wait, self.stopped_epoch) = (None, 0, None);
         let mut last = None;
         for log in &trainer.history().epochs {
@@ -334,7 +341,7 @@ impl Callback for ModelCheckpoint {
     /// resumed run does not overwrite a better checkpoint with a worse one.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         if self.save_best_only {
-            check_monitor("ModelCheckpoint", &self.monitor)?;
+            check_monitor("ModelCheckpoint", &self.monitor, trainer)?;
         }
         self.best = None;
         if self.save_best_only {
@@ -401,9 +408,12 @@ pub(crate) mod testing {
     use crate::{Compile, Trainer};
     use nn_core::{Dense, Model, ModelSpec};
 
-    /// A trainer of a 4-input, 2-unit dense model with the default compile (Adam at 1e-3).
+    /// A trainer of a 4-input, 2-unit dense model with the default compile (Adam at 1e-3), as
+    /// in a fit with validation data (so `val_*` monitors pass their check).
     pub(crate) fn trainer() -> Trainer {
-        Trainer::new(Model::new(&ModelSpec::new(&[4]).add(Dense::new(2)), 1).unwrap(), Compile::default())
+        let mut t = Trainer::new(Model::new(&ModelSpec::new(&[4]).add(Dense::new(2)), 1).unwrap(), Compile::default());
+        t.validating = true;
+        t
     }
 
     /// The log of `epoch` with this validation loss (and made-up other numbers).

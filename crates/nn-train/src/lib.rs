@@ -42,3 +42,9 @@ pub use optimizer::Optimizer;
 pub use progress::Verbosity;
 pub use schedule::Schedule;
 pub use trainer::{predict_bytes, predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};
+
+/// The crates whose types nn-train's signatures use (data sets, models, arrays), re-exported
+/// so that a user names them without depending on them, at the versions nn-train was built with.
+pub use mnist_data;
+pub use ndarray;
+pub use nn_core;

@@ -108,7 +108,7 @@ impl Callback for ReduceLROnPlateau {
     /// best value from the history, the wait and cooldown from the tensors the checkpoint
     /// kept), else starts afresh, as Keras does.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
-        check_monitor("ReduceLROnPlateau", &self.monitor)?;
+        check_monitor("ReduceLROnPlateau", &self.monitor, trainer)?;
         if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(TrainError::Config(format!(
                 "ReduceLROnPlateau: factor {} must be between 0 and 1 (it multiplies the rate)",

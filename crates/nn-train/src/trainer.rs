@@ -60,6 +60,8 @@ pub struct FitConfig {
     /// Callbacks.
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Seed of shuffles, dropout and augmentation (weights are seeded when the model is built).
+    /// Taken by a trainer's first `fit` only: a later `fit` (or a resumed run) goes on with the
+    /// run's seed ([`TrainState::seed`]), so that its batches continue the same sequence.
     pub seed: u64,
     /// On-the-fly augmentation of training batches.
     pub augmentation: Option<Augmentation>,
@@ -139,6 +141,8 @@ pub struct Trainer {
     annotations: BTreeMap<String, String>,
     /// Tensors callbacks keep across a resume (see [`Trainer::keep_tensors`]), by full name.
     kept: Vec<Tensor>,
+    /// Whether the `fit` under way validates after each epoch ([`Trainer::validates`]).
+    pub(crate) validating: bool,
 }
 
 /// The metadata keys the trainer writes itself (an annotation cannot take them).
@@ -160,6 +164,7 @@ impl Trainer {
             targets: Vec::new(),
             annotations: BTreeMap::new(),
             kept: Vec::new(),
+            validating: false,
         }
     }
 
@@ -239,6 +244,14 @@ impl Trainer {
     pub fn history(&self) -> &History {
         &self.history
     }
+
+    /// Whether the `fit` under way validates after each epoch, so that its epochs report
+    /// `val_loss` and `val_accuracy`: callbacks that monitor those check it in
+    /// [`crate::Callback::on_train_begin`], before any epoch's work is spent.
+    pub fn validates(&self) -> bool {
+        self.validating
+    }
+
     /// Progress so far.
     pub fn state(&self) -> TrainState {
         self.state
@@ -284,23 +297,37 @@ impl Trainer {
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
-        let want = self.model.input_len();
-        // An image-shaped input must have the data's rows and columns, not only their count.
-        let sides = match self.model.spec().input_shape[..] {
-            [h, w] | [1, h, w] => Some((h, w)),
-            _ => None,
-        };
-        if data.pixels() != want || sides.is_some_and(|s| s != (data.rows(), data.cols())) {
+        check_images(&self.model, data)?;
+        let classes = self.model.output_len();
+        if let Some(i) = data.labels().iter().position(|&l| l as usize >= classes) {
             return Err(TrainError::Config(format!(
-                "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
-                self.model.spec().input_shape,
-                data.rows(),
-                data.cols()
+                "label {} (example {i}) does not fit the model's {classes} outputs",
+                data.labels()[i]
             )));
         }
-        let classes = self.model.output_len();
-        if let Some(&bad) = data.labels().iter().find(|&&l| l as usize >= classes) {
-            return Err(TrainError::Config(format!("label {bad} does not fit the model's {classes} outputs")));
+        Ok(())
+    }
+
+    /// Refuses a learning rate or momentum that cannot train (NaN, infinite, not positive; a
+    /// checkpoint's too) and a normalisation that makes no numbers (a deviation of 0).
+    fn check_settings(&self, norm: Normalization) -> Result<()> {
+        let lr = self.compile.optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(TrainError::Config(format!("learning rate {lr}: must be a positive number")));
+        }
+        let momentum = match self.compile.optimizer {
+            Optimizer::Sgd { momentum, .. } | Optimizer::RmsProp { momentum, .. } => momentum,
+            Optimizer::Adam { .. } => 0.0,
+        };
+        if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
+            return Err(TrainError::Config(format!("momentum {momentum}: must be at least 0 and below 1")));
+        }
+        if let Normalization::Standardize { mean, std } = norm {
+            if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "normalization: standardize with mean {mean} and deviation {std}: the deviation must be a positive number"
+                )));
+            }
         }
         Ok(())
     }
@@ -322,6 +349,7 @@ impl Trainer {
             return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
         self.check_loss()?;
+        self.check_settings(cfg.normalization)?;
         let done = self.state.epoch;
         if done >= cfg.epochs {
             return Err(TrainError::Config(format!(
@@ -330,11 +358,14 @@ impl Trainer {
                 if done == 1 { "1 epoch".to_string() } else { format!("{done} epochs") }
             )));
         }
-        self.check_data(&train)?;
+        self.check_data(&train).map_err(|e| TrainError::Config(format!("training data: {e}")))?;
         let (train, val) = match &cfg.validation {
             Validation::None => (train, None),
             Validation::Data(v) => {
-                self.check_data(v)?;
+                if v.is_empty() {
+                    return Err(TrainError::Config("the validation data set is empty".into()));
+                }
+                self.check_data(v).map_err(|e| TrainError::Config(format!("validation data: {e}")))?;
                 (train, Some(v.clone()))
             }
             Validation::Split(f) => {
@@ -382,6 +413,7 @@ impl Trainer {
         let mut said = false;
         let loss = self.compile.loss;
         self.model.runtime().take_stats()?;
+        self.validating = val.is_some();
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         for cb in &mut callbacks {
             if let Control::Stop(why) | Control::StopAndRestore(why) = cb.on_train_begin(self)? {
@@ -688,7 +720,17 @@ impl Trainer {
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
         let kept = unprefixed("kept.", &f.extra);
-        Ok(Trainer { model, compile, state, history, normalization, targets: Vec::new(), annotations, kept })
+        Ok(Trainer {
+            model,
+            compile,
+            state,
+            history,
+            normalization,
+            targets: Vec::new(),
+            annotations,
+            kept,
+            validating: false,
+        })
     }
 
     /// [`Trainer::resume_with`] on the CPU.
@@ -749,16 +791,27 @@ fn prefetch(bytes: &[u8]) {
 /// # Errors
 /// Data that do not fit the model; device failures.
 pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -> Result<Array2<f32>> {
-    let px = data.pixels();
-    if px != model.input_len() {
+    check_images(model, data)?;
+    predict_bytes(model, data.images(), norm)
+}
+
+/// Whether `data`'s images fit `model`'s input: as many pixels, and for an image-shaped input
+/// (`[h, w]`, `[1, h, w]`) the same rows and columns, not only their count.
+fn check_images(model: &Model, data: &Dataset) -> Result<()> {
+    let want = model.input_len();
+    let sides = match model.spec().input_shape[..] {
+        [h, w] | [1, h, w] => Some((h, w)),
+        _ => None,
+    };
+    if data.pixels() != want || sides.is_some_and(|s| s != (data.rows(), data.cols())) {
         return Err(TrainError::Config(format!(
-            "the model takes {} inputs per example, the data has {}×{} images",
-            model.input_len(),
+            "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
+            model.spec().input_shape,
             data.rows(),
             data.cols()
         )));
     }
-    predict_bytes(model, data.images(), norm)
+    Ok(())
 }
 
 /// Class probabilities `[N, classes]` of the `N` images in `pixels` (whole examples of

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use mnist_data::Dataset;
+use mnist_data::{Dataset, Normalization};
 use nn_core::{preset, Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
 use nn_train::{
     Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
@@ -187,9 +187,36 @@ fn a_loss_that_cannot_read_the_outputs_and_data_of_another_shape_are_refused() {
     let tall = ModelSpec::new(&[56, 14]).add(Flatten::new()).add(Dense::new(10).activation(Activation::Softmax));
     let mut t = Trainer::new(Model::new(&tall, 1).unwrap(), compile());
     assert!(t.fit(train, cfg(1, &val)).unwrap_err().to_string().contains("28×28"));
+    assert!(t.predict(&val).unwrap_err().to_string().contains("28×28"), "predict checks as evaluate does");
     // Nothing to evaluate.
     let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), compile());
     assert!(t.evaluate(&val.slice(0..0)).unwrap_err().to_string().contains("empty"));
+}
+
+#[test]
+fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
+    let (train, val) = subset(500);
+    let fresh =
+        |optimizer: Optimizer| Trainer::new(Model::new(&spec(), 1).unwrap(), Compile { optimizer, ..compile() });
+    let refused = |t: &mut Trainer, c: FitConfig, needle: &str| {
+        let err = t.fit(train.clone(), c).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(t.state().epoch, 0, "{needle}: an epoch was trained before the refusal");
+    };
+    refused(&mut fresh(Optimizer::adam().learning_rate(f32::NAN)), cfg(1, &val), "learning rate NaN");
+    refused(&mut fresh(Optimizer::sgd().learning_rate(-1.0)), cfg(1, &val), "learning rate -1");
+    refused(&mut fresh(Optimizer::sgd().momentum(1.5)), cfg(1, &val), "momentum 1.5");
+    let flat = FitConfig { normalization: Normalization::Standardize { mean: 0.0, std: 0.0 }, ..cfg(1, &val) };
+    refused(&mut fresh(Optimizer::adam()), flat, "deviation must be a positive number");
+    // A callback watching val_loss in a fit without validation, and empty validation data.
+    let mut c = FitConfig { validation: Validation::None, ..cfg(1, &val) };
+    c.callbacks.push(Box::new(EarlyStopping::new("val_loss")));
+    refused(&mut fresh(Optimizer::adam()), c, "EarlyStopping monitors val_loss, but this fit has no validation data");
+    let mut c = FitConfig { validation: Validation::None, ..cfg(1, &val) };
+    c.callbacks.push(Box::new(ReduceLROnPlateau::new("val_loss")));
+    refused(&mut fresh(Optimizer::adam()), c, "ReduceLROnPlateau monitors val_loss");
+    let empty = Arc::new(val.slice(0..0));
+    refused(&mut fresh(Optimizer::adam()), cfg(1, &empty), "the validation data set is empty");
 }
 
 #[test]

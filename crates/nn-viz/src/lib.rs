@@ -46,3 +46,7 @@ pub use error::{DigitizeError, Result, VizError};
 pub use font::{register_fonts, FONT_FAMILY};
 pub use grid::{digit_grid, enlarged_digit, GridOptions, Tile, Tone};
 pub use history::{plot_history, HistoryCurves};
+
+/// The `image` crate, whose `DynamicImage` [`digitize_image`] takes, re-exported at the
+/// version nn-viz was built with.
+pub use image;
