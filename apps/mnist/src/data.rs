@@ -67,23 +67,61 @@ impl DataChoice {
         let started = Instant::now();
         match mnist_data::load_dir(&self.dir) {
             Ok(splits) => Ok((splits, started.elapsed())),
-            Err(e @ DataError::Missing { .. }) => {
-                let hint = match self.kind {
-                    Some(kind) => format!(
+            Err(DataError::Missing { dir, what, looked_for }) => {
+                // A folder where a data file should be: say so, not that the file is missing.
+                if let Some(folder) = looked_for.split(", ").map(|n| dir.join(n)).find(|p| p.is_dir()) {
+                    bail!(
+                        "{} is a folder, not the {what} file: put the file itself there (IDX, `.gz` or not), or \
+                         remove or rename the folder",
+                        folder.display()
+                    );
+                }
+                // The library's own message ends in a hint to run `mnist fetch` (MNIST); this
+                // one names the right data set, once.
+                let missing = format!("{}: no {what} file (looked for {looked_for})", dir.display());
+                match self.kind {
+                    Some(kind) => bail!(
                         "the {} data set is not in {}: download it with `mnist fetch{}{}`, or point --data-dir at \
-                         the folder that holds `{}/`",
+                         the folder that holds `{}/` ({missing})",
                         kind.name(),
                         self.dir.display(),
                         if kind == DatasetKind::Mnist { String::new() } else { format!(" --dataset {}", kind.name()) },
                         data_dir_flag(&self.dir),
                         kind.name()
                     ),
-                    None => format!("{} does not hold a complete data set", self.dir.display()),
-                };
-                Err(anyhow::Error::new(e).context(hint))
+                    None => bail!(
+                        "{} does not hold a complete data set: {missing}; copy the four IDX files there",
+                        self.dir.display()
+                    ),
+                }
             }
             Err(e) => Err(e).with_context(|| format!("cannot load the data set in {}", self.dir.display())),
         }
+    }
+}
+
+impl DataChoice {
+    /// Whether `recorded` (a model file's data set: `mnist`, `fashion` or a folder's path)
+    /// names this data set.
+    pub fn is(&self, data_dir: &Path, recorded: &str) -> bool {
+        if recorded == self.label {
+            return true;
+        }
+        let Ok(other) = DataChoice::resolve(data_dir, recorded) else { return false };
+        match (other.dir.canonicalize(), self.dir.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// A note for a model trained on `recorded` used on this data set, when they differ.
+    pub fn mismatch_note(&self, data_dir: &Path, recorded: Option<&str>) -> Option<String> {
+        let recorded = recorded.filter(|r| !self.is(data_dir, r))?;
+        Some(format!(
+            "the model was trained on {recorded} (recorded in its file), not on {}: its classes may mean other \
+             things here and its scores little (leave out --dataset to use {recorded})",
+            self.label
+        ))
     }
 }
 

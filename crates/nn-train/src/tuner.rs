@@ -327,13 +327,17 @@ pub struct TrialResult {
     pub val_loss: f64,
     /// Wall time of the trial (all executions).
     pub seconds: f64,
+    /// Every execution's loss became NaN or infinite (a learning rate too high): its scores
+    /// mean nothing, and it ranks below every trial that trained.
+    pub diverged: bool,
 }
 
 /// What a search found.
 pub struct SearchOutcome {
     /// Every trial, in the order they finished.
     pub trials: Vec<TrialResult>,
-    /// Index into `trials` of the best one.
+    /// Index into `trials` of the best one (the highest validation accuracy of the trials that
+    /// did not diverge; the earlier on a tie).
     pub best_index: usize,
     /// The trained model of the best trial (its best execution), with its history.
     pub best_trainer: Trainer,
@@ -376,8 +380,9 @@ fn run_trial(
 ) -> Result<(TrialResult, Trainer), TrainError> {
     let started = Instant::now();
     let spec = params.spec(&[train.rows(), train.cols()], train.classes());
-    let mut best: Option<(f64, Trainer)> = None;
-    let (mut acc_sum, mut loss_sum) = (0.0, 0.0);
+    // The best execution: its trainer, accuracy and whether it diverged.
+    let mut best: Option<(Trainer, f64, bool)> = None;
+    let (mut acc_sum, mut loss_sum, mut trained) = (0.0, 0.0, 0usize);
     let executions = cfg.executions_per_trial.max(1);
     for e in 0..executions {
         let seed = Rng::derive(cfg.seed, (number as u64) << 16 | e as u64).next_u64() >> 11;
@@ -397,21 +402,32 @@ fn run_trial(
         let last = t.history().last().cloned();
         let acc = last.as_ref().and_then(|l| l.val_accuracy).unwrap_or(0.0);
         let loss = last.as_ref().and_then(|l| l.val_loss).unwrap_or(f64::NAN);
-        acc_sum += acc;
-        loss_sum += loss;
-        if best.as_ref().is_none_or(|(b, _)| acc > *b) {
-            best = Some((acc, t));
+        let blew_up = !(loss.is_finite() && last.as_ref().is_some_and(|l| l.loss.is_finite()));
+        // A diverged execution is kept only while no execution trained.
+        let better = match &best {
+            None => true,
+            Some((_, b_acc, b_blew_up)) => (*b_blew_up && !blew_up) || (blew_up == *b_blew_up && acc > *b_acc),
+        };
+        if !blew_up {
+            acc_sum += acc;
+            loss_sum += loss;
+            trained += 1;
+        }
+        if better {
+            best = Some((t, acc, blew_up));
         }
     }
-    let n = executions as f64;
+    // The means over the executions that trained (NaN when none did).
+    let n = trained as f64;
     let result = TrialResult {
         number,
         params: params.clone(),
-        val_accuracy: acc_sum / n,
-        val_loss: loss_sum / n,
+        val_accuracy: if trained > 0 { acc_sum / n } else { f64::NAN },
+        val_loss: if trained > 0 { loss_sum / n } else { f64::NAN },
         seconds: started.elapsed().as_secs_f64(),
+        diverged: trained == 0,
     };
-    let trainer = best.map(|(_, t)| t).ok_or_else(|| TrainError::Config("a trial ran no execution".into()))?;
+    let trainer = best.map(|(t, ..)| t).ok_or_else(|| TrainError::Config("a trial ran no execution".into()))?;
     Ok((result, trainer))
 }
 
@@ -471,8 +487,10 @@ pub fn random_search(
                         None => true,
                         Some((b, _)) => {
                             let b: &TrialResult = &results[*b];
-                            result.val_accuracy > b.val_accuracy
-                                || (result.val_accuracy == b.val_accuracy && result.number < b.number)
+                            (b.diverged && !result.diverged)
+                                || (b.diverged == result.diverged
+                                    && (result.val_accuracy > b.val_accuracy
+                                        || (result.val_accuracy == b.val_accuracy && result.number < b.number)))
                         }
                     };
                     results.push(result);
@@ -492,19 +510,33 @@ pub fn random_search(
         return Err(e);
     }
     let (best_index, best_trainer) = best.ok_or_else(|| TrainError::Config("no trial ran".into()))?;
+    if results[best_index].diverged {
+        let rates: Vec<String> = space.learning_rates.iter().map(|r| r.to_string()).collect();
+        return Err(TrainError::Config(format!(
+            "every trial diverged (its loss became NaN or infinite): try lower learning rates than {}",
+            rates.join(", ")
+        )));
+    }
     Ok(SearchOutcome { trials: results, best_index, best_trainer })
 }
 
-/// The trials as CSV: `trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds`
-/// (units separated by `;`), in trial order.
+/// The trials as CSV: `trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status`
+/// (units separated by `;`; status `ok` or `diverged`, whose scores are left empty), in trial
+/// order.
 pub fn trials_csv(trials: &[TrialResult]) -> String {
     let mut sorted: Vec<&TrialResult> = trials.iter().collect();
     sorted.sort_by_key(|t| t.number);
-    let mut s =
-        String::from("trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds\n");
+    let mut s = String::from(
+        "trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status\n",
+    );
     for t in sorted {
+        let (acc, loss, status) = if t.diverged {
+            (String::new(), String::new(), "diverged")
+        } else {
+            (format!("{:.6}", t.val_accuracy), format!("{:.6}", t.val_loss), "ok")
+        };
         s += &format!(
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.2}\n",
+            "{},{},{},{},{},{},{},{acc},{loss},{:.2},{status}\n",
             t.number,
             t.params.units.len(),
             t.params.units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(";"),
@@ -512,8 +544,6 @@ pub fn trials_csv(trials: &[TrialResult]) -> String {
             t.params.dropout,
             t.params.batch_size,
             t.params.optimizer.name(),
-            t.val_accuracy,
-            t.val_loss,
             t.seconds
         );
     }
@@ -585,9 +615,8 @@ mod tests {
         assert!(matches!(r, Err(TrainError::Config(m)) if m.starts_with("units:")));
     }
 
-    #[test]
-    fn a_tiny_search_runs_in_parallel_and_keeps_the_best() {
-        // 200 random 4×4 images whose class is whether the top half is brighter.
+    /// 200 random 4×4 images whose class is whether the top half is brighter.
+    fn top_or_bottom() -> Dataset {
         let mut rng = Rng::new(3);
         let (mut images, mut labels) = (Vec::new(), Vec::new());
         for _ in 0..200 {
@@ -598,7 +627,35 @@ mod tests {
             }
             labels.push(u8::from(top));
         }
-        let data = Dataset::new(images, labels, 4, 4, 2).expect("data");
+        Dataset::new(images, labels, 4, 4, 2).expect("data")
+    }
+
+    #[test]
+    fn diverged_trials_rank_last_and_a_search_where_all_diverge_is_an_error() {
+        let data = top_or_bottom();
+        let space = |learning_rates: Vec<f32>| SearchSpace {
+            layers: IntRange { min: 1, max: 1, step: 1 },
+            units: IntRange { min: 8, max: 8, step: 8 },
+            learning_rates,
+            dropouts: vec![0.0],
+            batch_sizes: vec![16],
+            optimizers: vec![Optimizer::sgd()],
+        };
+        let cfg = TunerConfig { max_trials: 2, epochs: 2, ..Default::default() };
+        let out = random_search(&space(vec![1e30, 1e-1]), &cfg, &data, &mut |_| {}).expect("search");
+        let diverged: Vec<&TrialResult> = out.trials.iter().filter(|t| t.diverged).collect();
+        assert_eq!(diverged.len(), 1, "{:?}", out.trials);
+        assert_eq!(diverged[0].params.learning_rate, 1e30);
+        assert!(!out.best().diverged && out.best().params.learning_rate == 0.1);
+        let csv = trials_csv(&out.trials);
+        assert!(csv.lines().any(|l| l.ends_with(",diverged") && l.contains(",,")), "{csv}");
+        let err = random_search(&space(vec![1e30]), &cfg, &data, &mut |_| {}).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("every trial diverged")), "{err:?}");
+    }
+
+    #[test]
+    fn a_tiny_search_runs_in_parallel_and_keeps_the_best() {
+        let data = top_or_bottom();
         let space = SearchSpace {
             layers: IntRange { min: 1, max: 1, step: 1 },
             units: IntRange { min: 4, max: 16, step: 4 },

@@ -52,6 +52,9 @@ pub fn run(args: EvaluateArgs, global: &Global) -> Result<()> {
     let model_path = loaded.path.display().to_string();
     let mut trainer = loaded.trainer;
     let choice = data_choice(global, loaded.dataset.as_deref())?;
+    if let Some(note) = choice.mismatch_note(&global.data_dir, loaded.dataset.as_deref()) {
+        eprintln!("note: {note}");
+    }
     let (splits, _) = choice.load()?;
     let data = args.split.of(&splits);
     let names = choice.class_names();

@@ -30,6 +30,22 @@ pub struct FetchArgs {
     pub base_url: Option<String>,
 }
 
+/// Refuses a --base-url that is not an http:// or https:// address (the downloader reads no
+/// other), before anything is created.
+fn check_url(url: &str, dest: &std::path::Path) -> Result<()> {
+    let lower = url.to_ascii_lowercase();
+    let host = ["http://", "https://"].iter().find_map(|scheme| lower.strip_prefix(scheme));
+    match host {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => bail!("--base-url {url}: no host name after the scheme; give e.g. https://example.org/mnist/"),
+        None => bail!(
+            "--base-url {url}: only http:// and https:// URLs work; for files you already have (a local copy, \
+             file://...), copy the four .gz files into {} and run `mnist info` to check they load",
+            dest.display()
+        ),
+    }
+}
+
 /// Runs `mnist fetch`.
 ///
 /// # Errors
@@ -40,6 +56,9 @@ pub fn run(args: FetchArgs, global: &Global) -> Result<()> {
         bail!("--dataset {name}: `mnist fetch` downloads `mnist` or `fashion`; a folder of your own cannot be fetched");
     };
     let dest = global.data_dir.join(kind.name());
+    if let Some(url) = &args.base_url {
+        check_url(url, &dest)?;
+    }
     let base = args.base_url.unwrap_or_else(|| default_base_url(kind).to_string());
     println!("Fetching {} from {base} into {}", kind.name(), dest.display());
     let tty = std::io::stderr().is_terminal();

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use mnist_data::Dataset;
+use mnist_data::{Dataset, DatasetKind};
 use nn_viz::{Tile, Tone};
 
 use crate::commands::{create_parent, data_choice};
-use crate::data::Split;
+use crate::data::{DataChoice, Split};
 use crate::models::load_trained;
 use crate::{pictures, report, Global};
 
@@ -39,7 +39,8 @@ pub struct PredictArgs {
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// Data-set examples to classify, by index (e.g. --index 0 1 2).
-    #[arg(long, value_name = "N", num_args = 1.., value_parser = crate::commands::whole::<usize>)]
+    /// Image files go before --index, or after `--` (`--index 0 1 -- photo.png`).
+    #[arg(long, value_name = "N", num_args = 1.., value_parser = index_value)]
     pub index: Vec<usize>,
     /// Which set --index refers to.
     #[arg(long, value_enum, default_value_t = Split::Test)]
@@ -47,6 +48,25 @@ pub struct PredictArgs {
     /// Also draw the images as the model saw them, with the predictions, into this PNG.
     #[arg(long, value_name = "FILE.png")]
     pub out: Option<PathBuf>,
+}
+
+/// The most images --out draws, as `mnist show --count`.
+const MAX_PICTURE: usize = 2500;
+
+/// Parses an --index value; a file name there was meant as an image, which clap cannot tell:
+/// --index takes every value up to the next option.
+fn index_value(s: &str) -> Result<usize, String> {
+    crate::commands::whole::<usize>(s).map_err(|e| {
+        let number_like = s.trim_start_matches(['-', '+']).bytes().next().is_some_and(|b| b.is_ascii_digit());
+        if number_like {
+            e
+        } else {
+            format!(
+                "{e}; --index takes every value up to the next option, so give image files before --index \
+                 (`mnist predict --model M {s} --index 0 1`) or after `--` (`--index 0 1 -- {s}`)"
+            )
+        }
+    })
 }
 
 /// One thing to classify.
@@ -68,6 +88,14 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     if args.images.is_empty() && args.index.is_empty() {
         bail!("nothing to predict: give image files and/or --index N (see `mnist predict --help`)");
     }
+    let asked = args.images.len() + args.index.len();
+    if let (Some(out), true) = (&args.out, asked > MAX_PICTURE) {
+        bail!(
+            "--out {}: {asked} images asked for, but at most {MAX_PICTURE} fit in a picture; predict fewer with \
+             --out, or leave out --out to print the predictions only",
+            out.display()
+        );
+    }
     let loaded = load_trained(&args.model, args.device)?;
     let model_name = loaded.name();
     let mut trainer = loaded.trainer;
@@ -79,6 +107,21 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
         (Err(_), true) => (0..10).map(|d| d.to_string()).collect(),
         (Err(e), false) => bail!("--index needs the data set: {e}"),
     };
+    if let (false, Ok(c)) = (args.index.is_empty(), &choice) {
+        if let Some(note) = c.mismatch_note(&global.data_dir, loaded.dataset.as_deref()) {
+            eprintln!("note: {note}");
+        }
+    }
+    if let (false, Some(recorded)) = (args.images.is_empty(), loaded.dataset.as_deref()) {
+        let digits = DataChoice::resolve(&global.data_dir, recorded).is_ok_and(|c| c.kind == Some(DatasetKind::Mnist));
+        if !digits {
+            eprintln!(
+                "note: the model was trained on {recorded} (recorded in its file), but photos are prepared as \
+                 MNIST's handwritten digits are (inverted when light, cropped, centred by their centre of mass): \
+                 predictions of other images may be off"
+            );
+        }
+    }
     let (rows, cols) = match trainer.model().spec().input_shape.as_slice() {
         [h, w] | [1, h, w] => (*h, *w),
         other => bail!("{}: the model takes inputs of shape {other:?}, not images", args.model),
@@ -101,13 +144,25 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     if let (false, Ok(choice)) = (args.index.is_empty(), &choice) {
         let (splits, _) = choice.load()?;
         let data = args.split.of(&splits);
+        let outputs = trainer.model().output_len();
         for &i in &args.index {
+            if data.is_empty() {
+                bail!("--index {i}: the {} set of {} is empty (0 images)", args.split.name(), choice.label);
+            }
             if i >= data.len() {
                 bail!(
                     "--index {i}: the {} set has {} images (indices 0 to {})",
                     args.split.name(),
                     data.len(),
                     data.len().saturating_sub(1)
+                );
+            }
+            let label = data.label(i) as usize;
+            if outputs > 0 && label >= outputs {
+                bail!(
+                    "--index {i}: label {label} does not fit the model's {outputs} outputs: the model was not made \
+                     for the {} data set; give a model trained on it",
+                    choice.label
                 );
             }
             items.push(Item {
@@ -137,6 +192,19 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
             println!("{}: predicted {} ({:.2}%){truth}", it.source, name(k), pk * 100.0);
             print!("{}", report::probability_lines(&p, &names));
             predictions.push((k, pk));
+        }
+        // Many examples: their accuracy at the end, where it can be read.
+        let judged: Vec<bool> =
+            items.iter().zip(&predictions).filter_map(|(it, &(k, _))| it.truth.map(|t| t == k)).collect();
+        if judged.len() > 1 {
+            let right = judged.iter().filter(|&&r| r).count();
+            println!(
+                "accuracy on the {} {} images: {:.4} ({right} of {} right)",
+                judged.len(),
+                args.split.name(),
+                right as f64 / judged.len() as f64,
+                judged.len()
+            );
         }
     }
 

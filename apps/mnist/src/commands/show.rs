@@ -49,6 +49,10 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
     let names = choice.class_names();
     let name = |i: usize| names.get(data.label(i) as usize).cloned().unwrap_or_else(|| data.label(i).to_string());
     let check = |i: usize| -> Result<()> {
+        if data.is_empty() {
+            let flag = if args.index.is_some() { format!("--index {i}: ") } else { String::new() };
+            bail!("{flag}the {} set of {} is empty (0 images): nothing to show", args.split.name(), choice.label);
+        }
         if i >= data.len() {
             bail!(
                 "--index {i}: the {} set has {} images (indices 0 to {})",
@@ -78,7 +82,15 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
                 bail!("--count {count}: at most 2500 images fit in a picture");
             }
             check(start)?;
-            let end = (start + count).min(data.len());
+            let end = start.saturating_add(count).min(data.len());
+            if end - start < count {
+                eprintln!(
+                    "note: the {} set ends at index {}: showing {} of the {count} images asked for",
+                    args.split.name(),
+                    data.len() - 1,
+                    end - start
+                );
+            }
             let tiles: Vec<Tile<'_>> = (start..end).map(|i| Tile::labelled(data.image(i), name(i))).collect();
             let out = args.out.unwrap_or_else(|| PathBuf::from("digits.png"));
             create_parent(&out)?;

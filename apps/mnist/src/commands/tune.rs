@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nn_train::{DeviceChoice, Optimizer};
+use nn_train::{DeviceChoice, Optimizer, Trainer};
 
 use crate::commands::data_choice;
 use crate::models::{self, DATASET_KEY};
@@ -95,9 +95,15 @@ fn print_header() {
     );
 }
 
+/// Whether every weight of the model is a finite number.
+fn finite_weights(trainer: &Trainer) -> Result<bool> {
+    Ok(trainer.model().weights()?.iter().all(|w| w.data.iter().all(|v| v.is_finite())))
+}
+
 fn print_row(t: &TrialResult) {
+    let score = if t.diverged { "diverged".to_string() } else { format!("{:.4}", t.val_accuracy) };
     println!(
-        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12.4}  {:>8.1}",
+        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8.1}",
         t.number,
         t.params.units.len(),
         t.params.units_text(),
@@ -105,7 +111,7 @@ fn print_row(t: &TrialResult) {
         t.params.dropout,
         t.params.batch_size,
         t.params.optimizer.name(),
-        t.val_accuracy,
+        score,
         t.seconds
     );
 }
@@ -154,6 +160,20 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         parallel: args.parallel,
         device,
     };
+    let dir =
+        args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
+    // An earlier search's results are never overwritten (as `mnist train --run-dir`).
+    if let Some(found) = ["best.safetensors", "trials.csv"].iter().map(|f| dir.join(f)).find(|p| p.exists()) {
+        bail!(
+            "--out-dir {}: the folder already holds a search's results ({}); give another folder, or remove it \
+             first",
+            dir.display(),
+            found.display()
+        );
+    }
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out-dir {}: a file, not a folder; give a folder", dir.display());
+    }
     let choice = data_choice(global, None)?;
     let (splits, _) = choice.load()?;
     let mut train = splits.train;
@@ -161,8 +181,6 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         train = train.slice(0..n);
     }
     let test = Arc::new(splits.test);
-    let dir =
-        args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
 
     let combos = space.size();
@@ -187,16 +205,45 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     );
     println!();
     print_header();
-    let outcome = random_search(&space, &cfg, &train, &mut |t| print_row(t)).context("the search failed")?;
+    // The trials are kept as they finish, so that trials.csv is written whatever happens.
+    let mut finished: Vec<TrialResult> = Vec::new();
+    let searched = random_search(&space, &cfg, &train, &mut |t| {
+        print_row(t);
+        finished.push(t.clone());
+    });
+    let csv_path = dir.join("trials.csv");
+    std::fs::write(&csv_path, trials_csv(&finished))
+        .with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    let outcome = searched.map_err(|e| {
+        let flag = if e.to_string().contains("every trial diverged") { " (give them with --lr)" } else { "" };
+        anyhow::anyhow!(
+            "the search failed, so no model was written (the finished trials are in {}): {e}{flag}",
+            csv_path.display()
+        )
+    })?;
     let best = outcome.best().clone();
+    let diverged_count = outcome.trials.iter().filter(|t| t.diverged).count();
+    if diverged_count > 0 {
+        println!();
+        println!(
+            "{diverged_count} of {} trial(s) diverged (the loss became NaN or infinite): they rank below every other \
+             and are marked `diverged` in trials.csv",
+            outcome.trials.len()
+        );
+    }
     let mut trainer = outcome.best_trainer;
+    if !finite_weights(&trainer)? {
+        bail!(
+            "trial {}'s model holds NaN or infinite weights, so no model was written (the trials are in {}): try \
+             lower learning rates (--lr)",
+            best.number,
+            csv_path.display()
+        );
+    }
 
     let best_path = dir.join("best.safetensors");
     trainer.save_model(&best_path)?;
     models::add_metadata(&best_path, &[(DATASET_KEY, choice.label.clone())])?;
-    let csv_path = dir.join("trials.csv");
-    std::fs::write(&csv_path, trials_csv(&outcome.trials))
-        .with_context(|| format!("{}: cannot write", csv_path.display()))?;
     let test_eval = trainer.evaluate(&test)?;
 
     println!();
