@@ -118,7 +118,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
             return Err(DataError::invalid(
                 path,
                 format!(
-                    "IDX header claims {} = {len} bytes of data, but a gzip file of {} bytes can hold at most {limit}",
+                    "IDX header claims {} ({len} bytes of data), but a gzip file of {} bytes can hold at most {limit}",
                     describe(&dims),
                     bytes.len()
                 ),
@@ -133,7 +133,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
             return Err(DataError::invalid(
                 path,
                 format!(
-                    "truncated: IDX header declares {} = {len} bytes of data, the file holds {available}",
+                    "truncated: IDX header declares {} ({len} bytes of data), the file holds {available}",
                     describe(&dims)
                 ),
             ));
@@ -173,7 +173,7 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
         return Err(DataError::invalid(
             path,
             format!(
-                "truncated: IDX header declares {} = {len} bytes of data, the {kind}file holds {got}",
+                "truncated: IDX header declares {} ({len} bytes of data), the {kind}file holds {got}",
                 describe(&dims)
             ),
         ));
@@ -280,7 +280,7 @@ mod tests {
         let err = parse_idx(p(), &[0, 0, 8, 0]).unwrap_err().to_string();
         assert!(err.contains("0 dimensions"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2]).unwrap_err().to_string();
-        assert!(err.contains("declares 3 = 3 bytes of data, the file holds 2"), "{err}");
+        assert!(err.contains("declares 3 (3 bytes of data), the file holds 2"), "{err}");
         let err = parse_idx(p(), &[0, 0, 8, 1, 0, 0, 0, 1, 1, 2]).unwrap_err().to_string();
         assert!(err.contains("1 bytes of trailing data"), "{err}");
     }

@@ -350,9 +350,16 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
     let peak = f.iter().copied().fold(0.0, f32::max);
     let needed = (4.0 * sigma + 12.0).max(24.0);
     if peak < needed {
-        return Err(DigitizeError::NoDigit(format!(
-            "nothing stands out from the background (strongest contrast {peak:.0} of 255, needed {needed:.0})"
-        )));
+        // The background is read from the image's border: a border that varies (a frame, the
+        // paper's edge on a table) sets the bar beyond any contrast.
+        return Err(DigitizeError::NoDigit(if needed > 200.0 {
+            format!(
+                "the image's border is not an even background (it varies by ±{sigma:.0} of 255), so the digit \
+                 cannot be told from it: crop the photo to the paper around the digit"
+            )
+        } else {
+            format!("nothing stands out from the background (strongest contrast {peak:.0} of 255, needed {needed:.0})")
+        }));
     }
     let mut t = otsu(&f).max(3.0 * sigma + 8.0);
     if t >= peak {

@@ -260,3 +260,23 @@ fn bad_buffers_are_refused() {
     assert!(matches!(mnist_style_from_luma(0, 0, &[]), Err(DigitizeError::BadBuffer(_))));
     assert!(matches!(mnist_style_from_luma(28, 28, &[0; 784]), Err(DigitizeError::NoDigit(_))));
 }
+
+#[test]
+fn a_border_that_is_no_background_is_named() {
+    // A light photo framed by a dark edge 4 pixels wide (a table beyond the paper), with a
+    // dark stroke in the middle: the border, where the background is read, varies too much.
+    let (w, h) = (300, 300);
+    let luma: Vec<u8> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            let stroke = (140..160).contains(&x) && (60..240).contains(&y);
+            let frame = x < 4 || y < 4 || x >= w - 4 || y >= h - 4;
+            if frame || stroke { 0 } else { 255 }
+        })
+        .collect();
+    match mnist_style_from_luma(w, h, &luma) {
+        Err(DigitizeError::NoDigit(m)) => assert!(m.contains("border is not an even background"), "{m}"),
+        Err(other) => panic!("expected no digit, got {other:?}"),
+        Ok(_) => panic!("a digit found in a frame"),
+    }
+}
