@@ -16,7 +16,7 @@ use nn_train::{DeviceChoice, TrainError, Trainer};
 pub fn check_build(choice: DeviceChoice) -> Result<()> {
     if matches!(choice, DeviceChoice::Cuda(_)) && !cfg!(feature = "cuda") {
         bail!(
-            "--device {choice}: this mnist was built without CUDA support; rebuild with --features cuda \
+            "--device: the GPU ({choice}) needs CUDA support, and this mnist was built without it; rebuild with --features cuda \
              (`cargo build --release -p mnist --features cuda`, or `cargo xtask train --features cuda ...`), \
              or use --device cpu"
         );

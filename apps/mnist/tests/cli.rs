@@ -405,7 +405,7 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["show", "--index", "60000"]), &["60000", "60000 images"]);
     fails(&mnist(dir, &["tune", "--units", "512..32"]), &["512..32"]);
     if !cfg!(feature = "cuda") {
-        fails(&mnist(dir, &["train", "--device", "cuda"]), &["--features cuda"]);
+        fails(&mnist(dir, &["train", "--device", "gpu"]), &["the GPU (cuda:0) needs CUDA support", "--features cuda"]);
         fails(&mnist(dir, &["tune", "--device", "cuda"]), &["--features cuda"]);
     }
     fails(&mnist(dir, &["tune", "--device", "tpu"]), &["tpu", "cpu, cuda"]);

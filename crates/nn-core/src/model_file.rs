@@ -158,7 +158,18 @@ impl ModelFile {
     /// As [`ModelFile::load`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            NnError::file(path, format!("not a model file (safetensors could not read it: {e}); is it truncated?"))
+            // A safetensors file starts with its JSON header's length, then the header: with
+            // those in place, what is wrong is the rest (cut short?); without, it is another kind
+            // of file.
+            let header = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let starts_right =
+                header.is_some_and(|n| n.saturating_add(8) <= bytes.len() as u64) && bytes.get(8) == Some(&b'{');
+            let hint = if starts_right {
+                "is it truncated?"
+            } else {
+                "it does not start as a safetensors file does; give a .safetensors model written by mnist train"
+            };
+            NnError::file(path, format!("not a model file (safetensors could not read it: {e}); {hint}"))
         })?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| NnError::file(path, e.to_string()))?;
         let mut meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
@@ -280,5 +291,19 @@ mod tests {
         let err = ModelFile::from_bytes(Path::new("odd.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
         assert!(err.contains("odd.safetensors") && err.contains("\"whiten\""), "{err}");
         assert!(f.normalization().is_err());
+    }
+
+    #[test]
+    fn another_kind_of_file_and_a_cut_model_are_told_apart() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR and more of a picture";
+        let err = ModelFile::from_bytes(Path::new("a.png"), png).unwrap_err().to_string();
+        assert!(err.contains("a.png") && err.contains("does not start as a safetensors file"), "{err}");
+        let spec = ModelSpec::new(&[3]).add(crate::Dense::new(2));
+        let kernel = Tensor { name: "dense.kernel".into(), shape: vec![3, 2], data: vec![0.5; 6] };
+        let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
+        let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
+        let bytes = f.to_bytes().unwrap();
+        let err = ModelFile::from_bytes(Path::new("m.safetensors"), &bytes[..bytes.len() - 4]).unwrap_err().to_string();
+        assert!(err.contains("is it truncated?"), "{err}");
     }
 }

@@ -667,13 +667,42 @@ impl ModelSpec {
     /// # Errors
     /// [`NnError::Spec`] with serde's message (line and column).
     pub fn from_json(s: &str) -> Result<ModelSpec> {
-        serde_json::from_str(s).map_err(|e| NnError::spec(format!("invalid model JSON: {e}")))
+        serde_json::from_str(s).map_err(|e| {
+            // Serde places an error inside a tagged layer at the layer's end, without naming it:
+            // name the first layer that does not read, by number and type.
+            let layer = serde_json::from_str::<serde_json::Value>(s).ok().and_then(|v| {
+                let layers = v.get("layers")?.as_array()?.clone();
+                let n = layers.len();
+                layers.into_iter().enumerate().find_map(|(i, l)| {
+                    let kind = l.get("type").and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
+                    serde_json::from_value::<LayerSpec>(l)
+                        .err()
+                        .map(|e| format!("layer {} of {n} ({kind}): {e}", i + 1))
+                })
+            });
+            NnError::spec(format!("invalid model JSON: {}", layer.unwrap_or_else(|| e.to_string())))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_that_does_not_read_is_named_by_number_and_type() {
+        let json = ModelSpec::new(&[28, 28])
+            .add(Flatten::new())
+            .add(Dense::new(128).activation(Activation::Relu))
+            .add(Dense::new(10))
+            .to_json()
+            .replace("\"relu\"", "\"relux\"");
+        let err = ModelSpec::from_json(&json).unwrap_err().to_string();
+        assert!(err.contains("layer 2 of 3 (Dense)") && err.contains("relux"), "{err}");
+        // Errors outside the layers keep serde's position.
+        let err = ModelSpec::from_json("{\"input_shape\": [28, 28], \"layers\": [], \"extra\": 1}").unwrap_err();
+        assert!(err.to_string().contains("extra") && err.to_string().contains("line 1"), "{err}");
+    }
 
     #[test]
     fn a_model_past_the_parameter_cap_is_refused_before_anything_is_allocated() {

@@ -271,7 +271,11 @@ fn a_border_that_is_no_background_is_named() {
             let (x, y) = (i % w, i / w);
             let stroke = (140..160).contains(&x) && (60..240).contains(&y);
             let frame = x < 4 || y < 4 || x >= w - 4 || y >= h - 4;
-            if frame || stroke { 0 } else { 255 }
+            if frame || stroke {
+                0
+            } else {
+                255
+            }
         })
         .collect();
     match mnist_style_from_luma(w, h, &luma) {
