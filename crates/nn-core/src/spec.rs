@@ -208,6 +208,16 @@ impl Conv2D {
         self.kernel_initializer = i;
         self
     }
+    /// Adds an L2 kernel penalty `l2·Σw²`.
+    pub fn l2(mut self, l2: f32) -> Conv2D {
+        self.kernel_regularizer = Some(Regularizer { l1: self.kernel_regularizer.map_or(0.0, |r| r.l1), l2 });
+        self
+    }
+    /// Adds an L1 kernel penalty `l1·Σ|w|`.
+    pub fn l1(mut self, l1: f32) -> Conv2D {
+        self.kernel_regularizer = Some(Regularizer { l2: self.kernel_regularizer.map_or(0.0, |r| r.l2), l1 });
+        self
+    }
 }
 
 /// `MaxPooling2D` / `AveragePooling2D` window on `[batch, c, h, w]`.
@@ -688,6 +698,13 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv_kernels_take_penalties_as_dense_ones_do() {
+        let c = Conv2D::new(8, 3).l2(1e-4).l1(1e-5);
+        assert_eq!(c.kernel_regularizer, Some(Regularizer { l1: 1e-5, l2: 1e-4 }));
+        assert_eq!(Dense::new(8).l2(1e-4).l1(1e-5).kernel_regularizer, c.kernel_regularizer);
+    }
 
     #[test]
     fn a_layer_that_does_not_read_is_named_by_number_and_type() {

@@ -351,6 +351,13 @@ impl Trainer {
         self.check_loss()?;
         self.check_settings(cfg.normalization)?;
         let done = self.state.epoch;
+        if done > 0 && cfg.normalization != self.normalization {
+            return Err(TrainError::Config(format!(
+                "the run's {done} epoch(s) trained on inputs normalised as {:?}, this fit asks for {:?}: give \
+                 FitConfig::normalization the run's to continue it",
+                self.normalization, cfg.normalization
+            )));
+        }
         if done >= cfg.epochs {
             return Err(TrainError::Config(format!(
                 "{} already trained; `epochs` is the total to reach (Keras's `epochs` with \

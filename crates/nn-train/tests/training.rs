@@ -217,6 +217,13 @@ fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
     refused(&mut fresh(Optimizer::adam()), c, "ReduceLROnPlateau monitors val_loss");
     let empty = Arc::new(val.slice(0..0));
     refused(&mut fresh(Optimizer::adam()), cfg(1, &empty), "the validation data set is empty");
+    // A run goes on with the inputs it trained on.
+    let mut t = fresh(Optimizer::adam());
+    t.fit(train.clone(), cfg(1, &val)).unwrap();
+    let other = FitConfig { normalization: Normalization::MNIST_STANDARD, ..cfg(2, &val) };
+    let err = t.fit(train.clone(), other).unwrap_err().to_string();
+    assert!(err.contains("normalised as Scale") && err.contains("Standardize"), "{err}");
+    assert_eq!(t.state().epoch, 1);
 }
 
 #[test]
