@@ -11,8 +11,8 @@ use mnist_data::Augmentation;
 use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
-    Callback, Compile, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau, Schedule,
-    TerminateOnNaN, Trainer, Validation, Verbosity,
+    Callback, Compile, Control, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
+    Schedule, TerminateOnNaN, Trainer, Validation, Verbosity,
 };
 
 use crate::commands::data_choice;
@@ -186,6 +186,17 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
         }
     }
     Ok(a)
+}
+
+/// [`TerminateOnNaN`] at the end of each epoch only: an epoch whose loss became NaN or infinite
+/// stops the run, which keeps the last good epoch's weights. (Reading the loss after every
+/// batch, as `TerminateOnNaN` does, would make a GPU wait for each step.)
+struct StopOnDivergence;
+
+impl Callback for StopOnDivergence {
+    fn on_epoch_end(&mut self, log: &nn_train::EpochLog, _: &mut Trainer) -> nn_train::Result<Control> {
+        Ok(if log.loss.is_finite() { Control::Continue } else { TerminateOnNaN.on_batch_end(log.loss) })
+    }
 }
 
 /// The seed of a run given none (`--seed`).
@@ -719,7 +730,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     }
     // A loss that becomes NaN or infinite stops the run with the last good epoch's weights
     // (a diverged model would be saved only to be refused by evaluate and predict).
-    callbacks.push(Box::new(TerminateOnNaN));
+    callbacks.push(Box::new(StopOnDivergence));
     let fit_validation = match validation {
         ValidationArg::Test => Validation::Data(test.clone()),
         ValidationArg::Split(f) => Validation::Split(f),
