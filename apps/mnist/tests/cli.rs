@@ -1,59 +1,17 @@
 //! The `mnist` binary end to end, on the real MNIST files.
 //!
-//! The data is looked for in `<workspace>/data/mnist` (CI links the real files there), then in
-//! `<workspace>/../shared/data/mnist`. The tests fail, rather than skip, when neither exists.
-//! Training runs with the workspace's `[profile.test]` (opt-level 3), which also builds the
+//! The data is found as `common` says (the real files, or a failure). Training runs with the workspace's `[profile.test]` (opt-level 3), which also builds the
 //! binary these tests run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::{data_root, fails, mnist, ok};
 use image::{GrayImage, Rgb, RgbImage};
-
-/// The folder holding `mnist/` (given to `--data-dir`).
-fn data_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
-    for dir in [root.join("data"), root.join("..").join("shared").join("data")] {
-        if mnist_data::dataset::find_file(&dir.join("mnist"), 0).is_ok() {
-            return dir;
-        }
-    }
-    panic!("the real MNIST files are needed: put (or link) them in {}/data/mnist (see data/README.md)", root.display());
-}
-
-/// Runs `mnist --data-dir <data> ARGS` in `dir`.
-fn mnist(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist"))
-        .current_dir(dir)
-        .arg("--data-dir")
-        .arg(data_root())
-        .args(args)
-        .output()
-        .expect("the mnist binary runs")
-}
-
-/// Asserts success and returns stdout.
-fn ok(out: &Output) -> String {
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mnist failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stdout.into_owned()
-}
-
-/// Asserts a clean failure (non-zero exit, no panic) whose stderr mentions every one of
-/// `needles`; returns stderr.
-fn fails(out: &Output, needles: &[&str]) -> String {
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "expected a failure:\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_ne!(out.status.code(), Some(101), "a panic's exit code:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "stderr should mention {n:?}:\n{stderr}");
-    }
-    stderr.into_owned()
-}
 
 /// Decodes a PNG and checks its size and that it is not blank (it has both dark and light
 /// pixels); returns `(width, height)`.

@@ -1,64 +1,15 @@
 //! What the `mnist` binary says when a run goes wrong or is not what it seems: diverged tuning
 //! trials, folders holding earlier results, models used on another data set, empty or short
 //! data sets, missing files, URLs the downloader cannot read, pictures too large.
-//!
-//! The data is looked for as in `cli.rs`: `<workspace>/data/mnist`, then
-//! `<workspace>/../shared/data/mnist`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::{data_root, fails_both, mnist, mnist_bare, ok_both};
 use nn_core::{Dense, Flatten, Model, ModelSpec};
-
-/// The folder holding `mnist/` (given to `--data-dir`).
-fn data_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
-    for dir in [root.join("data"), root.join("..").join("shared").join("data")] {
-        if mnist_data::dataset::find_file(&dir.join("mnist"), 0).is_ok() {
-            return dir;
-        }
-    }
-    panic!("the real MNIST files are needed: put (or link) them in {}/data/mnist (see data/README.md)", root.display());
-}
-
-/// Runs `mnist ARGS` in `dir` (no `--data-dir`).
-fn mnist_bare(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist")).current_dir(dir).args(args).output().expect("the mnist binary runs")
-}
-
-/// Runs `mnist --data-dir <data> ARGS` in `dir`.
-fn mnist(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist"))
-        .current_dir(dir)
-        .arg("--data-dir")
-        .arg(data_root())
-        .args(args)
-        .output()
-        .expect("the mnist binary runs")
-}
-
-/// Asserts success; returns (stdout, stderr).
-fn ok(out: &Output) -> (String, String) {
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mnist failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (stdout.into_owned(), stderr.into_owned())
-}
-
-/// Asserts a clean failure (non-zero exit, no panic) whose stderr mentions every one of
-/// `needles`; returns (stdout, stderr).
-fn fails(out: &Output, needles: &[&str]) -> (String, String) {
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "expected a failure:\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert_ne!(out.status.code(), Some(101), "a panic's exit code:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "stderr should mention {n:?}:\nstderr:\n{stderr}");
-    }
-    (stdout.into_owned(), stderr.into_owned())
-}
 
 /// An untrained 28×28 → `outputs` model file, its metadata recording `dataset` when given.
 fn model_file(path: &Path, outputs: usize, dataset: Option<&str>) {
@@ -92,7 +43,7 @@ fn tune_marks_diverged_trials_and_never_keeps_one() {
         mnist(dir, &[&args[..], &["--out-dir", out, "--device", "cpu"]].concat())
     };
     // A rate of 100 makes some trials' loss NaN, not others'.
-    let (stdout, _) = ok(&search("100", "some"));
+    let (stdout, _) = ok_both(&search("100", "some"));
     let csv = std::fs::read_to_string(dir.join("some/trials.csv")).unwrap();
     let rows = csv_rows(&csv);
     assert_eq!(rows.len(), 3, "{csv}");
@@ -103,10 +54,10 @@ fn tune_marks_diverged_trials_and_never_keeps_one() {
     let best = stdout.lines().find_map(|l| l.strip_prefix("Best: trial ")).unwrap();
     let best = best.split_whitespace().next().unwrap().to_string();
     assert!(!diverged.contains(&&best), "trial {best} diverged but was kept:\n{stdout}\n{csv}");
-    ok(&mnist(dir, &["evaluate", "--model", "some/best.safetensors", "--device", "cpu"]));
+    ok_both(&mnist(dir, &["evaluate", "--model", "some/best.safetensors", "--device", "cpu"]));
 
     // A rate of a million makes every trial diverge: say so, write the trials, and no model.
-    let (stdout, stderr) = fails(&search("1e6", "all"), &["every trial diverged", "--lr"]);
+    let (stdout, stderr) = fails_both(&search("1e6", "all"), &["every trial diverged", "--lr"]);
     assert_eq!(stdout.matches("diverged").count(), 3, "{stdout}");
     assert!(!stderr.contains("non-finite value"), "{stderr}");
     let csv = std::fs::read_to_string(dir.join("all/trials.csv")).unwrap();
@@ -124,7 +75,7 @@ fn tune_refuses_a_folder_holding_an_earlier_search() {
         std::fs::write(out_dir.join(file), "earlier results").unwrap();
         let out_arg = out_dir.display().to_string();
         let out = mnist(dir, &["tune", "--max-trials", "1", "--epochs", "1", "--limit", "500", "--out-dir", &out_arg]);
-        let (stdout, _) = fails(&out, &[&out_arg, file, "another folder", "remove"]);
+        let (stdout, _) = fails_both(&out, &[&out_arg, file, "another folder", "remove"]);
         assert!(!stdout.contains("trial"), "no trial should run:\n{stdout}");
         assert_eq!(std::fs::read_to_string(out_dir.join(file)).unwrap(), "earlier results");
     }
@@ -139,18 +90,18 @@ fn a_model_of_another_data_set_gets_a_note() {
     photo(&dir.join("photo.png"));
     let note = "note: the model was trained on fashion";
 
-    let (_, stderr) = ok(&mnist(dir, &["--dataset", "mnist", "evaluate", "--model", "fash.safetensors"]));
+    let (_, stderr) = ok_both(&mnist(dir, &["--dataset", "mnist", "evaluate", "--model", "fash.safetensors"]));
     assert!(stderr.contains(note) && stderr.contains("not on mnist"), "{stderr}");
     let (_, stderr) =
-        ok(&mnist(dir, &["--dataset", "mnist", "predict", "--model", "fash.safetensors", "--index", "0"]));
+        ok_both(&mnist(dir, &["--dataset", "mnist", "predict", "--model", "fash.safetensors", "--index", "0"]));
     assert!(stderr.contains(note) && stderr.contains("not on mnist"), "{stderr}");
     // Photos are digitised as digits.
-    let (_, stderr) = ok(&mnist(dir, &["predict", "--model", "fash.safetensors", "photo.png"]));
+    let (_, stderr) = ok_both(&mnist(dir, &["predict", "--model", "fash.safetensors", "photo.png"]));
     assert!(stderr.contains(note) && stderr.contains("digits"), "{stderr}");
     // No note when the data set is the model's.
-    let (_, stderr) = ok(&mnist(dir, &["--dataset", "mnist", "evaluate", "--model", "digits.safetensors"]));
+    let (_, stderr) = ok_both(&mnist(dir, &["--dataset", "mnist", "evaluate", "--model", "digits.safetensors"]));
     assert!(!stderr.contains("note:"), "{stderr}");
-    let (_, stderr) = ok(&mnist(dir, &["predict", "--model", "digits.safetensors", "photo.png", "--index", "0"]));
+    let (_, stderr) = ok_both(&mnist(dir, &["predict", "--model", "digits.safetensors", "photo.png", "--index", "0"]));
     assert!(!stderr.contains("note:"), "{stderr}");
 }
 
@@ -160,13 +111,13 @@ fn predict_refuses_labels_beyond_the_models_outputs() {
     let dir = tmp.path();
     model_file(&dir.join("five.safetensors"), 5, None);
     // Test image 0 is a 7.
-    let (stdout, _) = fails(
+    let (stdout, _) = fails_both(
         &mnist(dir, &["predict", "--model", "five.safetensors", "--index", "0"]),
         &["--index 0", "label 7 does not fit the model's 5 outputs"],
     );
     assert!(!stdout.contains("WRONG"), "{stdout}");
     // As evaluate says.
-    fails(&mnist(dir, &["evaluate", "--model", "five.safetensors"]), &["does not fit the model's 5 outputs"]);
+    fails_both(&mnist(dir, &["evaluate", "--model", "five.safetensors"]), &["does not fit the model's 5 outputs"]);
 }
 
 #[test]
@@ -181,26 +132,29 @@ fn show_and_predict_say_when_a_set_is_empty_or_ends_early() {
     mnist_data::write_idx(ds.join("train-labels-idx1-ubyte"), &[1], &[one.label(0)], false).unwrap();
     mnist_data::write_idx(ds.join("t10k-images-idx3-ubyte"), &[0, 28, 28], &[], false).unwrap();
     mnist_data::write_idx(ds.join("t10k-labels-idx1-ubyte"), &[0], &[], false).unwrap();
-    let (_, stderr) =
-        fails(&mnist(dir, &["--dataset", "tiny", "show", "--split", "test", "--index", "0"]), &["--index 0", "empty"]);
+    let (_, stderr) = fails_both(
+        &mnist(dir, &["--dataset", "tiny", "show", "--split", "test", "--index", "0"]),
+        &["--index 0", "empty"],
+    );
     assert!(!stderr.contains("indices 0 to 0"), "{stderr}");
-    let (_, stderr) = fails(&mnist(dir, &["--dataset", "tiny", "show", "--split", "test"]), &["empty"]);
+    let (_, stderr) = fails_both(&mnist(dir, &["--dataset", "tiny", "show", "--split", "test"]), &["empty"]);
     assert!(!stderr.contains("--index"), "{stderr}");
     model_file(&dir.join("m.safetensors"), 10, None);
-    fails(&mnist(dir, &["--dataset", "tiny", "predict", "--model", "m.safetensors", "--index", "0"]), &["empty"]);
+    fails_both(&mnist(dir, &["--dataset", "tiny", "predict", "--model", "m.safetensors", "--index", "0"]), &["empty"]);
 
     // A grid running past the end says how many it shows.
-    let (stdout, stderr) = ok(&mnist(dir, &["show", "--index", "59999", "--count", "5", "--out", "end.png"]));
+    let (stdout, stderr) = ok_both(&mnist(dir, &["show", "--index", "59999", "--count", "5", "--out", "end.png"]));
     assert!(stderr.contains("note:") && stderr.contains("showing 1 of the 5"), "{stderr}");
     assert!(stdout.contains("1 train images"), "{stdout}");
 
     // An image after the indices is read as one: say where images go, and that works.
     photo(&dir.join("img.png"));
-    fails(
+    fails_both(
         &mnist(dir, &["predict", "--model", "m.safetensors", "--index", "0", "1", "img.png"]),
         &["img.png", "before --index", "--"],
     );
-    let (stdout, _) = ok(&mnist(dir, &["predict", "--model", "m.safetensors", "--index", "0", "1", "--", "img.png"]));
+    let (stdout, _) =
+        ok_both(&mnist(dir, &["predict", "--model", "m.safetensors", "--index", "0", "1", "--", "img.png"]));
     assert!(stdout.contains("img.png: predicted") && stdout.contains("test[1]: predicted"), "{stdout}");
 }
 
@@ -208,13 +162,13 @@ fn show_and_predict_say_when_a_set_is_empty_or_ends_early() {
 fn a_missing_data_set_names_the_right_fetch_once_and_folders_are_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (_, stderr) = fails(&mnist_bare(dir, &["--dataset", "fashion", "--data-dir", "ds", "info"]), &["fashion"]);
+    let (_, stderr) = fails_both(&mnist_bare(dir, &["--dataset", "fashion", "--data-dir", "ds", "info"]), &["fashion"]);
     assert_eq!(stderr.matches("mnist fetch").count(), 1, "{stderr}");
     assert!(stderr.contains("mnist fetch --dataset fashion --data-dir ds"), "{stderr}");
     // A folder where a data file should be.
     std::fs::create_dir_all(dir.join("odd/mnist/train-images-idx3-ubyte.gz")).unwrap();
     let (_, stderr) =
-        fails(&mnist_bare(dir, &["--data-dir", "odd", "info"]), &["train-images-idx3-ubyte.gz", "is a folder"]);
+        fails_both(&mnist_bare(dir, &["--data-dir", "odd", "info"]), &["train-images-idx3-ubyte.gz", "is a folder"]);
     assert!(!stderr.contains("no training images file"), "{stderr}");
 }
 
@@ -223,13 +177,13 @@ fn fetch_accepts_only_http_urls() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     for url in ["file:///tmp/mnist/", "notaurl", "ftp://example.org/mnist/"] {
-        let (_, stderr) = fails(
+        let (_, stderr) = fails_both(
             &mnist_bare(dir, &["--data-dir", "d", "fetch", "--base-url", url]),
             &[url, "only http:// and https://", "copy"],
         );
         assert!(!stderr.contains("invalid format"), "{stderr}");
     }
-    fails(&mnist_bare(dir, &["--data-dir", "d", "fetch", "--base-url", "https://"]), &["no host"]);
+    fails_both(&mnist_bare(dir, &["--data-dir", "d", "fetch", "--base-url", "https://"]), &["no host"]);
     assert!(!dir.join("d").exists(), "nothing is created before the URL is checked");
 }
 
@@ -243,12 +197,12 @@ fn predict_caps_its_picture_and_reports_the_accuracy_of_many_indices() {
         .into_iter()
         .chain(many.iter().map(String::as_str))
         .collect();
-    fails(&mnist(dir, &args), &["--out big.png", "2501", "at most 2500"]);
+    fails_both(&mnist(dir, &args), &["--out big.png", "2501", "at most 2500"]);
     assert!(!dir.join("big.png").exists());
     let some: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     let args: Vec<&str> =
         ["predict", "--model", "m.safetensors", "--index"].into_iter().chain(some.iter().map(String::as_str)).collect();
-    let (stdout, _) = ok(&mnist(dir, &args));
+    let (stdout, _) = ok_both(&mnist(dir, &args));
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("accuracy on the 20 test images:") && last.contains("of 20 right"), "{stdout}");
 }

@@ -417,6 +417,7 @@ impl BatchTransform for Augmentation {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::testing::panic_message;
 
     fn params() -> AffineParams {
         AffineParams::IDENTITY
@@ -654,15 +655,6 @@ mod tests {
         assert!(transform(&img, 7, 13, p, 0.25).iter().all(|&v| v == 0.25));
         let mut none: [f32; 0] = [];
         Augmentation::new().transform_one(&[], &mut none, 0, 5, &p);
-    }
-
-    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
-        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
     }
 
     #[test]

@@ -325,20 +325,12 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Splits> {
 mod tests {
     use super::*;
     use crate::idx::write_idx;
+    use crate::testing::panic_message;
 
     /// Three 2×2 images, pixel values `10 * example + pixel`, labels 0, 1, 2.
     fn three() -> Dataset {
         let images = (0..3u8).flat_map(|n| (0..4u8).map(move |p| 10 * n + p)).collect();
         Dataset::new(images, vec![0, 1, 2], 2, 2, 3).unwrap()
-    }
-
-    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
-        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
     }
 
     #[test]

@@ -41,3 +41,17 @@ pub use preprocess::{flatten, one_hot, sparse_labels, to_nchw, Normalization};
 pub use rng::Rng;
 pub use split::validation_split;
 pub use stats::Summary;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The message of the panic `f` makes (it must panic).
+    pub(crate) fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    }
+}

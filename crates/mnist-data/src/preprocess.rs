@@ -187,6 +187,7 @@ pub fn sparse_labels(labels: &[u8]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::panic_message;
 
     #[test]
     fn division_free_scaling_is_exact_for_every_byte() {
@@ -226,15 +227,6 @@ mod tests {
         assert!(one_hot(&[0, 1], usize::MAX).is_err());
         assert_eq!(one_hot(&[], 10).unwrap().shape(), &[0, 10]);
         assert_eq!(one_hot(&[9], 10).unwrap().sum(), 1.0);
-    }
-
-    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
-        let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default()
     }
 
     #[test]
