@@ -258,6 +258,14 @@ impl Pool2D {
         self.padding = p;
         self
     }
+    /// This window as a `MaxPooling2D` layer: `.add(Pool2D::new(3).strides(2).max_pooling())`.
+    pub fn max_pooling(self) -> LayerSpec {
+        LayerSpec::MaxPooling2D(self)
+    }
+    /// This window as an `AveragePooling2D` layer.
+    pub fn average_pooling(self) -> LayerSpec {
+        LayerSpec::AveragePooling2D(self)
+    }
 }
 
 /// `BatchNormalization()` over the channel axis: axis 1 of `[batch, c, ...]` (the features of
@@ -282,7 +290,21 @@ fn bn_epsilon() -> f32 {
 
 impl Default for BatchNorm {
     fn default() -> Self {
-        BatchNorm { momentum: 0.99, epsilon: 1e-3 }
+        BatchNorm::new()
+    }
+}
+
+impl BatchNorm {
+    /// `BatchNormalization()` with Keras's defaults (momentum 0.99, epsilon 1e-3).
+    pub fn new() -> BatchNorm {
+        BatchNorm { momentum: bn_momentum(), epsilon: bn_epsilon() }
+    }
+}
+
+impl LayerSpec {
+    /// `GlobalAveragePooling2D()`: `.add(LayerSpec::global_average_pooling_2d())`.
+    pub fn global_average_pooling_2d() -> LayerSpec {
+        LayerSpec::GlobalAveragePooling2D {}
     }
 }
 
@@ -698,6 +720,19 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_with_strides_batch_norm_and_global_pooling_have_builders() {
+        let spec = ModelSpec::new(&[1, 28, 28])
+            .add(Conv2D::new(8, 3))
+            .add(Pool2D::new(3).strides(2).max_pooling())
+            .add(BatchNorm::new())
+            .add(Pool2D::new(2).average_pooling())
+            .add(LayerSpec::global_average_pooling_2d());
+        let out: Vec<Vec<usize>> = spec.resolve().unwrap().into_iter().map(|l| l.output).collect();
+        assert_eq!(out, [vec![8, 26, 26], vec![8, 12, 12], vec![8, 12, 12], vec![8, 6, 6], vec![8]]);
+        assert_eq!(BatchNorm::new(), BatchNorm::default());
+    }
 
     #[test]
     fn conv_kernels_take_penalties_as_dense_ones_do() {
