@@ -268,6 +268,26 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
     assert!(out.contains("sgd (learning rate 0.0000000001, lowered from 0.000000001,"), "{out}");
     let report = std::fs::read_to_string(dir.join("r2/report.txt")).unwrap();
     assert!(report.contains("optimizer:      sgd, learning rate 0.000000001,"), "{report}");
+    // A checkpoint written before the rate was recorded (the annotation taken out), and one
+    // whose run standardised its inputs (a library's): resumed as they were.
+    let ckpt = dir.join("ckpt.safetensors");
+    let mut file = nn_core::ModelFile::load(&ckpt).unwrap();
+    file.metadata.remove("fit.learning_rate");
+    let standardize = r#"{"kind":"standardize","mean":0.1307,"std":0.3081}"#;
+    file.metadata.insert("normalization".into(), standardize.into());
+    file.save(&ckpt).unwrap();
+    let args: Vec<&str> = ["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r3"]
+        .iter()
+        .chain(&common)
+        .copied()
+        .collect();
+    let out = ok(&mnist(dir, &args));
+    assert!(out.contains("lowered from 0.000000001,"), "{out}");
+    let resumed = nn_core::ModelFile::load(&dir.join("r3/model.safetensors")).unwrap();
+    assert_eq!(resumed.normalization().unwrap(), mnist_data::Normalization::MNIST_STANDARD);
+    // A trained model's summary claims no recipe of an architecture file.
+    let out = ok(&mnist(dir, &["summary", "--model", "r3/model.safetensors"]));
+    assert!(!out.contains("Recipe"), "{out}");
     assert!(report.contains("base rate at the end 1.0000e-11 (the last epoch trained at 1.0000e-10)"), "{report}");
 }
 
@@ -288,12 +308,14 @@ fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
         "3000",
         "--run-dir",
         "r",
+        "--checkpoint",
+        "c.safetensors",
         "-q",
         "--device",
         "cpu",
     ];
     fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch", "try a lower --lr"]);
-    assert!(!tmp.path().join("r").exists());
+    assert!(!tmp.path().join("r").exists() && !tmp.path().join("c.safetensors").exists());
     // A JSON architecture states the recipe it trains with.
     ok(&mnist(tmp.path(), &["summary", "--model", "mlp-128", "--save-spec", "a.json"]));
     let out = ok(&mnist(tmp.path(), &["summary", "--model", "a.json"]));

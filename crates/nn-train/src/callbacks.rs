@@ -70,21 +70,29 @@ pub trait Callback: Send {
 }
 
 /// An error for a metric no epoch reports, before the first epoch trains.
-pub(crate) fn check_monitor(callback: &str, monitor: &str, trainer: &Trainer) -> Result<()> {
+pub(crate) fn check_monitor(callback: &str, monitor: &str) -> Result<()> {
     if EpochLog::METRICS.contains(&monitor) {
-        if monitor.starts_with("val_") && !trainer.validates() {
-            return Err(crate::error::TrainError::Config(format!(
-                "{callback} monitors {monitor}, but this fit has no validation data: give \
-                 `validation` (Validation::Data or Validation::Split) or monitor {}",
-                &monitor[4..]
-            )));
-        }
         return Ok(());
     }
     Err(crate::error::TrainError::Config(format!(
         "{callback} monitors {monitor}, which is not a metric; use one of {}",
         EpochLog::METRICS.join(", ")
     )))
+}
+
+/// Refuses a `val_*` monitor in a fit without validation data, before any epoch's work: for
+/// callbacks that have nothing to fall back on (ModelCheckpoint falls back on the training
+/// metric, as Keras's does not).
+pub(crate) fn check_reported(callback: &str, monitor: &str, trainer: &Trainer) -> Result<()> {
+    check_monitor(callback, monitor)?;
+    if monitor.starts_with("val_") && !trainer.validates() {
+        return Err(crate::error::TrainError::Config(format!(
+            "{callback} monitors {monitor}, but this fit has no validation data: give \
+             `validation` (Validation::Data or Validation::Split) or monitor {}",
+            &monitor[4..]
+        )));
+    }
+    Ok(())
 }
 
 fn lower_is_better(monitor: &str) -> bool {
@@ -213,7 +221,7 @@ impl Callback for EarlyStopping {
     /// that had already waited its patience stops at once, as it would have. With
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
-        check_monitor("EarlyStopping", &self.monitor, trainer)?;
+        check_reported("EarlyStopping", &self.monitor, trainer)?;
         (self.best, self.wait, self.stopped_epoch) = (None, 0, None);
         let mut last = None;
         for log in &trainer.history().epochs {
@@ -341,7 +349,7 @@ impl Callback for ModelCheckpoint {
     /// resumed run does not overwrite a better checkpoint with a worse one.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         if self.save_best_only {
-            check_monitor("ModelCheckpoint", &self.monitor, trainer)?;
+            check_monitor("ModelCheckpoint", &self.monitor)?;
         }
         self.best = None;
         if self.save_best_only {

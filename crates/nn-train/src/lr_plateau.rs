@@ -3,7 +3,7 @@
 
 use nn_core::Tensor;
 
-use crate::callbacks::{check_monitor, improves, Callback, Control};
+use crate::callbacks::{check_reported, improves, Callback, Control};
 use crate::error::{Result, TrainError};
 use crate::history::EpochLog;
 use crate::trainer::Trainer;
@@ -108,7 +108,7 @@ impl Callback for ReduceLROnPlateau {
     /// best value from the history, the wait and cooldown from the tensors the checkpoint
     /// kept), else starts afresh, as Keras does.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
-        check_monitor("ReduceLROnPlateau", &self.monitor, trainer)?;
+        check_reported("ReduceLROnPlateau", &self.monitor, trainer)?;
         if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(TrainError::Config(format!(
                 "ReduceLROnPlateau: factor {} must be between 0 and 1 (it multiplies the rate)",

@@ -245,7 +245,12 @@ impl Trainer {
         &self.history
     }
 
-    /// Whether the `fit` under way validates after each epoch, so that its epochs report
+    /// How the run's inputs are made from pixel bytes (a continued fit must use the same).
+    pub fn normalization(&self) -> Normalization {
+        self.normalization
+    }
+
+    /// Whether the `fit` under way validates after each epoch (false outside a fit), so that its epochs report
     /// `val_loss` and `val_accuracy`: callbacks that monitor those check it in
     /// [`crate::Callback::on_train_begin`], before any epoch's work is spent.
     pub fn validates(&self) -> bool {
@@ -340,7 +345,9 @@ impl Trainer {
     /// # Errors
     /// Data that do not fit the model, bad options, device failures, callback failures.
     pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<History> {
-        self.fit_here(train, cfg)?;
+        let fitted = self.fit_here(train, cfg);
+        self.validating = false;
+        fitted?;
         Ok(self.history.clone())
     }
 
@@ -536,6 +543,7 @@ impl Trainer {
             self.history.epochs.push(log.clone());
             self.state.epoch += 1;
             let mut callbacks = std::mem::take(&mut cfg.callbacks);
+            let mut restored = false;
             for cb in &mut callbacks {
                 match cb.on_epoch_end(&log, self)? {
                     Control::Continue => {}
@@ -543,6 +551,7 @@ impl Trainer {
                     Control::StopAndRestore(why) => {
                         self.restore(&last_good)?;
                         stop = Some(why);
+                        restored = true;
                     }
                 }
             }
@@ -553,7 +562,8 @@ impl Trainer {
             }
             // Then what saves the trainer's state (checkpoints), with every callback's state
             // of this epoch in it whatever their order.
-            for cb in &mut callbacks {
+            // (Nothing, when the epoch was undone: the state is the last epoch's, committed then.)
+            for cb in callbacks.iter_mut().filter(|_| !restored) {
                 cb.on_epoch_committed(self)?;
             }
             cfg.callbacks = callbacks;

@@ -4,7 +4,8 @@
 //! → [Dropout(dropout)] → Dense(classes)` on logits, trained with sparse categorical
 //! cross-entropy. The objective is the validation accuracy after the last epoch, on the last
 //! `validation_split` of the training images (held out, never trained on), averaged over
-//! `executions_per_trial` runs with different seeds. Trials are drawn at random from the space,
+//! `executions_per_trial` runs with different seeds; a trial with an execution whose loss became
+//! NaN or infinite is marked diverged and ranks below every other. Trials are drawn at random from the space,
 //! without repeating a combination; they may run on several threads, each with its own model
 //! and trainer.
 //!
@@ -327,8 +328,9 @@ pub struct TrialResult {
     pub val_loss: f64,
     /// Wall time of the trial (all executions).
     pub seconds: f64,
-    /// Every execution's loss became NaN or infinite (a learning rate too high): its scores
-    /// mean nothing, and it ranks below every trial that trained.
+    /// An execution's loss became NaN or infinite (a learning rate too high for some seeds at
+    /// least): the trial ranks below every trial whose executions all trained, and its scores
+    /// are the means over the executions that trained (NaN when none did).
     pub diverged: bool,
 }
 
@@ -425,7 +427,7 @@ fn run_trial(
         val_accuracy: if trained > 0 { acc_sum / n } else { f64::NAN },
         val_loss: if trained > 0 { loss_sum / n } else { f64::NAN },
         seconds: started.elapsed().as_secs_f64(),
-        diverged: trained == 0,
+        diverged: trained < executions,
     };
     let trainer = best.map(|(t, ..)| t).ok_or_else(|| TrainError::Config("a trial ran no execution".into()))?;
     Ok((result, trainer))
@@ -487,10 +489,17 @@ pub fn random_search(
                         None => true,
                         Some((b, _)) => {
                             let b: &TrialResult = &results[*b];
+                            // No score at all (every execution diverged) ranks last.
+                            let score = |t: &TrialResult| {
+                                if t.val_accuracy.is_nan() {
+                                    f64::NEG_INFINITY
+                                } else {
+                                    t.val_accuracy
+                                }
+                            };
+                            let (r, bs) = (score(&result), score(b));
                             (b.diverged && !result.diverged)
-                                || (b.diverged == result.diverged
-                                    && (result.val_accuracy > b.val_accuracy
-                                        || (result.val_accuracy == b.val_accuracy && result.number < b.number)))
+                                || (b.diverged == result.diverged && (r > bs || (r == bs && result.number < b.number)))
                         }
                     };
                     results.push(result);
@@ -510,7 +519,7 @@ pub fn random_search(
         return Err(e);
     }
     let (best_index, best_trainer) = best.ok_or_else(|| TrainError::Config("no trial ran".into()))?;
-    if results[best_index].diverged {
+    if results[best_index].val_accuracy.is_nan() {
         let rates: Vec<String> = space.learning_rates.iter().map(|r| r.to_string()).collect();
         return Err(TrainError::Config(format!(
             "every trial diverged (its loss became NaN or infinite): try lower learning rates than {}",
@@ -521,8 +530,8 @@ pub fn random_search(
 }
 
 /// The trials as CSV: `trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status`
-/// (units separated by `;`; status `ok` or `diverged`, whose scores are left empty), in trial
-/// order.
+/// (units separated by `;`; status `ok` or `diverged`; a score no execution reached is left
+/// empty), in trial order.
 pub fn trials_csv(trials: &[TrialResult]) -> String {
     let mut sorted: Vec<&TrialResult> = trials.iter().collect();
     sorted.sort_by_key(|t| t.number);
@@ -530,11 +539,9 @@ pub fn trials_csv(trials: &[TrialResult]) -> String {
         "trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status\n",
     );
     for t in sorted {
-        let (acc, loss, status) = if t.diverged {
-            (String::new(), String::new(), "diverged")
-        } else {
-            (format!("{:.6}", t.val_accuracy), format!("{:.6}", t.val_loss), "ok")
-        };
+        let number = |v: f64| if v.is_finite() { format!("{v:.6}") } else { String::new() };
+        let status = if t.diverged { "diverged" } else { "ok" };
+        let (acc, loss) = (number(t.val_accuracy), number(t.val_loss));
         s += &format!(
             "{},{},{},{},{},{},{},{acc},{loss},{:.2},{status}\n",
             t.number,

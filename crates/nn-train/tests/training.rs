@@ -215,6 +215,12 @@ fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
     let mut c = FitConfig { validation: Validation::None, ..cfg(1, &val) };
     c.callbacks.push(Box::new(ReduceLROnPlateau::new("val_loss")));
     refused(&mut fresh(Optimizer::adam()), c, "ReduceLROnPlateau monitors val_loss");
+    // ModelCheckpoint has the training loss to fall back on: it is not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = FitConfig { validation: Validation::None, ..cfg(1, &val) };
+    c.callbacks.push(Box::new(ModelCheckpoint::new(dir.path().join("c.safetensors")).save_best_only("val_loss")));
+    fresh(Optimizer::adam()).fit(train.clone(), c).unwrap();
+    assert!(dir.path().join("c.safetensors").exists());
     let empty = Arc::new(val.slice(0..0));
     refused(&mut fresh(Optimizer::adam()), cfg(1, &empty), "the validation data set is empty");
     // A run goes on with the inputs it trained on.

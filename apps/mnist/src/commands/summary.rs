@@ -47,7 +47,9 @@ pub fn run(args: SummaryArgs, _global: &Global) -> Result<()> {
     );
     let r = match &source {
         ModelSource::Preset(name) => recipe(name),
-        _ => Some(crate::models::spec_recipe(&spec)),
+        ModelSource::SpecFile(_) => Some(crate::models::spec_recipe(&spec)),
+        // A trained model's settings are its file's (`mnist evaluate` and report.txt show them).
+        ModelSource::ModelFile(_) => None,
     };
     {
         if let Some(r) = r {

@@ -388,21 +388,24 @@ fn optimizer_text(o: &Optimizer) -> String {
 
 /// Dropout layers and kernel penalties of an architecture, in words.
 fn regularization_text(spec: &nn_core::ModelSpec) -> String {
+    let penalty = |r: Option<nn_core::spec::Regularizer>, layer: String| {
+        let r = r.filter(|r| r.l1 != 0.0 || r.l2 != 0.0)?;
+        let mut p = Vec::new();
+        if r.l1 != 0.0 {
+            p.push(format!("L1 {}", r.l1));
+        }
+        if r.l2 != 0.0 {
+            p.push(format!("L2 {}", r.l2));
+        }
+        Some(format!("{} on a {layer} kernel", p.join(" + ")))
+    };
     let mut parts = Vec::new();
     for l in &spec.layers {
         match l {
             nn_core::LayerSpec::Dropout(d) => parts.push(format!("dropout {}", d.rate)),
-            nn_core::LayerSpec::Dense(d) => {
-                if let Some(r) = d.kernel_regularizer.filter(|r| r.l1 != 0.0 || r.l2 != 0.0) {
-                    let mut p = Vec::new();
-                    if r.l1 != 0.0 {
-                        p.push(format!("L1 {}", r.l1));
-                    }
-                    if r.l2 != 0.0 {
-                        p.push(format!("L2 {}", r.l2));
-                    }
-                    parts.push(format!("{} on a Dense({}) kernel", p.join(" + "), d.units));
-                }
+            nn_core::LayerSpec::Dense(d) => parts.extend(penalty(d.kernel_regularizer, format!("Dense({})", d.units))),
+            nn_core::LayerSpec::Conv2D(c) => {
+                parts.extend(penalty(c.kernel_regularizer, format!("Conv2D({})", c.filters)));
             }
             _ => {}
         }
@@ -635,10 +638,15 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     trainer.set_annotation(fit_keys::EARLY_STOPPING, early_stopping.map_or("none".into(), |p| p.to_string()));
     trainer.set_annotation(fit_keys::REDUCE_LR, reduce_lr.map_or("none".into(), |p| p.to_string()));
     // The rate the run began with: a resumed run's optimiser holds the rate it reached.
+    // Checkpoints written before the annotation: a constant schedule's first epoch trained at it.
+    let first_epoch_rate = (trainer.compile().schedule == Schedule::Constant)
+        .then(|| trainer.history().epochs.first().map(|e| e.lr as f32))
+        .flatten();
     let start_lr = trainer
         .annotations()
         .get(fit_keys::LEARNING_RATE)
         .and_then(|v| v.parse::<f32>().ok())
+        .or(first_epoch_rate)
         .unwrap_or_else(|| trainer.learning_rate());
     trainer.set_annotation(fit_keys::LEARNING_RATE, start_lr.to_string());
     let done = trainer.state().epoch;
@@ -747,6 +755,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
                 callbacks,
                 seed: args.seed.unwrap_or(DEFAULT_SEED),
                 augmentation,
+                // The run's own (a checkpoint written by the library may standardise).
+                normalization: trainer.normalization(),
                 verbosity: if args.quiet { Verbosity::Silent } else { Verbosity::Auto },
                 ..Default::default()
             },
@@ -757,16 +767,30 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let diverged = trainer.history().stopped.as_deref().filter(|why| why.starts_with("the loss became"));
     if let Some(why) = diverged {
         let loss = why.split(':').next().unwrap_or(why);
-        if trainer.history().epochs.len() == done {
+        // A resumed run keeps its rate: only a fresh run can be given a lower one.
+        let advice = if done > 0 {
+            "--resume keeps the run's learning rate: train afresh with a lower --lr"
+        } else {
+            "try a lower --lr"
+        };
+        let good = trainer.history().epochs.len();
+        if good == done && done == 0 {
             bail!(
-                "training diverged in its first epoch ({loss}): nothing worth saving; try a lower --lr (now {})",
+                "training diverged in its first epoch ({loss}): nothing worth saving; {advice} (now {})",
+                trainer.learning_rate()
+            );
+        }
+        if good == done {
+            bail!(
+                "training diverged in epoch {} ({loss}), the first after the checkpoint, which is left as it was; \
+                 {advice} (the run's is {})",
+                done + 1,
                 trainer.learning_rate()
             );
         }
         eprintln!(
-            "warning: training diverged in epoch {} ({loss}); the run keeps the weights of epoch {}; try a lower --lr",
-            trainer.history().epochs.len() + 1,
-            trainer.history().epochs.len()
+            "warning: training diverged in epoch {} ({loss}); the run keeps the weights of epoch {good}; {advice}",
+            good + 1
         );
     }
 

@@ -101,7 +101,11 @@ fn finite_weights(trainer: &Trainer) -> Result<bool> {
 }
 
 fn print_row(t: &TrialResult) {
-    let score = if t.diverged { "diverged".to_string() } else { format!("{:.4}", t.val_accuracy) };
+    let score = match (t.diverged, t.val_accuracy.is_finite()) {
+        (false, _) => format!("{:.4}", t.val_accuracy),
+        (true, true) => format!("{:.4} (div.)", t.val_accuracy),
+        (true, false) => "diverged".to_string(),
+    };
     println!(
         "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8.1}",
         t.number,
@@ -226,7 +230,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     if diverged_count > 0 {
         println!();
         println!(
-            "{diverged_count} of {} trial(s) diverged (the loss became NaN or infinite): they rank below every other \
+            "{diverged_count} of {} trial(s) diverged (the loss became NaN or infinite, in one execution at least): they rank below every other \
              and are marked `diverged` in trials.csv",
             outcome.trials.len()
         );
