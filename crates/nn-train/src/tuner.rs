@@ -433,6 +433,15 @@ fn run_trial(
     Ok((result, trainer))
 }
 
+/// Whether trial `a` ranks above trial `b`: a trial whose executions all trained above one
+/// with a diverged execution; then the higher validation accuracy (none at all, when every
+/// execution diverged, ranks last); then the earlier trial.
+fn ranks_above(a: &TrialResult, b: &TrialResult) -> bool {
+    let score = |t: &TrialResult| if t.val_accuracy.is_nan() { f64::NEG_INFINITY } else { t.val_accuracy };
+    let (sa, sb) = (score(a), score(b));
+    (b.diverged && !a.diverged) || (a.diverged == b.diverged && (sa > sb || (sa == sb && a.number < b.number)))
+}
+
 /// Runs the search on `train` (the last `cfg.validation_split` of it validates), calling
 /// `on_trial` as each trial finishes (in finishing order).
 ///
@@ -485,23 +494,7 @@ pub fn random_search(
             match r {
                 Ok((result, trainer)) => {
                     on_trial(&result);
-                    let better = match &best {
-                        None => true,
-                        Some((b, _)) => {
-                            let b: &TrialResult = &results[*b];
-                            // No score at all (every execution diverged) ranks last.
-                            let score = |t: &TrialResult| {
-                                if t.val_accuracy.is_nan() {
-                                    f64::NEG_INFINITY
-                                } else {
-                                    t.val_accuracy
-                                }
-                            };
-                            let (r, bs) = (score(&result), score(b));
-                            (b.diverged && !result.diverged)
-                                || (b.diverged == result.diverged && (r > bs || (r == bs && result.number < b.number)))
-                        }
-                    };
+                    let better = best.as_ref().is_none_or(|(b, _)| ranks_above(&result, &results[*b]));
                     results.push(result);
                     if better {
                         best = Some((results.len() - 1, trainer));
@@ -635,6 +628,27 @@ mod tests {
             labels.push(u8::from(top));
         }
         Dataset::new(images, labels, 4, 4, 2).expect("data")
+    }
+
+    #[test]
+    fn trials_rank_by_divergence_then_accuracy_then_number() {
+        let trial = |number: usize, val_accuracy: f64, diverged: bool| TrialResult {
+            number,
+            params: SearchSpace::default().sample(&mut Rng::new(1)),
+            val_accuracy,
+            val_loss: 0.0,
+            seconds: 0.0,
+            diverged,
+        };
+        let (good, better, partly, none) =
+            (trial(1, 0.90, false), trial(2, 0.95, false), trial(3, 0.99, true), trial(4, f64::NAN, true));
+        assert!(ranks_above(&better, &good) && !ranks_above(&good, &better));
+        // A partly diverged trial ranks below every clean one, whatever its score, and above
+        // one where no execution trained.
+        assert!(ranks_above(&good, &partly) && !ranks_above(&partly, &good));
+        assert!(ranks_above(&partly, &none) && !ranks_above(&none, &partly));
+        // Ties go to the earlier trial.
+        assert!(ranks_above(&good, &trial(5, 0.90, false)) && !ranks_above(&trial(5, 0.90, false), &good));
     }
 
     #[test]
