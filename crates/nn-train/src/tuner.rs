@@ -2,7 +2,8 @@
 //!
 //! The model of a trial is the Keras Tuner tutorial's: `Flatten → Dense(units_i, relu) × layers
 //! → [Dropout(dropout)] → Dense(classes)` on logits, trained with sparse categorical
-//! cross-entropy. The objective is the validation accuracy after the last epoch, on the last
+//! cross-entropy. The objective is the validation accuracy of the best epoch (as Keras Tuner
+//! scores a trial; the kept model has that epoch's weights), on the last
 //! `validation_split` of the training images (held out, never trained on), averaged over
 //! `executions_per_trial` runs with different seeds; a trial with an execution whose loss became
 //! NaN or infinite is marked diverged and ranks below every other. Trials are drawn at random from the space,
@@ -28,7 +29,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use crate::device::{build_model, settle, DeviceChoice};
-use crate::{Compile, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
+use crate::{Compile, EarlyStopping, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
 use mnist_data::{Dataset, Rng};
 use nn_core::{Activation, Dense, Dropout, Flatten, Loss, ModelSpec};
 
@@ -322,9 +323,9 @@ pub struct TrialResult {
     pub number: usize,
     /// The hyper-parameters.
     pub params: HyperParams,
-    /// Mean validation accuracy after the last epoch (the objective).
+    /// Mean validation accuracy of the executions' best epochs (the objective).
     pub val_accuracy: f64,
-    /// Mean validation loss after the last epoch.
+    /// Mean validation loss of the executions' best epochs.
     pub val_loss: f64,
     /// Wall time of the trial (all executions).
     pub seconds: f64,
@@ -398,13 +399,27 @@ fn run_trial(
                 validation: Validation::Data(val.clone()),
                 seed,
                 verbosity: Verbosity::Silent,
+                // Keras Tuner scores an execution by its best epoch: keep that epoch's weights
+                // (a patience of every epoch never stops it).
+                callbacks: vec![Box::new(
+                    EarlyStopping::new("val_accuracy").patience(cfg.epochs).restore_best_weights(true),
+                )],
                 ..Default::default()
             },
         )?;
-        let last = t.history().last().cloned();
-        let acc = last.as_ref().and_then(|l| l.val_accuracy).unwrap_or(0.0);
-        let loss = last.as_ref().and_then(|l| l.val_loss).unwrap_or(f64::NAN);
-        let blew_up = !(loss.is_finite() && last.as_ref().is_some_and(|l| l.loss.is_finite()));
+        let epochs = &t.history().epochs;
+        let last = epochs.last();
+        let blew_up = !last.is_some_and(|l| l.loss.is_finite() && l.val_loss.is_some_and(f64::is_finite));
+        // The best epoch as EarlyStopping finds it: the first of the highest accuracy.
+        let best_epoch = epochs.iter().filter(|l| l.val_accuracy.is_some_and(f64::is_finite)).fold(
+            None::<&crate::history::EpochLog>,
+            |b, l| match b {
+                Some(b) if l.val_accuracy <= b.val_accuracy => Some(b),
+                _ => Some(l),
+            },
+        );
+        let acc = best_epoch.and_then(|l| l.val_accuracy).unwrap_or(0.0);
+        let loss = best_epoch.and_then(|l| l.val_loss).unwrap_or(f64::NAN);
         // A diverged execution is kept only while no execution trained.
         let better = match &best {
             None => true,
@@ -675,6 +690,29 @@ mod tests {
     }
 
     #[test]
+    fn a_trial_is_scored_by_its_best_epoch_and_keeps_its_weights() {
+        // A rate high enough that the accuracy moves up and down from epoch to epoch.
+        let data = top_or_bottom();
+        let space = SearchSpace {
+            layers: IntRange { min: 1, max: 1, step: 1 },
+            units: IntRange { min: 4, max: 4, step: 4 },
+            learning_rates: vec![10.0],
+            dropouts: vec![0.0],
+            batch_sizes: vec![16],
+            optimizers: vec![Optimizer::sgd()],
+        };
+        let cfg = TunerConfig { max_trials: 1, epochs: 8, ..Default::default() };
+        let out = random_search(&space, &cfg, &data, &mut |_| {}).expect("search");
+        let mut kept = out.best_trainer;
+        let accs = kept.history().series("val_accuracy");
+        let best = accs.iter().copied().fold(0.0, f64::max);
+        assert!(accs.last() < Some(&best), "the last epoch is the best: {accs:?}");
+        assert_eq!(out.trials[0].val_accuracy, best);
+        let (_, val) = mnist_data::validation_split(&data, cfg.validation_split).expect("split");
+        assert_eq!(kept.evaluate(&val).expect("evaluate").accuracy, best);
+    }
+
+    #[test]
     fn a_tiny_search_runs_in_parallel_and_keeps_the_best() {
         let data = top_or_bottom();
         let space = SearchSpace {
@@ -692,6 +730,12 @@ mod tests {
         let best = out.best().val_accuracy;
         assert!(out.trials.iter().all(|t| t.val_accuracy <= best));
         assert!(best > 0.9, "an easy problem: {best}");
+        // Scored by its best epoch, whose weights the kept model has (one execution per trial).
+        let mut kept = out.best_trainer;
+        let history_best = kept.history().series("val_accuracy").into_iter().fold(0.0, f64::max);
+        assert_eq!(best, history_best);
+        let (_, val) = mnist_data::validation_split(&data, cfg.validation_split).expect("split");
+        assert_eq!(kept.evaluate(&val).expect("evaluate").accuracy, best);
         assert!(trials_csv(&out.trials).lines().count() == 4);
     }
 }

@@ -22,8 +22,9 @@ Examples:
   mnist evaluate --model runs/tune-20250101-120000/best.safetensors
 
 Each trial trains Flatten → Dense(units, relu) × layers → [Dropout] → Dense(10) with sparse
-categorical cross-entropy, and is scored by its validation accuracy after the last epoch on
-the last 20% of the training images (held out). The best trial's model is kept.";
+categorical cross-entropy, and is scored by the validation accuracy of its best epoch (as
+Keras Tuner scores it) on the last 20% of the training images (held out). The best trial's
+model is kept, with its best epoch's weights.";
 
 /// Arguments of `mnist tune`.
 #[derive(Args, Debug)]
