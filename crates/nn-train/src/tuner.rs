@@ -645,6 +645,18 @@ mod tests {
         Dataset::new(images, labels, 4, 4, 2).expect("data")
     }
 
+    /// One hidden layer of `units`, no dropout, batches of 16.
+    fn one_layer(units: IntRange, learning_rates: Vec<f32>, optimizer: Optimizer) -> SearchSpace {
+        SearchSpace {
+            layers: IntRange { min: 1, max: 1, step: 1 },
+            units,
+            learning_rates,
+            dropouts: vec![0.0],
+            batch_sizes: vec![16],
+            optimizers: vec![optimizer],
+        }
+    }
+
     #[test]
     fn trials_rank_by_divergence_then_accuracy_then_number() {
         let trial = |number: usize, val_accuracy: f64, diverged: bool| TrialResult {
@@ -669,14 +681,7 @@ mod tests {
     #[test]
     fn diverged_trials_rank_last_and_a_search_where_all_diverge_is_an_error() {
         let data = top_or_bottom();
-        let space = |learning_rates: Vec<f32>| SearchSpace {
-            layers: IntRange { min: 1, max: 1, step: 1 },
-            units: IntRange { min: 8, max: 8, step: 8 },
-            learning_rates,
-            dropouts: vec![0.0],
-            batch_sizes: vec![16],
-            optimizers: vec![Optimizer::sgd()],
-        };
+        let space = |rates: Vec<f32>| one_layer(IntRange { min: 8, max: 8, step: 8 }, rates, Optimizer::sgd());
         let cfg = TunerConfig { max_trials: 2, epochs: 2, ..Default::default() };
         let out = random_search(&space(vec![1e30, 1e-1]), &cfg, &data, &mut |_| {}).expect("search");
         let diverged: Vec<&TrialResult> = out.trials.iter().filter(|t| t.diverged).collect();
@@ -693,14 +698,7 @@ mod tests {
     fn a_trial_is_scored_by_its_best_epoch_and_keeps_its_weights() {
         // A rate high enough that the accuracy moves up and down from epoch to epoch.
         let data = top_or_bottom();
-        let space = SearchSpace {
-            layers: IntRange { min: 1, max: 1, step: 1 },
-            units: IntRange { min: 4, max: 4, step: 4 },
-            learning_rates: vec![10.0],
-            dropouts: vec![0.0],
-            batch_sizes: vec![16],
-            optimizers: vec![Optimizer::sgd()],
-        };
+        let space = one_layer(IntRange { min: 4, max: 4, step: 4 }, vec![10.0], Optimizer::sgd());
         let cfg = TunerConfig { max_trials: 1, epochs: 8, ..Default::default() };
         let out = random_search(&space, &cfg, &data, &mut |_| {}).expect("search");
         let mut kept = out.best_trainer;
@@ -716,12 +714,8 @@ mod tests {
     fn a_tiny_search_runs_in_parallel_and_keeps_the_best() {
         let data = top_or_bottom();
         let space = SearchSpace {
-            layers: IntRange { min: 1, max: 1, step: 1 },
-            units: IntRange { min: 4, max: 16, step: 4 },
-            learning_rates: vec![1e-2],
             dropouts: vec![0.0, 0.2],
-            batch_sizes: vec![16],
-            optimizers: vec![Optimizer::adam()],
+            ..one_layer(IntRange { min: 4, max: 16, step: 4 }, vec![1e-2], Optimizer::adam())
         };
         let cfg = TunerConfig { max_trials: 3, epochs: 3, parallel: 2, ..Default::default() };
         let mut seen = 0;
