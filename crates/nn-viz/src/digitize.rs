@@ -133,9 +133,44 @@ fn normalise(w: usize, h: usize, grey: Vec<f32>) -> std::result::Result<[u8; MNI
     if img.w.min(img.h) >= 64 {
         blur(&mut img);
     }
-    let ink = ink(&img)?;
+    // A border that is no even background (a dark frame, the edge of a scan): read the
+    // background a little further in, once.
+    if uneven_border(&img) {
+        let inset = (img.w.min(img.h) as f64 * 0.06).ceil() as usize;
+        if img.w > 2 * inset + 16 && img.h > 2 * inset + 16 {
+            img = crop(&img, (inset, inset, img.w - 1 - inset, img.h - 1 - inset));
+        }
+    }
+    let mut ink = ink(&img)?;
+    // A light sheet on a darker table reads as one solid blob of "ink": the digit is on the
+    // sheet, so look again inside it (once), a little in from its edges.
+    if let Some((x0, y0, x1, y1)) = ink.sheet {
+        let inset = ((x1 - x0).min(y1 - y0) as f64 * 0.04).ceil() as usize + 1;
+        let (cx0, cy0, cx1, cy1) = (x0 + inset, y0 + inset, x1.saturating_sub(inset), y1.saturating_sub(inset));
+        if cx1 > cx0 + 8 && cy1 > cy0 + 8 {
+            let sheet = crop(&img, (cx0, cy0, cx1, cy1));
+            ink = self::ink(&sheet).map_err(|e| match e {
+                DigitizeError::NoDigit(m) => DigitizeError::NoDigit(format!("on the sheet of paper in the photo, {m}")),
+                other => other,
+            })?;
+        }
+    }
     let patch = scale_to_box(&ink);
     Ok(centre(&patch))
+}
+
+/// The pixels of `img` in the box `(x0, y0, x1, y1)`, corners included.
+fn crop(img: &Plane, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Plane {
+    let w = x1 - x0 + 1;
+    let v = (y0..=y1).flat_map(|y| img.v[y * img.w + x0..y * img.w + x0 + w].iter().copied()).collect();
+    Plane { w, h: y1 - y0 + 1, v }
+}
+
+/// Whether the border, where the background is read, varies so much that no ink could stand
+/// out from it (see [`ink`]'s contrast bar).
+fn uneven_border(img: &Plane) -> bool {
+    let (_, sigma) = background(img);
+    4.0 * sigma + 12.0 > 200.0
 }
 
 /// Shrinks by an integer factor (box average) so that no side exceeds [`MAX_WORK_SIDE`].
@@ -329,6 +364,9 @@ struct Ink {
     y0: usize,
     x1: usize,
     y1: usize,
+    /// The box of the main blob when it is a solid sheet (fills most of its box, and its box
+    /// a good part of the picture) rather than strokes: a sheet of paper on a table.
+    sheet: Option<(usize, usize, usize, usize)>,
 }
 
 fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
@@ -397,6 +435,9 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
             "only specks stand out from the background (largest blob {extent} pixels across, a digit needs at least {smallest:.0})"
         )));
     }
+    let box_area = ((mx1 - mx0 + 1) * (my1 - my0 + 1)) as f64;
+    let solid = count[main] as f64 / box_area > 0.7 && box_area > 0.2 * (w * h) as f64;
+    let sheet = solid.then_some((mx0, my0, mx1, my1));
     let reach = ((mx1 - mx0).max(my1 - my0) + 1) as f64 * 0.5;
     let near = |b: (usize, usize, usize, usize)| {
         let (cx, cy) = ((b.0 + b.2) as f64 / 2.0, (b.1 + b.3) as f64 / 2.0);
@@ -440,7 +481,7 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
             }
         }
     }
-    Ok(Ink { w, v, x0, y0, x1, y1 })
+    Ok(Ink { w, v, x0, y0, x1, y1, sheet })
 }
 
 /// A small grey patch, coverage in `0..=1`.
@@ -552,4 +593,36 @@ fn centre(p: &Patch) -> [u8; MNIST_PIXELS] {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_border_that_is_no_background_is_named() {
+        // A light picture framed by a dark edge 4 pixels wide, a dark stroke in the middle: read
+        // from the border as it is (no look further in), nothing can stand out.
+        let (w, h) = (300, 300);
+        let v = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                let stroke = (140..160).contains(&x) && (60..240).contains(&y);
+                let frame = x < 4 || y < 4 || x >= w - 4 || y >= h - 4;
+                if frame || stroke {
+                    0.0
+                } else {
+                    255.0
+                }
+            })
+            .collect();
+        // As `normalise` prepares it.
+        let mut img = shrink(Plane { w, h, v });
+        blur(&mut img);
+        assert!(uneven_border(&img));
+        match ink(&img) {
+            Err(DigitizeError::NoDigit(m)) => assert!(m.contains("border is not an even background"), "{m}"),
+            _ => panic!("expected no digit"),
+        }
+    }
 }

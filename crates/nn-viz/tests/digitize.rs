@@ -262,25 +262,29 @@ fn bad_buffers_are_refused() {
 }
 
 #[test]
-fn a_border_that_is_no_background_is_named() {
-    // A light photo framed by a dark edge 4 pixels wide (a table beyond the paper), with a
-    // dark stroke in the middle: the border, where the background is read, varies too much.
-    let (w, h) = (300, 300);
-    let luma: Vec<u8> = (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            let stroke = (140..160).contains(&x) && (60..240).contains(&y);
-            let frame = x < 4 || y < 4 || x >= w - 4 || y >= h - 4;
-            if frame || stroke {
-                0
-            } else {
-                255
-            }
-        })
-        .collect();
-    match mnist_style_from_luma(w, h, &luma) {
-        Err(DigitizeError::NoDigit(m)) => assert!(m.contains("border is not an even background"), "{m}"),
-        Err(other) => panic!("expected no digit, got {other:?}"),
-        Ok(_) => panic!("a digit found in a frame"),
-    }
+fn a_dark_frame_round_the_photo_is_looked_past() {
+    // The beige photo of a seven with a black frame 4 pixels wide (a scan's edge): the border,
+    // where the background is read, is half frame.
+    let framed = RgbImage::from_fn(300, 300, {
+        let sheet = photo(SEVEN, BEIGE, INK, 10.0);
+        move |x, y| if x < 4 || y < 4 || x >= 296 || y >= 296 { Rgb([0, 0, 0]) } else { *sheet.get_pixel(x, y) }
+    });
+    let result = digitize_image(&DynamicImage::ImageRgb8(framed)).unwrap();
+    check_like(&result, SEVEN, "framed photo");
+}
+
+#[test]
+fn a_sheet_of_paper_on_a_darker_table_is_looked_inside() {
+    // The beige photo of a seven, lying on a brown table that frames it on every side.
+    let sheet = photo(SEVEN, BEIGE, INK, 10.0);
+    let table = RgbImage::from_fn(400, 400, |x, y| {
+        let on_sheet = (50..350).contains(&x) && (60..360).contains(&y);
+        if on_sheet {
+            *sheet.get_pixel(x - 50, y - 60)
+        } else {
+            Rgb([90, 60, 40])
+        }
+    });
+    let result = digitize_image(&DynamicImage::ImageRgb8(table)).unwrap();
+    check_like(&result, SEVEN, "sheet on a table");
 }
