@@ -148,11 +148,10 @@ fn normalise(w: usize, h: usize, grey: Vec<f32>) -> std::result::Result<[u8; MNI
         let inset = ((x1 - x0).min(y1 - y0) as f64 * 0.04).ceil() as usize + 1;
         let (cx0, cy0, cx1, cy1) = (x0 + inset, y0 + inset, x1.saturating_sub(inset), y1.saturating_sub(inset));
         if cx1 > cx0 + 8 && cy1 > cy0 + 8 {
-            let sheet = crop(&img, (cx0, cy0, cx1, cy1));
-            ink = self::ink(&sheet).map_err(|e| match e {
-                DigitizeError::NoDigit(m) => DigitizeError::NoDigit(format!("on the sheet of paper in the photo, {m}")),
-                other => other,
-            })?;
+            // Nothing on it: the blob was the digit after all (a thick stroke), as first read.
+            if let Ok(on_sheet) = self::ink(&crop(&img, (cx0, cy0, cx1, cy1))) {
+                ink = on_sheet;
+            }
         }
     }
     let patch = scale_to_box(&ink);
@@ -364,8 +363,8 @@ struct Ink {
     y0: usize,
     x1: usize,
     y1: usize,
-    /// The box of the main blob when it is a solid sheet (fills most of its box, and its box
-    /// a good part of the picture) rather than strokes: a sheet of paper on a table.
+    /// The box of the main blob when it may be a solid sheet (fills 80% of its box, and its box
+    /// 30% of the picture) rather than strokes: a sheet of paper on a table.
     sheet: Option<(usize, usize, usize, usize)>,
 }
 
@@ -436,7 +435,7 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
         )));
     }
     let box_area = ((mx1 - mx0 + 1) * (my1 - my0 + 1)) as f64;
-    let solid = count[main] as f64 / box_area > 0.7 && box_area > 0.2 * (w * h) as f64;
+    let solid = count[main] as f64 / box_area > 0.8 && box_area > 0.3 * (w * h) as f64;
     let sheet = solid.then_some((mx0, my0, mx1, my1));
     let reach = ((mx1 - mx0).max(my1 - my0) + 1) as f64 * 0.5;
     let near = |b: (usize, usize, usize, usize)| {

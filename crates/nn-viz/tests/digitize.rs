@@ -288,3 +288,13 @@ fn a_sheet_of_paper_on_a_darker_table_is_looked_inside() {
     let result = digitize_image(&DynamicImage::ImageRgb8(table)).unwrap();
     check_like(&result, SEVEN, "sheet on a table");
 }
+
+#[test]
+fn a_large_solid_blob_with_nothing_on_it_is_read_as_it_is() {
+    // Sheet-like (fills its box, half the picture) but blank: the blob itself is what there is.
+    let luma: Vec<u8> = (0..100 * 100)
+        .map(|i| if (15..85).contains(&(i % 100)) && (15..85).contains(&(i / 100)) { 255 } else { 0 })
+        .collect();
+    let result = mnist_style_from_luma(100, 100, &luma).unwrap();
+    assert!(result.iter().filter(|&&v| v >= 200).count() > 200, "the block is drawn");
+}
