@@ -98,9 +98,7 @@ impl DataChoice {
             Err(e) => Err(e).with_context(|| format!("cannot load the data set in {}", self.dir.display())),
         }
     }
-}
 
-impl DataChoice {
     /// Whether `recorded` (a model file's data set: `mnist`, `fashion` or a folder's path)
     /// names this data set.
     pub fn is(&self, data_dir: &Path, recorded: &str) -> bool {

@@ -732,8 +732,7 @@ impl Trainer {
             .unwrap_or_default();
         let mut model = make_model(&f)?;
         model.runtime().set_optimizer_state(&unprefixed("optimizer.", &f.extra))?;
-        let normalization =
-            parse_normalization(f.metadata.get(NORMALIZATION_KEY).map(String::as_str)).map_err(|e| bad(&e))?;
+        let normalization = f.normalization().map_err(|e| bad(&e.to_string()))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
         let kept = unprefixed("kept.", &f.extra);

@@ -135,13 +135,15 @@ fn normalise(w: usize, h: usize, grey: Vec<f32>) -> std::result::Result<[u8; MNI
     }
     // A border that is no even background (a dark frame, the edge of a scan): read the
     // background a little further in, once.
-    if uneven_border(&img) {
+    let mut fit = background(&img);
+    if uneven_border(fit.1) {
         let inset = (img.w.min(img.h) as f64 * 0.06).ceil() as usize;
         if img.w > 2 * inset + 16 && img.h > 2 * inset + 16 {
             img = crop(&img, (inset, inset, img.w - 1 - inset, img.h - 1 - inset));
+            fit = background(&img);
         }
     }
-    let mut ink = ink(&img)?;
+    let mut ink = ink(&img, fit)?;
     // A light sheet on a darker table reads as one solid blob of "ink": the digit is on the
     // sheet, so look again inside it (once), a little in from its edges.
     if let Some((x0, y0, x1, y1)) = ink.sheet {
@@ -149,7 +151,8 @@ fn normalise(w: usize, h: usize, grey: Vec<f32>) -> std::result::Result<[u8; MNI
         let (cx0, cy0, cx1, cy1) = (x0 + inset, y0 + inset, x1.saturating_sub(inset), y1.saturating_sub(inset));
         if cx1 > cx0 + 8 && cy1 > cy0 + 8 {
             // Nothing on it: the blob was the digit after all (a thick stroke), as first read.
-            if let Ok(on_sheet) = self::ink(&crop(&img, (cx0, cy0, cx1, cy1))) {
+            let sheet = crop(&img, (cx0, cy0, cx1, cy1));
+            if let Ok(on_sheet) = self::ink(&sheet, background(&sheet)) {
                 ink = on_sheet;
             }
         }
@@ -165,11 +168,15 @@ fn crop(img: &Plane, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Plane {
     Plane { w, h: y1 - y0 + 1, v }
 }
 
-/// Whether the border, where the background is read, varies so much that no ink could stand
-/// out from it (see [`ink`]'s contrast bar).
-fn uneven_border(img: &Plane) -> bool {
-    let (_, sigma) = background(img);
-    4.0 * sigma + 12.0 > 200.0
+/// The contrast ink must reach over a background whose border varies by `sigma`.
+fn needed_contrast(sigma: f32) -> f32 {
+    (4.0 * sigma + 12.0).max(24.0)
+}
+
+/// Whether the border, where the background is read, varies so much (by `sigma`) that hardly
+/// any ink could stand out from it.
+fn uneven_border(sigma: f32) -> bool {
+    needed_contrast(sigma) > 200.0
 }
 
 /// Shrinks by an integer factor (box average) so that no side exceeds [`MAX_WORK_SIDE`].
@@ -368,9 +375,9 @@ struct Ink {
     sheet: Option<(usize, usize, usize, usize)>,
 }
 
-fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
+/// The ink of `img`, given its background fit ([`background`]).
+fn ink(img: &Plane, (bg, sigma): (Background, f32)) -> std::result::Result<Ink, DigitizeError> {
     let (w, h) = (img.w, img.h);
-    let (bg, sigma) = background(img);
     let res: Vec<f32> = (0..w * h).map(|i| img.v[i] - bg.at(i % w, i / w)).collect();
 
     // Polarity: the side with the strong deviations from the background is the ink.
@@ -385,11 +392,11 @@ fn ink(img: &Plane) -> std::result::Result<Ink, DigitizeError> {
     let f: Vec<f32> = res.iter().map(|&r| (sign * r).max(0.0)).collect();
 
     let peak = f.iter().copied().fold(0.0, f32::max);
-    let needed = (4.0 * sigma + 12.0).max(24.0);
+    let needed = needed_contrast(sigma);
     if peak < needed {
         // The background is read from the image's border: a border that varies (a frame, the
         // paper's edge on a table) sets the bar beyond any contrast.
-        return Err(DigitizeError::NoDigit(if needed > 200.0 {
+        return Err(DigitizeError::NoDigit(if uneven_border(sigma) {
             format!(
                 "the image's border is not an even background (it varies by ±{sigma:.0} of 255), so the digit \
                  cannot be told from it: crop the photo to the paper around the digit"
@@ -618,8 +625,9 @@ mod tests {
         // As `normalise` prepares it.
         let mut img = shrink(Plane { w, h, v });
         blur(&mut img);
-        assert!(uneven_border(&img));
-        match ink(&img) {
+        let fit = background(&img);
+        assert!(uneven_border(fit.1));
+        match ink(&img, fit) {
             Err(DigitizeError::NoDigit(m)) => assert!(m.contains("border is not an even background"), "{m}"),
             _ => panic!("expected no digit"),
         }

@@ -51,25 +51,23 @@ pub fn run(args: SummaryArgs, _global: &Global) -> Result<()> {
         // A trained model's settings are its file's (`mnist evaluate` and report.txt show them).
         ModelSource::ModelFile(_) => None,
     };
-    {
-        if let Some(r) = r {
-            let validation = match r.validation {
-                RecipeValidation::Test => "validation on the test set".to_string(),
-                RecipeValidation::Split(f) => format!("validation on the last {:.0}% of the training set", f * 100.0),
-                RecipeValidation::None => "no validation".to_string(),
-            };
-            println!(
-                "Recipe{}: {} (learning rate {}, schedule {}), {}{}, {} epochs of batch {}, {validation}",
-                if matches!(source, ModelSource::Preset(_)) { "" } else { " (an architecture file's default)" },
-                r.compile.optimizer.name(),
-                r.compile.optimizer.lr(),
-                super::train::schedule_text(&r.compile.schedule),
-                r.compile.loss.name(),
-                if r.compile.loss.from_logits() { " from logits" } else { "" },
-                r.epochs,
-                r.batch_size
-            );
-        }
+    if let Some(r) = r {
+        let validation = match r.validation {
+            RecipeValidation::Test => "validation on the test set".to_string(),
+            RecipeValidation::Split(f) => format!("validation on the last {:.0}% of the training set", f * 100.0),
+            RecipeValidation::None => "no validation".to_string(),
+        };
+        println!(
+            "Recipe{}: {} (learning rate {}, schedule {}), {}{}, {} epochs of batch {}, {validation}",
+            if matches!(source, ModelSource::Preset(_)) { "" } else { " (an architecture file's default)" },
+            r.compile.optimizer.name(),
+            r.compile.optimizer.lr(),
+            super::train::schedule_text(&r.compile.schedule),
+            r.compile.loss.name(),
+            if r.compile.loss.from_logits() { " from logits" } else { "" },
+            r.epochs,
+            r.batch_size
+        );
     }
     if let Some(path) = args.save_spec {
         create_parent(&path)?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nn_train::{DeviceChoice, Optimizer, Trainer};
+use nn_train::{DeviceChoice, Optimizer};
 
 use crate::commands::data_choice;
 use crate::models::{self, DATASET_KEY};
@@ -94,11 +94,6 @@ fn print_header() {
         "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8}",
         "trial", "layers", "units", "lr", "dropout", "batch", "optimizer", "val_accuracy", "seconds"
     );
-}
-
-/// Whether every weight of the model is a finite number.
-fn finite_weights(trainer: &Trainer) -> Result<bool> {
-    Ok(trainer.model().weights()?.iter().all(|w| w.data.iter().all(|v| v.is_finite())))
 }
 
 fn print_row(t: &TrialResult) {
@@ -237,14 +232,6 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         );
     }
     let mut trainer = outcome.best_trainer;
-    if !finite_weights(&trainer)? {
-        bail!(
-            "trial {}'s model holds NaN or infinite weights, so no model was written (the trials are in {}): try \
-             lower learning rates (--lr)",
-            best.number,
-            csv_path.display()
-        );
-    }
 
     let best_path = dir.join("best.safetensors");
     trainer.save_model(&best_path)?;
