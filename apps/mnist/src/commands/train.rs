@@ -12,7 +12,7 @@ use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
     Callback, Compile, Control, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
-    Schedule, TerminateOnNaN, Trainer, Validation, Verbosity,
+    Schedule, Trainer, Validation, Verbosity,
 };
 
 use crate::commands::data_choice;
@@ -188,14 +188,24 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
     Ok(a)
 }
 
-/// [`TerminateOnNaN`] at the end of each epoch only: an epoch whose loss became NaN or infinite
+/// `TerminateOnNaN` at the end of each epoch only: an epoch whose loss became NaN or infinite
 /// stops the run, which keeps the last good epoch's weights. (Reading the loss after every
 /// batch, as `TerminateOnNaN` does, would make a GPU wait for each step.)
 struct StopOnDivergence;
 
+/// How [`StopOnDivergence`]'s reason (the history's `stopped`) begins.
+const DIVERGED: &str = "the loss became";
+
 impl Callback for StopOnDivergence {
     fn on_epoch_end(&mut self, log: &nn_train::EpochLog, _: &mut Trainer) -> nn_train::Result<Control> {
-        Ok(if log.loss.is_finite() { Control::Continue } else { TerminateOnNaN.on_batch_end(log.loss) })
+        Ok(if log.loss.is_finite() {
+            Control::Continue
+        } else {
+            Control::StopAndRestore(format!(
+                "{DIVERGED} {}: training stopped, the weights of the last completed epoch were kept",
+                log.loss
+            ))
+        })
     }
 }
 
@@ -763,8 +773,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         )
         .context("training failed")?;
     let fit_secs = fit_started.elapsed().as_secs_f64();
-    // TerminateOnNaN's reason starts with what the loss became.
-    let diverged = trainer.history().stopped.as_deref().filter(|why| why.starts_with("the loss became"));
+    let diverged = trainer.history().stopped.as_deref().filter(|why| why.starts_with(DIVERGED));
     if let Some(why) = diverged {
         let loss = why.split(':').next().unwrap_or(why);
         // A resumed run keeps its rate: only a fresh run can be given a lower one.
