@@ -33,6 +33,7 @@ Examples:
   mnist diagram --model mlp-128 --out network.png
   mnist tune --max-trials 10 --epochs 3
   mnist --dataset fashion train --model mlp-128     the same on Fashion-MNIST
+  mnist --precision bf16 train --model mlp-512-512  mixed precision (CPUs with AMX)
 
 Run `mnist <command> --help` for the options of each command.";
 
@@ -50,9 +51,26 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "mnist|fashion|PATH", display_order = 901)]
     pub dataset: Option<String>,
 
+    /// How the CPU runs the matrix products of training, evaluation and prediction: `f32`, or
+    /// `bf16`: mixed precision (the products' operands rounded to bfloat16 and summed in f32 on
+    /// the CPU's AMX tiles; weights, activations and updates stay f32), several times faster
+    /// for wide dense layers, with accuracies within noise of f32's. `bf16` needs an Intel
+    /// CPU with AMX (Xeon Sapphire Rapids or later) and Linux; the GPU is not affected.
+    #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
+    pub precision: Precision,
+
     /// What to do.
     #[command(subcommand)]
     pub command: commands::Command,
+}
+
+/// `--precision`: how the CPU runs matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// Every product in f32 (Keras's default `float32` policy).
+    F32,
+    /// Products in bfloat16 summed in f32 on AMX (Keras's `mixed_bfloat16`).
+    Bf16,
 }
 
 /// What every command gets besides its own arguments.
@@ -68,6 +86,16 @@ fn main() -> ExitCode {
     quiet_broken_pipe();
     let cli = Cli::parse();
     let global = Global { data_dir: cli.data_dir, dataset: cli.dataset };
+    if cli.precision == Precision::Bf16 {
+        if !nn_core::cpu::bf16_products_available() {
+            eprintln!(
+                "error: --precision bf16: this CPU (or operating system) has no AMX bfloat16 products \
+                 (they need an Intel Xeon of the Sapphire Rapids generation or later, on Linux); use --precision f32"
+            );
+            return ExitCode::FAILURE;
+        }
+        nn_core::cpu::use_bf16_products(true);
+    }
     match commands::run(cli.command, &global) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! Speed benchmark of one model, printing `RESULT {json}` like `../shared/bench/bench_torch.py`.
-//! `bench M1|M2|M3|M4 [--epochs E] [--real DIR]`: trains on synthetic data of MNIST's shape
-//! (or the real files), then predicts 10 000 images. Used by `cargo xtask bench`.
+//! `bench M1|M2|M3|M4 [--epochs E] [--real DIR] [--bf16]`: trains on synthetic data of MNIST's
+//! shape (or the real files), then predicts 10 000 images; `--bf16` runs the products in
+//! bfloat16 where the CPU has AMX (`nn_core::cpu::use_bf16_products`). Used by `cargo xtask bench`.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let epochs: usize = flag("--epochs").and_then(|e| e.parse().ok()).unwrap_or(3);
     let r = recipe(name).ok_or("unknown model")?;
+    if args.iter().any(|a| a == "--bf16") {
+        if !nn_core::cpu::bf16_products_available() {
+            return Err("--bf16: this CPU (or OS) has no AMX bfloat16 products".into());
+        }
+        nn_core::cpu::use_bf16_products(true);
+    }
     let (train, test) = match flag("--real") {
         Some(dir) => {
             let d = mnist_data::Mnist::load(dir)?;

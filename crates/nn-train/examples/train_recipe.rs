@@ -1,6 +1,7 @@
 //! Trains one of the tutorial recipes on MNIST and prints the test accuracy.
-//! `cargo run --release -p nn-train --example train_recipe -- mlp-128 [epochs] [seed] [data/mnist] [batch] [augment]`
-//! (`augment`: rotation 10°, shifts 0.1, as in the Keras tutorial's ImageDataGenerator).
+//! `cargo run --release -p nn-train --example train_recipe -- mlp-128 [epochs] [seed] [data/mnist] [batch] [augment] [bf16]`
+//! (`augment`: rotation 10°, shifts 0.1, as in the Keras tutorial's ImageDataGenerator; `bf16`:
+//! the products in bfloat16 where the CPU has AMX, `nn_core::cpu::use_bf16_products`).
 use std::sync::Arc;
 
 use nn_core::Model;
@@ -15,8 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seed = args.get(3).and_then(|e| e.parse().ok()).unwrap_or(1);
     let dir = args.get(4).cloned().unwrap_or_else(|| "data/mnist".into());
     let batch_size = args.get(5).and_then(|b| b.parse().ok()).unwrap_or(r.batch_size);
-    let augmentation = (args.get(6).map(String::as_str) == Some("augment"))
-        .then(|| mnist_data::Augmentation::new().rotation(10.0).shift(0.1, 0.1));
+    let word = |w: &str| args.iter().skip(6).any(|a| a == w);
+    let augmentation = word("augment").then(|| mnist_data::Augmentation::new().rotation(10.0).shift(0.1, 0.1));
+    if word("bf16") {
+        if !nn_core::cpu::bf16_products_available() {
+            return Err("bf16: this CPU (or OS) has no AMX bfloat16 products".into());
+        }
+        nn_core::cpu::use_bf16_products(true);
+    }
     let t0 = std::time::Instant::now();
     let data = mnist_data::Mnist::load(&dir)?;
     let test = Arc::new(data.test);

@@ -3,6 +3,9 @@
 //! team of threads (`team.rs`), vectorised for the CPU's widest instruction set (`simd.rs`).
 
 pub(crate) mod adam;
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod bf16_pack;
 mod conv;
 mod conv_pool;
 mod denormals;
@@ -26,6 +29,7 @@ use std::ops::Range;
 
 use team::SyncPtr;
 
+pub use amx::{bf16_products, bf16_products_available, use_bf16_products};
 pub use denormals::flush_denormals_to_zero;
 pub(crate) use softmax::softmax_rows;
 
@@ -123,10 +127,12 @@ impl Device for Cpu {
     type Buf = Vec<f32>;
 
     fn describe(&self) -> String {
-        match rayon::current_num_threads() {
-            1 => "cpu (1 thread)".to_string(),
-            n => format!("cpu ({n} threads)"),
-        }
+        let threads = match rayon::current_num_threads() {
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
+        };
+        let bf16 = if amx::bf16_products() { ", bf16 products" } else { "" };
+        format!("cpu ({threads}{bf16})")
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         crate::tensor::try_zeros(len)
@@ -491,6 +497,10 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
+        if amx::handles(g) {
+            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN);
+            continue;
+        }
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
             split_k(g, (rsa, csa), (rsb, csb), a, b, c, threads);
             continue;

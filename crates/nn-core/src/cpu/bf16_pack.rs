@@ -1,0 +1,227 @@
+//! Operands of a bfloat16 product rounded from f32 and laid out as AMX tiles (`amx.rs`).
+//!
+//! A tile is 16 rows of 64 bytes. `A`'s tiles hold 16 rows of `op(A)` by 32 steps of `k`
+//! (row `r` = 32 bf16 values in `k`'s order); `B`'s hold 16 pairs of steps by 16 columns of
+//! `op(B)`, each column's two values side by side (row `p` = for each column `j` the values at
+//! steps `2p` and `2p + 1`: the layout AMX's `tdpbf16ps` reads). Both are made from 16 vectors
+//! of sixteen 32-bit pairs, one vector per row of `op(A)` (or column of `op(B)`) or one per
+//! pair of steps, as the operand lies in memory; a 16×16 transpose turns one into the other.
+//! Values past the operand's edge are zeros, so padded steps add nothing.
+//!
+//! Rounding is to nearest, ties to even (`vcvtne2ps2bf16`), as PyTorch's `.to(bfloat16)`.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// One AMX tile: 16 rows of sixteen bf16 pairs (1 KiB), aligned as `tileloadd` likes it.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Tile(pub(crate) [u32; 256]);
+
+impl Tile {
+    /// A tile of zeros.
+    pub(crate) const ZERO: Tile = Tile([0; 256]);
+}
+
+/// Where one tile's values lie: element `(o, s)` (row or column `o` of the tile's 16, step `s`
+/// of its 32) at `src[o·o_stride + s·s_stride]`, for `o < outer` and `s < steps` (zeros past).
+/// One of the two strides is 1.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Source {
+    /// Elements between consecutive rows (of `A`) or columns (of `B`).
+    pub(crate) o_stride: usize,
+    /// Elements between consecutive steps of `k`.
+    pub(crate) s_stride: usize,
+    /// Rows or columns present (at most 16).
+    pub(crate) outer: usize,
+    /// Steps present (at most 32).
+    pub(crate) steps: usize,
+}
+
+/// Packs `A`'s tile (rows by steps) from `src` (its first element).
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16; every element `(o, s)` named by `at` lies in `src`'s
+/// allocation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn pack_a(src: *const f32, at: Source, tile: &mut Tile) {
+    // SAFETY: the function's contract.
+    unsafe {
+        let v = if at.s_stride == 1 { by_outer(src, at) } else { transpose(by_pair(src, at)) };
+        store(&v, tile);
+    }
+}
+
+/// Packs `B`'s tile (pairs of steps by columns) from `src` (its first element).
+///
+/// # Safety
+/// As [`pack_a`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn pack_b(src: *const f32, at: Source, tile: &mut Tile) {
+    // SAFETY: the function's contract.
+    unsafe {
+        let v = if at.o_stride == 1 { by_pair(src, at) } else { transpose(by_outer(src, at)) };
+        store(&v, tile);
+    }
+}
+
+/// Writes the 16 vectors as the tile's rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn store(v: &[__m512i; 16], tile: &mut Tile) {
+    for (v, row) in v.iter().zip(tile.0.chunks_exact_mut(16)) {
+        // SAFETY: `row` is 16 u32 (64 bytes), aligned as the tile is.
+        unsafe { _mm512_store_si512(row.as_mut_ptr().cast(), *v) };
+    }
+}
+
+/// The lanes below `n` (at most 16).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Vector `o` = the 32 steps of row (or column) `o`, rounded and paired: lane `p` holds steps
+/// `2p` (low half) and `2p + 1`. Needs `s_stride == 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn by_outer(src: *const f32, at: Source) -> [__m512i; 16] {
+    let (lo, hi) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
+    let mut v = [_mm512_setzero_si512(); 16];
+    for (o, v) in v.iter_mut().enumerate().take(at.outer) {
+        // SAFETY: row o is present; the masks load only the steps present (masked lanes do
+        // not fault); the transmute reinterprets 512 bits.
+        unsafe {
+            let row = src.add(o * at.o_stride);
+            let (x0, x1) = (_mm512_maskz_loadu_ps(lo, row), _mm512_maskz_loadu_ps(hi, row.add(16)));
+            *v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0));
+        }
+    }
+    v
+}
+
+/// Vector `p` = steps `2p` and `2p + 1` of the 16 rows (or columns), rounded and paired: lane
+/// `o` holds row `o`'s step `2p` (low half) and `2p + 1`. Needs `o_stride == 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn by_pair(src: *const f32, at: Source) -> [__m512i; 16] {
+    let m = lanes(at.outer);
+    // Word 2o takes the first step's value o, word 2o + 1 the second's (at 16 + o).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+        16, 0,
+    );
+    let load = |s: usize| {
+        if s < at.steps {
+            // SAFETY: step s is present; the mask loads only the rows present.
+            unsafe { _mm512_maskz_loadu_ps(m, src.add(s * at.s_stride)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    };
+    let mut v = [_mm512_setzero_si512(); 16];
+    for (p, v) in v.iter_mut().enumerate() {
+        if 2 * p >= at.steps {
+            break;
+        }
+        // SAFETY: reinterprets 512 bits.
+        let pair =
+            unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(load(2 * p + 1), load(2 * p))) };
+        *v = _mm512_permutexvar_epi16(interleave, pair);
+    }
+    v
+}
+
+/// The 16×16 transpose of 32-bit lanes: lane `j` of vector `i` goes to lane `i` of vector `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose(r: [__m512i; 16]) -> [__m512i; 16] {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for h in [0, 8] {
+        for i in 0..4 {
+            t[h + i] = _mm512_shuffle_i32x4::<0x88>(u[h + i], u[h + i + 4]);
+            t[h + i + 4] = _mm512_shuffle_i32x4::<0xdd>(u[h + i], u[h + i + 4]);
+        }
+    }
+    for i in 0..8 {
+        u[i] = _mm512_shuffle_i32x4::<0x88>(t[i], t[i + 8]);
+        u[i + 8] = _mm512_shuffle_i32x4::<0xdd>(t[i], t[i + 8]);
+    }
+    u
+}
+
+/// `x` rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), as its 16 bits: the
+/// reference the packers are tested against.
+#[cfg(test)]
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn has_bf16() -> bool {
+        std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+
+    /// The tile's value at row `r`, word `w` (of 32).
+    fn word(t: &Tile, r: usize, w: usize) -> u16 {
+        (t.0[16 * r + w / 2] >> (16 * (w % 2))) as u16
+    }
+
+    #[test]
+    fn tiles_hold_the_rounded_values_where_amx_reads_them_and_zeros_past_the_edges() {
+        if !has_bf16() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        // Values that round differently: ties to even, carries into the exponent, negatives.
+        let val = |i: usize| {
+            (i as f32 * 0.37 - 40.0) * (1.0 + (i % 7) as f32 * 1.0e-3) + f32::from_bits(0x8000 * (i as u32 % 3))
+        };
+        let data: Vec<f32> = (0..64 * 64).map(val).collect();
+        for (outer, steps) in [(16, 32), (5, 32), (16, 7), (3, 17), (1, 1), (0, 0)] {
+            // Row-major storage, either way round: (o, s) at o·64 + s, or at s·64 + o.
+            for (o_stride, s_stride) in [(64, 1), (1, 64)] {
+                let at = Source { o_stride, s_stride, outer, steps };
+                let (mut a, mut b) = (Tile::ZERO, Tile::ZERO);
+                // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
+                unsafe {
+                    pack_a(data.as_ptr(), at, &mut a);
+                    pack_b(data.as_ptr(), at, &mut b);
+                }
+                for o in 0..16 {
+                    for s in 0..32 {
+                        let want =
+                            if o < outer && s < steps { bf16_bits(data[o * o_stride + s * s_stride]) } else { 0 };
+                        assert_eq!(word(&a, o, s), want, "A, row {o}, step {s}, {at:?}");
+                        assert_eq!(word(&b, s / 2, 2 * o + s % 2), want, "B, column {o}, step {s}, {at:?}");
+                    }
+                }
+            }
+        }
+    }
+}
