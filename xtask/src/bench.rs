@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// `cargo xtask bench --help`.
-const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR]
+const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16]
 
 Trains each model (M1 784-128-10, M2 784-100-144-10 sigmoid, M3 784-512-512-10, M4 Keras's
 simple convnet) for a few epochs on synthetic data of MNIST's shape, ours and PyTorch's
@@ -22,7 +22,17 @@ seconds per epoch (first epoch excluded), samples/s, 10k predictions, peak RSS, 
   --repeats N     runs of each side per model (default 3)
   --real DIR      both sides train on the real MNIST files in DIR (the four .gz files, e.g.
                   data/mnist) instead of random pixels: the speed a user sees, since our
-                  first dense layer skips the pixels that are zero (81% of a digit's)";
+                  first dense layer skips the pixels that are zero (81% of a digit's)
+  --bf16          mixed precision on both sides: our products in bfloat16 on AMX
+                  (`mnist --precision bf16`), PyTorch's with
+                  torch.set_float32_matmul_precision(\"medium\") (bfloat16 in oneDNN); needs a
+                  CPU with AMX";
+
+/// Runs a peer script with PyTorch's f32 products allowed to run in bfloat16.
+const PEER_BF16: &str = "import runpy, sys, torch
+torch.set_float32_matmul_precision('medium')
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')";
 
 /// Fails on a flag `bench` does not take, or one without its value.
 fn check_flags(args: &[String]) -> Result<()> {
@@ -45,6 +55,7 @@ fn check_flags(args: &[String]) -> Result<()> {
                     _ => {}
                 }
             }
+            "--bf16" => {}
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
     }
@@ -105,7 +116,7 @@ fn peer_python() -> Option<String> {
         .find(|p| Command::new(p).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false))
 }
 
-/// Runs the benchmark: `args` are `[--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR]`.
+/// Runs the benchmark: `args` are `[--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16]`.
 ///
 /// # Errors
 /// A failed build, or a run that fails or prints no `RESULT` line.
@@ -120,6 +131,7 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         flag("--models").unwrap_or_else(|| "M1,M2,M3,M4".into()).split(',').map(String::from).collect();
     let epochs = flag("--epochs").unwrap_or_else(|| "3".into());
     let repeats: usize = flag("--repeats").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let bf16 = args.iter().any(|a| a == "--bf16");
     let real = match flag("--real") {
         Some(dir) => {
             let dir = std::path::absolute(&dir).with_context(|| format!("--real {dir}"))?;
@@ -151,6 +163,9 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         Some(dir) => println!("data: the real MNIST files in {}", dir.display()),
         None => println!("data: random pixels of MNIST's shape"),
     }
+    if bf16 {
+        println!("precision: mixed, products in bfloat16 (ours on AMX; PyTorch's matmul precision \"medium\")");
+    }
     println!(
         "\n| model | ours s/epoch | PyTorch s/epoch | ours/PyTorch | ours samples/s | predict 10k (ours) | peak RSS MiB (ours / PyTorch) | start-up s (ours) |"
     );
@@ -163,11 +178,17 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
             if let Some(dir) = &real {
                 cmd.arg("--real").arg(dir);
             }
+            if bf16 {
+                cmd.arg("--bf16");
+            }
             ours.push(run(&mut cmd)?);
             if let (Some(p), true) = (&peer, script.exists()) {
                 let mut cmd = Command::new(p);
                 if let Some(dir) = &real {
                     cmd.env("MNIST_DIR", dir);
+                }
+                if bf16 {
+                    cmd.args(["-c", PEER_BF16]);
                 }
                 theirs.push(run(cmd.arg(&script).args([m.as_str(), "--epochs", epochs.as_str(), "--threads", "2"]))?);
             }
@@ -196,6 +217,7 @@ mod tests {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(check_flags(&args(&["--models", "M1", "--epochs", "2"])).is_ok());
         assert!(check_flags(&args(&["--real", "data/mnist", "--repeats", "1"])).is_ok());
+        assert!(check_flags(&args(&["--bf16", "--models", "M3"])).is_ok());
         let e = check_flags(&args(&["--real"])).unwrap_err().to_string();
         assert!(e.contains("`--real` needs a value"), "{e}");
         let e = check_flags(&args(&["--real", "--epochs", "1"])).unwrap_err().to_string();
