@@ -1,5 +1,7 @@
 //! GFLOP/s of the CPU device's GEMM on the shapes of the benchmark models, on one thread and
-//! on all of rayon's threads: `cargo run --release -p nn-core --example gemm_shapes`.
+//! on all of rayon's threads: `cargo run --release -p nn-core --example gemm_shapes`; with
+//! `-- --bf16`, beside them the time on all threads in f32 and in bfloat16 (AMX, where the
+//! CPU has it).
 use std::time::Instant;
 
 use nn_core::cpu::{gemm_slices, on_compute_threads};
@@ -51,10 +53,24 @@ fn main() {
         ("M4 dX   dZ·Wᵀ", false, true, 128, 1600, 10),
         ("square 1024", false, false, 1024, 1024, 1024),
     ];
+    let bf16 = std::env::args().any(|a| a == "--bf16") && nn_core::cpu::bf16_products_available();
     on_compute_threads(|| {
         for (name, ta, tb, m, n, k) in shapes {
             let g = Gemm::new(ta, tb, m, n, k);
             let reps = (2e9 / (2 * m * n * k) as f64).ceil() as usize / 10 + 1;
+            if bf16 {
+                let us = |r: f64| 2.0 * (m * n * k) as f64 / r / 1e3;
+                let f32_rate = rate(&g, reps);
+                nn_core::cpu::use_bf16_products(true);
+                let bf16_rate = rate(&g, reps);
+                nn_core::cpu::use_bf16_products(false);
+                println!(
+                    "{name:16} {m:5}x{n:5}x{k:5}  f32 {:8.1} µs {f32_rate:6.1}  bf16 {:8.1} µs {bf16_rate:6.1} GFLOP/s",
+                    us(f32_rate),
+                    us(bf16_rate)
+                );
+                continue;
+            }
             let par = rate(&g, reps);
             let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map(|p| p.install(|| rate(&g, reps)));
             println!("{name:16} {m:5}x{n:5}x{k:5}  1 thread {:6.1}  all {par:6.1} GFLOP/s", one.unwrap_or(0.0));

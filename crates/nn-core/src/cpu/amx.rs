@@ -14,7 +14,7 @@
 //! sharing the packing and then the blocks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use super::bf16_pack::{Source, Tile};
 use super::team::{self, SyncPtr};
@@ -103,24 +103,28 @@ pub(crate) fn handles(g: &Gemm) -> bool {
     g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= MIN_MACS && bf16_products()
 }
 
-/// The packed tiles, reused from call to call: `A`'s, then `B`'s.
-static PACKED: Mutex<Vec<Tile>> = Mutex::new(Vec::new());
+thread_local! {
+    /// This thread's packed tiles, reused from call to call: the operand it reads whole, and a
+    /// panel of the one it has a share of (two rows, or columns, of tiles).
+    static BUFFERS: std::cell::RefCell<(Vec<Tile>, Vec<Tile>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
 /// the CPU team when `parallel`. Only for products [`handles`] accepts.
+///
+/// The blocks of 32×32 outputs are shared out by rows or by columns of blocks, whichever has
+/// more. Each part packs the other operand whole, then a panel of its own operand (the 2 rows
+/// of tiles, or columns, that a row, or column, of blocks reads) at a time, just before the
+/// blocks that use it, while it is in cache.
 pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, n, k) = (g.m, g.n, g.k);
         // Blocks are 2×2 tiles: pad the tile rows and columns to even counts.
-        let (mt, nt, kt) = (m.div_ceil(32) * 2, n.div_ceil(32) * 2, k.div_ceil(32));
-        let (a_tiles, b_tiles) = (mt * kt, nt * kt);
-        let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
-        if packed.len() < a_tiles + b_tiles {
-            packed.resize(a_tiles + b_tiles, Tile::ZERO);
-        }
-        let tiles = SyncPtr::new(&mut packed[..a_tiles + b_tiles]);
+        let (mb, nb, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
+        let by_rows = mb >= nb;
         let parts = if parallel { team::threads() } else { 1 };
+        // Where tile `t` of A (tile row t / kt, step block t % kt) or of B lies.
         let a_at = |t: usize| {
             let (r, s) = (t / kt * 16, t % kt * 32);
             let (o_stride, s_stride) = if g.trans_a { (1, m) } else { (k, 1) };
@@ -133,50 +137,58 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
             let at = Source { o_stride, s_stride, outer: n.saturating_sub(col).min(16), steps: (k - s).min(32) };
             (col * o_stride + s * s_stride, at)
         };
-        let pack = |p: usize| {
-            let range = even(a_tiles + b_tiles, parts, p);
-            let (lo, hi) = (range.start, range.end);
-            // SAFETY: this part writes tiles `lo..hi` alone.
-            let mine = unsafe { tiles.range(lo, hi) };
-            for (t, tile) in (lo..hi).zip(mine) {
+        // Packs tiles `from..` of A (or B) into `out`.
+        let pack = |is_a: bool, from: usize, out: &mut [Tile]| {
+            for (t, tile) in (from..).zip(out) {
+                let (off, at) = if is_a { a_at(t) } else { b_at(t) };
+                if at.outer == 0 {
+                    *tile = Tile::ZERO;
+                    continue;
+                }
                 // SAFETY: the CPU has AVX-512 BF16 (bf16_products checked it); a tile's
                 // elements lie inside `a` or `b` (`Source` stops at the operand's edges).
                 unsafe {
-                    if t < a_tiles {
-                        let (off, at) = a_at(t);
-                        if at.outer == 0 {
-                            *tile = Tile::ZERO;
-                        } else {
-                            super::bf16_pack::pack_a(a.as_ptr().add(off), at, tile);
-                        }
+                    if is_a {
+                        super::bf16_pack::pack_a(a.as_ptr().add(off), at, tile);
                     } else {
-                        let (off, at) = b_at(t - a_tiles);
-                        if at.outer == 0 {
-                            *tile = Tile::ZERO;
-                        } else {
-                            super::bf16_pack::pack_b(b.as_ptr().add(off), at, tile);
-                        }
+                        super::bf16_pack::pack_b(b.as_ptr().add(off), at, tile);
                     }
                 }
             }
         };
-        team::for_each(parts, pack);
-        // The blocks of 32×32 outputs, shared out by rows or by columns of blocks, whichever
-        // has more.
-        let (mb, nb) = (mt / 2, nt / 2);
+        // The operand every part reads whole: B when the parts split the rows, A when they
+        // split the columns. Each part packs its own copy: packing it once, shared out, cost
+        // more (each part's tiles, read by the other core after the previous product, had
+        // to be fetched back before being written: 170 ns a tile against 50).
+        let (split, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
         let cp = SyncPtr::new(&mut c[..m * n]);
-        let run = |p: usize| {
-            let (rows, cols) = if mb >= nb { (even(mb, parts, p), 0..nb) } else { (0..mb, even(nb, parts, p)) };
-            let (base, _) = tiles.raw();
+        on_parts(parts, |p| {
             let (c, _) = cp.raw();
-            // SAFETY: the tiles were all written by the packing above (its loop has returned);
-            // this part writes only its own blocks of C; the CPU has AMX (checked by handles).
-            unsafe {
-                let packed = std::slice::from_raw_parts(base, a_tiles + b_tiles);
-                blocks(g, &packed[..a_tiles], &packed[a_tiles..], kt, rows, cols, c);
-            }
-        };
-        team::for_each(parts, run);
+            BUFFERS.with_borrow_mut(|(shared, panel)| {
+                for (buf, len) in [(&mut *shared, 2 * kt * whole), (&mut *panel, 2 * kt)] {
+                    if buf.len() < len {
+                        buf.resize(len, Tile::ZERO);
+                    }
+                }
+                let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
+                pack(!by_rows, 0, shared);
+                // SAFETY: the CPU has AMX (checked by handles); this part writes only the
+                // blocks of C in its own rows (or columns) of blocks.
+                unsafe {
+                    with_tiles(|| {
+                        for x in even(split, parts, p) {
+                            pack(by_rows, 2 * x * kt, panel);
+                            for y in 0..whole {
+                                let other = &shared[2 * y * kt..2 * (y + 1) * kt];
+                                let (i, j, a, b) =
+                                    if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
+                                block(g, a, b, kt, i, j, c);
+                            }
+                        }
+                    })
+                };
+            });
+        });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -190,128 +202,133 @@ fn even(len: usize, parts: usize, p: usize) -> std::ops::Range<usize> {
     p * len / parts..(p + 1) * len / parts
 }
 
+/// Runs `f(0)` alone, or `f(0)`, …, `f(parts - 1)` with part `p` on the same thread of the
+/// team as in the previous call (`parts` is then the team's size).
+fn on_parts(parts: usize, f: impl Fn(usize) + Sync) {
+    if parts <= 1 {
+        f(0);
+    } else {
+        team::for_each_pinned(f);
+    }
+}
+
 /// The tile configuration: palette 1, eight tiles of 16 rows of 64 bytes.
 #[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
-/// Computes the blocks `rows × cols` (in blocks of 32×32) of `C`.
+/// Runs `f` with the tile registers configured as [`block`] uses them, and releases them after.
 ///
 /// # Safety
-/// The CPU has AMX-BF16 and this process may use it; `a` holds `mt × kt` tiles and `b`
-/// `nt × kt` for the padded sizes of `g`; `c` points to `C` (`m × n`), whose blocks named are
-/// written by no other thread meanwhile.
+/// The CPU has AMX and this process may use it.
+#[cfg(target_arch = "x86_64")]
+unsafe fn with_tiles(f: impl FnOnce()) {
+    let mut config = Config([0; 64]);
+    config.0[0] = 1;
+    for t in 0..8 {
+        config.0[16 + 2 * t] = 64;
+        config.0[48 + t] = 16;
+    }
+    // SAFETY: loads a valid configuration (palette 1, 8 tiles within its limits); the caller
+    // vouches for AMX.
+    unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+    f();
+    // SAFETY: as above.
+    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Computes block `(i, j)` (32×32 outputs from row `32·i`, column `32·j`) of `C` from `a`, the
+/// two rows of `kt` tiles of `op(A)` it reads (tile row `2i`, then `2i + 1`), and `b`, the two
+/// columns of `op(B)`'s (tile column `2j`, then `2j + 1`).
+///
+/// # Safety
+/// Inside [`with_tiles`]; `c` points to `C` (`m × n`), whose block is written by no other
+/// thread meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn blocks(
-    g: &Gemm,
-    a: &[Tile],
-    b: &[Tile],
-    kt: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-    c: *mut f32,
-) {
-    // SAFETY: the function's contract; each block below says what it touches.
+unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], kt: usize, i: usize, j: usize, c: *mut f32) {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    let (m, n) = (g.m, g.n);
+    assert!(a.len() == 2 * kt && b.len() == 2 * kt, "a block reads two rows and two columns of tiles");
+    let (r0, c0) = (32 * i, 32 * j);
+    let (nr, nc) = ((m - r0.min(m)).min(32), (n - c0.min(n)).min(32));
+    // SAFETY: the tile registers are configured (the caller); every pointer below stays inside
+    // `a`, `b`, C's block or `sums`.
     unsafe {
-        use std::arch::asm;
-        use std::arch::x86_64::*;
-        let (m, n) = (g.m, g.n);
-        let mut config = Config([0; 64]);
-        config.0[0] = 1;
-        for t in 0..8 {
-            config.0[16 + 2 * t] = 64;
-            config.0[48 + t] = 16;
+        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+        let (a0, b0) = (a.as_ptr(), b.as_ptr());
+        let (a1, b1) = (a0.add(kt), b0.add(kt));
+        for s in 0..kt {
+            asm!(
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm6, [{b0} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0.add(s),
+                a1 = in(reg) a1.add(s),
+                b0 = in(reg) b0.add(s),
+                b1 = in(reg) b1.add(s),
+                stride = in(reg) 64usize,
+                options(nostack, readonly),
+            );
         }
-        // SAFETY: loads a valid configuration (palette 1, 8 tiles within its limits).
-        asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+        if nr == 0 || nc == 0 {
+            return;
+        }
+        if nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0 {
+            // A whole block of a plain product: the sums go straight into C.
+            let out = c.add(r0 * n + c0);
+            asm!(
+                "tilestored [{c00} + {ldc}], tmm0",
+                "tilestored [{c01} + {ldc}], tmm1",
+                "tilestored [{c10} + {ldc}], tmm2",
+                "tilestored [{c11} + {ldc}], tmm3",
+                c00 = in(reg) out,
+                c01 = in(reg) out.add(16),
+                c10 = in(reg) out.add(16 * n),
+                c11 = in(reg) out.add(16 * n + 16),
+                ldc = in(reg) 4 * n,
+                options(nostack),
+            );
+            return;
+        }
         let mut sums = [Tile::ZERO; 4];
-        for j in cols {
-            for i in rows.clone() {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-                let a0 = a.as_ptr().add(2 * i * kt);
-                let a1 = a0.add(kt);
-                let b0 = b.as_ptr().add(2 * j * kt);
-                let b1 = b0.add(kt);
-                for s in 0..kt {
-                    // SAFETY: tiles s of rows 2i, 2i + 1 of A and columns 2j, 2j + 1 of B: inside
-                    // the packed operands; each tile is 16 rows of 64 bytes.
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {stride}]",
-                        "tileloadd tmm6, [{b0} + {stride}]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {stride}]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{a1} + {stride}]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(s),
-                        a1 = in(reg) a1.add(s),
-                        b0 = in(reg) b0.add(s),
-                        b1 = in(reg) b1.add(s),
-                        stride = in(reg) 64usize,
-                        options(nostack, readonly),
-                    );
+        asm!(
+            "tilestored [{s0} + {stride}], tmm0",
+            "tilestored [{s1} + {stride}], tmm1",
+            "tilestored [{s2} + {stride}], tmm2",
+            "tilestored [{s3} + {stride}], tmm3",
+            s0 = in(reg) sums[0].0.as_mut_ptr(),
+            s1 = in(reg) sums[1].0.as_mut_ptr(),
+            s2 = in(reg) sums[2].0.as_mut_ptr(),
+            s3 = in(reg) sums[3].0.as_mut_ptr(),
+            stride = in(reg) 64usize,
+            options(nostack),
+        );
+        let (alpha, beta) = (_mm512_set1_ps(g.alpha), _mm512_set1_ps(g.beta));
+        for r in 0..nr {
+            for h in 0..2 {
+                let width = nc.saturating_sub(16 * h).min(16);
+                if width == 0 {
+                    break;
                 }
-                let (r0, c0) = (32 * i, 32 * j);
-                let (nr, nc) = ((m - r0.min(m)).min(32), (n - c0.min(n)).min(32));
-                if nr == 0 || nc == 0 {
-                    continue;
-                }
-                if nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0 {
-                    // Whole block, plain product: the sums go straight into C.
-                    let out = c.add(r0 * n + c0);
-                    let ldc = 4 * n;
-                    // SAFETY: the block's 32 rows of 32 values lie inside C.
-                    asm!(
-                        "tilestored [{c00} + {ldc}], tmm0",
-                        "tilestored [{c01} + {ldc}], tmm1",
-                        "tilestored [{c10} + {ldc}], tmm2",
-                        "tilestored [{c11} + {ldc}], tmm3",
-                        c00 = in(reg) out,
-                        c01 = in(reg) out.add(16),
-                        c10 = in(reg) out.add(16 * n),
-                        c11 = in(reg) out.add(16 * n + 16),
-                        ldc = in(reg) ldc,
-                        options(nostack),
-                    );
-                    continue;
-                }
-                // SAFETY: four tiles of 16 rows of 64 bytes, ours.
-                asm!(
-                    "tilestored [{s0} + {stride}], tmm0",
-                    "tilestored [{s1} + {stride}], tmm1",
-                    "tilestored [{s2} + {stride}], tmm2",
-                    "tilestored [{s3} + {stride}], tmm3",
-                    s0 = in(reg) sums[0].0.as_mut_ptr(),
-                    s1 = in(reg) sums[1].0.as_mut_ptr(),
-                    s2 = in(reg) sums[2].0.as_mut_ptr(),
-                    s3 = in(reg) sums[3].0.as_mut_ptr(),
-                    stride = in(reg) 64usize,
-                    options(nostack),
-                );
-                let (alpha, beta) = (_mm512_set1_ps(g.alpha), _mm512_set1_ps(g.beta));
-                for r in 0..nr {
-                    for h in 0..2 {
-                        let width = nc.saturating_sub(16 * h).min(16);
-                        if width == 0 {
-                            break;
-                        }
-                        let mask = if width == 16 { 0xffff } else { ((1u32 << width) - 1) as u16 };
-                        let tile = &sums[2 * (r / 16) + h];
-                        let s = _mm512_castsi512_ps(_mm512_load_si512(tile.0.as_ptr().add(16 * (r % 16)).cast()));
-                        let out = c.add((r0 + r) * n + c0 + 16 * h);
-                        let v = if g.beta == 0.0 {
-                            _mm512_mul_ps(alpha, s)
-                        } else {
-                            _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, out), _mm512_mul_ps(alpha, s))
-                        };
-                        _mm512_mask_storeu_ps(out, mask, v);
-                    }
-                }
+                let mask = if width == 16 { 0xffff } else { ((1u32 << width) - 1) as u16 };
+                let tile = &sums[2 * (r / 16) + h];
+                let s = _mm512_castsi512_ps(_mm512_load_si512(tile.0.as_ptr().add(16 * (r % 16)).cast()));
+                let out = c.add((r0 + r) * n + c0 + 16 * h);
+                let v = if g.beta == 0.0 {
+                    _mm512_mul_ps(alpha, s)
+                } else {
+                    _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, out), _mm512_mul_ps(alpha, s))
+                };
+                _mm512_mask_storeu_ps(out, mask, v);
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
     }
 }
 

@@ -48,8 +48,13 @@ pub(crate) struct Source {
 pub(crate) unsafe fn pack_a(src: *const f32, at: Source, tile: &mut Tile) {
     // SAFETY: the function's contract.
     unsafe {
-        let v = if at.s_stride == 1 { by_outer(src, at) } else { transpose(by_pair(src, at)) };
-        store(&v, tile);
+        if at.s_stride == 1 {
+            by_outer(src, at, tile.rows());
+        } else {
+            let mut v = [_mm512_setzero_si512(); 16];
+            by_pair(src, at, &mut v);
+            store(&transpose(v), tile);
+        }
     }
 }
 
@@ -62,18 +67,37 @@ pub(crate) unsafe fn pack_a(src: *const f32, at: Source, tile: &mut Tile) {
 pub(crate) unsafe fn pack_b(src: *const f32, at: Source, tile: &mut Tile) {
     // SAFETY: the function's contract.
     unsafe {
-        let v = if at.o_stride == 1 { by_pair(src, at) } else { transpose(by_outer(src, at)) };
-        store(&v, tile);
+        if at.o_stride == 1 {
+            // Into registers first: storing each row as it is made, among loads 4 KiB apart
+            // in a row-major B, ran twice as slow (the stores alias the loads' addresses).
+            let mut v = [_mm512_setzero_si512(); 16];
+            by_pair(src, at, &mut v);
+            store(&v, tile);
+        } else {
+            let mut v = [_mm512_setzero_si512(); 16];
+            by_outer(src, at, &mut v);
+            store(&transpose(v), tile);
+        }
     }
 }
 
-/// Writes the 16 vectors as the tile's rows.
+/// Writes the 16 vectors as the tile's rows (vector stores; a plain copy of the array became
+/// a call to `memcpy`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn store(v: &[__m512i; 16], tile: &mut Tile) {
-    for (v, row) in v.iter().zip(tile.0.chunks_exact_mut(16)) {
-        // SAFETY: `row` is 16 u32 (64 bytes), aligned as the tile is.
-        unsafe { _mm512_store_si512(row.as_mut_ptr().cast(), *v) };
+    for (v, row) in v.iter().zip(tile.rows()) {
+        *row = *v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile {
+    /// The tile's 16 rows as vectors, written in place by the packers.
+    fn rows(&mut self) -> &mut [__m512i; 16] {
+        // SAFETY: a tile is 1 KiB aligned to 64 bytes, as 16 vectors of 64 bytes are; every bit
+        // pattern is valid for both.
+        unsafe { &mut *(self as *mut Tile).cast::<[__m512i; 16]>() }
     }
 }
 
@@ -92,10 +116,13 @@ fn lanes(n: usize) -> __mmask16 {
 /// `2p` (low half) and `2p + 1`. Needs `s_stride == 1`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_outer(src: *const f32, at: Source) -> [__m512i; 16] {
+unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
     let (lo, hi) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
-    let mut v = [_mm512_setzero_si512(); 16];
-    for (o, v) in v.iter_mut().enumerate().take(at.outer) {
+    for (o, v) in v.iter_mut().enumerate() {
+        if o >= at.outer {
+            *v = _mm512_setzero_si512();
+            continue;
+        }
         // SAFETY: row o is present; the masks load only the steps present (masked lanes do
         // not fault); the transmute reinterprets 512 bits.
         unsafe {
@@ -104,14 +131,13 @@ unsafe fn by_outer(src: *const f32, at: Source) -> [__m512i; 16] {
             *v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0));
         }
     }
-    v
 }
 
 /// Vector `p` = steps `2p` and `2p + 1` of the 16 rows (or columns), rounded and paired: lane
 /// `o` holds row `o`'s step `2p` (low half) and `2p + 1`. Needs `o_stride == 1`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_pair(src: *const f32, at: Source) -> [__m512i; 16] {
+unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
     let m = lanes(at.outer);
     // Word 2o takes the first step's value o, word 2o + 1 the second's (at 16 + o).
     let interleave = _mm512_set_epi16(
@@ -126,17 +152,16 @@ unsafe fn by_pair(src: *const f32, at: Source) -> [__m512i; 16] {
             _mm512_setzero_ps()
         }
     };
-    let mut v = [_mm512_setzero_si512(); 16];
     for (p, v) in v.iter_mut().enumerate() {
         if 2 * p >= at.steps {
-            break;
+            *v = _mm512_setzero_si512();
+            continue;
         }
         // SAFETY: reinterprets 512 bits.
         let pair =
             unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(load(2 * p + 1), load(2 * p))) };
         *v = _mm512_permutexvar_epi16(interleave, pair);
     }
-    v
 }
 
 /// The 16×16 transpose of 32-bit lanes: lane `j` of vector `i` goes to lane `i` of vector `j`.
