@@ -223,7 +223,8 @@ fn precision_bf16_trains_on_amx_or_says_what_it_needs() {
         assert!(!dir.join("run").exists(), "{stderr}");
     }
     // The default is f32, and says nothing of bf16.
-    let out = mnist(dir, &["train", "--model", "mlp-128", "--epochs", "1", "--limit", "3000", "-q", "--run-dir", "f32"]);
+    let out =
+        mnist(dir, &["train", "--model", "mlp-128", "--epochs", "1", "--limit", "3000", "-q", "--run-dir", "f32"]);
     let (stdout, _) = ok_both(&out);
     assert!(!stdout.contains("bf16"), "{stdout}");
 }
