@@ -53,9 +53,10 @@ pub struct Cli {
 
     /// How the CPU runs the matrix products of training, evaluation and prediction: `f32`, or
     /// `bf16`: mixed precision (the products' operands rounded to bfloat16 and summed in f32 on
-    /// the CPU's AMX tiles; weights, activations and updates stay f32), several times faster
-    /// for wide dense layers, with accuracies within noise of f32's. `bf16` needs an Intel
-    /// CPU with AMX (Xeon Sapphire Rapids or later) and Linux; the GPU is not affected.
+    /// the CPU's AMX tiles; weights, activations and updates stay f32): wide dense models train
+    /// about twice as fast, to accuracies within noise of f32's. `bf16` needs an Intel CPU with
+    /// AMX (Xeon Sapphire Rapids or later) and Linux, and is refused elsewhere whatever the
+    /// --device; the GPU's products are not affected by it.
     #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
     pub precision: Precision,
 
@@ -69,7 +70,7 @@ pub struct Cli {
 pub enum Precision {
     /// Every product in f32 (Keras's default `float32` policy).
     F32,
-    /// Products in bfloat16 summed in f32 on AMX (Keras's `mixed_bfloat16`).
+    /// Products in bfloat16 summed in f32 on AMX (PyTorch's matmul precision "medium").
     Bf16,
 }
 

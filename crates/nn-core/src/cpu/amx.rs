@@ -2,21 +2,23 @@
 //! (see [`use_bf16_products`]).
 //!
 //! `C = α·op(A)·op(B) + β·C` with both operands rounded to bfloat16 (`bf16_pack.rs`) and every
-//! product summed in f32, as PyTorch's `torch.set_float32_matmul_precision("medium")` and
-//! Keras's `mixed_bfloat16` policy do on such CPUs (the outputs, the activations and the
-//! weights stay f32 here). One `tdpbf16ps` multiplies a 16×32 tile of `A` by a 32×16 one of
+//! product summed in f32, as PyTorch's `torch.set_float32_matmul_precision("medium")` does on
+//! such CPUs (the outputs, the activations and the weights stay f32; Keras's `mixed_bfloat16`
+//! policy would keep the activations in bfloat16 too). One `tdpbf16ps` multiplies a 16×32 tile of `A` by a 32×16 one of
 //! `B` into 16×16 sums: 8,192 multiply-adds, where an AVX-512 FMA does 16. On the project's
-//! Sapphire Rapids cores a 128×512×512 product runs at ~850 GFLOP/s a core, against ~190 for
-//! the f32 products.
+//! two Sapphire Rapids cores M3's 128×512×512 products run at 1.3–1.9 TFLOP/s, against ~330
+//! GFLOP/s in f32 (`examples/gemm_shapes.rs --bf16`).
 //!
 //! A product is cut into blocks of 32×32 outputs (2×2 tiles, eight tile registers: four sums,
-//! two of `A`, two of `B`); both operands are packed into tiles first, the team's threads
-//! sharing the packing and then the blocks.
+//! two of `A`, two of `B`), shared between the team's threads by rows or columns of blocks;
+//! see [`gemm`] for who packs what.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
 use super::bf16_pack::{Source, Tile};
+#[cfg(target_arch = "x86_64")]
 use super::team::{self, SyncPtr};
 use crate::device::Gemm;
 
@@ -33,12 +35,13 @@ const MIN_MACS: usize = 1 << 16;
 /// im2col convolutions; not the own convolution kernels) of at least 65,536 multiply-adds
 /// rounds its two operands to bfloat16 and sums in f32 on Intel's AMX tiles, where the CPU has
 /// them (Sapphire Rapids and later; see [`bf16_products_available`]); elsewhere it changes
-/// nothing. This is mixed precision as Keras's `mixed_bfloat16` policy and PyTorch's
-/// `set_float32_matmul_precision("medium")` mean it: weights, activations, losses and updates
-/// stay f32, products carry 8 significant bits of their operands. Training is then several
-/// times faster for wide dense layers, and its results differ from the f32 ones in the third
-/// or fourth digit (the recipes reach the same accuracies; see BENCHMARKS.md). It applies to
-/// the products run after the call, from any thread.
+/// nothing. This is mixed precision as PyTorch's `set_float32_matmul_precision("medium")` means
+/// it: weights, activations, losses and updates stay f32, products carry 8 significant bits of
+/// their operands (Keras's `mixed_bfloat16` policy also keeps the activations in bfloat16). The products are then 3–6×
+/// faster and a wide dense model trains about twice as fast; the weights part from the f32
+/// run's from the first step, and the recipes reach the same accuracies (BENCHMARKS.md). It applies to
+/// the products run after the call, from any thread. On, it takes the first dense layer's
+/// products from the sparse ones of [`super::use_sparse_inputs`].
 pub fn use_bf16_products(on: bool) {
     BF16_PRODUCTS.store(on, Ordering::Relaxed);
 }
@@ -103,11 +106,28 @@ pub(crate) fn handles(g: &Gemm) -> bool {
     g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= MIN_MACS && bf16_products()
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// This thread's packed tiles, reused from call to call: the operand it reads whole, and a
     /// panel of the one it has a share of (two rows, or columns, of tiles).
-    static BUFFERS: std::cell::RefCell<(Vec<Tile>, Vec<Tile>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static BUFFERS: std::cell::RefCell<Buffers> = const { std::cell::RefCell::new(Buffers { shared: Vec::new(), panel: Vec::new(), packed_for: 0 }) };
 }
+
+/// A thread's packed tiles (see `BUFFERS`).
+#[cfg(target_arch = "x86_64")]
+struct Buffers {
+    /// The operand the thread reads whole.
+    shared: Vec<Tile>,
+    /// A panel of the operand it has a share of.
+    panel: Vec<Tile>,
+    /// The call (of [`CALLS`]) whose operand `shared` holds: a thread running several parts of
+    /// one call (the team busy, or a part left unclaimed) packs it once.
+    packed_for: u64,
+}
+
+/// Numbers the calls of [`gemm`], from 1.
+#[cfg(target_arch = "x86_64")]
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
 /// the CPU team when `parallel`. Only for products [`handles`] accepts.
@@ -161,22 +181,32 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
         // more (each part's tiles, read by the other core after the previous product, had
         // to be fetched back before being written: 170 ns a tile against 50).
         let (split, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
         let cp = SyncPtr::new(&mut c[..m * n]);
         on_parts(parts, |p| {
+            let own = even(split, parts, p);
+            if own.is_empty() {
+                // More parts than rows (or columns) of blocks: nothing to pack or compute.
+                return;
+            }
             let (c, _) = cp.raw();
-            BUFFERS.with_borrow_mut(|(shared, panel)| {
+            BUFFERS.with_borrow_mut(|buffers| {
+                let Buffers { shared, panel, packed_for } = buffers;
                 for (buf, len) in [(&mut *shared, 2 * kt * whole), (&mut *panel, 2 * kt)] {
                     if buf.len() < len {
                         buf.resize(len, Tile::ZERO);
                     }
                 }
                 let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
-                pack(!by_rows, 0, shared);
+                if *packed_for != call {
+                    pack(!by_rows, 0, shared);
+                    *packed_for = call;
+                }
                 // SAFETY: the CPU has AMX (checked by handles); this part writes only the
                 // blocks of C in its own rows (or columns) of blocks.
                 unsafe {
                     with_tiles(|| {
-                        for x in even(split, parts, p) {
+                        for x in own {
                             pack(by_rows, 2 * x * kt, panel);
                             for y in 0..whole {
                                 let other = &shared[2 * y * kt..2 * (y + 1) * kt];
@@ -198,12 +228,14 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
 }
 
 /// Part `p` of `parts` of `0..len`, the parts as even as whole items allow.
+#[cfg(target_arch = "x86_64")]
 fn even(len: usize, parts: usize, p: usize) -> std::ops::Range<usize> {
     p * len / parts..(p + 1) * len / parts
 }
 
 /// Runs `f(0)` alone, or `f(0)`, …, `f(parts - 1)` with part `p` on the same thread of the
 /// team as in the previous call (`parts` is then the team's size).
+#[cfg(target_arch = "x86_64")]
 fn on_parts(parts: usize, f: impl Fn(usize) + Sync) {
     if parts <= 1 {
         f(0);
@@ -217,12 +249,22 @@ fn on_parts(parts: usize, f: impl Fn(usize) + Sync) {
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
-/// Runs `f` with the tile registers configured as [`block`] uses them, and releases them after.
+/// Runs `f` with the tile registers configured as [`block`] uses them, and releases them after
+/// (also when `f` panics: a thread left with its tiles configured pays for saving them at
+/// each context switch).
 ///
 /// # Safety
 /// The CPU has AMX and this process may use it.
 #[cfg(target_arch = "x86_64")]
 unsafe fn with_tiles(f: impl FnOnce()) {
+    /// Releases the tiles when dropped.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // SAFETY: only made after `ldtilecfg` succeeded, on a CPU with AMX.
+            unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+        }
+    }
     let mut config = Config([0; 64]);
     config.0[0] = 1;
     for t in 0..8 {
@@ -232,9 +274,8 @@ unsafe fn with_tiles(f: impl FnOnce()) {
     // SAFETY: loads a valid configuration (palette 1, 8 tiles within its limits); the caller
     // vouches for AMX.
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+    let _release = Release;
     f();
-    // SAFETY: as above.
-    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
 }
 
 /// Computes block `(i, j)` (32×32 outputs from row `32·i`, column `32·j`) of `C` from `a`, the
@@ -250,66 +291,76 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], kt: usize, i: usize, j: usize,
     use std::arch::asm;
     use std::arch::x86_64::*;
     let (m, n) = (g.m, g.n);
-    assert!(a.len() == 2 * kt && b.len() == 2 * kt, "a block reads two rows and two columns of tiles");
+    assert!(kt > 0 && a.len() == 2 * kt && b.len() == 2 * kt, "a block reads two rows and two columns of tiles");
     let (r0, c0) = (32 * i, 32 * j);
     let (nr, nc) = ((m - r0.min(m)).min(32), (n - c0.min(n)).min(32));
-    // SAFETY: the tile registers are configured (the caller); every pointer below stays inside
-    // `a`, `b`, C's block or `sums`.
+    if nr == 0 || nc == 0 {
+        return;
+    }
+    // A whole block of a plain product goes straight into C; any other into `sums` first.
+    let direct = nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0;
+    let mut sums = [Tile::ZERO; 4];
+    // SAFETY: the tile registers are configured (the caller); the loads read `kt` tiles from
+    // each of a's and b's two halves; the stores write C's block (32 rows of 32 values, rows
+    // `n` apart) or the four tiles of `sums`. The four sums live in tmm0–tmm3 for the whole
+    // of this one asm block, so nothing else can touch them.
     unsafe {
-        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-        let (a0, b0) = (a.as_ptr(), b.as_ptr());
-        let (a1, b1) = (a0.add(kt), b0.add(kt));
-        for s in 0..kt {
-            asm!(
-                "tileloadd tmm4, [{a0} + {stride}]",
-                "tileloadd tmm6, [{b0} + {stride}]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {stride}]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {stride}]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0.add(s),
-                a1 = in(reg) a1.add(s),
-                b0 = in(reg) b0.add(s),
-                b1 = in(reg) b1.add(s),
-                stride = in(reg) 64usize,
-                options(nostack, readonly),
-            );
-        }
-        if nr == 0 || nc == 0 {
-            return;
-        }
-        if nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0 {
-            // A whole block of a plain product: the sums go straight into C.
-            let out = c.add(r0 * n + c0);
-            asm!(
-                "tilestored [{c00} + {ldc}], tmm0",
-                "tilestored [{c01} + {ldc}], tmm1",
-                "tilestored [{c10} + {ldc}], tmm2",
-                "tilestored [{c11} + {ldc}], tmm3",
-                c00 = in(reg) out,
-                c01 = in(reg) out.add(16),
-                c10 = in(reg) out.add(16 * n),
-                c11 = in(reg) out.add(16 * n + 16),
-                ldc = in(reg) 4 * n,
-                options(nostack),
-            );
-            return;
-        }
-        let mut sums = [Tile::ZERO; 4];
+        let (out, ld) = if direct { (c.add(r0 * n + c0), 4 * n) } else { (sums.as_mut_ptr().cast::<f32>(), 64) };
+        // Where each of the four 16×16 sums goes: C's quarters, or `sums[0..4]` one after the
+        // other (a tile is 256 floats).
+        let (o01, o10, o11) = if direct {
+            (out.add(16), out.add(16 * n), out.add(16 * n + 16))
+        } else {
+            (out.add(256), out.add(512), out.add(768))
+        };
         asm!(
-            "tilestored [{s0} + {stride}], tmm0",
-            "tilestored [{s1} + {stride}], tmm1",
-            "tilestored [{s2} + {stride}], tmm2",
-            "tilestored [{s3} + {stride}], tmm3",
-            s0 = in(reg) sums[0].0.as_mut_ptr(),
-            s1 = in(reg) sums[1].0.as_mut_ptr(),
-            s2 = in(reg) sums[2].0.as_mut_ptr(),
-            s3 = in(reg) sums[3].0.as_mut_ptr(),
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a0} + {stride}]",
+            "tileloadd tmm6, [{b0} + {stride}]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {stride}]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {stride}]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 1024",
+            "add {a1}, 1024",
+            "add {b0}, 1024",
+            "add {b1}, 1024",
+            "dec {steps}",
+            "jnz 2b",
+            "tilestored [{o00} + {ld}], tmm0",
+            "tilestored [{o01} + {ld}], tmm1",
+            "tilestored [{o10} + {ld}], tmm2",
+            "tilestored [{o11} + {ld}], tmm3",
+            a0 = inout(reg) a.as_ptr() => _,
+            a1 = inout(reg) a.as_ptr().add(kt) => _,
+            b0 = inout(reg) b.as_ptr() => _,
+            b1 = inout(reg) b.as_ptr().add(kt) => _,
+            steps = inout(reg) kt => _,
             stride = in(reg) 64usize,
+            o00 = in(reg) out,
+            o01 = in(reg) o01,
+            o10 = in(reg) o10,
+            o11 = in(reg) o11,
+            ld = in(reg) ld,
+            out("tmm0") _,
+            out("tmm1") _,
+            out("tmm2") _,
+            out("tmm3") _,
+            out("tmm4") _,
+            out("tmm5") _,
+            out("tmm6") _,
+            out("tmm7") _,
             options(nostack),
         );
+        if direct {
+            return;
+        }
         let (alpha, beta) = (_mm512_set1_ps(g.alpha), _mm512_set1_ps(g.beta));
         for r in 0..nr {
             for h in 0..2 {

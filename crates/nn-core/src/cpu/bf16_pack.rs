@@ -124,10 +124,12 @@ unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
             continue;
         }
         // SAFETY: row o is present; the masks load only the steps present (masked lanes do
-        // not fault); the transmute reinterprets 512 bits.
+        // not fault), and the second half is only addressed when it has some; the transmute
+        // reinterprets 512 bits.
         unsafe {
             let row = src.add(o * at.o_stride);
-            let (x0, x1) = (_mm512_maskz_loadu_ps(lo, row), _mm512_maskz_loadu_ps(hi, row.add(16)));
+            let x0 = _mm512_maskz_loadu_ps(lo, row);
+            let x1 = if at.steps > 16 { _mm512_maskz_loadu_ps(hi, row.add(16)) } else { _mm512_setzero_ps() };
             *v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0));
         }
     }
