@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 #[cfg(target_arch = "x86_64")]
 use super::bf16_pack::{Source, Tile};
 #[cfg(target_arch = "x86_64")]
+use super::shares;
+#[cfg(target_arch = "x86_64")]
 use super::team::{self, SyncPtr};
 use crate::device::Gemm;
 
@@ -132,99 +134,156 @@ static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
 /// the CPU team when `parallel`. Only for products [`handles`] accepts.
 ///
-/// The blocks of 32×32 outputs are shared out by rows or by columns of blocks, whichever has
-/// more. Each part packs the other operand whole, then a panel of its own operand (the 2 rows
-/// of tiles, or columns, that a row, or column, of blocks reads) at a time, just before the
-/// blocks that use it, while it is in cache.
+/// A forward product `x·W` (neither operand transposed) whose kernel `W` splits into the
+/// kernel's shares of rows (`shares.rs`) is split along `k` as in f32: each thread multiplies
+/// its share of `x`'s columns by its share of `W`'s rows, the rows its core updates, into `C`
+/// (the first) or a partial sum, and the partial sums are added. Any other product is cut
+/// into blocks of 32×32 outputs shared out by rows or by columns of blocks (see `product`).
 pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, n, k) = (g.m, g.n, g.k);
-        // Blocks are 2×2 tiles: pad the tile rows and columns to even counts.
-        let (mb, nb, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
-        let by_rows = mb >= nb;
+        let (lda, ldb) = (if g.trans_a { m } else { k }, if g.trans_b { k } else { n });
         let parts = if parallel { team::threads() } else { 1 };
-        // Where tile `t` of A (tile row t / kt, step block t % kt) or of B lies.
-        let a_at = |t: usize| {
-            let (r, s) = (t / kt * 16, t % kt * 32);
-            let (o_stride, s_stride) = if g.trans_a { (1, m) } else { (k, 1) };
-            let at = Source { o_stride, s_stride, outer: m.saturating_sub(r).min(16), steps: (k - s).min(32) };
-            (r * o_stride + s * s_stride, at)
-        };
-        let b_at = |t: usize| {
-            let (col, s) = (t / kt * 16, t % kt * 32);
-            let (o_stride, s_stride) = if g.trans_b { (k, 1) } else { (1, n) };
-            let at = Source { o_stride, s_stride, outer: n.saturating_sub(col).min(16), steps: (k - s).min(32) };
-            (col * o_stride + s * s_stride, at)
-        };
-        // Packs tiles `from..` of A (or B) into `out`.
-        let pack = |is_a: bool, from: usize, out: &mut [Tile]| {
-            for (t, tile) in (from..).zip(out) {
-                let (off, at) = if is_a { a_at(t) } else { b_at(t) };
-                if at.outer == 0 {
-                    *tile = Tile::ZERO;
-                    continue;
+        if parts > 1 && !g.trans_a && !g.trans_b && shares::splits(k) && m * n <= super::tile_gemm::MAX_PARTIAL {
+            let mut partials = super::tile_gemm::PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+            let sums = SyncPtr::new(super::tile_gemm::grow(&mut partials, (parts - 1) * m * n));
+            let cp = SyncPtr::new(&mut c[..m * n]);
+            team::for_each_pinned(|p| {
+                let ks = shares::share(k, p);
+                if ks.is_empty() {
+                    return;
                 }
-                // SAFETY: the CPU has AVX-512 BF16 (bf16_products checked it); a tile's
-                // elements lie inside `a` or `b` (`Source` stops at the operand's edges).
+                let sub = Gemm { k: ks.len(), beta: if p == 0 { g.beta } else { 0.0 }, ..*g };
+                // SAFETY: part 0 writes C, part p > 0 partial sum p - 1 alone.
+                let out =
+                    if p == 0 { cp.raw().0 } else { unsafe { sums.range((p - 1) * m * n, p * m * n) }.as_mut_ptr() };
+                // SAFETY: `a`'s columns `ks` and `b`'s rows `ks` lie inside them.
                 unsafe {
-                    if is_a {
-                        super::bf16_pack::pack_a(a.as_ptr().add(off), at, tile);
-                    } else {
-                        super::bf16_pack::pack_b(b.as_ptr().add(off), at, tile);
-                    }
+                    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+                    product(
+                        &sub,
+                        (lda, ldb),
+                        a.as_ptr().add(ks.start),
+                        b.as_ptr().add(ks.start * ldb),
+                        out,
+                        (0, 1),
+                        call,
+                    );
                 }
-            }
-        };
-        // The operand every part reads whole: B when the parts split the rows, A when they
-        // split the columns. Each part packs its own copy: packing it once, shared out, cost
-        // more (each part's tiles, read by the other core after the previous product, had
-        // to be fetched back before being written: 170 ns a tile against 50).
-        let (split, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
-        let call = CALLS.fetch_add(1, Ordering::Relaxed);
-        let cp = SyncPtr::new(&mut c[..m * n]);
-        on_parts(parts, |p| {
-            let own = even(split, parts, p);
-            if own.is_empty() {
-                // More parts than rows (or columns) of blocks: nothing to pack or compute.
-                return;
-            }
-            let (c, _) = cp.raw();
-            BUFFERS.with_borrow_mut(|buffers| {
-                let Buffers { shared, panel, packed_for } = buffers;
-                for (buf, len) in [(&mut *shared, 2 * kt * whole), (&mut *panel, 2 * kt)] {
-                    if buf.len() < len {
-                        buf.resize(len, Tile::ZERO);
-                    }
-                }
-                let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
-                if *packed_for != call {
-                    pack(!by_rows, 0, shared);
-                    *packed_for = call;
-                }
-                // SAFETY: the CPU has AMX (checked by handles); this part writes only the
-                // blocks of C in its own rows (or columns) of blocks.
-                unsafe {
-                    with_tiles(|| {
-                        for x in own {
-                            pack(by_rows, 2 * x * kt, panel);
-                            for y in 0..whole {
-                                let other = &shared[2 * y * kt..2 * (y + 1) * kt];
-                                let (i, j, a, b) =
-                                    if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
-                                block(g, a, b, kt, i, j, c);
-                            }
-                        }
-                    })
-                };
             });
-        });
+            super::tile_gemm::add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
+            return;
+        }
+        let cp = SyncPtr::new(&mut c[..m * n]);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the operands' sizes were checked by the caller (gemm_slices); each part
+        // writes its own blocks of C.
+        on_parts(parts, |p| unsafe { product(g, (lda, ldb), a.as_ptr(), b.as_ptr(), cp.raw().0, (p, parts), call) });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (g, a, b, c, parallel);
         unreachable!("bfloat16 products are only available on x86-64");
     }
+}
+
+/// Part `p` of `parts` of `C [m, n] = α·op(A)·op(B) + β·C`, `op(A)[i, s]` at
+/// `a[i·lda + s]` (or `a[s·lda + i]` transposed), `op(B)[s, j]` at `b[s·ldb + j]` (or
+/// `b[j·ldb + s]`), `C` row-major `n` wide; `m`, `n`, `k`, α, β and the transposes from `g`.
+///
+/// The blocks of 32×32 outputs are shared out by rows or by columns of blocks, whichever has
+/// more. Each part packs the other operand whole, then a panel of its own operand (the 2 rows
+/// of tiles, or columns, that a row, or column, of blocks reads) at a time, just before the
+/// blocks that use it, while it is in cache. `call` names the call (the same for all its
+/// parts, a new one for the next call): a thread that runs several parts of one call packs
+/// the whole operand once.
+///
+/// # Safety
+/// The CPU has AMX and AVX-512 BF16 and this process may use them; the operands hold every
+/// element named; no other thread writes the blocks of C this part writes, meanwhile.
+#[cfg(target_arch = "x86_64")]
+unsafe fn product(
+    g: &Gemm,
+    (lda, ldb): (usize, usize),
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    (p, parts): (usize, usize),
+    call: u64,
+) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    let (mb, nb, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
+    let by_rows = mb >= nb;
+    // Where tile `t` of A (tile row t / kt, step block t % kt) or of B lies.
+    let a_at = |t: usize| {
+        let (r, s) = (t / kt * 16, t % kt * 32);
+        let (o_stride, s_stride) = if g.trans_a { (1, lda) } else { (lda, 1) };
+        let at = Source { o_stride, s_stride, outer: m.saturating_sub(r).min(16), steps: (k - s).min(32) };
+        (r * o_stride + s * s_stride, at)
+    };
+    let b_at = |t: usize| {
+        let (col, s) = (t / kt * 16, t % kt * 32);
+        let (o_stride, s_stride) = if g.trans_b { (ldb, 1) } else { (1, ldb) };
+        let at = Source { o_stride, s_stride, outer: n.saturating_sub(col).min(16), steps: (k - s).min(32) };
+        (col * o_stride + s * s_stride, at)
+    };
+    // Packs tiles `from..` of A (or B) into `out`.
+    let pack = |is_a: bool, from: usize, out: &mut [Tile]| {
+        for (t, tile) in (from..).zip(out) {
+            let (off, at) = if is_a { a_at(t) } else { b_at(t) };
+            if at.outer == 0 {
+                *tile = Tile::ZERO;
+                continue;
+            }
+            // SAFETY: the CPU has AVX-512 BF16 (the caller); a tile's elements lie inside
+            // the operand (`Source` stops at its edges).
+            unsafe {
+                if is_a {
+                    super::bf16_pack::pack_a(a.add(off), at, tile);
+                } else {
+                    super::bf16_pack::pack_b(b.add(off), at, tile);
+                }
+            }
+        }
+    };
+    // The operand every part reads whole: B when the parts split the rows, A when they split
+    // the columns. Each part packs its own copy: packing it once, shared out, cost more (each
+    // part's tiles, read by the other core after the previous product, had to be fetched back
+    // before being written: 170 ns a tile against 50).
+    let (split, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
+    let own = even(split, parts, p);
+    if own.is_empty() {
+        // More parts than rows (or columns) of blocks: nothing to pack or compute.
+        return;
+    }
+    BUFFERS.with_borrow_mut(|buffers| {
+        let Buffers { shared, panel, packed_for } = buffers;
+        for (buf, len) in [(&mut *shared, 2 * kt * whole), (&mut *panel, 2 * kt)] {
+            if buf.len() < len {
+                buf.resize(len, Tile::ZERO);
+            }
+        }
+        let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
+        if *packed_for != call {
+            pack(!by_rows, 0, shared);
+            *packed_for = call;
+        }
+        // SAFETY: the CPU has AMX (the caller); this part writes only the blocks of C in its
+        // own rows (or columns) of blocks.
+        unsafe {
+            with_tiles(|| {
+                for x in own {
+                    pack(by_rows, 2 * x * kt, panel);
+                    for y in 0..whole {
+                        let other = &shared[2 * y * kt..2 * (y + 1) * kt];
+                        let (i, j, a, b) = if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
+                        block(g, a, b, kt, i, j, c);
+                    }
+                }
+            })
+        };
+    });
 }
 
 /// Part `p` of `parts` of `0..len`, the parts as even as whole items allow.
