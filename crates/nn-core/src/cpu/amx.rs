@@ -102,8 +102,7 @@ fn detect() -> bool {
 }
 
 /// Whether [`gemm`] takes this product: bfloat16 products are on and available, and it is a
-/// single product of at least [`MIN_MACS`] multiply-adds whose operands each have a unit
-/// stride one way.
+/// single product of at least [`MIN_MACS`] multiply-adds.
 pub(crate) fn handles(g: &Gemm) -> bool {
     g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= MIN_MACS && bf16_products()
 }
@@ -215,36 +214,22 @@ unsafe fn product(
     let (m, n, k) = (g.m, g.n, g.k);
     let (mb, nb, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
     let by_rows = mb >= nb;
-    // Where tile `t` of A (tile row t / kt, step block t % kt) or of B lies.
-    let a_at = |t: usize| {
-        let (r, s) = (t / kt * 16, t % kt * 32);
-        let (o_stride, s_stride) = if g.trans_a { (1, lda) } else { (lda, 1) };
-        let at = Source { o_stride, s_stride, outer: m.saturating_sub(r).min(16), steps: (k - s).min(32) };
-        (r * o_stride + s * s_stride, at)
-    };
-    let b_at = |t: usize| {
-        let (col, s) = (t / kt * 16, t % kt * 32);
-        let (o_stride, s_stride) = if g.trans_b { (ldb, 1) } else { (1, ldb) };
-        let at = Source { o_stride, s_stride, outer: n.saturating_sub(col).min(16), steps: (k - s).min(32) };
-        (col * o_stride + s * s_stride, at)
-    };
-    // Packs tiles `from..` of A (or B) into `out`.
-    let pack = |is_a: bool, from: usize, out: &mut [Tile]| {
+    // Packs tiles `from..` of A (or B) into `out`: tile `t` covers rows (or columns)
+    // `t / kt · 16..` and steps `t % kt · 32..`, zeros past the operand's edges.
+    let pack = |of_a: bool, from: usize, out: &mut [Tile]| {
+        let (src, len, trans, ld) = if of_a { (a, m, g.trans_a, lda) } else { (b, n, !g.trans_b, ldb) };
+        // Row-major `op(A)` has its steps contiguous; `op(B)` when it is stored transposed.
+        let (o_stride, s_stride) = if trans { (1, ld) } else { (ld, 1) };
         for (t, tile) in (from..).zip(out) {
-            let (off, at) = if is_a { a_at(t) } else { b_at(t) };
+            let (o, s) = (t / kt * 16, t % kt * 32);
+            let at = Source { o_stride, s_stride, outer: len.saturating_sub(o).min(16), steps: (k - s).min(32) };
             if at.outer == 0 {
                 *tile = Tile::ZERO;
                 continue;
             }
             // SAFETY: the CPU has AVX-512 BF16 (the caller); a tile's elements lie inside
             // the operand (`Source` stops at its edges).
-            unsafe {
-                if is_a {
-                    super::bf16_pack::pack_a(a.add(off), at, tile);
-                } else {
-                    super::bf16_pack::pack_b(b.add(off), at, tile);
-                }
-            }
+            unsafe { super::bf16_pack::pack(src.add(o * o_stride + s * s_stride), at, tile, of_a) };
         }
     };
     // The operand every part reads whole: B when the parts split the rows, A when they split

@@ -38,47 +38,30 @@ pub(crate) struct Source {
     pub(crate) steps: usize,
 }
 
-/// Packs `A`'s tile (rows by steps) from `src` (its first element).
+/// Packs one tile from `src` (its first element): `A`'s (`of_a`: rows by steps) or `B`'s
+/// (pairs of steps by columns). The operand gives 16 vectors one per row (or column) where its
+/// steps are contiguous, one per pair of steps where its rows (or columns) are; `A`'s tile
+/// wants the first, `B`'s the second, and the other way round takes a transpose. The vectors
+/// are built in registers and stored after: storing each row as it was made, among loads
+/// 4 KiB apart in a row-major `B`, ran twice as slow (the stores alias the loads' addresses).
 ///
 /// # Safety
 /// The CPU has AVX-512F, BW and BF16; every element `(o, s)` named by `at` lies in `src`'s
 /// allocation.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn pack_a(src: *const f32, at: Source, tile: &mut Tile) {
+pub(crate) unsafe fn pack(src: *const f32, at: Source, tile: &mut Tile, of_a: bool) {
+    let mut v = [_mm512_setzero_si512(); 16];
+    let steps_contiguous = at.s_stride == 1;
     // SAFETY: the function's contract.
     unsafe {
-        if at.s_stride == 1 {
-            by_outer(src, at, tile.rows());
-        } else {
-            let mut v = [_mm512_setzero_si512(); 16];
-            by_pair(src, at, &mut v);
-            store(&transpose(v), tile);
-        }
-    }
-}
-
-/// Packs `B`'s tile (pairs of steps by columns) from `src` (its first element).
-///
-/// # Safety
-/// As [`pack_a`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn pack_b(src: *const f32, at: Source, tile: &mut Tile) {
-    // SAFETY: the function's contract.
-    unsafe {
-        if at.o_stride == 1 {
-            // Into registers first: storing each row as it is made, among loads 4 KiB apart
-            // in a row-major B, ran twice as slow (the stores alias the loads' addresses).
-            let mut v = [_mm512_setzero_si512(); 16];
-            by_pair(src, at, &mut v);
-            store(&v, tile);
-        } else {
-            let mut v = [_mm512_setzero_si512(); 16];
+        if steps_contiguous {
             by_outer(src, at, &mut v);
-            store(&transpose(v), tile);
+        } else {
+            by_pair(src, at, &mut v);
         }
     }
+    store(&if steps_contiguous == of_a { v } else { transpose(v) }, tile);
 }
 
 /// Writes the 16 vectors as the tile's rows (vector stores; a plain copy of the array became
@@ -93,7 +76,7 @@ fn store(v: &[__m512i; 16], tile: &mut Tile) {
 
 #[cfg(target_arch = "x86_64")]
 impl Tile {
-    /// The tile's 16 rows as vectors, written in place by the packers.
+    /// The tile's 16 rows as vectors.
     fn rows(&mut self) -> &mut [__m512i; 16] {
         // SAFETY: a tile is 1 KiB aligned to 64 bytes, as 16 vectors of 64 bytes are; every bit
         // pattern is valid for both.
@@ -237,8 +220,8 @@ mod tests {
                 let (mut a, mut b) = (Tile::ZERO, Tile::ZERO);
                 // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
                 unsafe {
-                    pack_a(data.as_ptr(), at, &mut a);
-                    pack_b(data.as_ptr(), at, &mut b);
+                    pack(data.as_ptr(), at, &mut a, true);
+                    pack(data.as_ptr(), at, &mut b, false);
                 }
                 for o in 0..16 {
                     for s in 0..32 {
