@@ -238,7 +238,8 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let common = ["--limit", "1000", "--validation", "split:0.2", "--device", "cpu"];
-    let args: Vec<&str> = [
+    let with_common = |args: &[&'static str]| -> Vec<&'static str> { args.iter().chain(&common).copied().collect() };
+    let args = with_common(&[
         "train",
         "--epochs",
         "2",
@@ -252,18 +253,10 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
         "ckpt.safetensors",
         "--run-dir",
         "r1",
-    ]
-    .iter()
-    .chain(&common)
-    .copied()
-    .collect();
+    ]);
     let out = ok(&mnist(dir, &args));
     assert!(out.contains("Epoch 2: learning rate 1.0000e-9 → 1.0000e-10"), "{out}");
-    let args: Vec<&str> = ["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r2"]
-        .iter()
-        .chain(&common)
-        .copied()
-        .collect();
+    let args = with_common(&["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r2"]);
     let out = ok(&mnist(dir, &args));
     assert!(out.contains("sgd (learning rate 0.0000000001, lowered from 0.000000001,"), "{out}");
     let report = std::fs::read_to_string(dir.join("r2/report.txt")).unwrap();
@@ -276,11 +269,7 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
     let standardize = r#"{"kind":"standardize","mean":0.1307,"std":0.3081}"#;
     file.metadata.insert("normalization".into(), standardize.into());
     file.save(&ckpt).unwrap();
-    let args: Vec<&str> = ["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r3"]
-        .iter()
-        .chain(&common)
-        .copied()
-        .collect();
+    let args = with_common(&["train", "--resume", "ckpt.safetensors", "--epochs", "3", "--run-dir", "r3"]);
     let out = ok(&mnist(dir, &args));
     assert!(out.contains("lowered from 0.000000001,"), "{out}");
     let resumed = nn_core::ModelFile::load(&dir.join("r3/model.safetensors")).unwrap();

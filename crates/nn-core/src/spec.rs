@@ -98,12 +98,12 @@ impl Dense {
     }
     /// Adds an L2 kernel penalty `l2·Σw²`.
     pub fn l2(mut self, l2: f32) -> Dense {
-        self.kernel_regularizer = Some(Regularizer { l1: self.kernel_regularizer.map_or(0.0, |r| r.l1), l2 });
+        self.kernel_regularizer = Some(Regularizer { l2, ..self.kernel_regularizer.unwrap_or_default() });
         self
     }
     /// Adds an L1 kernel penalty `l1·Σ|w|`.
     pub fn l1(mut self, l1: f32) -> Dense {
-        self.kernel_regularizer = Some(Regularizer { l2: self.kernel_regularizer.map_or(0.0, |r| r.l2), l1 });
+        self.kernel_regularizer = Some(Regularizer { l1, ..self.kernel_regularizer.unwrap_or_default() });
         self
     }
 }
@@ -210,12 +210,12 @@ impl Conv2D {
     }
     /// Adds an L2 kernel penalty `l2·Σw²`.
     pub fn l2(mut self, l2: f32) -> Conv2D {
-        self.kernel_regularizer = Some(Regularizer { l1: self.kernel_regularizer.map_or(0.0, |r| r.l1), l2 });
+        self.kernel_regularizer = Some(Regularizer { l2, ..self.kernel_regularizer.unwrap_or_default() });
         self
     }
     /// Adds an L1 kernel penalty `l1·Σ|w|`.
     pub fn l1(mut self, l1: f32) -> Conv2D {
-        self.kernel_regularizer = Some(Regularizer { l2: self.kernel_regularizer.map_or(0.0, |r| r.l2), l1 });
+        self.kernel_regularizer = Some(Regularizer { l1, ..self.kernel_regularizer.unwrap_or_default() });
         self
     }
 }
