@@ -77,8 +77,10 @@ fn training_steps_allocate_nothing_after_the_first() {
             net.train_filled(next, None, &y, loss, &rule, sp, t).unwrap();
             net.predict_batch(&x, n, &mut out).unwrap();
         };
-        // Warm-up: the CPU team starts; every thread of it grows its scratch the first time it
-        // runs a part of each kind (which thread takes which part varies from step to step).
+        // Warm-up: the CPU team starts and the scratch lists grow; every thread of the team
+        // grows its own to the longest any thread has needed as soon as one of them grows
+        // (which thread takes which part varies from step to step: a test failing here one
+        // run in thirty showed a helper taking its first part of a product in step 7).
         for t in 1..=6 {
             step(t, &mut net);
         }

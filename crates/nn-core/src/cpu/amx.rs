@@ -114,6 +114,23 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<Buffers> = const { std::cell::RefCell::new(Buffers { shared: Vec::new(), panel: Vec::new(), packed_for: 0 }) };
 }
 
+/// The most tiles any thread's `shared` and `panel` have needed.
+#[cfg(target_arch = "x86_64")]
+static SHARED: super::high_water::HighWater = super::high_water::HighWater::new();
+#[cfg(target_arch = "x86_64")]
+static PANEL: super::high_water::HighWater = super::high_water::HighWater::new();
+
+/// Grows this thread's tile buffers to the most any thread has needed (skipped while in use).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn top_up() {
+    let _ = BUFFERS.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            SHARED.grow(&mut b.shared, 0, Tile::ZERO);
+            PANEL.grow(&mut b.panel, 0, Tile::ZERO);
+        }
+    });
+}
+
 /// A thread's packed tiles (see `BUFFERS`).
 #[cfg(target_arch = "x86_64")]
 struct Buffers {
@@ -244,11 +261,8 @@ unsafe fn product(
     }
     BUFFERS.with_borrow_mut(|buffers| {
         let Buffers { shared, panel, packed_for } = buffers;
-        for (buf, len) in [(&mut *shared, 2 * kt * whole), (&mut *panel, 2 * kt)] {
-            if buf.len() < len {
-                buf.resize(len, Tile::ZERO);
-            }
-        }
+        SHARED.grow(shared, 2 * kt * whole, Tile::ZERO);
+        PANEL.grow(panel, 2 * kt, Tile::ZERO);
         let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
         if *packed_for != call {
             pack(!by_rows, 0, shared);

@@ -10,6 +10,7 @@ mod conv;
 mod conv_pool;
 mod denormals;
 mod elementwise;
+mod high_water;
 mod implicit_conv;
 mod norm;
 mod scatter;
@@ -114,6 +115,16 @@ pub(crate) fn sparse_inputs() -> bool {
 /// whether a model's first layer takes the sparse products on its data.
 pub fn sparse_parts() -> usize {
     sparse_gemm::parts_run()
+}
+
+/// Grows this thread's per-thread scratch lists to the longest any thread has needed
+/// (`high_water.rs`): the team runs it as a thread joins a loop after a mark has risen.
+fn top_up_scratch() {
+    sparse_gemm::top_up();
+    #[cfg(target_arch = "x86_64")]
+    sparse_avx2::top_up();
+    #[cfg(target_arch = "x86_64")]
+    amx::top_up();
 }
 
 /// Runs `f`. (It used to move `f` onto a rayon worker so that rayon's parallel loops started

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use super::high_water::HighWater;
 use super::sparse_gemm::{SparseA, MAX_KEPT, MAX_LIT, PEEK_IMAGES};
 
 /// Rows of a tile.
@@ -31,6 +32,21 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// The longest step lists and masks any thread's scratch has needed.
+static OFFSETS: HighWater = HighWater::new();
+static MASKS: HighWater = HighWater::new();
+
+/// Grows this thread's lists to the longest any thread has needed (skipped while in use).
+pub(crate) fn top_up() {
+    let _ = SCRATCH.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            OFFSETS.grow(&mut s.a_offs, 0, 0);
+            OFFSETS.grow(&mut s.b_offs, 0, 0);
+            MASKS.grow(&mut s.masks, 0, 0);
+        }
+    });
 }
 
 /// Whether this CPU has AVX2 and FMA.
@@ -63,10 +79,8 @@ pub(crate) unsafe fn part(
     SCRATCH.with(|scratch| {
         let sc = &mut *scratch.borrow_mut();
         let room = ks.len().max(k);
-        if sc.a_offs.len() < room {
-            sc.a_offs.resize(room, 0);
-            sc.b_offs.resize(room, 0);
-        }
+        OFFSETS.grow(&mut sc.a_offs, room, 0);
+        OFFSETS.grow(&mut sc.b_offs, room, 0);
         // SAFETY (all calls below): the CPU has AVX2 and FMA (checked above); the lists have
         // room for every step; the masks are made for these rows; rows r0..r1 of `c` are ours.
         if trans && !unsafe { pixel_masks(a, lda, k, rows.clone(), &mut sc.masks) } {
@@ -215,7 +229,7 @@ unsafe fn pixel_masks(a: &[f32], lda: usize, k: usize, rows: Range<usize>, masks
     assert!(k * lda <= a.len() && rows.end <= lda);
     let chunks = rows.len().div_ceil(8) + 1;
     masks.clear();
-    masks.resize(k * chunks, 0);
+    MASKS.grow(masks, k * chunks, 0);
     let peek = k.min(PEEK_IMAGES);
     let mut lit = 0;
     for i in 0..k {

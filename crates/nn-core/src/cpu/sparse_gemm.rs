@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::high_water::HighWater;
 use super::tile::{rows_for, Steps, LANES};
 use super::tile_gemm::run_tiles;
 use crate::device::Gemm;
@@ -78,6 +79,21 @@ pub(crate) fn parts_run() -> usize {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// The longest step lists and masks any thread's scratch has needed.
+static OFFSETS: HighWater = HighWater::new();
+static MASKS: HighWater = HighWater::new();
+
+/// Grows this thread's lists to the longest any thread has needed (skipped while in use).
+pub(crate) fn top_up() {
+    let _ = SCRATCH.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            OFFSETS.grow(&mut s.a_offs, 0, 0);
+            OFFSETS.grow(&mut s.b_offs, 0, 0);
+            MASKS.grow(&mut s.masks, 0, 0);
+        }
+    });
 }
 
 /// `C[rows, :] = op(A)[rows, ks]·B[ks, :]` (added to `C` when `add`), in tiles of `nv`
@@ -174,10 +190,8 @@ unsafe fn tiles(
     SCRATCH.with(|scratch| {
         let sc = &mut *scratch.borrow_mut();
         let room = ks.len() + LANES;
-        if sc.a_offs.len() < room {
-            sc.a_offs.resize(room, 0);
-            sc.b_offs.resize(room, 0);
-        }
+        OFFSETS.grow(&mut sc.a_offs, room, 0);
+        OFFSETS.grow(&mut sc.b_offs, room, 0);
         if s.trans {
             // SAFETY: the CPU has AVX-512F (checked above).
             if !unsafe { pixel_masks(a, lda, k, rows.clone(), &mut sc.masks) } {
@@ -264,7 +278,7 @@ unsafe fn pixel_masks(a: &[f32], lda: usize, k: usize, rows: Range<usize>, masks
     assert!(k * lda <= a.len() && rows.end <= lda);
     let (blocks, kp) = (rows.len().div_ceil(LANES), k.div_ceil(LANES) * LANES);
     masks.clear();
-    masks.resize((blocks + 1) * kp, 0);
+    MASKS.grow(masks, (blocks + 1) * kp, 0);
     let peek = k.min(PEEK_IMAGES);
     let mut lit = 0;
     for i in 0..k {

@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use super::high_water;
+
 /// How long a helper keeps polling for work after its last part before it parks.
 const SPIN: Duration = Duration::from_millis(2);
 /// How long it polls without yielding its core to other threads (the batch loader).
@@ -27,6 +29,17 @@ const HOT: Duration = Duration::from_micros(100);
 /// The most parts a pinned loop ([`for_each_pinned`]) has: one per thread.
 const MAX_PINNED: usize = 64;
 
+/// How the threads claim a loop's parts.
+#[derive(Clone, Copy, PartialEq)]
+enum Claim {
+    /// Each takes the next part left.
+    Any,
+    /// Thread `me` first takes part `me`, then any left ([`for_each_pinned`]).
+    OwnFirst,
+    /// Thread `me` takes part `me` alone (the caller takes those of helpers not running).
+    OwnOnly,
+}
+
 /// One parallel loop, on the stack of the thread that started it.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
@@ -34,26 +47,36 @@ struct Job<'a> {
     next: AtomicUsize,
     done: AtomicUsize,
     panicked: AtomicBool,
+    claim: Claim,
     /// For a pinned loop, which parts have been claimed (otherwise unused).
     pinned: Option<[AtomicBool; MAX_PINNED]>,
 }
 
 impl<'a> Job<'a> {
-    fn new(f: &'a (dyn Fn(usize) + Sync), parts: usize, pinned: bool) -> Job<'a> {
+    fn new(f: &'a (dyn Fn(usize) + Sync), parts: usize, claim: Claim) -> Job<'a> {
         Job {
             f,
             parts,
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
-            pinned: pinned.then(|| std::array::from_fn(|_| AtomicBool::new(false))),
+            claim,
+            pinned: (claim != Claim::Any).then(|| std::array::from_fn(|_| AtomicBool::new(false))),
         }
     }
 
-    /// Claims and runs parts until none are left; thread `me` (0 for the caller, `i + 1` for
-    /// helper `i`) first claims part `me` of a pinned loop.
+    /// Claims and runs parts until none are left (for [`Claim::OwnOnly`], its own part);
+    /// thread `me` is 0 for the caller, `i + 1` for helper `i`. Tops up the thread's scratch
+    /// lists first if a mark has risen (`high_water.rs`).
     fn work(&self, me: usize) {
+        high_water::topped_up(super::top_up_scratch);
         if let Some(claimed) = &self.pinned {
+            if self.claim == Claim::OwnOnly {
+                if me < self.parts && !claimed[me].swap(true, SeqCst) {
+                    self.run(me);
+                }
+                return;
+            }
             let order = (me..self.parts).chain(0..me.min(self.parts));
             for p in order {
                 if !claimed[p].swap(true, SeqCst) {
@@ -186,17 +209,14 @@ fn helper_loop(team: &Team, me: usize) {
 }
 
 /// Unpublishes the job and waits for the helpers to let go of it, even if a part panicked on
-/// the calling thread.
+/// the calling thread; then lets go of the team.
 struct Publication<'t> {
     team: &'t Team,
 }
 
 impl Drop for Publication<'_> {
     fn drop(&mut self) {
-        self.team.job.store(std::ptr::null_mut(), SeqCst);
-        while self.team.active.load(SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
+        withdraw(self.team);
         self.team.busy.store(false, SeqCst);
         INSIDE.with(|c| c.set(false));
     }
@@ -234,7 +254,7 @@ fn run(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool) {
         (0..parts).for_each(f);
         return;
     }
-    share(parts, f, pinned, || ());
+    share(parts, f, if pinned { Claim::OwnFirst } else { Claim::Any }, || ());
 }
 
 /// Runs `main()` on the calling thread while the team's helpers run `side(0)`, …,
@@ -247,13 +267,13 @@ fn run(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool) {
 /// # Panics
 /// If a part panics (once the others have finished), or if `main` does.
 pub(crate) fn beside<R>(parts: usize, side: &(dyn Fn(usize) + Sync), main: impl FnOnce() -> R) -> R {
-    share(parts, side, false, main)
+    share(parts, side, Claim::Any, main)
 }
 
 /// Publishes `f`'s parts to the team, runs `caller()`, then claims the parts left and waits for
 /// all of them; serially (`caller()`, then the parts in order) when the team is taken, has no
 /// helpers, or this thread is already inside a team loop.
-fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool, caller: impl FnOnce() -> R) -> R {
+fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), claim: Claim, caller: impl FnOnce() -> R) -> R {
     if parts == 0 {
         return caller();
     }
@@ -266,12 +286,27 @@ fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool, caller: impl
         return r;
     };
     INSIDE.with(|c| c.set(true));
-    let job = Job::new(f, parts, pinned);
     let publication = Publication { team };
-    // SAFETY: the pointer is erased to 'static only to be stored; `publication`'s drop (also
-    // when `caller` or a part panics) unpublishes it and waits for every helper to let go
-    // before `job` goes out of scope.
-    let erased = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+    top_up_everywhere(team);
+    let job = Job::new(f, parts, claim);
+    publish(team, &job);
+    let r = caller();
+    job.work(0);
+    wait(&job);
+    drop(publication);
+    if job.panicked.load(SeqCst) {
+        panic!("a parallel part of a CPU kernel panicked");
+    }
+    r
+}
+
+/// Makes `job` the team's (the caller owns the team) and wakes the parked helpers. The caller
+/// must [`withdraw`] it before `job` goes out of scope.
+fn publish(team: &Team, job: &Job<'_>) {
+    // The pointer is erased to 'static only to be stored: the caller withdraws it, and waits
+    // for every helper to let go, before `job` goes out of scope (a `Publication` does so
+    // even when a part panics).
+    let erased = (job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
     team.job.store(erased, SeqCst);
     team.generation.fetch_add(1, SeqCst);
     for h in &team.helpers {
@@ -279,10 +314,12 @@ fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool, caller: impl
             h.thread.get().inspect(|t| t.unpark());
         }
     }
-    let r = caller();
-    job.work(0);
+}
+
+/// Waits until every part of `job` has run.
+fn wait(job: &Job<'_>) {
     let mut polls = 0u32;
-    while job.done.load(SeqCst) < parts {
+    while job.done.load(SeqCst) < job.parts {
         polls = polls.wrapping_add(1);
         if polls.is_multiple_of(1024) {
             std::thread::yield_now();
@@ -290,11 +327,47 @@ fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), pinned: bool, caller: impl
             std::hint::spin_loop();
         }
     }
-    drop(publication);
-    if job.panicked.load(SeqCst) {
-        panic!("a parallel part of a CPU kernel panicked");
+}
+
+/// Unpublishes the team's job and waits for the helpers to let go of it.
+fn withdraw(team: &Team) {
+    team.job.store(std::ptr::null_mut(), SeqCst);
+    while team.active.load(SeqCst) != 0 {
+        std::hint::spin_loop();
     }
-    r
+}
+
+/// [`high_water::rises`] when every thread of the team last topped its scratch lists up.
+static TOPPED_UP: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a scratch list's mark has risen since the last time (`high_water.rs`), has every
+/// running helper, and the caller (which owns the team), join a loop of nothing, so that each
+/// grows its lists to the marks now rather than whenever it next happens to take a part of the
+/// kind that needs them: then no thread allocates in later steps, however parts are claimed.
+/// Costs one hand-off per rise, and marks rise in a network's first steps.
+fn top_up_everywhere(team: &Team) {
+    let rises = high_water::rises();
+    let parts = team.helpers.len() + 1;
+    if TOPPED_UP.load(SeqCst) == rises || parts > MAX_PINNED {
+        return;
+    }
+    let nothing = |_: usize| ();
+    let job = Job::new(&nothing, parts, Claim::OwnOnly);
+    publish(team, &job);
+    job.work(0);
+    // Parts of helpers that never started (nothing to top up there) are the caller's.
+    for (i, h) in team.helpers.iter().enumerate() {
+        if h.thread.get().is_none() {
+            if let Some(claimed) = &job.pinned {
+                if !claimed[i + 1].swap(true, SeqCst) {
+                    job.run(i + 1);
+                }
+            }
+        }
+    }
+    wait(&job);
+    withdraw(team);
+    TOPPED_UP.store(rises, SeqCst);
 }
 
 /// A raw pointer to a slice that parallel parts write through, each to its own disjoint range.
