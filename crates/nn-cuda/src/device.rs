@@ -751,3 +751,29 @@ impl Device for Cuda {
             x, dy, gamma, saved, dx, dgamma, dbeta, &outer, &channels, &inner)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NVRTC needs no GPU: where `libnvrtc` opens (a CUDA toolkit, or the `nvidia-cuda-nvrtc`
+    /// wheel's folder in `LD_LIBRARY_PATH`), every source compiles and defines every kernel the
+    /// device looks up.
+    #[test]
+    fn every_kernel_source_compiles_with_nvrtc_where_it_is_present() {
+        if !libraries().nvrtc {
+            eprintln!("skipping: libnvrtc.so not found");
+            return;
+        }
+        let ptx = match compiled() {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        for (source, p) in ptx {
+            let text = p.to_src();
+            for k in source.kernels() {
+                assert!(text.contains(&format!(".entry {}(", k.name())), "{} lacks {}", source.file_name(), k.name());
+            }
+        }
+    }
+}

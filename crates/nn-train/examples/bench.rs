@@ -1,12 +1,12 @@
 //! Speed benchmark of one model, printing `RESULT {json}` like `../shared/bench/bench_torch.py`.
-//! `bench M1|M2|M3|M4 [--epochs E] [--real DIR] [--bf16]`: trains on synthetic data of MNIST's
-//! shape (or the real files), then predicts 10 000 images; `--bf16` runs the products in
-//! bfloat16 where the CPU has AMX (`nn_core::cpu::use_bf16_products`). Used by `cargo xtask bench`.
+//! `bench M1|M2|M3|M4|PRESET [--epochs E] [--real DIR] [--bf16] [--device cpu|cuda]`: trains on
+//! synthetic data of MNIST's shape (or the real files), then predicts 10 000 images; `--bf16`
+//! runs the CPU's products in bfloat16 where it has AMX (`nn_core::cpu::use_bf16_products`);
+//! `--device cuda` trains on the GPU (a build with `--features cuda`). Used by `cargo xtask bench`.
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnist_data::{Dataset, Rng};
-use nn_core::Model;
 use nn_train::recipes::recipe;
 use nn_train::{predict_dataset, FitConfig, Trainer, Verbosity};
 
@@ -53,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => (synthetic(60_000, 1), synthetic(10_000, 2)),
     };
     let test = Arc::new(test);
-    let mut t = Trainer::new(Model::new(&r.spec, 0)?, r.compile);
+    let device: nn_train::DeviceChoice = flag("--device").as_deref().unwrap_or("cpu").parse()?;
+    let (built, _) = nn_train::build_model(device, &r.spec, 0)?;
+    let mut t = Trainer::new(built, r.compile);
     let ready = t_start.elapsed().as_secs_f64();
     t.fit(
         Arc::new(train),

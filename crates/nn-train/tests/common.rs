@@ -8,11 +8,14 @@ use nn_core::Model;
 use nn_train::recipes::recipe;
 use nn_train::{FitConfig, Trainer, Verbosity};
 
-/// The folder of a data set: `<workspace>/data/<name>` (CI links the real files there), else
-/// `../shared/data/<name>` beside the workspace. Panics with a clear message when neither exists.
+/// The folder of a data set: `$NN_DATA_DIR/<name>` when that variable is set (a test binary
+/// run elsewhere than where it was built, as on the GPU machine), else `<workspace>/data/<name>`
+/// (CI links the real files there), else `../shared/data/<name>` beside the workspace. Panics
+/// with a clear message when none holds the files.
 pub fn data_dir(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for dir in [root.join("data").join(name), root.join("../shared/data").join(name)] {
+    let given = std::env::var_os("NN_DATA_DIR").map(|d| PathBuf::from(d).join(name));
+    for dir in given.into_iter().chain([root.join("data").join(name), root.join("../shared/data").join(name)]) {
         if dir.join("train-labels-idx1-ubyte.gz").exists() || dir.join("train-labels-idx1-ubyte").exists() {
             return dir;
         }
