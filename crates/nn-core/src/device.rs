@@ -199,6 +199,15 @@ pub trait Device: Send + Sync + 'static {
     /// # Errors
     /// None on the CPU; on a GPU, `buf` shorter than `len` or a failed launch.
     fn fill(&self, buf: &mut Self::Buf, value: f32, len: usize) -> Result<()>;
+    /// Gathers rows by number: `dst[i, :] = src[rows[i], :]` for `i < n`, rows of `width`
+    /// values; `rows` holds the row numbers as `f32` (exact below 2²⁴), each a row of `src`
+    /// (the caller checks them). How a data set kept on the device gives each step its batch.
+    ///
+    /// # Errors
+    /// A buffer too short for `n` rows of `width`, or (CPU) a row number past `src`'s end; on a
+    /// GPU, a failed launch.
+    fn gather_rows(&self, src: &Self::Buf, width: usize, rows: &Self::Buf, n: usize, dst: &mut Self::Buf)
+        -> Result<()>;
     /// Reads a few numbers (running loss sums and the like) to the host.
     ///
     /// # Errors

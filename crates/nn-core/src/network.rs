@@ -69,6 +69,28 @@ pub trait Runtime: Send {
         sp: StepParams,
         seed: u64,
     ) -> Result<()>;
+    /// Keeps a training set in the device's memory for [`Runtime::train_rows`], replacing one
+    /// kept before: `images [rows, in]`, normalised, and `targets` (`[rows]` labels for a
+    /// sparse `loss`, `[rows, classes]` rows otherwise). Then each step uploads only its row
+    /// numbers and gathers its batch on the device: for a GPU (on the CPU, whose memory is the
+    /// host's, [`Runtime::train_filled`] gathers in place without a copy of the set). Returns
+    /// false, keeping nothing, where the set has 2²⁴ rows or more (row numbers travel as `f32`).
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] for `images` that are not `rows` inputs, [`NnError::Shape`] or
+    /// [`NnError::Spec`] for `targets` that do not fit (as in [`Runtime::train_batch`]); device
+    /// failures (an allocation larger than the device's free memory among them).
+    fn keep_training_set(&mut self, images: &[f32], targets: &[f32], rows: usize, loss: Loss) -> Result<bool>;
+    /// Frees the training set kept by [`Runtime::keep_training_set`], if any.
+    fn drop_training_set(&mut self);
+    /// [`Runtime::train_batch`] on the rows `rows` of the kept training set, gathered on the
+    /// device (inputs and targets).
+    ///
+    /// # Errors
+    /// [`NnError::Spec`] when no set is kept, it was kept for a loss of the other kind (labels
+    /// against rows of targets), or a row number is past its end (all checked before anything
+    /// runs); device failures.
+    fn train_rows(&mut self, rows: &[u32], loss: Loss, rule: &UpdateRule, sp: StepParams, seed: u64) -> Result<()>;
     /// Forward and loss in inference mode, adding to the running statistics.
     ///
     /// # Errors
@@ -190,6 +212,33 @@ pub struct Network<D: Device> {
     /// layers (or layers without arithmetic) whose work may run on one thread beside the
     /// next batch's gathering; with their multiply-adds and outputs per example.
     tail: Option<Tail>,
+    /// A training set kept in the device's memory ([`Runtime::keep_training_set`]).
+    kept: Option<Kept<D::Buf>>,
+}
+
+/// A training set kept in a device's memory, from which each step gathers its batch by row
+/// number ([`Runtime::train_rows`]).
+struct Kept<B> {
+    /// `[rows, in]`, normalised.
+    images: B,
+    /// `[rows]` labels (a sparse loss) or `[rows, classes]`.
+    targets: B,
+    rows: usize,
+    /// Whether the targets are labels (for a sparse loss).
+    sparse: bool,
+    /// The step's row numbers on the device (room for `picked_cap`), and on the host as `f32`
+    /// (both reused).
+    picked: B,
+    picked_cap: usize,
+    picked_host: Vec<f32>,
+}
+
+/// The targets of a step: on the host (uploaded by the loss pass), or already gathered into
+/// the targets buffer.
+#[derive(Clone, Copy)]
+enum Targets<'a> {
+    Host(&'a [f32]),
+    Gathered,
 }
 
 /// The layers after a network's first computing layer, when they are all dense, dropout or
@@ -312,6 +361,7 @@ impl<D: Device> Network<D> {
             ahead: None,
             ahead_key: None,
             tail,
+            kept: None,
         })
     }
 
@@ -525,17 +575,19 @@ impl<D: Device> Network<D> {
 
     /// The loss of the outputs against `targets` (checked by [`Network::check_targets`]),
     /// added to the statistics, and its gradient.
-    fn loss_pass(&mut self, targets: &[f32], n: usize, loss: Loss, logits: bool) -> Result<()> {
+    fn loss_pass(&mut self, targets: Targets<'_>, n: usize, loss: Loss, logits: bool) -> Result<()> {
         let classes = *self.slot_width.last().unwrap_or(&1);
         let t = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
-        self.dev.upload(targets, t)?;
+        if let Targets::Host(targets) = targets {
+            self.dev.upload(targets, t)?;
+        }
         let args = XentArgs { rows: n, cols: classes, logits, sparse: loss.sparse(), grad_scale: 1.0 / n as f32 };
         let out = self.vals.len() - 1;
         self.dev.cross_entropy(&args, &self.vals[out], t, &mut self.grads[out], &mut self.stats)
     }
 
     fn forward_backward(&mut self, x: Input<'_>, targets: &[f32], n: usize, loss: Loss, seed: u64) -> Result<()> {
-        self.forward_backward_ahead(x, None, targets, n, loss, seed, None)
+        self.forward_backward_ahead(x, None, Targets::Host(targets), n, loss, seed, None)
     }
 
     /// [`Network::forward_backward`], gathering the `next` batch beside the tail of small
@@ -546,13 +598,15 @@ impl<D: Device> Network<D> {
         &mut self,
         x: Input<'_>,
         next: Option<FilledBatch<'_>>,
-        targets: &[f32],
+        targets: Targets<'_>,
         n: usize,
         loss: Loss,
         seed: u64,
         update: Option<Update<'_>>,
     ) -> Result<()> {
-        self.check_targets(targets, n, loss)?;
+        if let Targets::Host(t) = targets {
+            self.check_targets(t, n, loss)?;
+        }
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused };
         let all = 0..self.layers.len();
@@ -647,7 +701,7 @@ impl<D: Device> Network<D> {
         seed: u64,
         next: Option<FilledBatch<'_>>,
     ) -> Result<()> {
-        self.forward_backward_ahead(x, next, targets, n, loss, seed, Some((rule, sp)))
+        self.forward_backward_ahead(x, next, Targets::Host(targets), n, loss, seed, Some((rule, sp)))
     }
 }
 
@@ -704,11 +758,81 @@ impl<D: Device> Runtime for Network<D> {
         self.train_step(input, targets, n, loss, rule, sp, seed, next)
     }
 
+    fn keep_training_set(&mut self, images: &[f32], targets: &[f32], rows: usize, loss: Loss) -> Result<bool> {
+        self.kept = None;
+        if rows >= 1 << 24 {
+            return Ok(false);
+        }
+        let w = self.slot_width[0];
+        if images.len() != rows * w {
+            return Err(NnError::Shape {
+                layer: "kept training set".into(),
+                expected: [vec![rows], self.spec.input_shape.clone()].concat(),
+                found: vec![images.len()],
+            });
+        }
+        self.check_targets(targets, rows, loss)?;
+        let (mut on_dev, mut t) = (self.dev.alloc(images.len())?, self.dev.alloc(targets.len())?);
+        self.dev.upload(images, &mut on_dev)?;
+        self.dev.upload(targets, &mut t)?;
+        let picked_cap = self.cap.max(1);
+        let picked = self.dev.alloc(picked_cap)?;
+        self.kept = Some(Kept {
+            images: on_dev,
+            targets: t,
+            rows,
+            sparse: loss.sparse(),
+            picked,
+            picked_cap,
+            picked_host: Vec::new(),
+        });
+        Ok(true)
+    }
+
+    fn drop_training_set(&mut self) {
+        self.kept = None;
+    }
+
+    fn train_rows(&mut self, rows: &[u32], loss: Loss, rule: &UpdateRule, sp: StepParams, seed: u64) -> Result<()> {
+        let n = rows.len();
+        let Some(kept) = self.kept.as_ref() else {
+            return Err(NnError::spec("train_rows: no training set is kept on the device (see keep_training_set)"));
+        };
+        if kept.sparse != loss.sparse() {
+            return Err(NnError::spec(format!(
+                "train_rows: the kept training set's targets are {}, but {} reads {}",
+                if kept.sparse { "labels" } else { "rows of class scores" },
+                loss.name(),
+                if loss.sparse() { "labels" } else { "rows" }
+            )));
+        }
+        if let Some(r) = rows.iter().find(|&&r| r as usize >= kept.rows) {
+            return Err(NnError::spec(format!("train_rows: row {r} of a kept training set of {} rows", kept.rows)));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.reserve(n)?;
+        let (w, classes) = (self.slot_width[0], *self.slot_width.last().unwrap_or(&1));
+        let Some(kept) = self.kept.as_mut() else { return Ok(()) };
+        if n > kept.picked_cap {
+            kept.picked = self.dev.alloc(n)?;
+            kept.picked_cap = n;
+        }
+        kept.picked_host.clear();
+        kept.picked_host.extend(rows.iter().map(|&r| r as f32));
+        let targets = self.targets.as_mut().ok_or_else(|| NnError::Device("targets buffer missing".into()))?;
+        self.dev.upload(&kept.picked_host, &mut kept.picked)?;
+        self.dev.gather_rows(&kept.images, w, &kept.picked, n, &mut self.vals[0])?;
+        self.dev.gather_rows(&kept.targets, if kept.sparse { 1 } else { classes }, &kept.picked, n, targets)?;
+        self.forward_backward_ahead(Input::Ready, None, Targets::Gathered, n, loss, seed, Some((rule, sp)))
+    }
+
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {
         self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
         self.forward(Input::Filled(fill), n, Ctx { training: false, seed: 0, logits_head: fused })?;
-        self.loss_pass(targets, n, loss, logits)
+        self.loss_pass(Targets::Host(targets), n, loss, logits)
     }
 
     fn host_inputs(&mut self) -> bool {
@@ -720,7 +844,7 @@ impl<D: Device> Runtime for Network<D> {
         self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
         self.forward(Input::Slice(x), n, Ctx { training: false, seed: 0, logits_head: fused })?;
-        self.loss_pass(targets, n, loss, logits)
+        self.loss_pass(Targets::Host(targets), n, loss, logits)
     }
 
     fn take_stats(&mut self) -> Result<(f64, f64)> {

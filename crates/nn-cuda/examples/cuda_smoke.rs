@@ -1,5 +1,6 @@
 //! Smoke test of the CUDA device: prints the GPU, then trains an MLP 784-128-10 (Adam, batch
-//! 128) for one epoch of 60 000 random examples and prints the seconds per epoch.
+//! 128) for one epoch of 60 000 random examples and prints the seconds per epoch, and how long
+//! the epoch's batch uploads alone take.
 //!
 //! ```sh
 //! cargo run --release -p nn-cuda --features cuda --example cuda_smoke
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use mnist_data::Rng;
-use nn_core::{Activation, Dense, Flatten, Loss, Model, ModelSpec, StepParams, UpdateRule};
+use nn_core::{Activation, Dense, Device, Flatten, Loss, Model, ModelSpec, StepParams, UpdateRule};
 use nn_cuda::Cuda;
 
 const EXAMPLES: usize = 60_000;
@@ -54,6 +55,22 @@ fn run() -> nn_core::Result<()> {
         correct / EXAMPLES as f64
     );
     println!("{secs:.3} s per epoch ({:.0} examples/s)", EXAMPLES as f64 / secs);
+
+    // The same epoch's uploads of inputs and labels alone, as a step makes them.
+    let dev = Cuda::new(0)?;
+    let (mut xb, mut yb) = (dev.alloc(BATCH * 784)?, dev.alloc(BATCH)?);
+    dev.upload(&x[..BATCH * 784], &mut xb)?;
+    dev.synchronize()?;
+    let start = Instant::now();
+    for first in (0..EXAMPLES).step_by(BATCH) {
+        let n = BATCH.min(EXAMPLES - first);
+        dev.upload(&x[first * 784..(first + n) * 784], &mut xb)?;
+        dev.upload(&y[first..first + n], &mut yb)?;
+    }
+    dev.synchronize()?;
+    let up = start.elapsed().as_secs_f64();
+    let steps = EXAMPLES.div_ceil(BATCH);
+    println!("its uploads alone: {up:.3} s ({:.1} µs a step)", up * 1e6 / steps as f64);
     Ok(())
 }
 

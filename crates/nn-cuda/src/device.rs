@@ -347,6 +347,17 @@ impl Device for Cuda {
         Ok(())
     }
 
+    fn gather_rows(&self, src: &Buf, width: usize, rows: &Buf, n: usize, dst: &mut Buf) -> Result<()> {
+        need(rows, n, "gather_rows rows")?;
+        need(dst, n * width, "gather_rows dst")?;
+        if n * width == 0 {
+            return Ok(());
+        }
+        let (w, nn) = (index_u32(width, "gather_rows width")?, index_u32(n, "gather_rows n")?);
+        index_u32(n * width, "gather_rows")?;
+        Ok(launch!(self, Kernel::GatherRows, launch::elementwise(n * width); src, rows, dst, &w, &nn)?)
+    }
+
     fn fill(&self, buf: &mut Buf, value: f32, len: usize) -> Result<()> {
         Ok(self.fill_len(buf, value, len)?)
     }

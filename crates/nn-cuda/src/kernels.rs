@@ -6,7 +6,7 @@ use nn_core::Activation;
 /// One `.cu` file of `src/kernels/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
-    /// Fill, bias + activation, activation gradients, channel sums, dropout, mul, regularisers.
+    /// Fill, row gathering, bias + activation, activation gradients, channel sums, dropout, mul, regularisers.
     Elementwise,
     /// Fused softmax + cross-entropy.
     Xent,
@@ -84,6 +84,7 @@ macro_rules! kernels {
 
 kernels! {
     Fill => "fill_f32" in Elementwise,
+    GatherRows => "gather_rows" in Elementwise,
     BiasAct => "bias_act" in Elementwise,
     SoftmaxRows => "softmax_rows" in Elementwise,
     ActBackward => "act_backward" in Elementwise,

@@ -86,6 +86,9 @@ impl Device for Cuda {
     fn fill(&self, buf: &mut NoBuffer, _value: f32, _len: usize) -> Result<()> {
         match *buf {}
     }
+    fn gather_rows(&self, src: &NoBuffer, _w: usize, _rows: &NoBuffer, _n: usize, _dst: &mut NoBuffer) -> Result<()> {
+        match *src {}
+    }
     fn gemm(&self, _g: &Gemm, a: &NoBuffer, _b: &NoBuffer, _c: &mut NoBuffer) -> Result<()> {
         match *a {}
     }

@@ -444,7 +444,12 @@ fn memory_case<D: Device>(d: &D) -> Vec<Vec<f32>> {
     let mut b = up(d, &[-1.0; 10]);
     d.copy(&a, &mut b, 4).unwrap();
     let partial = down(d, &b, 5);
-    vec![down(d, &a, 10), down(d, &b, 10), partial, d.read_scalars(&a, 2).unwrap()]
+    // Rows 4, 0, 4 and 2 of a [5, 3] table, gathered into a [4, 3] buffer longer than that.
+    let table = up(d, &(0..15).map(|i| i as f32 * 0.5 - 2.0).collect::<Vec<_>>());
+    let rows = up(d, &[4.0, 0.0, 4.0, 2.0]);
+    let mut picked = up(d, &[9.0; 14]);
+    d.gather_rows(&table, 3, &rows, 4, &mut picked).unwrap();
+    vec![down(d, &a, 10), down(d, &b, 10), partial, d.read_scalars(&a, 2).unwrap(), down(d, &picked, 14)]
 }
 
 #[test]
@@ -455,6 +460,7 @@ fn memory_operations() {
     let mut small = gpu.alloc(4).unwrap();
     assert!(gpu.upload(&[0.0; 5], &mut small).is_err());
     assert!(gpu.fill(&mut small, 1.0, 5).is_err());
+    assert!(gpu.gather_rows(&small, 2, &small, 3, &mut gpu.alloc(5).unwrap()).is_err());
     println!("{}", gpu.describe());
 }
 

@@ -145,6 +145,9 @@ pub struct Trainer {
     pub(crate) validating: bool,
 }
 
+/// The largest training set (as `f32` images) kept in a GPU's memory for a run: 2 GiB.
+const MAX_KEPT_BYTES: usize = 2 << 30;
+
 /// The metadata keys the trainer writes itself (an annotation cannot take them).
 const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", NORMALIZATION_KEY];
 
@@ -260,6 +263,26 @@ impl Trainer {
     /// Progress so far.
     pub fn state(&self) -> TrainState {
         self.state
+    }
+
+    /// Keeps `train` (normalised by `norm`, with its targets) in the device's memory for
+    /// `Runtime::train_rows`; false, keeping nothing, where it is larger than
+    /// [`MAX_KEPT_BYTES`] or the device cannot hold it (its allocation fails).
+    fn keep_training_set(&mut self, train: &Dataset, norm: Normalization) -> Result<bool> {
+        if train.images().len().saturating_mul(4) > MAX_KEPT_BYTES {
+            return Ok(false);
+        }
+        let mut images = vec![0f32; train.images().len()];
+        norm.apply(train.images(), &mut images);
+        self.fill_targets(train.labels());
+        let targets = std::mem::take(&mut self.targets);
+        let kept = self.model.runtime().keep_training_set(&images, &targets, train.len(), self.compile.loss);
+        self.targets = targets;
+        match kept {
+            Ok(k) => Ok(k),
+            Err(nn_core::NnError::Device(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn fill_targets(&mut self, labels: &[u8]) {
@@ -411,6 +434,12 @@ impl Trainer {
         // stream per epoch) and devices with their own memory keep the prefetch thread.
         let inline = augmented.is_none() && self.model.runtime().host_inputs();
         let (px, norm) = (train.pixels(), cfg.normalization);
+        // On a GPU, the training set goes to its memory once (normalised, with its targets),
+        // and each step sends only its row numbers and gathers its batch there (the same
+        // batches, in the same order). Augmented batches, and a set the GPU cannot hold, go
+        // batch by batch through the prefetch thread.
+        let kept = !inline && augmented.is_none() && self.keep_training_set(&train, norm)?;
+        let by_rows = inline || kept;
         let mut labels: Vec<u8> = Vec::with_capacity(cfg.batch_size);
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
@@ -442,8 +471,8 @@ impl Trainer {
             let mut progress = EpochProgress::start(cfg.verbosity, epoch + 1, cfg.epochs, steps);
             let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
             let mut since_read = 0usize;
-            let mut it = if inline { None } else { Some(batcher.epoch(epoch)) };
-            let order = if inline { epoch_order(train.len(), cfg.shuffle, seed, epoch) } else { Vec::new() };
+            let mut it = if by_rows { None } else { Some(batcher.epoch(epoch)) };
+            let order = if by_rows { epoch_order(train.len(), cfg.shuffle, seed, epoch) } else { Vec::new() };
             let mut chunks = order.chunks(cfg.batch_size.max(1));
             let mut key_ahead: Option<u64> = None;
             let mut done = 0;
@@ -463,6 +492,12 @@ impl Trainer {
                     self.fill_targets(&b.labels);
                     self.model.runtime().train_batch(&b.x, &self.targets, b.len(), loss, &rule, sp, step_seed)?;
                     b.len()
+                } else if kept {
+                    let Some(idx) = chunks.next() else { break };
+                    let (sp, step_seed);
+                    (lr, sp, step_seed) = step(self.state.step);
+                    self.model.runtime().train_rows(idx, loss, &rule, sp, step_seed)?;
+                    idx.len()
                 } else {
                     let Some(idx) = chunks.next() else { break };
                     let next_idx = chunks.clone().next();
@@ -573,6 +608,9 @@ impl Trainer {
             if stop.is_none() && self.state.epoch < cfg.epochs {
                 last_good = self.snapshot()?;
             }
+        }
+        if kept {
+            self.model.runtime().drop_training_set();
         }
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         for cb in &mut callbacks {

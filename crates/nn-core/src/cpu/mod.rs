@@ -165,6 +165,25 @@ impl Device for Cpu {
         buf[..len].fill(value);
         Ok(())
     }
+    fn gather_rows(&self, src: &Vec<f32>, width: usize, rows: &Vec<f32>, n: usize, dst: &mut Vec<f32>) -> Result<()> {
+        if rows.len() < n || dst.len() < n * width {
+            return Err(crate::NnError::Shape {
+                layer: "gather_rows".into(),
+                expected: vec![n, width],
+                found: vec![dst.len()],
+            });
+        }
+        for (&r, out) in rows[..n].iter().zip(dst.chunks_exact_mut(width.max(1))) {
+            let at = r as usize * width;
+            let row = src.get(at..at + width).ok_or_else(|| crate::NnError::Shape {
+                layer: "gather_rows".into(),
+                expected: vec![at + width],
+                found: vec![src.len()],
+            })?;
+            out.copy_from_slice(row);
+        }
+        Ok(())
+    }
 
     fn host_mut<'a>(&self, buf: &'a mut Vec<f32>) -> Option<&'a mut [f32]> {
         Some(buf.as_mut_slice())

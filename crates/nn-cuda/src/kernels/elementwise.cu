@@ -1,4 +1,4 @@
-// Element-wise and row-wise kernels of nn-cuda: fill, bias + activation (fused), softmax rows,
+// Element-wise and row-wise kernels of nn-cuda: fill, row gathering, bias + activation (fused), softmax rows,
 // activation gradients, channel sums (bias gradients), dropout, mul, L1/L2 regularisers.
 //
 // Each kernel mirrors the CPU reference in nn-core/src/cpu (same formulas, same operation
@@ -70,6 +70,16 @@ __device__ __forceinline__ float act_apply(int act, float x) {
 // buf[i] = value for i < n.
 extern "C" __global__ void fill_f32(float* buf, float value, unsigned int n) {
     GRID_STRIDE(i, n) buf[i] = value;
+}
+
+// dst[i, :] = src[rows[i], :] for i < n, rows of `width` values; the row numbers are floats
+// (exact below 2^24), checked by the host.
+extern "C" __global__ void gather_rows(const float* src, const float* rows, float* dst, unsigned int width,
+                                       unsigned int n) {
+    GRID_STRIDE(i, (size_t)width * n) {
+        size_t r = i / width, c = i - r * width;
+        dst[i] = src[(size_t)rows[r] * width + c];
+    }
 }
 
 // y = act(y + bias[(i / inner) % channels]) over [outer, channels, inner] (not softmax).
