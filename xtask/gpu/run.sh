@@ -2,7 +2,7 @@
 # On the GPU machine (see BENCHMARKS.md, "The GPU"): checks and measures the CUDA device with
 # the binaries built here and carried in .bin/gpu (xtask/gpu/stage.sh). Logs go to $OUT.
 # usage: xtask/gpu/run.sh [STEP ...]
-#   steps: info unit parity accuracy smoke bench cli fastcnn   (default: all)
+#   steps: info unit parity accuracy smoke bench cli fastcnn profile   (default: all but profile)
 set -u
 B=.bin/gpu
 D=$B/data/mnist
@@ -44,6 +44,15 @@ for s in $steps; do
       timeout 60 $B/mnist evaluate --device cuda --model "$OUT/m/model.safetensors" --dataset $D 2>&1 | tail -4
       timeout 60 $B/mnist predict --device cuda --model "$OUT/m/model.safetensors" --dataset $D --index 0 1 2 3 4 2>&1 | tail -4
       rm -rf "$OUT/m" ;;
+    profile)
+      # GPU time per kernel over a stretch of training (Nsight Compute), by kernel name.
+      NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      for m in fast-cnn mlp-128; do
+        timeout 240 "$NCU" --metrics gpu__time_duration.sum --launch-skip 3000 --launch-count 300 --csv \
+          $B/mnist train --model $m --device cuda --dataset $D --epochs 1 --quiet --run-dir "$OUT/p" >"$OUT/ncu-$m.csv" 2>&1
+        rm -rf "$OUT/p"
+        python3 xtask/gpu/ncu_summary.py "$OUT/ncu-$m.csv"
+      done ;;
     fastcnn)
       # Time to 99% test accuracy with the fastest CNN recipe: three seeds.
       for seed in 1 2 3; do

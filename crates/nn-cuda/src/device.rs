@@ -220,6 +220,9 @@ pub struct Cuda {
     dummy: Buf,
     /// cuBLAS handles must not be used by two threads at once.
     blas: Mutex<CudaBlas>,
+    /// The partial sums of per-channel reductions (bias gradients over planes, batch norm),
+    /// grown as needed; every use is ordered on the one stream.
+    partials: Mutex<Buf>,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -271,8 +274,9 @@ impl Cuda {
             })
             .collect::<Result<Vec<_>, CudaError>>()?;
         let dummy = stream.alloc_zeros::<f32>(1).map_err(driver_err)?;
+        let partials = Mutex::new(stream.alloc_zeros::<f32>(1).map_err(driver_err)?);
         let info = info_of(&ctx)?;
-        Ok(Cuda { info, functions, dummy, blas: Mutex::new(blas), stream, ctx })
+        Ok(Cuda { info, functions, dummy, blas: Mutex::new(blas), partials, stream, ctx })
     }
 
     /// The GPU's name, memory and compute capability.
@@ -292,6 +296,15 @@ impl Cuda {
 
     fn function(&self, k: Kernel) -> &CudaFunction {
         &self.functions[k.index()]
+    }
+
+    /// The partial-sums buffer, at least `len` floats long (its lock held while in use).
+    fn partials(&self, len: usize) -> Result<std::sync::MutexGuard<'_, Buf>, CudaError> {
+        let mut p = self.partials.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < len {
+            *p = self.stream.alloc_zeros::<f32>(len).map_err(driver_err)?;
+        }
+        Ok(p)
     }
 
     fn fill_len(&self, buf: &mut Buf, value: f32, len: usize) -> Result<(), CudaError> {
@@ -464,7 +477,10 @@ impl Device for Cuda {
             launch!(self, Kernel::ChannelSumsCols, launch::channel_columns(s.channels); dy, out, &beta, &outer, &channels)?;
         } else {
             let inner = index_u32(s.inner, "inner")?;
-            launch!(self, Kernel::ChannelSumsPlanes, launch::per_channel(s.channels)?; dy, out, &beta, &outer, &channels, &inner)?;
+            let (first, parts) = launch::channel_parts(s.channels, s.outer * s.inner)?;
+            let mut part = self.partials(s.channels * parts as usize)?;
+            launch!(self, Kernel::ChannelSumsPart, first; dy, &mut *part, &outer, &channels, &inner, &parts)?;
+            launch!(self, Kernel::ChannelSumsFinish, launch::elementwise(s.channels); &*part, out, &beta, &channels, &parts)?;
         }
         Ok(())
     }
@@ -702,9 +718,17 @@ impl Device for Cuda {
         index_u32(s.len(), "batch_norm")?;
         let (outer, channels, inner) =
             (index_u32(s.outer, "outer")?, index_u32(s.channels, "channels")?, index_u32(s.inner, "inner")?);
-        let (momentum, eps) = (a.momentum, a.epsilon);
-        Ok(launch!(self, Kernel::BatchNormTrain, launch::per_channel(s.channels)?;
-            x, gamma, beta, moving_mean, moving_var, saved, y, &outer, &channels, &inner, &momentum, &eps)?)
+        let (momentum, eps, n, count) =
+            (a.momentum, a.epsilon, index_u32(s.len(), "batch_norm")?, (s.outer * s.inner) as f64);
+        let (first, parts) = launch::channel_parts(s.channels, s.outer * s.inner)?;
+        // Two doubles (four floats) per channel and part.
+        let mut part = self.partials(4 * s.channels * parts as usize)?;
+        launch!(self, Kernel::BatchNormStatsPart, first; x, &mut *part, &outer, &channels, &inner, &parts)?;
+        launch!(self, Kernel::BatchNormStatsFinish, launch::elementwise(s.channels);
+            &*part, &mut *moving_mean, &mut *moving_var, &mut *saved, &channels, &parts, &count, &momentum, &eps)?;
+        Ok(
+            launch!(self, Kernel::BatchNormApply, launch::elementwise(s.len()); x, gamma, beta, &*saved, y, &n, &channels, &inner)?,
+        )
     }
 
     fn batch_norm_infer(
@@ -758,8 +782,13 @@ impl Device for Cuda {
         index_u32(s.len(), "batch_norm")?;
         let (outer, channels, inner) =
             (index_u32(s.outer, "outer")?, index_u32(s.channels, "channels")?, index_u32(s.inner, "inner")?);
-        Ok(launch!(self, Kernel::BatchNormBackward, launch::per_channel(s.channels)?;
-            x, dy, gamma, saved, dx, dgamma, dbeta, &outer, &channels, &inner)?)
+        let (n, count) = (index_u32(s.len(), "batch_norm")?, (s.outer * s.inner) as f32);
+        let (first, parts) = launch::channel_parts(s.channels, s.outer * s.inner)?;
+        let mut part = self.partials(4 * s.channels * parts as usize)?;
+        launch!(self, Kernel::BatchNormGradPart, first; x, dy, saved, &mut *part, &outer, &channels, &inner, &parts)?;
+        launch!(self, Kernel::BatchNormGradFinish, launch::elementwise(s.channels); &*part, &mut *dgamma, &mut *dbeta, &channels, &parts)?;
+        Ok(launch!(self, Kernel::BatchNormGradApply, launch::elementwise(s.len());
+            x, dy, gamma, saved, &*dgamma, &*dbeta, dx, &n, &channels, &inner, &count)?)
     }
 }
 

@@ -90,7 +90,8 @@ kernels! {
     ActBackward => "act_backward" in Elementwise,
     SoftmaxBackward => "softmax_backward" in Elementwise,
     ChannelSumsCols => "channel_sums_cols" in Elementwise,
-    ChannelSumsPlanes => "channel_sums_planes" in Elementwise,
+    ChannelSumsPart => "channel_sums_part" in Elementwise,
+    ChannelSumsFinish => "channel_sums_finish" in Elementwise,
     Dropout => "dropout_mask" in Elementwise,
     Mul => "mul_inplace" in Elementwise,
     RegularizerGrad => "regularizer_grad" in Elementwise,
@@ -108,9 +109,13 @@ kernels! {
     MaxPoolBackward => "max_pool_bwd" in Conv,
     AvgPool => "avg_pool_fwd" in Conv,
     AvgPoolBackward => "avg_pool_bwd" in Conv,
-    BatchNormTrain => "batch_norm_train" in Norm,
+    BatchNormStatsPart => "bn_stats_part" in Norm,
+    BatchNormStatsFinish => "bn_stats_finish" in Norm,
+    BatchNormApply => "bn_apply" in Norm,
     BatchNormInfer => "batch_norm_infer" in Norm,
-    BatchNormBackward => "batch_norm_backward" in Norm,
+    BatchNormGradPart => "bn_grad_part" in Norm,
+    BatchNormGradFinish => "bn_grad_finish" in Norm,
+    BatchNormGradApply => "bn_grad_apply" in Norm,
 }
 
 impl Kernel {

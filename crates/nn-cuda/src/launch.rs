@@ -54,16 +54,29 @@ pub fn warp_rows(rows: usize) -> Launch {
     Launch::linear(blocks_for(rows, ROWS_PER_BLOCK), BLOCK)
 }
 
-/// One block per channel (batch norm statistics, channel sums over planes).
+/// Blocks a per-channel reduction over `[outer, channels, inner]` aims for: about two per
+/// multiprocessor of an H100 (132), so that a layer's few channels do not leave most of the GPU
+/// idle (with a block per channel, fast-cnn's batch norms and bias sums took half its step).
+pub const CHANNEL_BLOCKS: usize = 256;
+
+/// The fewest values a block of such a reduction sums.
+pub const CHANNEL_PART_MIN: usize = 1024;
+
+/// The first stage of a per-channel reduction (`channel_sums_part`, `bn_stats_part`,
+/// `bn_grad_part`) over `per_channel` values a channel: blocks `(channel, part)`, each part an
+/// equal slice of the channel's values, about [`CHANNEL_BLOCKS`] blocks in all and at least
+/// [`CHANNEL_PART_MIN`] values a block; returns the launch and the number of parts.
 ///
 /// # Errors
 /// More channels than a grid can hold (2³¹ − 1).
-pub fn per_channel(channels: usize) -> Result<Launch, CudaError> {
+pub fn channel_parts(channels: usize, per_channel: usize) -> Result<(Launch, u32), CudaError> {
     let grid = u32::try_from(channels.max(1))
         .ok()
         .filter(|&g| g <= i32::MAX as u32)
         .ok_or_else(|| CudaError::Invalid(format!("{channels} channels exceed one CUDA grid")))?;
-    Ok(Launch::linear(grid, BLOCK))
+    let most = per_channel.div_ceil(CHANNEL_PART_MIN).clamp(1, 65_535);
+    let parts = CHANNEL_BLOCKS.div_ceil(channels.max(1)).clamp(1, most) as u32;
+    Ok((Launch { grid: (grid, parts, 1), block: (BLOCK, 1, 1) }, parts))
 }
 
 /// `channel_sums_cols`: blocks of `(32, CS_ROWS)` threads, 32 channels per block.
@@ -132,9 +145,14 @@ mod tests {
 
     #[test]
     fn per_channel_and_columns() {
-        assert_eq!(per_channel(32).unwrap().grid, (32, 1, 1));
-        assert_eq!(per_channel(0).unwrap().grid, (1, 1, 1));
-        assert!(per_channel(1 << 31).is_err());
+        // fast-cnn's first batch norm at batch 128: 16 channels of 128 × 13 × 13 values.
+        assert_eq!(channel_parts(16, 21_632).unwrap(), (Launch { grid: (16, 16, 1), block: (BLOCK, 1, 1) }, 16));
+        // At least CHANNEL_PART_MIN values a part, and one part at least.
+        assert_eq!(channel_parts(16, 5000).unwrap().1, 5);
+        assert_eq!(channel_parts(16, 5).unwrap().1, 1);
+        assert_eq!(channel_parts(1000, 1 << 20).unwrap().1, 1);
+        assert_eq!(channel_parts(0, 0).unwrap().0.grid, (1, 1, 1));
+        assert!(channel_parts(1 << 31, 1).is_err());
         assert_eq!(channel_columns(10).grid.0, 1);
         assert_eq!(channel_columns(32).grid.0, 1);
         assert_eq!(channel_columns(33).grid.0, 2);

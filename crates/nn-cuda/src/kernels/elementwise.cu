@@ -158,18 +158,42 @@ extern "C" __global__ void channel_sums_cols(const float* dy, float* out, float 
     }
 }
 
-// out[c] = beta*out[c] + sum_{o, k} dy[o, c, k] for inner > 1: one block per channel.
-extern "C" __global__ void channel_sums_planes(const float* dy, float* out, float beta, unsigned int outer,
-                                               unsigned int channels, unsigned int inner) {
-    const unsigned int c = blockIdx.x;
-    const size_t count = (size_t)outer * inner;
-    float s = 0.0f;
-    for (size_t t = threadIdx.x; t < count; t += blockDim.x) {
-        const unsigned int o = (unsigned int)t / inner, k = (unsigned int)t - o * inner;
-        s += dy[((size_t)o * channels + c) * inner + k];
+// Calls f(i) for every element i of channel c of [outer, channels, inner] whose position in
+// the channel (o * inner + k) lies in part g of `parts` equal slices of them: the block's
+// threads take consecutive positions (coalesced). Blocks (channel, part) keep the whole GPU
+// busy whatever the layout: a block per channel left all but a few multiprocessors idle, and
+// between conv layers, where images are channels-major (outer 1), slices of images would give
+// a block one image plane for the whole batch.
+template <typename F>
+__device__ __forceinline__ void for_part(unsigned int c, unsigned int g, unsigned int parts, unsigned int outer,
+                                         unsigned int channels, unsigned int inner, F f) {
+    const size_t total = (size_t)outer * inner;
+    const size_t t1 = total * (g + 1) / parts;
+    for (size_t t = total * g / parts + threadIdx.x; t < t1; t += blockDim.x) {
+        const size_t o = t / inner, k = t - o * inner;
+        f((o * channels + c) * inner + k);
     }
+}
+
+// Channel sums over planes (inner > 1), first stage: block (c, g) sums part g of channel c
+// into part[c * parts + g].
+extern "C" __global__ void channel_sums_part(const float* dy, float* part, unsigned int outer, unsigned int channels,
+                                             unsigned int inner, unsigned int parts) {
+    const unsigned int c = blockIdx.x, g = blockIdx.y;
+    float s = 0.0f;
+    for_part(c, g, parts, outer, channels, inner, [&](size_t i) { s += dy[i]; });
     s = block_sum(s);
-    if (threadIdx.x == 0) out[c] = beta == 0.0f ? s : beta * out[c] + s;
+    if (threadIdx.x == 0) part[(size_t)c * parts + g] = s;
+}
+
+// Second stage: out[c] = beta*out[c] + the channel's partial sums, in order.
+extern "C" __global__ void channel_sums_finish(const float* part, float* out, float beta, unsigned int channels,
+                                               unsigned int parts) {
+    GRID_STRIDE(c, channels) {
+        float s = 0.0f;
+        for (unsigned int g = 0; g < parts; ++g) s += part[c * parts + g];
+        out[c] = beta == 0.0f ? s : beta * out[c] + s;
+    }
 }
 
 // The SplitMix64 finaliser of nn_core::device::dropout_uniform: uniform in [0, 1) from

@@ -1,6 +1,7 @@
 // Batch normalisation over [outer, channels, inner]: training (batch statistics, moving
-// averages), inference (moving statistics) and the backward pass. The statistics kernels run
-// one block per channel and reduce in double through shared memory, as the CPU sums in f64.
+// averages), inference (moving statistics) and the backward pass. The statistics are reduced in
+// double, as the CPU sums in f64, in three stages: partial sums by blocks of (channel, part of
+// the images), their sums per channel in order, then an element-wise pass.
 // Mirrors nn-core/src/cpu/norm.rs.
 
 #define GRID_STRIDE(i, n) \
@@ -22,46 +23,70 @@ __device__ double block_sum_d(double v) {
     return v;
 }
 
-// Flat index of the t-th element (t < outer*inner) of channel c.
-__device__ __forceinline__ size_t channel_index(size_t t, unsigned int c, unsigned int channels, unsigned int inner) {
-    const unsigned int o = (unsigned int)t / inner, k = (unsigned int)t - o * inner;
-    return ((size_t)o * channels + c) * inner + k;
+// Calls f(i) for every element i of channel c of [outer, channels, inner] whose position in
+// the channel (o * inner + k) lies in part g of `parts` equal slices of them: the block's
+// threads take consecutive positions (coalesced). Blocks (channel, part) keep the whole GPU
+// busy whatever the layout: a block per channel left all but a few multiprocessors idle, and
+// between conv layers, where images are channels-major (outer 1), slices of images would give
+// a block one image plane for the whole batch.
+template <typename F>
+__device__ __forceinline__ void for_part(unsigned int c, unsigned int g, unsigned int parts, unsigned int outer,
+                                         unsigned int channels, unsigned int inner, F f) {
+    const size_t total = (size_t)outer * inner;
+    const size_t t1 = total * (g + 1) / parts;
+    for (size_t t = total * g / parts + threadIdx.x; t < t1; t += blockDim.x) {
+        const size_t o = t / inner, k = t - o * inner;
+        f((o * channels + c) * inner + k);
+    }
 }
 
-// One block per channel: batch mean and biased variance, saved = [mean; 1/sqrt(var+eps)],
-// y = gamma*(x-mean)*inv + beta, moving = m*moving + (1-m)*batch.
-extern "C" __global__ void batch_norm_train(const float* x, const float* gamma, const float* beta, float* moving_mean,
-                                            float* moving_var, float* saved, float* y, unsigned int outer,
-                                            unsigned int channels, unsigned int inner, float momentum, float eps) {
-    __shared__ float s_mean, s_inv;
-    const unsigned int c = blockIdx.x;
-    const size_t count = (size_t)outer * inner;
+// Training, first stage: block (c, g) sums x and x^2 over part g of channel c, in double,
+// into part[2 * (c * parts + g) + {0, 1}].
+extern "C" __global__ void bn_stats_part(const float* x, double* part, unsigned int outer, unsigned int channels,
+                                         unsigned int inner, unsigned int parts) {
+    const unsigned int c = blockIdx.x, g = blockIdx.y;
     double sum = 0.0, sq = 0.0;
-    for (size_t t = threadIdx.x; t < count; t += blockDim.x) {
-        const double v = (double)x[channel_index(t, c, channels, inner)];
+    for_part(c, g, parts, outer, channels, inner, [&](size_t i) {
+        const double v = (double)x[i];
         sum += v;
         sq += v * v;
-    }
+    });
     sum = block_sum_d(sum);
     sq = block_sum_d(sq);
     if (threadIdx.x == 0) {
-        const double n = (double)count;
-        const double mean = sum / n;
-        double var = sq / n - mean * mean;
+        part[2 * ((size_t)c * parts + g)] = sum;
+        part[2 * ((size_t)c * parts + g) + 1] = sq;
+    }
+}
+
+// Second stage, a thread per channel: batch mean and biased variance from the partial sums
+// (in order), saved = [mean; 1/sqrt(var+eps)], moving = m*moving + (1-m)*batch.
+extern "C" __global__ void bn_stats_finish(const double* part, float* moving_mean, float* moving_var, float* saved,
+                                           unsigned int channels, unsigned int parts, double count, float momentum,
+                                           float eps) {
+    GRID_STRIDE(c, channels) {
+        double sum = 0.0, sq = 0.0;
+        for (unsigned int g = 0; g < parts; ++g) {
+            sum += part[2 * ((size_t)c * parts + g)];
+            sq += part[2 * ((size_t)c * parts + g) + 1];
+        }
+        const double mean = sum / count;
+        double var = sq / count - mean * mean;
         if (!(var > 0.0)) var = 0.0;
         const double inv = 1.0 / sqrt(var + (double)eps);
         saved[c] = (float)mean;
         saved[channels + c] = (float)inv;
-        s_mean = (float)mean;
-        s_inv = (float)inv;
         moving_mean[c] = momentum * moving_mean[c] + (1.0f - momentum) * (float)mean;
         moving_var[c] = momentum * moving_var[c] + (1.0f - momentum) * (float)var;
     }
-    __syncthreads();
-    const float m = s_mean, inv = s_inv, g = gamma[c], b = beta[c];
-    for (size_t t = threadIdx.x; t < count; t += blockDim.x) {
-        const size_t i = channel_index(t, c, channels, inner);
-        y[i] = g * (x[i] - m) * inv + b;
+}
+
+// Third stage, element-wise: y = gamma*(x-mean)*inv + beta with the saved statistics.
+extern "C" __global__ void bn_apply(const float* x, const float* gamma, const float* beta, const float* saved, float* y,
+                                    unsigned int n, unsigned int channels, unsigned int inner) {
+    GRID_STRIDE(i, n) {
+        const unsigned int c = ((unsigned int)i / inner) % channels;
+        y[i] = gamma[c] * (x[i] - saved[c]) * saved[channels + c] + beta[c];
     }
 }
 
@@ -76,37 +101,50 @@ extern "C" __global__ void batch_norm_infer(const float* x, const float* gamma, 
     }
 }
 
-// One block per channel: dbeta = sum dy, dgamma = sum dy*xhat,
-// dx = gamma*inv/N * (N*dy - dbeta - xhat*dgamma).
-extern "C" __global__ void batch_norm_backward(const float* x, const float* dy, const float* gamma, const float* saved,
-                                               float* dx, float* dgamma, float* dbeta, unsigned int outer,
-                                               unsigned int channels, unsigned int inner) {
-    __shared__ float s_sdy, s_sdyx;
-    const unsigned int c = blockIdx.x;
-    const size_t count = (size_t)outer * inner;
+// Backward, first stage: block (c, g) sums dy and dy*xhat over part g of channel c, in
+// double, into part[2 * (c * parts + g) + {0, 1}].
+extern "C" __global__ void bn_grad_part(const float* x, const float* dy, const float* saved, double* part,
+                                        unsigned int outer, unsigned int channels, unsigned int inner,
+                                        unsigned int parts) {
+    const unsigned int c = blockIdx.x, g = blockIdx.y;
     const float mean = saved[c], inv = saved[channels + c];
     double sdy = 0.0, sdyx = 0.0;
-    for (size_t t = threadIdx.x; t < count; t += blockDim.x) {
-        const size_t i = channel_index(t, c, channels, inner);
+    for_part(c, g, parts, outer, channels, inner, [&](size_t i) {
         const float d = dy[i];
         sdy += (double)d;
         sdyx += (double)(d * (x[i] - mean) * inv);
-    }
+    });
     sdy = block_sum_d(sdy);
     sdyx = block_sum_d(sdyx);
     if (threadIdx.x == 0) {
+        part[2 * ((size_t)c * parts + g)] = sdy;
+        part[2 * ((size_t)c * parts + g) + 1] = sdyx;
+    }
+}
+
+// Second stage, a thread per channel: dbeta = sum dy, dgamma = sum dy*xhat (partials in order).
+extern "C" __global__ void bn_grad_finish(const double* part, float* dgamma, float* dbeta, unsigned int channels,
+                                          unsigned int parts) {
+    GRID_STRIDE(c, channels) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (unsigned int g = 0; g < parts; ++g) {
+            sdy += part[2 * ((size_t)c * parts + g)];
+            sdyx += part[2 * ((size_t)c * parts + g) + 1];
+        }
         dbeta[c] = (float)sdy;
         dgamma[c] = (float)sdyx;
-        s_sdy = (float)sdy;
-        s_sdyx = (float)sdyx;
     }
-    __syncthreads();
-    const float n = (float)count;
-    const float k = gamma[c] * inv / n;
-    const float a = s_sdy, b = s_sdyx;
-    for (size_t t = threadIdx.x; t < count; t += blockDim.x) {
-        const size_t i = channel_index(t, c, channels, inner);
+}
+
+// Third stage, element-wise: dx = gamma*inv/N * (N*dy - dbeta - xhat*dgamma), N = count.
+extern "C" __global__ void bn_grad_apply(const float* x, const float* dy, const float* gamma, const float* saved,
+                                         const float* dgamma, const float* dbeta, float* dx, unsigned int n,
+                                         unsigned int channels, unsigned int inner, float count) {
+    GRID_STRIDE(i, n) {
+        const unsigned int c = ((unsigned int)i / inner) % channels;
+        const float mean = saved[c], inv = saved[channels + c];
+        const float k = gamma[c] * inv / count;
         const float xhat = (x[i] - mean) * inv;
-        dx[i] = k * (n * dy[i] - a - xhat * b);
+        dx[i] = k * (count * dy[i] - dbeta[c] - xhat * dgamma[c]);
     }
 }
