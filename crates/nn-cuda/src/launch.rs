@@ -56,7 +56,7 @@ pub fn warp_rows(rows: usize) -> Launch {
 
 /// Blocks a per-channel reduction over `[outer, channels, inner]` aims for: about two per
 /// multiprocessor of an H100 (132), so that a layer's few channels do not leave most of the GPU
-/// idle (with a block per channel, fast-cnn's batch norms and bias sums took half its step).
+/// idle (with a block per channel, fast-cnn's batch norms and bias sums took half its GPU time).
 pub const CHANNEL_BLOCKS: usize = 256;
 
 /// The fewest values a block of such a reduction sums.
