@@ -134,7 +134,7 @@ fn compiled() -> Result<&'static [(Source, Ptx)], CudaError> {
     for s in Source::ALL {
         // No fused multiply-add contraction: each kernel rounds like the CPU reference.
         let opts = CompileOptions { fmad: Some(false), name: Some(s.file_name().into()), ..Default::default() };
-        let ptx = compile_ptx_with_opts(s.code(), opts)
+        let ptx = compile_ptx_with_opts(s.program(), opts)
             .map_err(|e| CudaError::Compile { file: s.file_name(), log: compile_log(&e) })?;
         out.push((s, ptx));
     }

@@ -3,6 +3,9 @@
 
 use nn_core::Activation;
 
+/// Device helpers shared by every source (`src/kernels/common.cuh`), compiled ahead of each.
+pub const PRELUDE: &str = include_str!("kernels/common.cuh");
+
 /// One `.cu` file of `src/kernels/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -42,6 +45,11 @@ impl Source {
             Source::Conv => include_str!("kernels/conv.cu"),
             Source::Norm => include_str!("kernels/norm.cu"),
         }
+    }
+
+    /// What NVRTC compiles: [`PRELUDE`] and the file.
+    pub fn program(self) -> String {
+        format!("{PRELUDE}\n{}", self.code())
     }
 
     /// The kernels the device loads from this file.
