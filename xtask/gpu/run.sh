@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine (see BENCHMARKS.md, "The GPU"): checks and measures the CUDA device with
 # the binaries built here and carried in .bin/gpu (xtask/gpu/stage.sh). Logs go to $OUT.
-# usage: xtask/gpu/run.sh [STEP ...]
+# usage: xtask/gpu/run.sh [STEP ...]   (prints what each step gives; read it: the script goes on
+#   past a failing step and exits 0, so that one run of a lease gathers everything it can)
 #   steps: info unit parity accuracy smoke bench cli fastcnn profile   (default: all but profile)
 set -u
+cd "$(dirname "$0")/../.."
 B=.bin/gpu
 D=$B/data/mnist
 OUT=${OUT:-/tmp/gpu-out}
@@ -11,7 +13,7 @@ mkdir -p "$OUT"
 # The CUDA libraries cudarc opens (libcuda from the driver; NVRTC and cuBLAS from the toolkit
 # or from PyTorch's wheels), wherever this machine keeps them.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-  $(python3 -c "import nvidia, os; p = os.path.dirname(nvidia.__file__); print(' '.join(os.path.join(p, s, 'lib') for s in os.listdir(p)))" 2>/dev/null); do
+  $(python3 -c "import nvidia, os; p = list(nvidia.__path__)[0]; print(' '.join(os.path.join(p, s, 'lib') for s in os.listdir(p)))" 2>/dev/null); do
   [ -d "$d" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d"
 done
 export LD_LIBRARY_PATH NN_REQUIRE_GPU=1 NN_DATA_DIR=$B/data
@@ -47,6 +49,7 @@ for s in $steps; do
     profile)
       # GPU time per kernel over a stretch of training (Nsight Compute), by kernel name.
       NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      [ -n "$NCU" ] || { echo "profile: no ncu (Nsight Compute) on this machine"; continue; }
       for m in fast-cnn mlp-128; do
         timeout 240 "$NCU" --metrics gpu__time_duration.sum --launch-skip 3000 --launch-count 300 --csv \
           $B/mnist train --model $m --device cuda --dataset $D --epochs 1 --quiet --run-dir "$OUT/p" >"$OUT/ncu-$m.csv" 2>&1

@@ -17,5 +17,5 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".bin/gpu/" + names[m["target"]["name"]])
 '
 strip .bin/gpu/* 2>/dev/null || true
-cp data/mnist/*.gz .bin/gpu/data/mnist/
+cp data/mnist/*-ubyte* .bin/gpu/data/mnist/
 du -sh .bin/gpu

@@ -1,7 +1,8 @@
 //! Launch geometry of the kernels: pure arithmetic, testable without a GPU.
 //!
 //! Element-wise kernels use grid-stride loops, so their grid is capped at [`MAX_GRID`] blocks;
-//! row-wise kernels give each row one warp; per-channel reductions one block per channel.
+//! row-wise kernels give each row one warp; per-channel reductions blocks of (channel, slice of
+//! its values) whose partial sums a second kernel adds per channel.
 
 use crate::error::CudaError;
 

@@ -149,8 +149,12 @@ fn team() -> &'static Team {
                 let Some(team) = TEAM.get() else { return };
                 crate::cpu::flush_denormals_to_zero();
                 INSIDE.with(|c| c.set(true));
+                // The publications to wait for are those after this point, read before the
+                // helper says it is running: a caller that sees it running and then publishes
+                // always bumps the generation past this.
+                let seen = team.generation.load(SeqCst);
                 let _ = team.helpers[i].thread.set(std::thread::current());
-                helper_loop(team, i);
+                helper_loop(team, i, seen);
             });
             if spawned.is_ok() {
                 started.push(i);
@@ -168,8 +172,7 @@ fn team() -> &'static Team {
     team
 }
 
-fn helper_loop(team: &Team, me: usize) {
-    let mut seen = team.generation.load(SeqCst);
+fn helper_loop(team: &Team, me: usize, mut seen: usize) {
     loop {
         // Wait for a new publication: spin, then yield, then park.
         let start = Instant::now();
@@ -286,9 +289,11 @@ fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), claim: Claim, caller: impl
         return r;
     };
     INSIDE.with(|c| c.set(true));
+    // The job before its publication guard: on a panic the guard withdraws the job (waiting for
+    // the helpers to let go of it) before the job's storage goes.
+    let job = Job::new(f, parts, claim);
     let publication = Publication { team };
     top_up_everywhere(team);
-    let job = Job::new(f, parts, claim);
     publish(team, &job);
     let r = caller();
     job.work(0);
@@ -337,6 +342,9 @@ fn withdraw(team: &Team) {
     }
 }
 
+/// How long the caller waits for the helpers to top their lists up before taking their parts.
+const TOP_UP_WAIT: Duration = Duration::from_millis(200);
+
 /// [`high_water::rises`] when every thread of the team last topped its scratch lists up.
 static TOPPED_UP: AtomicUsize = AtomicUsize::new(0);
 
@@ -344,7 +352,8 @@ static TOPPED_UP: AtomicUsize = AtomicUsize::new(0);
 /// running helper, and the caller (which owns the team), join a loop of nothing, so that each
 /// grows its lists to the marks now rather than whenever it next happens to take a part of the
 /// kind that needs them: then no thread allocates in later steps, however parts are claimed.
-/// Costs one hand-off per rise, and marks rise in a network's first steps.
+/// Costs one hand-off per rise, and marks rise in a network's first steps. (Teams of more than
+/// [`MAX_PINNED`] threads skip it: their helpers top up lazily, as they join a loop.)
 fn top_up_everywhere(team: &Team) {
     let rises = high_water::rises();
     let parts = team.helpers.len() + 1;
@@ -355,16 +364,27 @@ fn top_up_everywhere(team: &Team) {
     let job = Job::new(&nothing, parts, Claim::OwnOnly);
     publish(team, &job);
     job.work(0);
-    // Parts of helpers that never started (nothing to top up there) are the caller's.
-    for (i, h) in team.helpers.iter().enumerate() {
-        if h.thread.get().is_none() {
+    // The caller takes the parts of helpers that never started (nothing to top up there), and
+    // of any that has not taken its part within TOP_UP_WAIT (one still starting, say): those
+    // top up lazily as they join their next loop (`Job::work`).
+    let deadline = Instant::now() + TOP_UP_WAIT;
+    let claim_left = |unstarted_only: bool| {
+        for (i, h) in team.helpers.iter().enumerate() {
+            if unstarted_only && h.thread.get().is_some() {
+                continue;
+            }
             if let Some(claimed) = &job.pinned {
                 if !claimed[i + 1].swap(true, SeqCst) {
                     job.run(i + 1);
                 }
             }
         }
+    };
+    claim_left(true);
+    while job.done.load(SeqCst) < parts && Instant::now() < deadline {
+        std::hint::spin_loop();
     }
+    claim_left(false);
     wait(&job);
     withdraw(team);
     TOPPED_UP.store(rises, SeqCst);
