@@ -370,6 +370,8 @@ impl Trainer {
     pub fn fit(&mut self, train: Arc<Dataset>, cfg: FitConfig) -> Result<History> {
         let fitted = self.fit_here(train, cfg);
         self.validating = false;
+        // The training set kept on a GPU for this fit (if any) goes, however the fit ended.
+        self.model.runtime().drop_training_set();
         fitted?;
         Ok(self.history.clone())
     }
@@ -608,9 +610,6 @@ impl Trainer {
             if stop.is_none() && self.state.epoch < cfg.epochs {
                 last_good = self.snapshot()?;
             }
-        }
-        if kept {
-            self.model.runtime().drop_training_set();
         }
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         for cb in &mut callbacks {
