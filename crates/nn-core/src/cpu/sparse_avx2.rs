@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::high_water::HighWater;
-use super::sparse_gemm::{SparseA, MAX_KEPT, MAX_LIT, PEEK_IMAGES};
+use super::sparse_gemm::{top_up_lists, Lists, SparseA, MAX_KEPT, MAX_LIT, PEEK_IMAGES};
 
 /// Rows of a tile.
 const MR: usize = 6;
@@ -23,12 +23,7 @@ const NR: usize = 16;
 
 /// Per-thread lists, kept from call to call: which pixels of each image are lit (the weight
 /// gradient's, eight per byte) and one tile's steps.
-#[derive(Default)]
-struct Scratch {
-    masks: Vec<u8>,
-    a_offs: Vec<u32>,
-    b_offs: Vec<u32>,
-}
+type Scratch = Lists<u8>;
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
@@ -40,13 +35,7 @@ static MASKS: HighWater = HighWater::new();
 
 /// Grows this thread's lists to the longest any thread has needed (skipped while in use).
 pub(crate) fn top_up() {
-    let _ = SCRATCH.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            OFFSETS.grow(&mut s.a_offs, 0, 0);
-            OFFSETS.grow(&mut s.b_offs, 0, 0);
-            MASKS.grow(&mut s.masks, 0, 0);
-        }
-    });
+    top_up_lists(&SCRATCH, &OFFSETS, &MASKS);
 }
 
 /// Whether this CPU has AVX2 and FMA.

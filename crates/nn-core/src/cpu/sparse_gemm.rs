@@ -60,14 +60,34 @@ impl SparseA {
     }
 }
 
-/// Per-thread lists, kept from call to call: which values of `A` are nonzero (the weight
-/// gradient's, 16 pixels per mask), and one tile's steps (offsets into `A` and into `B`).
+/// A thread's lists for the sparse products, kept from call to call: which values of `A` are
+/// nonzero (the weight gradient's, in mask words `M`), and one tile's steps (offsets into `A`
+/// and into `B`).
 #[derive(Default)]
-struct Scratch {
-    masks: Vec<u16>,
-    a_offs: Vec<u32>,
-    b_offs: Vec<u32>,
+pub(crate) struct Lists<M> {
+    pub(crate) masks: Vec<M>,
+    pub(crate) a_offs: Vec<u32>,
+    pub(crate) b_offs: Vec<u32>,
 }
+
+/// Grows this thread's lists in `key` to the longest any thread has needed (`offsets` for the
+/// step lists, `masks` for the masks); skipped while they are in use.
+pub(crate) fn top_up_lists<M: Clone + Default + 'static>(
+    key: &'static std::thread::LocalKey<RefCell<Lists<M>>>,
+    offsets: &HighWater,
+    masks: &HighWater,
+) {
+    let _ = key.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            offsets.grow(&mut s.a_offs, 0, 0);
+            offsets.grow(&mut s.b_offs, 0, 0);
+            masks.grow(&mut s.masks, 0, M::default());
+        }
+    });
+}
+
+/// This module's lists: 16 pixels per mask word.
+type Scratch = Lists<u16>;
 
 /// How many parts of products this process has computed from their nonzeros.
 static PARTS: AtomicUsize = AtomicUsize::new(0);
@@ -87,13 +107,7 @@ static MASKS: HighWater = HighWater::new();
 
 /// Grows this thread's lists to the longest any thread has needed (skipped while in use).
 pub(crate) fn top_up() {
-    let _ = SCRATCH.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            OFFSETS.grow(&mut s.a_offs, 0, 0);
-            OFFSETS.grow(&mut s.b_offs, 0, 0);
-            MASKS.grow(&mut s.masks, 0, 0);
-        }
-    });
+    top_up_lists(&SCRATCH, &OFFSETS, &MASKS);
 }
 
 /// `C[rows, :] = op(A)[rows, ks]·B[ks, :]` (added to `C` when `add`), in tiles of `nv`
