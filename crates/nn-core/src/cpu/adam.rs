@@ -68,9 +68,12 @@ impl AdamStep {
         while i < n {
             // SAFETY: i + 16 <= n <= the length of every slice.
             unsafe {
+                // Every load before the stores: with the four slices at the same offset in
+                // their pages, a load after a store to the same offset waits for it.
                 let gv = _mm512_loadu_ps(gp.add(i));
                 let mut mv = _mm512_loadu_ps(mp.add(i));
                 let mut vv = _mm512_loadu_ps(vp.add(i));
+                let wv = _mm512_loadu_ps(wp.add(i));
                 mv = _mm512_add_ps(mv, _mm512_mul_ps(_mm512_sub_ps(gv, mv), c1));
                 vv = _mm512_add_ps(vv, _mm512_mul_ps(_mm512_sub_ps(_mm512_mul_ps(gv, gv), vv), c2));
                 _mm512_storeu_ps(mp.add(i), mv);
@@ -85,16 +88,17 @@ impl AdamStep {
                 // A zero numerator over a positive divisor: the quotient is the numerator (its
                 // sign included). Anything else outside the proven range: the division.
                 let aq = _mm512_abs_ps(q);
-                let good = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(aq, tiny) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(aq, huge);
-                let zeros = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, zero) & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
+                let good = _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(aq, tiny), aq, huge);
                 if good != 0xFFFF {
+                    let zeros =
+                        _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, zero), d, zero);
                     q = _mm512_mask_mov_ps(q, zeros, a);
                     let other = !(good | zeros);
                     if other != 0 {
                         q = _mm512_mask_div_ps(q, other, a, d);
                     }
                 }
-                _mm512_storeu_ps(wp.add(i), _mm512_sub_ps(_mm512_loadu_ps(wp.add(i)), q));
+                _mm512_storeu_ps(wp.add(i), _mm512_sub_ps(wv, q));
             }
             i += 16;
         }

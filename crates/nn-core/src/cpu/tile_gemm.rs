@@ -198,10 +198,7 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
     let mut edge = EDGE.lock().unwrap_or_else(|e| e.into_inner());
     let panel: &[f32] = if n < w {
         let panel = grow(&mut edge, k * w);
-        for (kk, row) in panel.chunks_exact_mut(w).enumerate() {
-            row[..n].copy_from_slice(&b[kk * n..(kk + 1) * n]);
-            row[n..].fill(0.0);
-        }
+        pad_rows(&b[..k * n], n, panel, w);
         panel
     } else {
         &[]
@@ -363,6 +360,49 @@ pub(crate) fn add_partials(c: &mut [f32], partials: &[f32]) {
     )
 }
 
+/// Copies the rows of `n` floats in `src` into the rows of `w ≥ n` floats of `dst`, zeros
+/// after each: `B` narrower than one tile, made one. With AVX-512, a masked load and a store
+/// per vector (a logits layer's `B` is 128 rows of 10: a copy and a fill per row took 1.1 µs
+/// of a 1.9 µs product).
+fn pad_rows(src: &[f32], n: usize, dst: &mut [f32], w: usize) {
+    let rows = dst.len() / w;
+    assert!(n <= w && src.len() >= rows * n, "pad_rows: {rows} rows of {n} into rows of {w}");
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() && w.is_multiple_of(LANES) {
+        // SAFETY: the CPU has AVX-512F (checked); the sizes were checked above.
+        unsafe { pad_rows_avx512(src, n, dst, w) };
+        return;
+    }
+    for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+        row[..n].copy_from_slice(&src[r * n..(r + 1) * n]);
+        row[n..].fill(0.0);
+    }
+}
+
+/// [`pad_rows`] on AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F; `n <= w`, `w` is a multiple of 16 and `src` holds `n` floats per row
+/// of `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pad_rows_avx512(src: &[f32], n: usize, dst: &mut [f32], w: usize) {
+    use std::arch::x86_64::*;
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for r in 0..dst.len() / w {
+        for lo in (0..w).step_by(LANES) {
+            let left = n.saturating_sub(lo).min(LANES);
+            let mask = ((1u32 << left) - 1) as u16;
+            // SAFETY: the load reads only the `left` floats of the row still to copy (a
+            // masked-off lane reads nothing); the store writes inside row r of `dst`.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, s.wrapping_add(r * n + lo));
+                _mm512_storeu_ps(d.add(r * w + lo), x);
+            }
+        }
+    }
+}
+
 /// `B` narrower than one tile, copied into a zero-padded panel by [`gemm`], reused from call
 /// to call.
 static EDGE: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
@@ -446,6 +486,7 @@ mod tests {
             (32, 100, 784, false, false, 0.0),
             (784, 144, 32, true, false, 1.0),
             (7, 10, 5, true, false, 0.0),
+            (6, 3, 40, false, false, 0.0),
             (13, 64, 9, false, false, 1.0),
             (20, 37, 11, false, false, 1.0),
             (9, 200, 13, true, false, 0.0),
