@@ -3,7 +3,7 @@
 //! the two conv layers; default 32 64).
 use std::time::Instant;
 
-use nn_core::cpu::Cpu;
+use nn_core::cpu::{Cpu, HostBuf};
 use nn_core::device::{Channels, Device, Gemm, Window};
 use nn_core::Activation;
 
@@ -30,14 +30,14 @@ fn main() -> nn_core::Result<()> {
         let win = Window { n, c, h, w: h, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh, ow };
         let ckk = c * 9;
         let ohw = oh * ow;
-        let x: Vec<f32> = (0..n * c * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
+        let x: HostBuf = (0..n * c * h * h).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>()[..].into();
         let mut cols = d.alloc(ckk * n * ohw)?;
-        let wk: Vec<f32> = vec![0.01; f * ckk];
+        let wk: HostBuf = vec![0.01; f * ckk][..].into();
         let mut tmp = d.alloc(f * n * ohw)?;
         let mut y = d.alloc(f * n * ohw)?;
         let mut dx = d.alloc(n * c * h * h)?;
         let mut gw = d.alloc(f * ckk)?;
-        let bias = vec![0.1f32; f];
+        let bias: HostBuf = vec![0.1f32; f][..].into();
         println!("conv {c}->{f} on {h}x{h}:");
         time("  im2col", 20, || d.im2col(&x, &win, &mut cols).unwrap_or(()));
         time("  gemm fwd W·cols", 20, || {
@@ -48,7 +48,7 @@ fn main() -> nn_core::Result<()> {
         time("  bias+relu", 20, || d.bias_act(&mut y, Some(&bias), Activation::Relu, s).unwrap_or(()));
         let yc = y.clone();
         time("  relu backward", 20, || d.act_backward(&yc, &mut y, Activation::Relu, s).unwrap_or(()));
-        let mut gb = vec![0f32; f];
+        let mut gb = d.alloc(f)?;
         time("  channel sums", 20, || d.channel_sums(&yc, s, 0.0, &mut gb).unwrap_or(()));
         time("  gemm dW t·colsT", 20, || {
             d.gemm(&Gemm::new(false, true, f, ckk, n * ohw), &tmp, &cols, &mut gw).unwrap_or(())
@@ -70,7 +70,7 @@ fn main() -> nn_core::Result<()> {
             });
             let pyc = py.clone();
             let relu = Activation::Relu;
-            let mut backward = |dx: Option<&mut Vec<f32>>| {
+            let mut backward = |dx: Option<&mut HostBuf>| {
                 d.conv_pool_backward(
                     &x,
                     &pyc,

@@ -13,7 +13,7 @@ fn dropout_is_the_identity_in_inference_and_drops_its_rate_in_training() {
     assert_eq!(m.predict(&x, 2).unwrap().as_slice().unwrap(), &x[..]);
     // In training (the device's pass): a fraction `rate` zeroed, the rest scaled by 1/(1-rate).
     let (dev, n) = (Cpu, 100_000);
-    let big: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32).collect();
+    let big: nn_core::cpu::HostBuf = (0..n).map(|i| 1.0 + (i % 7) as f32).collect::<Vec<_>>()[..].into();
     let draw = |seed| {
         let (mut y, mut mask) = (dev.alloc(n).unwrap(), dev.alloc(n).unwrap());
         dev.dropout(&big, &mut y, &mut mask, 0.3, seed, n).unwrap();

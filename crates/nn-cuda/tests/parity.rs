@@ -375,8 +375,8 @@ fn convolution_and_pooling_helpers() {
         let cols = rand(&mut rng, win.c * win.kh * win.kw * win.n * win.oh * win.ow, -1.0, 1.0);
         let dy = rand(&mut rng, outputs, -1.0, 1.0);
         // Both devices scatter through the same winners.
-        let (mut y, mut arg) = (vec![0f32; outputs], vec![0f32; outputs]);
-        Cpu.max_pool(&x, &win, &mut y, &mut arg).unwrap();
+        let (mut y, mut arg) = (Cpu.alloc(outputs).unwrap(), Cpu.alloc(outputs).unwrap());
+        Cpu.max_pool(&x[..].into(), &win, &mut y, &mut arg).unwrap();
         all_close(
             &format!("{win:?}"),
             &conv_case(&Cpu, &win, &x, &cols, &dy, &arg),
