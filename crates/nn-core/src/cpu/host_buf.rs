@@ -41,6 +41,22 @@ impl HostBuf {
     }
 }
 
+impl HostBuf {
+    /// An empty buffer (allocates nothing), for statics grown on first use.
+    pub(crate) const fn new() -> HostBuf {
+        HostBuf { lines: Vec::new(), len: 0 }
+    }
+
+    /// Its first `len` floats, grown (with zeros) to them first if shorter: a scratch buffer.
+    pub(crate) fn grown(&mut self, len: usize) -> &mut [f32] {
+        if self.len < len {
+            self.lines.resize(len.div_ceil(16), Line([0.0; 16]));
+            self.len = len;
+        }
+        &mut self[..len]
+    }
+}
+
 impl From<&[f32]> for HostBuf {
     /// A copy of `x` (aborting, as `Vec` does, if the memory cannot be had).
     fn from(x: &[f32]) -> HostBuf {

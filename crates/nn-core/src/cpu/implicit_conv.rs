@@ -211,12 +211,12 @@ fn pack<'a>(
     ckk: usize,
     positions: usize,
     tiles: fn(usize) -> TileFn,
-    buf: &'a mut Vec<f32>,
+    buf: &'a mut super::HostBuf,
 ) -> Packed<'a> {
     let nv = pick_nv(positions, filters.min(MAX_W));
     let tw = nv * LANES;
     let panels = filters.div_ceil(tw);
-    let (wt, bias) = grow(buf, panels * ckk * tw + panels * tw).split_at_mut(panels * ckk * tw);
+    let (wt, bias) = buf.grown(panels * ckk * tw + panels * tw).split_at_mut(panels * ckk * tw);
     for (f, v) in bias.iter_mut().enumerate() {
         *v = if f < filters { b.map_or(0.0, |b| b[f]) } else { 0.0 };
     }
@@ -380,7 +380,7 @@ pub(crate) fn forward_pooled(
 }
 
 /// `Wᵀ` packed by [`forward`] and [`forward_pooled`], reused from call to call.
-static PACKED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+static PACKED: Mutex<super::HostBuf> = Mutex::new(super::HostBuf::new());
 
 /// Where [`backward`] finds the gradient of the conv's output (after the activation's).
 pub(crate) enum Grad<'a> {

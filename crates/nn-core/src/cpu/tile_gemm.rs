@@ -197,7 +197,7 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
     // B narrower than a tile is copied into a zero-padded panel first (so no read runs past B).
     let mut edge = EDGE.lock().unwrap_or_else(|e| e.into_inner());
     let panel: &[f32] = if n < w {
-        let panel = grow(&mut edge, k * w);
+        let panel = edge.grown(k * w);
         pad_rows(&b[..k * n], n, panel, w);
         panel
     } else {
@@ -405,7 +405,7 @@ unsafe fn pad_rows_avx512(src: &[f32], n: usize, dst: &mut [f32], w: usize) {
 
 /// `B` narrower than one tile, copied into a zero-padded panel by [`gemm`], reused from call
 /// to call.
-static EDGE: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static EDGE: std::sync::Mutex<super::HostBuf> = std::sync::Mutex::new(super::HostBuf::new());
 
 /// [`gemm`] with `B` stored `[n, k]` and used transposed: `Bᵀ` is first copied into panels of
 /// `w` columns (`[k][w]` each, zero past `n`), in parallel, then each part (rows `per` at a
@@ -424,7 +424,7 @@ fn transposed_b(
     let (m, n, k) = (g.m, g.n, g.k);
     let panels = n.div_ceil(w);
     let mut packed = PACKED.lock().unwrap_or_else(|e| e.into_inner());
-    let packed = grow(&mut packed, panels * k * w);
+    let packed = packed.grown(panels * k * w);
     team::chunks_mut(packed, k * w, |t, panel| {
         let (c0, cw) = (t * w, w.min(n - t * w));
         transpose(&b[c0 * k..], cw, k, k, panel, w);
@@ -465,9 +465,10 @@ fn transposed_b(
 }
 
 /// `Bᵀ` packed by [`transposed_b`], reused from call to call.
-static PACKED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static PACKED: std::sync::Mutex<super::HostBuf> = std::sync::Mutex::new(super::HostBuf::new());
 
-/// `v[..len]`, grown (with zeros) if shorter.
+/// `v[..len]`, grown (with zeros) if shorter. (The buffers a tile reads as its `B` are
+/// [`HostBuf`](super::HostBuf)s instead, whose rows of 16·j floats start on cache lines.)
 pub(crate) fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);

@@ -82,7 +82,7 @@ thread_local! {
 }
 
 /// The transformed kernels `[16][c][filters]`, reused from call to call.
-static KERNELS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+static KERNELS: Mutex<super::HostBuf> = Mutex::new(super::HostBuf::new());
 
 /// The shapes of one call.
 struct Shape {
@@ -139,7 +139,7 @@ pub(crate) fn forward_pooled(
 ) {
     let s = Shape::new(win, pool, filters);
     let mut kernels = KERNELS.lock().unwrap_or_else(|e| e.into_inner());
-    let (u, bias) = grow(&mut kernels, 16 * s.c * s.f + s.f).split_at_mut(16 * s.c * s.f);
+    let (u, bias) = kernels.grown(16 * s.c * s.f + s.f).split_at_mut(16 * s.c * s.f);
     for (fi, v) in bias.iter_mut().enumerate() {
         *v = b.map_or(0.0, |b| b[fi]);
     }
