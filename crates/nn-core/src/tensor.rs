@@ -26,14 +26,17 @@ impl Tensor {
 /// [`crate::NnError::Device`] naming the size that could not be allocated.
 pub fn try_zeros(len: usize) -> crate::Result<Vec<f32>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        crate::NnError::Device(format!(
-            "cannot allocate {len} floats ({:.1} GiB) in host memory",
-            len as f64 * 4.0 / (1u64 << 30) as f64
-        ))
-    })?;
+    v.try_reserve_exact(len).map_err(|_| out_of_host_memory(len))?;
     v.resize(len, 0.0);
     Ok(v)
+}
+
+/// The error for `len` floats that host memory could not hold.
+pub(crate) fn out_of_host_memory(len: usize) -> crate::NnError {
+    crate::NnError::Device(format!(
+        "cannot allocate {len} floats ({:.1} GiB) in host memory",
+        len as f64 * 4.0 / (1u64 << 30) as f64
+    ))
 }
 
 #[cfg(test)]

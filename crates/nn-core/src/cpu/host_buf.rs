@@ -30,12 +30,7 @@ impl HostBuf {
     pub fn zeros(len: usize) -> crate::Result<HostBuf> {
         let n = len.div_ceil(16);
         let mut lines = Vec::new();
-        lines.try_reserve_exact(n).map_err(|_| {
-            crate::NnError::Device(format!(
-                "cannot allocate {len} floats ({:.1} GiB) in host memory",
-                len as f64 * 4.0 / (1u64 << 30) as f64
-            ))
-        })?;
+        lines.try_reserve_exact(n).map_err(|_| crate::tensor::out_of_host_memory(len))?;
         lines.resize(n, Line([0.0; 16]));
         Ok(HostBuf { lines, len })
     }
