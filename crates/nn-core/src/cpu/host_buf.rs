@@ -21,19 +21,8 @@ pub struct HostBuf {
     len: usize,
 }
 
-impl HostBuf {
-    /// `len` zeros.
-    ///
-    /// # Errors
-    /// [`crate::NnError::Device`] when the memory cannot be had (naming the size), rather than
-    /// aborting.
-    pub fn zeros(len: usize) -> crate::Result<HostBuf> {
-        let n = len.div_ceil(16);
-        let mut lines = Vec::new();
-        lines.try_reserve_exact(n).map_err(|_| crate::tensor::out_of_host_memory(len))?;
-        lines.resize(n, Line([0.0; 16]));
-        Ok(HostBuf { lines, len })
-    }
+impl Line {
+    const ZERO: Line = Line([0.0; 16]);
 }
 
 impl HostBuf {
@@ -42,10 +31,22 @@ impl HostBuf {
         HostBuf { lines: Vec::new(), len: 0 }
     }
 
+    /// `len` zeros.
+    ///
+    /// # Errors
+    /// [`crate::NnError::Device`] when the memory cannot be had (naming the size), rather than
+    /// aborting.
+    pub fn zeros(len: usize) -> crate::Result<HostBuf> {
+        let mut b = HostBuf::new();
+        b.lines.try_reserve_exact(len.div_ceil(16)).map_err(|_| crate::tensor::out_of_host_memory(len))?;
+        b.grown(len);
+        Ok(b)
+    }
+
     /// Its first `len` floats, grown (with zeros) to them first if shorter: a scratch buffer.
     pub(crate) fn grown(&mut self, len: usize) -> &mut [f32] {
         if self.len < len {
-            self.lines.resize(len.div_ceil(16), Line([0.0; 16]));
+            self.lines.resize(len.div_ceil(16), Line::ZERO);
             self.len = len;
         }
         &mut self[..len]
@@ -55,11 +56,9 @@ impl HostBuf {
 impl From<&[f32]> for HostBuf {
     /// A copy of `x` (aborting, as `Vec` does, if the memory cannot be had).
     fn from(x: &[f32]) -> HostBuf {
-        let mut lines = vec![Line([0.0; 16]); x.len().div_ceil(16)];
-        for (line, chunk) in lines.iter_mut().zip(x.chunks(16)) {
-            line.0[..chunk.len()].copy_from_slice(chunk);
-        }
-        HostBuf { lines, len: x.len() }
+        let mut b = HostBuf::new();
+        b.grown(x.len()).copy_from_slice(x);
+        b
     }
 }
 
