@@ -211,16 +211,21 @@ fn predict_caps_its_picture_and_reports_the_accuracy_of_many_indices() {
 fn precision_bf16_trains_on_amx_or_says_what_it_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let args = ["--precision", "bf16", "train", "--model", "mlp-128", "--epochs", "1", "--limit", "3000", "-q"];
-    let out = mnist(dir, &[&args[..], &["--run-dir", "run"]].concat());
-    if nn_core::cpu::bf16_products_available() {
-        let (stdout, _) = ok_both(&out);
-        assert!(stdout.contains("cpu (") && stdout.contains("bf16 products"), "{stdout}");
-        let report = std::fs::read_to_string(dir.join("run/report.txt")).unwrap();
-        assert!(report.contains("bf16 products"), "{report}");
-    } else {
-        let (_, stderr) = fails_both(&out, &["--precision bf16", "AMX", "--precision f32"]);
-        assert!(!dir.join("run").exists(), "{stderr}");
+    // `high` is PyTorch's name for the split products, an alias of `bf16x3`.
+    for (precision, name) in [("bf16", "bf16"), ("bf16x3", "bf16x3"), ("high", "bf16x3")] {
+        let args = ["--precision", precision, "train", "--model", "mlp-128", "--epochs", "1", "--limit", "3000", "-q"];
+        let run = format!("run-{precision}");
+        let out = mnist(dir, &[&args[..], &["--run-dir", &run]].concat());
+        let says = format!("{name} products");
+        if nn_core::cpu::bf16_products_available() {
+            let (stdout, _) = ok_both(&out);
+            assert!(stdout.contains("cpu (") && stdout.contains(&says), "{stdout}");
+            let report = std::fs::read_to_string(dir.join(&run).join("report.txt")).unwrap();
+            assert!(report.contains(&says), "{report}");
+        } else {
+            let (_, stderr) = fails_both(&out, &[&format!("--precision {name}"), "AMX", "--precision f32"]);
+            assert!(!dir.join(&run).exists(), "{stderr}");
+        }
     }
     // The default is f32, and says nothing of bf16.
     let out =

@@ -1,10 +1,10 @@
 //! GFLOP/s of the CPU device's GEMM on the shapes of the benchmark models, on one thread and
 //! on all of rayon's threads: `cargo run --release -p nn-core --example gemm_shapes`; with
-//! `-- --bf16`, beside them the time on all threads in f32 and in bfloat16 (AMX, where the
-//! CPU has it).
+//! `-- --bf16`, beside them the time on all threads in f32, in split bfloat16 (matmul precision
+//! "high") and in bfloat16 ("medium"), on AMX where the CPU has it.
 use std::time::Instant;
 
-use nn_core::cpu::{gemm_slices, on_compute_threads};
+use nn_core::cpu::{gemm_slices, on_compute_threads, set_matmul_precision, MatmulPrecision};
 use nn_core::device::Gemm;
 
 fn rate(g: &Gemm, reps: usize) -> f64 {
@@ -61,12 +61,16 @@ fn main() {
             if bf16 {
                 let us = |r: f64| 2.0 * (m * n * k) as f64 / r / 1e3;
                 let f32_rate = rate(&g, reps);
-                nn_core::cpu::use_bf16_products(true);
+                set_matmul_precision(MatmulPrecision::High);
+                let high_rate = rate(&g, reps);
+                set_matmul_precision(MatmulPrecision::Medium);
                 let bf16_rate = rate(&g, reps);
-                nn_core::cpu::use_bf16_products(false);
+                set_matmul_precision(MatmulPrecision::Highest);
                 println!(
-                    "{name:16} {m:5}x{n:5}x{k:5}  f32 {:8.1} µs {f32_rate:6.1}  bf16 {:8.1} µs {bf16_rate:6.1} GFLOP/s",
+                    "{name:16} {m:5}x{n:5}x{k:5}  f32 {:8.1} µs {f32_rate:6.1}  bf16x3 {:8.1} µs {high_rate:6.1}  \
+                     bf16 {:8.1} µs {bf16_rate:6.1} GFLOP/s",
                     us(f32_rate),
+                    us(high_rate),
                     us(bf16_rate)
                 );
                 continue;

@@ -49,14 +49,15 @@ fn training_steps_allocate_nothing_after_the_first() {
     }
     #[cfg(not(target_arch = "x86_64"))]
     return;
-    let mut models = vec![("mlp-128", false), ("convnet", false), ("fast-cnn", false)];
+    use nn_core::cpu::MatmulPrecision::{High, Highest, Medium};
+    let mut models = vec![("mlp-128", Highest), ("convnet", Highest), ("fast-cnn", Highest)];
     // With bfloat16 products every product of these goes to the AMX tiles, which pack into
     // per-thread buffers grown once (the switch is process-wide: this is the file's one test).
     if nn_core::cpu::bf16_products_available() {
-        models.extend([("mlp-128", true), ("mlp-512-512", true)]);
+        models.extend([("mlp-128", Medium), ("mlp-512-512", Medium), ("mlp-128", High), ("mlp-512-512", High)]);
     }
-    for (name, bf16) in models {
-        nn_core::cpu::use_bf16_products(bf16);
+    for (name, precision) in models {
+        nn_core::cpu::set_matmul_precision(precision);
         let spec = preset(name).unwrap();
         let mut net = Network::new(Cpu, &spec, 7).unwrap();
         let n = 64;
@@ -89,6 +90,6 @@ fn training_steps_allocate_nothing_after_the_first() {
             step(t, &mut net);
         }
         let during = ALLOCATIONS.load(Relaxed) - before;
-        assert_eq!(during, 0, "{name} (bf16 {bf16}): {during} allocations in three training steps and predictions");
+        assert_eq!(during, 0, "{name} ({precision:?}): {during} allocations in three training steps and predictions");
     }
 }

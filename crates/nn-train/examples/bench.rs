@@ -1,12 +1,14 @@
 //! Speed benchmark of one model, printing `RESULT {json}` like `../shared/bench/bench_torch.py`.
-//! `bench M1|M2|M3|M4|PRESET [--epochs E] [--real DIR] [--bf16] [--device cpu|cuda]`: trains on
-//! synthetic data of MNIST's shape (or the real files), then predicts 10 000 images; `--bf16`
-//! runs the CPU's products in bfloat16 where it has AMX (`nn_core::cpu::use_bf16_products`);
+//! `bench M1|M2|M3|M4|PRESET [--epochs E] [--real DIR] [--bf16|--bf16x3] [--device cpu|cuda]`:
+//! trains on synthetic data of MNIST's shape (or the real files), then predicts 10 000 images;
+//! `--bf16` runs the CPU's products in bfloat16 where it has AMX, `--bf16x3` in split bfloat16
+//! (`nn_core::cpu::set_matmul_precision`);
 //! `--device cuda` trains on the GPU (a build with `--features cuda`). Used by `cargo xtask bench`.
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnist_data::{Dataset, Rng};
+use nn_core::cpu::MatmulPrecision;
 use nn_train::recipes::recipe;
 use nn_train::{predict_dataset, FitConfig, Trainer, Verbosity};
 
@@ -39,11 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flag = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
     let epochs: usize = flag("--epochs").and_then(|e| e.parse().ok()).unwrap_or(3);
     let r = recipe(name).ok_or("unknown model")?;
-    if args.iter().any(|a| a == "--bf16") {
-        if !nn_core::cpu::bf16_products_available() {
-            return Err("--bf16: this CPU (or OS) has no AMX bfloat16 products".into());
+    for (f, precision) in [("--bf16", MatmulPrecision::Medium), ("--bf16x3", MatmulPrecision::High)] {
+        if args.iter().any(|a| a == f) {
+            if !nn_core::cpu::bf16_products_available() {
+                return Err(format!("{f}: this CPU (or OS) has no AMX bfloat16 products").into());
+            }
+            nn_core::cpu::set_matmul_precision(precision);
         }
-        nn_core::cpu::use_bf16_products(true);
     }
     let (train, test) = match flag("--real") {
         Some(dir) => {

@@ -1,9 +1,11 @@
 //! Trains one of the tutorial recipes on MNIST and prints the test accuracy.
-//! `cargo run --release -p nn-train --example train_recipe -- mlp-128 [epochs] [seed] [data/mnist] [batch] [augment] [bf16]`
+//! `cargo run --release -p nn-train --example train_recipe -- mlp-128 [epochs] [seed] [data/mnist] [batch] [augment] [bf16|bf16x3]`
 //! (`augment`: rotation 10°, shifts 0.1, as in the Keras tutorial's ImageDataGenerator; `bf16`:
-//! the products in bfloat16 where the CPU has AMX, `nn_core::cpu::use_bf16_products`).
+//! the products in bfloat16 where the CPU has AMX, `bf16x3` in split bfloat16:
+//! `nn_core::cpu::set_matmul_precision`).
 use std::sync::Arc;
 
+use nn_core::cpu::MatmulPrecision;
 use nn_core::Model;
 use nn_train::recipes::recipe;
 use nn_train::{FitConfig, Trainer};
@@ -18,11 +20,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch_size = args.get(5).and_then(|b| b.parse().ok()).unwrap_or(r.batch_size);
     let word = |w: &str| args.iter().skip(6).any(|a| a == w);
     let augmentation = word("augment").then(|| mnist_data::Augmentation::new().rotation(10.0).shift(0.1, 0.1));
-    if word("bf16") {
-        if !nn_core::cpu::bf16_products_available() {
-            return Err("bf16: this CPU (or OS) has no AMX bfloat16 products".into());
+    for (w, precision) in [("bf16", MatmulPrecision::Medium), ("bf16x3", MatmulPrecision::High)] {
+        if word(w) {
+            if !nn_core::cpu::bf16_products_available() {
+                return Err(format!("{w}: this CPU (or OS) has no AMX bfloat16 products").into());
+            }
+            nn_core::cpu::set_matmul_precision(precision);
         }
-        nn_core::cpu::use_bf16_products(true);
     }
     let t0 = std::time::Instant::now();
     let data = mnist_data::Mnist::load(&dir)?;

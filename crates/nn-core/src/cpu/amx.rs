@@ -1,10 +1,11 @@
-//! Matrix products in bfloat16 on Intel's AMX tiles: the CPU device's opt-in mixed precision
-//! (see [`use_bf16_products`]).
+//! Matrix products in bfloat16 on Intel's AMX tiles: the CPU device's opt-in precisions below
+//! f32 (see [`MatmulPrecision`]).
 //!
 //! `C = α·op(A)·op(B) + β·C` with both operands rounded to bfloat16 (`bf16_pack.rs`) and every
 //! product summed in f32, as PyTorch's `torch.set_float32_matmul_precision("medium")` does on
 //! such CPUs (the outputs, the activations and the weights stay f32; Keras's `mixed_bfloat16`
-//! policy would keep the activations in bfloat16 too). One `tdpbf16ps` multiplies a 16×32 tile of `A` by a 32×16 one of
+//! policy would keep the activations in bfloat16 too); or, for "high", each operand split into
+//! two bfloat16s and three products summed. One `tdpbf16ps` multiplies a 16×32 tile of `A` by a 32×16 one of
 //! `B` into 16×16 sums: 8,192 multiply-adds, where an AVX-512 FMA does 16. On the project's
 //! two Sapphire Rapids cores M3's 128×512×512 products run at 1.3–1.9 TFLOP/s, against ~330
 //! GFLOP/s in f32 (`examples/gemm_shapes.rs --bf16`).
@@ -13,7 +14,7 @@
 //! two of `A`, two of `B`), shared between the team's threads by rows or columns of blocks;
 //! see [`gemm`] for who packs what.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
@@ -24,34 +25,62 @@ use super::shares;
 use super::team::{self, SyncPtr};
 use crate::device::Gemm;
 
-/// Whether products go to the AMX tiles (see [`use_bf16_products`]).
-static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
+/// The precision asked for with [`set_matmul_precision`], as its `u8`.
+static PRECISION: AtomicU8 = AtomicU8::new(MatmulPrecision::Highest as u8);
 
 /// Below this many multiply-adds a product stays in f32 (packing both operands would cost
 /// more than it saves).
 const MIN_MACS: usize = 1 << 16;
 
-/// Turns the CPU device's bfloat16 products on or off (off by default: every product in f32).
+/// The same for split operands ([`MatmulPrecision::High`]: twice the packing, three times the
+/// products): M3's `128×10×512` took 21 µs split, 15 in f32; M1's `128×128×784` 56 against 92.
+const MIN_MACS_SPLIT: usize = 1 << 20;
+
+/// How the CPU device runs its matrix products: the levels of PyTorch's
+/// `torch.set_float32_matmul_precision`. Set with [`set_matmul_precision`].
 ///
-/// On, every matrix product of the CPU device (dense layers' forward passes and gradients,
-/// im2col convolutions; not the own convolution kernels) of at least 65,536 multiply-adds
-/// rounds its two operands to bfloat16 and sums in f32 on Intel's AMX tiles, where the CPU has
-/// them (Sapphire Rapids and later; see [`bf16_products_available`]); elsewhere it changes
-/// nothing. This is mixed precision as PyTorch's `set_float32_matmul_precision("medium")` means
-/// it: weights, activations, losses and updates stay f32, products carry 8 significant bits of
-/// their operands (Keras's `mixed_bfloat16` policy also keeps the activations in bfloat16). The products are then 3–6×
-/// faster and a wide dense model trains about twice as fast; the weights part from the f32
-/// run's from the first step, and the recipes reach the same accuracies (BENCHMARKS.md). It applies to
-/// the products run after the call, from any thread. On, it takes the first dense layer's
-/// products from the sparse ones of [`super::use_sparse_inputs`].
-pub fn use_bf16_products(on: bool) {
-    BF16_PRODUCTS.store(on, Ordering::Relaxed);
+/// Below `Highest`, every product of at least 65,536 multiply-adds (`Medium`; 1,048,576 for
+/// `High`) (dense layers' forward passes and gradients, im2col convolutions; not the own
+/// convolution kernels) runs on Intel's AMX tiles in bfloat16, summed in f32, where the CPU has
+/// them (Sapphire Rapids and later;
+/// see [`bf16_products_available`]); elsewhere every level is `Highest`. Weights, activations,
+/// losses and updates stay f32 at every level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MatmulPrecision {
+    /// Every product in f32 (the default; Keras's `float32` policy, PyTorch's "highest").
+    #[default]
+    Highest = 0,
+    /// Each operand split into two bfloat16s, `x ≈ hi + lo`, and each product taken as
+    /// `hi·hi' + hi·lo' + lo·hi'`: three AMX products carrying about 16 of f32's 24 significant
+    /// bits (PyTorch's "high" on CPUs without TF32). Near f32's results, and faster than f32
+    /// on wide layers (BENCHMARKS.md).
+    High = 1,
+    /// Both operands rounded to bfloat16, 8 significant bits (PyTorch's "medium"; Keras's
+    /// `mixed_bfloat16` policy also keeps the activations in bfloat16): the products 3–6×
+    /// faster than f32's and a wide dense model trains about twice as fast; the weights part
+    /// from the f32 run's from the first step, and the recipes reach the same accuracies
+    /// (BENCHMARKS.md).
+    Medium = 2,
 }
 
-/// Whether bfloat16 products were asked for with [`use_bf16_products`] and this CPU and
-/// operating system can run them.
-pub fn bf16_products() -> bool {
-    BF16_PRODUCTS.load(Ordering::Relaxed) && bf16_products_available()
+/// Sets how the CPU device runs the matrix products run after the call, from any thread
+/// ([`MatmulPrecision::Highest`], every product in f32, until then). Below `Highest`, the
+/// first dense layer's products are the AMX ones, not the sparse ones of
+/// [`super::use_sparse_inputs`].
+pub fn set_matmul_precision(precision: MatmulPrecision) {
+    PRECISION.store(precision as u8, Ordering::Relaxed);
+}
+
+/// The precision the CPU device's products run in: the one set with [`set_matmul_precision`]
+/// where this CPU and operating system can run it, `Highest` elsewhere.
+pub fn matmul_precision() -> MatmulPrecision {
+    match PRECISION.load(Ordering::Relaxed) {
+        0 => MatmulPrecision::Highest,
+        _ if !bf16_products_available() => MatmulPrecision::Highest,
+        1 => MatmulPrecision::High,
+        _ => MatmulPrecision::Medium,
+    }
 }
 
 /// Whether this CPU has AMX with bfloat16 (and AVX-512 BF16 for rounding) and the operating
@@ -101,10 +130,18 @@ fn detect() -> bool {
     false
 }
 
-/// Whether [`gemm`] takes this product: bfloat16 products are on and available, and it is a
-/// single product of at least [`MIN_MACS`] multiply-adds.
-pub(crate) fn handles(g: &Gemm) -> bool {
-    g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= MIN_MACS && bf16_products()
+/// The precision [`gemm`] runs this product in, if it takes it: the precision is below
+/// `Highest` (and available), and it is a single product of at least [`MIN_MACS`]
+/// multiply-adds ([`MIN_MACS_SPLIT`] for `High`).
+pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
+    let precision = matmul_precision();
+    let min = match precision {
+        MatmulPrecision::Highest => return None,
+        MatmulPrecision::High => MIN_MACS_SPLIT,
+        MatmulPrecision::Medium => MIN_MACS,
+    };
+    let takes = g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= min;
+    takes.then_some(precision)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,18 +185,20 @@ struct Buffers {
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
-/// the CPU team when `parallel`. Only for products [`handles`] accepts.
+/// the CPU team when `parallel`, each operand split in two for [`MatmulPrecision::High`]. Only
+/// for products [`handles`] accepts, in the precision it gives.
 ///
 /// A forward product `x·W` (neither operand transposed) whose kernel `W` splits into the
 /// kernel's shares of rows (`shares.rs`) is split along `k` as in f32: each thread multiplies
 /// its share of `x`'s columns by its share of `W`'s rows, the rows its core updates, into `C`
 /// (the first) or a partial sum, and the partial sums are added. Any other product is cut
 /// into blocks of 32×32 outputs shared out by rows or by columns of blocks (see `product`).
-pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
+pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool, precision: MatmulPrecision) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, n, k) = (g.m, g.n, g.k);
         let (lda, ldb) = (if g.trans_a { m } else { k }, if g.trans_b { k } else { n });
+        let split = precision == MatmulPrecision::High;
         let parts = if parallel { team::threads() } else { 1 };
         if parts > 1 && !g.trans_a && !g.trans_b && shares::splits(k) && m * n <= super::tile_gemm::MAX_PARTIAL {
             let mut partials = super::tile_gemm::PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
@@ -191,11 +230,11 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
                     product(
                         &sub,
                         (lda, ldb),
-                        a.as_ptr().add(ks.start),
-                        b.as_ptr().add(ks.start * ldb),
+                        (a.as_ptr().add(ks.start), b.as_ptr().add(ks.start * ldb)),
                         out,
                         (0, 1),
                         call,
+                        split,
                     );
                 }
             });
@@ -206,11 +245,13 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the operands' sizes were checked by the caller (gemm_slices); each part
         // writes its own blocks of C.
-        on_parts(parts, |p| unsafe { product(g, (lda, ldb), a.as_ptr(), b.as_ptr(), cp.raw().0, (p, parts), call) });
+        on_parts(parts, |p| unsafe {
+            product(g, (lda, ldb), (a.as_ptr(), b.as_ptr()), cp.raw().0, (p, parts), call, split)
+        });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (g, a, b, c, parallel);
+        let _ = (g, a, b, c, parallel, precision);
         unreachable!("bfloat16 products are only available on x86-64");
     }
 }
@@ -224,7 +265,7 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
 /// of tiles, or columns, that a row, or column, of blocks reads) at a time, just before the
 /// blocks that use it, while it is in cache. `call` names the call (the same for all its
 /// parts, a new one for the next call): a thread that runs several parts of one call packs
-/// the whole operand once.
+/// the whole operand once. `split`: each operand split in two ([`MatmulPrecision::High`]).
 ///
 /// # Safety
 /// The CPU has AMX and AVX-512 BF16 and this process may use them; the operands hold every
@@ -233,39 +274,51 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
 unsafe fn product(
     g: &Gemm,
     (lda, ldb): (usize, usize),
-    a: *const f32,
-    b: *const f32,
+    (a, b): (*const f32, *const f32),
     c: *mut f32,
     (p, parts): (usize, usize),
     call: u64,
+    split: bool,
 ) {
     let (m, n, k) = (g.m, g.n, g.k);
-    let (mb, nb, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
+    // Split operands take two tiles per 32 steps (see `pack`): `kt` tiles per row (or column)
+    // of tiles, from `kb` blocks of steps.
+    let reps = if split { 2 } else { 1 };
+    let (mb, nb, kb) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
+    let kt = reps * kb;
     let by_rows = mb >= nb;
-    // Packs tiles `from..` of A (or B) into `out`: tile `t` covers rows (or columns)
-    // `t / kt · 16..` and steps `t % kt · 32..`, zeros past the operand's edges.
+    // Packs tiles `from..` of A (or B) into `out`, `reps` tiles per block of steps: block `t`
+    // covers rows (or columns) `t / kb · 16..` and steps `t % kb · 32..`, zeros past the
+    // operand's edges; split, the two are the values' high parts and their low parts.
     let pack = |of_a: bool, from: usize, out: &mut [Tile]| {
         let (src, len, trans, ld) = if of_a { (a, m, g.trans_a, lda) } else { (b, n, !g.trans_b, ldb) };
         // Row-major `op(A)` has its steps contiguous; `op(B)` when it is stored transposed.
         let (o_stride, s_stride) = if trans { (1, ld) } else { (ld, 1) };
-        for (t, tile) in (from..).zip(out) {
-            let (o, s) = (t / kt * 16, t % kt * 32);
+        for (t, tiles) in (from / reps..).zip(out.chunks_exact_mut(reps)) {
+            let (o, s) = (t / kb * 16, t % kb * 32);
             let at = Source { o_stride, s_stride, outer: len.saturating_sub(o).min(16), steps: (k - s).min(32) };
             if at.outer == 0 {
-                *tile = Tile::ZERO;
+                tiles.fill(Tile::ZERO);
                 continue;
             }
             // SAFETY: the CPU has AVX-512 BF16 (the caller); a tile's elements lie inside
             // the operand (`Source` stops at its edges).
-            unsafe { super::bf16_pack::pack(src.add(o * o_stride + s * s_stride), at, tile, of_a) };
+            unsafe {
+                let src = src.add(o * o_stride + s * s_stride);
+                match tiles {
+                    [tile] => super::bf16_pack::pack(src, at, tile, of_a),
+                    [hi, lo] => super::bf16_pack::pack_split(src, at, hi, lo, of_a),
+                    _ => unreachable!("one or two tiles per block of steps"),
+                }
+            }
         }
     };
     // The operand every part reads whole: B when the parts split the rows, A when they split
     // the columns. Each part packs its own copy: packing it once, shared out, cost more (each
     // part's tiles, read by the other core after the previous product, had to be fetched back
     // before being written: 170 ns a tile against 50).
-    let (split, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
-    let own = even(split, parts, p);
+    let (divided, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
+    let own = even(divided, parts, p);
     if own.is_empty() {
         // More parts than rows (or columns) of blocks: nothing to pack or compute.
         return;
@@ -288,7 +341,7 @@ unsafe fn product(
                     for y in 0..whole {
                         let other = &shared[2 * y * kt..2 * (y + 1) * kt];
                         let (i, j, a, b) = if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
-                        block(g, a, b, kt, i, j, c);
+                        block(g, a, b, (kt, split), i, j, c);
                     }
                 }
             })
@@ -349,14 +402,16 @@ unsafe fn with_tiles(f: impl FnOnce()) {
 
 /// Computes block `(i, j)` (32×32 outputs from row `32·i`, column `32·j`) of `C` from `a`, the
 /// two rows of `kt` tiles of `op(A)` it reads (tile row `2i`, then `2i + 1`), and `b`, the two
-/// columns of `op(B)`'s (tile column `2j`, then `2j + 1`).
+/// columns of `op(B)`'s (tile column `2j`, then `2j + 1`). `split`: each 32 steps take two
+/// tiles, the operand's high parts and its low parts, and the block sums `hi·lo' + hi·hi' +
+/// lo·hi'` (in that order: the eight tiles are loaded once each, four tile registers at a time).
 ///
 /// # Safety
 /// Inside [`with_tiles`]; `c` points to `C` (`m × n`), whose block is written by no other
 /// thread meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], kt: usize, i: usize, j: usize, c: *mut f32) {
+unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i: usize, j: usize, c: *mut f32) {
     use std::arch::asm;
     use std::arch::x86_64::*;
     let (m, n) = (g.m, g.n);
@@ -384,51 +439,114 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], kt: usize, i: usize, j: usize,
         } else {
             (out.add(256), out.add(512), out.add(768))
         };
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "2:",
-            "tileloadd tmm4, [{a0} + {stride}]",
-            "tileloadd tmm6, [{b0} + {stride}]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tileloadd tmm7, [{b1} + {stride}]",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tileloadd tmm5, [{a1} + {stride}]",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a0}, 1024",
-            "add {a1}, 1024",
-            "add {b0}, 1024",
-            "add {b1}, 1024",
-            "dec {steps}",
-            "jnz 2b",
-            "tilestored [{o00} + {ld}], tmm0",
-            "tilestored [{o01} + {ld}], tmm1",
-            "tilestored [{o10} + {ld}], tmm2",
-            "tilestored [{o11} + {ld}], tmm3",
-            a0 = inout(reg) a.as_ptr() => _,
-            a1 = inout(reg) a.as_ptr().add(kt) => _,
-            b0 = inout(reg) b.as_ptr() => _,
-            b1 = inout(reg) b.as_ptr().add(kt) => _,
-            steps = inout(reg) kt => _,
-            stride = in(reg) 64usize,
-            o00 = in(reg) out,
-            o01 = in(reg) o01,
-            o10 = in(reg) o10,
-            o11 = in(reg) o11,
-            ld = in(reg) ld,
-            out("tmm0") _,
-            out("tmm1") _,
-            out("tmm2") _,
-            out("tmm3") _,
-            out("tmm4") _,
-            out("tmm5") _,
-            out("tmm6") _,
-            out("tmm7") _,
-            options(nostack),
-        );
+        if split {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                // A's high parts by B's low parts.
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm6, [{b0} + {stride} + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {stride} + 1024]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                // By B's high parts.
+                "tileloadd tmm6, [{b0} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tileloadd tmm7, [{b1} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                // A's low parts by B's high parts.
+                "tileloadd tmm4, [{a0} + {stride} + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride} + 1024]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 2048",
+                "add {a1}, 2048",
+                "add {b0}, 2048",
+                "add {b1}, 2048",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{o00} + {ld}], tmm0",
+                "tilestored [{o01} + {ld}], tmm1",
+                "tilestored [{o10} + {ld}], tmm2",
+                "tilestored [{o11} + {ld}], tmm3",
+                a0 = inout(reg) a.as_ptr() => _,
+                a1 = inout(reg) a.as_ptr().add(kt) => _,
+                b0 = inout(reg) b.as_ptr() => _,
+                b1 = inout(reg) b.as_ptr().add(kt) => _,
+                steps = inout(reg) kt / 2 => _,
+                stride = in(reg) 64usize,
+                o00 = in(reg) out,
+                o01 = in(reg) o01,
+                o10 = in(reg) o10,
+                o11 = in(reg) o11,
+                ld = in(reg) ld,
+                out("tmm0") _,
+                out("tmm1") _,
+                out("tmm2") _,
+                out("tmm3") _,
+                out("tmm4") _,
+                out("tmm5") _,
+                out("tmm6") _,
+                out("tmm7") _,
+                options(nostack),
+            );
+        } else {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm6, [{b0} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{o00} + {ld}], tmm0",
+                "tilestored [{o01} + {ld}], tmm1",
+                "tilestored [{o10} + {ld}], tmm2",
+                "tilestored [{o11} + {ld}], tmm3",
+                a0 = inout(reg) a.as_ptr() => _,
+                a1 = inout(reg) a.as_ptr().add(kt) => _,
+                b0 = inout(reg) b.as_ptr() => _,
+                b1 = inout(reg) b.as_ptr().add(kt) => _,
+                steps = inout(reg) kt => _,
+                stride = in(reg) 64usize,
+                o00 = in(reg) out,
+                o01 = in(reg) o01,
+                o10 = in(reg) o10,
+                o11 = in(reg) o11,
+                ld = in(reg) ld,
+                out("tmm0") _,
+                out("tmm1") _,
+                out("tmm2") _,
+                out("tmm3") _,
+                out("tmm4") _,
+                out("tmm5") _,
+                out("tmm6") _,
+                out("tmm7") _,
+                options(nostack),
+            );
+        }
         if direct {
             return;
         }
@@ -465,6 +583,12 @@ mod tests {
         f64::from(f32::from_bits(u32::from(bf16_bits(x)) << 16))
     }
 
+    /// `x` as the split's two parts: rounded, and what the rounding left, rounded.
+    fn split(x: f32) -> (f64, f64) {
+        let hi = round(x);
+        (hi, round((f64::from(x) - hi) as f32))
+    }
+
     #[test]
     fn products_are_the_sums_of_the_rounded_operands_for_every_layout_and_edge() {
         if !bf16_products_available() {
@@ -476,38 +600,78 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for (m, n, k) in [(128, 512, 784), (37, 70, 33), (16, 16, 32), (1, 300, 5), (200, 10, 128), (33, 31, 64)] {
-            for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
-                for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (0.5, -2.0)] {
-                    let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
-                    let b: Vec<f32> = (0..k * n).map(|_| next() * 3.0).collect();
-                    let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
-                    let g = Gemm { alpha, beta, ..Gemm::new(trans_a, trans_b, m, n, k) };
-                    for parallel in [false, true] {
-                        let mut c = c0.clone();
-                        gemm(&g, &a, &b, &mut c, parallel);
-                        for i in 0..m {
-                            for j in 0..n {
-                                let (mut sum, mut size) = (0.0f64, 0.0f64);
-                                for s in 0..k {
-                                    let x = a[if trans_a { s * m + i } else { i * k + s }];
-                                    let y = b[if trans_b { j * k + s } else { s * n + j }];
-                                    sum += round(x) * round(y);
-                                    size += (round(x) * round(y)).abs();
+        for precision in [MatmulPrecision::Medium, MatmulPrecision::High] {
+            for (m, n, k) in [(128, 512, 784), (37, 70, 33), (16, 16, 32), (1, 300, 5), (200, 10, 128), (33, 31, 64)] {
+                for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+                    for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (0.5, -2.0)] {
+                        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                        let b: Vec<f32> = (0..k * n).map(|_| next() * 3.0).collect();
+                        let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                        let g = Gemm { alpha, beta, ..Gemm::new(trans_a, trans_b, m, n, k) };
+                        for parallel in [false, true] {
+                            let mut c = c0.clone();
+                            gemm(&g, &a, &b, &mut c, parallel, precision);
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let (mut sum, mut size, mut exact) = (0.0f64, 0.0f64, 0.0f64);
+                                    for s in 0..k {
+                                        let x = a[if trans_a { s * m + i } else { i * k + s }];
+                                        let y = b[if trans_b { j * k + s } else { s * n + j }];
+                                        let xy = if precision == MatmulPrecision::High {
+                                            let ((xh, xl), (yh, yl)) = (split(x), split(y));
+                                            xh * yh + xh * yl + xl * yh
+                                        } else {
+                                            round(x) * round(y)
+                                        };
+                                        sum += xy;
+                                        size += xy.abs();
+                                        exact += f64::from(x) * f64::from(y);
+                                    }
+                                    let c0 = f64::from(beta) * f64::from(c0[i * n + j]);
+                                    let want = f64::from(alpha) * sum + c0;
+                                    let got = f64::from(c[i * n + j]);
+                                    let tol = 1e-6 * (k as f64).sqrt() * (size + 1.0);
+                                    assert!(
+                                        (got - want).abs() <= tol,
+                                        "{precision:?} {m}×{n}×{k}, trans {trans_a}/{trans_b}, α {alpha} β {beta}, \
+                                         parallel {parallel}: C[{i}, {j}] = {got}, want {want}"
+                                    );
+                                    if precision == MatmulPrecision::High {
+                                        // Split, the sum is within 2⁻¹⁵ of the exact one: f32's
+                                        // own summation error is ~2⁻²⁴·√k of the same size.
+                                        let exact = f64::from(alpha) * exact + c0;
+                                        assert!(
+                                            (got - exact).abs() <= size * 2f64.powi(-15) + tol,
+                                            "{m}×{n}×{k}: C[{i}, {j}] = {got}, exact {exact}"
+                                        );
+                                    }
                                 }
-                                let want = f64::from(alpha) * sum + f64::from(beta) * f64::from(c0[i * n + j]);
-                                let got = f64::from(c[i * n + j]);
-                                let tol = 1e-6 * (k as f64).sqrt() * (size + 1.0);
-                                assert!(
-                                    (got - want).abs() <= tol,
-                                    "{m}×{n}×{k}, trans {trans_a}/{trans_b}, α {alpha} β {beta}, parallel {parallel}: \
-                                     C[{i}, {j}] = {got}, want {want}"
-                                );
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn split_products_are_much_closer_to_f32_than_rounded_ones() {
+        if !bf16_products_available() {
+            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+            return;
+        }
+        let (m, n, k) = (64, 64, 512);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.7).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i * 104_729 % 997) as f32 / 997.0 - 0.5).collect();
+        let g = Gemm::new(false, false, m, n, k);
+        let mut exact = vec![0f32; m * n];
+        super::super::gemm_slices(&g, &a, &b, &mut exact);
+        let error = |precision| {
+            let mut c = vec![0f32; m * n];
+            gemm(&g, &a, &b, &mut c, false, precision);
+            c.iter().zip(&exact).map(|(x, y)| f64::from(x - y).abs()).fold(0.0, f64::max)
+        };
+        let (medium, high) = (error(MatmulPrecision::Medium), error(MatmulPrecision::High));
+        assert!(high * 100.0 < medium, "largest error: split {high}, rounded {medium}");
     }
 }

@@ -51,17 +51,75 @@ pub(crate) struct Source {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(crate) unsafe fn pack(src: *const f32, at: Source, tile: &mut Tile, of_a: bool) {
-    let mut v = [_mm512_setzero_si512(); 16];
-    let steps_contiguous = at.s_stride == 1;
     // SAFETY: the function's contract.
+    let (v, _) = unsafe { vectors(src, at, false) };
+    store(&if (at.s_stride == 1) == of_a { v } else { transpose(v) }, tile);
+}
+
+/// Packs the tile of [`pack`] split in two: `hi` holds each value rounded to bfloat16 (as
+/// [`pack`]'s tile), `lo` what that rounding left, `x − hi`, rounded too. `hi + lo` carries 16
+/// of `x`'s 24 significant bits (and the sum of the three products `hi·hi' + hi·lo' + lo·hi'`
+/// about as many of `x·x'`), as PyTorch's matmul precision "high" splits its operands on CPUs
+/// without TF32. An infinite `x` leaves a NaN in `lo`.
+///
+/// # Safety
+/// As [`pack`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn pack_split(src: *const f32, at: Source, hi: &mut Tile, lo: &mut Tile, of_a: bool) {
+    // SAFETY: the function's contract.
+    let (h, l) = unsafe { vectors(src, at, true) };
+    if (at.s_stride == 1) == of_a {
+        store(&h, hi);
+        store(&l, lo);
+    } else {
+        store(&transpose(h), hi);
+        store(&transpose(l), lo);
+    }
+}
+
+/// The 16 vectors of a tile (see [`pack`]) as the operand lies: rounded, and with `split` what
+/// the rounding left, rounded (zeros otherwise).
+///
+/// # Safety
+/// As [`pack`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[inline]
+unsafe fn vectors(src: *const f32, at: Source, split: bool) -> ([__m512i; 16], [__m512i; 16]) {
+    let mut hi = [_mm512_setzero_si512(); 16];
+    let mut lo = [_mm512_setzero_si512(); 16];
+    // SAFETY: the caller's contract.
     unsafe {
-        if steps_contiguous {
-            by_outer(src, at, &mut v);
+        if at.s_stride == 1 {
+            by_outer(src, at, &mut hi, split.then_some(&mut lo));
         } else {
-            by_pair(src, at, &mut v);
+            by_pair(src, at, &mut hi, split.then_some(&mut lo));
         }
     }
-    store(&if steps_contiguous == of_a { v } else { transpose(v) }, tile);
+    (hi, lo)
+}
+
+/// `x0` and `x1` rounded to bfloat16, side by side (`x0`'s in the low 16 words), and with
+/// `split` what each rounding left (`x − round(x)`), rounded, laid out the same way.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[inline]
+fn round_pair(x1: __m512, x0: __m512, split: bool) -> (__m512i, __m512i) {
+    // SAFETY (both transmutes): reinterpret 512 bits.
+    let hi = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0)) };
+    if !split {
+        return (hi, _mm512_setzero_si512());
+    }
+    // The rounded values back in f32: a bfloat16 is the high half of an f32.
+    let widen = |words: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(words)));
+    let h0 = widen(_mm512_castsi512_si256(hi));
+    let h1 = widen(_mm512_extracti64x4_epi64::<1>(hi));
+    // SAFETY: as above.
+    let lo = unsafe {
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0)))
+    };
+    (hi, lo)
 }
 
 /// Writes the 16 vectors as the tile's rows (vector stores; a plain copy of the array became
@@ -96,33 +154,35 @@ fn lanes(n: usize) -> __mmask16 {
 }
 
 /// Vector `o` = the 32 steps of row (or column) `o`, rounded and paired: lane `p` holds steps
-/// `2p` (low half) and `2p + 1`. Needs `s_stride == 1`.
+/// `2p` (low half) and `2p + 1`; in `rest` (when asked for) the same of what the rounding
+/// left. Needs `s_stride == 1`; vectors past `at.outer` are left as they are (zeros).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
-    let (lo, hi) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
-    for (o, v) in v.iter_mut().enumerate() {
-        if o >= at.outer {
-            *v = _mm512_setzero_si512();
-            continue;
-        }
+unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: Option<&mut [__m512i; 16]>) {
+    let (first, second) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
+    for o in 0..at.outer.min(16) {
         // SAFETY: row o is present; the masks load only the steps present (masked lanes do
-        // not fault), and the second half is only addressed when it has some; the transmute
-        // reinterprets 512 bits.
-        unsafe {
+        // not fault), and the second half is only addressed when it has some.
+        let (x0, x1) = unsafe {
             let row = src.add(o * at.o_stride);
-            let x0 = _mm512_maskz_loadu_ps(lo, row);
-            let x1 = if at.steps > 16 { _mm512_maskz_loadu_ps(hi, row.add(16)) } else { _mm512_setzero_ps() };
-            *v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0));
+            let x0 = _mm512_maskz_loadu_ps(first, row);
+            (x0, if at.steps > 16 { _mm512_maskz_loadu_ps(second, row.add(16)) } else { _mm512_setzero_ps() })
+        };
+        let (h, l) = round_pair(x1, x0, rest.is_some());
+        v[o] = h;
+        if let Some(rest) = rest.as_deref_mut() {
+            rest[o] = l;
         }
     }
 }
 
 /// Vector `p` = steps `2p` and `2p + 1` of the 16 rows (or columns), rounded and paired: lane
-/// `o` holds row `o`'s step `2p` (low half) and `2p + 1`. Needs `o_stride == 1`.
+/// `o` holds row `o`'s step `2p` (low half) and `2p + 1`; in `rest` (when asked for) the same
+/// of what the rounding left. Needs `o_stride == 1`; vectors past the steps are left as they
+/// are (zeros).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
+unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: Option<&mut [__m512i; 16]>) {
     let m = lanes(at.outer);
     // Word 2o takes the first step's value o, word 2o + 1 the second's (at 16 + o).
     let interleave = _mm512_set_epi16(
@@ -137,15 +197,12 @@ unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16]) {
             _mm512_setzero_ps()
         }
     };
-    for (p, v) in v.iter_mut().enumerate() {
-        if 2 * p >= at.steps {
-            *v = _mm512_setzero_si512();
-            continue;
+    for p in 0..at.steps.div_ceil(2).min(16) {
+        let (h, l) = round_pair(load(2 * p + 1), load(2 * p), rest.is_some());
+        v[p] = _mm512_permutexvar_epi16(interleave, h);
+        if let Some(rest) = rest.as_deref_mut() {
+            rest[p] = _mm512_permutexvar_epi16(interleave, l);
         }
-        // SAFETY: reinterprets 512 bits.
-        let pair =
-            unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(load(2 * p + 1), load(2 * p))) };
-        *v = _mm512_permutexvar_epi16(interleave, pair);
     }
 }
 

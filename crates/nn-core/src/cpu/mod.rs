@@ -32,7 +32,7 @@ use std::ops::Range;
 
 use team::SyncPtr;
 
-pub use amx::{bf16_products, bf16_products_available, use_bf16_products};
+pub use amx::{bf16_products_available, matmul_precision, set_matmul_precision, MatmulPrecision};
 pub use denormals::flush_denormals_to_zero;
 pub use host_buf::HostBuf;
 pub(crate) use softmax::softmax_rows;
@@ -145,7 +145,11 @@ impl Device for Cpu {
             1 => "1 thread".to_string(),
             n => format!("{n} threads"),
         };
-        let bf16 = if amx::bf16_products() { ", bf16 products" } else { "" };
+        let bf16 = match amx::matmul_precision() {
+            MatmulPrecision::Highest => "",
+            MatmulPrecision::High => ", bf16x3 products",
+            MatmulPrecision::Medium => ", bf16 products",
+        };
         format!("cpu ({threads}{bf16})")
     }
     fn alloc(&self, len: usize) -> Result<HostBuf> {
@@ -530,8 +534,8 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
-        if amx::handles(g) {
-            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN);
+        if let Some(precision) = amx::handles(g) {
+            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision);
             continue;
         }
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
