@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// `cargo xtask bench --help`.
-const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16]
+const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16 | --bf16x3]
 
 Trains each model (M1 784-128-10, M2 784-100-144-10 sigmoid, M3 784-512-512-10, M4 Keras's
 simple convnet) for a few epochs on synthetic data of MNIST's shape, ours and PyTorch's
@@ -26,13 +26,21 @@ seconds per epoch (first epoch excluded), samples/s, 10k predictions, peak RSS, 
   --bf16          mixed precision on both sides: our products in bfloat16 on AMX
                   (`mnist --precision bf16`), PyTorch's with
                   torch.set_float32_matmul_precision(\"medium\") (bfloat16 in oneDNN); needs a
-                  CPU with AMX";
+                  CPU with AMX
+  --bf16x3        matmul precision \"high\" on both sides: ours splits each operand into two
+                  bfloat16s on AMX (`mnist --precision bf16x3`); PyTorch's
+                  torch.set_float32_matmul_precision(\"high\") (on CPUs its products stay f32)";
 
-/// Runs a peer script with PyTorch's f32 products allowed to run in bfloat16.
-const PEER_BF16: &str = "import runpy, sys, torch
-torch.set_float32_matmul_precision('medium')
+/// A Python program that sets PyTorch's matmul precision to `level`, then runs the peer script
+/// (its first argument) with the arguments after it.
+fn peer_precision(level: &str) -> String {
+    format!(
+        "import runpy, sys, torch
+torch.set_float32_matmul_precision('{level}')
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')";
+runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+}
 
 /// Fails on a flag `bench` does not take, or one without its value.
 fn check_flags(args: &[String]) -> Result<()> {
@@ -55,9 +63,12 @@ fn check_flags(args: &[String]) -> Result<()> {
                     _ => {}
                 }
             }
-            "--bf16" => {}
+            "--bf16" | "--bf16x3" => {}
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
+    }
+    if args.iter().any(|a| a == "--bf16") && args.iter().any(|a| a == "--bf16x3") {
+        bail!("--bf16 and --bf16x3: give one of the two\n\n{USAGE}");
     }
     Ok(())
 }
@@ -116,7 +127,8 @@ fn peer_python() -> Option<String> {
         .find(|p| Command::new(p).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false))
 }
 
-/// Runs the benchmark: `args` are `[--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16]`.
+/// Runs the benchmark: `args` are `[--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR]
+/// [--bf16 | --bf16x3]`.
 ///
 /// # Errors
 /// A failed build, or a run that fails or prints no `RESULT` line.
@@ -131,7 +143,12 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         flag("--models").unwrap_or_else(|| "M1,M2,M3,M4".into()).split(',').map(String::from).collect();
     let epochs = flag("--epochs").unwrap_or_else(|| "3".into());
     let repeats: usize = flag("--repeats").and_then(|r| r.parse().ok()).unwrap_or(3);
-    let bf16 = args.iter().any(|a| a == "--bf16");
+    // Our flag and PyTorch's matmul precision, below f32.
+    let precision = match (args.iter().any(|a| a == "--bf16"), args.iter().any(|a| a == "--bf16x3")) {
+        (true, _) => Some(("--bf16", "medium")),
+        (false, true) => Some(("--bf16x3", "high")),
+        (false, false) => None,
+    };
     let real = match flag("--real") {
         Some(dir) => {
             let dir = std::path::absolute(&dir).with_context(|| format!("--real {dir}"))?;
@@ -163,8 +180,14 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         Some(dir) => println!("data: the real MNIST files in {}", dir.display()),
         None => println!("data: random pixels of MNIST's shape"),
     }
-    if bf16 {
-        println!("precision: mixed, products in bfloat16 (ours on AMX; PyTorch's matmul precision \"medium\")");
+    match precision {
+        Some(("--bf16", _)) => {
+            println!("precision: mixed, products in bfloat16 (ours on AMX; PyTorch's matmul precision \"medium\")")
+        }
+        Some(_) => println!(
+            "precision: products of split bfloat16s (ours on AMX; PyTorch's matmul precision \"high\", f32 on CPUs)"
+        ),
+        None => {}
     }
     println!(
         "\n| model | ours s/epoch | PyTorch s/epoch | ours/PyTorch | ours samples/s | predict 10k (ours) | peak RSS MiB (ours / PyTorch) | start-up s (ours) |"
@@ -178,8 +201,8 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
             if let Some(dir) = &real {
                 cmd.arg("--real").arg(dir);
             }
-            if bf16 {
-                cmd.arg("--bf16");
+            if let Some((flag, _)) = precision {
+                cmd.arg(flag);
             }
             ours.push(run(&mut cmd)?);
             if let (Some(p), true) = (&peer, script.exists()) {
@@ -187,8 +210,8 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
                 if let Some(dir) = &real {
                     cmd.env("MNIST_DIR", dir);
                 }
-                if bf16 {
-                    cmd.args(["-c", PEER_BF16]);
+                if let Some((_, level)) = precision {
+                    cmd.args(["-c", &peer_precision(level)]);
                 }
                 theirs.push(run(cmd.arg(&script).args([m.as_str(), "--epochs", epochs.as_str(), "--threads", "2"]))?);
             }
@@ -218,6 +241,9 @@ mod tests {
         assert!(check_flags(&args(&["--models", "M1", "--epochs", "2"])).is_ok());
         assert!(check_flags(&args(&["--real", "data/mnist", "--repeats", "1"])).is_ok());
         assert!(check_flags(&args(&["--bf16", "--models", "M3"])).is_ok());
+        assert!(check_flags(&args(&["--bf16x3"])).is_ok());
+        let e = check_flags(&args(&["--bf16x3", "--bf16"])).unwrap_err().to_string();
+        assert!(e.contains("give one of the two"), "{e}");
         let e = check_flags(&args(&["--real"])).unwrap_err().to_string();
         assert!(e.contains("`--real` needs a value"), "{e}");
         let e = check_flags(&args(&["--real", "--epochs", "1"])).unwrap_err().to_string();
