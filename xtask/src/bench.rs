@@ -10,7 +10,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// `cargo xtask bench --help`.
-const USAGE: &str = "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16 | --bf16x3]
+const USAGE: &str =
+    "cargo xtask bench [--models M1,M2,M3,M4] [--epochs 3] [--repeats 3] [--real DIR] [--bf16 | --bf16x3]
 
 Trains each model (M1 784-128-10, M2 784-100-144-10 sigmoid, M3 784-512-512-10, M4 Keras's
 simple convnet) for a few epochs on synthetic data of MNIST's shape, ours and PyTorch's

@@ -36,15 +36,20 @@ const MIN_MACS: usize = 1 << 16;
 /// products): M3's `128×10×512` took 21 µs split, 15 in f32; M1's `128×128×784` 56 against 92.
 const MIN_MACS_SPLIT: usize = 1 << 20;
 
+/// Nor split products of fewer rows: one row of blocks reads each of `B`'s tiles once, which
+/// does not pay for packing it twice (M2's `32×100×784` took 22 µs split, 20 in f32, and on
+/// the real files its first layer's sparse products are faster still).
+const MIN_ROWS_SPLIT: usize = 64;
+
 /// How the CPU device runs its matrix products: the levels of PyTorch's
 /// `torch.set_float32_matmul_precision`. Set with [`set_matmul_precision`].
 ///
-/// Below `Highest`, every product of at least 65,536 multiply-adds (`Medium`; 1,048,576 for
-/// `High`) (dense layers' forward passes and gradients, im2col convolutions; not the own
-/// convolution kernels) runs on Intel's AMX tiles in bfloat16, summed in f32, where the CPU has
-/// them (Sapphire Rapids and later;
-/// see [`bf16_products_available`]); elsewhere every level is `Highest`. Weights, activations,
-/// losses and updates stay f32 at every level.
+/// Below `Highest`, every product of at least 65,536 multiply-adds (`Medium`; for `High`,
+/// 1,048,576 and 64 rows) — dense layers' forward passes and gradients, im2col convolutions,
+/// not the own convolution kernels — runs on Intel's AMX tiles in bfloat16, summed in f32,
+/// where the CPU has them (Sapphire Rapids and later; see [`bf16_products_available`]);
+/// elsewhere every level is `Highest`. Weights, activations, losses and updates stay f32 at
+/// every level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MatmulPrecision {
@@ -132,7 +137,7 @@ fn detect() -> bool {
 
 /// The precision [`gemm`] runs this product in, if it takes it: the precision is below
 /// `Highest` (and available), and it is a single product of at least [`MIN_MACS`]
-/// multiply-adds ([`MIN_MACS_SPLIT`] for `High`).
+/// multiply-adds ([`MIN_MACS_SPLIT`] and [`MIN_ROWS_SPLIT`] rows for `High`).
 pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
     let precision = matmul_precision();
     let min = match precision {
@@ -140,7 +145,12 @@ pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
         MatmulPrecision::High => MIN_MACS_SPLIT,
         MatmulPrecision::Medium => MIN_MACS,
     };
-    let takes = g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0 && g.m * g.n * g.k >= min;
+    let takes = g.batch <= 1
+        && g.m > 0
+        && g.n > 0
+        && g.k > 0
+        && g.m * g.n * g.k >= min
+        && (precision != MatmulPrecision::High || g.m >= MIN_ROWS_SPLIT);
     takes.then_some(precision)
 }
 
