@@ -260,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn tiles_hold_the_rounded_values_where_amx_reads_them_and_zeros_past_the_edges() {
+    fn tiles_hold_the_rounded_values_and_their_rests_where_amx_reads_them_and_zeros_past_the_edges() {
         if !has_bf16() {
             eprintln!("skipped: this CPU has no AVX512-BF16");
             return;
@@ -280,12 +280,24 @@ mod tests {
                     pack(data.as_ptr(), at, &mut a, true);
                     pack(data.as_ptr(), at, &mut b, false);
                 }
+                // Split: the same rounded values, and what each rounding left, rounded.
+                let (mut a_hi, mut a_lo, mut b_hi, mut b_lo) = (Tile::ZERO, Tile::ZERO, Tile::ZERO, Tile::ZERO);
+                // SAFETY: as above.
+                unsafe {
+                    pack_split(data.as_ptr(), at, &mut a_hi, &mut a_lo, true);
+                    pack_split(data.as_ptr(), at, &mut b_hi, &mut b_lo, false);
+                }
                 for o in 0..16 {
                     for s in 0..32 {
-                        let want =
-                            if o < outer && s < steps { bf16_bits(data[o * o_stride + s * s_stride]) } else { 0 };
+                        let x = (o < outer && s < steps).then(|| data[o * o_stride + s * s_stride]);
+                        let want = x.map_or(0, bf16_bits);
+                        let left = x.map_or(0, |x| bf16_bits(x - f32::from_bits(u32::from(bf16_bits(x)) << 16)));
                         assert_eq!(word(&a, o, s), want, "A, row {o}, step {s}, {at:?}");
                         assert_eq!(word(&b, s / 2, 2 * o + s % 2), want, "B, column {o}, step {s}, {at:?}");
+                        assert_eq!(word(&a_hi, o, s), want, "split A, row {o}, step {s}, {at:?}");
+                        assert_eq!(word(&b_hi, s / 2, 2 * o + s % 2), want, "split B, column {o}, step {s}, {at:?}");
+                        assert_eq!(word(&a_lo, o, s), left, "split A's rest, row {o}, step {s}, {at:?}");
+                        assert_eq!(word(&b_lo, s / 2, 2 * o + s % 2), left, "split B's rest, column {o}, step {s}");
                     }
                 }
             }
