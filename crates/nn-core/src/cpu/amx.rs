@@ -437,9 +437,9 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
     // tiles whole (16 rows of 64 bytes each) whenever they are read.
     let mut sums = std::mem::MaybeUninit::<[Tile; 4]>::uninit();
     // SAFETY: the tile registers are configured (the caller); the loads read `kt` tiles from
-    // each of a's and b's two halves; the stores write C's block (32 rows of 32 values, rows
-    // `n` apart) or the four tiles of `sums`. The four sums live in tmm0–tmm3 for the whole
-    // of this one asm block, so nothing else can touch them.
+    // each of a's and b's two halves (split: two per step, 1024 bytes apart); the stores write
+    // C's block (32 rows of 32 values, rows `n` apart) or the four tiles of `sums`. The four
+    // sums live in tmm0–tmm3 for the whole of one asm block, so nothing else can touch them.
     unsafe {
         let (out, ld) = if direct { (c.add(r0 * n + c0), 4 * n) } else { (sums.as_mut_ptr().cast::<f32>(), 64) };
         // Where each of the four 16×16 sums goes: C's quarters, or `sums[0..4]` one after the
@@ -449,13 +449,49 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
         } else {
             (out.add(256), out.add(512), out.add(768))
         };
+        // The loop over the steps around `$body` (one step: its tiles loaded, its products
+        // added to the four sums), then the sums stored.
+        macro_rules! steps {
+            ($steps:expr, $($body:literal),* $(,)?) => {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    "2:",
+                    $($body,)*
+                    "dec {steps}",
+                    "jnz 2b",
+                    "tilestored [{o00} + {ld}], tmm0",
+                    "tilestored [{o01} + {ld}], tmm1",
+                    "tilestored [{o10} + {ld}], tmm2",
+                    "tilestored [{o11} + {ld}], tmm3",
+                    a0 = inout(reg) a.as_ptr() => _,
+                    a1 = inout(reg) a.as_ptr().add(kt) => _,
+                    b0 = inout(reg) b.as_ptr() => _,
+                    b1 = inout(reg) b.as_ptr().add(kt) => _,
+                    steps = inout(reg) $steps => _,
+                    stride = in(reg) 64usize,
+                    o00 = in(reg) out,
+                    o01 = in(reg) o01,
+                    o10 = in(reg) o10,
+                    o11 = in(reg) o11,
+                    ld = in(reg) ld,
+                    out("tmm0") _,
+                    out("tmm1") _,
+                    out("tmm2") _,
+                    out("tmm3") _,
+                    out("tmm4") _,
+                    out("tmm5") _,
+                    out("tmm6") _,
+                    out("tmm7") _,
+                    options(nostack),
+                )
+            };
+        }
         if split {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "2:",
+            steps!(
+                kt / 2,
                 // A's high parts by B's low parts.
                 "tileloadd tmm4, [{a0} + {stride}]",
                 "tileloadd tmm6, [{b0} + {stride} + 1024]",
@@ -483,40 +519,10 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
                 "add {a1}, 2048",
                 "add {b0}, 2048",
                 "add {b1}, 2048",
-                "dec {steps}",
-                "jnz 2b",
-                "tilestored [{o00} + {ld}], tmm0",
-                "tilestored [{o01} + {ld}], tmm1",
-                "tilestored [{o10} + {ld}], tmm2",
-                "tilestored [{o11} + {ld}], tmm3",
-                a0 = inout(reg) a.as_ptr() => _,
-                a1 = inout(reg) a.as_ptr().add(kt) => _,
-                b0 = inout(reg) b.as_ptr() => _,
-                b1 = inout(reg) b.as_ptr().add(kt) => _,
-                steps = inout(reg) kt / 2 => _,
-                stride = in(reg) 64usize,
-                o00 = in(reg) out,
-                o01 = in(reg) o01,
-                o10 = in(reg) o10,
-                o11 = in(reg) o11,
-                ld = in(reg) ld,
-                out("tmm0") _,
-                out("tmm1") _,
-                out("tmm2") _,
-                out("tmm3") _,
-                out("tmm4") _,
-                out("tmm5") _,
-                out("tmm6") _,
-                out("tmm7") _,
-                options(nostack),
             );
         } else {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "2:",
+            steps!(
+                kt,
                 "tileloadd tmm4, [{a0} + {stride}]",
                 "tileloadd tmm6, [{b0} + {stride}]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
@@ -529,32 +535,6 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
                 "add {a1}, 1024",
                 "add {b0}, 1024",
                 "add {b1}, 1024",
-                "dec {steps}",
-                "jnz 2b",
-                "tilestored [{o00} + {ld}], tmm0",
-                "tilestored [{o01} + {ld}], tmm1",
-                "tilestored [{o10} + {ld}], tmm2",
-                "tilestored [{o11} + {ld}], tmm3",
-                a0 = inout(reg) a.as_ptr() => _,
-                a1 = inout(reg) a.as_ptr().add(kt) => _,
-                b0 = inout(reg) b.as_ptr() => _,
-                b1 = inout(reg) b.as_ptr().add(kt) => _,
-                steps = inout(reg) kt => _,
-                stride = in(reg) 64usize,
-                o00 = in(reg) out,
-                o01 = in(reg) o01,
-                o10 = in(reg) o10,
-                o11 = in(reg) o11,
-                ld = in(reg) ld,
-                out("tmm0") _,
-                out("tmm1") _,
-                out("tmm2") _,
-                out("tmm3") _,
-                out("tmm4") _,
-                out("tmm5") _,
-                out("tmm6") _,
-                out("tmm7") _,
-                options(nostack),
             );
         }
         if direct {
