@@ -53,15 +53,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "mnist|fashion|PATH", display_order = 901)]
     pub dataset: Option<String>,
 
-    /// How the CPU runs the matrix products of training, evaluation and prediction: `f32`;
-    /// `bf16x3`: each operand split into two bfloat16s and three products summed in f32 on the
-    /// CPU's AMX tiles (about 16 of f32's 24 bits; PyTorch's matmul precision "high"): results
-    /// near f32's, wide layers' products about twice as fast; or `bf16`: mixed precision (the
-    /// operands rounded to bfloat16, summed in f32 on AMX; PyTorch's "medium"): wide dense
-    /// models train about twice as fast, to accuracies within noise of f32's. Weights,
-    /// activations and updates stay f32 in all three. `bf16x3` and `bf16` need an Intel CPU
-    /// with AMX (Xeon Sapphire Rapids or later) and Linux, and are refused elsewhere whatever
-    /// the --device; the GPU's products are not affected by them.
+    /// How the CPU runs matrix products: f32, bf16x3 (near f32, faster; AMX) or bf16 (mixed
+    /// precision; AMX).
+    ///
+    /// The products of training, evaluation and prediction. `bf16x3` splits each operand into
+    /// two bfloat16s and sums three products in f32 on the CPU's AMX tiles (about 16 of f32's 24
+    /// bits; PyTorch's matmul precision "high"): results near f32's, wide layers' products about
+    /// twice as fast. `bf16` is mixed precision: the operands rounded to bfloat16, summed in f32
+    /// on AMX (PyTorch's "medium"); wide dense models train about twice as fast, to accuracies
+    /// within noise of f32's. Weights, activations and updates stay f32 in all three. `bf16x3`
+    /// and `bf16` need an Intel CPU with AMX (Xeon Sapphire Rapids or later) and Linux, and are
+    /// refused elsewhere whatever the --device; the GPU's products are not affected by them.
     #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
     pub precision: Precision,
 
