@@ -15,12 +15,14 @@ use crate::spec::{LayerSpec, ModelSpec};
 use crate::tensor::Tensor;
 
 /// Examples per forward pass in [`Model::predict`]: large for dense networks (fewer, larger
-/// GEMMs), small for convolutional ones, whose im2col buffers grow by ~0.5 MB per example.
+/// GEMMs, each kernel packed fewer times: 10k M3 predictions in bfloat16 took 11.3 ms by 1024,
+/// 10.3 by 2048), small for convolutional ones, whose im2col buffers grow by ~0.5 MB per
+/// example.
 pub fn predict_batch_size(spec: &ModelSpec) -> usize {
     if spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2D(_))) {
         128
     } else {
-        1024
+        2048
     }
 }
 
