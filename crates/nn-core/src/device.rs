@@ -225,6 +225,25 @@ pub trait Device: Send + Sync + 'static {
     /// None on the CPU; on a GPU, an operand too short for `g`, sizes beyond cuBLAS's 32-bit dimensions, or
     /// a cuBLAS failure.
     fn gemm(&self, g: &Gemm, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf) -> Result<()>;
+    /// A dense layer's forward pass: `y [m, n] = act(x·W + bias)` for the product `g` (not
+    /// transposed, `batch` 1), `bias` of `n`; the same as [`Device::gemm`] then
+    /// [`Device::bias_act`] with `Channels { outer: m, channels: n, inner: 1 }`, which is what
+    /// it does unless the device fuses the two.
+    ///
+    /// # Errors
+    /// As [`Device::gemm`] and [`Device::bias_act`].
+    fn dense_forward(
+        &self,
+        g: &Gemm,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        act: Activation,
+        y: &mut Self::Buf,
+    ) -> Result<()> {
+        self.gemm(g, x, w, y)?;
+        self.bias_act(y, bias, act, Channels { outer: g.m, channels: g.n, inner: 1 })
+    }
     /// The buffer as host memory, when the device's memory is the host's (the CPU): callers may
     /// then write inputs in place instead of uploading a copy. `None` (the default) otherwise.
     fn host_mut<'a>(&self, buf: &'a mut Self::Buf) -> Option<&'a mut [f32]> {

@@ -154,6 +154,30 @@ pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
     takes.then_some(precision)
 }
 
+/// What a dense layer's forward product does to its outputs before storing them (see
+/// `Device::dense_forward`): adds the bias (one per column), then applies a ReLU or nothing.
+/// Done as a block's sums are stored, it saves a pass over the outputs: 10k M3 predictions in
+/// bfloat16, whose 2048×512 outputs do not fit in L2, 9.9–10.1 → 8.9–9.4 ms.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    /// The bias, one per column of `C`.
+    bias: Option<&'a [f32]>,
+    /// A ReLU after the bias.
+    relu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The epilogue of `act` after `bias`, for the activations it has (linear and ReLU).
+    pub(crate) fn of(bias: Option<&'a [f32]>, act: crate::activation::Activation) -> Option<Epilogue<'a>> {
+        use crate::activation::Activation;
+        match act {
+            Activation::Linear => Some(Epilogue { bias, relu: false }),
+            Activation::Relu => Some(Epilogue { bias, relu: true }),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 thread_local! {
     /// This thread's packed tiles, reused from call to call: the operand it reads whole, and a
@@ -196,14 +220,24 @@ static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
 /// the CPU team when `parallel`, each operand split in two for [`MatmulPrecision::High`]. Only
-/// for products [`handles`] accepts, in the precision it gives.
+/// for products [`handles`] accepts, in the precision it gives. With an `epilogue` (a plain
+/// product: α 1, β 0), the blocks apply it as they store their sums; returns whether it was
+/// applied (not when the product is split along `k`: the caller then applies it).
 ///
 /// A forward product `x·W` (neither operand transposed) whose kernel `W` splits into the
 /// kernel's shares of rows (`shares.rs`) is split along `k` as in f32: each thread multiplies
 /// its share of `x`'s columns by its share of `W`'s rows, the rows its core updates, into `C`
 /// (the first) or a partial sum, and the partial sums are added. Any other product is cut
 /// into blocks of 32×32 outputs shared out by rows or by columns of blocks (see `product`).
-pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool, precision: MatmulPrecision) {
+pub(crate) fn gemm(
+    g: &Gemm,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    parallel: bool,
+    precision: MatmulPrecision,
+    epilogue: Option<Epilogue>,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, n, k) = (g.m, g.n, g.k);
@@ -241,7 +275,7 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
                         &sub,
                         (lda, ldb),
                         (a.as_ptr().add(ks.start), b.as_ptr().add(ks.start * ldb)),
-                        out,
+                        (out, None),
                         (0, 1),
                         call,
                         split,
@@ -249,19 +283,20 @@ pub(crate) fn gemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool
                 }
             });
             super::tile_gemm::add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
-            return;
+            return false;
         }
         let cp = SyncPtr::new(&mut c[..m * n]);
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the operands' sizes were checked by the caller (gemm_slices); each part
         // writes its own blocks of C.
         on_parts(parts, |p| unsafe {
-            product(g, (lda, ldb), (a.as_ptr(), b.as_ptr()), cp.raw().0, (p, parts), call, split)
+            product(g, (lda, ldb), (a.as_ptr(), b.as_ptr()), (cp.raw().0, epilogue), (p, parts), call, split)
         });
+        epilogue.is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (g, a, b, c, parallel, precision);
+        let _ = (g, a, b, c, parallel, precision, epilogue);
         unreachable!("bfloat16 products are only available on x86-64");
     }
 }
@@ -285,7 +320,7 @@ unsafe fn product(
     g: &Gemm,
     (lda, ldb): (usize, usize),
     (a, b): (*const f32, *const f32),
-    c: *mut f32,
+    (c, epilogue): (*mut f32, Option<Epilogue>),
     (p, parts): (usize, usize),
     call: u64,
     split: bool,
@@ -351,7 +386,7 @@ unsafe fn product(
                     for y in 0..whole {
                         let other = &shared[2 * y * kt..2 * (y + 1) * kt];
                         let (i, j, a, b) = if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
-                        block(g, a, b, (kt, split), i, j, c);
+                        block(g, a, b, (kt, split), (i, j), (c, epilogue));
                     }
                 }
             })
@@ -421,7 +456,14 @@ unsafe fn with_tiles(f: impl FnOnce()) {
 /// thread meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i: usize, j: usize, c: *mut f32) {
+unsafe fn block(
+    g: &Gemm,
+    a: &[Tile],
+    b: &[Tile],
+    (kt, split): (usize, bool),
+    (i, j): (usize, usize),
+    (c, epilogue): (*mut f32, Option<Epilogue>),
+) {
     use std::arch::asm;
     use std::arch::x86_64::*;
     let (m, n) = (g.m, g.n);
@@ -432,7 +474,7 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
         return;
     }
     // A whole block of a plain product goes straight into C; any other into `sums` first.
-    let direct = nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0;
+    let direct = nr == 32 && nc == 32 && g.alpha == 1.0 && g.beta == 0.0 && epilogue.is_none();
     // Left unset (zeroing 4 KiB per block showed in profiles): the asm below writes all four
     // tiles whole (16 rows of 64 bytes each) whenever they are read.
     let mut sums = std::mem::MaybeUninit::<[Tile; 4]>::uninit();
@@ -553,11 +595,21 @@ unsafe fn block(g: &Gemm, a: &[Tile], b: &[Tile], (kt, split): (usize, bool), i:
                 let tile = &sums[2 * (r / 16) + h];
                 let s = _mm512_castsi512_ps(_mm512_load_si512(tile.0.as_ptr().add(16 * (r % 16)).cast()));
                 let out = c.add((r0 + r) * n + c0 + 16 * h);
-                let v = if g.beta == 0.0 {
+                let mut v = if g.beta == 0.0 {
                     _mm512_mul_ps(alpha, s)
                 } else {
                     _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, out), _mm512_mul_ps(alpha, s))
                 };
+                if let Some(e) = epilogue {
+                    if let Some(bias) = e.bias {
+                        // The bias has `n` values (the caller's slice); the mask stops at the
+                        // block's last column.
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0 + 16 * h)));
+                    }
+                    if e.relu {
+                        v = _mm512_max_ps(v, _mm512_setzero_ps());
+                    }
+                }
                 _mm512_mask_storeu_ps(out, mask, v);
             }
         }
@@ -600,7 +652,7 @@ mod tests {
                         let g = Gemm { alpha, beta, ..Gemm::new(trans_a, trans_b, m, n, k) };
                         for parallel in [false, true] {
                             let mut c = c0.clone();
-                            gemm(&g, &a, &b, &mut c, parallel, precision);
+                            gemm(&g, &a, &b, &mut c, parallel, precision, None);
                             for i in 0..m {
                                 for j in 0..n {
                                     let (mut sum, mut size, mut exact) = (0.0f64, 0.0f64, 0.0f64);
@@ -645,6 +697,49 @@ mod tests {
     }
 
     #[test]
+    fn an_epilogue_gives_what_the_bias_and_activation_pass_gives() {
+        if !bf16_products_available() {
+            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+            return;
+        }
+        use crate::activation::Activation;
+        use crate::device::Channels;
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        // Whole blocks and ragged edges; split along k or not (a small C splits).
+        for (m, n, k) in [(2048, 512, 784), (70, 45, 300), (128, 512, 512)] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| next()).collect();
+            let g = Gemm::new(false, false, m, n, k);
+            for precision in [MatmulPrecision::Medium, MatmulPrecision::High] {
+                for act in [Activation::Relu, Activation::Linear] {
+                    for with_bias in [true, false] {
+                        let bias = with_bias.then_some(&bias[..]);
+                        let mut want = vec![0f32; m * n];
+                        assert!(!gemm(&g, &a, &b, &mut want, true, precision, None));
+                        let shape = Channels { outer: m, channels: n, inner: 1 };
+                        super::super::elementwise::bias_act(&mut want, bias, act, shape);
+                        let mut got = vec![f32::NAN; m * n];
+                        let epilogue = Epilogue::of(bias, act);
+                        let applied = gemm(&g, &a, &b, &mut got, true, precision, epilogue);
+                        // 2048×512 outputs are too many to split along k: blocks, with the
+                        // epilogue.
+                        assert!(applied || m < 2048, "the blocks applied no epilogue");
+                        if !applied {
+                            super::super::elementwise::bias_act(&mut got, bias, act, shape);
+                        }
+                        assert!(got == want, "{m}×{n}×{k} {precision:?} {act:?}, bias {with_bias}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn split_products_are_much_closer_to_f32_than_rounded_ones() {
         if !bf16_products_available() {
             eprintln!("skipped: this CPU or OS has no AMX-BF16");
@@ -658,7 +753,7 @@ mod tests {
         super::super::gemm_slices(&g, &a, &b, &mut exact);
         let error = |precision| {
             let mut c = vec![0f32; m * n];
-            gemm(&g, &a, &b, &mut c, false, precision);
+            gemm(&g, &a, &b, &mut c, false, precision, None);
             c.iter().zip(&exact).map(|(x, y)| f64::from(x - y).abs()).fold(0.0, f64::max)
         };
         let (medium, high) = (error(MatmulPrecision::Medium), error(MatmulPrecision::High));

@@ -200,6 +200,33 @@ impl Device for Cpu {
         Ok(())
     }
 
+    fn dense_forward(
+        &self,
+        g: &Gemm,
+        x: &HostBuf,
+        w: &HostBuf,
+        bias: Option<&HostBuf>,
+        act: Activation,
+        y: &mut HostBuf,
+    ) -> Result<()> {
+        let (m, n, k) = (g.m, g.n, g.k);
+        let shape = Channels { outer: m, channels: n, inner: 1 };
+        // On AMX the bias and a ReLU go into the blocks' stores (see `amx::Epilogue`).
+        let fused = g.batch <= 1 && g.alpha == 1.0 && g.beta == 0.0 && !g.trans_a && !g.trans_b;
+        if let (true, Some(precision)) = (fused, amx::handles(g)) {
+            if let Some(epilogue) = amx::Epilogue::of(bias.map(|b| &b[..n]), act) {
+                assert!(m * k <= x.len() && k * n <= w.len() && m * n <= y.len(), "gemm operand too small");
+                let parallel = team::threads() > 1 && m * n * k >= GEMM_PAR_MIN;
+                if amx::gemm(g, &x[..m * k], &w[..k * n], &mut y[..m * n], parallel, precision, Some(epilogue)) {
+                    return Ok(());
+                }
+                return self.bias_act(y, bias, act, shape);
+            }
+        }
+        self.gemm(g, x, w, y)?;
+        self.bias_act(y, bias, act, shape)
+    }
+
     fn bias_act(&self, y: &mut HostBuf, bias: Option<&HostBuf>, act: Activation, s: Channels) -> Result<()> {
         elementwise::bias_act(&mut y[..s.len()], bias.map(|b| &b[..s.channels]), act, s);
         Ok(())
@@ -535,7 +562,7 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
         if let Some(precision) = amx::handles(g) {
-            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision);
+            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision, None);
             continue;
         }
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {

@@ -24,9 +24,8 @@ impl<D: Device> DenseLayer<D> {
 impl<D: Device> Layer<D> for DenseLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let g = Gemm::new(false, false, n, self.units, self.inputs).sparse_a(self.reads_input);
-        dev.gemm(&g, x, &self.params[0].value, y)?;
         let bias = self.params.get(1).map(|p| &p.value);
-        dev.bias_act(y, bias, ctx.activation(self.act), Channels { outer: n, channels: self.units, inner: 1 })
+        dev.dense_forward(&g, x, &self.params[0].value, bias, ctx.activation(self.act), y)
     }
 
     fn backward(
