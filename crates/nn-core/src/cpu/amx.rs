@@ -625,6 +625,14 @@ mod tests {
         f64::from(f32::from_bits(u32::from(bf16_bits(x)) << 16))
     }
 
+    /// Uniform values in [-1, 1) from `seed`.
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
     /// `x` as the split's two parts: rounded, and what the rounding left, rounded.
     fn split(x: f32) -> (f64, f64) {
         let hi = round(x);
@@ -637,11 +645,7 @@ mod tests {
             eprintln!("skipped: this CPU or OS has no AMX-BF16");
             return;
         }
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(7);
         for precision in [MatmulPrecision::Medium, MatmulPrecision::High] {
             for (m, n, k) in [(128, 512, 784), (37, 70, 33), (16, 16, 32), (1, 300, 5), (200, 10, 128), (33, 31, 64)] {
                 for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -704,11 +708,7 @@ mod tests {
         }
         use crate::activation::Activation;
         use crate::device::Channels;
-        let mut seed = 11u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(11);
         // Whole blocks and ragged edges; split along k or not (a small C splits).
         for (m, n, k) in [(2048, 512, 784), (70, 45, 300), (128, 512, 512)] {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
