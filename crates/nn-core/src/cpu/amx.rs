@@ -625,6 +625,15 @@ mod tests {
         f64::from(f32::from_bits(u32::from(bf16_bits(x)) << 16))
     }
 
+    /// Whether this CPU or OS lacks AMX-BF16 (the test then says it skips).
+    fn no_amx() -> bool {
+        let none = !bf16_products_available();
+        if none {
+            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+        }
+        none
+    }
+
     /// Uniform values in [-1, 1) from `seed`.
     fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
         move || {
@@ -641,8 +650,7 @@ mod tests {
 
     #[test]
     fn products_are_the_sums_of_the_rounded_operands_for_every_layout_and_edge() {
-        if !bf16_products_available() {
-            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+        if no_amx() {
             return;
         }
         let mut next = uniform(7);
@@ -702,8 +710,7 @@ mod tests {
 
     #[test]
     fn an_epilogue_gives_what_the_bias_and_activation_pass_gives() {
-        if !bf16_products_available() {
-            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+        if no_amx() {
             return;
         }
         use crate::activation::Activation;
@@ -741,8 +748,7 @@ mod tests {
 
     #[test]
     fn split_products_are_much_closer_to_f32_than_rounded_ones() {
-        if !bf16_products_available() {
-            eprintln!("skipped: this CPU or OS has no AMX-BF16");
+        if no_amx() {
             return;
         }
         let (m, n, k) = (64, 64, 512);
