@@ -159,6 +159,7 @@ pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
 /// Done as a block's sums are stored, it saves a pass over the outputs: 10k M3 predictions in
 /// bfloat16, whose 2048×512 outputs do not fit in L2, 9.9–10.1 → 8.9–9.4 ms.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Epilogue<'a> {
     /// The bias, one per column of `C`.
     bias: Option<&'a [f32]>,
@@ -220,9 +221,9 @@ static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
 /// the CPU team when `parallel`, each operand split in two for [`MatmulPrecision::High`]. Only
-/// for products [`handles`] accepts, in the precision it gives. With an `epilogue` (a plain
-/// product: α 1, β 0), the blocks apply it as they store their sums; returns whether it was
-/// applied (not when the product is split along `k`: the caller then applies it).
+/// for products [`handles`] accepts, in the precision it gives. With an `epilogue`, the blocks
+/// apply it to `C` as they store their sums; returns whether it was applied (not when the
+/// product is split along `k`: the caller then applies it).
 ///
 /// A forward product `x·W` (neither operand transposed) whose kernel `W` splits into the
 /// kernel's shares of rows (`shares.rs`) is split along `k` as in f32: each thread multiplies

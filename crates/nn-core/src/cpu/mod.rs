@@ -209,22 +209,11 @@ impl Device for Cpu {
         act: Activation,
         y: &mut HostBuf,
     ) -> Result<()> {
-        let (m, n, k) = (g.m, g.n, g.k);
-        let shape = Channels { outer: m, channels: n, inner: 1 };
         // On AMX the bias and a ReLU go into the blocks' stores (see `amx::Epilogue`).
-        let fused = g.batch <= 1 && g.alpha == 1.0 && g.beta == 0.0 && !g.trans_a && !g.trans_b;
-        if let (true, Some(precision)) = (fused, amx::handles(g)) {
-            if let Some(epilogue) = amx::Epilogue::of(bias.map(|b| &b[..n]), act) {
-                assert!(m * k <= x.len() && k * n <= w.len() && m * n <= y.len(), "gemm operand too small");
-                let parallel = team::threads() > 1 && m * n * k >= GEMM_PAR_MIN;
-                if amx::gemm(g, &x[..m * k], &w[..k * n], &mut y[..m * n], parallel, precision, Some(epilogue)) {
-                    return Ok(());
-                }
-                return self.bias_act(y, bias, act, shape);
-            }
+        if gemm_then(g, x, w, y, amx::Epilogue::of(bias.map(|b| &b[..g.n]), act)) {
+            return Ok(());
         }
-        self.gemm(g, x, w, y)?;
-        self.bias_act(y, bias, act, shape)
+        self.bias_act(y, bias, act, Channels { outer: g.m, channels: g.n, inner: 1 })
     }
 
     fn bias_act(&self, y: &mut HostBuf, bias: Option<&HostBuf>, act: Activation, s: Channels) -> Result<()> {
@@ -552,6 +541,13 @@ unsafe fn update_range(
 /// dimension (a conv layer's weight gradient: `[32, 9]` over `k = 86 528`) splits along `k` and
 /// sums the partial products.
 pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    gemm_then(g, a, b, c, None);
+}
+
+/// [`gemm_slices`], with `epilogue` applied to `C` where the product runs on AMX as blocks of
+/// outputs (a single product); returns whether it was applied.
+fn gemm_then(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], epilogue: Option<amx::Epilogue>) -> bool {
+    let mut applied = false;
     let (m, n, k) = (g.m, g.n, g.k);
     // op(A) is [m, k]: stored [m, k] (rs = k, cs = 1) or [k, m] transposed (rs = 1, cs = m).
     let (rsa, csa) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
@@ -562,7 +558,7 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
         if let Some(precision) = amx::handles(g) {
-            amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision, None);
+            applied = amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision, epilogue);
             continue;
         }
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
@@ -656,6 +652,7 @@ pub fn gemm_slices(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
             }
         });
     }
+    applied
 }
 
 /// A pointer shared by the parallel parts of one GEMM, each writing its own block of `C`.
