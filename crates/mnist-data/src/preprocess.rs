@@ -25,6 +25,17 @@ impl Normalization {
     /// The standardisation PyTorch's MNIST examples use.
     pub const MNIST_STANDARD: Normalization = Normalization::Standardize { mean: 0.1307, std: 0.3081 };
 
+    /// What every value this normalisation makes is: an integer divided by the returned
+    /// divisor (`Some(255.0)` for [`Normalization::Scale`], bytes divided by 255); `None` for
+    /// standardisation. A network told so may multiply the integers exactly (see
+    /// `nn_core::Runtime::set_input_levels`).
+    pub fn levels(self) -> Option<f32> {
+        match self {
+            Normalization::Scale => Some(255.0),
+            Normalization::Standardize { .. } => None,
+        }
+    }
+
     /// The `f32` value of each of the 256 byte values (`x / 255.0` exactly as Keras computes it).
     pub fn table(self) -> [f32; 256] {
         let mut t = [0f32; 256];

@@ -8,7 +8,11 @@ use nn_core::cpu::{gemm_slices, on_compute_threads, set_matmul_precision, Matmul
 use nn_core::device::Gemm;
 
 fn rate(g: &Gemm, reps: usize) -> f64 {
-    let a: Vec<f32> = (0..g.m * g.k).map(|i| (i % 17) as f32 * 0.01).collect();
+    // Pixels scaled by 1/255 where the product is told so (a first layer's).
+    let a: Vec<f32> = match g.a_levels {
+        Some(_) => (0..g.m * g.k).map(|i| (i * 7 % 256) as f32 / 255.0).collect(),
+        None => (0..g.m * g.k).map(|i| (i % 17) as f32 * 0.01).collect(),
+    };
     let b: Vec<f32> = (0..g.k * g.n).map(|i| (i % 13) as f32 * 0.01).collect();
     let mut c = vec![0f32; g.m * g.n];
     let mut best = f64::INFINITY;
@@ -27,20 +31,20 @@ fn main() {
     // (name, trans_a, trans_b, m, n, k)
     let shapes = [
         ("M1 fwd  X·W1", false, false, 128, 128, 784),
-        ("M1 dW1  Xᵀ·dZ", true, false, 784, 128, 128),
+        ("M1 dW1  Xᵀ·dZ1", true, false, 784, 128, 128),
         ("M1 fwd  H·W2", false, false, 128, 10, 128),
         ("M1 dW2  Hᵀ·dZ", true, false, 128, 10, 128),
         ("M1 dH   dZ·W2ᵀ", false, true, 128, 128, 10),
         ("M3 fwd  X·W1", false, false, 128, 512, 784),
         ("M3 fwd  H·W2", false, false, 128, 512, 512),
         ("M3 fwd  H·W3", false, false, 128, 10, 512),
-        ("M3 dW1  Xᵀ·dZ", true, false, 784, 512, 128),
+        ("M3 dW1  Xᵀ·dZ1", true, false, 784, 512, 128),
         ("M3 dH   dZ·W2ᵀ", false, true, 128, 512, 512),
         ("M3 dW2  Hᵀ·dZ", true, false, 512, 512, 128),
         ("M3 dW3  Hᵀ·dZ", true, false, 512, 10, 128),
         ("M3 dH3  dZ·W3ᵀ", false, true, 128, 512, 10),
         ("M2 fwd  X·W1", false, false, 32, 100, 784),
-        ("M2 dW1  Xᵀ·dZ", true, false, 784, 100, 32),
+        ("M2 dW1  Xᵀ·dZ1", true, false, 784, 100, 32),
         ("M2 fwd  H·W2", false, false, 32, 144, 100),
         ("M2 fwd  H·W3", false, false, 32, 10, 144),
         ("M2 dW2  Hᵀ·dZ", true, false, 100, 144, 32),
@@ -66,9 +70,15 @@ fn main() {
                 set_matmul_precision(MatmulPrecision::Medium);
                 let bf16_rate = rate(&g, reps);
                 set_matmul_precision(MatmulPrecision::Highest);
+                // A first layer's products of pixels: exact on AMX in f32 (`use_level_products`).
+                let levels = if name.contains("X·W1") || name.contains("Xᵀ·dZ1") {
+                    format!("  f32 pixels {:8.1} µs", us(rate(&g.a_levels(Some(255.0)), reps)))
+                } else {
+                    String::new()
+                };
                 println!(
                     "{name:16} {m:5}x{n:5}x{k:5}  f32 {:8.1} µs {f32_rate:6.1}  bf16x3 {:8.1} µs {high_rate:6.1}  \
-                     bf16 {:8.1} µs {bf16_rate:6.1} GFLOP/s",
+                     bf16 {:8.1} µs {bf16_rate:6.1} GFLOP/s{levels}",
                     us(f32_rate),
                     us(high_rate),
                     us(bf16_rate)

@@ -41,6 +41,11 @@ pub struct Gemm {
     /// multiply by its nonzeros alone. The result is the same sums less terms `0·b` (which add
     /// nothing to a sum but for the sign of a zero one, for a finite `b`).
     pub sparse_a: bool,
+    /// `A`'s values are likely integers of at most 256 in magnitude divided by this (the pixels
+    /// a first layer reads, scaled by 1/255: `Some(255.0)`): a device may multiply those
+    /// integers, exact in fewer bits than f32's, and divide the sums. A device that does checks
+    /// every value and takes the plain product where one is not such an integer.
+    pub a_levels: Option<f32>,
 }
 
 impl Gemm {
@@ -59,6 +64,7 @@ impl Gemm {
             stride_b: 0,
             stride_c: 0,
             sparse_a: false,
+            a_levels: None,
         }
     }
     /// Sets β (1 to accumulate into `C`).
@@ -69,6 +75,11 @@ impl Gemm {
     /// Says whether `A` is likely mostly zeros (the field of this name).
     pub fn sparse_a(mut self, sparse: bool) -> Gemm {
         self.sparse_a = sparse;
+        self
+    }
+    /// Says that `A`'s values are likely integers divided by `divisor` (the field `a_levels`).
+    pub fn a_levels(mut self, divisor: Option<f32>) -> Gemm {
+        self.a_levels = divisor;
         self
     }
     /// Makes it a strided batch of `batch` products.

@@ -106,6 +106,15 @@ pub trait Runtime: Send {
     /// write inputs in place, in parallel, so gathering a batch there beats preparing it on
     /// another thread and copying it in.
     fn host_inputs(&mut self) -> bool;
+    /// Declares that the inputs of the calls that follow, but for the slices given to the
+    /// `*_batch` calls, are integers of at most 256 in magnitude divided by `divisor` (`None`
+    /// until said: nothing declared): those the `*_filled` calls' fills write, those gathered
+    /// ahead, and a kept training set. Bytes scaled by 1/255 are (`Some(255.0)`). A device may
+    /// then multiply the first dense layer's integers exactly and divide the sums: the CPU
+    /// does, on AMX (see `cpu::use_level_products`), and checks every value, taking f32
+    /// products where one is not such an integer; a false declaration costs time, not
+    /// accuracy.
+    fn set_input_levels(&mut self, divisor: Option<f32>);
     /// Returns `(Σ loss, Σ correct)` since the last call and resets them.
     ///
     /// # Errors
@@ -214,6 +223,9 @@ pub struct Network<D: Device> {
     tail: Option<Tail>,
     /// A training set kept in the device's memory ([`Runtime::keep_training_set`]).
     kept: Option<Kept<D::Buf>>,
+    /// What the inputs but the slices of `*_batch` calls are: integers divided by this
+    /// ([`Runtime::set_input_levels`]).
+    input_levels: Option<f32>,
 }
 
 /// A training set kept in a device's memory, from which each step gathers its batch by row
@@ -362,6 +374,7 @@ impl<D: Device> Network<D> {
             ahead_key: None,
             tail,
             kept: None,
+            input_levels: None,
         })
     }
 
@@ -429,6 +442,15 @@ impl<D: Device> Network<D> {
         self.ahead_key = None;
         self.cap = cap;
         Ok(())
+    }
+
+    /// The declared levels of `input` ([`Runtime::set_input_levels`]): none for a caller's
+    /// slice.
+    fn levels_of(&self, input: Input<'_>) -> Option<f32> {
+        match input {
+            Input::Slice(_) => None,
+            Input::Filled(_) | Input::Ready => self.input_levels,
+        }
     }
 
     fn forward(&mut self, input: Input<'_>, n: usize, ctx: Ctx) -> Result<()> {
@@ -608,7 +630,7 @@ impl<D: Device> Network<D> {
             self.check_targets(t, n, loss)?;
         }
         let (fused, logits) = self.logits(loss);
-        let ctx = Ctx { training: true, seed, logits_head: fused };
+        let ctx = Ctx { training: true, seed, logits_head: fused, input_levels: self.levels_of(x) };
         let all = 0..self.layers.len();
         self.load_input(x, n)?;
         let Some((tail, next)) = self.gathers_beside(n, next) else {
@@ -831,8 +853,13 @@ impl<D: Device> Runtime for Network<D> {
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {
         self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
-        self.forward(Input::Filled(fill), n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        let ctx = Ctx { logits_head: fused, input_levels: self.input_levels, ..Ctx::default() };
+        self.forward(Input::Filled(fill), n, ctx)?;
         self.loss_pass(Targets::Host(targets), n, loss, logits)
+    }
+
+    fn set_input_levels(&mut self, divisor: Option<f32>) {
+        self.input_levels = divisor;
     }
 
     fn host_inputs(&mut self) -> bool {
@@ -843,7 +870,7 @@ impl<D: Device> Runtime for Network<D> {
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         self.check_targets(targets, n, loss)?;
         let (fused, logits) = self.logits(loss);
-        self.forward(Input::Slice(x), n, Ctx { training: false, seed: 0, logits_head: fused })?;
+        self.forward(Input::Slice(x), n, Ctx { logits_head: fused, ..Ctx::default() })?;
         self.loss_pass(Targets::Host(targets), n, loss, logits)
     }
 
@@ -865,7 +892,7 @@ impl<D: Device> Runtime for Network<D> {
     fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()> {
         let out = self.output_rows(out, n)?;
         self.load_input(Input::Filled(fill), n)?;
-        self.forward_layers(n, Ctx::default())?;
+        self.forward_layers(n, Ctx { input_levels: self.input_levels, ..Ctx::default() })?;
         let last = self.vals.len() - 1;
         self.dev.download(&self.vals[last], out)
     }

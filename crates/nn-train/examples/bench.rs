@@ -1,8 +1,10 @@
 //! Speed benchmark of one model, printing `RESULT {json}` like `../shared/bench/bench_torch.py`.
-//! `bench M1|M2|M3|M4|PRESET [--epochs E] [--real DIR] [--bf16|--bf16x3] [--device cpu|cuda]`:
+//! `bench M1|M2|M3|M4|PRESET [--epochs E] [--real DIR] [--bf16|--bf16x3] [--no-level-products]
+//! [--device cpu|cuda]`:
 //! trains on synthetic data of MNIST's shape (or the real files), then predicts 10 000 images;
 //! `--bf16` runs the CPU's products in bfloat16 where it has AMX, `--bf16x3` in split bfloat16
-//! (`nn_core::cpu::set_matmul_precision`);
+//! (`nn_core::cpu::set_matmul_precision`); `--no-level-products` turns off the exact AMX
+//! products of the first layer's pixels (`nn_core::cpu::use_level_products`);
 //! `--device cuda` trains on the GPU (a build with `--features cuda`). Used by `cargo xtask bench`.
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             nn_core::cpu::set_matmul_precision(precision);
         }
+    }
+    if args.iter().any(|a| a == "--no-level-products") {
+        nn_core::cpu::use_level_products(false);
     }
     let (train, test) = match flag("--real") {
         Some(dir) => {

@@ -436,6 +436,8 @@ impl Trainer {
         // stream per epoch) and devices with their own memory keep the prefetch thread.
         let inline = augmented.is_none() && self.model.runtime().host_inputs();
         let (px, norm) = (train.pixels(), cfg.normalization);
+        // What the gathered inputs are (augmented batches come as slices, undeclared).
+        self.model.runtime().set_input_levels(norm.levels());
         // On a GPU, the training set goes to its memory once (normalised, with its targets),
         // and each step sends only its row numbers and gathers its batch there (the same
         // batches, in the same order). Augmented batches, and a set the GPU cannot hold, go
@@ -656,6 +658,7 @@ impl Trainer {
         let norm = self.normalization;
         let batch = eval_batch_size(self.model.spec());
         self.model.runtime().take_stats()?;
+        self.model.runtime().set_input_levels(norm.levels());
         let mut start = 0;
         let (mut loss_sum, mut correct) = (0f64, 0f64);
         while start < data.len() {
@@ -887,6 +890,7 @@ pub fn predict_bytes(model: &mut Model, pixels: &[u8], norm: Normalization) -> R
     let batch = nn_core::model::predict_batch_size(model.spec()).min(count.max(1));
     let classes = model.output_len();
     let mut out = vec![0f32; count * classes];
+    model.runtime().set_input_levels(norm.levels());
     let mut start = 0;
     while start < count {
         let n = batch.min(count - start);

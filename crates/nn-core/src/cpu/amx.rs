@@ -17,6 +17,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+use super::bf16_pack::Form;
 #[cfg(target_arch = "x86_64")]
 use super::bf16_pack::{Source, Tile};
 #[cfg(target_arch = "x86_64")]
@@ -135,23 +136,75 @@ fn detect() -> bool {
     false
 }
 
-/// The precision [`gemm`] runs this product in, if it takes it: the precision is below
-/// `Highest` (and available), and it is a single product of at least [`MIN_MACS`]
-/// multiply-adds ([`MIN_MACS_SPLIT`] and [`MIN_ROWS_SPLIT`] rows for `High`).
-pub(crate) fn handles(g: &Gemm) -> Option<MatmulPrecision> {
+/// Whether products whose `A` holds levels ([`Gemm::a_levels`]) run exactly on AMX (see
+/// [`use_level_products`]).
+static LEVEL_PRODUCTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns on or off (on by default) the exact products of a first dense layer's scaled pixels
+/// on AMX, at the default precision: where the CPU has AMX ([`bf16_products_available`]) and
+/// the inputs are bytes divided by 255 (`Normalization::Scale`, which the trainer tells the
+/// network), a pixel `p / 255` is `p`, exact in bfloat16, divided by 255, and the other
+/// operand splits into three bfloat16s that hold all of its 24 bits; the three products are
+/// then exact, summed in f32 as an f32 product sums, and the sums divided by 255. The results
+/// are f32's to within f32's own rounding (the sums are taken in another order), at the speed
+/// of [`MatmulPrecision::High`]'s products. Inputs that are not such pixels are seen to be so
+/// as they are packed, and take the f32 products. Off: every product f32, as before.
+pub fn use_level_products(on: bool) {
+    LEVEL_PRODUCTS.store(on, Ordering::Relaxed);
+}
+
+/// Products run on levels ([`level_products_run`]).
+static LEVEL_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many products this process has run on levels (see [`use_level_products`]), refusals
+/// not counted: a diagnostic, to see whether a model's first layer takes them on its data.
+pub fn level_products_run() -> usize {
+    LEVEL_RUNS.load(Ordering::Relaxed)
+}
+
+/// What an AMX product makes of its operands: the forms of `A`'s tiles and of `B`'s. One of
+/// `Round·Round` ([`MatmulPrecision::Medium`]), `Split·Split` (`High`), or `Levels` by
+/// `Split3` (`Highest`), `Split` (`High`) or `Round` (`Medium`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Scheme {
+    a: Form,
+    b: Form,
+}
+
+/// How [`gemm`] runs this product, if it takes it: a single product, with levels in `A` (at
+/// any precision, with β = 0, from [`MIN_MACS`] multiply-adds), or below `Highest` (and
+/// available) from [`MIN_MACS`] multiply-adds ([`MIN_MACS_SPLIT`] and [`MIN_ROWS_SPLIT`]
+/// rows for `High`).
+pub(crate) fn handles(g: &Gemm) -> Option<Scheme> {
+    let single = g.batch <= 1 && g.m > 0 && g.n > 0 && g.k > 0;
+    if !single {
+        return None;
+    }
+    let macs = g.m * g.n * g.k;
     let precision = matmul_precision();
-    let min = match precision {
-        MatmulPrecision::Highest => return None,
-        MatmulPrecision::High => MIN_MACS_SPLIT,
-        MatmulPrecision::Medium => MIN_MACS,
-    };
-    let takes = g.batch <= 1
-        && g.m > 0
-        && g.n > 0
-        && g.k > 0
-        && g.m * g.n * g.k >= min
-        && (precision != MatmulPrecision::High || g.m >= MIN_ROWS_SPLIT);
-    takes.then_some(precision)
+    let levels = g.a_levels.filter(|&d| {
+        d.is_finite()
+            && d > 0.0
+            && g.beta == 0.0
+            && macs >= MIN_MACS
+            && g.m >= MIN_ROWS_SPLIT
+            && LEVEL_PRODUCTS.load(Ordering::Relaxed)
+    });
+    if let Some(d) = levels.filter(|_| bf16_products_available()) {
+        let b = match precision {
+            MatmulPrecision::Highest => Form::Split3,
+            MatmulPrecision::High => Form::Split,
+            MatmulPrecision::Medium => Form::Round,
+        };
+        return Some(Scheme { a: Form::Levels(d), b });
+    }
+    match precision {
+        MatmulPrecision::Highest => None,
+        MatmulPrecision::High => {
+            (macs >= MIN_MACS_SPLIT && g.m >= MIN_ROWS_SPLIT).then_some(Scheme { a: Form::Split, b: Form::Split })
+        }
+        MatmulPrecision::Medium => (macs >= MIN_MACS).then_some(Scheme { a: Form::Round, b: Form::Round }),
+    }
 }
 
 /// What a dense layer's forward product does to its outputs before storing them (see
@@ -220,10 +273,11 @@ struct Buffers {
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// `C [m, n] = α·op(A)·op(B) + β·C` in bfloat16 products summed in f32 (see the module), over
-/// the CPU team when `parallel`, each operand split in two for [`MatmulPrecision::High`]. Only
-/// for products [`handles`] accepts, in the precision it gives. With an `epilogue`, the blocks
-/// apply it to `C` as they store their sums; returns whether it was applied (not when the
-/// product is split along `k`: the caller then applies it).
+/// the CPU team when `parallel`, the operands' tiles in `scheme`'s forms. Only for products
+/// [`handles`] accepts, in the scheme it gives. With an `epilogue`, the blocks apply it to `C`
+/// as they store their sums; returns whether it was applied (not when the product is split
+/// along `k`: the caller then applies it), or `None` where `A` was to hold levels and does not
+/// (`C` then holds garbage: the caller takes another product).
 ///
 /// A forward product `x·W` (neither operand transposed) whose kernel `W` splits into the
 /// kernel's shares of rows (`shares.rs`) is split along `k` as in f32: each thread multiplies
@@ -236,14 +290,20 @@ pub(crate) fn gemm(
     b: &[f32],
     c: &mut [f32],
     parallel: bool,
-    precision: MatmulPrecision,
+    scheme: Scheme,
     epilogue: Option<Epilogue>,
-) -> bool {
+) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, n, k) = (g.m, g.n, g.k);
         let (lda, ldb) = (if g.trans_a { m } else { k }, if g.trans_b { k } else { n });
-        let split = precision == MatmulPrecision::High;
+        // Levels: the sums are of the integers, α divides them.
+        let g = &match scheme.a {
+            Form::Levels(d) => Gemm { alpha: g.alpha / d, ..*g },
+            _ => *g,
+        };
+        // Set by a part that finds a value in `A` that is not a level.
+        let refused = std::sync::atomic::AtomicBool::new(false);
         let parts = if parallel { team::threads() } else { 1 };
         if parts > 1 && !g.trans_a && !g.trans_b && shares::splits(k) && m * n <= super::tile_gemm::MAX_PARTIAL {
             let mut partials = super::tile_gemm::PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,26 +339,50 @@ pub(crate) fn gemm(
                         (out, None),
                         (0, 1),
                         call,
-                        split,
+                        (scheme, &refused),
                     );
                 }
             });
+            if refused.load(Ordering::Relaxed) {
+                return None;
+            }
+            count(scheme);
             super::tile_gemm::add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
-            return false;
+            return Some(false);
         }
         let cp = SyncPtr::new(&mut c[..m * n]);
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the operands' sizes were checked by the caller (gemm_slices); each part
         // writes its own blocks of C.
         on_parts(parts, |p| unsafe {
-            product(g, (lda, ldb), (a.as_ptr(), b.as_ptr()), (cp.raw().0, epilogue), (p, parts), call, split)
+            product(
+                g,
+                (lda, ldb),
+                (a.as_ptr(), b.as_ptr()),
+                (cp.raw().0, epilogue),
+                (p, parts),
+                call,
+                (scheme, &refused),
+            )
         });
-        epilogue.is_some()
+        if refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        count(scheme);
+        Some(epilogue.is_some())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (g, a, b, c, parallel, precision, epilogue);
+        let _ = (g, a, b, c, parallel, scheme, epilogue);
         unreachable!("bfloat16 products are only available on x86-64");
+    }
+}
+
+/// Counts a product run in `scheme` where it is one of levels.
+#[cfg(target_arch = "x86_64")]
+fn count(scheme: Scheme) {
+    if matches!(scheme.a, Form::Levels(_)) {
+        LEVEL_RUNS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -311,7 +395,9 @@ pub(crate) fn gemm(
 /// of tiles, or columns, that a row, or column, of blocks reads) at a time, just before the
 /// blocks that use it, while it is in cache. `call` names the call (the same for all its
 /// parts, a new one for the next call): a thread that runs several parts of one call packs
-/// the whole operand once. `split`: each operand split in two ([`MatmulPrecision::High`]).
+/// the whole operand once. The operands' tiles are in the forms of `scheme`; where `A`'s
+/// values are to be levels and one is not, the part sets `refused` and stops, and so do the
+/// others when they see it.
 ///
 /// # Safety
 /// The CPU has AMX and AVX-512 BF16 and this process may use them; the operands hold every
@@ -324,23 +410,24 @@ unsafe fn product(
     (c, epilogue): (*mut f32, Option<Epilogue>),
     (p, parts): (usize, usize),
     call: u64,
-    split: bool,
+    (scheme, refused): (Scheme, &std::sync::atomic::AtomicBool),
 ) {
     let (m, n, k) = (g.m, g.n, g.k);
-    // Split operands take two tiles per 32 steps (see `pack`): `kt` tiles per row (or column)
-    // of tiles, from `kb` blocks of steps.
-    let reps = if split { 2 } else { 1 };
+    // Each 32 steps of a row (or column) of tiles take `form.tiles()` tiles: `kta` tiles per
+    // row of A's tiles, `ktb` per column of B's, from `kb` blocks of steps.
     let (mb, nb, kb) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
-    let kt = reps * kb;
+    let (kta, ktb) = (scheme.a.tiles() * kb, scheme.b.tiles() * kb);
     let by_rows = mb >= nb;
-    // Packs tiles `from..` of A (or B) into `out`, `reps` tiles per block of steps: block `t`
-    // covers rows (or columns) `t / kb · 16..` and steps `t % kb · 32..`, zeros past the
-    // operand's edges; split, the two are the values' high parts and their low parts.
+    // Packs A's (or B's) blocks of steps `from..` into `out`, in its form: block `t` covers
+    // rows (or columns) `t / kb · 16..` and steps `t % kb · 32..`, zeros past the operand's
+    // edges. False where A's levels are not.
     let pack = |of_a: bool, from: usize, out: &mut [Tile]| {
-        let (src, len, trans, ld) = if of_a { (a, m, g.trans_a, lda) } else { (b, n, !g.trans_b, ldb) };
+        let (src, len, trans, ld, form) =
+            if of_a { (a, m, g.trans_a, lda, scheme.a) } else { (b, n, !g.trans_b, ldb, scheme.b) };
         // Row-major `op(A)` has its steps contiguous; `op(B)` when it is stored transposed.
         let (o_stride, s_stride) = if trans { (1, ld) } else { (ld, 1) };
-        for (t, tiles) in (from / reps..).zip(out.chunks_exact_mut(reps)) {
+        let mut ok = true;
+        for (t, tiles) in (from..).zip(out.chunks_exact_mut(form.tiles())) {
             let (o, s) = (t / kb * 16, t % kb * 32);
             let at = Source { o_stride, s_stride, outer: len.saturating_sub(o).min(16), steps: (k - s).min(32) };
             if at.outer == 0 {
@@ -348,22 +435,20 @@ unsafe fn product(
                 continue;
             }
             // SAFETY: the CPU has AVX-512 BF16 (the caller); a tile's elements lie inside
-            // the operand (`Source` stops at its edges).
-            unsafe {
-                let src = src.add(o * o_stride + s * s_stride);
-                match tiles {
-                    [tile] => super::bf16_pack::pack(src, at, tile, of_a),
-                    [hi, lo] => super::bf16_pack::pack_split(src, at, hi, lo, of_a),
-                    _ => unreachable!("one or two tiles per block of steps"),
-                }
-            }
+            // the operand (`Source` stops at its edges); `tiles` are as many as the form makes.
+            ok &= unsafe { super::bf16_pack::pack(src.add(o * o_stride + s * s_stride), at, tiles, form, of_a) };
         }
+        if !ok {
+            refused.store(true, Ordering::Relaxed);
+        }
+        ok
     };
     // The operand every part reads whole: B when the parts split the rows, A when they split
     // the columns. Each part packs its own copy: packing it once, shared out, cost more (each
     // part's tiles, read by the other core after the previous product, had to be fetched back
     // before being written: 170 ns a tile against 50).
     let (divided, whole) = if by_rows { (mb, nb) } else { (nb, mb) };
+    let (kt_own, kt_whole) = if by_rows { (kta, ktb) } else { (ktb, kta) };
     let own = even(divided, parts, p);
     if own.is_empty() {
         // More parts than rows (or columns) of blocks: nothing to pack or compute.
@@ -371,23 +456,29 @@ unsafe fn product(
     }
     BUFFERS.with_borrow_mut(|buffers| {
         let Buffers { shared, panel, packed_for } = buffers;
-        SHARED.grow(shared, 2 * kt * whole, Tile::ZERO);
-        PANEL.grow(panel, 2 * kt, Tile::ZERO);
-        let (shared, panel) = (&mut shared[..2 * kt * whole], &mut panel[..2 * kt]);
+        SHARED.grow(shared, 2 * kt_whole * whole, Tile::ZERO);
+        PANEL.grow(panel, 2 * kt_own, Tile::ZERO);
+        let (shared, panel) = (&mut shared[..2 * kt_whole * whole], &mut panel[..2 * kt_own]);
         if *packed_for != call {
-            pack(!by_rows, 0, shared);
+            // A thread running a second part of this call finds it packed (and, for levels,
+            // checked: a refusal stops the call's other parts).
             *packed_for = call;
+            if !pack(!by_rows, 0, shared) {
+                return;
+            }
         }
         // SAFETY: the CPU has AMX (the caller); this part writes only the blocks of C in its
         // own rows (or columns) of blocks.
         unsafe {
             with_tiles(|| {
                 for x in own {
-                    pack(by_rows, 2 * x * kt, panel);
+                    if refused.load(Ordering::Relaxed) || !pack(by_rows, 2 * x * kb, panel) {
+                        return;
+                    }
                     for y in 0..whole {
-                        let other = &shared[2 * y * kt..2 * (y + 1) * kt];
+                        let other = &shared[2 * y * kt_whole..2 * (y + 1) * kt_whole];
                         let (i, j, a, b) = if by_rows { (x, y, &*panel, other) } else { (y, x, other, &*panel) };
-                        block(g, a, b, (kt, split), (i, j), (c, epilogue));
+                        block(g, a, b, (kb, scheme), (i, j), (c, epilogue));
                     }
                 }
             })
@@ -447,10 +538,11 @@ unsafe fn with_tiles(f: impl FnOnce()) {
 }
 
 /// Computes block `(i, j)` (32×32 outputs from row `32·i`, column `32·j`) of `C` from `a`, the
-/// two rows of `kt` tiles of `op(A)` it reads (tile row `2i`, then `2i + 1`), and `b`, the two
-/// columns of `op(B)`'s (tile column `2j`, then `2j + 1`). `split`: each 32 steps take two
-/// tiles, the operand's high parts and its low parts, and the block sums `hi·lo' + hi·hi' +
-/// lo·hi'` (in that order: the eight tiles are loaded once each, four tile registers at a time).
+/// two rows of tiles of `op(A)` it reads (tile row `2i`, then `2i + 1`), and `b`, the two
+/// columns of `op(B)`'s (tile column `2j`, then `2j + 1`), over `kb` blocks of 32 steps, each
+/// taking as many tiles as `scheme`'s forms make. Split in two on both sides, the block sums
+/// `hi·lo' + hi·hi' + lo·hi'` (in that order: the eight tiles are loaded once each, four tile
+/// registers at a time); `A`'s levels `q` by `B`'s parts sum `q·lo' + q·mid' + q·hi'`.
 ///
 /// # Safety
 /// Inside [`with_tiles`]; `c` points to `C` (`m × n`), whose block is written by no other
@@ -461,14 +553,15 @@ unsafe fn block(
     g: &Gemm,
     a: &[Tile],
     b: &[Tile],
-    (kt, split): (usize, bool),
+    (kb, scheme): (usize, Scheme),
     (i, j): (usize, usize),
     (c, epilogue): (*mut f32, Option<Epilogue>),
 ) {
     use std::arch::asm;
     use std::arch::x86_64::*;
     let (m, n) = (g.m, g.n);
-    assert!(kt > 0 && a.len() == 2 * kt && b.len() == 2 * kt, "a block reads two rows and two columns of tiles");
+    let (kta, ktb) = (scheme.a.tiles() * kb, scheme.b.tiles() * kb);
+    assert!(kb > 0 && a.len() == 2 * kta && b.len() == 2 * ktb, "a block reads two rows and two columns of tiles");
     let (r0, c0) = (32 * i, 32 * j);
     let (nr, nc) = ((m - r0.min(m)).min(32), (n - c0.min(n)).min(32));
     if nr == 0 || nc == 0 {
@@ -492,10 +585,10 @@ unsafe fn block(
         } else {
             (out.add(256), out.add(512), out.add(768))
         };
-        // The loop over the steps around `$body` (one step: its tiles loaded, its products
-        // added to the four sums), then the sums stored.
+        // The loop over the `kb` blocks of steps around `$body` (one block: its tiles loaded,
+        // its products added to the four sums), then the sums stored.
         macro_rules! steps {
-            ($steps:expr, $($body:literal),* $(,)?) => {
+            ($($body:literal),* $(,)?) => {
                 asm!(
                     "tilezero tmm0",
                     "tilezero tmm1",
@@ -510,10 +603,10 @@ unsafe fn block(
                     "tilestored [{o10} + {ld}], tmm2",
                     "tilestored [{o11} + {ld}], tmm3",
                     a0 = inout(reg) a.as_ptr() => _,
-                    a1 = inout(reg) a.as_ptr().add(kt) => _,
+                    a1 = inout(reg) a.as_ptr().add(kta) => _,
                     b0 = inout(reg) b.as_ptr() => _,
-                    b1 = inout(reg) b.as_ptr().add(kt) => _,
-                    steps = inout(reg) $steps => _,
+                    b1 = inout(reg) b.as_ptr().add(ktb) => _,
+                    steps = inout(reg) kb => _,
                     stride = in(reg) 64usize,
                     o00 = in(reg) out,
                     o01 = in(reg) o01,
@@ -532,9 +625,8 @@ unsafe fn block(
                 )
             };
         }
-        if split {
-            steps!(
-                kt / 2,
+        match (scheme.a.tiles(), scheme.b.tiles()) {
+            (2, 2) => steps!(
                 // A's high parts by B's low parts.
                 "tileloadd tmm4, [{a0} + {stride}]",
                 "tileloadd tmm6, [{b0} + {stride} + 1024]",
@@ -562,10 +654,56 @@ unsafe fn block(
                 "add {a1}, 2048",
                 "add {b0}, 2048",
                 "add {b1}, 2048",
-            );
-        } else {
-            steps!(
-                kt,
+            ),
+            (1, 3) => steps!(
+                // A's levels by B's low parts, middle parts, high parts.
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm6, [{b0} + {stride} + 2048]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {stride} + 2048]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b0} + {stride} + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tileloadd tmm7, [{b1} + {stride} + 1024]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b0} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tileloadd tmm7, [{b1} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "add {b0}, 3072",
+                "add {b1}, 3072",
+            ),
+            (1, 2) => steps!(
+                // A's levels by B's low parts, then high parts.
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm6, [{b0} + {stride} + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {stride} + 1024]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm6, [{b0} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tileloadd tmm7, [{b1} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "add {b0}, 2048",
+                "add {b1}, 2048",
+            ),
+            (1, 1) => steps!(
                 "tileloadd tmm4, [{a0} + {stride}]",
                 "tileloadd tmm6, [{b0} + {stride}]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
@@ -578,7 +716,8 @@ unsafe fn block(
                 "add {a1}, 1024",
                 "add {b0}, 1024",
                 "add {b1}, 1024",
-            );
+            ),
+            other => unreachable!("no AMX scheme takes {other:?} tiles per block of steps"),
         }
         if direct {
             return;
@@ -643,6 +782,14 @@ mod tests {
         }
     }
 
+    /// The scheme of a precision's products without levels.
+    fn plain(precision: MatmulPrecision) -> Scheme {
+        match precision {
+            MatmulPrecision::High => Scheme { a: Form::Split, b: Form::Split },
+            _ => Scheme { a: Form::Round, b: Form::Round },
+        }
+    }
+
     /// `x` as the split's two parts: rounded, and what the rounding left, rounded.
     fn split(x: f32) -> (f64, f64) {
         let hi = round(x);
@@ -665,7 +812,7 @@ mod tests {
                         let g = Gemm { alpha, beta, ..Gemm::new(trans_a, trans_b, m, n, k) };
                         for parallel in [false, true] {
                             let mut c = c0.clone();
-                            gemm(&g, &a, &b, &mut c, parallel, precision, None);
+                            assert_eq!(gemm(&g, &a, &b, &mut c, parallel, plain(precision), None), Some(false));
                             for i in 0..m {
                                 for j in 0..n {
                                     let (mut sum, mut size, mut exact) = (0.0f64, 0.0f64, 0.0f64);
@@ -728,12 +875,12 @@ mod tests {
                     for with_bias in [true, false] {
                         let bias = with_bias.then_some(&bias[..]);
                         let mut want = vec![0f32; m * n];
-                        assert!(!gemm(&g, &a, &b, &mut want, true, precision, None));
+                        assert_eq!(gemm(&g, &a, &b, &mut want, true, plain(precision), None), Some(false));
                         let shape = Channels { outer: m, channels: n, inner: 1 };
                         super::super::elementwise::bias_act(&mut want, bias, act, shape);
                         let mut got = vec![f32::NAN; m * n];
                         let epilogue = Epilogue::of(bias, act);
-                        let applied = gemm(&g, &a, &b, &mut got, true, precision, epilogue);
+                        let applied = gemm(&g, &a, &b, &mut got, true, plain(precision), epilogue) == Some(true);
                         // 2048×512 outputs are too many to split along k: blocks, with the
                         // epilogue.
                         assert!(applied || m < 2048, "the blocks applied no epilogue");
@@ -760,10 +907,88 @@ mod tests {
         super::super::gemm_slices(&g, &a, &b, &mut exact);
         let error = |precision| {
             let mut c = vec![0f32; m * n];
-            gemm(&g, &a, &b, &mut c, false, precision, None);
+            gemm(&g, &a, &b, &mut c, false, plain(precision), None);
             c.iter().zip(&exact).map(|(x, y)| f64::from(x - y).abs()).fold(0.0, f64::max)
         };
         let (medium, high) = (error(MatmulPrecision::Medium), error(MatmulPrecision::High));
         assert!(high * 100.0 < medium, "largest error: split {high}, rounded {medium}");
+    }
+
+    #[test]
+    fn products_of_levels_are_f32_products_and_other_values_are_refused() {
+        if no_amx() {
+            return;
+        }
+        let mut next = uniform(5);
+        // Ragged and whole blocks, split along k (C small) or not, both layouts of A.
+        for (m, n, k) in [(128, 128, 784), (784, 128, 128), (37, 70, 33), (300, 40, 97)] {
+            for trans_a in [false, true] {
+                let a: Vec<f32> = (0..m * k).map(|_| ((next() + 1.0) * 128.0).min(255.0).floor() / 255.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next() * 0.1).collect();
+                let g = Gemm::new(trans_a, false, m, n, k).a_levels(Some(255.0));
+                let at = |i: usize, s: usize| a[if trans_a { s * m + i } else { i * k + s }];
+                // The f32 product and its largest error, against f64 sums.
+                let mut f32s = vec![0f32; m * n];
+                super::super::tile_gemm::gemm(&Gemm { a_levels: None, ..g }, &a, &b, &mut f32s, true);
+                let exact =
+                    |i: usize, j: usize| (0..k).map(|s| f64::from(at(i, s)) * f64::from(b[s * n + j])).sum::<f64>();
+                let worst =
+                    |c: &[f32]| (0..m * n).map(|x| (f64::from(c[x]) - exact(x / n, x % n)).abs()).fold(0.0, f64::max);
+                let f32_error = worst(&f32s);
+                for precision in [MatmulPrecision::Highest, MatmulPrecision::High, MatmulPrecision::Medium] {
+                    let b_form = [Form::Split3, Form::Split, Form::Round][precision as usize];
+                    let scheme = Scheme { a: Form::Levels(255.0), b: b_form };
+                    let mut c = vec![f32::NAN; m * n];
+                    assert!(gemm(&g, &a, &b, &mut c, true, scheme, None).is_some(), "{m}×{n}×{k}: refused");
+                    let error = worst(&c);
+                    // Every bit of B: at least as near as f32 (the pixels exact, where f32
+                    // rounds p / 255; measured 0.3–0.9 of f32's error). Fewer: B's rounding.
+                    let bound = match precision {
+                        MatmulPrecision::Highest => f32_error,
+                        MatmulPrecision::High => 2f64.powi(-15) * (k as f64).sqrt() * 0.1,
+                        MatmulPrecision::Medium => 2f64.powi(-8) * (k as f64).sqrt() * 0.1,
+                    };
+                    assert!(error <= bound, "{m}×{n}×{k} {precision:?}: error {error:e}, f32's {f32_error:e}");
+                }
+                // A value that is not a pixel / 255, anywhere: refused.
+                for spot in [0, m * k / 2, m * k - 1] {
+                    let mut spoiled = a.clone();
+                    spoiled[spot] = 0.3;
+                    let mut c = vec![0f32; m * n];
+                    let scheme = Scheme { a: Form::Levels(255.0), b: Form::Split3 };
+                    for parallel in [false, true] {
+                        assert_eq!(
+                            gemm(&g, &spoiled, &b, &mut c, parallel, scheme, None),
+                            None,
+                            "{m}×{n}×{k} at {spot}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_told_of_levels_take_them_by_default_and_f32_after_a_refusal() {
+        if no_amx() {
+            return;
+        }
+        let (m, n, k) = (64, 64, 256);
+        let a: Vec<f32> = (0..m * k).map(|i| (i * 13 % 256) as f32 / 255.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 101) as f32 / 101.0 - 0.5).collect();
+        let g = Gemm::new(false, false, m, n, k).a_levels(Some(255.0));
+        assert_eq!(handles(&g).map(|s| s.a), Some(Form::Levels(255.0)));
+        assert_eq!(handles(&Gemm { beta: 1.0, ..g }), None, "β ≠ 0 cannot be recomputed after a refusal");
+        // Through the device's entry: what f32 gives, within its rounding, levels or not.
+        let (mut with, mut without) = (vec![0f32; m * n], vec![0f32; m * n]);
+        super::super::gemm_slices(&g, &a, &b, &mut with);
+        super::super::gemm_slices(&Gemm { a_levels: None, ..g }, &a, &b, &mut without);
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
+        assert!(close(&with, &without));
+        let mut spoiled = a.clone();
+        spoiled[100] = 0.3;
+        super::super::gemm_slices(&g, &spoiled, &b, &mut with);
+        super::super::gemm_slices(&Gemm { a_levels: None, ..g }, &spoiled, &b, &mut without);
+        assert_eq!(with, without, "a refused product is the f32 one");
     }
 }

@@ -38,131 +38,148 @@ pub(crate) struct Source {
     pub(crate) steps: usize,
 }
 
-/// Packs one tile from `src` (its first element): `A`'s (`of_a`: rows by steps) or `B`'s
-/// (pairs of steps by columns). The operand gives 16 vectors one per row (or column) where its
-/// steps are contiguous, one per pair of steps where its rows (or columns) are; `A`'s tile
-/// wants the first, `B`'s the second, and the other way round takes a transpose. Where none is
-/// needed each vector is stored into the tile as it is made; otherwise the 16 are made, then
+/// How a tile's f32 values become bfloat16: the tiles [`pack`] makes for each 16 × 32 values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Form {
+    /// Each value rounded to bfloat16: one tile.
+    Round,
+    /// Split in two, `x ≈ hi + lo`: `hi` the value rounded, `lo` what that left, rounded. 16 of
+    /// `x`'s 24 significant bits; as PyTorch's matmul precision "high" splits its operands on
+    /// CPUs without TF32. Two tiles, `hi` first.
+    Split,
+    /// Split in three, `x = hi + mid + lo`: each part the rounding of what the ones before
+    /// left. All of `x`'s 24 bits (bfloat16's 8 three times over), but for values so small that
+    /// a part falls below bfloat16's normal range (about 10⁻³⁸, which AMX flushes to zero).
+    /// Three tiles, `hi` first.
+    Split3,
+    /// Integers: each value times the divisor `d`, which must give an integer of at most 256
+    /// in magnitude (within 2⁻²² of it, as `q / d` rounded to f32 gives back): one tile of
+    /// those integers, exact in bfloat16. [`pack`] says whether every value was one.
+    Levels(f32),
+}
+
+impl Form {
+    /// Tiles per 16 × 32 values.
+    pub(crate) const fn tiles(self) -> usize {
+        match self {
+            Form::Round | Form::Levels(_) => 1,
+            Form::Split => 2,
+            Form::Split3 => 3,
+        }
+    }
+}
+
+/// Packs 16 rows (or columns) by 32 steps from `src` (its first element) into `tiles` (as many
+/// as `form` makes, in its order): `A`'s (`of_a`: rows by steps) or `B`'s (pairs of steps by
+/// columns). The operand gives 16 vectors one per row (or column) where its steps are
+/// contiguous, one per pair of steps where its rows (or columns) are; `A`'s tile wants the
+/// first, `B`'s the second, and the other way round takes a transpose. Where none is needed
+/// each vector is stored into the tile as it is made; otherwise the 16 are made, then
 /// transposed and stored. (Made and stored after, through the stack, took 41–53 ns a tile in
 /// cache, 47–83 split; stored as made, 35–45 and 43–57. An early version had found storing
 /// as made twice as slow, its stores aliasing loads 4 KiB apart in a row-major `B`: not so
 /// now, 81 ns against 84 with rows of 1024 floats.)
 ///
+/// Returns false where the form is [`Form::Levels`] and a value is not one of its integers
+/// (the tile then holds the wrong numbers); true otherwise.
+///
 /// # Safety
 /// The CPU has AVX-512F, BW and BF16; every element `(o, s)` named by `at` lies in `src`'s
-/// allocation.
+/// allocation; `tiles` holds `form.tiles()` tiles.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn pack(src: *const f32, at: Source, tile: &mut Tile, of_a: bool) {
+pub(crate) unsafe fn pack(src: *const f32, at: Source, tiles: &mut [Tile], form: Form, of_a: bool) -> bool {
+    let parts = form.tiles();
+    assert!(tiles.len() == parts, "{form:?} makes {parts} tiles");
+    let mut ok = 0xffff;
     if (at.s_stride == 1) == of_a {
+        // SAFETY: a tile is 1 KiB aligned to 64 bytes, as 16 vectors of 64 bytes are; every bit
+        // pattern is valid for both.
+        let rows = unsafe { std::slice::from_raw_parts_mut(tiles.as_mut_ptr().cast::<[__m512i; 16]>(), parts) };
         // SAFETY: the function's contract.
-        unsafe { straight(src, at, tile.rows(), None) };
-        return;
-    }
-    // SAFETY: the function's contract.
-    let (v, _) = unsafe { vectors(src, at, false) };
-    store(&transpose(v), tile);
-}
-
-/// Packs the tile of [`pack`] split in two: `hi` holds each value rounded to bfloat16 (as
-/// [`pack`]'s tile), `lo` what that rounding left, `x − hi`, rounded too. `hi + lo` carries 16
-/// of `x`'s 24 significant bits (and the sum of the three products `hi·hi' + hi·lo' + lo·hi'`
-/// about as many of `x·x'`), as PyTorch's matmul precision "high" splits its operands on CPUs
-/// without TF32. An infinite `x` leaves a NaN in `lo`.
-///
-/// # Safety
-/// As [`pack`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn pack_split(src: *const f32, at: Source, hi: &mut Tile, lo: &mut Tile, of_a: bool) {
-    if (at.s_stride == 1) == of_a {
-        // SAFETY: the function's contract.
-        unsafe { straight(src, at, hi.rows(), Some(lo.rows())) };
-        return;
-    }
-    // SAFETY: the function's contract.
-    let (h, l) = unsafe { vectors(src, at, true) };
-    store(&transpose(h), hi);
-    store(&transpose(l), lo);
-}
-
-/// Writes a tile (and, with `rest`, its split's second tile) whose operand lies as the tile
-/// wants it, each row as it is made, zeros past the operand's edge.
-///
-/// # Safety
-/// As [`pack`]; `(at.s_stride == 1) == of_a`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn straight(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: Option<&mut [__m512i; 16]>) {
-    // SAFETY: the caller's contract.
-    let made = unsafe {
-        if at.s_stride == 1 {
-            by_outer(src, at, v, rest.as_deref_mut());
-            at.outer.min(16)
-        } else {
-            by_pair(src, at, v, rest.as_deref_mut());
-            at.steps.div_ceil(2).min(16)
+        unsafe { vectors(src, at, form, rows, &mut ok) };
+        let made = if at.s_stride == 1 { at.outer.min(16) } else { at.steps.div_ceil(2).min(16) };
+        for v in rows {
+            v[made..].fill(_mm512_setzero_si512());
         }
-    };
-    for r in made..16 {
-        v[r] = _mm512_setzero_si512();
-        if let Some(rest) = rest.as_deref_mut() {
-            rest[r] = _mm512_setzero_si512();
+    } else {
+        let mut v = [[_mm512_setzero_si512(); 16]; 3];
+        // SAFETY: the function's contract.
+        unsafe { vectors(src, at, form, &mut v[..parts], &mut ok) };
+        for (v, tile) in v.iter().zip(tiles) {
+            for (v, row) in transpose(*v).iter().zip(tile.rows()) {
+                *row = *v;
+            }
         }
     }
+    ok == 0xffff
 }
 
-/// The 16 vectors of a tile (see [`pack`]) as the operand lies: rounded, and with `split` what
-/// the rounding left, rounded (zeros otherwise).
+/// The vectors of a tile's parts (see [`pack`]) as the operand lies, into `out[part]`; past
+/// the operand's edge they are left as they are. Clears the lanes of `ok` that saw a value
+/// [`Form::Levels`] does not take.
 ///
 /// # Safety
 /// As [`pack`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline]
-unsafe fn vectors(src: *const f32, at: Source, split: bool) -> ([__m512i; 16], [__m512i; 16]) {
-    let mut hi = [_mm512_setzero_si512(); 16];
-    let mut lo = [_mm512_setzero_si512(); 16];
+unsafe fn vectors(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     // SAFETY: the caller's contract.
     unsafe {
         if at.s_stride == 1 {
-            by_outer(src, at, &mut hi, split.then_some(&mut lo));
+            by_outer(src, at, form, out, ok);
         } else {
-            by_pair(src, at, &mut hi, split.then_some(&mut lo));
+            by_pair(src, at, form, out, ok);
         }
     }
-    (hi, lo)
 }
 
-/// `x0` and `x1` rounded to bfloat16, side by side (`x0`'s in the low 16 words), and with
-/// `split` what each rounding left (`x − round(x)`), rounded, laid out the same way.
+/// `x0` and `x1` in `form`, side by side (`x0`'s in the low 16 words of each part); parts the
+/// form does not make are zeros. Clears the lanes of `ok` where [`Form::Levels`] meets a value
+/// that is not one of its integers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline]
-fn round_pair(x1: __m512, x0: __m512, split: bool) -> (__m512i, __m512i) {
-    // SAFETY (both transmutes): reinterpret 512 bits.
-    let hi = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0)) };
-    if !split {
-        return (hi, _mm512_setzero_si512());
-    }
+fn convert_pair(x1: __m512, x0: __m512, form: Form, ok: &mut __mmask16) -> [__m512i; 3] {
+    // SAFETY (the transmutes): reinterpret 512 bits.
+    let round = |x1, x0| unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0)) };
     // The rounded values back in f32: a bfloat16 is the high half of an f32.
     let widen = |words: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(words)));
-    let h0 = widen(_mm512_castsi512_si256(hi));
-    let h1 = widen(_mm512_extracti64x4_epi64::<1>(hi));
-    // SAFETY: as above.
-    let lo = unsafe {
-        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0)))
+    let rest = |x1, x0, r: __m512i| {
+        let (h0, h1) = (widen(_mm512_castsi512_si256(r)), widen(_mm512_extracti64x4_epi64::<1>(r)));
+        (_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0))
     };
-    (hi, lo)
-}
-
-/// Writes the 16 vectors as the tile's rows (vector stores; a plain copy of the array became
-/// a call to `memcpy`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn store(v: &[__m512i; 16], tile: &mut Tile) {
-    for (v, row) in v.iter().zip(tile.rows()) {
-        *row = *v;
+    let zero = _mm512_setzero_si512();
+    match form {
+        Form::Round => [round(x1, x0), zero, zero],
+        Form::Split => {
+            let hi = round(x1, x0);
+            let (r1, r0) = rest(x1, x0, hi);
+            [hi, round(r1, r0), zero]
+        }
+        Form::Split3 => {
+            let hi = round(x1, x0);
+            let (r1, r0) = rest(x1, x0, hi);
+            let mid = round(r1, r0);
+            let (s1, s0) = rest(r1, r0, mid);
+            [hi, mid, round(s1, s0)]
+        }
+        Form::Levels(d) => {
+            let d = _mm512_set1_ps(d);
+            let mut level = |x| {
+                let t = _mm512_mul_ps(x, d);
+                let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+                let size = _mm512_abs_ps(q);
+                // |t − q| ≤ |q|·2⁻²² and |q| ≤ 256 (false for a NaN or an infinity).
+                let off = _mm512_fnmadd_ps(size, _mm512_set1_ps(2f32.powi(-22)), _mm512_abs_ps(_mm512_sub_ps(t, q)));
+                *ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(off, _mm512_setzero_ps())
+                    & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(size, _mm512_set1_ps(256.0));
+                q
+            };
+            let (q1, q0) = (level(x1), level(x0));
+            [round(q1, q0), zero, zero]
+        }
     }
 }
 
@@ -187,12 +204,12 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// Vector `o` = the 32 steps of row (or column) `o`, rounded and paired: lane `p` holds steps
-/// `2p` (low half) and `2p + 1`; in `rest` (when asked for) the same of what the rounding
-/// left. Needs `s_stride == 1`; vectors past `at.outer` are left as they are (zeros).
+/// Vector `o` of each part = the 32 steps of row (or column) `o` in `form`, paired: lane `p`
+/// holds steps `2p` (low half) and `2p + 1`. Needs `s_stride == 1`; vectors past `at.outer`
+/// are left as they are.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: Option<&mut [__m512i; 16]>) {
+unsafe fn by_outer(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     let (first, second) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
     for o in 0..at.outer.min(16) {
         // SAFETY: row o is present; the masks load only the steps present (masked lanes do
@@ -202,21 +219,19 @@ unsafe fn by_outer(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest:
             let x0 = _mm512_maskz_loadu_ps(first, row);
             (x0, if at.steps > 16 { _mm512_maskz_loadu_ps(second, row.add(16)) } else { _mm512_setzero_ps() })
         };
-        let (h, l) = round_pair(x1, x0, rest.is_some());
-        v[o] = h;
-        if let Some(rest) = rest.as_deref_mut() {
-            rest[o] = l;
+        let parts = convert_pair(x1, x0, form, ok);
+        for (v, part) in out.iter_mut().zip(parts) {
+            v[o] = part;
         }
     }
 }
 
-/// Vector `p` = steps `2p` and `2p + 1` of the 16 rows (or columns), rounded and paired: lane
-/// `o` holds row `o`'s step `2p` (low half) and `2p + 1`; in `rest` (when asked for) the same
-/// of what the rounding left. Needs `o_stride == 1`; vectors past the steps are left as they
-/// are (zeros).
+/// Vector `p` of each part = steps `2p` and `2p + 1` of the 16 rows (or columns) in `form`,
+/// paired: lane `o` holds row `o`'s step `2p` (low half) and `2p + 1`. Needs `o_stride == 1`;
+/// vectors past the steps are left as they are.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: Option<&mut [__m512i; 16]>) {
+unsafe fn by_pair(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     let m = lanes(at.outer);
     // Word 2o takes the first step's value o, word 2o + 1 the second's (at 16 + o).
     let interleave = _mm512_set_epi16(
@@ -232,10 +247,9 @@ unsafe fn by_pair(src: *const f32, at: Source, v: &mut [__m512i; 16], mut rest: 
         }
     };
     for p in 0..at.steps.div_ceil(2).min(16) {
-        let (h, l) = round_pair(load(2 * p + 1), load(2 * p), rest.is_some());
-        v[p] = _mm512_permutexvar_epi16(interleave, h);
-        if let Some(rest) = rest.as_deref_mut() {
-            rest[p] = _mm512_permutexvar_epi16(interleave, l);
+        let parts = convert_pair(load(2 * p + 1), load(2 * p), form, ok);
+        for (v, part) in out.iter_mut().zip(parts) {
+            v[p] = _mm512_permutexvar_epi16(interleave, part);
         }
     }
 }
@@ -308,31 +322,75 @@ mod tests {
             // Row-major storage, either way round: (o, s) at o·64 + s, or at s·64 + o.
             for (o_stride, s_stride) in [(64, 1), (1, 64)] {
                 let at = Source { o_stride, s_stride, outer, steps };
-                let (mut a, mut b) = (Tile::ZERO, Tile::ZERO);
-                // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
-                unsafe {
-                    pack(data.as_ptr(), at, &mut a, true);
-                    pack(data.as_ptr(), at, &mut b, false);
-                }
-                // Split: the same rounded values, and what each rounding left, rounded.
-                let (mut a_hi, mut a_lo, mut b_hi, mut b_lo) = (Tile::ZERO, Tile::ZERO, Tile::ZERO, Tile::ZERO);
-                // SAFETY: as above.
-                unsafe {
-                    pack_split(data.as_ptr(), at, &mut a_hi, &mut a_lo, true);
-                    pack_split(data.as_ptr(), at, &mut b_hi, &mut b_lo, false);
-                }
-                for o in 0..16 {
-                    for s in 0..32 {
-                        let x = (o < outer && s < steps).then(|| data[o * o_stride + s * s_stride]);
-                        let want = x.map_or(0, bf16_bits);
-                        let left = x.map_or(0, |x| bf16_bits(x - f32::from_bits(u32::from(bf16_bits(x)) << 16)));
-                        assert_eq!(word(&a, o, s), want, "A, row {o}, step {s}, {at:?}");
-                        assert_eq!(word(&b, s / 2, 2 * o + s % 2), want, "B, column {o}, step {s}, {at:?}");
-                        assert_eq!(word(&a_hi, o, s), want, "split A, row {o}, step {s}, {at:?}");
-                        assert_eq!(word(&b_hi, s / 2, 2 * o + s % 2), want, "split B, column {o}, step {s}, {at:?}");
-                        assert_eq!(word(&a_lo, o, s), left, "split A's rest, row {o}, step {s}, {at:?}");
-                        assert_eq!(word(&b_lo, s / 2, 2 * o + s % 2), left, "split B's rest, column {o}, step {s}");
+                // Each form, as A's tiles and as B's.
+                let packed = |form: Form, of_a: bool| {
+                    let mut tiles = vec![Tile::ZERO; form.tiles()];
+                    // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
+                    assert!(unsafe { pack(data.as_ptr(), at, &mut tiles, form, of_a) });
+                    tiles
+                };
+                let bits = |x: f32| f32::from_bits(u32::from(bf16_bits(x)) << 16);
+                for form in [Form::Round, Form::Split, Form::Split3] {
+                    let (a, b) = (packed(form, true), packed(form, false));
+                    for o in 0..16 {
+                        for s in 0..32 {
+                            let mut x = (o < outer && s < steps).then(|| data[o * o_stride + s * s_stride]);
+                            // Part t: the rounding of what the parts before it left.
+                            for t in 0..form.tiles() {
+                                let want = x.map_or(0, bf16_bits);
+                                assert_eq!(word(&a[t], o, s), want, "{form:?} A part {t}, row {o}, step {s}, {at:?}");
+                                assert_eq!(
+                                    word(&b[t], s / 2, 2 * o + s % 2),
+                                    want,
+                                    "{form:?} B part {t}, column {o}, step {s}, {at:?}"
+                                );
+                                x = x.map(|x| x - bits(x));
+                            }
+                            // Three parts hold every bit.
+                            if form == Form::Split3 {
+                                assert_eq!(x.unwrap_or(0.0), 0.0, "{at:?}: row {o}, step {s} not exact");
+                            }
+                        }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn levels_are_the_integers_and_anything_else_is_refused() {
+        if !has_bf16() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        // Pixels scaled as `Normalization::Scale` scales them: p / 255, rounded.
+        let data: Vec<f32> = (0..64 * 64).map(|i| ((i * 37) % 256) as f32 / 255.0).collect();
+        for (o_stride, s_stride) in [(64, 1), (1, 64)] {
+            for (outer, steps) in [(16, 32), (5, 17)] {
+                let at = Source { o_stride, s_stride, outer, steps };
+                for of_a in [true, false] {
+                    let mut tile = [Tile::ZERO];
+                    // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
+                    assert!(unsafe { pack(data.as_ptr(), at, &mut tile, Form::Levels(255.0), of_a) });
+                    for o in 0..16 {
+                        for s in 0..32 {
+                            let p =
+                                (o < outer && s < steps).then(|| (((o * o_stride + s * s_stride) * 37) % 256) as f32);
+                            let w = if of_a { word(&tile[0], o, s) } else { word(&tile[0], s / 2, 2 * o + s % 2) };
+                            assert_eq!(w, bf16_bits(p.unwrap_or(0.0)), "{at:?} of_a {of_a}: ({o}, {s})");
+                        }
+                    }
+                }
+                // One value that is not a level, anywhere, spoils the tile: off by a little,
+                // past 256, not a number.
+                for bad in [0.5 / 255.0, 1.0 / 255.0 + 1e-6, 300.0 / 255.0, f32::NAN, f32::INFINITY, 1e-30] {
+                    let mut spoiled = data.clone();
+                    let (o, s) = (outer - 1, steps - 1);
+                    spoiled[o * o_stride + s * s_stride] = bad;
+                    let mut tile = [Tile::ZERO];
+                    // SAFETY: as above.
+                    let ok = unsafe { pack(spoiled.as_ptr(), at, &mut tile, Form::Levels(255.0), true) };
+                    assert!(!ok, "{bad} taken for a level, {at:?}");
                 }
             }
         }

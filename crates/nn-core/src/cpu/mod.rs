@@ -32,7 +32,10 @@ use std::ops::Range;
 
 use team::SyncPtr;
 
-pub use amx::{bf16_products_available, matmul_precision, set_matmul_precision, MatmulPrecision};
+pub use amx::{
+    bf16_products_available, level_products_run, matmul_precision, set_matmul_precision, use_level_products,
+    MatmulPrecision,
+};
 pub use denormals::flush_denormals_to_zero;
 pub use host_buf::HostBuf;
 pub(crate) use softmax::softmax_rows;
@@ -557,9 +560,12 @@ fn gemm_then(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], epilogue: Option<amx
         assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
-        if let Some(precision) = amx::handles(g) {
-            applied = amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, precision, epilogue);
-            continue;
+        if let Some(scheme) = amx::handles(g) {
+            // `None`: `A` was to hold levels and does not; the product below overwrites `C`.
+            if let Some(done) = amx::gemm(g, a, b, c, threads > 1 && m * n * k >= GEMM_PAR_MIN, scheme, epilogue) {
+                applied = done;
+                continue;
+            }
         }
         if threads > 1 && m * n <= 64 * 512 && k >= 8192 {
             split_k(g, (rsa, csa), (rsb, csb), a, b, c, threads);

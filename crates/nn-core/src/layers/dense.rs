@@ -19,11 +19,18 @@ impl<D: Device> DenseLayer<D> {
     pub(crate) fn new(d: &Dense, l: &ResolvedLayer, params: Vec<Param<D>>) -> Self {
         DenseLayer { inputs: l.input.iter().product(), units: d.units, act: d.activation, params, reads_input: false }
     }
+
+    /// What `x` holds, for its products: integers divided by this, where it is the network's
+    /// input and that is declared so.
+    fn levels(&self, ctx: &Ctx) -> Option<f32> {
+        ctx.input_levels.filter(|_| self.reads_input)
+    }
 }
 
 impl<D: Device> Layer<D> for DenseLayer<D> {
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
-        let g = Gemm::new(false, false, n, self.units, self.inputs).sparse_a(self.reads_input);
+        let g =
+            Gemm::new(false, false, n, self.units, self.inputs).sparse_a(self.reads_input).a_levels(self.levels(ctx));
         let bias = self.params.get(1).map(|p| &p.value);
         dev.dense_forward(&g, x, &self.params[0].value, bias, ctx.activation(self.act), y)
     }
@@ -40,11 +47,12 @@ impl<D: Device> Layer<D> for DenseLayer<D> {
     ) -> Result<()> {
         let shape = Channels { outer: n, channels: self.units, inner: 1 };
         dev.act_backward(y, dy, ctx.activation(self.act), shape)?;
+        let levels = self.levels(ctx);
         let (kernel, rest) = self.params.split_at_mut(1);
         let k = &mut kernel[0];
         if let Some(gw) = k.grad.as_mut() {
             // dW = xᵀ·dy : [in, units]
-            let g = Gemm::new(true, false, self.inputs, self.units, n).sparse_a(self.reads_input);
+            let g = Gemm::new(true, false, self.inputs, self.units, n).sparse_a(self.reads_input).a_levels(levels);
             dev.gemm(&g, x, dy, gw)?;
             if let Some(r) = k.reg {
                 dev.regularizer_grad(&k.value, gw, r.l1, r.l2, self.inputs * self.units)?;

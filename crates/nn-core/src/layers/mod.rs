@@ -27,6 +27,10 @@ pub struct Ctx {
     pub seed: u64,
     /// This layer is the head and the loss takes its logits: skip its softmax.
     pub logits_head: bool,
+    /// The network's inputs are integers divided by this (see
+    /// [`crate::Runtime::set_input_levels`]): a dense layer reading them tells its products
+    /// ([`crate::device::Gemm::a_levels`]).
+    pub input_levels: Option<f32>,
 }
 
 impl Ctx {
