@@ -64,6 +64,9 @@ pub struct Cli {
     /// within noise of f32's. Weights, activations and updates stay f32 in all three. `bf16x3`
     /// and `bf16` need an Intel CPU with AMX (Xeon Sapphire Rapids or later) and Linux, and are
     /// refused elsewhere whatever the --device; the GPU's products are not affected by them.
+    /// In f32 a CPU with AMX still multiplies the first layer's scaled pixels there, exactly:
+    /// each pixel as its byte, exact in bfloat16, by weights split into three bfloat16s that
+    /// hold all their bits (f32 results; those products about twice as fast).
     #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
     pub precision: Precision,
 
@@ -75,7 +78,8 @@ pub struct Cli {
 /// `--precision`: how the CPU runs matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
-    /// Every product in f32 (Keras's default `float32` policy).
+    /// Every product in f32 (Keras's default `float32` policy); on AMX the first layer's
+    /// pixels exactly.
     F32,
     /// Each operand split into two bfloat16s, three products summed in f32 on AMX (PyTorch's
     /// matmul precision "high").
