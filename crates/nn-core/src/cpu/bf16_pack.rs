@@ -396,34 +396,3 @@ mod tests {
         }
     }
 }
-#[cfg(all(test, target_arch = "x86_64"))]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn pack_timing() {
-        let data: Vec<f32> = (0..784 * 800).map(|i| ((i * 37) % 256) as f32 / 255.0).collect();
-        for (name, o_stride, s_stride) in [("rows", 784, 1), ("cols", 1, 784)] {
-            for form in [Form::Round, Form::Levels(255.0), Form::Split, Form::Split3] {
-                let mut tiles = vec![Tile::ZERO; 3 * 8 * 25];
-                let mut best = f64::INFINITY;
-                for _ in 0..200 {
-                    let t = std::time::Instant::now();
-                    let mut i = 0;
-                    for o in 0..4 {
-                        for s in 0..24 {
-                            let at = Source { o_stride, s_stride, outer: 16, steps: 32 };
-                            let src = unsafe { data.as_ptr().add(o * 16 * o_stride + s * 32 * s_stride) };
-                            let n = form.tiles();
-                            unsafe { pack(src, at, &mut tiles[i..i + n], form, true) };
-                            i += n;
-                        }
-                    }
-                    best = best.min(t.elapsed().as_secs_f64() / 96.0);
-                }
-                std::hint::black_box(&tiles);
-                eprintln!("{name} {form:?}: {:.1} ns a block of 16x32", best * 1e9);
-            }
-        }
-    }
-}
