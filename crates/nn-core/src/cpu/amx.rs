@@ -587,15 +587,16 @@ unsafe fn block(
         let (out, ld) = if direct { (c.add(r0 * n + c0), 4 * n) } else { (sums.as_mut_ptr().cast::<f32>(), 64) };
         // Where each of the four 16×16 sums goes: C's quarters, or `sums[0..4]` one after the
         // other (a tile is 256 floats).
-        let (o01, o10, o11) = if direct {
-            (out.add(16), out.add(16 * n), out.add(16 * n + 16))
+        let outs: [*mut f32; 4] = if direct {
+            [out, out.add(16), out.add(16 * n), out.add(16 * n + 16)]
         } else {
-            (out.add(256), out.add(512), out.add(768))
+            [out, out.add(256), out.add(512), out.add(768)]
         };
         // The loop over the `kb` blocks of steps around `$body` (one block: its tiles loaded,
-        // its products added to the four sums), then the sums stored.
+        // its products added to the four sums), then the sums stored; `$extra`: operands the
+        // body uses beside the common ones.
         macro_rules! steps {
-            ($($body:literal),* $(,)?) => {
+            ($($body:literal),* $(,)? ; $($extra:tt)*) => {
                 asm!(
                     "tilezero tmm0",
                     "tilezero tmm1",
@@ -605,21 +606,24 @@ unsafe fn block(
                     $($body,)*
                     "dec {steps}",
                     "jnz 2b",
-                    "tilestored [{o00} + {ld}], tmm0",
-                    "tilestored [{o01} + {ld}], tmm1",
-                    "tilestored [{o10} + {ld}], tmm2",
-                    "tilestored [{o11} + {ld}], tmm3",
+                    "mov {p}, [{outs}]",
+                    "tilestored [{p} + {ld}], tmm0",
+                    "mov {p}, [{outs} + 8]",
+                    "tilestored [{p} + {ld}], tmm1",
+                    "mov {p}, [{outs} + 16]",
+                    "tilestored [{p} + {ld}], tmm2",
+                    "mov {p}, [{outs} + 24]",
+                    "tilestored [{p} + {ld}], tmm3",
                     a0 = inout(reg) a.as_ptr() => _,
                     a1 = inout(reg) a.as_ptr().add(kta) => _,
                     b0 = inout(reg) b.as_ptr() => _,
                     b1 = inout(reg) b.as_ptr().add(ktb) => _,
                     steps = inout(reg) kb => _,
                     stride = in(reg) 64usize,
-                    o00 = in(reg) out,
-                    o01 = in(reg) o01,
-                    o10 = in(reg) o10,
-                    o11 = in(reg) o11,
+                    outs = in(reg) outs.as_ptr(),
+                    p = out(reg) _,
                     ld = in(reg) ld,
+                    $($extra)*
                     out("tmm0") _,
                     out("tmm1") _,
                     out("tmm2") _,
@@ -660,55 +664,7 @@ unsafe fn block(
                 "add {a0}, 2048",
                 "add {a1}, 2048",
                 "add {b0}, 2048",
-                "add {b1}, 2048",
-            ),
-            (1, 3) => steps!(
-                // A's levels by B's low parts, middle parts, high parts.
-                "tileloadd tmm4, [{a0} + {stride}]",
-                "tileloadd tmm6, [{b0} + {stride} + 2048]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {stride} + 2048]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {stride}]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "tileloadd tmm6, [{b0} + {stride} + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tileloadd tmm7, [{b1} + {stride} + 1024]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "tileloadd tmm6, [{b0} + {stride}]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tileloadd tmm7, [{b1} + {stride}]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a0}, 1024",
-                "add {a1}, 1024",
-                "add {b0}, 3072",
-                "add {b1}, 3072",
-            ),
-            (1, 2) => steps!(
-                // A's levels by B's low parts, then high parts.
-                "tileloadd tmm4, [{a0} + {stride}]",
-                "tileloadd tmm6, [{b0} + {stride} + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {stride} + 1024]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {stride}]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "tileloadd tmm6, [{b0} + {stride}]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tileloadd tmm7, [{b1} + {stride}]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a0}, 1024",
-                "add {a1}, 1024",
-                "add {b0}, 2048",
-                "add {b1}, 2048",
+                "add {b1}, 2048";
             ),
             (1, 1) => steps!(
                 "tileloadd tmm4, [{a0} + {stride}]",
@@ -722,7 +678,31 @@ unsafe fn block(
                 "add {a0}, 1024",
                 "add {a1}, 1024",
                 "add {b0}, 1024",
-                "add {b1}, 1024",
+                "add {b1}, 1024";
+            ),
+            // A's levels by each of B's parts, the last (smallest) first: `last` is its offset.
+            (1, parts @ (2 | 3)) => steps!(
+                "tileloadd tmm4, [{a0} + {stride}]",
+                "tileloadd tmm5, [{a1} + {stride}]",
+                "mov {off}, {last}",
+                "3:",
+                "lea {p}, [{b0} + {off}]",
+                "tileloadd tmm6, [{p} + {stride}]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "lea {p}, [{b1} + {off}]",
+                "tileloadd tmm7, [{p} + {stride}]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                // Down to offset 0 (`sub` borrows past it).
+                "sub {off}, 1024",
+                "jnc 3b",
+                "add {a0}, 1024",
+                "add {a1}, 1024",
+                "lea {b0}, [{b0} + {last} + 1024]",
+                "lea {b1}, [{b1} + {last} + 1024]";
+                off = out(reg) _,
+                last = in(reg) (parts - 1) * 1024,
             ),
             other => unreachable!("no AMX scheme takes {other:?} tiles per block of steps"),
         }
