@@ -47,14 +47,15 @@ pub(crate) enum Form {
     /// `x`'s 24 significant bits; as PyTorch's matmul precision "high" splits its operands on
     /// CPUs without TF32. Two tiles, `hi` first.
     Split,
-    /// Split in three, `x = hi + mid + lo`: each part the rounding of what the ones before
-    /// left. All of `x`'s 24 bits (bfloat16's 8 three times over), but for values so small that
-    /// a part falls below bfloat16's normal range (about 10⁻³⁸, which AMX flushes to zero).
-    /// Three tiles, `hi` first.
+    /// Split in three, `x = hi + mid + lo`: `hi` the top 8 significant bits of `x` (cut, not
+    /// rounded), `mid` the top 8 of what that left, `lo` the rest. All of `x`'s 24 bits, but
+    /// for values so small that a part falls below bfloat16's normal range (about 10⁻³⁸, which
+    /// AMX flushes to zero). Three tiles, `hi` first.
     Split3,
     /// Integers: each value times the divisor `d`, which must give an integer of at most 256
-    /// in magnitude (within 2⁻²² of it, as `q / d` rounded to f32 gives back): one tile of
-    /// those integers, exact in bfloat16. [`pack`] says whether every value was one.
+    /// in magnitude (within two units in its last place, as `q / d` rounded to f32 gives
+    /// back): one tile of those integers, exact in bfloat16. [`pack`] says whether every value
+    /// was one (a NaN counts as one and stays a NaN).
     Levels(f32),
 }
 
@@ -84,10 +85,10 @@ impl Form {
 /// (the tile then holds the wrong numbers); true otherwise.
 ///
 /// # Safety
-/// The CPU has AVX-512F, BW and BF16; every element `(o, s)` named by `at` lies in `src`'s
+/// The CPU has AVX-512F, BW, DQ and BF16; every element `(o, s)` named by `at` lies in `src`'s
 /// allocation; `tiles` holds `form.tiles()` tiles.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 pub(crate) unsafe fn pack(src: *const f32, at: Source, tiles: &mut [Tile], form: Form, of_a: bool) -> bool {
     let parts = form.tiles();
     assert!(tiles.len() == parts, "{form:?} makes {parts} tiles");
@@ -122,7 +123,7 @@ pub(crate) unsafe fn pack(src: *const f32, at: Source, tiles: &mut [Tile], form:
 /// # Safety
 /// As [`pack`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 #[inline]
 unsafe fn vectors(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     // SAFETY: the caller's contract.
@@ -139,7 +140,7 @@ unsafe fn vectors(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 
 /// form does not make are zeros. Clears the lanes of `ok` where [`Form::Levels`] meets a value
 /// that is not one of its integers.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 #[inline]
 fn convert_pair(x1: __m512, x0: __m512, form: Form, ok: &mut __mmask16) -> [__m512i; 3] {
     // SAFETY (the transmutes): reinterpret 512 bits.
@@ -159,22 +160,32 @@ fn convert_pair(x1: __m512, x0: __m512, form: Form, ok: &mut __mmask16) -> [__m5
             [hi, round(r1, r0), zero]
         }
         Form::Split3 => {
-            let hi = round(x1, x0);
-            let (r1, r0) = rest(x1, x0, hi);
-            let mid = round(r1, r0);
-            let (s1, s0) = rest(r1, r0, mid);
-            [hi, mid, round(s1, s0)]
+            // Cut, not rounded: each part keeps the top 8 significant bits of what the ones
+            // before left (an `and`), and the last holds the remaining 8 or fewer, so every
+            // conversion is exact and the three hold all 24 bits (rounded parts carry no more
+            // here, and cost two widenings and a conversion more).
+            let top = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+            let cut = |x: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), top));
+            let (h1, h0) = (cut(x1), cut(x0));
+            let (r1, r0) = (_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+            let (m1, m0) = (cut(r1), cut(r0));
+            [round(h1, h0), round(m1, m0), round(_mm512_sub_ps(r1, m1), _mm512_sub_ps(r0, m0))]
         }
         Form::Levels(d) => {
-            let d = _mm512_set1_ps(d);
+            let (d, limit, two) = (_mm512_set1_ps(d), _mm512_set1_ps(256.0), _mm512_set1_epi32(2));
             let mut level = |x| {
                 let t = _mm512_mul_ps(x, d);
-                let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-                let size = _mm512_abs_ps(q);
-                // |t − q| ≤ |q|·2⁻²² and |q| ≤ 256 (false for a NaN or an infinity).
-                let off = _mm512_fnmadd_ps(size, _mm512_set1_ps(2f32.powi(-22)), _mm512_abs_ps(_mm512_sub_ps(t, q)));
-                *ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(off, _mm512_setzero_ps())
-                    & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(size, _mm512_set1_ps(256.0));
+                // The nearest integer, its magnitude cut to 256 (`vrangeps`: the smaller
+                // magnitude, `t`'s sign).
+                let q = _mm512_range_ps::<0b0010>(
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t),
+                    limit,
+                );
+                // `t` within two units in the last place of `q` (their bits as integers two
+                // apart at most): past 256, infinite or not near an integer, further. A NaN
+                // stays a NaN (and makes the sums NaN, as in f32).
+                let off = _mm512_abs_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(q)));
+                *ok = _mm512_mask_cmple_epu32_mask(*ok, off, two);
                 q
             };
             let (q1, q0) = (level(x1), level(x0));
@@ -208,7 +219,7 @@ fn lanes(n: usize) -> __mmask16 {
 /// holds steps `2p` (low half) and `2p + 1`. Needs `s_stride == 1`; vectors past `at.outer`
 /// are left as they are.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 unsafe fn by_outer(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     let (first, second) = (lanes(at.steps), lanes(at.steps.saturating_sub(16)));
     for o in 0..at.outer.min(16) {
@@ -230,7 +241,7 @@ unsafe fn by_outer(src: *const f32, at: Source, form: Form, out: &mut [[__m512i;
 /// paired: lane `o` holds row `o`'s step `2p` (low half) and `2p + 1`. Needs `o_stride == 1`;
 /// vectors past the steps are left as they are.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 unsafe fn by_pair(src: *const f32, at: Source, form: Form, out: &mut [[__m512i; 16]], ok: &mut __mmask16) {
     let m = lanes(at.outer);
     // Word 2o takes the first step's value o, word 2o + 1 the second's (at 16 + o).
@@ -299,7 +310,9 @@ mod tests {
     use super::*;
 
     fn has_bf16() -> bool {
-        std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512bw")
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512dq")
     }
 
     /// The tile's value at row `r`, word `w` (of 32).
@@ -330,21 +343,24 @@ mod tests {
                     tiles
                 };
                 let bits = |x: f32| f32::from_bits(u32::from(bf16_bits(x)) << 16);
+                let cut = |x: f32| f32::from_bits(x.to_bits() & 0xffff_0000);
                 for form in [Form::Round, Form::Split, Form::Split3] {
                     let (a, b) = (packed(form, true), packed(form, false));
+                    // Part t: the rounding (split in three: the cut) of what the parts before
+                    // it left.
+                    let part = |x: f32| if form == Form::Split3 { cut(x) } else { bits(x) };
                     for o in 0..16 {
                         for s in 0..32 {
                             let mut x = (o < outer && s < steps).then(|| data[o * o_stride + s * s_stride]);
-                            // Part t: the rounding of what the parts before it left.
                             for t in 0..form.tiles() {
-                                let want = x.map_or(0, bf16_bits);
+                                let want = x.map(part).map_or(0, |p| (p.to_bits() >> 16) as u16);
                                 assert_eq!(word(&a[t], o, s), want, "{form:?} A part {t}, row {o}, step {s}, {at:?}");
                                 assert_eq!(
                                     word(&b[t], s / 2, 2 * o + s % 2),
                                     want,
                                     "{form:?} B part {t}, column {o}, step {s}, {at:?}"
                                 );
-                                x = x.map(|x| x - bits(x));
+                                x = x.map(|x| x - part(x));
                             }
                             // Three parts hold every bit.
                             if form == Form::Split3 {
@@ -382,8 +398,17 @@ mod tests {
                     }
                 }
                 // One value that is not a level, anywhere, spoils the tile: off by a little,
-                // past 256, not a number.
-                for bad in [0.5 / 255.0, 1.0 / 255.0 + 1e-6, 300.0 / 255.0, f32::NAN, f32::INFINITY, 1e-30] {
+                // past 256, infinite. (A NaN passes, and stays a NaN.)
+                for bad in [
+                    0.5 / 255.0,
+                    1.0 / 255.0 + 1e-6,
+                    3.0 / 255.0 * (1.0 + 1e-6),
+                    300.0 / 255.0,
+                    f32::INFINITY,
+                    -f32::INFINITY,
+                    1e-30,
+                    -1e-30,
+                ] {
                     let mut spoiled = data.clone();
                     let (o, s) = (outer - 1, steps - 1);
                     spoiled[o * o_stride + s * s_stride] = bad;
