@@ -208,6 +208,19 @@ mod tests {
     }
 
     #[test]
+    fn scaled_bytes_are_the_levels_they_are_declared_to_be() {
+        // What `levels()` promises a network: each scaled value times the divisor is its byte,
+        // to within a unit in the last place (the check on the other side allows two).
+        let d = Normalization::Scale.levels().unwrap();
+        for (p, v) in Normalization::Scale.table().into_iter().enumerate() {
+            let t = v * d;
+            assert_eq!(t.round(), p as f32, "byte {p}");
+            assert!(t.to_bits().abs_diff((p as f32).to_bits()) <= 1, "byte {p}: {t}");
+        }
+        assert_eq!(Normalization::MNIST_STANDARD.levels(), None);
+    }
+
+    #[test]
     fn scaling_standardisation_and_one_hot() {
         let ds = Dataset::new(vec![0, 255, 51, 102], vec![2], 2, 2, 3).unwrap();
         let x = flatten(&ds, Normalization::Scale);
