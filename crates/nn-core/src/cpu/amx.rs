@@ -14,7 +14,7 @@
 //! two of `A`, two of `B`), shared between the team's threads by rows or columns of blocks;
 //! see [`gemm`] for who packs what.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use super::bf16_pack::Form;
@@ -139,7 +139,7 @@ fn detect() -> bool {
 
 /// Whether products whose `A` holds levels ([`Gemm::a_levels`]) run exactly on AMX (see
 /// [`use_level_products`]).
-static LEVEL_PRODUCTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static LEVEL_PRODUCTS: AtomicBool = AtomicBool::new(true);
 
 /// Turns on or off (on by default) the exact products of a first dense layer's scaled pixels
 /// on AMX. Where the CPU has AMX ([`bf16_products_available`]) and the inputs are bytes
@@ -148,8 +148,8 @@ static LEVEL_PRODUCTS: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 /// at the default precision the other operand splits into three bfloat16s that hold all of its
 /// 24 bits, so the three products are exact, summed in f32 as an f32 product sums, and the
 /// sums divided by 255 at the end. The results are f32's to within f32's own rounding
-/// (measured nearer the exact sums than f32's, which round every `p / 255`), and the first
-/// layer's products run 1.6–2.5× faster (M1 trains 25% faster, M3 20%). At
+/// (measured as near the exact sums as f32's or nearer: f32 rounds every `p / 255`), and the
+/// first layer's products run 1.6–2.5× faster (M1 trains 25% faster, M3 20%). At
 /// [`MatmulPrecision::High`] the other operand splits in two, as it does there anyway, and the
 /// pixels are exact instead of split. Inputs that are not such pixels are seen to be so as
 /// they are packed, and take the product they would have had without the declaration. Off,
@@ -159,7 +159,7 @@ pub fn use_level_products(on: bool) {
 }
 
 /// Products run on levels ([`level_products_run`]).
-static LEVEL_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LEVEL_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many products this process has run on levels (see [`use_level_products`]), refusals
 /// not counted: a diagnostic, to see whether a model's first layer takes them on its data.
@@ -311,7 +311,7 @@ pub(crate) fn gemm(
             _ => *g,
         };
         // Set by a part that finds a value in `A` that is not a level.
-        let refused = std::sync::atomic::AtomicBool::new(false);
+        let refused = AtomicBool::new(false);
         let parts = if parallel { team::threads() } else { 1 };
         if parts > 1 && !g.trans_a && !g.trans_b && shares::splits(k) && m * n <= super::tile_gemm::MAX_PARTIAL {
             let mut partials = super::tile_gemm::PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
@@ -351,10 +351,9 @@ pub(crate) fn gemm(
                     );
                 }
             });
-            if refused.load(Ordering::Relaxed) {
+            if !ran(&refused, scheme) {
                 return None;
             }
-            count(scheme);
             super::tile_gemm::add_partials(&mut c[..m * n], &partials[..(parts - 1) * m * n]);
             return Some(false);
         }
@@ -373,11 +372,7 @@ pub(crate) fn gemm(
                 (scheme, &refused),
             )
         });
-        if refused.load(Ordering::Relaxed) {
-            return None;
-        }
-        count(scheme);
-        Some(epilogue.is_some())
+        ran(&refused, scheme).then_some(epilogue.is_some())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -386,12 +381,15 @@ pub(crate) fn gemm(
     }
 }
 
-/// Counts a product run in `scheme` where it is one of levels.
+/// Whether a call in `scheme` ran to the end (no part `refused` its levels); counts it when
+/// it ran on levels ([`level_products_run`]).
 #[cfg(target_arch = "x86_64")]
-fn count(scheme: Scheme) {
-    if matches!(scheme.a, Form::Levels(_)) {
+fn ran(refused: &AtomicBool, scheme: Scheme) -> bool {
+    let ran = !refused.load(Ordering::Relaxed);
+    if ran && matches!(scheme.a, Form::Levels(_)) {
         LEVEL_RUNS.fetch_add(1, Ordering::Relaxed);
     }
+    ran
 }
 
 /// Part `p` of `parts` of `C [m, n] = α·op(A)·op(B) + β·C`, `op(A)[i, s]` at
@@ -418,7 +416,7 @@ unsafe fn product(
     (c, epilogue): (*mut f32, Option<Epilogue>),
     (p, parts): (usize, usize),
     call: u64,
-    (scheme, refused): (Scheme, &std::sync::atomic::AtomicBool),
+    (scheme, refused): (Scheme, &AtomicBool),
 ) {
     let (m, n, k) = (g.m, g.n, g.k);
     // Each 32 steps of a row (or column) of tiles take `form.tiles()` tiles: `kta` tiles per
