@@ -17,6 +17,9 @@ Trains each model (M1 784-128-10, M2 784-100-144-10 sigmoid, M3 784-512-512-10, 
 simple convnet) for a few epochs on synthetic data of MNIST's shape, ours and PyTorch's
 (../shared/bench, when a Python with torch is found) alternately, and prints the medians:
 seconds per epoch (first epoch excluded), samples/s, 10k predictions, peak RSS, start-up.
+Before and after, it times the machine's f32 GEMM as issue 3's goals were calibrated
+(matrixmultiply on two threads: the `gemm_peak` example) and prints it as a share of the
+speed the goals were set at, so figures from different days can be compared.
 
   --models LIST   comma-separated models to run (default M1,M2,M3,M4)
   --epochs N      epochs per run (default 3)
@@ -110,6 +113,32 @@ fn run(cmd: &mut Command) -> Result<Run> {
     parse(&text).with_context(|| format!("no RESULT line from {cmd:?}:\n{text}"))
 }
 
+/// The f32 GEMM speed (GFLOP/s) issue 3's goals were set at: matrixmultiply on two threads,
+/// a 1024³ product and a 128×784×128 one. [`machine`] measures this machine against it.
+const REFERENCE_GFLOPS: (f64, f64) = (400.0, 320.0);
+
+/// The machine's f32 GEMM speed now, as the `gemm_peak` example measures it, in a line for the
+/// table's header (see [`machine_line`]).
+fn machine(bin: &Path) -> Result<String> {
+    let out = Command::new(bin).output().with_context(|| format!("running {}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    machine_line(&text).with_context(|| format!("no GFLOP/s in the output of {}:\n{text}", bin.display()))
+}
+
+/// The two products' GFLOP/s from `gemm_peak`'s `RESULT` line, and their shares of
+/// [`REFERENCE_GFLOPS`].
+fn machine_line(out: &str) -> Option<String> {
+    let line = out.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    let (square, layer) = (field(line, "gemm_1024_gflops")?, field(line, "gemm_128x784x128_gflops")?);
+    let (ref_square, ref_layer) = REFERENCE_GFLOPS;
+    Some(format!(
+        "f32 GEMM (matrixmultiply, 2 threads) 1024³ {square:.0} GFLOP/s, 128×784×128 {layer:.0} \
+         ({:.2} and {:.2} of the ~{ref_square:.0} and ~{ref_layer:.0} the issue's goals were set at)",
+        square / ref_square,
+        layer / ref_layer,
+    ))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -165,12 +194,14 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
     };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--release", "-p", "nn-train", "--example", "bench"])
+        .args(["build", "--release", "-p", "nn-train", "--example", "bench", "-p", "nn-core", "--example", "gemm_peak"])
         .status()?;
     if !status.success() {
-        bail!("building the bench example failed");
+        bail!("building the bench examples failed");
     }
     let ours_bin = target.join("release/examples/bench");
+    let peak_bin = target.join("release/examples/gemm_peak");
+    println!("machine before: {}", machine(&peak_bin)?);
     let peer = peer_python();
     let script = root.join("../shared/bench/bench_torch.py");
     match (&peer, script.exists()) {
@@ -229,12 +260,23 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
             median(ours.iter().map(|r| r.startup).collect()),
         );
     }
+    println!("\nmachine after: {}", machine(&peak_bin)?);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_line_reads_gemm_peak() {
+        let out = "warming up\nRESULT {\"impl\": \"matrixmultiply\", \"threads\": 2, \"gemm_1024_gflops\": 268.0, \"gemm_128x784x128_gflops\": 160.0}\n";
+        let line = machine_line(out).expect("a line");
+        assert!(line.contains("1024³ 268 GFLOP/s, 128×784×128 160"), "{line}");
+        assert!(line.contains("(0.67 and 0.50 of the ~400 and ~320"), "{line}");
+        assert!(machine_line("RESULT {\"gemm_1024_gflops\": 268.0}").is_none());
+        assert!(machine_line("no result").is_none());
+    }
 
     #[test]
     fn flags_are_checked_before_anything_runs() {
