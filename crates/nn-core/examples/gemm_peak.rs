@@ -1,7 +1,8 @@
 //! The machine's f32 GEMM speed, as issue 3's speed table was calibrated: `matrixmultiply`'s
 //! `sgemm` on two threads, each computing half of `C`'s rows (much as matrixmultiply's own
-//! `threading` feature splits it; that feature's own pool measured 5–10% lower here), on a large square product and on the shape of a dense layer's
-//! forward product at batch 128. Prints `RESULT {json}` with the median GFLOP/s of each.
+//! `threading` feature splits it; that feature's own pool measured 5–10% lower here), on a
+//! large square product and on the shape of a dense layer's forward product at batch 128.
+//! Prints `RESULT {json}` with the median GFLOP/s of each.
 //!
 //! `cargo run --release -p nn-core --example gemm_peak [-- --threads N]`. The issue quotes
 //! about 400 GFLOP/s for the first and 320 for the second on the machine its goals were set
