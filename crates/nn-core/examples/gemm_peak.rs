@@ -1,6 +1,6 @@
 //! The machine's f32 GEMM speed, as issue 3's speed table was calibrated: `matrixmultiply`'s
 //! `sgemm` on two threads, each computing half of `C`'s rows (much as matrixmultiply's own
-//! `threading` feature splits it; that feature's own pool measured 5–10% lower here), on a
+//! `threading` feature splits it; that feature's own pool measured 4–12% lower here on 1024³), on a
 //! large square product and on the shape of a dense layer's forward product at batch 128.
 //! Prints `RESULT {json}` with the median GFLOP/s of each.
 //!
