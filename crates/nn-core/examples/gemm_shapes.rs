@@ -1,7 +1,8 @@
-//! GFLOP/s of the CPU device's GEMM on the shapes of the benchmark models, on one thread and
-//! on all of rayon's threads: `cargo run --release -p nn-core --example gemm_shapes`; with
-//! `-- --bf16`, beside them the time on all threads in f32, in split bfloat16 (matmul precision
-//! "high") and in bfloat16 ("medium"), on AMX where the CPU has it.
+//! GFLOP/s of the CPU device's GEMM on the shapes of the benchmark models, on one thread
+//! (`nn_core::cpu::on_one_thread`) and on all of the device's threads:
+//! `cargo run --release -p nn-core --example gemm_shapes`; with `-- --bf16`, beside them the
+//! time on all threads in f32, in split bfloat16 (matmul precision "high") and in bfloat16
+//! ("medium"), on AMX where the CPU has it.
 use std::time::Instant;
 
 use nn_core::cpu::{gemm_slices, on_compute_threads, set_matmul_precision, MatmulPrecision};
@@ -86,8 +87,8 @@ fn main() {
                 continue;
             }
             let par = rate(&g, reps);
-            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map(|p| p.install(|| rate(&g, reps)));
-            println!("{name:16} {m:5}x{n:5}x{k:5}  1 thread {:6.1}  all {par:6.1} GFLOP/s", one.unwrap_or(0.0));
+            let one = nn_core::cpu::on_one_thread(|| rate(&g, reps));
+            println!("{name:16} {m:5}x{n:5}x{k:5}  1 thread {one:6.1}  all {par:6.1} GFLOP/s");
         }
     });
 }

@@ -140,11 +140,20 @@ pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     f()
 }
 
+/// Runs `f` with the CPU device's parallel loops on the calling thread alone, each loop's parts
+/// one after the other (split as on all threads, so the results are the same bits): to time
+/// the device on one core, or to keep it off the others. The number of threads otherwise is
+/// the size of rayon's global pool, fixed at the device's first parallel loop; a rayon pool the
+/// caller runs in does not change it.
+pub fn on_one_thread<R>(f: impl FnOnce() -> R) -> R {
+    team::alone(f)
+}
+
 impl Device for Cpu {
     type Buf = HostBuf;
 
     fn describe(&self) -> String {
-        let threads = match rayon::current_num_threads() {
+        let threads = match team::threads() {
             1 => "1 thread".to_string(),
             n => format!("{n} threads"),
         };
@@ -555,9 +564,22 @@ fn gemm_then(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], epilogue: Option<amx
     // op(A) is [m, k]: stored [m, k] (rs = k, cs = 1) or [k, m] transposed (rs = 1, cs = m).
     let (rsa, csa) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    // Whether `rows × cols` values from `i · stride` lie inside `len` (false where the sizes
+    // overflow: the unchecked sums wrapped in release builds and let a huge `n` pass).
+    let fits = |i: usize, stride: usize, rows: usize, cols: usize, len: usize| {
+        i.checked_mul(stride)
+            .zip(rows.checked_mul(cols))
+            .and_then(|(o, size)| o.checked_add(size))
+            .is_some_and(|end| end <= len)
+    };
     for i in 0..g.batch.max(1) {
+        assert!(
+            fits(i, g.stride_a, m, k, a.len())
+                && fits(i, g.stride_b, k, n, b.len())
+                && fits(i, g.stride_c, m, n, c.len()),
+            "gemm operand too small"
+        );
         let (oa, ob, oc) = (i * g.stride_a, i * g.stride_b, i * g.stride_c);
-        assert!(oa + m * k <= a.len() && ob + k * n <= b.len() && oc + m * n <= c.len(), "gemm operand too small");
         let (a, b, c) = (&a[oa..], &b[ob..], &mut c[oc..oc + m * n]);
         let threads = team::threads();
         if let Some(scheme) = amx::handles(g) {

@@ -205,7 +205,9 @@ fn helper_loop(team: &Team, me: usize, mut seen: usize) {
             // SAFETY: the caller unpublishes the job and then waits for `active` to drop to
             // zero before its stack frame (and the job on it) goes away; we counted ourselves
             // in `active` before loading the pointer, so it stays valid until we count out.
-            unsafe { (*job).work(me + 1) };
+            // A panic outside the parts (topping up the scratch lists) is caught too, so that
+            // this helper still counts out: the caller then runs the parts it left.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { (*job).work(me + 1) }));
         }
         team.active.fetch_sub(1, SeqCst);
     }
@@ -273,6 +275,20 @@ pub(crate) fn beside<R>(parts: usize, side: &(dyn Fn(usize) + Sync), main: impl 
     share(parts, side, Claim::Any, main)
 }
 
+/// Runs `f` with every loop it starts on the calling thread alone: their parts one after the
+/// other, split as on the team, so the results are the same bits.
+pub(crate) fn alone<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts back what INSIDE was, also on a panic.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INSIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INSIDE.with(|c| c.replace(true)));
+    f()
+}
+
 /// Publishes `f`'s parts to the team, runs `caller()`, then claims the parts left and waits for
 /// all of them; serially (`caller()`, then the parts in order) when the team is taken, has no
 /// helpers, or this thread is already inside a team loop.
@@ -334,6 +350,16 @@ fn wait(job: &Job<'_>) {
     }
 }
 
+/// Withdraws the team's job when dropped, also on a panic: a job published from a frame must
+/// be unpublished, and let go of by the helpers, before that frame (holding it) goes.
+struct Withdraw<'t>(&'t Team);
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        withdraw(self.0);
+    }
+}
+
 /// Unpublishes the team's job and waits for the helpers to let go of it.
 fn withdraw(team: &Team) {
     team.job.store(std::ptr::null_mut(), SeqCst);
@@ -362,6 +388,7 @@ fn top_up_everywhere(team: &Team) {
     }
     let nothing = |_: usize| ();
     let job = Job::new(&nothing, parts, Claim::OwnOnly);
+    let guard = Withdraw(team);
     publish(team, &job);
     job.work(0);
     // The caller takes the parts of helpers that never started (nothing to top up there), and
@@ -386,7 +413,7 @@ fn top_up_everywhere(team: &Team) {
     }
     claim_left(false);
     wait(&job);
-    withdraw(team);
+    drop(guard);
     TOPPED_UP.store(rises, SeqCst);
 }
 
@@ -439,9 +466,21 @@ pub(crate) fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize
     });
 }
 
-/// The number of threads the team runs loops on (helpers plus the caller).
+/// The number of threads the team runs loops on (helpers plus the caller): the size of rayon's
+/// global pool (`RAYON_NUM_THREADS`, or `ThreadPoolBuilder::build_global` before the first
+/// loop), fixed at the first call. The same on every thread: a loop's parts, worked out by
+/// its caller, and the shares each part then works out (`shares.rs`) must agree, and
+/// `rayon::current_num_threads` answers for the pool of the thread that asks (a caller inside
+/// a pool of four threads and a helper, outside any pool, saw 4 and 2 parts of one product:
+/// ranges of `k` summed twice or not at all).
 pub(crate) fn threads() -> usize {
-    rayon::current_num_threads().max(1)
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        // Asked on a thread of no pool, rayon answers for its global pool (here, if no
+        // thread can be started: the answer for this thread's pool).
+        let global = std::thread::Builder::new().spawn(rayon::current_num_threads).ok().and_then(|h| h.join().ok());
+        global.unwrap_or_else(rayon::current_num_threads).max(1)
+    })
 }
 
 #[cfg(test)]
