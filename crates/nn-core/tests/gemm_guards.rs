@@ -62,7 +62,7 @@ fn sizes_that_overflow_are_refused_before_anything_runs() {
     // m·n and k·n wrap to small numbers modulo 2⁶⁴ (2 and 32 768): unchecked, the size check
     // passed and the product read and wrote far past the operands.
     let (m, k) = (3usize, 3 << 14);
-    let n = (((1u128 << 64) + 2) / 3) as usize;
+    let n = (1u128 << 64).div_ceil(3) as usize;
     let (a, b) = (vec![1f32; m * k], vec![1f32; 32_768]);
     let outcome = std::panic::catch_unwind(|| {
         let mut c = vec![0f32; 2];
