@@ -15,7 +15,7 @@
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,9 @@ struct Job<'a> {
     parts: usize,
     next: AtomicUsize,
     done: AtomicUsize,
-    panicked: AtomicBool,
+    /// What the first part to panic panicked with, raised again on the caller once every
+    /// part has finished.
+    panicked: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     claim: Claim,
     /// For a pinned loop, which parts have been claimed (otherwise unused).
     pinned: Option<[AtomicBool; MAX_PINNED]>,
@@ -59,7 +61,7 @@ impl<'a> Job<'a> {
             parts,
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
+            panicked: Mutex::new(None),
             claim,
             pinned: (claim != Claim::Any).then(|| std::array::from_fn(|_| AtomicBool::new(false))),
         }
@@ -95,8 +97,8 @@ impl<'a> Job<'a> {
     }
 
     fn run(&self, p: usize) {
-        if catch_unwind(AssertUnwindSafe(|| (self.f)(p))).is_err() {
-            self.panicked.store(true, SeqCst);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.f)(p))) {
+            self.panicked.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
         }
         self.done.fetch_add(1, SeqCst);
     }
@@ -232,8 +234,8 @@ impl Drop for Publication<'_> {
 /// or has no helpers.
 ///
 /// # Panics
-/// If a part panics (on the team: once the other parts have finished, so no helper still
-/// borrows the caller's data).
+/// If a part panics, with that part's panic (on the team: once the other parts have
+/// finished, so no helper still borrows the caller's data).
 pub(crate) fn for_each(parts: usize, f: impl Fn(usize) + Sync) {
     run(parts, &f, false);
 }
@@ -315,8 +317,8 @@ fn share<R>(parts: usize, f: &(dyn Fn(usize) + Sync), claim: Claim, caller: impl
     job.work(0);
     wait(&job);
     drop(publication);
-    if job.panicked.load(SeqCst) {
-        panic!("a parallel part of a CPU kernel panicked");
+    if let Some(payload) = job.panicked.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        std::panic::resume_unwind(payload);
     }
     r
 }
@@ -517,9 +519,12 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_part_panics_the_caller() {
-        let r = catch_unwind(AssertUnwindSafe(|| for_each(8, |p| assert!(p != 3, "boom"))));
-        assert!(r.is_err());
+    fn a_panicking_part_panics_the_caller_with_its_message() {
+        let r = catch_unwind(AssertUnwindSafe(|| for_each(8, |p| assert!(p != 3, "boom in part {p}"))));
+        let payload = r.expect_err("the part's panic reaches the caller");
+        let message =
+            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        assert_eq!(message.as_deref(), Some("boom in part 3"));
         // The team still works afterwards.
         let n = AtomicUsize::new(0);
         for_each(8, |_| {
