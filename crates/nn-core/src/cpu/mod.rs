@@ -18,6 +18,7 @@ mod norm;
 mod scatter;
 mod shares;
 pub(crate) mod simd;
+mod sizes;
 mod softmax;
 #[cfg(target_arch = "x86_64")]
 mod sparse_avx2;
@@ -389,6 +390,14 @@ impl Device for Cpu {
         y: &mut HostBuf,
         arg: &mut HostBuf,
     ) -> Result<()> {
+        let what = "conv_pool";
+        sizes::conv_pool(what, conv, filters, pool);
+        let (out, kernel) = ([conv.n, filters, pool.oh, pool.ow], [filters, conv.c, conv.kh, conv.kw]);
+        sizes::need("conv_pool x", x.len(), &[conv.n, conv.c, conv.h, conv.w]);
+        sizes::need("conv_pool w", w.len(), &kernel);
+        sizes::need("conv_pool bias", b.map_or(filters, |b| b.len()), &[filters]);
+        sizes::need("conv_pool y", y.len(), &out);
+        sizes::need("conv_pool winners", arg.len(), &out);
         let single = conv_pool::supports(conv, pool);
         let wino = !single && winograd::supports(conv, pool, filters);
         if (pm.input && !wino) || (pm.output && !single) {
@@ -421,6 +430,17 @@ impl Device for Cpu {
         db: Option<&mut HostBuf>,
         dx: Option<&mut HostBuf>,
     ) -> Result<()> {
+        sizes::conv_pool("conv_pool_backward", conv, filters, pool);
+        let (out, kernel) = ([conv.n, filters, pool.oh, pool.ow], [filters, conv.c, conv.kh, conv.kw]);
+        let input = [conv.n, conv.c, conv.h, conv.w];
+        sizes::need("conv_pool_backward x", x.len(), &input);
+        sizes::need("conv_pool_backward dy", dy.len(), &out);
+        sizes::need("conv_pool_backward y", y.len(), &out);
+        sizes::need("conv_pool_backward winners", arg.len(), &out);
+        sizes::need("conv_pool_backward w", w.len(), &kernel);
+        sizes::need("conv_pool_backward dw", dw.len(), &kernel);
+        sizes::need("conv_pool_backward db", db.as_ref().map_or(filters, |b| b.len()), &[filters]);
+        sizes::need("conv_pool_backward dx", dx.as_ref().map_or(x.len(), |d| d.len()), &input);
         // The single-channel pass has no input gradient; both passes leave the same winners.
         let single = dx.is_none() && conv_pool::supports(conv, pool);
         let wino = dx.is_some() && winograd::supports(conv, pool, filters);
@@ -451,6 +471,11 @@ impl Device for Cpu {
         filters: usize,
         y: &mut HostBuf,
     ) -> Result<()> {
+        sizes::conv("conv2d", win, filters);
+        sizes::need("conv2d x", x.len(), &[win.n, win.c, win.h, win.w]);
+        sizes::need("conv2d w", w.len(), &[filters, win.c, win.kh, win.kw]);
+        sizes::need("conv2d bias", b.map_or(filters, |b| b.len()), &[filters]);
+        sizes::need("conv2d y", y.len(), &[win.n, filters, win.oh, win.ow]);
         implicit_conv::forward(x, w, b.map(|b| &b[..]), act, win, filters, y, tile::tile_fn);
         Ok(())
     }
@@ -464,6 +489,13 @@ impl Device for Cpu {
         dw: Option<&mut HostBuf>,
         dx: Option<&mut HostBuf>,
     ) -> Result<()> {
+        sizes::conv("conv2d_backward", win, filters);
+        let (input, kernel) = ([win.n, win.c, win.h, win.w], [filters, win.c, win.kh, win.kw]);
+        sizes::need("conv2d_backward x", x.len(), &input);
+        sizes::need("conv2d_backward dy", dy.len(), &[win.n, filters, win.oh, win.ow]);
+        sizes::need("conv2d_backward w", w.len(), &kernel);
+        sizes::need("conv2d_backward dw", dw.as_ref().map_or(w.len(), |d| d.len()), &kernel);
+        sizes::need("conv2d_backward dx", dx.as_ref().map_or(x.len(), |d| d.len()), &input);
         let (dw, dx) = (dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]));
         implicit_conv::backward(x, false, implicit_conv::Grad::Full(dy), w, win, filters, dw, None, dx, tile::tile_fn);
         Ok(())
