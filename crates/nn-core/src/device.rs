@@ -404,7 +404,9 @@ pub trait Device: Send + Sync + 'static {
     ///
     /// # Errors
     /// Always on a device without the fused pass (the default, e.g. the CUDA device); on the CPU, a
-    /// pixel-major layout `pm` that the pass it picks for this pair cannot read or write.
+    /// pair it does not fuse, or a pixel-major layout `pm` that the pass it picks for this pair
+    /// cannot read or write. (Buffers too short for the windows, or windows whose sizes overflow
+    /// when multiplied out, are a panic.)
     #[allow(clippy::too_many_arguments)]
     fn conv_pool(
         &self,
@@ -427,8 +429,9 @@ pub trait Device: Send + Sync + 'static {
     /// the image tensors laid out as in the forward pass (`pm`).
     ///
     /// # Errors
-    /// As [`Device::conv_pool`]: always on a device without the fused pass; on the CPU, a
-    /// pixel-major layout `pm` that the gradient pass it picks cannot read or write.
+    /// As [`Device::conv_pool`]: always on a device without the fused pass; on the CPU, a pair
+    /// it does not fuse, or a pixel-major layout `pm` that the gradient pass it picks cannot
+    /// read or write.
     #[allow(clippy::too_many_arguments)]
     fn conv_pool_backward(
         &self,
@@ -461,7 +464,9 @@ pub trait Device: Send + Sync + 'static {
     /// windows [`Device::direct_conv`] accepts.
     ///
     /// # Errors
-    /// Always on a device without direct convolution (the default, e.g. the CUDA device); none on the CPU.
+    /// Always on a device without direct convolution (the default, e.g. the CUDA device); on the
+    /// CPU, a window [`Device::direct_conv`] does not accept. (Buffers too short for the window,
+    /// or a window whose sizes overflow when multiplied out, are a panic.)
     #[allow(clippy::too_many_arguments)]
     fn conv2d(
         &self,
@@ -481,7 +486,8 @@ pub trait Device: Send + Sync + 'static {
     /// `dx [c, n, h, w]`. The bias gradient is the layer's (`channel_sums`).
     ///
     /// # Errors
-    /// As [`Device::conv2d`]: always on a device without direct convolution; none on the CPU.
+    /// As [`Device::conv2d`]: always on a device without direct convolution; on the CPU, a
+    /// window [`Device::direct_conv`] does not accept.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &self,

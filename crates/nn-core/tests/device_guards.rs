@@ -128,3 +128,21 @@ fn convolutions_whose_sizes_wrap_are_refused() {
     let message = refusal(outcome).expect("conv2d refuses a kernel its buffer cannot hold");
     assert!(message.starts_with("conv2d w: 1 values where"), "{message}");
 }
+
+#[test]
+fn a_conv_and_pooling_pair_no_pass_fuses_is_an_error_not_wrong_numbers() {
+    // An overlapping 3×3 pooling with stride 1: no fused pass takes it.
+    let conv = Window { n: 2, c: 1, h: 8, w: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 6, ow: 6 };
+    let pool = Window { n: 2, c: 4, h: 6, w: 6, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 4, ow: 4 };
+    assert!(!Cpu.fuses_conv_pool(&conv, &pool));
+    let (x, w) = (zeros(2 * 64), zeros(4 * 9));
+    let (mut y, mut arg) = (zeros(4 * 2 * 16), zeros(4 * 2 * 16));
+    let pm = PixelMajor { input: false, output: false };
+    let e = Cpu.conv_pool(&x, &w, None, Activation::Relu, &conv, 4, &pool, pm, &mut y, &mut arg).unwrap_err();
+    assert!(e.to_string().contains("ask Device::fuses_conv_pool first"), "{e}");
+    let (mut dw, mut dx) = (zeros(4 * 9), zeros(2 * 64));
+    let e = Cpu
+        .conv_pool_backward(&x, &y, &y, &arg, Activation::Relu, &conv, 4, &pool, pm, &w, &mut dw, None, Some(&mut dx))
+        .unwrap_err();
+    assert!(e.to_string().contains("ask Device::fuses_conv_pool first"), "{e}");
+}

@@ -141,6 +141,24 @@ pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     f()
 }
 
+/// The error of a conv + pooling pair that [`Device::fuses_conv_pool`] does not accept.
+fn unfused(conv: &Window, pool: &Window) -> crate::error::NnError {
+    crate::error::NnError::Device(format!(
+        "cpu: no fused pass for a {}×{} convolution (strides {}×{}) followed by a {}×{} pooling (strides {}×{}); \
+         ask Device::fuses_conv_pool first",
+        conv.kh, conv.kw, conv.sh, conv.sw, pool.kh, pool.kw, pool.sh, pool.sw
+    ))
+}
+
+/// The error of a convolution that [`Device::direct_conv`] does not accept.
+fn no_direct_conv(win: &Window, filters: usize) -> crate::error::NnError {
+    crate::error::NnError::Device(format!(
+        "cpu: no direct pass for a {}×{} convolution of {} channels into {filters} filters; ask Device::direct_conv \
+         first",
+        win.kh, win.kw, win.c
+    ))
+}
+
 /// Runs `f` with the CPU device's parallel loops on the calling thread alone, each loop's parts
 /// one after the other (split as on all threads, so the results are the same bits): to time
 /// the device on one core, or to keep it off the others. The number of threads otherwise is
@@ -400,6 +418,9 @@ impl Device for Cpu {
         sizes::need("conv_pool winners", arg.len(), &out);
         let single = conv_pool::supports(conv, pool);
         let wino = !single && winograd::supports(conv, pool, filters);
+        if !single && !wino && !implicit_conv::supports_pooled(conv, pool) {
+            return Err(unfused(conv, pool));
+        }
         if (pm.input && !wino) || (pm.output && !single) {
             return Err(crate::error::NnError::Device(format!("cpu: no pixel-major conv + pooling pass for {pm:?}")));
         }
@@ -441,6 +462,12 @@ impl Device for Cpu {
         sizes::need("conv_pool_backward dw", dw.len(), &kernel);
         sizes::need("conv_pool_backward db", db.as_ref().map_or(filters, |b| b.len()), &[filters]);
         sizes::need("conv_pool_backward dx", dx.as_ref().map_or(x.len(), |d| d.len()), &input);
+        let fused = conv_pool::supports(conv, pool)
+            || winograd::supports(conv, pool, filters)
+            || implicit_conv::supports_pooled(conv, pool);
+        if !fused {
+            return Err(unfused(conv, pool));
+        }
         // The single-channel pass has no input gradient; both passes leave the same winners.
         let single = dx.is_none() && conv_pool::supports(conv, pool);
         let wino = dx.is_some() && winograd::supports(conv, pool, filters);
@@ -476,6 +503,9 @@ impl Device for Cpu {
         sizes::need("conv2d w", w.len(), &[filters, win.c, win.kh, win.kw]);
         sizes::need("conv2d bias", b.map_or(filters, |b| b.len()), &[filters]);
         sizes::need("conv2d y", y.len(), &[win.n, filters, win.oh, win.ow]);
+        if !implicit_conv::supports(win, filters) {
+            return Err(no_direct_conv(win, filters));
+        }
         implicit_conv::forward(x, w, b.map(|b| &b[..]), act, win, filters, y, tile::tile_fn);
         Ok(())
     }
@@ -496,6 +526,9 @@ impl Device for Cpu {
         sizes::need("conv2d_backward w", w.len(), &kernel);
         sizes::need("conv2d_backward dw", dw.as_ref().map_or(w.len(), |d| d.len()), &kernel);
         sizes::need("conv2d_backward dx", dx.as_ref().map_or(x.len(), |d| d.len()), &input);
+        if !implicit_conv::supports(win, filters) {
+            return Err(no_direct_conv(win, filters));
+        }
         let (dw, dx) = (dw.map(|d| &mut d[..]), dx.map(|d| &mut d[..]));
         implicit_conv::backward(x, false, implicit_conv::Grad::Full(dy), w, win, filters, dw, None, dx, tile::tile_fn);
         Ok(())
