@@ -55,6 +55,10 @@ pub fn digitize_path(path: impl AsRef<Path>) -> Result<[u8; MNIST_PIXELS]> {
     digitize_image(&image).map_err(|source| VizError::Digitize { path: path.to_path_buf(), source })
 }
 
+/// The largest picture [`decode`] reads: a 64-megapixel photo takes about 0.5 GB on its way to
+/// 28×28 (decoded, as RGBA, as grey floats).
+const MAX_PIXELS: u64 = 64_000_000;
+
 /// Decodes an image, applying its orientation tag.
 fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let fail = |message: String| VizError::Decode { path: path.to_path_buf(), message };
@@ -67,6 +71,15 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
         )));
     }
     let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode the image: {e}")))?;
+    // Checked before decoding: a small file can declare a picture that takes gigabytes (a
+    // 557 KB one-bit PNG of 60000×60000 asked for 14 GB), and decoding this way sets no limit.
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(fail(format!(
+            "{width}×{height} pixels: larger than the {} megapixels read here; scale it down first",
+            MAX_PIXELS / 1_000_000
+        )));
+    }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode the image: {e}")))?;
     image.apply_orientation(orientation);
@@ -604,6 +617,27 @@ fn centre(p: &Patch) -> [u8; MNIST_PIXELS] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_picture_too_large_to_read_is_refused_before_decoding() {
+        // A BMP header declaring 20000×20000 one-bit pixels (400 megapixels), no pixels after it.
+        let (w, h) = (20_000i32, 20_000i32);
+        let mut bmp = b"BM".to_vec();
+        bmp.extend(70u32.to_le_bytes()); // file size (as written: the header alone)
+        bmp.extend([0u8; 4]);
+        bmp.extend(62u32.to_le_bytes()); // pixels start after the headers and palette
+        bmp.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+        bmp.extend(w.to_le_bytes());
+        bmp.extend(h.to_le_bytes());
+        bmp.extend(1u16.to_le_bytes()); // planes
+        bmp.extend(1u16.to_le_bytes()); // bits per pixel
+        bmp.extend([0u8; 16]); // no compression, image size, resolution
+        bmp.extend(2u32.to_le_bytes()); // colours
+        bmp.extend(0u32.to_le_bytes());
+        bmp.extend([0, 0, 0, 0, 255, 255, 255, 0]); // black and white
+        let e = decode(Path::new("huge.bmp"), &bmp).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("huge.bmp") && e.contains("20000×20000 pixels: larger than the 64 megapixels"), "{e}");
+    }
 
     #[test]
     fn a_border_that_is_no_background_is_named() {
