@@ -176,7 +176,8 @@ impl Batcher {
         }
         let px = self.gather.data.pixels();
         while self.pool.len() < BUFFERS {
-            self.pool.push(Batch::with_capacity(bs, px));
+            // A batch holds at most the whole set, whatever the batch size asked.
+            self.pool.push(Batch::with_capacity(bs.min(n), px));
         }
         let rng = Rng::derive(self.cfg.seed, 0x00A0_6000_0000 + epoch as u64);
         let mode = if self.cfg.prefetch {
@@ -432,6 +433,19 @@ mod tests {
         let cfg = BatchConfig { shuffle: false, batch_size: 4, ..Default::default() };
         let mut c = Batcher::new(tiny(8), cfg).unwrap();
         assert_eq!(collect(&mut c, 0), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    }
+
+    #[test]
+    fn a_batch_size_past_the_set_is_one_batch_of_it_all() {
+        // Buffers sized by the set, not by the batch size asked (10¹² aborted the allocation).
+        for prefetch in [false, true] {
+            let cfg = BatchConfig { batch_size: 1 << 40, prefetch, ..Default::default() };
+            let mut b = Batcher::new(tiny(10), cfg).unwrap();
+            assert_eq!(b.batches_per_epoch(), 1);
+            let mut all = collect(&mut b, 0).concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..10).collect::<Vec<_>>());
+        }
     }
 
     #[test]

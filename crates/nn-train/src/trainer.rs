@@ -444,7 +444,8 @@ impl Trainer {
         // batch by batch through the prefetch thread.
         let kept = !inline && augmented.is_none() && self.keep_training_set(&train, norm)?;
         let by_rows = inline || kept;
-        let mut labels: Vec<u8> = Vec::with_capacity(cfg.batch_size);
+        // At most the whole set a batch, whatever the batch size asked (10¹² aborted here).
+        let mut labels: Vec<u8> = Vec::with_capacity(cfg.batch_size.min(train.len()));
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
         let schedule = self.compile.schedule.resolved(steps * cfg.epochs);

@@ -426,3 +426,14 @@ fn predicting_a_data_set_equals_predicting_its_normalised_images() {
         }
     }
 }
+
+#[test]
+fn a_batch_size_past_the_training_set_trains_on_it_all_at_once() {
+    // Keras takes it as one batch an epoch; the buffers are the set's size, not the size asked
+    // (a batch size of 10¹² aborted an allocation).
+    let (train, val) = subset(300);
+    let mut t = Trainer::new(Model::new(&spec(), 3).unwrap(), compile());
+    t.fit(train, FitConfig { batch_size: 1 << 40, ..cfg(2, &val) }).unwrap();
+    assert_eq!(t.history().epochs.len(), 2);
+    assert!(t.history().epochs.iter().all(|e| e.loss.is_finite()));
+}
