@@ -47,11 +47,15 @@ fn json_f32(v: f32) -> String {
 /// # Errors
 /// Anything else, in words: a model's inputs would otherwise be prepared wrongly without a word.
 pub fn parse_normalization(s: &str) -> std::result::Result<Normalization, String> {
-    let standardize = |mean: Option<f64>, std: Option<f64>| match (mean, std) {
+    // Checked as the f32s they become: a deviation of 1e-300 is positive as an f64 and 0 as
+    // an f32 (every input then infinite), a mean of 1e300 infinite.
+    let standardize = |mean: Option<f64>, std: Option<f64>| match (mean.map(|m| m as f32), std.map(|d| d as f32)) {
         (Some(mean), Some(std)) if mean.is_finite() && std.is_finite() && std > 0.0 => {
-            Ok(Normalization::Standardize { mean: mean as f32, std: std as f32 })
+            Ok(Normalization::Standardize { mean, std })
         }
-        _ => Err(format!("normalization {s:?}: the mean must be a number and the deviation a positive one")),
+        _ => Err(format!(
+            "normalization {s:?}: the mean must be a number and the deviation a positive one (as 32-bit floats)"
+        )),
     };
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(s) {
         return match v.get("kind").and_then(serde_json::Value::as_str) {
@@ -213,10 +217,22 @@ impl ModelFile {
                 expected.insert(name);
             }
         }
+        // Tensors beside the weights (a checkpoint's optimiser state, callbacks' kept tensors):
+        // as finite as the weights must be, or a resumed run trains into NaNs.
         let mut extra = Vec::new();
         for (name, view) in st.tensors() {
             if !expected.contains(&name) && view.dtype() == Dtype::F32 {
-                extra.push(Tensor { name, shape: view.shape().to_vec(), data: f32s(view.data()) });
+                let data = f32s(view.data());
+                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                    return Err(NnError::file(
+                        path,
+                        format!(
+                            "tensor {name} holds a non-finite value ({} at index {i}): the file is broken",
+                            data[i]
+                        ),
+                    ));
+                }
+                extra.push(Tensor { name, shape: view.shape().to_vec(), data });
             }
         }
         extra.sort_by(|a, b| a.name.cmp(&b.name));
@@ -251,6 +267,9 @@ mod tests {
             "scale 2",
             r#"{"kind":"standardize","mean":0.1,"std":-1}"#,
             r#"{"kind":"standardize","mean":0.1}"#,
+            // Fine as f64s, not as the f32s they become: a deviation of 0, an infinite mean.
+            r#"{"kind":"standardize","mean":0,"std":1e-300}"#,
+            r#"{"kind":"standardize","mean":1e300,"std":1}"#,
             r#"{"kind":"whiten"}"#,
             "[1, 2]",
         ] {
@@ -279,6 +298,17 @@ mod tests {
         let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
         let err = ModelFile::from_bytes(Path::new("nan.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
         assert!(err.contains("nan.safetensors") && err.contains("dense.kernel") && err.contains("index 4"), "{err}");
+        // The same in a tensor beside the weights (a checkpoint's optimiser state).
+        let (kernel, bias) = (f.weights[0].clone(), f.weights[1].clone());
+        let mut kernel = kernel;
+        kernel.data[4] = 0.5;
+        let slot = Tensor { name: "optimizer.dense.bias.slot1".into(), shape: vec![2], data: vec![0.0, f32::INFINITY] };
+        let f = ModelFile { weights: vec![kernel, bias], extra: vec![slot], ..f };
+        let err = ModelFile::from_bytes(Path::new("inf.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("inf.safetensors") && err.contains("optimizer.dense.bias.slot1") && err.contains("index 1"),
+            "{err}"
+        );
     }
 
     #[test]
