@@ -375,7 +375,8 @@ pub fn window_out(input: usize, k: usize, s: usize, pad: Padding) -> (usize, usi
         Padding::Valid => ((input.saturating_sub(k)) / s + 1, 0),
         Padding::Same => {
             let out = input.div_ceil(s);
-            let total = ((out - 1) * s + k).saturating_sub(input);
+            // Saturating: a model file may give any sizes (a window of 2⁶⁴ - 1 overflowed here).
+            let total = out.saturating_sub(1).saturating_mul(s).saturating_add(k).saturating_sub(input);
             (out, total / 2)
         }
     }
@@ -499,7 +500,8 @@ impl LayerSpec {
                 Ok(input.to_vec())
             }
             LayerSpec::Reshape(r) => {
-                if r.target_shape.iter().product::<usize>() != total || r.target_shape.is_empty() {
+                let holds = r.target_shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+                if holds != Some(total) || r.target_shape.is_empty() {
                     return Err(NnError::Shape {
                         layer: format!(
                             "{name} (Reshape): target {:?} must hold as many values as its input",
@@ -732,6 +734,16 @@ mod tests {
         let out: Vec<Vec<usize>> = spec.resolve().unwrap().into_iter().map(|l| l.output).collect();
         assert_eq!(out, [vec![8, 26, 26], vec![8, 12, 12], vec![8, 12, 12], vec![8, 6, 6], vec![8]]);
         assert_eq!(BatchNorm::new(), BatchNorm::default());
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_refused_not_a_panic() {
+        // What a model file may say: a window of 2⁶⁴ - 1 with "same" padding, an empty input.
+        assert_eq!(window_out(28, usize::MAX, 1, Padding::Same), (28, (usize::MAX - 28) / 2));
+        assert_eq!(window_out(0, 3, 1, Padding::Same), (0, 1));
+        let reshape = LayerSpec::Reshape(Reshape { target_shape: vec![1 << 32, 1 << 32, 2] });
+        let e = reshape.output_shape("reshape", &[784]).unwrap_err().to_string();
+        assert!(e.contains("must hold as many values as its input"), "{e}");
     }
 
     #[test]
