@@ -233,3 +233,16 @@ fn precision_bf16_trains_on_amx_or_says_what_it_needs() {
     let (stdout, _) = ok_both(&out);
     assert!(!stdout.contains("bf16"), "{stdout}");
 }
+
+#[test]
+fn predict_index_refuses_a_data_set_of_another_image_size() {
+    // A model of 14×56 inputs (as many values as 28×28) would read MNIST's images as if they
+    // were its own shape, and predict something.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::new(&[14, 56]).add(Flatten::new()).add(Dense::new(10));
+    Model::new(&spec, 7).unwrap().save(tmp.path().join("wide.safetensors"), BTreeMap::new()).unwrap();
+    fails_both(
+        &mnist(tmp.path(), &["predict", "--model", "wide.safetensors", "--index", "0", "--device", "cpu"]),
+        &["holds 28×28 images", "wide.safetensors takes 14×56"],
+    );
+}

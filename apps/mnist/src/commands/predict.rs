@@ -144,6 +144,17 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     if let (false, Ok(choice)) = (args.index.is_empty(), &choice) {
         let (splits, _) = choice.load()?;
         let data = args.split.of(&splits);
+        if (data.rows(), data.cols()) != (rows, cols) {
+            bail!(
+                "--index: the {} set of {} holds {}×{} images and {} takes {rows}×{cols}: give a model trained \
+                 on this data set",
+                args.split.name(),
+                choice.label,
+                data.rows(),
+                data.cols(),
+                args.model
+            );
+        }
         let outputs = trainer.model().output_len();
         for &i in &args.index {
             if data.is_empty() {
