@@ -221,7 +221,8 @@ pub fn load_trained(arg: &str, device: nn_train::DeviceChoice) -> Result<Loaded>
         crate::device::resume(device, &path)?
     } else {
         let loss = default_loss(&file.spec);
-        let model = crate::device::from_file(device, &file)?;
+        let model =
+            crate::device::from_file(device, &file).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
         Trainer::new(model, nn_train::Compile { loss, ..Default::default() })
     };
     Ok(Loaded { trainer, dataset, path })

@@ -771,8 +771,12 @@ impl Trainer {
             .transpose()
             .map_err(|e| bad(&format!("training_state: {e}")))?
             .unwrap_or_default();
-        let mut model = make_model(&f)?;
-        model.runtime().set_optimizer_state(&unprefixed("optimizer.", &f.extra))?;
+        // Errors from here name the file: its architecture, or its optimiser state, may not fit.
+        let mut model = make_model(&f).map_err(|e| bad(&e.to_string()))?;
+        model
+            .runtime()
+            .set_optimizer_state(&unprefixed("optimizer.", &f.extra))
+            .map_err(|e| bad(&format!("optimiser state: {e}")))?;
         let normalization = f.normalization().map_err(|e| bad(&e.to_string()))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));

@@ -437,3 +437,29 @@ fn a_batch_size_past_the_training_set_trains_on_it_all_at_once() {
     assert_eq!(t.history().epochs.len(), 2);
     assert!(t.history().epochs.iter().all(|e| e.loss.is_finite()));
 }
+
+#[test]
+fn a_checkpoint_that_cannot_be_resumed_is_named_in_the_error() {
+    let (train, val) = subset(300);
+    let mut t = Trainer::new(Model::new(&spec(), 3).unwrap(), compile());
+    t.fit(train, cfg(1, &val)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    t.save_checkpoint(&path).unwrap();
+    // Optimiser state of the wrong shape.
+    let mut f = nn_core::ModelFile::load(&path).unwrap();
+    let slot = f.extra.iter_mut().find(|x| x.name.starts_with("optimizer.") && x.name.ends_with("bias.slot0")).unwrap();
+    slot.data.truncate(slot.data.len() / 2);
+    slot.shape = vec![slot.data.len()];
+    let state = dir.path().join("state.safetensors");
+    f.save(&state).unwrap();
+    let err = Trainer::resume(&state).err().unwrap().to_string();
+    assert!(err.contains("state.safetensors") && err.contains("optimiser state"), "{err}");
+    // An architecture whose images are channels-last.
+    let mut f = nn_core::ModelFile::load(&path).unwrap();
+    f.spec.input_shape = vec![28, 28, 1];
+    let last = dir.path().join("last.safetensors");
+    f.save(&last).unwrap();
+    let err = Trainer::resume(&last).err().unwrap().to_string();
+    assert!(err.contains("last.safetensors") && err.contains("channels"), "{err}");
+}
