@@ -105,6 +105,27 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     parse_idx(path, &bytes)
 }
 
+/// The dimensions an IDX file (raw or gzip) declares, from its header alone: a few bytes read
+/// (and, for gzip, decompressed), so that files can be checked against each other before their
+/// data are read.
+///
+/// # Errors
+/// [`DataError::Io`] naming the file when it cannot be read; [`DataError::Invalid`] when its
+/// header is not an IDX header of bytes (as [`read_idx`]).
+pub fn read_idx_dims(path: impl AsRef<Path>) -> Result<Vec<usize>> {
+    use std::io::BufRead;
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let start = reader.fill_buf().map_err(|e| DataError::io(path, e))?;
+    let (dims, _) = if start.len() >= 2 && start[0] == 0x1f && start[1] == 0x8b {
+        read_header(path, &mut flate2::read::MultiGzDecoder::new(reader)).map_err(gzip_context)?
+    } else {
+        read_header(path, &mut reader)?
+    };
+    Ok(dims)
+}
+
 /// Parses the bytes of an IDX file (raw or gzip); `path` only names the file in errors.
 ///
 /// # Errors

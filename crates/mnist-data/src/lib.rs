@@ -36,7 +36,7 @@ pub use augment::Augmentation;
 pub use batches::{Batch, BatchConfig, BatchTransform, Batcher, Epoch};
 pub use dataset::{load_dir, Dataset, DatasetKind, FashionMnist, Mnist, Splits};
 pub use error::{DataError, Result};
-pub use idx::{read_idx, write_idx, Idx};
+pub use idx::{read_idx, read_idx_dims, write_idx, Idx};
 pub use preprocess::{flatten, one_hot, sparse_labels, to_nchw, Normalization};
 pub use rng::Rng;
 pub use split::validation_split;
