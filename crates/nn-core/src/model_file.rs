@@ -203,16 +203,7 @@ impl ModelFile {
                         format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", view.shape()),
                     ));
                 }
-                let data = f32s(view.data());
-                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                    return Err(NnError::file(
-                        path,
-                        format!(
-                            "tensor {name} holds a non-finite value ({} at index {i}): the model is broken",
-                            data[i]
-                        ),
-                    ));
-                }
+                let data = finite_f32s(path, &name, view.data())?;
                 weights.push(Tensor { name: name.clone(), shape, data });
                 expected.insert(name);
             }
@@ -222,21 +213,25 @@ impl ModelFile {
         let mut extra = Vec::new();
         for (name, view) in st.tensors() {
             if !expected.contains(&name) && view.dtype() == Dtype::F32 {
-                let data = f32s(view.data());
-                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                    return Err(NnError::file(
-                        path,
-                        format!(
-                            "tensor {name} holds a non-finite value ({} at index {i}): the file is broken",
-                            data[i]
-                        ),
-                    ));
-                }
+                let data = finite_f32s(path, &name, view.data())?;
                 extra.push(Tensor { name, shape: view.shape().to_vec(), data });
             }
         }
         extra.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ModelFile { spec, weights, metadata: meta, extra })
+    }
+}
+
+/// Tensor `name`'s little-endian f32s, each finite, or an error naming the file, the tensor and
+/// the first value that is not.
+fn finite_f32s(path: &Path, name: &str, b: &[u8]) -> Result<Vec<f32>> {
+    let data = f32s(b);
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(NnError::file(
+            path,
+            format!("tensor {name} holds a non-finite value ({} at index {i}): the model is broken", data[i]),
+        )),
+        None => Ok(data),
     }
 }
 
