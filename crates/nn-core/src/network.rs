@@ -953,6 +953,9 @@ impl<D: Device> Runtime for Network<D> {
     }
 
     fn set_optimizer_state(&mut self, s: &[Tensor]) -> Result<()> {
+        // Every trained parameter has as many slots as the rule that wrote them: one with
+        // fewer would start those afresh, silently, and the run would not continue as it was.
+        let mut counts: Vec<(String, usize)> = Vec::new();
         for l in &mut self.layers {
             for p in l.params_mut() {
                 p.slots.clear();
@@ -961,13 +964,25 @@ impl<D: Device> Runtime for Network<D> {
                     let Some(t) = s.iter().find(|t| t.name == name) else {
                         break;
                     };
-                    if t.data.len() != p.len() {
+                    if t.shape != p.shape || t.data.len() != p.len() {
                         return Err(NnError::Shape { layer: name, expected: p.shape.clone(), found: t.shape.clone() });
                     }
                     let mut b = self.dev.alloc(p.len())?;
                     self.dev.upload(&t.data, &mut b)?;
                     p.slots.push(b);
                 }
+                // (Parameters without gradients, batch norm's moving statistics, have none.)
+                if p.grad.is_some() {
+                    counts.push((p.name.clone(), p.slots.len()));
+                }
+            }
+        }
+        if let (Some(most), Some(least)) = (counts.iter().max_by_key(|c| c.1), counts.iter().min_by_key(|c| c.1)) {
+            if most.1 != least.1 {
+                return Err(NnError::spec(format!(
+                    "slots missing: {} has {} of them, {} has {}",
+                    most.0, most.1, least.0, least.1
+                )));
             }
         }
         Ok(())

@@ -455,6 +455,19 @@ fn a_checkpoint_that_cannot_be_resumed_is_named_in_the_error() {
     f.save(&state).unwrap();
     let err = Trainer::resume(&state).err().unwrap().to_string();
     assert!(err.contains("state.safetensors") && err.contains("optimiser state"), "{err}");
+    // The right number of values in another shape, and a slot missing (Adam's second moment
+    // would silently start from zeros).
+    let mut f = nn_core::ModelFile::load(&path).unwrap();
+    let slot = f.extra.iter_mut().find(|x| x.name.starts_with("optimizer.") && x.name.ends_with("bias.slot0")).unwrap();
+    slot.shape = vec![2, slot.data.len() / 2];
+    f.save(&state).unwrap();
+    let err = Trainer::resume(&state).err().unwrap().to_string();
+    assert!(err.contains("state.safetensors") && err.contains("bias.slot0"), "{err}");
+    let mut f = nn_core::ModelFile::load(&path).unwrap();
+    f.extra.retain(|x| !(x.name.starts_with("optimizer.") && x.name.ends_with("bias.slot1")));
+    f.save(&state).unwrap();
+    let err = Trainer::resume(&state).err().unwrap().to_string();
+    assert!(err.contains("state.safetensors") && err.contains("optimiser state: slots missing: "), "{err}");
     // An architecture whose images are channels-last.
     let mut f = nn_core::ModelFile::load(&path).unwrap();
     f.spec.input_shape = vec![28, 28, 1];
