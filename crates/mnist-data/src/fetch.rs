@@ -369,7 +369,7 @@ impl FetchOptions {
         }
         let found = hex(&hasher.finalize());
         if found != expected {
-            let hint = if received >= 2 && head != [0x1f, 0x8b] {
+            let hint = if received >= 2 && !crate::idx::is_gzip(&head) {
                 " (the data received is not gzip: the server may have sent an error page, or decompressed the file)"
             } else {
                 ""

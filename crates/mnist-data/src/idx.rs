@@ -105,6 +105,11 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     parse_idx(path, &bytes)
 }
 
+/// Whether `start` begins as a gzip stream does (its two magic bytes).
+pub(crate) fn is_gzip(start: &[u8]) -> bool {
+    start.starts_with(&[0x1f, 0x8b])
+}
+
 /// The dimensions an IDX file (raw or gzip) declares, from its header alone: a few bytes read
 /// (and, for gzip, decompressed), so that files can be checked against each other before their
 /// data are read.
@@ -118,7 +123,7 @@ pub fn read_idx_dims(path: impl AsRef<Path>) -> Result<Vec<usize>> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut reader = std::io::BufReader::new(file);
     let start = reader.fill_buf().map_err(|e| DataError::io(path, e))?;
-    let (dims, _) = if start.len() >= 2 && start[0] == 0x1f && start[1] == 0x8b {
+    let (dims, _) = if is_gzip(start) {
         read_header(path, &mut flate2::read::MultiGzDecoder::new(reader)).map_err(gzip_context)?
     } else {
         read_header(path, &mut reader)?
@@ -131,7 +136,7 @@ pub fn read_idx_dims(path: impl AsRef<Path>) -> Result<Vec<usize>> {
 /// # Errors
 /// As [`read_idx`].
 pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
-    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+    if is_gzip(bytes) {
         let mut gz = flate2::read::MultiGzDecoder::new(bytes);
         let (dims, len) = read_header(path, &mut gz).map_err(gzip_context)?;
         let limit = (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);

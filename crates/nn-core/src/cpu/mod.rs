@@ -141,6 +141,14 @@ pub fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     f()
 }
 
+/// Whether one of the CPU's fused conv + pooling passes (single-channel, Winograd, implicit
+/// GEMM) takes this pair.
+fn any_fused_pass(conv: &Window, pool: &Window, filters: usize) -> bool {
+    conv_pool::supports(conv, pool)
+        || winograd::supports(conv, pool, filters)
+        || implicit_conv::supports_pooled(conv, pool)
+}
+
 /// The error of a conv + pooling pair that [`Device::fuses_conv_pool`] does not accept.
 fn unfused(conv: &Window, pool: &Window) -> crate::error::NnError {
     crate::error::NnError::Device(format!(
@@ -408,19 +416,18 @@ impl Device for Cpu {
         y: &mut HostBuf,
         arg: &mut HostBuf,
     ) -> Result<()> {
-        let what = "conv_pool";
-        sizes::conv_pool(what, conv, filters, pool);
+        sizes::conv_pool("conv_pool", conv, filters, pool);
         let (out, kernel) = ([conv.n, filters, pool.oh, pool.ow], [filters, conv.c, conv.kh, conv.kw]);
         sizes::need("conv_pool x", x.len(), &[conv.n, conv.c, conv.h, conv.w]);
         sizes::need("conv_pool w", w.len(), &kernel);
         sizes::need("conv_pool bias", b.map_or(filters, |b| b.len()), &[filters]);
         sizes::need("conv_pool y", y.len(), &out);
         sizes::need("conv_pool winners", arg.len(), &out);
-        let single = conv_pool::supports(conv, pool);
-        let wino = !single && winograd::supports(conv, pool, filters);
-        if !single && !wino && !implicit_conv::supports_pooled(conv, pool) {
+        if !any_fused_pass(conv, pool, filters) {
             return Err(unfused(conv, pool));
         }
+        let single = conv_pool::supports(conv, pool);
+        let wino = !single && winograd::supports(conv, pool, filters);
         if (pm.input && !wino) || (pm.output && !single) {
             return Err(crate::error::NnError::Device(format!("cpu: no pixel-major conv + pooling pass for {pm:?}")));
         }
@@ -462,10 +469,7 @@ impl Device for Cpu {
         sizes::need("conv_pool_backward dw", dw.len(), &kernel);
         sizes::need("conv_pool_backward db", db.as_ref().map_or(filters, |b| b.len()), &[filters]);
         sizes::need("conv_pool_backward dx", dx.as_ref().map_or(x.len(), |d| d.len()), &input);
-        let fused = conv_pool::supports(conv, pool)
-            || winograd::supports(conv, pool, filters)
-            || implicit_conv::supports_pooled(conv, pool);
-        if !fused {
+        if !any_fused_pass(conv, pool, filters) {
             return Err(unfused(conv, pool));
         }
         // The single-channel pass has no input gradient; both passes leave the same winners.
