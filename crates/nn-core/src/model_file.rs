@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use mnist_data::Normalization;
 
@@ -161,21 +161,10 @@ impl ModelFile {
     /// # Errors
     /// As [`ModelFile::load`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ModelFile> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            // A safetensors file starts with its JSON header's length, then the header: with
-            // those in place, what is wrong is the rest (cut short?); without, it is another kind
-            // of file.
-            let header = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-            let starts_right =
-                header.is_some_and(|n| n.saturating_add(8) <= bytes.len() as u64) && bytes.get(8) == Some(&b'{');
-            let hint = if starts_right {
-                "is it truncated?"
-            } else {
-                "it does not start as a safetensors file does; give a .safetensors model written by mnist train"
-            };
-            NnError::file(path, format!("not a model file (safetensors could not read it: {e}); {hint}"))
-        })?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| NnError::file(path, e.to_string()))?;
+        // The header is parsed once (a header may list a million tensors); the tensors' bytes
+        // are sliced from `data` by the offsets it gives, which `read_metadata` has checked.
+        let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| unreadable(path, bytes, &e))?;
+        let data = &bytes[8 + header_len..];
         let mut meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         let arch = meta.remove("architecture").ok_or_else(|| {
             NnError::file(path, "a safetensors file, but not a model file: no \"architecture\" in its metadata")
@@ -186,24 +175,25 @@ impl ModelFile {
         }
         let spec = ModelSpec::from_json(&arch).map_err(|e| NnError::file(path, e.to_string()))?;
         let layers = spec.resolve().map_err(|e| NnError::file(path, format!("invalid architecture: {e}")))?;
+        let bytes_of = |info: &safetensors::tensor::TensorInfo| &data[info.data_offsets.0..info.data_offsets.1];
         let mut weights = Vec::new();
         let mut expected = std::collections::HashSet::new();
         for l in &layers {
             for (suffix, shape, _) in l.spec.param_shapes(&l.input) {
                 let name = format!("{}.{suffix}", l.name);
-                let view = st
-                    .tensor(&name)
-                    .map_err(|_| NnError::file(path, format!("tensor {name} of the architecture is missing")))?;
-                if view.dtype() != Dtype::F32 {
-                    return Err(NnError::file(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
+                let info = header
+                    .info(&name)
+                    .ok_or_else(|| NnError::file(path, format!("tensor {name} of the architecture is missing")))?;
+                if info.dtype != Dtype::F32 {
+                    return Err(NnError::file(path, format!("tensor {name} is {:?}, expected F32", info.dtype)));
                 }
-                if view.shape() != shape.as_slice() {
+                if info.shape != shape {
                     return Err(NnError::file(
                         path,
-                        format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", view.shape()),
+                        format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", info.shape),
                     ));
                 }
-                let data = finite_f32s(path, &name, view.data())?;
+                let data = finite_f32s(path, &name, bytes_of(info))?;
                 weights.push(Tensor { name: name.clone(), shape, data });
                 expected.insert(name);
             }
@@ -211,15 +201,58 @@ impl ModelFile {
         // Tensors beside the weights (a checkpoint's optimiser state, callbacks' kept tensors):
         // as finite as the weights must be, or a resumed run trains into NaNs.
         let mut extra = Vec::new();
-        for (name, view) in st.tensors() {
-            if !expected.contains(&name) && view.dtype() == Dtype::F32 {
-                let data = finite_f32s(path, &name, view.data())?;
-                extra.push(Tensor { name, shape: view.shape().to_vec(), data });
+        for name in header.offset_keys() {
+            if let Some(info) = header.info(&name).filter(|i| i.dtype == Dtype::F32 && !expected.contains(&name)) {
+                let data = finite_f32s(path, &name, bytes_of(info))?;
+                extra.push(Tensor { name, shape: info.shape.clone(), data });
             }
         }
         extra.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ModelFile { spec, weights, metadata: meta, extra })
     }
+}
+
+/// Why safetensors could not read `bytes`, in words that tell a cut or damaged model file from
+/// another kind of file.
+fn unreadable(path: &Path, bytes: &[u8], e: &SafeTensorError) -> NnError {
+    // A safetensors file starts with its JSON header's length, then the header.
+    let declared = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let json_start = bytes.get(8) == Some(&b'{');
+    let after_header = declared.and_then(|n| bytes.len().checked_sub(8)?.checked_sub(usize::try_from(n).ok()?));
+    let why = match e {
+        SafeTensorError::InvalidHeaderLength if json_start => format!(
+            "truncated: its header alone should take {} bytes, the file has {}",
+            declared.unwrap_or(0),
+            bytes.len().saturating_sub(8)
+        ),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            let header = declared.and_then(|n| bytes.get(8..8usize.checked_add(usize::try_from(n).ok()?)?));
+            match (header.and_then(tensor_data_len), after_header) {
+                (Some(wanted), Some(held)) if held < wanted => {
+                    format!("truncated: its header lists {wanted} bytes of tensors, the file holds {held}")
+                }
+                (Some(wanted), Some(held)) => {
+                    format!("{} bytes follow the {wanted} bytes of tensors its header lists", held - wanted)
+                }
+                _ => format!("the tensors its header lists do not fill the file ({e})"),
+            }
+        }
+        _ if json_start && after_header.is_some() => format!("its header is damaged ({e})"),
+        _ => format!(
+            "it does not start as a safetensors file does ({e}); give a .safetensors model written by mnist train"
+        ),
+    };
+    NnError::file(path, format!("not a model file: {why}"))
+}
+
+/// The end of the last tensor's bytes a safetensors JSON header lists (`data_offsets`).
+fn tensor_data_len(header: &[u8]) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_slice(header).ok()?;
+    v.as_object()?
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64().and_then(|e| usize::try_from(e).ok()))
+        .try_fold(0usize, |end, e| Some(end.max(e?)))
 }
 
 /// Tensor `name`'s little-endian f32s, each finite, or an error naming the file, the tensor and
@@ -328,7 +361,17 @@ mod tests {
         let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
         let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
         let bytes = f.to_bytes().unwrap();
-        let err = ModelFile::from_bytes(Path::new("m.safetensors"), &bytes[..bytes.len() - 4]).unwrap_err().to_string();
-        assert!(err.contains("is it truncated?"), "{err}");
+        let read = |b: &[u8]| ModelFile::from_bytes(Path::new("m.safetensors"), b).unwrap_err().to_string();
+        // 32 bytes of tensors (6 + 2 f32s): cut within them, within the header, or added to.
+        let err = read(&bytes[..bytes.len() - 4]);
+        assert!(err.contains("truncated: its header lists 32 bytes of tensors, the file holds 28"), "{err}");
+        let err = read(&bytes[..20]);
+        assert!(err.contains("truncated: its header alone should take"), "{err}");
+        let err = read(&[&bytes[..], &[0u8; 3][..]].concat());
+        assert!(err.contains("3 bytes follow the 32 bytes of tensors its header lists"), "{err}");
+        let mut damaged = bytes.clone();
+        damaged[9] = b'#';
+        let err = read(&damaged);
+        assert!(err.contains("m.safetensors") && err.contains("its header is damaged"), "{err}");
     }
 }
