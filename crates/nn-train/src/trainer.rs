@@ -350,6 +350,18 @@ impl Trainer {
         if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
             return Err(TrainError::Config(format!("momentum {momentum}: must be at least 0 and below 1")));
         }
+        // As PyTorch checks them: decay rates in [0, 1), a finite ε ≥ 0.
+        let (decays, epsilon): (&[(&str, f32)], f32) = match self.compile.optimizer {
+            Optimizer::Sgd { .. } => (&[], 0.0),
+            Optimizer::Adam { beta_1, beta_2, epsilon, .. } => (&[("beta_1", beta_1), ("beta_2", beta_2)], epsilon),
+            Optimizer::RmsProp { rho, epsilon, .. } => (&[("rho", rho)], epsilon),
+        };
+        if let Some((name, v)) = decays.iter().find(|(_, v)| !(0.0..1.0).contains(v)) {
+            return Err(TrainError::Config(format!("{name} {v}: must be at least 0 and below 1")));
+        }
+        if !(epsilon.is_finite() && epsilon >= 0.0) {
+            return Err(TrainError::Config(format!("epsilon {epsilon}: must be a number at least 0")));
+        }
         if let Normalization::Standardize { mean, std } = norm {
             if !(mean.is_finite() && std.is_finite() && std > 0.0) {
                 return Err(TrainError::Config(format!(
@@ -781,7 +793,14 @@ impl Trainer {
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));
         let kept = unprefixed("kept.", &f.extra);
-        Ok(Trainer {
+        if state.epoch != history.epochs.len() {
+            return Err(bad(&format!(
+                "training_state counts {} epoch(s) done, its history holds {}: the file was edited or is damaged",
+                state.epoch,
+                history.epochs.len()
+            )));
+        }
+        let trainer = Trainer {
             model,
             compile,
             state,
@@ -791,7 +810,14 @@ impl Trainer {
             annotations,
             kept,
             validating: false,
-        })
+        };
+        // Settings `fit` would refuse (a negative learning rate) are refused here, naming the file
+        // they came from rather than as if given to `fit`.
+        trainer.check_settings(normalization).map_err(|e| match e {
+            TrainError::Config(m) => bad(&format!("training_config: {m}")),
+            other => other,
+        })?;
+        Ok(trainer)
     }
 
     /// [`Trainer::resume_with`] on the CPU.

@@ -206,6 +206,10 @@ fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
     refused(&mut fresh(Optimizer::adam().learning_rate(f32::NAN)), cfg(1, &val), "learning rate NaN");
     refused(&mut fresh(Optimizer::sgd().learning_rate(-1.0)), cfg(1, &val), "learning rate -1");
     refused(&mut fresh(Optimizer::sgd().momentum(1.5)), cfg(1, &val), "momentum 1.5");
+    let adam = Optimizer::Adam { learning_rate: 1e-3, beta_1: 0.9, beta_2: 1.0, epsilon: 1e-7 };
+    refused(&mut fresh(adam), cfg(1, &val), "beta_2 1: must be at least 0 and below 1");
+    let rmsprop = Optimizer::RmsProp { learning_rate: 1e-3, rho: 0.9, momentum: 0.0, epsilon: -1e-7 };
+    refused(&mut fresh(rmsprop), cfg(1, &val), "epsilon -0.0000001: must be a number at least 0");
     let flat = FitConfig { normalization: Normalization::Standardize { mean: 0.0, std: 0.0 }, ..cfg(1, &val) };
     refused(&mut fresh(Optimizer::adam()), flat, "deviation must be a positive number");
     // A callback watching val_loss in a fit without validation, and empty validation data.
@@ -475,4 +479,31 @@ fn a_checkpoint_that_cannot_be_resumed_is_named_in_the_error() {
     f.save(&last).unwrap();
     let err = Trainer::resume(&last).err().unwrap().to_string();
     assert!(err.contains("last.safetensors") && err.contains("channels"), "{err}");
+    // A learning rate fit would refuse, and progress its history does not bear out: refused at
+    // resume, naming the file (not later, as if given to fit).
+    let edited = |key: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut f = nn_core::ModelFile::load(&path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&f.metadata[key]).unwrap();
+        edit(&mut v);
+        f.metadata.insert(key.into(), v.to_string());
+        f.save(&state).unwrap();
+        Trainer::resume(&state).err().unwrap().to_string()
+    };
+    fn set_lr(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.iter_mut().for_each(|(k, x)| {
+                if k == "learning_rate" {
+                    *x = serde_json::json!(-0.5);
+                } else {
+                    set_lr(x);
+                }
+            }),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(set_lr),
+            _ => {}
+        }
+    }
+    let err = edited("training_config", &set_lr);
+    assert!(err.contains("state.safetensors: training_config: learning rate -0.5"), "{err}");
+    let err = edited("training_state", &|v| v["epoch"] = serde_json::json!(u64::MAX - 1));
+    assert!(err.contains("state.safetensors: training_state counts 18446744073709551614 epoch(s)"), "{err}");
 }
