@@ -193,7 +193,7 @@ pub fn bench(root: &Path, target: &Path, args: &[String]) -> Result<()> {
         }
         None => None,
     };
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = crate::cargo()
         .current_dir(root)
         .args(["build", "--release", "-p", "nn-train", "--example", "bench", "-p", "nn-core", "--example", "gemm_peak"])
         .status()?;

@@ -67,9 +67,25 @@ fn root() -> Result<PathBuf> {
     manifest.parent().map(Path::to_path_buf).context("xtask has no parent folder")
 }
 
-/// `cargo`, as the one running us.
+/// `cargo`, as the one running us, without the variables `cargo run` set for xtask itself
+/// (`CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR`, ...): build scripts that watch them (ring's)
+/// would otherwise see them change between `cargo xtask` and a plain `cargo build` and rebuild
+/// half the workspace each way.
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_for_xtask) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Whether `cargo run` sets the environment variable `key` for the binary it runs (rather than
+/// it being the user's setting, as `CARGO_HOME` or `CARGO_TARGET_DIR` are).
+fn set_for_xtask(key: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| key.starts_with(p))
+        || matches!(key, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
 }
 
 /// Runs `cmd` from the workspace root, streaming its output; fails on a non-zero exit.
@@ -285,6 +301,19 @@ mod tests {
         assert_eq!(flag_value(&args, "--dataset").as_deref(), Some("fashion"));
         assert_eq!(flag_value(&args, "--data-dir"), None);
         assert_eq!(flag_value(&[OsString::from("--dataset=fashion")], "--dataset").as_deref(), Some("fashion"));
+    }
+
+    #[test]
+    fn cargo_does_not_inherit_what_cargo_run_set_for_xtask() {
+        for key in ["CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"] {
+            assert!(set_for_xtask(key), "{key}");
+        }
+        for key in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_BUILD_JOBS"] {
+            assert!(!set_for_xtask(key), "{key}");
+        }
+        // The test binary itself runs with CARGO_PKG_NAME set, as xtask does.
+        let cmd = cargo();
+        assert!(cmd.get_envs().any(|(k, v)| k == "CARGO_PKG_NAME" && v.is_none()));
     }
 
     #[test]
