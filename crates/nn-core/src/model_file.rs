@@ -238,11 +238,35 @@ fn unreadable(path: &Path, bytes: &[u8], e: &SafeTensorError) -> NnError {
             }
         }
         _ if json_start && after_header.is_some() => format!("its header is damaged ({e})"),
-        _ => format!(
-            "it does not start as a safetensors file does ({e}); give a .safetensors model written by mnist train"
-        ),
+        _ => {
+            let what = kind_of(bytes).map_or_else(
+                || "it does not start as a safetensors file does (the length of a JSON header, then the header)".into(),
+                |kind| format!("it is {kind}"),
+            );
+            format!("{what}; give a .safetensors model written by mnist train")
+        }
     };
     NnError::file(path, format!("not a model file: {why}"))
+}
+
+/// What kind of file `bytes` begin as, for the kinds a model file is mistaken for.
+fn kind_of(bytes: &[u8]) -> Option<&'static str> {
+    const KINDS: [(&[u8], &str); 7] = [
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"BM", "a BMP image"),
+        (b"\x1f\x8b", "a gzip file (a data set?)"),
+        (b"PK\x03\x04", "a zip archive (a PyTorch .pt checkpoint? save it with safetensors instead)"),
+        (b"\x80", "a Python pickle (a PyTorch checkpoint? save it with safetensors instead)"),
+        (b"\x89HDF", "an HDF5 file (a Keras .h5 model?)"),
+    ];
+    if bytes.len() >= 4 && bytes[..2] == [0, 0] && bytes[2] == 0x08 {
+        return Some("an IDX data file (images or labels)");
+    }
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        return Some("JSON text (a model spec? give it where a spec is asked for)");
+    }
+    KINDS.iter().find(|(magic, _)| bytes.starts_with(magic)).map(|&(_, kind)| kind)
 }
 
 /// The end of the last tensor's bytes a safetensors JSON header lists (`data_offsets`).
@@ -355,7 +379,12 @@ mod tests {
     fn another_kind_of_file_and_a_cut_model_are_told_apart() {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR and more of a picture";
         let err = ModelFile::from_bytes(Path::new("a.png"), png).unwrap_err().to_string();
-        assert!(err.contains("a.png") && err.contains("does not start as a safetensors file"), "{err}");
+        assert!(err.contains("a.png: not a model file: it is a PNG image; give a .safetensors model"), "{err}");
+        let err = ModelFile::from_bytes(Path::new("notes.txt"), b"some notes, not a model").unwrap_err().to_string();
+        assert!(err.contains("notes.txt") && err.contains("does not start as a safetensors file"), "{err}");
+        let idx = [0u8, 0, 8, 1, 0, 0, 0, 2, 7, 3];
+        let err = ModelFile::from_bytes(Path::new("labels"), &idx).unwrap_err().to_string();
+        assert!(err.contains("an IDX data file"), "{err}");
         let spec = ModelSpec::new(&[3]).add(crate::Dense::new(2));
         let kernel = Tensor { name: "dense.kernel".into(), shape: vec![3, 2], data: vec![0.5; 6] };
         let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
