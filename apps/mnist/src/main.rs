@@ -56,17 +56,10 @@ pub struct Cli {
     /// How the CPU runs matrix products: f32, bf16x3 (near f32, faster; AMX) or bf16 (mixed
     /// precision; AMX).
     ///
-    /// The products of training, evaluation and prediction. `bf16x3` splits each operand into
-    /// two bfloat16s and sums three products in f32 on the CPU's AMX tiles (about 16 of f32's 24
-    /// bits; PyTorch's matmul precision "high"): results near f32's, wide layers' products about
-    /// twice as fast. `bf16` is mixed precision: the operands rounded to bfloat16, summed in f32
-    /// on AMX (PyTorch's "medium"); wide dense models train about twice as fast, to accuracies
-    /// within noise of f32's. Weights, activations and updates stay f32 in all three. `bf16x3`
-    /// and `bf16` need an Intel CPU with AMX (Xeon Sapphire Rapids or later) and Linux, and are
-    /// refused elsewhere whatever the --device; the GPU's products are not affected by them.
-    /// In f32 a CPU with AMX still multiplies the first layer's scaled pixels there, exactly:
-    /// each pixel as its byte, exact in bfloat16, by weights split into three bfloat16s that
-    /// hold all their bits (f32 results; those products about twice as fast).
+    /// For training, evaluation and prediction. Weights, activations and updates stay f32 at
+    /// every level; `bf16x3` and `bf16` need an Intel CPU with AMX (Xeon Sapphire Rapids or
+    /// later) on Linux, and leave the GPU's products as they are. README.md ("Train and
+    /// validate") and BENCHMARKS.md say more.
     #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
     pub precision: Precision,
 

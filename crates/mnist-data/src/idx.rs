@@ -191,9 +191,19 @@ fn gzip_context(e: DataError) -> DataError {
 fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind: &str) -> Result<Idx> {
     let mut data = Vec::with_capacity(len.min(FIRST_READ) as usize);
     // One byte past the declared length tells trailing data from the end of the stream.
-    read.take(len.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(|e| DataError::invalid(path, format!("corrupt gzip stream: {e}")))?;
+    read.take(len.saturating_add(1)).read_to_end(&mut data).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            format!(
+                "truncated: the compressed stream ends after {} of the {len} bytes of data its header ({}) declares; \
+                 download the file again",
+                data.len(),
+                describe(&dims)
+            )
+        } else {
+            format!("corrupt gzip stream: {e}")
+        };
+        DataError::invalid(path, why)
+    })?;
     let got = data.len() as u64;
     if got < len {
         return Err(DataError::invalid(
@@ -320,6 +330,17 @@ mod tests {
         let cut = &gz[..gz.len() - 12];
         let err = parse_idx(p(), cut).unwrap_err().to_string();
         assert!(err.contains("test.idx") && (err.contains("truncated") || err.contains("corrupt")), "{err}");
+        // Cut inside the data (bytes that do not compress): told as cut, with how far it got.
+        let noise: Vec<u8> = (0u32..4000).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&encode_idx(&[4000], &noise).unwrap()).unwrap();
+        let long = enc.finish().unwrap();
+        let err = parse_idx(p(), &long[..long.len() / 2]).unwrap_err().to_string();
+        assert!(
+            err.contains("truncated: the compressed stream ends after ") && err.contains("of the 4000 bytes"),
+            "{err}"
+        );
+        assert!(err.contains("download the file again"), "{err}");
         let mut bad = gz.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xFF;
