@@ -189,6 +189,13 @@ pub trait Device: Send + Sync + 'static {
     /// # Errors
     /// Out of memory: the host cannot reserve `len` floats (CPU), or the GPU allocation fails.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Bytes this device could still allocate, where it can tell (the CPU: the operating
+    /// system's estimate of available memory); `None` when it cannot (the default). Checked
+    /// before a batch's buffers are allocated, so that a model too large for the machine is
+    /// refused with a message rather than killed by the system part-way through.
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
     /// Copies `src` into the first `src.len()` elements of `dst`.
     ///
     /// # Errors

@@ -17,14 +17,20 @@ use crate::tensor::Tensor;
 /// Examples per forward pass in [`Model::predict`]: large for dense networks (fewer, larger
 /// GEMMs, each kernel packed fewer times: 10k M3 predictions in bfloat16 took 11.3 ms by 1024,
 /// 10.3 by 2048), small for convolutional ones, whose im2col buffers grow by ~0.5 MB per
-/// example.
+/// example; and fewer for models so wide or deep that a batch's buffers (every layer's outputs
+/// and their gradients) would pass [`PREDICT_BUFFERS`] bytes.
 pub fn predict_batch_size(spec: &ModelSpec) -> usize {
-    if spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2D(_))) {
-        128
-    } else {
-        2048
-    }
+    let most = if spec.layers.iter().any(|l| matches!(l, LayerSpec::Conv2D(_))) { 128 } else { 2048 };
+    let outputs = spec.resolve().map_or(0, |layers| {
+        layers.iter().fold(spec.input_shape.iter().product::<usize>(), |a, l| {
+            a.saturating_add(l.output.iter().fold(1usize, |p, &d| p.saturating_mul(d)))
+        })
+    });
+    (PREDICT_BUFFERS / outputs.saturating_mul(8).max(1)).clamp(1, most)
 }
+
+/// The most bytes [`predict_batch_size`] lets a batch's layer buffers take: 256 MiB.
+pub const PREDICT_BUFFERS: usize = 256 << 20;
 
 /// A model: its architecture and its numbers on a device (the CPU unless built with
 /// [`Model::on`] or [`Model::from_runtime`]).
@@ -235,6 +241,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::spec::Dense;
+
+    #[test]
+    fn prediction_batches_shrink_for_very_wide_or_deep_models() {
+        use crate::spec::{Conv2D, Dropout, Flatten};
+        let m3 =
+            ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(512)).add(Dense::new(512)).add(Dense::new(10));
+        assert_eq!(predict_batch_size(&m3), 2048);
+        let conv = ModelSpec::new(&[1, 28, 28]).add(Conv2D::new(32, 3)).add(Flatten::new()).add(Dense::new(10));
+        assert_eq!(predict_batch_size(&conv), 128);
+        // 500,000 outputs a layer: 4 MB an example, so 67 fill the 256 MiB.
+        let wide = ModelSpec::new(&[784]).add(Dense::new(1)).add(Dense::new(500_000)).add(Dense::new(10));
+        assert_eq!(predict_batch_size(&wide), 67);
+        let deep = (0..10_000).fold(ModelSpec::new(&[784]), |s, _| s.add(Dropout::new(0.1)));
+        assert_eq!(predict_batch_size(&deep), 4);
+        // A spec that does not resolve is refused elsewhere; here it gets the largest batch.
+        assert_eq!(predict_batch_size(&ModelSpec::new(&[784])), 2048);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_free_memory_is_refused_before_its_buffers_are_allocated() {
+        let spec = ModelSpec::new(&[784]).add(Dense::new(1024)).add(Dense::new(10));
+        let mut net = Network::new(crate::cpu::Cpu, &spec, 1).unwrap();
+        // 2³⁰ examples: 14,544 GiB of outputs and gradients.
+        let err = net.reserve(1 << 30).unwrap_err().to_string();
+        assert!(
+            err.contains("a batch of 1073741824 examples needs at least 14544.0 GiB")
+                && err.contains("GiB of memory is free"),
+            "{err}"
+        );
+        net.reserve(64).unwrap();
+    }
 
     /// Probabilities sum to 1 whatever the head, and keep the outputs' order.
     #[test]

@@ -426,11 +426,29 @@ impl<D: Device> Network<D> {
         self.layers.iter().filter(|l| l.conv_pool_shape().is_some()).count()
     }
 
-    fn reserve(&mut self, n: usize) -> Result<()> {
+    /// Makes room for batches of `n` examples (buffers for every slot's values and gradients,
+    /// and the layers' own).
+    ///
+    /// # Errors
+    /// A batch whose buffers cannot fit in the device's free memory; allocation failures.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<()> {
         if n <= self.cap {
             return Ok(());
         }
         let cap = n.max(1);
+        // Each slot's values and gradients, at the least (layers keep their own scratch too).
+        let floats = self.slot_width.iter().fold(0usize, |a, &w| a.saturating_add(w)).saturating_mul(2);
+        let need = (floats as u64).saturating_mul(cap as u64).saturating_mul(4);
+        if let Some(free) = self.dev.free_memory().filter(|&free| need > free) {
+            let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+            return Err(NnError::Device(format!(
+                "a batch of {cap} examples needs at least {:.1} GiB for the outputs of the model's {} layers and \
+                 their gradients, and {:.1} GiB of memory is free: use a smaller batch, or fewer or narrower layers",
+                gib(need),
+                self.layers.len(),
+                gib(free)
+            )));
+        }
         self.vals = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
         self.grads = self.slot_width.iter().map(|w| self.dev.alloc(cap * w)).collect::<Result<_>>()?;
         let out_w = *self.slot_width.last().unwrap_or(&1);

@@ -119,14 +119,11 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
-/// Examples per forward pass when evaluating: as in prediction, large for dense networks and
-/// small for convolutional ones (their im2col buffers grow by ~0.5 MB per example).
+/// Examples per forward pass when evaluating: as in prediction
+/// ([`nn_core::model::predict_batch_size`]: large for dense networks, small for convolutional
+/// ones and for very wide or deep ones), at most 1000.
 fn eval_batch_size(spec: &nn_core::ModelSpec) -> usize {
-    if spec.layers.iter().any(|l| matches!(l, nn_core::LayerSpec::Conv2D(_))) {
-        128
-    } else {
-        1000
-    }
+    nn_core::model::predict_batch_size(spec).min(1000)
 }
 
 /// A model with its training configuration and progress.

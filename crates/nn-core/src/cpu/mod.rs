@@ -11,6 +11,7 @@ mod conv;
 mod conv_pool;
 mod denormals;
 mod elementwise;
+mod free_memory;
 mod high_water;
 mod host_buf;
 mod implicit_conv;
@@ -192,7 +193,18 @@ impl Device for Cpu {
         format!("cpu ({threads}{bf16})")
     }
     fn alloc(&self, len: usize) -> Result<HostBuf> {
+        // A buffer larger than the memory the system has left is refused here: zero-filled, it
+        // would end in the system killing the process (Linux grants the address space anyway).
+        // Small ones skip the check (reading the system's figure costs ~20 µs).
+        if len >= 1 << 18 {
+            if let Some(free) = free_memory::free_host_memory().filter(|&free| len as u64 * 4 > free) {
+                return Err(crate::tensor::out_of_host_memory(len).with_free(free));
+            }
+        }
         HostBuf::zeros(len)
+    }
+    fn free_memory(&self) -> Option<u64> {
+        free_memory::free_host_memory()
     }
     fn upload(&self, src: &[f32], dst: &mut HostBuf) -> Result<()> {
         dst[..src.len()].copy_from_slice(src);
