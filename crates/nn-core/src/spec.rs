@@ -439,6 +439,7 @@ impl LayerSpec {
                         "{name} (Dense): expects a flat input [features], found {input:?}; add a Flatten layer before it"
                     )));
                 }
+                penalties_fit(&format!("{name} (Dense)"), d.kernel_regularizer)?;
                 Ok(vec![d.units])
             }
             LayerSpec::Dropout(d) => {
@@ -462,6 +463,8 @@ impl LayerSpec {
                         channels_last_hint(input)
                     )));
                 }
+                same_window_fits(&format!("{name} (Conv2D): kernel"), c.padding, [kh, kw], [h, w])?;
+                penalties_fit(&format!("{name} (Conv2D)"), c.kernel_regularizer)?;
                 if c.activation == Activation::Softmax {
                     return Err(NnError::spec(format!(
                         "{name} (Conv2D): a softmax over a convolution's filters is not supported; \
@@ -483,6 +486,7 @@ impl LayerSpec {
                         channels_last_hint(input)
                     )));
                 }
+                same_window_fits(&format!("{name}: pool"), p.padding, [kh, kw], [h, w])?;
                 Ok(vec![c_in, window_out(h, kh, sh, p.padding).0, window_out(w, kw, sw, p.padding).0])
             }
             LayerSpec::GlobalAveragePooling2D {} => {
@@ -562,6 +566,33 @@ pub const MAX_PARAMS: usize = 1 << 28;
 /// The number of values of `shape`, `None` past [`MAX_ELEMENTS`].
 fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
+}
+
+/// Refuses a "same" window that would read mostly padding: larger than twice its input plus
+/// one (and than 7), where its outputs see the whole input anyway and its cost grows with a
+/// window the input does not fill (a kernel of 1,000 on 28×28 pixels: a million products an
+/// output). `what` names the layer and the window.
+fn same_window_fits(what: &str, padding: Padding, [kh, kw]: [usize; 2], [h, w]: [usize; 2]) -> Result<()> {
+    let most = |n: usize| n.saturating_mul(2).saturating_add(1).max(7);
+    if padding == Padding::Same && (kh > most(h) || kw > most(w)) {
+        return Err(NnError::spec(format!(
+            "{what} {kh}×{kw} with \"same\" padding on a {h}×{w} input would read mostly padding: at most {}×{}",
+            most(h),
+            most(w)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a kernel penalty that is negative or not a number (a negative one rewards large
+/// weights without bound: the loss runs to minus infinity).
+fn penalties_fit(what: &str, r: Option<Regularizer>) -> Result<()> {
+    match r {
+        Some(Regularizer { l1, l2 }) if !(l1.is_finite() && l1 >= 0.0 && l2.is_finite() && l2 >= 0.0) => {
+            Err(NnError::spec(format!("{what}: kernel_regularizer l1 {l1} and l2 {l2} must be numbers at least 0")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A window size or stride as Keras writes it: `[h, w]` or one number for both.
@@ -854,5 +885,22 @@ mod tests {
         assert!(e.contains("input shape"), "{e}");
         let e = err(ModelSpec::new(&[1, 30_000, 30_000]).add(Conv2D::new(64, 3).padding(Padding::Same)));
         assert!(e.contains("conv2d (Conv2D)") && e.contains("output"), "{e}");
+        // "Same" windows far past their input (all padding and cost), and negative penalties.
+        let e = err(ModelSpec::new(&[1, 28, 28]).add(Conv2D::new(4, 1000).padding(Padding::Same)));
+        assert!(e.contains("conv2d (Conv2D): kernel 1000×1000") && e.contains("at most 57×57"), "{e}");
+        let huge = Pool2D { padding: Padding::Same, ..Pool2D::new(1 << 40) };
+        let e = err(ModelSpec::new(&[1, 28, 28]).add(LayerSpec::MaxPooling2D(huge)));
+        assert!(e.contains("max_pooling2d: pool") && e.contains("mostly padding"), "{e}");
+        // Still allowed: a 3×3 kernel or a 2×2 pool on a 1×1 map, as deep convnets end.
+        let small = Pool2D { padding: Padding::Same, ..Pool2D::new(2) };
+        ModelSpec::new(&[1, 1, 1])
+            .add(Conv2D::new(4, 3).padding(Padding::Same))
+            .add(LayerSpec::MaxPooling2D(small))
+            .resolve()
+            .unwrap();
+        let e = err(ModelSpec::new(&[4]).add(Dense::new(2).l1(-1.0)));
+        assert!(e.contains("dense (Dense): kernel_regularizer l1 -1"), "{e}");
+        let e = err(ModelSpec::new(&[1, 8, 8]).add(Conv2D::new(4, 3).l2(f32::NAN)));
+        assert!(e.contains("conv2d (Conv2D): kernel_regularizer") && e.contains("l2 NaN"), "{e}");
     }
 }
