@@ -110,11 +110,35 @@ impl ModelSource {
 /// Unreadable file, invalid JSON (with line and column), layers that do not fit; all naming the
 /// file.
 pub fn load_spec(path: &Path) -> Result<ModelSpec> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the architecture", path.display()))?;
-    let spec = ModelSpec::from_json(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read the architecture", path.display()))?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!(
+            "{}: not an architecture: a .json spec is text, this file is binary (a model file? those are named .safetensors)",
+            path.display()
+        );
+    };
+    // Editors on Windows may start a UTF-8 file with a byte-order mark, which JSON does not allow.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let spec = ModelSpec::from_json(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     spec.resolve().map_err(|e| anyhow!("{}: invalid architecture: {e}", path.display()))?;
     Ok(spec)
+}
+
+/// Refuses a model that does not give one score per class of the data set (an output of
+/// `[classes]`): its predictions outside the classes would count in no report's row, and an
+/// output of another shape is no classifier's. `model` names it in the message.
+///
+/// # Errors
+/// The model's output shape, and what a classifier of `classes` classes ends with.
+pub fn check_classes(spec: &ModelSpec, classes: usize, model: &str) -> Result<()> {
+    let out = spec.output_shape().map_err(|e| anyhow!("{model}: {e}"))?;
+    if out != [classes] {
+        bail!(
+            "{model}: the model gives an output of {out:?} per image; a classifier of the data set's {classes} \
+             classes gives {classes} scores (end it with a Dense layer of {classes} units)"
+        );
+    }
+    Ok(())
 }
 
 /// Whether the architecture ends in a softmax (its outputs are probabilities, not logits).

@@ -356,6 +356,11 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     )
     .unwrap();
     std::fs::write(dir.join("syntax.json"), "{\"input_shape\": [28, 28], \"layers\": [").unwrap();
+    let wide =
+        "{\"input_shape\": [28, 28], \"layers\": [{\"type\": \"Flatten\"}, {\"type\": \"Dense\", \"units\": 1000}]}";
+    std::fs::write(dir.join("wide.json"), wide).unwrap();
+    std::fs::write(dir.join("bom.json"), format!("\u{feff}{wide}")).unwrap();
+    std::fs::write(dir.join("binary.json"), b"\x10\0\0\0\0\0\0\0{\xff\xfe}").unwrap();
 
     fails(&mnist(dir, &["evaluate", "--model", "missing.safetensors"]), &["missing.safetensors", "no such file"]);
     fails(&mnist(dir, &["predict", "--model", "missing.safetensors", "--index", "0"]), &["missing.safetensors"]);
@@ -366,6 +371,15 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["summary", "--model", "bad.json"]), &["bad.json", "units"]);
     fails(&mnist(dir, &["train", "--model", "unflat.json"]), &["unflat.json", "Flatten"]);
     fails(&mnist(dir, &["diagram", "--model", "syntax.json"]), &["syntax.json", "line"]);
+    // A model that is no classifier of the 10 classes (its predictions would fall outside the
+    // report), a spec with a byte-order mark (read), a binary file named .json.
+    fails(
+        &mnist(dir, &["train", "--model", "wide.json", "--limit", "100"]),
+        &["wide", "an output of [1000]", "10 units"],
+    );
+    ok(&mnist(dir, &["summary", "--model", "bom.json"]));
+    fails(&mnist(dir, &["summary", "--model", "binary.json"]), &["binary.json", "this file is binary"]);
+    fails(&mnist(dir, &["train", "--lr", "1e39"]), &["1e39", "beyond what a 32-bit float holds"]);
     fails(&mnist(dir, &["evaluate", "--model", "mlp-128"]), &["no trained weights"]);
     fails(&mnist(dir, &["--dataset", "nowhere", "info"]), &["nowhere", "unknown data set"]);
     fails(&mnist(dir, &["train", "--augment", "spin=3"]), &["spin"]);

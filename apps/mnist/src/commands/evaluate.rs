@@ -58,6 +58,7 @@ pub fn run(args: EvaluateArgs, global: &Global) -> Result<()> {
     let (splits, _) = choice.load()?;
     let data = args.split.of(&splits);
     let names = choice.class_names();
+    crate::models::check_classes(trainer.model().spec(), names.len(), &model_path)?;
     let eval = trainer.evaluate(data).with_context(|| format!("cannot evaluate {model_path} on {}", choice.label))?;
     let probs = trainer.predict(data)?;
     let predicted: Vec<usize> = pictures::best(&probs).into_iter().map(|(p, _)| p).collect();

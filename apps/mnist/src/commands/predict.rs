@@ -107,6 +107,7 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
         (Err(_), true) => (0..10).map(|d| d.to_string()).collect(),
         (Err(e), false) => bail!("--index needs the data set: {e}"),
     };
+    crate::models::check_classes(trainer.model().spec(), names.len(), &loaded.path.display().to_string())?;
     if let (false, Ok(c)) = (args.index.is_empty(), &choice) {
         if let Some(note) = c.mismatch_note(&global.data_dir, loaded.dataset.as_deref()) {
             eprintln!("note: {note}");

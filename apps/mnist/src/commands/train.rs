@@ -247,10 +247,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerName>,
     /// The learning rate. [default: the optimiser's, 0.001 for adam and rmsprop, 0.01 for sgd]
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", value_parser = finite_f32)]
     pub lr: Option<f32>,
     /// Momentum of sgd and rmsprop (e.g. 0.9). [default: 0]
-    #[arg(long, value_name = "M")]
+    #[arg(long, value_name = "M", value_parser = finite_f32)]
     pub momentum: Option<f32>,
     /// How the learning rate changes during training. [default: the recipe's, usually constant]
     #[arg(long, value_enum)]
@@ -267,10 +267,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "rotation=10,shift=0.1,zoom=0.1", value_parser = parse_augment)]
     pub augment: Option<Augmentation>,
     /// Insert Dropout(RATE) before the last Dense layer (e.g. 0.2).
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", value_parser = finite_f32)]
     pub dropout: Option<f32>,
     /// L2 weight penalty F·Σw² on the kernel of every Dense layer (e.g. 1e-4).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = finite_f32)]
     pub l2: Option<f32>,
     /// Stop when the validation loss (the training loss without validation) has not improved
     /// for PATIENCE epochs, and keep the best epoch's weights.
@@ -320,6 +320,17 @@ struct Plan {
     early_stopping: Option<usize>,
     /// The patience of ReduceLROnPlateau, if any.
     reduce_lr: Option<usize>,
+}
+
+/// A number that fits a 32-bit float as it was typed: `1e39` is refused in the user's words,
+/// not read as infinity and reported as `inf`.
+fn finite_f32(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) if v.is_nan() => Err("not a number".into()),
+        Ok(_) => Err(format!("{s} is beyond what a 32-bit float holds (about 3.4e38)")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn check_numbers(a: &TrainArgs) -> Result<()> {
@@ -674,6 +685,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let planned = run_dir(args.run_dir.clone(), &name)?;
 
     let spec = trainer.model().spec().clone();
+    crate::models::check_classes(&spec, names.len(), &format!("--model {name}"))?;
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
     let compile = *trainer.compile();
     let validation_text = match validation {
