@@ -164,7 +164,15 @@ fn render(layers: &[DiagramLayer], title: &str) -> Drawn<Canvas> {
         .collect();
 
     let dims = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-    let mut canvas = Canvas::new(dims(width), dims(height))?;
+    // Past a picture's size limit: say what makes it so large (not the canvas's own hint about
+    // scales and numbers of images, which a diagram has not).
+    let mut canvas = Canvas::new(dims(width), dims(height)).map_err(|_| {
+        Fail::Invalid(format!(
+            "a diagram of these {} layers would be {width}×{height} pixels, past what a picture may be: \
+             draw a model of fewer layers (or shorter shapes)",
+            layers.len()
+        ))
+    })?;
     canvas.draw(|root| {
         let at = |x: i64, y: i64| (x as i32, y as i32);
         // Connections first, so that neurons and blocks cover their ends.
