@@ -69,6 +69,9 @@ impl ModelSource {
             }
             bail!("{arg}: a folder without model.safetensors; give a preset name, a spec .json file or a model .safetensors file");
         }
+        if path.exists() {
+            bail!("{arg}: not a regular file (a device or a pipe?); give a preset name, a spec .json file or a model .safetensors file");
+        }
         let looks_like_path = arg.contains('/') || arg.contains('\\') || path.extension().is_some();
         if looks_like_path {
             bail!("{arg}: no such file");

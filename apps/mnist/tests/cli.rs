@@ -303,8 +303,11 @@ fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
         "--device",
         "cpu",
     ];
-    fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch", "try a lower --lr"]);
+    fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch", "try a lower --lr (now 1000)"]);
     assert!(!tmp.path().join("r").exists() && !tmp.path().join("c.safetensors").exists());
+    // A weight penalty that diverges is named beside the rate.
+    let args = ["train", "--l2", "1e30", "--epochs", "1", "--limit", "1000", "-q", "--device", "cpu"];
+    fails(&mnist(tmp.path(), &args), &["diverged", "try a lower --lr (now 0.001) or smaller weight penalties", "L2 1"]);
     // A JSON architecture states the recipe it trains with.
     ok(&mnist(tmp.path(), &["summary", "--model", "mlp-128", "--save-spec", "a.json"]));
     let out = ok(&mnist(tmp.path(), &["summary", "--model", "a.json"]));

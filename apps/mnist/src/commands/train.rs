@@ -789,24 +789,30 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(why) = diverged {
         let loss = why.split(':').next().unwrap_or(why);
         // A resumed run keeps its rate: only a fresh run can be given a lower one.
-        let advice = if done > 0 {
-            "--resume keeps the run's learning rate: train afresh with a lower --lr"
+        let lr = trainer.learning_rate();
+        let mut advice = if done > 0 {
+            format!("--resume keeps the run's learning rate: train afresh with a lower --lr (the run's is {lr})")
         } else {
-            "try a lower --lr"
+            format!("try a lower --lr (now {lr})")
         };
+        // Large weight penalties diverge too (L2 1e30): name them beside the rate.
+        let penalized = spec.layers.iter().any(|l| match l {
+            nn_core::LayerSpec::Dense(d) => d.kernel_regularizer.is_some_and(|r| r.l1 != 0.0 || r.l2 != 0.0),
+            nn_core::LayerSpec::Conv2D(c) => c.kernel_regularizer.is_some_and(|r| r.l1 != 0.0 || r.l2 != 0.0),
+            _ => false,
+        });
+        if penalized {
+            advice += &format!(" or smaller weight penalties (--l2; now {regularization})");
+        }
         let good = trainer.history().epochs.len();
         if good == done && done == 0 {
-            bail!(
-                "training diverged in its first epoch ({loss}): nothing worth saving; {advice} (now {})",
-                trainer.learning_rate()
-            );
+            bail!("training diverged in its first epoch ({loss}): nothing worth saving; {advice}");
         }
         if good == done {
             bail!(
                 "training diverged in epoch {} ({loss}), the first after the checkpoint, which is left as it was; \
-                 {advice} (the run's is {})",
-                done + 1,
-                trainer.learning_rate()
+                 {advice}",
+                done + 1
             );
         }
         eprintln!(
