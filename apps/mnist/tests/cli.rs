@@ -381,6 +381,11 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
         &["wide", "an output of [1000]", "10 units"],
     );
     ok(&mnist(dir, &["summary", "--model", "bom.json"]));
+    // Input of another size than the data's images: refused before the model is built (this
+    // one's 800 MB of weights are never allocated).
+    let big_input = "{\"input_shape\": [100000000], \"layers\": [{\"type\": \"Dense\", \"units\": 2}]}";
+    std::fs::write(dir.join("input.json"), big_input).unwrap();
+    fails(&mnist(dir, &["train", "--model", "input.json", "--limit", "100"]), &["takes 100000000 inputs", "28×28"]);
     fails(&mnist(dir, &["summary", "--model", "binary.json"]), &["binary.json", "this file is binary"]);
     fails(&mnist(dir, &["train", "--lr", "1e39"]), &["1e39", "beyond what a 32-bit float holds"]);
     fails(&mnist(dir, &["evaluate", "--model", "mlp-128"]), &["no trained weights"]);

@@ -41,7 +41,9 @@ pub use metrics::Confusion;
 pub use optimizer::Optimizer;
 pub use progress::Verbosity;
 pub use schedule::Schedule;
-pub use trainer::{predict_bytes, predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation};
+pub use trainer::{
+    check_input_shape, predict_bytes, predict_dataset, Compile, Evaluation, FitConfig, TrainState, Trainer, Validation,
+};
 
 /// The crates whose types nn-train's signatures use (data sets, models, arrays), re-exported
 /// so that a user names them without depending on them, at the versions nn-train was built with.

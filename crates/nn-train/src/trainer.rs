@@ -882,15 +882,26 @@ pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -
 /// Whether `data`'s images fit `model`'s input: as many pixels, and for an image-shaped input
 /// (`[h, w]`, `[1, h, w]`) the same rows and columns, not only their count.
 fn check_images(model: &Model, data: &Dataset) -> Result<()> {
-    let want = model.input_len();
-    let sides = match model.spec().input_shape[..] {
+    check_input_shape(model.spec(), data)
+}
+
+/// Whether `data`'s images fit the input of the architecture `spec` (as [`Trainer::fit`] and
+/// [`Trainer::evaluate`] check): as many pixels, and for an image-shaped input (`[h, w]`,
+/// `[1, h, w]`) the same rows and columns. Checked before a model is built, it spares
+/// allocating one that cannot take the data.
+///
+/// # Errors
+/// [`TrainError::Config`] with both shapes.
+pub fn check_input_shape(spec: &nn_core::ModelSpec, data: &Dataset) -> Result<()> {
+    let want = spec.input_shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+    let sides = match spec.input_shape[..] {
         [h, w] | [1, h, w] => Some((h, w)),
         _ => None,
     };
     if data.pixels() != want || sides.is_some_and(|s| s != (data.rows(), data.cols())) {
         return Err(TrainError::Config(format!(
             "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
-            model.spec().input_shape,
+            spec.input_shape,
             data.rows(),
             data.cols()
         )));

@@ -642,7 +642,12 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     let plan = match (resumed, source) {
         (Some(plan), _) => plan,
-        (None, Some(source)) => plan_new(&args, &source, train_set.len())?,
+        (None, Some(source)) => {
+            // Before the model is built: one that cannot take the data is not worth its memory.
+            nn_train::check_input_shape(&source.spec()?, &train_set)
+                .with_context(|| format!("--model {}", source.name()))?;
+            plan_new(&args, &source, train_set.len())?
+        }
         (None, None) => bail!("nothing to train"),
     };
     let Plan { name, mut trainer, epochs, batch_size, validation, augmentation, early_stopping, reduce_lr } = plan;
