@@ -305,6 +305,16 @@ fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
     ];
     fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch", "try a lower --lr (now 1000)"]);
     assert!(!tmp.path().join("r").exists() && !tmp.path().join("c.safetensors").exists());
+    // An epoch whose last update broke the weights (its loss, read before, was a number): 30
+    // batch normalisations of raw pixels, one batch, no validation to show it.
+    let bn: Vec<String> = std::iter::repeat_n("{\"type\": \"BatchNormalization\"}".to_string(), 30).collect();
+    let spec = format!(
+        "{{\"input_shape\": [28, 28], \"layers\": [{{\"type\": \"Flatten\"}}, {}, {{\"type\": \"Dense\", \"units\": 10}}]}}",
+        bn.join(", ")
+    );
+    std::fs::write(tmp.path().join("bn30.json"), spec).unwrap();
+    let args = ["train", "--model", "bn30.json", "--limit", "50", "--epochs", "1", "--validation", "none", "-q"];
+    fails(&mnist(tmp.path(), &args), &["training diverged in its first epoch"]);
     // A weight penalty that diverges is named beside the rate.
     let args = ["train", "--l2", "1e30", "--epochs", "1", "--limit", "1000", "-q", "--device", "cpu"];
     fails(&mnist(tmp.path(), &args), &["diverged", "try a lower --lr (now 0.001) or smaller weight penalties", "L2 1"]);

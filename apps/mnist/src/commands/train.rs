@@ -190,21 +190,29 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
 
 /// `TerminateOnNaN` at the end of each epoch only: an epoch whose loss became NaN or infinite
 /// stops the run, which keeps the last good epoch's weights. (Reading the loss after every
-/// batch, as `TerminateOnNaN` does, would make a GPU wait for each step.)
+/// batch, as `TerminateOnNaN` does, would make a GPU wait for each step.) So does an epoch whose
+/// last update broke the weights, which its training loss (read before that update) does not
+/// show: a validation loss that is not a number, or weights that are not.
 struct StopOnDivergence;
 
 /// How [`StopOnDivergence`]'s reason (the history's `stopped`) begins.
 const DIVERGED: &str = "the loss became";
 
 impl Callback for StopOnDivergence {
-    fn on_epoch_end(&mut self, log: &nn_train::EpochLog, _: &mut Trainer) -> nn_train::Result<Control> {
-        Ok(if log.loss.is_finite() {
-            Control::Continue
+    fn on_epoch_end(&mut self, log: &nn_train::EpochLog, trainer: &mut Trainer) -> nn_train::Result<Control> {
+        let broken = if !log.loss.is_finite() {
+            Some(log.loss)
+        } else if let Some(v) = log.val_loss.filter(|v| !v.is_finite()) {
+            Some(v)
         } else {
-            Control::StopAndRestore(format!(
-                "{DIVERGED} {}: training stopped, the weights of the last completed epoch were kept",
-                log.loss
-            ))
+            let weights = trainer.model().weights()?;
+            weights.iter().flat_map(|t| &t.data).any(|v| !v.is_finite()).then_some(f64::NAN)
+        };
+        Ok(match broken {
+            None => Control::Continue,
+            Some(loss) => Control::StopAndRestore(format!(
+                "{DIVERGED} {loss}: training stopped, the weights of the last completed epoch were kept"
+            )),
         })
     }
 }
