@@ -245,7 +245,7 @@ fn network_diagram_draws_columns_of_neurons_and_blocks() {
     let err = network_diagram(dir.path().join("none.png"), &[], "").unwrap_err();
     assert!(matches!(err, VizError::Invalid { .. }));
     // Too many layers for one picture: said so, not "lower the scale or the number of images".
-    let deep: Vec<DiagramLayer> = (0..200).map(|i| DiagramLayer::block(&format!("Dropout {i}"), "784")).collect();
+    let deep: Vec<DiagramLayer> = (0..200).map(|i| DiagramLayer::block(format!("Dropout {i}"), "784")).collect();
     let err = network_diagram(dir.path().join("deep.png"), &deep, "").unwrap_err().to_string();
     assert!(err.contains("a diagram of these 200 layers") && err.contains("fewer layers"), "{err}");
 }
