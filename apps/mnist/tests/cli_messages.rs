@@ -106,18 +106,19 @@ fn a_model_of_another_data_set_gets_a_note() {
 }
 
 #[test]
-fn predict_refuses_labels_beyond_the_models_outputs() {
+fn predict_and_evaluate_refuse_a_model_of_fewer_outputs_than_classes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     model_file(&dir.join("five.safetensors"), 5, None);
     // Test image 0 is a 7.
+    // A model of 5 outputs is no classifier of MNIST's 10 classes: refused before predicting.
     let (stdout, _) = fails_both(
         &mnist(dir, &["predict", "--model", "five.safetensors", "--index", "0"]),
-        &["--index 0", "label 7 does not fit the model's 5 outputs"],
+        &["five.safetensors", "an output of [5]", "10 classes"],
     );
     assert!(!stdout.contains("WRONG"), "{stdout}");
     // As evaluate says.
-    fails_both(&mnist(dir, &["evaluate", "--model", "five.safetensors"]), &["does not fit the model's 5 outputs"]);
+    fails_both(&mnist(dir, &["evaluate", "--model", "five.safetensors"]), &["an output of [5]", "10 classes"]);
 }
 
 #[test]
