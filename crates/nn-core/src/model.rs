@@ -271,6 +271,14 @@ mod tests {
             "{err}"
         );
         net.reserve(64).unwrap();
+        // The layers' own scratch counts too: a dropout layer's mask of 784 floats an example.
+        let bytes = |spec: &ModelSpec| Network::new(crate::cpu::Cpu, spec, 1).unwrap().batch_bytes(128);
+        let plain = ModelSpec::new(&[784]).add(Dense::new(10));
+        let masked = ModelSpec::new(&[784]).add(crate::spec::Dropout::new(0.5)).add(Dense::new(10));
+        let mask = 784 * 128 * 4;
+        // (Its outputs and their gradients take two more masks' worth, where it has a slot.)
+        let more = bytes(&masked) - bytes(&plain);
+        assert!(more == mask || more == 3 * mask, "{more}");
     }
 
     /// Probabilities sum to 1 whatever the head, and keep the outputs' order.

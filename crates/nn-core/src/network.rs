@@ -426,6 +426,14 @@ impl<D: Device> Network<D> {
         self.layers.iter().filter(|l| l.conv_pool_shape().is_some()).count()
     }
 
+    /// The bytes [`Network::reserve`] allocates for batches of `cap` examples: each slot's
+    /// values and gradients, and the layers' scratch (im2col columns, masks, ...). Saturating.
+    pub(crate) fn batch_bytes(&self, cap: usize) -> u64 {
+        let slots = self.slot_width.iter().fold(0usize, |a, &w| a.saturating_add(w)).saturating_mul(2);
+        let scratch = self.layers.iter().fold(0usize, |a, l| a.saturating_add(l.scratch_floats(&self.dev, cap)));
+        (slots as u64).saturating_mul(cap as u64).saturating_add(scratch as u64).saturating_mul(4)
+    }
+
     /// Makes room for batches of `n` examples (buffers for every slot's values and gradients,
     /// and the layers' own).
     ///
@@ -436,14 +444,13 @@ impl<D: Device> Network<D> {
             return Ok(());
         }
         let cap = n.max(1);
-        // Each slot's values and gradients, at the least (layers keep their own scratch too).
-        let floats = self.slot_width.iter().fold(0usize, |a, &w| a.saturating_add(w)).saturating_mul(2);
-        let need = (floats as u64).saturating_mul(cap as u64).saturating_mul(4);
+        let need = self.batch_bytes(cap);
         if let Some(free) = self.dev.free_memory().filter(|&free| need > free) {
             let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
             return Err(NnError::Device(format!(
-                "a batch of {cap} examples needs at least {:.1} GiB for the outputs of the model's {} layers and \
-                 their gradients, and {:.1} GiB of memory is free: use a smaller batch, or fewer or narrower layers",
+                "a batch of {cap} examples needs at least {:.1} GiB for the outputs of the model's {} layers, \
+                 their gradients and scratch, and {:.1} GiB of memory is free: use a smaller batch, or fewer or \
+                 narrower layers",
                 gib(need),
                 self.layers.len(),
                 gib(free)

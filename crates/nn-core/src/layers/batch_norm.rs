@@ -64,6 +64,11 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
         }
         Ok(())
     }
+    /// The saved statistics, and the input gradient a first layer's backward writes nowhere
+    /// else (allocated when first needed).
+    fn scratch_floats(&self, _dev: &D, cap: usize) -> usize {
+        cap.saturating_mul(self.channels).saturating_mul(self.inner).saturating_add(2 * self.channels)
+    }
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {
         let args = self.args(n);

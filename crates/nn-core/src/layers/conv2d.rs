@@ -50,14 +50,20 @@ impl<D: Device> Conv2DLayer<D> {
 
 impl<D: Device> Layer<D> for Conv2DLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
-        if dev.direct_conv(&Window { n: cap, ..self.win }, self.filters) {
-            return Ok(());
-        }
-        if cap > self.cap {
-            self.cols = Some(dev.alloc(self.ckk() * cap * self.ohw())?);
+        let len = self.scratch_floats(dev, cap);
+        if len > 0 && cap > self.cap {
+            self.cols = Some(dev.alloc(len)?);
             self.cap = cap;
         }
         Ok(())
+    }
+    /// The im2col columns, none where the device convolves directly.
+    fn scratch_floats(&self, dev: &D, cap: usize) -> usize {
+        if dev.direct_conv(&Window { n: cap, ..self.win }, self.filters) {
+            0
+        } else {
+            self.ckk().saturating_mul(cap).saturating_mul(self.ohw())
+        }
     }
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {

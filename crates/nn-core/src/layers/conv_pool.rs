@@ -41,10 +41,14 @@ impl<D: Device> ConvPoolLayer<D> {
 impl<D: Device> Layer<D> for ConvPoolLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
         if cap > self.cap {
-            self.arg = Some(dev.alloc(cap * self.plane_len())?);
+            self.arg = Some(dev.alloc(self.scratch_floats(dev, cap))?);
             self.cap = cap;
         }
         Ok(())
+    }
+    /// Where each pooled maximum came from.
+    fn scratch_floats(&self, _dev: &D, cap: usize) -> usize {
+        cap.saturating_mul(self.plane_len())
     }
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {

@@ -22,10 +22,14 @@ impl<D: Device> DropoutLayer<D> {
 impl<D: Device> Layer<D> for DropoutLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
         if cap > self.cap {
-            self.mask = Some(dev.alloc(cap * self.width)?);
+            self.mask = Some(dev.alloc(self.scratch_floats(dev, cap))?);
             self.cap = cap;
         }
         Ok(())
+    }
+    /// The mask.
+    fn scratch_floats(&self, _dev: &D, cap: usize) -> usize {
+        cap.saturating_mul(self.width)
     }
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, ctx: &Ctx) -> Result<()> {

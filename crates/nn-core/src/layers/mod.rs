@@ -115,6 +115,12 @@ pub trait Layer<D: Device>: Send {
     fn reserve(&mut self, _dev: &D, _cap: usize) -> Result<()> {
         Ok(())
     }
+    /// How many floats of scratch [`Layer::reserve`] allocates for batches of `cap` examples
+    /// (saturating: a size past `usize` reads as `usize::MAX`); the network adds them up to
+    /// refuse a batch the device's memory cannot hold before allocating any of it.
+    fn scratch_floats(&self, _dev: &D, _cap: usize) -> usize {
+        0
+    }
     /// For a fused conv + pooling layer: its conv window, pooling window and filters.
     fn conv_pool_shape(&self) -> Option<(crate::device::Window, crate::device::Window, usize)> {
         None

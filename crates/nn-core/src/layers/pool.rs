@@ -40,11 +40,20 @@ impl<D: Device> PoolLayer<D> {
 
 impl<D: Device> Layer<D> for PoolLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
-        if (self.max || self.global) && cap > self.cap {
-            self.arg = Some(dev.alloc(cap * self.win.c * self.win.oh * self.win.ow)?);
+        let len = self.scratch_floats(dev, cap);
+        if len > 0 && cap > self.cap {
+            self.arg = Some(dev.alloc(len)?);
             self.cap = cap;
         }
         Ok(())
+    }
+    /// Where each maximum came from (max and global pooling; average pooling keeps none).
+    fn scratch_floats(&self, _dev: &D, cap: usize) -> usize {
+        if self.max || self.global {
+            [self.win.c, self.win.oh, self.win.ow].iter().fold(cap, |a, &d| a.saturating_mul(d))
+        } else {
+            0
+        }
     }
 
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, _ctx: &Ctx) -> Result<()> {

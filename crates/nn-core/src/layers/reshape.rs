@@ -67,11 +67,20 @@ impl<D: Device> Relayout<D> {
 
 impl<D: Device> Layer<D> for Relayout<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
-        if self.from.is_some() && self.to.is_some() && cap > self.cap {
-            self.scratch = Some(dev.alloc(cap * self.width)?);
+        let len = self.scratch_floats(dev, cap);
+        if len > 0 && cap > self.cap {
+            self.scratch = Some(dev.alloc(len)?);
             self.cap = cap;
         }
         Ok(())
+    }
+    /// A batch in between layouts, when converting from one pixel-major layout to another.
+    fn scratch_floats(&self, _dev: &D, cap: usize) -> usize {
+        if self.from.is_some() && self.to.is_some() {
+            cap.saturating_mul(self.width)
+        } else {
+            0
+        }
     }
     fn forward(&mut self, dev: &D, x: &D::Buf, y: &mut D::Buf, n: usize, _: &Ctx) -> Result<()> {
         let (a, b) = (self.from, self.to);
