@@ -26,36 +26,20 @@ impl Tensor {
 /// [`crate::NnError::Device`] naming the size that could not be allocated.
 pub fn try_zeros(len: usize) -> crate::Result<Vec<f32>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| out_of_host_memory(len))?;
+    v.try_reserve_exact(len).map_err(|_| out_of_host_memory(len, None))?;
     v.resize(len, 0.0);
     Ok(v)
 }
 
-/// The error for `len` floats that host memory could not hold.
-pub(crate) fn out_of_host_memory(len: usize) -> OutOfMemory {
-    OutOfMemory(format!("cannot allocate {len} floats ({:.1} GiB) in host memory", len as f64 * 4.0 / GIB))
-}
-
-const GIB: f64 = (1u64 << 30) as f64;
-
-/// The message of an allocation that failed, to be told how much memory was free.
-pub(crate) struct OutOfMemory(String);
-
-impl OutOfMemory {
-    /// The message with the `free` bytes the system had left.
-    pub(crate) fn with_free(self, free: u64) -> crate::NnError {
-        crate::NnError::Device(format!(
-            "{}: {:.1} GiB is free (a smaller batch, or fewer or narrower layers?)",
-            self.0,
-            free as f64 / GIB
-        ))
+/// The error for `len` floats that host memory could not hold, with the `free` bytes the system
+/// had left when known.
+pub(crate) fn out_of_host_memory(len: usize, free: Option<u64>) -> crate::NnError {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let mut m = format!("cannot allocate {len} floats ({:.1} GiB) in host memory", len as f64 * 4.0 / GIB);
+    if let Some(free) = free {
+        m += &format!(": {:.1} GiB is free (a smaller batch, or fewer or narrower layers?)", free as f64 / GIB);
     }
-}
-
-impl From<OutOfMemory> for crate::NnError {
-    fn from(e: OutOfMemory) -> crate::NnError {
-        crate::NnError::Device(e.0)
-    }
+    crate::NnError::Device(m)
 }
 
 #[cfg(test)]

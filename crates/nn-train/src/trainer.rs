@@ -322,7 +322,7 @@ impl Trainer {
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
-        check_images(&self.model, data)?;
+        check_input_shape(self.model.spec(), data)?;
         let classes = self.model.output_len();
         if let Some(i) = data.labels().iter().position(|&l| l as usize >= classes) {
             return Err(TrainError::Config(format!(
@@ -875,14 +875,8 @@ fn prefetch(bytes: &[u8]) {
 /// # Errors
 /// Data that do not fit the model; device failures.
 pub fn predict_dataset(model: &mut Model, data: &Dataset, norm: Normalization) -> Result<Array2<f32>> {
-    check_images(model, data)?;
+    check_input_shape(model.spec(), data)?;
     predict_bytes(model, data.images(), norm)
-}
-
-/// Whether `data`'s images fit `model`'s input: as many pixels, and for an image-shaped input
-/// (`[h, w]`, `[1, h, w]`) the same rows and columns, not only their count.
-fn check_images(model: &Model, data: &Dataset) -> Result<()> {
-    check_input_shape(model.spec(), data)
 }
 
 /// Whether `data`'s images fit the input of the architecture `spec` (as [`Trainer::fit`] and

@@ -415,30 +415,34 @@ fn optimizer_text(o: &Optimizer) -> String {
     }
 }
 
+/// The kernel penalty of layer `l`, in words (`L2 0.0001 on a Dense(128) kernel`), if it has one.
+fn kernel_penalty(l: &nn_core::LayerSpec) -> Option<String> {
+    let (r, layer) = match l {
+        nn_core::LayerSpec::Dense(d) => (d.kernel_regularizer, format!("Dense({})", d.units)),
+        nn_core::LayerSpec::Conv2D(c) => (c.kernel_regularizer, format!("Conv2D({})", c.filters)),
+        _ => return None,
+    };
+    let r = r.filter(|r| r.l1 != 0.0 || r.l2 != 0.0)?;
+    let mut p = Vec::new();
+    if r.l1 != 0.0 {
+        p.push(format!("L1 {}", r.l1));
+    }
+    if r.l2 != 0.0 {
+        p.push(format!("L2 {}", r.l2));
+    }
+    Some(format!("{} on a {layer} kernel", p.join(" + ")))
+}
+
 /// Dropout layers and kernel penalties of an architecture, in words.
 fn regularization_text(spec: &nn_core::ModelSpec) -> String {
-    let penalty = |r: Option<nn_core::spec::Regularizer>, layer: String| {
-        let r = r.filter(|r| r.l1 != 0.0 || r.l2 != 0.0)?;
-        let mut p = Vec::new();
-        if r.l1 != 0.0 {
-            p.push(format!("L1 {}", r.l1));
-        }
-        if r.l2 != 0.0 {
-            p.push(format!("L2 {}", r.l2));
-        }
-        Some(format!("{} on a {layer} kernel", p.join(" + ")))
-    };
-    let mut parts = Vec::new();
-    for l in &spec.layers {
-        match l {
-            nn_core::LayerSpec::Dropout(d) => parts.push(format!("dropout {}", d.rate)),
-            nn_core::LayerSpec::Dense(d) => parts.extend(penalty(d.kernel_regularizer, format!("Dense({})", d.units))),
-            nn_core::LayerSpec::Conv2D(c) => {
-                parts.extend(penalty(c.kernel_regularizer, format!("Conv2D({})", c.filters)));
-            }
-            _ => {}
-        }
-    }
+    let parts: Vec<String> = spec
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            nn_core::LayerSpec::Dropout(d) => Some(format!("dropout {}", d.rate)),
+            other => kernel_penalty(other),
+        })
+        .collect();
     if parts.is_empty() {
         "none".into()
     } else {
@@ -809,12 +813,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             format!("try a lower --lr (now {lr})")
         };
         // Large weight penalties diverge too (L2 1e30): name them beside the rate.
-        let penalized = spec.layers.iter().any(|l| match l {
-            nn_core::LayerSpec::Dense(d) => d.kernel_regularizer.is_some_and(|r| r.l1 != 0.0 || r.l2 != 0.0),
-            nn_core::LayerSpec::Conv2D(c) => c.kernel_regularizer.is_some_and(|r| r.l1 != 0.0 || r.l2 != 0.0),
-            _ => false,
-        });
-        if penalized {
+        if spec.layers.iter().any(|l| kernel_penalty(l).is_some()) {
             advice += &format!(" or smaller weight penalties (--l2; now {regularization})");
         }
         let good = trainer.history().epochs.len();

@@ -38,7 +38,7 @@ impl HostBuf {
     /// aborting.
     pub fn zeros(len: usize) -> crate::Result<HostBuf> {
         let mut b = HostBuf::new();
-        b.lines.try_reserve_exact(len.div_ceil(16)).map_err(|_| crate::tensor::out_of_host_memory(len))?;
+        b.lines.try_reserve_exact(len.div_ceil(16)).map_err(|_| crate::tensor::out_of_host_memory(len, None))?;
         b.grown(len);
         Ok(b)
     }

@@ -198,7 +198,7 @@ impl Device for Cpu {
         // Small ones skip the check (reading the system's figure costs ~20 µs).
         if len >= 1 << 18 {
             if let Some(free) = free_memory::free_host_memory().filter(|&free| len as u64 * 4 > free) {
-                return Err(crate::tensor::out_of_host_memory(len).with_free(free));
+                return Err(crate::tensor::out_of_host_memory(len, Some(free)));
             }
         }
         HostBuf::zeros(len)
