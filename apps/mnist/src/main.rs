@@ -17,6 +17,7 @@ use nn_core::cpu::MatmulPrecision;
 mod commands;
 mod data;
 mod device;
+mod interrupt;
 mod models;
 mod pictures;
 mod report;
@@ -114,6 +115,10 @@ fn main() -> ExitCode {
     match commands::run(cli.command, &global) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<interrupt::Interrupted>() {
+                eprintln!("interrupted: {i}");
+                return ExitCode::from(interrupt::STATUS);
+            }
             eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }

@@ -440,7 +440,7 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     // A run folder that cannot be made is refused before training.
     let args = ["train", "--run-dir", "afile/run", "--device", "cpu"];
     fails(&mnist(dir, &args), &["afile/run: cannot create the run folder", "afile is not a folder"]);
-    // A run stopped during training (here killed, as by Ctrl-C, before its first epoch ends)
+    // A run stopped during training (here killed, before its first epoch ends)
     // leaves no run folder: it is made, with its files, when training ends (and the
     // checkpoint's folder with the first checkpoint).
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnist"))
@@ -454,10 +454,7 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while stdout.read_line(&mut line).unwrap() > 0 && !line.starts_with("Run folder: r-killed/run") {
-        line.clear();
-    }
+    let line = read_until(&mut stdout, "Run folder: r-killed/run");
     assert!(line.contains("written when training ends"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -483,6 +480,100 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors", "blank.png"]), &["blank.png"]);
     fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors"]), &["nothing to predict"]);
     fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors", "--index", "10000"]), &["--index 10000"]);
+}
+
+/// Sends SIGINT (Ctrl-C) to a child process.
+fn ctrl_c(child: &std::process::Child) {
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success(), "kill -INT failed");
+}
+
+/// Reads `stdout` until a line starting with `start`; returns it.
+fn read_until(stdout: &mut impl BufRead, start: &str) -> String {
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 && !line.starts_with(start) {
+        line.clear();
+    }
+    assert!(line.starts_with(start), "the output ended before a line starting {start:?}");
+    line
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_or_a_search_and_saves_what_was_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnist"))
+            .current_dir(dir)
+            .arg("--data-dir")
+            .arg(data_root())
+            .args(args)
+            .args(["--device", "cpu"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Many short epochs: Ctrl-C once the second has ended.
+    let mut child = spawn(&[
+        "train",
+        "--limit",
+        "2000",
+        "--validation",
+        "none",
+        "--epochs",
+        "2000",
+        "--run-dir",
+        "run",
+        "--checkpoint",
+        "ck.safetensors",
+    ]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    read_until(&mut stdout, "Epoch 2/2000");
+    ctrl_c(&child);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stdout:\n{rest}\nstderr:\n{stderr}");
+    assert!(rest.contains("interrupted in epoch") && rest.contains("training stopped"), "{rest}");
+    assert!(stderr.contains("Ctrl-C: stopping after this batch"), "{stderr}");
+    assert!(stderr.contains("interrupted: after") && stderr.contains("of 2000 epochs"), "{stderr}");
+    assert!(stderr.contains("continue it with: mnist train --resume ck.safetensors"), "{stderr}");
+    // The run folder and the checkpoint hold the same last completed epoch.
+    let model = nn_core::ModelFile::load(&dir.join("run/model.safetensors")).unwrap();
+    let checkpoint = nn_core::ModelFile::load(&dir.join("ck.safetensors")).unwrap();
+    assert_eq!(model.weights, checkpoint.weights);
+    let epochs = std::fs::read_to_string(dir.join("run/history.csv")).unwrap().lines().count() - 1;
+    assert!((2..2000).contains(&epochs), "{epochs} epochs");
+    assert!(std::fs::read_to_string(dir.join("run/report.txt")).unwrap().contains("stopped:        interrupted"));
+    // It goes on from there.
+    let more = (epochs + 1).to_string();
+    let args = ["train", "--resume", "ck.safetensors", "--epochs", &more, "--run-dir", "run2", "-q", "--device", "cpu"];
+    ok(&mnist(dir, &args));
+
+    // Ctrl-C before an epoch has ended: nothing is saved, not even a run folder.
+    let mut child = spawn(&["train", "--run-dir", "run3", "--checkpoint", "ck3/c.safetensors", "--epochs", "5"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    read_until(&mut stdout, "Run folder: run3");
+    ctrl_c(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("run3").exists() && !dir.join("ck3").exists());
+
+    // A search: Ctrl-C once a trial has finished; the search keeps what it found.
+    let mut child = spawn(&["tune", "--max-trials", "50", "--epochs", "2", "--limit", "3000", "--out-dir", "tune"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    read_until(&mut stdout, "    1 ");
+    ctrl_c(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("Ctrl-C: no further trial starts") && stderr.contains("of 50 trials"), "{stderr}");
+    let trials = std::fs::read_to_string(dir.join("tune/trials.csv")).unwrap().lines().count() - 1;
+    assert!((1..50).contains(&trials), "{trials} trials");
+    nn_core::ModelFile::load(&dir.join("tune/best.safetensors")).unwrap();
 }
 
 /// The acceptance test of seed 000: photos of digits — MNIST test digits drawn dark on light,

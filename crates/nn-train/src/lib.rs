@@ -3,7 +3,8 @@
 //! Training for [`nn_core`] models, Keras-style and device-independent:
 //! [`Trainer`] (compile, `fit`, `evaluate`, `predict`, model files and resumable checkpoints),
 //! [`Optimizer`]s with Keras defaults, learning-rate [`Schedule`]s, [`History`], [`metrics`],
-//! [`callbacks`] (`EarlyStopping`, `ModelCheckpoint`, `TerminateOnNaN`, [`ReduceLROnPlateau`]), the tutorials'
+//! [`callbacks`] (`EarlyStopping`, `ModelCheckpoint`, `TerminateOnNaN`, [`ReduceLROnPlateau`]), an
+//! [`Interrupt`] that stops a `fit` from another thread (a Ctrl-C handler), the tutorials'
 //! [`recipes`], and random hyper-parameter search ([`tuner`]).
 //!
 //! ```no_run
@@ -23,6 +24,7 @@ pub mod callbacks;
 pub mod device;
 pub mod error;
 pub mod history;
+pub mod interrupt;
 pub mod lr_plateau;
 pub mod metrics;
 pub mod optimizer;
@@ -36,6 +38,7 @@ pub use callbacks::{Callback, Control, EarlyStopping, ModelCheckpoint, Terminate
 pub use device::{build_model, model_from_file, settle, DeviceChoice};
 pub use error::{Result, TrainError};
 pub use history::{EpochLog, History};
+pub use interrupt::Interrupt;
 pub use lr_plateau::ReduceLROnPlateau;
 pub use metrics::Confusion;
 pub use optimizer::Optimizer;

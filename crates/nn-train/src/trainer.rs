@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::callbacks::{Callback, Control};
 use crate::error::{Result, TrainError};
 use crate::history::{EpochLog, History};
+use crate::interrupt::{Interrupt, INTERRUPTED};
 use crate::metrics::{argmax_rows, Confusion};
 use crate::optimizer::Optimizer;
 use crate::progress::{EpochProgress, Verbosity};
@@ -140,6 +141,8 @@ pub struct Trainer {
     kept: Vec<Tensor>,
     /// Whether the `fit` under way validates after each epoch ([`Trainer::validates`]).
     pub(crate) validating: bool,
+    /// Stops a `fit` under way from another thread ([`Trainer::interrupt`]).
+    interrupt: Interrupt,
 }
 
 /// The largest training set (as `f32` images) kept in a GPU's memory for a run: 2 GiB.
@@ -165,6 +168,7 @@ impl Trainer {
             annotations: BTreeMap::new(),
             kept: Vec::new(),
             validating: false,
+            interrupt: Interrupt::new(),
         }
     }
 
@@ -181,6 +185,12 @@ impl Trainer {
     /// metadata besides the trainer's own.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
+    }
+
+    /// A handle that stops this trainer's `fit` under way from another thread (a Ctrl-C
+    /// handler): after the batch under way, undoing the unfinished epoch (see [`Interrupt`]).
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
     }
 
     /// The trainer with `history` as if it had run those epochs (callbacks' tests).
@@ -391,6 +401,8 @@ impl Trainer {
         }
         self.check_loss()?;
         self.check_settings(cfg.normalization)?;
+        // A request left from an earlier fit is withdrawn (Keras resets `stop_training`).
+        self.interrupt.clear();
         let done = self.state.epoch;
         if done > 0 && cfg.normalization != self.normalization {
             return Err(TrainError::Config(format!(
@@ -558,6 +570,19 @@ impl Trainer {
                     if stop.is_some() || stop_after.is_some() {
                         break;
                     }
+                }
+                // After the batch's callbacks: what they request is seen at once.
+                if self.interrupt.is_requested() {
+                    stop = Some(format!(
+                        "{INTERRUPTED} {} after {done} of {steps} batches: training stopped, {}",
+                        epoch + 1,
+                        if epoch == 0 {
+                            "no epoch completed".to_string()
+                        } else {
+                            format!("the weights of epoch {epoch} were kept")
+                        }
+                    ));
+                    break;
                 }
             }
             drop(it);
@@ -807,6 +832,7 @@ impl Trainer {
             annotations,
             kept,
             validating: false,
+            interrupt: Interrupt::new(),
         };
         // Settings `fit` would refuse (a negative learning rate) are refused here, naming the file
         // they came from rather than as if given to `fit`.

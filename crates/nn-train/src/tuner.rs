@@ -29,7 +29,9 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use crate::device::{build_model, settle, DeviceChoice};
-use crate::{Compile, EarlyStopping, FitConfig, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity};
+use crate::{
+    Compile, EarlyStopping, FitConfig, Interrupt, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity,
+};
 use mnist_data::{Dataset, Rng};
 use nn_core::{Activation, Dense, Dropout, Flatten, Loss, ModelSpec};
 
@@ -298,6 +300,10 @@ pub struct TunerConfig {
     /// Where each trial trains (`Auto` is settled once, before the first trial; see
     /// [`crate::device::settle`]).
     pub device: DeviceChoice,
+    /// Once requested (a Ctrl-C handler, or `on_trial`), no further trial starts: the search
+    /// ends with the trials under way, and its outcome holds those finished. `None`: every
+    /// trial runs.
+    pub stop: Option<Interrupt>,
 }
 
 impl Default for TunerConfig {
@@ -312,6 +318,7 @@ impl Default for TunerConfig {
             seed: 42,
             parallel: 1,
             device: DeviceChoice::Cpu,
+            stop: None,
         }
     }
 }
@@ -480,7 +487,10 @@ pub fn random_search(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let workers = cfg.parallel.clamp(1, trials.len().max(1));
-    let (tx, rx) = mpsc::channel::<Result<(TrialResult, Trainer), TrainError>>();
+    // Each result comes with the way to tell its worker that it was handled: a worker starts
+    // its next trial only then, so that a stop requested in `on_trial` starts no other.
+    type Finished = (Result<(TrialResult, Trainer), TrainError>, mpsc::Sender<()>);
+    let (tx, rx) = mpsc::channel::<Finished>();
 
     let mut results = Vec::new();
     let mut best: Option<(usize, Trainer)> = None;
@@ -489,23 +499,26 @@ pub fn random_search(
         for _ in 0..workers {
             let tx = tx.clone();
             let (trials, next, failed, fit_part, val_part) = (&trials, &next, &failed, &fit_part, &val_part);
-            s.spawn(move || loop {
-                if failed.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(params) = trials.get(i) else { break };
-                let r = run_trial(i + 1, params, cfg, device, fit_part, val_part);
-                if r.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                if tx.send(r).is_err() {
-                    break;
+            s.spawn(move || {
+                let (handled_tx, handled) = mpsc::channel();
+                loop {
+                    if failed.load(Ordering::Relaxed) || cfg.stop.as_ref().is_some_and(Interrupt::is_requested) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(params) = trials.get(i) else { break };
+                    let r = run_trial(i + 1, params, cfg, device, fit_part, val_part);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send((r, handled_tx.clone())).is_err() || handled.recv().is_err() {
+                        break;
+                    }
                 }
             });
         }
         drop(tx);
-        for r in rx {
+        for (r, handled) in rx {
             match r {
                 Ok((result, trainer)) => {
                     on_trial(&result);
@@ -521,12 +534,23 @@ pub fn random_search(
                     }
                 }
             }
+            // The worker may have ended already (it stops after a failed trial): nothing to tell.
+            let _ = handled.send(());
         }
     });
     if let Some(e) = first_error {
         return Err(e);
     }
-    let (best_index, best_trainer) = best.ok_or_else(|| TrainError::Config("no trial ran".into()))?;
+    let (best_index, best_trainer) = best.ok_or_else(|| {
+        TrainError::Config(
+            if cfg.stop.as_ref().is_some_and(Interrupt::is_requested) {
+                "the search was stopped before a trial finished"
+            } else {
+                "no trial ran"
+            }
+            .into(),
+        )
+    })?;
     if results[best_index].val_accuracy.is_nan() {
         let rates: Vec<String> = space.learning_rates.iter().map(|r| r.to_string()).collect();
         return Err(TrainError::Config(format!(
@@ -708,6 +732,27 @@ mod tests {
         assert_eq!(out.trials[0].val_accuracy, best);
         let (_, val) = mnist_data::validation_split(&data, cfg.validation_split).expect("split");
         assert_eq!(kept.evaluate(&val).expect("evaluate").accuracy, best);
+    }
+
+    #[test]
+    fn a_stopped_search_ends_with_the_trials_under_way() {
+        let data = top_or_bottom();
+        let space = one_layer(IntRange { min: 4, max: 64, step: 4 }, vec![1e-2], Optimizer::adam());
+        let stop = Interrupt::new();
+        let cfg = TunerConfig { max_trials: 16, epochs: 2, stop: Some(stop.clone()), ..Default::default() };
+        // Requested as the first trial is reported: no other starts (one at a time).
+        let out = random_search(&space, &cfg, &data, &mut |_| stop.request()).expect("search");
+        assert_eq!(out.trials.len(), 1);
+        assert_eq!(out.best().number, 1);
+        // Two at a time: the other worker's trial, if it had started, finishes too; no
+        // third starts.
+        stop.clear();
+        let both = TunerConfig { parallel: 2, ..cfg.clone() };
+        let out = random_search(&space, &both, &data, &mut |_| stop.request()).expect("search");
+        assert!((1..=2).contains(&out.trials.len()), "{} trials", out.trials.len());
+        // Requested before the search: no trial runs, and the error says why.
+        let err = random_search(&space, &cfg, &data, &mut |_| {}).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("stopped before a trial finished")), "{err:?}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use mnist_data::{Dataset, Normalization};
 use nn_core::{preset, Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
 use nn_train::{
-    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
-    TerminateOnNaN, Trainer, Validation, Verbosity,
+    Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, Interrupt, ModelCheckpoint, Optimizer,
+    ReduceLROnPlateau, TerminateOnNaN, Trainer, Validation, Verbosity,
 };
 
 fn subset(n: usize) -> (Arc<Dataset>, Arc<Dataset>) {
@@ -91,6 +91,94 @@ fn resume_from_a_checkpoint_ends_with_the_same_weights() {
     assert!(err.contains("3 epochs already trained"), "{err}");
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
     assert_eq!(resumed.history().epochs[2].loss, full.history().epochs[2].loss);
+}
+
+/// Requests the trainer's interrupt at the end of epoch 2, as a Ctrl-C handler would during it.
+struct InterruptAtTwo(Interrupt);
+
+impl Callback for InterruptAtTwo {
+    fn on_epoch_end(&mut self, log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+        if log.epoch == 2 {
+            self.0.request();
+        }
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn an_interrupt_undoes_the_unfinished_epoch_and_the_checkpoint_resumes_exactly() {
+    let (train, val) = subset(3000);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.safetensors");
+    let mut two = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    two.fit(train.clone(), cfg(2, &val)).unwrap();
+    let mut four = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    four.fit(train.clone(), cfg(4, &val)).unwrap();
+
+    let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    let mut c = cfg(4, &val);
+    c.callbacks.push(Box::new(InterruptAtTwo(t.interrupt())));
+    c.callbacks.push(Box::new(ModelCheckpoint::new(&ckpt)));
+    t.fit(train.clone(), c).unwrap();
+    // Stopped after the first batch of epoch 3, which was undone.
+    let stopped = t.history().stopped.clone().unwrap_or_default();
+    assert!(stopped.starts_with("interrupted in epoch 3 after 1 of 47 batches"), "{stopped}");
+    assert!(stopped.contains("the weights of epoch 2 were kept"), "{stopped}");
+    assert_eq!((t.state().epoch, t.history().epochs.len()), (2, 2));
+    assert_eq!(t.state().step, two.state().step);
+    assert_eq!(t.model().weights().unwrap(), two.model().weights().unwrap());
+    assert!(t.interrupt().is_requested(), "the request stays for the caller to see");
+
+    // The next fit withdraws the request and goes on as if never interrupted, in memory...
+    t.fit(train.clone(), cfg(4, &val)).unwrap();
+    assert!(!t.interrupt().is_requested());
+    assert_eq!(t.model().weights().unwrap(), four.model().weights().unwrap());
+    // ...and from the checkpoint written before the interrupt (epoch 2's).
+    let mut resumed = Trainer::resume(&ckpt).unwrap();
+    assert_eq!(resumed.state().epoch, 2);
+    resumed.fit(train, cfg(4, &val)).unwrap();
+    assert_eq!(resumed.model().weights().unwrap(), four.model().weights().unwrap());
+    assert_eq!(resumed.history().epochs[3].loss, four.history().epochs[3].loss);
+}
+
+#[test]
+fn an_interrupt_in_the_first_epoch_leaves_the_initial_weights() {
+    let (train, val) = subset(1000);
+    let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    let start = t.model().weights().unwrap();
+    // Requested before the fit, it is withdrawn when the fit starts (as Keras resets
+    // `stop_training`): the first fit runs whole.
+    t.interrupt().request();
+    t.fit(train.clone(), cfg(1, &val)).unwrap();
+    assert_eq!(t.history().stopped, None);
+    assert_ne!(t.model().weights().unwrap(), start);
+
+    let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    let mut c = cfg(3, &val);
+    c.callbacks.push(Box::new(RequestOnFirstBatch(t.interrupt())));
+    t.fit(train, c).unwrap();
+    let stopped = t.history().stopped.clone().unwrap_or_default();
+    assert!(stopped.starts_with("interrupted in epoch 1 after 1 of 16 batches"), "{stopped}");
+    assert!(stopped.contains("no epoch completed"), "{stopped}");
+    assert_eq!((t.state().epoch, t.state().step, t.history().epochs.len()), (0, 0, 0));
+    assert_eq!(t.model().weights().unwrap(), start);
+}
+
+/// Requests the interrupt after the first batch (from the batch hook, as a handler on another
+/// thread could at any time).
+struct RequestOnFirstBatch(Interrupt);
+
+impl Callback for RequestOnFirstBatch {
+    fn wants_batch_losses(&self) -> bool {
+        true
+    }
+    fn on_batch_end(&mut self, _loss: f64) -> Control {
+        self.0.request();
+        Control::Continue
+    }
+    fn on_epoch_end(&mut self, _log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+        Ok(Control::Continue)
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ use nn_train::{
 
 use crate::commands::data_choice;
 use crate::device;
+use crate::interrupt::Interrupted;
 use crate::models::{self, ModelSource, DATASET_KEY};
 use crate::{pictures, report, Global};
 
@@ -34,7 +35,8 @@ Examples:
 
 Every setting left out comes from the preset's recipe (`mnist summary --model NAME` prints it).
 The run folder gets model.safetensors, history.csv, history.png, predictions.png, confusion.png
-and report.txt.";
+and report.txt. Ctrl-C stops training after its batch and saves the run as of the last completed
+epoch (exit status 130); a second Ctrl-C quits at once.";
 
 /// Optimisers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -601,6 +603,8 @@ fn missing_folders(dir: &Path) -> Vec<PathBuf> {
 /// cannot be written.
 pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let started = Instant::now();
+    // From here Ctrl-C ends the program with status 130, and during training stops it gently.
+    crate::interrupt::install();
     check_numbers(&args)?;
     // What to train, before the (slower) data load so that mistakes show at once.
     let source = match &args.resume {
@@ -784,6 +788,13 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         ValidationArg::None => Validation::None,
     };
     let fit_started = Instant::now();
+    // The first Ctrl-C stops training after its batch; the run is then saved as of its last
+    // completed epoch (a second ends the program).
+    let interrupt = trainer.interrupt();
+    let ctrl_c = crate::interrupt::during(
+        interrupt.clone(),
+        "stopping after this batch; the run keeps its last completed epoch and is saved",
+    );
     trainer
         .fit(
             train_set.clone(),
@@ -801,7 +812,18 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             },
         )
         .context("training failed")?;
+    drop(ctrl_c);
     let fit_secs = fit_started.elapsed().as_secs_f64();
+    let interrupted = interrupt.is_requested()
+        && trainer.history().stopped.as_deref().is_some_and(|why| why.starts_with(nn_train::interrupt::INTERRUPTED));
+    if interrupted && trainer.history().epochs.len() == done {
+        return Err(Interrupted(format!(
+            "in epoch {}, before it completed: nothing was saved{}",
+            done + 1,
+            if done > 0 { " (the checkpoint is left as it was)" } else { "" }
+        ))
+        .into());
+    }
     let diverged = trainer.history().stopped.as_deref().filter(|why| why.starts_with(DIVERGED));
     if let Some(why) = diverged {
         let loss = why.split(':').next().unwrap_or(why);
@@ -960,6 +982,17 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         println!("  checkpoint: {}", p.display());
     }
     println!("Next: mnist evaluate --model {}", model_path.display());
+    if interrupted {
+        return Err(Interrupted(format!(
+            "after {epochs_run} of {}; the run was saved in {}{}",
+            report::plural(epochs, "epoch"),
+            dir.display(),
+            args.checkpoint
+                .as_ref()
+                .map_or(String::new(), |p| format!("; continue it with: mnist train --resume {}", p.display()))
+        ))
+        .into());
+    }
     Ok(())
 }
 

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nn_train::{DeviceChoice, Optimizer};
+use nn_train::{DeviceChoice, Interrupt, Optimizer};
 
 use crate::commands::data_choice;
+use crate::interrupt::Interrupted;
 use crate::models::{self, DATASET_KEY};
 use crate::{report, Global};
 use nn_train::tuner::{parse_choices, random_search, trials_csv, IntRange, SearchSpace, TrialResult, TunerConfig};
@@ -24,7 +25,8 @@ Examples:
 Each trial trains Flatten → Dense(units, relu) × layers → [Dropout] → Dense(10) with sparse
 categorical cross-entropy, and is scored by the validation accuracy of its best epoch (as
 Keras Tuner scores it) on the last 20% of the training images (held out). The best trial's
-model is kept, with its best epoch's weights.";
+model is kept, with its best epoch's weights. Ctrl-C lets no further trial start: the search
+ends with the trials under way and keeps the best (exit status 130).";
 
 /// Arguments of `mnist tune`.
 #[derive(Args, Debug)]
@@ -122,6 +124,9 @@ fn print_row(t: &TrialResult) {
 /// An invalid search space, a missing data set, a failed trial, files that cannot be written.
 pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     let started = Instant::now();
+    // From here Ctrl-C ends the program with status 130, and during the search lets no further
+    // trial start.
+    crate::interrupt::install();
     if args.parallel == 0 {
         bail!("--parallel 0: run at least 1 trial at a time");
     }
@@ -159,6 +164,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         seed: args.seed,
         parallel: args.parallel,
         device,
+        stop: Some(Interrupt::new()),
     };
     let dir =
         args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
@@ -207,13 +213,23 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     print_header();
     // The trials are kept as they finish, so that trials.csv is written whatever happens.
     let mut finished: Vec<TrialResult> = Vec::new();
+    let stop = cfg.stop.clone().unwrap_or_default();
+    let ctrl_c = crate::interrupt::during(
+        stop.clone(),
+        "no further trial starts; the search ends with the trials under way and keeps the best model",
+    );
     let searched = random_search(&space, &cfg, &train, &mut |t| {
         print_row(t);
         finished.push(t.clone());
     });
+    drop(ctrl_c);
+    let stopped = stop.is_requested();
     let csv_path = dir.join("trials.csv");
     std::fs::write(&csv_path, trials_csv(&finished))
         .with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    if stopped && searched.is_err() && finished.is_empty() {
+        return Err(Interrupted("before a trial finished: no model was written".into()).into());
+    }
     let outcome = searched.map_err(|e| {
         let flag = if e.to_string().contains("every trial diverged") { " (give them with --lr)" } else { "" };
         anyhow::anyhow!(
@@ -246,5 +262,14 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     println!("Written to {}:", dir.display());
     println!("  best.safetensors   the best trial's model (mnist evaluate --model {})", best_path.display());
     println!("  trials.csv         every trial's hyper-parameters and score");
+    if stopped {
+        return Err(Interrupted(format!(
+            "after {} of {} trials; the best of them was saved in {}",
+            outcome.trials.len(),
+            cfg.max_trials.min(usize::try_from(combos).unwrap_or(usize::MAX)),
+            dir.display()
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -1,0 +1,70 @@
+//! A request, from any thread, to stop a `fit` under way: what a Ctrl-C handler sets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How [`crate::History::stopped`] begins after a `fit` stopped by an [`Interrupt`].
+pub const INTERRUPTED: &str = "interrupted in epoch";
+
+/// A handle that stops a [`crate::Trainer::fit`] under way, from any thread (a Ctrl-C handler,
+/// a user interface): Keras's `model.stop_training = True`, except that the unfinished epoch is
+/// undone.
+///
+/// `fit` looks at it after every batch (one atomic load: no device read on a GPU). Once it is
+/// requested, `fit` stops after the batch under way and puts back the weights, optimiser state
+/// and progress of the last completed epoch (or of the start): the model, its history and the
+/// last checkpoint agree, and resuming that checkpoint ends with the same weights as a run never
+/// interrupted. [`crate::History::stopped`] says where it stopped.
+///
+/// Get one with [`crate::Trainer::interrupt`]; clones share the request. `fit` clears it when it
+/// starts (as Keras resets `stop_training`), and leaves it set when it returns because of it.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+/// Two handles are equal when they share their request (clones of one another).
+impl PartialEq for Interrupt {
+    fn eq(&self, other: &Interrupt) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Interrupt {
+    /// A handle with nothing requested.
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Asks the `fit` under way to stop after its current batch. Safe from any thread.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested (and not yet cleared by the next `fit`).
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Withdraws a request (what `fit` does when it starts).
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Interrupt;
+
+    #[test]
+    fn clones_share_the_request() {
+        let a = Interrupt::new();
+        let b = a.clone();
+        assert!(!b.is_requested());
+        assert_eq!(a, b);
+        assert_ne!(a, Interrupt::new());
+        a.request();
+        assert!(b.is_requested());
+        let from_thread = b.clone();
+        std::thread::spawn(move || from_thread.clear()).join().unwrap();
+        assert!(!a.is_requested());
+    }
+}
