@@ -244,7 +244,17 @@ fn train(args: Vec<OsString>) -> Result<()> {
         bin.display(),
         pass.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
-    status(cmd, "mnist train")
+    // Ctrl-C reaches `mnist` too (the terminal signals the whole foreground group), which
+    // stops training gently and saves the run: wait for it rather than die first (which would
+    // close the terminal under it), then end as it ended.
+    ctrlc::set_handler(|| {}).context("cannot take Ctrl-C while mnist train runs")?;
+    let code = cmd.current_dir(root()?).status().context("cannot start mnist train")?.code();
+    match code {
+        Some(0) => Ok(()),
+        // Interrupted (it said so itself), or another failure it has reported.
+        Some(code) => std::process::exit(code),
+        None => bail!("mnist train was killed by a signal"),
+    }
 }
 
 /// The value of `flag` among `args` (`--flag VALUE` or `--flag=VALUE`), if given.
