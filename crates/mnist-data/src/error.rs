@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while reading, preparing or fetching a data set.
 ///
-/// Every variant names the file (or folder, or URL) it is about, so a message printed to a user
-/// says where to look.
+/// Every variant about a file names it (or its folder, or URL), so a message printed to a user
+/// says where to look; [`DataError::Config`] is about the caller's settings, not a file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.

@@ -406,7 +406,8 @@ impl FetchOptions {
     /// Checks the four files in `dir` against the expected sums (see [`verify`]).
     ///
     /// # Errors
-    /// As [`verify`].
+    /// As [`verify`]; [`DataError::Config`] when the sums given with [`FetchOptions::sums`] are not
+    /// SHA-256 sums.
     pub fn verify(&self, dir: &Path) -> Result<Vec<FileCheck>> {
         let sums = self.checked_sums()?;
         FILE_NAMES

@@ -169,6 +169,10 @@ fn ones2() -> [usize; 2] {
     [1, 1]
 }
 
+fn twos2() -> [usize; 2] {
+    [2, 2]
+}
+
 impl Conv2D {
     /// `Conv2D(filters, (k, k))` with Keras's defaults.
     pub fn new(filters: usize, kernel: usize) -> Conv2D {
@@ -224,8 +228,8 @@ impl Conv2D {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool2D {
-    /// `(ph, pw)` (Keras default 2×2; in a file also one number for both).
-    #[serde(deserialize_with = "pair")]
+    /// `(ph, pw)` (default 2×2, as Keras's; in a file also one number for both).
+    #[serde(default = "twos2", deserialize_with = "pair")]
     pub pool_size: [usize; 2],
     /// Strides (default: the pool size; also one number).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_pair")]
@@ -416,7 +420,9 @@ impl LayerSpec {
     /// The per-example output shape for a per-example input shape.
     ///
     /// # Errors
-    /// [`NnError::Shape`] naming `name` when the input does not fit, [`NnError::Spec`] for bad options.
+    /// [`NnError::Spec`] naming `name` for bad options or an input the layer cannot take (a
+    /// Dense on an image, a window larger than its input); [`NnError::Shape`] for a Reshape whose
+    /// target does not hold the input's size.
     pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
         let total: usize = input.iter().product();
         let image = || {
@@ -730,7 +736,8 @@ impl ModelSpec {
     /// Parses an architecture from JSON.
     ///
     /// # Errors
-    /// [`NnError::Spec`] with serde's message (line and column).
+    /// [`NnError::Spec`] with serde's message: the layer it is in ("layer 2 of 5 (Dense): unknown
+    /// variant `relux`...") where it is inside one, else its line and column.
     pub fn from_json(s: &str) -> Result<ModelSpec> {
         serde_json::from_str(s).map_err(|e| {
             // Serde places an error inside a tagged layer at the layer's end, without naming it:
@@ -860,6 +867,9 @@ mod tests {
             .add(Conv2D::new(4, 3))
             .add(LayerSpec::MaxPooling2D(Pool2D { strides: Some([2, 2]), ..Pool2D::new(2) }));
         assert_eq!(spec, pairs);
+        // Keras's default window, 2×2 (and strides the window's).
+        let plain = r#"{"input_shape": [1, 8, 8], "layers": [{"type": "AveragePooling2D"}]}"#;
+        assert_eq!(ModelSpec::from_json(plain).unwrap(), ModelSpec::new(&[1, 8, 8]).add(Pool2D::average(2)));
         let bad = r#"{"input_shape": [1, 8, 8], "layers": [{"type": "Conv2D", "filters": 4, "kernel_size": "3"}]}"#;
         let err = ModelSpec::from_json(bad).unwrap_err().to_string();
         assert!(err.contains("a number or a pair"), "{err}");

@@ -1,6 +1,6 @@
 //! Keras-style progress: on a terminal an `Epoch 1/6` header and a live bar that ends as
-//! `469/469 [=====] - 1s 2ms/step - loss: 0.2601 - accuracy: 0.9254`; otherwise one plain
-//! line per epoch (`Epoch 1/6 - 469/469 - 1s 2ms/step - loss: 0.2601 - accuracy: 0.9254`).
+//! `469/469 [=====] - 0.9s 2ms/step - loss: 0.2601 - accuracy: 0.9254`; otherwise one plain
+//! line per epoch (`Epoch 1/6 - 469/469 - 0.9s 2ms/step - loss: 0.2601 - accuracy: 0.9254`).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

@@ -61,8 +61,9 @@ pub struct FitConfig {
     /// Callbacks.
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Seed of shuffles, dropout and augmentation (weights are seeded when the model is built).
-    /// Taken by a trainer's first `fit` only: a later `fit` (or a resumed run) goes on with the
-    /// run's seed ([`TrainState::seed`]), so that its batches continue the same sequence.
+    /// Taken while the trainer has completed no epoch (its first `fit`, or one after a first fit
+    /// stopped in its first epoch): a later `fit` (or a resumed run) goes on with the run's
+    /// seed ([`TrainState::seed`]), so that its batches continue the same sequence.
     pub seed: u64,
     /// On-the-fly augmentation of training batches.
     pub augmentation: Option<Augmentation>,
@@ -681,7 +682,8 @@ impl Trainer {
     /// Keras's `evaluate`: mean loss and accuracy on `data` (inference mode).
     ///
     /// # Errors
-    /// Data that do not fit the model; device failures.
+    /// Data that do not fit the model; [`TrainError::Config`] for an empty data set or a loss
+    /// that cannot read the model's outputs; device failures.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
         self.check_loss()?;
         self.check_data(data)?;
@@ -895,8 +897,8 @@ fn prefetch(bytes: &[u8]) {
     let _ = bytes;
 }
 
-/// Class probabilities `[N, classes]` of every image of `data` (batches of 1000, normalised by
-/// `norm`).
+/// Class probabilities `[N, classes]` of every image of `data` (normalised by `norm`, in batches
+/// of [`nn_core::model::predict_batch_size`]).
 ///
 /// # Errors
 /// Data that do not fit the model; device failures.

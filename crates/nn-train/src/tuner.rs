@@ -468,8 +468,10 @@ fn ranks_above(a: &TrialResult, b: &TrialResult) -> bool {
 /// `on_trial` as each trial finishes (in finishing order).
 ///
 /// # Errors
-/// [`TrainError::Config`] for an invalid space or configuration or a data set too small to
-/// split; the first trial that fails (the others are not started).
+/// [`TrainError::Config`] for an invalid space or configuration, when every trial diverged, or
+/// when [`TunerConfig::stop`] stopped the search before a trial finished; [`TrainError::Data`]
+/// for a data set too small to split (or a split fraction outside (0, 1)); the first trial that
+/// fails (the others are not started).
 pub fn random_search(
     space: &SearchSpace,
     cfg: &TunerConfig,

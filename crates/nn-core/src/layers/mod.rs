@@ -78,7 +78,8 @@ pub trait Layer<D: Device>: Send {
     fn is_identity(&self) -> bool {
         false
     }
-    /// Computes `y` (`[n, out]`) from `x` (`[n, in]`).
+    /// Computes `y` from `x` for a batch of `n` examples: features row-major (`[n, in]` →
+    /// `[n, out]`), images channels-major (`[c, n, h, w]`; see `reshape.rs`).
     ///
     /// # Errors
     /// Device failures, and [`crate::NnError::Device`] for a layer with scratch buffers run before
