@@ -537,7 +537,7 @@ fn ctrl_c_stops_training_or_a_search_and_saves_what_was_done() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "stdout:\n{rest}\nstderr:\n{stderr}");
-    assert!(rest.contains("interrupted in epoch") && rest.contains("training stopped"), "{rest}");
+    assert!(rest.contains("interrupted in epoch") && rest.contains("unfinished epoch undone"), "{rest}");
     assert!(stderr.contains("Ctrl-C: stopping after this batch"), "{stderr}");
     assert!(stderr.contains("interrupted: after") && stderr.contains("of 2000 epochs"), "{stderr}");
     assert!(stderr.contains("continue it with: mnist train --resume ck.safetensors"), "{stderr}");

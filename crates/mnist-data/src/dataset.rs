@@ -147,7 +147,8 @@ impl Dataset {
     /// Any error of [`read_idx`], and [`DataError::Invalid`] naming the offending file when the
     /// images are not `[N, rows, cols]` with `rows` and `cols` at least 1, the labels not `[N]`,
     /// the counts disagree, or a label is not below `classes`.
-    pub fn from_idx_files(images: &Path, labels: &Path, classes: usize) -> Result<Dataset> {
+    pub fn from_idx_files(images: impl AsRef<Path>, labels: impl AsRef<Path>, classes: usize) -> Result<Dataset> {
+        let (images, labels) = (images.as_ref(), labels.as_ref());
         // The headers first: files that disagree are refused before either's data are read (a
         // 3.9 MB gzip claiming 4 GB of images beside 200 labels was decompressed whole first).
         check_idx_dims(images, &read_idx_dims(images)?, labels, &read_idx_dims(labels)?)?;

@@ -26,7 +26,7 @@ pub enum DataError {
         message: String,
     },
     /// A file of a data set is missing from its folder.
-    #[error("{dir}: no {what} file (looked for {looked_for}); run `mnist fetch` or copy the files there")]
+    #[error("{dir}: no {what} file (looked for {looked_for}); download them (`mnist fetch`, or `mnist_data::fetch` with its `fetch` feature) or copy them there")]
     Missing {
         /// The folder searched.
         dir: PathBuf,

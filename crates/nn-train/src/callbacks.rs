@@ -20,6 +20,21 @@ pub enum Control {
 }
 
 /// Hooks into [`Trainer::fit`].
+///
+/// ```
+/// use std::io::Write;
+/// use nn_train::{Callback, Control, EpochLog, TrainError, Trainer};
+///
+/// /// Writes each epoch's loss to a file; stops once the validation accuracy passes 98%.
+/// struct LogTo(std::fs::File);
+///
+/// impl Callback for LogTo {
+///     fn on_epoch_end(&mut self, log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+///         writeln!(self.0, "{} {:.4}", log.epoch, log.loss).map_err(|e| TrainError::Callback(e.into()))?;
+///         Ok(if log.val_accuracy > Some(0.98) { Control::Stop("good enough".into()) } else { Control::Continue })
+///     }
+/// }
+/// ```
 pub trait Callback: Send {
     /// Whether [`Callback::on_batch_end`] should see every batch's loss (costs a device read per
     /// step on a GPU).

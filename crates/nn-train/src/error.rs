@@ -12,6 +12,11 @@ pub enum TrainError {
     /// Options that cannot work together.
     #[error("{0}")]
     Config(String),
+    /// A callback's own failure (a log it could not write, a service it could not reach), as
+    /// it was: `TrainError::Callback(e.into())` for any error `e` inside a [`crate::Callback`]
+    /// (or `.map_err(|e| TrainError::Callback(e.into()))?`). Its message and source are `e`'s.
+    #[error(transparent)]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
     /// A checkpoint that cannot be resumed from.
     #[error("{path}: {message}")]
     Checkpoint {

@@ -57,6 +57,11 @@ impl History {
     pub fn last(&self) -> Option<&EpochLog> {
         self.epochs.last()
     }
+    /// Whether the last `fit` was stopped by an [`crate::Interrupt`] (its unfinished epoch
+    /// undone), rather than ending or being stopped by a callback.
+    pub fn interrupted(&self) -> bool {
+        self.stopped.as_deref().is_some_and(|why| why.starts_with(crate::interrupt::INTERRUPTED))
+    }
     /// The series of one metric (missing values skipped).
     pub fn series(&self, name: &str) -> Vec<f64> {
         self.epochs.iter().filter_map(|e| e.get(name)).collect()

@@ -12,12 +12,30 @@ pub const INTERRUPTED: &str = "interrupted in epoch";
 ///
 /// `fit` looks at it after every batch (one atomic load: no device read on a GPU). Once it is
 /// requested, `fit` stops after the batch under way and puts back the weights, optimiser state
-/// and progress of the last completed epoch (or of the start): the model, its history and the
-/// last checkpoint agree, and resuming that checkpoint ends with the same weights as a run never
-/// interrupted. [`crate::History::stopped`] says where it stopped.
+/// and progress of the last completed epoch (or of the start), so that its history and the last
+/// checkpoint agree and resuming that checkpoint ends with the same weights as a run never
+/// interrupted. Then training ends as any end does: the callbacks' `on_train_end` run
+/// ([`crate::EarlyStopping`] with `restore_best_weights` puts back its best epoch's weights).
+/// [`crate::History::stopped`] says where it stopped; [`crate::History::interrupted`] tells.
 ///
 /// Get one with [`crate::Trainer::interrupt`]; clones share the request. `fit` clears it when it
-/// starts (as Keras resets `stop_training`), and leaves it set when it returns because of it.
+/// starts (as Keras resets `stop_training`: a request made before is withdrawn), and leaves it
+/// set when it returns because of it.
+///
+/// ```no_run
+/// # fn demo(mut t: nn_train::Trainer, train: std::sync::Arc<nn_train::mnist_data::Dataset>) -> nn_train::Result<()> {
+/// let stop = t.interrupt();
+/// // From a Ctrl-C handler, a user interface, a timer: here, after ten seconds.
+/// std::thread::spawn(move || {
+///     std::thread::sleep(std::time::Duration::from_secs(10));
+///     stop.request();
+/// });
+/// let history = t.fit(train, nn_train::FitConfig { epochs: 100, ..Default::default() })?;
+/// if history.interrupted() {
+///     println!("{}", history.stopped.unwrap_or_default()); // "interrupted in epoch 7 after ..."
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Interrupt(Arc<AtomicBool>);
 

@@ -65,7 +65,8 @@ pub struct FitConfig {
     /// stopped in its first epoch): a later `fit` (or a resumed run) goes on with the run's
     /// seed ([`TrainState::seed`]), so that its batches continue the same sequence.
     pub seed: u64,
-    /// On-the-fly augmentation of training batches.
+    /// On-the-fly augmentation of training batches. Its fill is set to the value
+    /// `normalization` gives a black pixel ([`Augmentation::fill_for`]).
     pub augmentation: Option<Augmentation>,
     /// How pixels become inputs.
     pub normalization: Normalization,
@@ -575,13 +576,10 @@ impl Trainer {
                 // After the batch's callbacks: what they request is seen at once.
                 if self.interrupt.is_requested() {
                     stop = Some(format!(
-                        "{INTERRUPTED} {} after {done} of {steps} batches: training stopped, {}",
+                        "{INTERRUPTED} {} after {done} of {steps} batches: training stopped and the unfinished \
+                         epoch undone ({})",
                         epoch + 1,
-                        if epoch == 0 {
-                            "no epoch completed".to_string()
-                        } else {
-                            format!("the weights of epoch {epoch} were kept")
-                        }
+                        if epoch == 0 { "no epoch completed".to_string() } else { format!("back to epoch {epoch}") }
                     ));
                     break;
                 }
@@ -765,7 +763,9 @@ impl Trainer {
     }
 
     /// Saves a checkpoint: the model file plus optimiser state (`optimizer.<param>.slot<k>`
-    /// tensors) and progress, from which [`Trainer::resume`] continues exactly.
+    /// tensors) and progress, from which [`Trainer::resume`] continues exactly — given a `fit`
+    /// with the same batch size, shuffle, validation and augmentation, which the checkpoint
+    /// does not record (keep them with [`Trainer::set_annotation`], as `mnist train` does).
     ///
     /// # Errors
     /// I/O failures naming the file.
@@ -790,9 +790,11 @@ impl Trainer {
         let path = path.as_ref();
         let f = ModelFile::load(path)?;
         let bad = |m: &str| TrainError::Checkpoint { path: path.to_path_buf(), message: m.to_string() };
-        let compile: Compile =
-            serde_json::from_str(f.metadata.get("training_config").ok_or_else(|| bad("no training_config"))?)
-                .map_err(|e| bad(&format!("training_config: {e}")))?;
+        let compile: Compile = serde_json::from_str(f.metadata.get("training_config").ok_or_else(|| {
+            bad("no training_config: a bare model (`Model::save`), not a trainer's file (`Trainer::save_model`, \
+                     a checkpoint); read it with `Model::load`")
+        })?)
+        .map_err(|e| bad(&format!("training_config: {e}")))?;
         let history: History = f
             .metadata
             .get("history")

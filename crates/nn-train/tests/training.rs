@@ -123,7 +123,8 @@ fn an_interrupt_undoes_the_unfinished_epoch_and_the_checkpoint_resumes_exactly()
     // Stopped after the first batch of epoch 3, which was undone.
     let stopped = t.history().stopped.clone().unwrap_or_default();
     assert!(stopped.starts_with("interrupted in epoch 3 after 1 of 47 batches"), "{stopped}");
-    assert!(stopped.contains("the weights of epoch 2 were kept"), "{stopped}");
+    assert!(stopped.contains("unfinished epoch undone (back to epoch 2)"), "{stopped}");
+    assert!(t.history().interrupted());
     assert_eq!((t.state().epoch, t.history().epochs.len()), (2, 2));
     assert_eq!(t.state().step, two.state().step);
     assert_eq!(t.model().weights().unwrap(), two.model().weights().unwrap());
@@ -162,6 +163,29 @@ fn an_interrupt_in_the_first_epoch_leaves_the_initial_weights() {
     assert!(stopped.contains("no epoch completed"), "{stopped}");
     assert_eq!((t.state().epoch, t.state().step, t.history().epochs.len()), (0, 0, 0));
     assert_eq!(t.model().weights().unwrap(), start);
+}
+
+/// A callback whose log cannot be written.
+struct UnwritableLog;
+
+impl Callback for UnwritableLog {
+    fn on_epoch_end(&mut self, _log: &EpochLog, _t: &mut Trainer) -> nn_train::Result<Control> {
+        std::fs::write("/nonexistent-folder/log.txt", "epoch").map_err(|e| nn_train::TrainError::Callback(e.into()))?;
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn a_callbacks_own_error_comes_back_as_it_was() {
+    let (train, val) = subset(500);
+    let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    let mut c = cfg(2, &val);
+    c.callbacks.push(Box::new(UnwritableLog));
+    let err = t.fit(train, c).unwrap_err();
+    let nn_train::TrainError::Callback(inner) = &err else { panic!("{err:?}") };
+    let io = inner.downcast_ref::<std::io::Error>().expect("the io::Error itself");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(err.to_string(), io.to_string());
 }
 
 /// Requests the interrupt after the first batch (from the batch hook, as a handler on another

@@ -790,10 +790,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let fit_started = Instant::now();
     // The first Ctrl-C stops training after its batch; the run is then saved as of its last
     // completed epoch (a second ends the program).
-    let interrupt = trainer.interrupt();
     let ctrl_c = crate::interrupt::during(
-        interrupt.clone(),
-        "stopping after this batch; the run keeps its last completed epoch and is saved",
+        trainer.interrupt(),
+        "stopping after this batch, undoing the unfinished epoch, and saving the run",
     );
     trainer
         .fit(
@@ -814,8 +813,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         .context("training failed")?;
     drop(ctrl_c);
     let fit_secs = fit_started.elapsed().as_secs_f64();
-    let interrupted = interrupt.is_requested()
-        && trainer.history().stopped.as_deref().is_some_and(|why| why.starts_with(nn_train::interrupt::INTERRUPTED));
+    let interrupted = trainer.history().interrupted();
     if interrupted && trainer.history().epochs.len() == done {
         return Err(Interrupted(format!(
             "in epoch {}, before it completed: nothing was saved{}",
