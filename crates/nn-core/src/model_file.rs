@@ -243,7 +243,9 @@ fn unreadable(path: &Path, bytes: &[u8], e: &SafeTensorError) -> NnError {
                 || "it does not start as a safetensors file does (the length of a JSON header, then the header)".into(),
                 |kind| format!("it is {kind}"),
             );
-            format!("{what}; give a .safetensors model (written by `mnist train`, `Trainer::save_model` or `Model::save`)")
+            format!(
+                "{what}; give a .safetensors model (written by `mnist train`, `Trainer::save_model` or `Model::save`)"
+            )
         }
     };
     NnError::file(path, format!("not a model file: {why}"))

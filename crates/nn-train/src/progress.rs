@@ -1,4 +1,5 @@
-//! Keras-style progress: on a terminal an `Epoch 1/6` header and a live bar that ends as
+//! Keras-style progress: on a terminal an `Epoch 1/6` header and a live bar
+//! (`  90/469 [=====>    ] - ETA: 1s - loss: 0.4778 - accuracy: 0.8632`) that ends as
 //! `469/469 [=====] - 0.9s 2ms/step - loss: 0.2601 - accuracy: 0.9254`; otherwise one plain
 //! line per epoch (`Epoch 1/6 - 469/469 - 0.9s 2ms/step - loss: 0.2601 - accuracy: 0.9254`).
 
@@ -30,6 +31,10 @@ pub(crate) struct EpochProgress {
     last_draw: Instant,
 }
 
+/// The bar's width in characters: its live line (`   90/469 [...] - ETA: 12s - loss: 0.4778 -
+/// accuracy: 0.8632`) then fits in 80 columns, where a wrapped one would be redrawn badly.
+const BAR: usize = 20;
+
 /// How often the bar asks for fresh numbers (reading them may synchronise a GPU).
 pub(crate) const REFRESH: Duration = Duration::from_millis(150);
 
@@ -43,7 +48,7 @@ impl EpochProgress {
         let bar = live.then(|| {
             let b = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stdout_with_hz(10));
             b.set_style(
-                ProgressStyle::with_template("{pos:>5}/{len} [{bar:30}] - {elapsed} {msg}")
+                ProgressStyle::with_template(&format!("{{pos:>5}}/{{len}} [{{bar:{BAR}}}] - ETA: {{eta}}{{msg}}"))
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
@@ -61,7 +66,7 @@ impl EpochProgress {
     pub(crate) fn update(&mut self, step: usize, loss: f64, acc: f64) {
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
-            b.set_message(format!("loss: {loss:.4} - accuracy: {acc:.4}"));
+            b.set_message(format!(" - loss: {loss:.4} - accuracy: {acc:.4}"));
             self.last_draw = Instant::now();
         }
     }
@@ -81,8 +86,8 @@ impl EpochProgress {
         let line = match self.bar {
             Some(b) => {
                 b.finish_and_clear();
-                let filled = (30 * done / self.steps.max(1)).min(30);
-                let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
+                let filled = (BAR * done / self.steps.max(1)).min(BAR);
+                let bar = format!("{}{}", "=".repeat(filled), " ".repeat(BAR - filled));
                 format!("{steps} [{bar}] - {secs:.1}s {step_txt} - {summary}")
             }
             None => format!("{} - {steps} - {secs:.1}s {step_txt} - {summary}", self.title),
