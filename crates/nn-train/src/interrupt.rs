@@ -18,9 +18,9 @@ pub const INTERRUPTED: &str = "interrupted in epoch";
 /// ([`crate::EarlyStopping`] with `restore_best_weights` puts back its best epoch's weights).
 /// [`crate::History::stopped`] says where it stopped; [`crate::History::interrupted`] tells.
 ///
-/// Get one with [`crate::Trainer::interrupt`]; clones share the request. `fit` clears it when it
-/// starts (as Keras resets `stop_training`: a request made before is withdrawn), and leaves it
-/// set when it returns because of it.
+/// Get one with [`crate::Trainer::interrupt`]; clones share the request. A request made before
+/// `fit` starts (a Ctrl-C while the data loads) is kept, and stops it after its first batch;
+/// `fit` clears the request when it stops for it, so the next `fit` runs.
 ///
 /// ```no_run
 /// # fn demo(mut t: nn_train::Trainer, train: std::sync::Arc<nn_train::mnist_data::Dataset>) -> nn_train::Result<()> {
@@ -52,17 +52,18 @@ impl Interrupt {
         Interrupt::default()
     }
 
-    /// Asks the `fit` under way to stop after its current batch. Safe from any thread.
+    /// Asks the `fit` under way (or the next) to stop after its current batch. Safe from any
+    /// thread.
     pub fn request(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a stop was requested (and not yet cleared by the next `fit`).
+    /// Whether a stop was requested and no `fit` has stopped for it yet.
     pub fn is_requested(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Withdraws a request (what `fit` does when it starts).
+    /// Withdraws a request (what `fit` does when it stops for it).
     pub fn clear(&self) {
         self.0.store(false, Ordering::Relaxed);
     }

@@ -403,8 +403,6 @@ impl Trainer {
         }
         self.check_loss()?;
         self.check_settings(cfg.normalization)?;
-        // A request left from an earlier fit is withdrawn (Keras resets `stop_training`).
-        self.interrupt.clear();
         let done = self.state.epoch;
         if done > 0 && cfg.normalization != self.normalization {
             return Err(TrainError::Config(format!(
@@ -575,6 +573,8 @@ impl Trainer {
                 }
                 // After the batch's callbacks: what they request is seen at once.
                 if self.interrupt.is_requested() {
+                    // Honoured: the request is spent (a later fit runs), the history says so.
+                    self.interrupt.clear();
                     stop = Some(format!(
                         "{INTERRUPTED} {} after {done} of {steps} batches: training stopped and the unfinished \
                          epoch undone ({})",

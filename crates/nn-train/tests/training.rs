@@ -128,11 +128,10 @@ fn an_interrupt_undoes_the_unfinished_epoch_and_the_checkpoint_resumes_exactly()
     assert_eq!((t.state().epoch, t.history().epochs.len()), (2, 2));
     assert_eq!(t.state().step, two.state().step);
     assert_eq!(t.model().weights().unwrap(), two.model().weights().unwrap());
-    assert!(t.interrupt().is_requested(), "the request stays for the caller to see");
+    assert!(!t.interrupt().is_requested(), "the request is spent");
 
-    // The next fit withdraws the request and goes on as if never interrupted, in memory...
+    // The next fit goes on as if never interrupted, in memory...
     t.fit(train.clone(), cfg(4, &val)).unwrap();
-    assert!(!t.interrupt().is_requested());
     assert_eq!(t.model().weights().unwrap(), four.model().weights().unwrap());
     // ...and from the checkpoint written before the interrupt (epoch 2's).
     let mut resumed = Trainer::resume(&ckpt).unwrap();
@@ -147,9 +146,12 @@ fn an_interrupt_in_the_first_epoch_leaves_the_initial_weights() {
     let (train, val) = subset(1000);
     let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
     let start = t.model().weights().unwrap();
-    // Requested before the fit, it is withdrawn when the fit starts (as Keras resets
-    // `stop_training`): the first fit runs whole.
+    // Requested before the fit (a Ctrl-C while the data loaded): it stops after one batch.
     t.interrupt().request();
+    t.fit(train.clone(), cfg(1, &val)).unwrap();
+    assert!(t.history().interrupted() && !t.interrupt().is_requested());
+    assert_eq!(t.model().weights().unwrap(), start);
+    // The request was spent: the next fit runs whole.
     t.fit(train.clone(), cfg(1, &val)).unwrap();
     assert_eq!(t.history().stopped, None);
     assert_ne!(t.model().weights().unwrap(), start);
