@@ -156,6 +156,8 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     if let Some(n) = note {
         eprintln!("note: {n}");
     }
+    // Ctrl-C during the search requests it (see below).
+    let stop = Interrupt::new();
     let cfg = TunerConfig {
         max_trials: args.max_trials,
         executions_per_trial: args.executions_per_trial,
@@ -164,7 +166,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         seed: args.seed,
         parallel: args.parallel,
         device,
-        stop: Some(Interrupt::new()),
+        stop: Some(stop.clone()),
     };
     let dir =
         args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
@@ -213,7 +215,6 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     print_header();
     // The trials are kept as they finish, so that trials.csv is written whatever happens.
     let mut finished: Vec<TrialResult> = Vec::new();
-    let stop = cfg.stop.clone().unwrap_or_default();
     let ctrl_c = crate::interrupt::during(
         stop.clone(),
         "no further trial starts; the search ends with the trials under way and keeps the best model",
