@@ -147,9 +147,12 @@ fn convert_pair(x1: __m512, x0: __m512, form: Form, ok: &mut __mmask16) -> [__m5
     let round = |x1, x0| unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(x1, x0)) };
     // The rounded values back in f32: a bfloat16 is the high half of an f32.
     let widen = |words: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(words)));
+    // `x - h`, but 0 where `x` is infinite (`inf - inf` would make a NaN of an infinite
+    // operand, where f32 products give ±inf); a NaN stays a NaN.
+    let less = |x: __m512, h: __m512| _mm512_maskz_sub_ps(!_mm512_fpclass_ps_mask::<0x18>(x), x, h);
     let rest = |x1, x0, r: __m512i| {
         let (h0, h1) = (widen(_mm512_castsi512_si256(r)), widen(_mm512_extracti64x4_epi64::<1>(r)));
-        (_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0))
+        (less(x1, h1), less(x0, h0))
     };
     let zero = _mm512_setzero_si512();
     match form {
@@ -167,7 +170,7 @@ fn convert_pair(x1: __m512, x0: __m512, form: Form, ok: &mut __mmask16) -> [__m5
             let top = _mm512_set1_epi32(0xffff_0000_u32 as i32);
             let cut = |x: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), top));
             let (h1, h0) = (cut(x1), cut(x0));
-            let (r1, r0) = (_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+            let (r1, r0) = (less(x1, h1), less(x0, h0));
             let (m1, m0) = (cut(r1), cut(r0));
             [round(h1, h0), round(m1, m0), round(_mm512_sub_ps(r1, m1), _mm512_sub_ps(r0, m0))]
         }
@@ -367,6 +370,39 @@ mod tests {
                                 assert_eq!(x.unwrap_or(0.0), 0.0, "{at:?}: row {o}, step {s} not exact");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_infinities_keep_their_sign_in_the_first_part_and_nans_stay_nans() {
+        if !has_bf16() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        // A row of specials among ordinary values (an f32 product with them is ±inf or NaN; a
+        // split's `inf - inf` made NaN of the infinities).
+        let specials = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.5, -0.0, 3.0e38];
+        let data: Vec<f32> = (0..16 * 32).map(|i| specials[i % specials.len()]).collect();
+        let at = Source { o_stride: 32, s_stride: 1, outer: 16, steps: 32 };
+        for form in [Form::Split, Form::Split3] {
+            let mut tiles = vec![Tile::ZERO; form.tiles()];
+            // SAFETY: the CPU has the features (checked); every (o, s) lies in `data`.
+            unsafe { pack(data.as_ptr(), at, &mut tiles, form, true) };
+            for o in 0..16 {
+                for s in 0..32 {
+                    let x = data[o * 32 + s];
+                    let parts: Vec<f32> =
+                        tiles.iter().map(|t| f32::from_bits(u32::from(word(t, o, s)) << 16)).collect();
+                    if x.is_nan() {
+                        assert!(parts.iter().any(|p| p.is_nan()), "{form:?}: NaN lost at ({o}, {s}): {parts:?}");
+                    } else if x.is_infinite() {
+                        assert_eq!(parts[0], x, "{form:?} at ({o}, {s})");
+                        assert!(parts[1..].iter().all(|&p| p == 0.0), "{form:?}: {x} split as {parts:?}");
+                    } else {
+                        assert!(parts.iter().all(|p| p.is_finite()), "{form:?}: {x} split as {parts:?}");
                     }
                 }
             }
