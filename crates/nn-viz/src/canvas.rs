@@ -184,8 +184,26 @@ impl Canvas {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| VizError::Io { path: dir.to_path_buf(), source })?;
         }
-        std::fs::write(path, png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
+        write_atomic(path, &png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, synced and then renamed, so a
+/// crash or Ctrl-C midway leaves the old file or none, never half a picture.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -209,5 +227,14 @@ mod tests {
         }
         let err = Canvas::new(8, 4).unwrap().save(&dir.path().join("e.gif")).unwrap_err().to_string();
         assert!(err.contains("e.gif") && err.contains(".png"), "{err}");
+        // Over an old picture; onto a folder (an error naming it). No temporaries are left.
+        Canvas::new(4, 4).unwrap().save(&dir.path().join("a.png")).unwrap();
+        std::fs::create_dir(dir.path().join("f.png")).unwrap();
+        let err = Canvas::new(8, 4).unwrap().save(&dir.path().join("f.png")).unwrap_err().to_string();
+        assert!(err.contains("f.png"), "{err}");
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        assert_eq!(names, ["a.png", "b.jpg", "c.bmp", "d", "f.png"]);
     }
 }

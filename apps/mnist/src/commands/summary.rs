@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mnist_data::atomic::write_atomic;
 use nn_train::recipes::{recipe, RecipeValidation};
 
 use crate::commands::create_parent;
@@ -71,7 +72,7 @@ pub fn run(args: SummaryArgs, _global: &Global) -> Result<()> {
     }
     if let Some(path) = args.save_spec {
         create_parent(&path)?;
-        std::fs::write(&path, spec.to_json() + "\n").with_context(|| format!("{}: cannot write", path.display()))?;
+        write_atomic(&path, (spec.to_json() + "\n").as_bytes())?;
         println!("Architecture written to {}", path.display());
     }
     Ok(())

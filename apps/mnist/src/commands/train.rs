@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use mnist_data::atomic::write_atomic;
 use mnist_data::Augmentation;
 use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
@@ -866,7 +867,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     trainer.save_model(&model_path)?;
     let history = trainer.history().clone();
     let csv_path = dir.join("history.csv");
-    std::fs::write(&csv_path, history.to_csv()).with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    write_atomic(&csv_path, history.to_csv().as_bytes())?;
     let mut written = vec![
         ("model.safetensors", "the trained model (for evaluate, predict, summary, diagram)".to_string()),
         ("history.csv", "loss and accuracy per epoch".to_string()),
@@ -960,7 +961,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let _ = writeln!(r, "History:");
     r += &history.to_csv();
     let report_path = dir.join("report.txt");
-    std::fs::write(&report_path, &r).with_context(|| format!("{}: cannot write", report_path.display()))?;
+    write_atomic(&report_path, r.as_bytes())?;
     written.push(("report.txt", "settings, test results per class, confusion matrix".into()));
 
     println!();

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
+use mnist_data::atomic::write_atomic;
 use nn_train::{DeviceChoice, Interrupt, Optimizer};
 
 use crate::commands::data_choice;
@@ -226,8 +227,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     drop(ctrl_c);
     let stopped = stop.is_requested();
     let csv_path = dir.join("trials.csv");
-    std::fs::write(&csv_path, trials_csv(&finished))
-        .with_context(|| format!("{}: cannot write", csv_path.display()))?;
+    write_atomic(&csv_path, trials_csv(&finished).as_bytes())?;
     if stopped && searched.is_err() && finished.is_empty() {
         return Err(Interrupted("before a trial finished: no model was written".into()).into());
     }
