@@ -10,13 +10,26 @@ use crate::idx::{read_idx, read_idx_dims};
 ///
 /// Kept as bytes (47 MB for MNIST's training set, not 188 MB of `f32`); batches are converted to
 /// `f32` on the fly.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Dataset {
     images: Vec<u8>,
     labels: Vec<u8>,
     rows: usize,
     cols: usize,
     classes: usize,
+}
+
+/// Its size and shape, not its 47 million pixels: `Dataset { len: 60000, rows: 28, cols: 28,
+/// classes: 10 }`.
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("len", &self.labels.len())
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("classes", &self.classes)
+            .finish()
+    }
 }
 
 impl Dataset {
@@ -338,6 +351,11 @@ mod tests {
     fn three() -> Dataset {
         let images = (0..3u8).flat_map(|n| (0..4u8).map(move |p| 10 * n + p)).collect();
         Dataset::new(images, vec![0, 1, 2], 2, 2, 3).unwrap()
+    }
+
+    #[test]
+    fn debug_shows_the_shape_not_the_pixels() {
+        assert_eq!(format!("{:?}", three()), "Dataset { len: 3, rows: 2, cols: 2, classes: 3 }");
     }
 
     #[test]

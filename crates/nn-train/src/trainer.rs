@@ -74,6 +74,23 @@ pub struct FitConfig {
     pub verbosity: Verbosity,
 }
 
+/// Every setting, with the callbacks counted (they need not be `Debug`).
+impl std::fmt::Debug for FitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FitConfig")
+            .field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("shuffle", &self.shuffle)
+            .field("validation", &self.validation)
+            .field("callbacks", &format_args!("[{} callback(s)]", self.callbacks.len()))
+            .field("seed", &self.seed)
+            .field("augmentation", &self.augmentation)
+            .field("normalization", &self.normalization)
+            .field("verbosity", &self.verbosity)
+            .finish()
+    }
+}
+
 impl Default for FitConfig {
     fn default() -> Self {
         FitConfig {
@@ -1013,5 +1030,20 @@ mod tests {
         assert_eq!(file.normalization().unwrap(), Normalization::MNIST_STANDARD);
         let json: serde_json::Value = serde_json::from_str(&file.metadata[NORMALIZATION_KEY]).unwrap();
         assert_eq!(json["kind"], "standardize");
+    }
+
+    #[test]
+    fn a_fit_config_prints_its_settings_and_counts_its_callbacks() {
+        let data = Arc::new(Dataset::new(vec![0; 8], vec![0, 1], 2, 2, 2).unwrap());
+        let cfg = FitConfig {
+            epochs: 3,
+            validation: Validation::Data(data),
+            callbacks: vec![Box::new(crate::TerminateOnNaN)],
+            ..Default::default()
+        };
+        let text = format!("{cfg:?}");
+        for part in ["epochs: 3", "batch_size: 32", "Data(Dataset { len: 2, rows: 2, cols: 2", "[1 callback(s)]"] {
+            assert!(text.contains(part), "{part} not in {text}");
+        }
     }
 }
