@@ -226,6 +226,10 @@ pub struct Network<D: Device> {
     /// What the inputs but the slices of `*_batch` calls are: integers divided by this
     /// ([`Runtime::set_input_levels`]).
     input_levels: Option<f32>,
+    /// The lowest layer with trainable parameters (the number of layers when none has): the
+    /// backward pass stops there, computing no input gradient for it (the layers below are
+    /// frozen or have no weights).
+    trained_from: usize,
 }
 
 /// A training set kept in a device's memory, from which each step gathers its batch by row
@@ -355,6 +359,8 @@ impl<D: Device> Network<D> {
         );
         let stats = dev.alloc(STATS_LEN)?;
         let tail = Self::tail_of(&layers, &resolved);
+        let trained_from =
+            layers.iter().position(|l| l.params().iter().any(|p| p.grad.is_some())).unwrap_or(layers.len());
         Ok(Network {
             dev,
             spec: spec.clone(),
@@ -375,6 +381,7 @@ impl<D: Device> Network<D> {
             tail,
             kept: None,
             input_levels: None,
+            trained_from,
         })
     }
 
@@ -562,7 +569,8 @@ impl<D: Device> Network<D> {
     /// weights and their gradients are still in the caches.
     fn backward_range(&mut self, range: Range<usize>, n: usize, ctx: Ctx, update: Option<Update<'_>>) -> Result<()> {
         let last = self.layers.len() - 1;
-        for i in range.rev() {
+        // Below the lowest trainable layer nothing needs a gradient.
+        for i in range.rev().take_while(|&i| i >= self.trained_from) {
             let layer = &mut self.layers[i];
             if layer.is_identity() {
                 continue;
@@ -570,7 +578,7 @@ impl<D: Device> Network<D> {
             let (si, so) = (self.slot_in[i], self.slot_out[i]);
             let c = Ctx { logits_head: ctx.logits_head && i == last, seed: layer_seed(ctx.seed, i), ..ctx };
             let (glo, ghi) = self.grads.split_at_mut(so);
-            let dx = if si == 0 { None } else { Some(&mut glo[si]) };
+            let dx = if si == 0 || i == self.trained_from { None } else { Some(&mut glo[si]) };
             layer.backward(&self.dev, &self.vals[si], &self.vals[so], &mut ghi[0], dx, n, &c)?;
             if let Some((rule, sp)) = update {
                 for p in layer.params_mut() {

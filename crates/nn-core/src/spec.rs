@@ -16,6 +16,9 @@ fn zeros() -> Initializer {
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
+fn is_true(b: &bool) -> bool {
+    *b
+}
 
 /// L1/L2 penalty on a kernel: adds `l1·Σ|w| + l2·Σw²` to the loss (Keras's `L1L2`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +65,10 @@ pub struct Dense {
     /// Optional L1/L2 kernel penalty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_regularizer: Option<Regularizer>,
+    /// Whether training updates the weights (Keras's `layer.trainable`; default true). A
+    /// frozen layer's weights count as non-trainable in the summary and get no gradient.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub trainable: bool,
 }
 
 impl Dense {
@@ -74,6 +81,7 @@ impl Dense {
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
             kernel_regularizer: None,
+            trainable: true,
         }
     }
     /// Sets the activation.
@@ -104,6 +112,11 @@ impl Dense {
     /// Adds an L1 kernel penalty `l1·Σ|w|`.
     pub fn l1(mut self, l1: f32) -> Dense {
         self.kernel_regularizer = Some(Regularizer { l1, ..self.kernel_regularizer.unwrap_or_default() });
+        self
+    }
+    /// Freezes the layer (`false`: training leaves its weights as they are) or not.
+    pub fn trainable(mut self, t: bool) -> Dense {
+        self.trainable = t;
         self
     }
 }
@@ -163,6 +176,9 @@ pub struct Conv2D {
     /// Optional L1/L2 kernel penalty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_regularizer: Option<Regularizer>,
+    /// Whether training updates the weights (Keras's `layer.trainable`; default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub trainable: bool,
 }
 
 fn ones2() -> [usize; 2] {
@@ -185,6 +201,7 @@ impl Conv2D {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             kernel_regularizer: None,
+            trainable: true,
         }
     }
     /// Sets the activation.
@@ -220,6 +237,11 @@ impl Conv2D {
     /// Adds an L1 kernel penalty `l1·Σ|w|`.
     pub fn l1(mut self, l1: f32) -> Conv2D {
         self.kernel_regularizer = Some(Regularizer { l1, ..self.kernel_regularizer.unwrap_or_default() });
+        self
+    }
+    /// Freezes the layer (`false`: training leaves its weights as they are) or not.
+    pub fn trainable(mut self, t: bool) -> Conv2D {
+        self.trainable = t;
         self
     }
 }
@@ -402,6 +424,16 @@ impl LayerSpec {
         }
     }
 
+    /// Whether training updates the layer's weights: `Some` for the layers that can be frozen
+    /// (`Dense`, `Conv2D`), `None` for the others.
+    pub fn trainable(&self) -> Option<bool> {
+        match self {
+            LayerSpec::Dense(d) => Some(d.trainable),
+            LayerSpec::Conv2D(c) => Some(c.trainable),
+            _ => None,
+        }
+    }
+
     /// The base of the automatic name (`dense`, `conv2d`, ...).
     pub fn base_name(&self) -> &'static str {
         match self {
@@ -526,21 +558,23 @@ impl LayerSpec {
         }
     }
 
-    /// Names and shapes of the layer's parameters for a per-example input shape, trainable
-    /// first (`kernel`, `bias`, `gamma`, `beta`), then the non-trainable ones with `false`.
+    /// Names and shapes of the layer's parameters for a per-example input shape, with whether
+    /// training updates them: `kernel` and `bias` (`false` in a frozen layer), or batch norm's
+    /// `gamma`, `beta` (trained), `moving_mean`, `moving_variance` (not).
     pub fn param_shapes(&self, input: &[usize]) -> Vec<(&'static str, Vec<usize>, bool)> {
         match self {
             LayerSpec::Dense(d) => {
-                let mut v = vec![("kernel", vec![input.iter().product(), d.units], true)];
+                let mut v = vec![("kernel", vec![input.iter().product(), d.units], d.trainable)];
                 if d.use_bias {
-                    v.push(("bias", vec![d.units], true));
+                    v.push(("bias", vec![d.units], d.trainable));
                 }
                 v
             }
             LayerSpec::Conv2D(c) => {
-                let mut v = vec![("kernel", vec![c.filters, input[0], c.kernel_size[0], c.kernel_size[1]], true)];
+                let mut v =
+                    vec![("kernel", vec![c.filters, input[0], c.kernel_size[0], c.kernel_size[1]], c.trainable)];
                 if c.use_bias {
-                    v.push(("bias", vec![c.filters], true));
+                    v.push(("bias", vec![c.filters], c.trainable));
                 }
                 v
             }
@@ -726,6 +760,39 @@ impl ModelSpec {
     /// As [`ModelSpec::resolve`].
     pub fn output_shape(&self) -> Result<Vec<usize>> {
         Ok(self.resolve()?.last().map(|l| l.output.clone()).unwrap_or_default())
+    }
+
+    /// Freezes (`trainable` false) or unfreezes the layer named `name` (Keras's
+    /// `model.get_layer(name).trainable = ...`): a frozen layer keeps its weights through
+    /// training, and the layers below the lowest trainable one run no backward pass at all.
+    ///
+    /// # Errors
+    /// [`NnError::Spec`] when no layer has that name (the message lists those that have
+    /// weights), or when it names a layer that cannot be frozen (batch normalisation, whose
+    /// frozen form Keras runs in inference mode, is not supported; layers without weights have
+    /// nothing to freeze). As [`ModelSpec::resolve`] for an invalid architecture.
+    pub fn set_trainable(&mut self, name: &str, trainable: bool) -> Result<()> {
+        let layers = self.resolve()?;
+        let Some(i) = layers.iter().position(|l| l.name == name) else {
+            let weighted: Vec<&str> =
+                layers.iter().filter(|l| l.spec.trainable().is_some()).map(|l| l.name.as_str()).collect();
+            return Err(NnError::spec(format!(
+                "no layer is named '{name}'; the layers that can be frozen are: {}",
+                if weighted.is_empty() { "none".to_string() } else { weighted.join(", ") }
+            )));
+        };
+        match &mut self.layers[i] {
+            LayerSpec::Dense(d) => d.trainable = trainable,
+            LayerSpec::Conv2D(c) => c.trainable = trainable,
+            other => {
+                return Err(NnError::spec(format!(
+                    "{name} ({}): only Dense and Conv2D layers can be {}",
+                    other.type_name(),
+                    if trainable { "unfrozen" } else { "frozen" }
+                )))
+            }
+        }
+        Ok(())
     }
 
     /// The architecture as pretty JSON (what a spec file holds).
