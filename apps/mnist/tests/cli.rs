@@ -281,6 +281,44 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
 }
 
 #[test]
+fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let common = ["--limit", "1000", "--epochs", "1", "--device", "cpu", "-q"];
+    let run = |args: &[&str]| mnist(dir, &args.iter().chain(&common).copied().collect::<Vec<_>>());
+    ok(&run(&["train", "--model", "mlp-128-128", "--run-dir", "base"]));
+    // A standardising library model: fine-tuned with its own normalisation.
+    let base = dir.join("base/model.safetensors");
+    let mut file = nn_core::ModelFile::load(&base).unwrap();
+    let standardize = r#"{"kind":"standardize","mean":0.1307,"std":0.3081}"#;
+    file.metadata.insert("normalization".into(), standardize.into());
+    file.save(&base).unwrap();
+    let out =
+        ok(&run(&["train", "--model", "base/model.safetensors", "--freeze", "dense,dense_1", "--run-dir", "tuned"]));
+    assert!(out.contains("frozen: dense, dense_1"), "{out}");
+    let weights = |run: &str| nn_core::ModelFile::load(&dir.join(run).join("model.safetensors")).unwrap();
+    let (before, after) = (weights("base"), weights("tuned"));
+    assert_eq!(after.normalization().unwrap(), mnist_data::Normalization::MNIST_STANDARD);
+    for (b, a) in before.weights.iter().zip(&after.weights) {
+        let frozen = b.name.starts_with("dense.") || b.name.starts_with("dense_1.");
+        assert_eq!(frozen, a.data == b.data, "{}: frozen {frozen}", b.name);
+    }
+    let report = std::fs::read_to_string(dir.join("tuned/report.txt")).unwrap();
+    assert!(report.contains("frozen layers:  dense, dense_1"), "{report}");
+    // The model file keeps them frozen (its summary counts them so).
+    let out = ok(&mnist(dir, &["summary", "--model", "tuned/model.safetensors"]));
+    assert!(out.contains("Trainable params: 1,290 "), "{out}");
+    fails(
+        &run(&["train", "--freeze", "dense_7", "--run-dir", "x"]),
+        &["--freeze dense_7", "frozen are: dense, dense_1\n"],
+    );
+    fails(
+        &run(&["train", "--model", "convnet", "--freeze", "max_pooling2d", "--run-dir", "x"]),
+        &["only Dense and Conv2D"],
+    );
+}
+
+#[test]
 fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let args = [

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mnist_data::atomic::write_atomic;
-use mnist_data::Augmentation;
+use mnist_data::{Augmentation, Normalization};
 use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
@@ -30,6 +30,8 @@ Examples:
   mnist train --model mlp-512-512 --dropout 0.2 --l2 1e-4 --early-stopping 2 --validation split:0.1
   mnist train --optimizer sgd --lr 0.1 --momentum 0.9 --schedule cosine --epochs 10
   mnist train --model my-net.json --epochs 5    an architecture of your own (see `mnist summary --save-spec`)
+  mnist train --model runs/A/model.safetensors --dataset fashion --freeze conv2d,conv2d_1 --epochs 2
+                                                fine-tune a trained convnet's last layer on Fashion-MNIST
   mnist train --limit 5000 --epochs 2           a quick experiment on the first 5000 images
   mnist train --epochs 10 --checkpoint ckpt.safetensors      then, after an interruption:
   mnist train --resume ckpt.safetensors --epochs 10          continue where it stopped
@@ -244,9 +246,11 @@ pub struct TrainArgs {
     /// The architecture: a preset (mlp-128, mlp-sigmoid-100-144, mlp-128-128, mlp-512-512,
     /// convnet, fast-cnn; each brings its tutorial's recipe) or an architecture file (.json),
     /// which trains with Adam at 0.001, sparse categorical cross-entropy, 5 epochs of batch 128
-    /// and validation on the test set unless flags say otherwise (`mnist summary` prints it).
+    /// and validation on the test set unless flags say otherwise (`mnist summary` prints it);
+    /// or a trained model (.safetensors) to fine-tune: a new run from its weights, with the
+    /// settings of an architecture file (see --freeze).
     /// [default: mlp-128, or the checkpoint's with --resume]
-    #[arg(long, short, value_name = "PRESET|SPEC.json")]
+    #[arg(long, short, value_name = "PRESET|SPEC.json|MODEL.safetensors")]
     pub model: Option<String>,
     /// Passes over the training set (with --resume: the total, counting the epochs already done).
     #[arg(long, short, value_name = "N", value_parser = crate::commands::whole::<usize>)]
@@ -283,6 +287,11 @@ pub struct TrainArgs {
     /// L2 weight penalty F·Σw² on the kernel of every Dense layer (e.g. 1e-4).
     #[arg(long, value_name = "F", value_parser = finite_f32)]
     pub l2: Option<f32>,
+    /// Freeze these layers (comma separated, named as `mnist summary` prints them, e.g.
+    /// `conv2d,conv2d_1`): training leaves their weights as they are (Keras's
+    /// `layer.trainable = False`). With a trained --model, fine-tunes the layers above.
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub freeze: Option<Vec<String>>,
     /// Stop when the validation loss (the training loss without validation) has not improved
     /// for PATIENCE epochs, and keep the best epoch's weights.
     #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
@@ -331,6 +340,8 @@ struct Plan {
     early_stopping: Option<usize>,
     /// The patience of ReduceLROnPlateau, if any.
     reduce_lr: Option<usize>,
+    /// How pixels become inputs: a trained model's own; for a new one, scaled to [0, 1].
+    normalization: Normalization,
 }
 
 /// A number that fits a 32-bit float as it was typed: `1e39` is refused in the user's words,
@@ -450,6 +461,18 @@ fn regularization_text(spec: &nn_core::ModelSpec) -> String {
         "none".into()
     } else {
         parts.join(", ")
+    }
+}
+
+/// The frozen layers of `spec` by name (`dense, dense_1`), or `none`.
+fn frozen_text(spec: &nn_core::ModelSpec) -> String {
+    let layers = spec.resolve().unwrap_or_default();
+    let names: Vec<&str> =
+        layers.iter().filter(|l| l.spec.trainable() == Some(false)).map(|l| l.name.as_str()).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -610,17 +633,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     // What to train, before the (slower) data load so that mistakes show at once.
     let source = match &args.resume {
         Some(_) => None,
-        None => {
-            let source = ModelSource::parse(args.model.as_deref().unwrap_or("mlp-128"))?;
-            if let ModelSource::ModelFile(p) = &source {
-                bail!(
-                    "--model {}: a trained model; give a preset or an architecture (.json) to train from scratch, \
-                     or --resume CHECKPOINT to continue a run saved with --checkpoint",
-                    p.display()
-                );
-            }
-            Some(source)
-        }
+        None => Some(ModelSource::parse(args.model.as_deref().unwrap_or("mlp-128"))?),
     };
     device::check_build(args.device)?;
     // A resumed run's checkpoint, read once: its trainer and what it recorded of the run.
@@ -667,7 +680,17 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         }
         (None, None) => bail!("nothing to train"),
     };
-    let Plan { name, mut trainer, epochs, batch_size, validation, augmentation, early_stopping, reduce_lr } = plan;
+    let Plan {
+        name,
+        mut trainer,
+        epochs,
+        batch_size,
+        validation,
+        augmentation,
+        early_stopping,
+        reduce_lr,
+        normalization,
+    } = plan;
     // Every checkpoint and the model file say what the run trained on and how.
     trainer.set_annotation(DATASET_KEY, choice.label.clone());
     trainer.set_annotation(fit_keys::EPOCHS, epochs.to_string());
@@ -723,6 +746,10 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let regularization = regularization_text(&spec);
     if regularization != "none" {
         extras.push(regularization.clone());
+    }
+    let frozen = frozen_text(&spec);
+    if frozen != "none" {
+        extras.push(format!("frozen: {frozen}"));
     }
     if let Some(p) = early_stopping {
         extras.push(format!("early stopping after {} without improvement", report::plural(p, "epoch")));
@@ -805,8 +832,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
                 callbacks,
                 seed: args.seed.unwrap_or(DEFAULT_SEED),
                 augmentation,
-                // The run's own (a checkpoint written by the library may standardise).
-                normalization: trainer.normalization(),
+                // The run's own (a model or checkpoint written by the library may standardise).
+                normalization,
                 verbosity: if args.quiet { Verbosity::Silent } else { Verbosity::Auto },
                 ..Default::default()
             },
@@ -936,6 +963,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let _ = writeln!(r, "validation:     {validation_text}");
     let _ = writeln!(r, "augmentation:   {}", augment_text(&augmentation));
     let _ = writeln!(r, "regularization: {regularization}");
+    let _ = writeln!(r, "frozen layers:  {frozen}");
     let _ = writeln!(r, "seed:           {}", trainer.state().seed);
     let _ = writeln!(
         r,
@@ -1021,6 +1049,9 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     if let Some(l2) = args.l2 {
         models::add_l2(&mut spec, l2)?;
     }
+    for layer in args.freeze.iter().flatten() {
+        spec.set_trainable(layer.trim(), false).with_context(|| format!("--freeze {layer}"))?;
+    }
     let epochs = args.epochs.unwrap_or(epochs);
     let batch_size = args.batch_size.unwrap_or(batch);
     let validation = args.validation.unwrap_or(validation);
@@ -1051,7 +1082,14 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         None => compile.schedule.resolved(epochs * steps),
     };
     let seed = args.seed.unwrap_or(DEFAULT_SEED);
-    let model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
+    let mut model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
+    // A trained model: fine-tuning starts from its weights (a fresh optimiser, a new run).
+    let mut normalization = Normalization::Scale;
+    if let ModelSource::ModelFile(path) = source {
+        let file = nn_core::ModelFile::load(path)?;
+        model.set_weights(&file.weights).with_context(|| format!("--model {}", path.display()))?;
+        normalization = file.normalization().with_context(|| format!("--model {}", path.display()))?;
+    }
     Ok(Plan {
         name,
         trainer: Trainer::new(model, compile),
@@ -1061,6 +1099,7 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         augmentation,
         early_stopping: args.early_stopping,
         reduce_lr: args.reduce_lr,
+        normalization,
     })
 }
 
@@ -1080,6 +1119,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         ("--schedule", args.schedule.is_some()),
         ("--dropout", args.dropout.is_some()),
         ("--l2", args.l2.is_some()),
+        ("--freeze", args.freeze.is_some()),
     ]
     .iter()
     .filter(|(_, given)| *given)
@@ -1144,6 +1184,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         augmentation,
         early_stopping,
         reduce_lr,
+        normalization: trainer.normalization(),
         trainer,
     })
 }
