@@ -28,7 +28,7 @@ Examples:
   mnist info                                   shapes, pixel statistics, class counts
   mnist show --count 25 --out digits.png       a grid of training digits
   mnist summary --model mlp-128                the Keras summary table of a preset
-  mnist train --model mlp-128                  the TFDS Keras MNIST example (6 epochs, ~97.4%)
+  mnist train --model mlp-128                  the TFDS Keras MNIST example (6 epochs, ~97.3%)
   mnist train --model convnet --epochs 3 --augment rotation=10,shift=0.1,zoom=0.1
   mnist evaluate --model runs/mlp-128-20250101-120000/model.safetensors --out-dir eval
   mnist predict --model runs/.../model.safetensors my-digit.jpg --index 0 1 2

@@ -170,7 +170,8 @@ pub fn spec_recipe(spec: &ModelSpec) -> nn_train::recipes::Recipe {
     }
 }
 
-/// `--dropout RATE`: a `Dropout(rate)` just before the last `Dense` layer.
+/// `--dropout RATE`: a `Dropout(rate)` just before the last `Dense` layer (the rate of the
+/// Dropout already there, if there is one).
 ///
 /// # Errors
 /// A rate outside `[0, 1)` or an architecture without a `Dense` layer.
@@ -178,15 +179,21 @@ pub fn insert_dropout(spec: &mut ModelSpec, rate: f32) -> Result<()> {
     if !(0.0..1.0).contains(&rate) {
         bail!("--dropout {rate}: the rate must be at least 0 and below 1");
     }
-    if rate == 0.0 {
-        return Ok(());
-    }
     let last_dense = spec
         .layers
         .iter()
         .rposition(|l| matches!(l, LayerSpec::Dense(_)))
         .ok_or_else(|| anyhow!("--dropout: the architecture has no Dense layer to put a Dropout before"))?;
-    spec.layers.insert(last_dense, LayerSpec::Dropout(Dropout::new(rate)));
+    // A Dropout already there (the convnet's) takes the new rate: two in a row would drop
+    // both rates' share.
+    match last_dense.checked_sub(1).map(|i| &mut spec.layers[i]) {
+        Some(LayerSpec::Dropout(d)) => {
+            eprintln!("note: --dropout {rate} replaces the architecture's Dropout({})", d.rate);
+            d.rate = rate;
+        }
+        _ if rate == 0.0 => {}
+        _ => spec.layers.insert(last_dense, LayerSpec::Dropout(Dropout::new(rate))),
+    }
     Ok(())
 }
 
@@ -284,6 +291,11 @@ mod tests {
         assert_eq!(dense.len(), 3);
         assert!(dense.iter().all(|d| d.kernel_regularizer.map(|r| r.l2) == Some(1e-4)));
         assert!(insert_dropout(&mut spec, 1.0).is_err());
+        // A second --dropout, or one on the convnet's Dropout(0.5): its rate changes, no layer is added.
+        let len = spec.layers.len();
+        insert_dropout(&mut spec, 0.3).expect("dropout");
+        assert_eq!(spec.layers.len(), len);
+        assert!(matches!(&spec.layers[3], LayerSpec::Dropout(d) if d.rate == 0.3), "{:?}", spec.layers);
         assert_eq!(preset_of(&nn_core::preset("convnet").unwrap_or_else(|| ModelSpec::new(&[1]))), Some("convnet"));
     }
 

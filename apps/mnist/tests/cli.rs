@@ -414,6 +414,9 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     std::fs::write(dir.join("binary.json"), b"\x10\0\0\0\0\0\0\0{\xff\xfe}").unwrap();
 
     fails(&mnist(dir, &["evaluate", "--model", "missing.safetensors"]), &["missing.safetensors", "no such file"]);
+    // A checkpoint where the run writes its own file (it would be overwritten when training ends).
+    let clash = ["train", "--limit", "100", "--run-dir", "rc", "--checkpoint", "rc/model.safetensors"];
+    fails(&mnist(dir, &clash), &["--checkpoint rc/model.safetensors", "its own model.safetensors"]);
     fails(&mnist(dir, &["predict", "--model", "missing.safetensors", "--index", "0"]), &["missing.safetensors"]);
     fails(&mnist(dir, &["evaluate", "--model", "notes.safetensors"]), &["notes.safetensors", "not a model file"]);
     fails(&mnist(dir, &["evaluate", "--model", "broken.png"]), &["broken.png", "not a model file"]);

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::commands::data_choice;
@@ -36,8 +36,8 @@ pub struct EvaluateArgs {
     /// Also write confusion.png (heat map) and errors.png (the most confident mistakes) here.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// How many mistakes errors.png shows.
-    #[arg(long, value_name = "N", default_value_t = 25, value_parser = crate::commands::whole::<usize>)]
+    /// How many mistakes errors.png shows (with --out-dir).
+    #[arg(long, value_name = "N", default_value_t = 25, value_parser = crate::commands::whole::<usize>, requires = "out_dir")]
     pub errors: usize,
 }
 
@@ -47,6 +47,10 @@ pub struct EvaluateArgs {
 /// A missing or invalid model file, a missing data set, a data set that does not fit the model,
 /// files that cannot be written.
 pub fn run(args: EvaluateArgs, global: &Global) -> Result<()> {
+    // Where the pictures go must take them, before the evaluation's work is spent.
+    if let Some(dir) = args.out_dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        bail!("--out-dir {}: a file, not a folder; give a folder for confusion.png and errors.png", dir.display());
+    }
     let loaded = load_trained(&args.model, args.device)?;
     let model_name = loaded.name();
     let model_path = loaded.path.display().to_string();

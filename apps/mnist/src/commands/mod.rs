@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use std::path::{Path, PathBuf};
 
 use crate::data::DataChoice;
 use crate::Global;
@@ -117,4 +118,15 @@ mod tests {
         let huge = "9".repeat(50);
         assert_eq!(whole::<usize>(&huge), Err(format!("{huge} is too large")));
     }
+}
+
+/// `base`, or `base-2`, `base-3`, … : the first that does not exist.
+pub(crate) fn free_name(base: &Path) -> PathBuf {
+    let mut dir = base.to_path_buf();
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    dir
 }

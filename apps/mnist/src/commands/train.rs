@@ -16,7 +16,7 @@ use nn_train::{
     Schedule, Trainer, Validation, Verbosity,
 };
 
-use crate::commands::data_choice;
+use crate::commands::{data_choice, free_name};
 use crate::device;
 use crate::interrupt::Interrupted;
 use crate::models::{self, ModelSource, DATASET_KEY};
@@ -539,6 +539,12 @@ impl Drop for RemoveIfEmpty {
     }
 }
 
+/// Whether `a` and `b` name the same folder (as given, or resolved where both exist).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let norm = |p: &Path| p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect::<PathBuf>();
+    norm(a) == norm(b) || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// The files a run writes in its folder.
 const RUN_FILES: [&str; 6] =
     ["model.safetensors", "history.csv", "history.png", "predictions.png", "confusion.png", "report.txt"];
@@ -574,17 +580,6 @@ fn run_dir(arg: Option<PathBuf>, name: &str) -> Result<RunDir> {
     }
     can_make(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the run folder: {e}", dir.display()))?;
     Ok(RunDir { path: dir, chosen })
-}
-
-/// `base`, or `base-2`, `base-3`, … : the first that does not exist.
-fn free_name(base: &Path) -> PathBuf {
-    let mut dir = base.to_path_buf();
-    let mut k = 2;
-    while dir.exists() {
-        dir = PathBuf::from(format!("{}-{k}", base.display()));
-        k += 1;
-    }
-    dir
 }
 
 /// Makes the run folder (and those above it that are missing) for a run's files: a folder the
@@ -728,6 +723,17 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
     }
     let planned = run_dir(args.run_dir.clone(), &name)?;
+    if let Some(path) = &args.checkpoint {
+        let into_run = path.parent().is_some_and(|p| same_path(p, &planned.path));
+        if let Some(file) = path.file_name().filter(|f| into_run && RUN_FILES.iter().any(|r| f.to_str() == Some(*r))) {
+            bail!(
+                "--checkpoint {}: the run writes its own {} there when training ends; give the checkpoint \
+                 another name or folder",
+                path.display(),
+                file.to_string_lossy()
+            );
+        }
+    }
 
     let spec = trainer.model().spec().clone();
     crate::models::check_classes(&spec, names.len(), &format!("--model {name}"))?;
@@ -735,7 +741,11 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let compile = *trainer.compile();
     let validation_text = match validation {
         ValidationArg::Test => format!("the test set ({} images)", test.len()),
-        ValidationArg::Split(f) => format!("the last {:.0}% of the training images", f * 100.0),
+        ValidationArg::Split(f) => format!(
+            "the last {:.0}% of the training images ({} images)",
+            f * 100.0,
+            train_set.len() - (train_set.len() as f64 * (1.0 - f)).floor() as usize
+        ),
         ValidationArg::None => "none".into(),
     };
     // The settings that change training beyond the recipe's line, in words.
@@ -1127,8 +1137,10 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     .collect();
     if !ignored.is_empty() {
         eprintln!(
-            "note: {} ignored with --resume: the checkpoint's architecture, optimiser, loss and seed are used",
-            ignored.join(", ")
+            "note: {} ignored with --resume: the checkpoint's architecture, optimiser, loss and seed are used \
+             (to train on with other ones, give it as --model {}: a new run from its weights)",
+            ignored.join(", "),
+            path.display()
         );
     }
     let stateful = trainer.compile().optimizer.rule().slots() > 0;

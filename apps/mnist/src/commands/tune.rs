@@ -9,7 +9,7 @@ use clap::Args;
 use mnist_data::atomic::write_atomic;
 use nn_train::{DeviceChoice, Interrupt, Optimizer};
 
-use crate::commands::data_choice;
+use crate::commands::{data_choice, free_name};
 use crate::interrupt::Interrupted;
 use crate::models::{self, DATASET_KEY};
 use crate::{report, Global};
@@ -67,8 +67,9 @@ pub struct TuneArgs {
     /// each training already uses every core).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::commands::whole::<usize>)]
     pub parallel: usize,
-    /// Where the trials train: cpu, cuda, cuda:N, or auto (the GPU when there is one).
-    #[arg(long, value_name = "DEVICE", default_value = "auto")]
+    /// Where the trials train: `cpu`, `cuda` (the first NVIDIA GPU; `cuda:N` for GPU N; needs a
+    /// build with --features cuda) or `auto` (the GPU when there is one, else the CPU).
+    #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
     pub device: DeviceChoice,
     /// Search on the first N training images only (20% of them validate).
     #[arg(long, value_name = "N", value_parser = crate::commands::whole::<usize>)]
@@ -169,8 +170,11 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         device,
         stop: Some(stop.clone()),
     };
-    let dir =
-        args.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("tune-{}", report::timestamp())));
+    // A folder named for the time, or the next free one (another search may have started this second).
+    let dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| free_name(&PathBuf::from("runs").join(format!("tune-{}", report::timestamp()))));
     // An earlier search's results are never overwritten (as `mnist train --run-dir`).
     if let Some(found) = ["best.safetensors", "trials.csv"].iter().map(|f| dir.join(f)).find(|p| p.exists()) {
         bail!(
