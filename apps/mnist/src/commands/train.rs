@@ -457,10 +457,20 @@ fn regularization_text(spec: &nn_core::ModelSpec) -> String {
             other => kernel_penalty(other),
         })
         .collect();
-    if parts.is_empty() {
+    // The same words for several layers once, counted: "L2 0.0001 on a Dense(512) kernel (×2)".
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for p in parts {
+        match counted.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((p, 1)),
+        }
+    }
+    if counted.is_empty() {
         "none".into()
     } else {
-        parts.join(", ")
+        let shown: Vec<String> =
+            counted.into_iter().map(|(p, n)| if n > 1 { format!("{p} (×{n})") } else { p }).collect();
+        shown.join(", ")
     }
 }
 
@@ -482,10 +492,19 @@ fn loss_text(l: Loss) -> String {
 
 fn augment_text(a: &Option<Augmentation>) -> String {
     match a {
-        Some(a) if !a.is_identity() => format!(
-            "rotation ±{}°, shift ±{}×±{}, zoom ±{}",
-            a.rotation_range, a.width_shift_range, a.height_shift_range, a.zoom_range
-        ),
+        Some(a) if !a.is_identity() => {
+            let mut parts = Vec::new();
+            if a.rotation_range != 0.0 {
+                parts.push(format!("rotation ±{}°", a.rotation_range));
+            }
+            if a.width_shift_range != 0.0 || a.height_shift_range != 0.0 {
+                parts.push(format!("shift ±{}×±{}", a.width_shift_range, a.height_shift_range));
+            }
+            if a.zoom_range != 0.0 {
+                parts.push(format!("zoom ±{}", a.zoom_range));
+            }
+            parts.join(", ")
+        }
         _ => "none".into(),
     }
 }
