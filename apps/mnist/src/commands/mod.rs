@@ -104,6 +104,17 @@ pub fn create_parent(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `base`, or `base-2`, `base-3`, … : the first that does not exist.
+pub(crate) fn free_name(base: &Path) -> PathBuf {
+    let mut dir = base.to_path_buf();
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,15 +129,4 @@ mod tests {
         let huge = "9".repeat(50);
         assert_eq!(whole::<usize>(&huge), Err(format!("{huge} is too large")));
     }
-}
-
-/// `base`, or `base-2`, `base-3`, … : the first that does not exist.
-pub(crate) fn free_name(base: &Path) -> PathBuf {
-    let mut dir = base.to_path_buf();
-    let mut k = 2;
-    while dir.exists() {
-        dir = PathBuf::from(format!("{}-{k}", base.display()));
-        k += 1;
-    }
-    dir
 }
