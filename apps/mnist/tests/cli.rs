@@ -308,6 +308,12 @@ fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
     // The model file keeps them frozen (its summary counts them so).
     let out = ok(&mnist(dir, &["summary", "--model", "tuned/model.safetensors"]));
     assert!(out.contains("Trainable params: 1,290 "), "{out}");
+    // Fine-tuning on, everything thawed.
+    ok(&run(&["train", "--model", "tuned/model.safetensors", "--freeze", "none", "--lr", "1e-5", "--run-dir", "all"]));
+    let out = ok(&mnist(dir, &["summary", "--model", "all/model.safetensors"]));
+    assert!(out.contains("Non-trainable params: 0 "), "{out}");
+    let thawed = weights("all");
+    assert!(after.weights.iter().zip(&thawed.weights).all(|(a, t)| a.data != t.data), "a layer stayed frozen");
     fails(
         &run(&["train", "--freeze", "dense_7", "--run-dir", "x"]),
         &["--freeze dense_7", "frozen are: dense, dense_1\n"],

@@ -289,7 +289,9 @@ pub struct TrainArgs {
     pub l2: Option<f32>,
     /// Freeze these layers (comma separated, named as `mnist summary` prints them, e.g.
     /// `conv2d,conv2d_1`): training leaves their weights as they are (Keras's
-    /// `layer.trainable = False`). With a trained --model, fine-tunes the layers above.
+    /// `layer.trainable = False`). With a trained --model, fine-tunes the layers above. Only
+    /// these are frozen: `none` thaws a trained model's frozen layers. [default: as the model
+    /// has them]
     #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
     pub freeze: Option<Vec<String>>,
     /// Stop when the validation loss (the training loss without validation) has not improved
@@ -1078,8 +1080,16 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     if let Some(l2) = args.l2 {
         models::add_l2(&mut spec, l2)?;
     }
-    for layer in args.freeze.iter().flatten() {
-        spec.set_trainable(layer.trim(), false).with_context(|| format!("--freeze {layer}"))?;
+    if let Some(frozen) = &args.freeze {
+        // Exactly these frozen (a trained model's frozen layers thawed first); `none`: none.
+        let thawable: Vec<String> =
+            spec.resolve()?.into_iter().filter(|l| l.spec.trainable() == Some(false)).map(|l| l.name).collect();
+        for name in &thawable {
+            spec.set_trainable(name, true)?;
+        }
+        for layer in frozen.iter().map(|l| l.trim()).filter(|l| !(frozen.len() == 1 && *l == "none")) {
+            spec.set_trainable(layer, false).with_context(|| format!("--freeze {layer}"))?;
+        }
     }
     let epochs = args.epochs.unwrap_or(epochs);
     let batch_size = args.batch_size.unwrap_or(batch);
