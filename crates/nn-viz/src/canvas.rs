@@ -184,26 +184,12 @@ impl Canvas {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| VizError::Io { path: dir.to_path_buf(), source })?;
         }
-        write_atomic(path, &png).map_err(|source| VizError::Io { path: path.to_path_buf(), source })
+        // Atomic: a crash or Ctrl-C midway leaves the old file or none, never half a picture.
+        mnist_data::atomic::write_atomic(path, &png).map_err(|e| match e {
+            mnist_data::DataError::Io { source, .. } => VizError::Io { path: path.to_path_buf(), source },
+            other => VizError::draw(path, other.to_string()),
+        })
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it, synced and then renamed, so a
-/// crash or Ctrl-C midway leaves the old file or none, never half a picture.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 #[cfg(test)]

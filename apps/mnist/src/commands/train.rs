@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mnist_data::atomic::write_atomic;
 use mnist_data::{Augmentation, Normalization};
-use nn_core::Loss;
+use nn_core::{LayerSpec, Loss};
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
     Callback, Compile, Control, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
@@ -1056,7 +1056,15 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
 /// A new run: the recipe of a preset (or defaults for a spec file), then the flags.
 fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Plan> {
-    let mut spec = source.spec()?;
+    // A trained model's file, read once: its architecture, weights and normalisation.
+    let trained = match source {
+        ModelSource::ModelFile(path) => Some((path, nn_core::ModelFile::load(path)?)),
+        _ => None,
+    };
+    let mut spec = match &trained {
+        Some((_, file)) => file.spec.clone(),
+        None => source.spec()?,
+    };
     let name = source.name();
     let r = match source {
         ModelSource::Preset(p) => recipe(p),
@@ -1082,10 +1090,12 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     }
     if let Some(frozen) = &args.freeze {
         // Exactly these frozen (a trained model's frozen layers thawed first); `none`: none.
-        let thawable: Vec<String> =
-            spec.resolve()?.into_iter().filter(|l| l.spec.trainable() == Some(false)).map(|l| l.name).collect();
-        for name in &thawable {
-            spec.set_trainable(name, true)?;
+        for layer in &mut spec.layers {
+            match layer {
+                LayerSpec::Dense(d) => d.trainable = true,
+                LayerSpec::Conv2D(c) => c.trainable = true,
+                _ => {}
+            }
         }
         for layer in frozen.iter().map(|l| l.trim()).filter(|l| !(frozen.len() == 1 && *l == "none")) {
             spec.set_trainable(layer, false).with_context(|| format!("--freeze {layer}"))?;
@@ -1124,8 +1134,7 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     let mut model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
     // A trained model: fine-tuning starts from its weights (a fresh optimiser, a new run).
     let mut normalization = Normalization::Scale;
-    if let ModelSource::ModelFile(path) = source {
-        let file = nn_core::ModelFile::load(path)?;
+    if let Some((path, file)) = &trained {
         model.set_weights(&file.weights).with_context(|| format!("--model {}", path.display()))?;
         normalization = file.normalization().with_context(|| format!("--model {}", path.display()))?;
     }
