@@ -25,6 +25,14 @@ pub const FORMAT: &str = "mnist-rs/1";
 /// Metadata key of the input normalisation the model was trained with.
 pub const NORMALIZATION_KEY: &str = "normalization";
 
+/// The name prefixes a tensor beside the weights ([`ModelFile::extra`]) must have:
+/// `optimizer.` for optimiser state (`optimizer.dense.kernel.slot0`) and `kept.` for what a
+/// training loop keeps in its checkpoints (`kept.early_stopping.dense.kernel`). Any other
+/// tensor is refused, as PyTorch's strict `load_state_dict` refuses unexpected keys: a
+/// parameter of a layer the architecture does not have means the file and its architecture
+/// disagree.
+pub const EXTRA_PREFIXES: [&str; 2] = ["optimizer.", "kept."];
+
 /// The `normalization` metadata value of `n`, as JSON: `{"kind":"scale"}` (`x / 255`) or
 /// `{"kind":"standardize","mean":0.1307,"std":0.3081}` (`(x / 255 - mean) / std`).
 pub fn normalization_json(n: Normalization) -> String {
@@ -89,7 +97,8 @@ pub struct ModelFile {
     /// Further metadata (JSON strings), e.g. `training_config`, `history`, optimiser state is
     /// stored as tensors named `optimizer.<param>.slot<k>` instead.
     pub metadata: BTreeMap<String, String>,
-    /// Extra tensors (optimiser state in checkpoints), by name.
+    /// Tensors beside the weights, by name, each under one of [`EXTRA_PREFIXES`]: a
+    /// checkpoint's optimiser state and a training loop's kept tensors.
     pub extra: Vec<Tensor>,
 }
 
@@ -111,8 +120,15 @@ impl ModelFile {
     ///
     /// # Errors
     /// [`NnError::Spec`] when safetensors rejects the data (e.g. a tensor whose length does not
-    /// match its shape).
+    /// match its shape), or for an extra tensor outside [`EXTRA_PREFIXES`] (the file could not
+    /// be read back).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        if let Some(t) = self.extra.iter().find(|t| !is_extra_name(&t.name)) {
+            return Err(NnError::spec(format!(
+                "tensor {} beside the weights must be named under one of {EXTRA_PREFIXES:?}",
+                t.name
+            )));
+        }
         let mut meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
         meta.insert("format".into(), FORMAT.into());
         meta.insert(
@@ -145,12 +161,14 @@ impl ModelFile {
         mnist_data::atomic::write_atomic(path, &bytes).map_err(|e| NnError::file(path, e.to_string()))
     }
 
-    /// Reads and checks a model file: it must be safetensors with an `architecture`, and every
-    /// parameter of that architecture must be present with its exact shape.
+    /// Reads and checks a model file: it must be safetensors with an `architecture`, every
+    /// parameter of that architecture must be present with its exact shape, and every other
+    /// tensor must be optimiser or training state ([`EXTRA_PREFIXES`]).
     ///
     /// # Errors
     /// [`NnError::File`] naming `path`: unreadable, truncated or not safetensors, no
-    /// architecture (not a model file), invalid architecture, missing tensor or wrong shape.
+    /// architecture (not a model file), invalid architecture, missing tensor, wrong shape or
+    /// type, a value that is not finite, or a tensor the architecture has no place for.
     pub fn load(path: &Path) -> Result<ModelFile> {
         let bytes = std::fs::read(path).map_err(|e| NnError::file(path, e.to_string()))?;
         Self::from_bytes(path, &bytes)
@@ -202,14 +220,33 @@ impl ModelFile {
         // as finite as the weights must be, or a resumed run trains into NaNs.
         let mut extra = Vec::new();
         for name in header.offset_keys() {
-            if let Some(info) = header.info(&name).filter(|i| i.dtype == Dtype::F32 && !expected.contains(&name)) {
-                let data = finite_f32s(path, &name, bytes_of(info))?;
-                extra.push(Tensor { name, shape: info.shape.clone(), data });
+            let Some(info) = header.info(&name).filter(|_| !expected.contains(&name)) else { continue };
+            if !is_extra_name(&name) {
+                let params: Vec<&str> = weights.iter().map(|t| t.name.as_str()).collect();
+                return Err(NnError::file(
+                    path,
+                    format!(
+                        "tensor {name} has no place in the architecture (its parameters: {}; other tensors \
+                         must be optimiser or training state, named {})",
+                        params.join(", "),
+                        EXTRA_PREFIXES.map(|p| format!("{p}*")).join(" or ")
+                    ),
+                ));
             }
+            if info.dtype != Dtype::F32 {
+                return Err(NnError::file(path, format!("tensor {name} is {:?}, expected F32", info.dtype)));
+            }
+            let data = finite_f32s(path, &name, bytes_of(info))?;
+            extra.push(Tensor { name, shape: info.shape.clone(), data });
         }
         extra.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ModelFile { spec, weights, metadata: meta, extra })
     }
+}
+
+/// Whether `name` may be the name of a tensor beside the weights ([`EXTRA_PREFIXES`]).
+fn is_extra_name(name: &str) -> bool {
+    EXTRA_PREFIXES.iter().any(|p| name.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
 }
 
 /// Why safetensors could not read `bytes`, in words that tell a cut or damaged model file from
@@ -363,6 +400,48 @@ mod tests {
             err.contains("inf.safetensors") && err.contains("optimizer.dense.bias.slot1") && err.contains("index 1"),
             "{err}"
         );
+    }
+
+    /// A tensor the architecture has no place for (a layer taken out of the architecture but
+    /// not its weights, another model's file) is refused, naming it; optimiser and training
+    /// state are read beside the weights.
+    #[test]
+    fn tensors_outside_the_architecture_are_refused() {
+        let spec = ModelSpec::new(&[3]).add(crate::Dense::new(2));
+        let kernel = Tensor { name: "dense.kernel".into(), shape: vec![3, 2], data: vec![0.5; 6] };
+        let bias = Tensor { name: "dense.bias".into(), shape: vec![2], data: vec![0.0; 2] };
+        let slot = Tensor { name: "optimizer.dense.bias.slot0".into(), shape: vec![2], data: vec![0.1; 2] };
+        let kept = Tensor { name: "kept.best.dense.bias".into(), shape: vec![2], data: vec![0.2; 2] };
+        let f = ModelFile {
+            spec,
+            weights: vec![kernel, bias],
+            metadata: BTreeMap::new(),
+            extra: vec![kept.clone(), slot.clone()],
+        };
+        let read = ModelFile::from_bytes(Path::new("ok.safetensors"), &f.to_bytes().unwrap()).unwrap();
+        assert_eq!(read.extra, vec![kept, slot]);
+        // Written by hand (to_bytes refuses it): a second layer's weights.
+        let data: Vec<u8> = [0f32; 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
+        let good = f.to_bytes().unwrap();
+        let st = SafeTensors::deserialize(&good).unwrap();
+        for (n, v) in st.tensors() {
+            views.push((n, v));
+        }
+        views.push(("dense_1.bias".into(), safetensors::tensor::TensorView::new(Dtype::F32, vec![2], &data).unwrap()));
+        let (_, header) = SafeTensors::read_metadata(&good).unwrap();
+        let meta = header.metadata().clone();
+        let bytes = safetensors::serialize(views, meta).unwrap();
+        let err = ModelFile::from_bytes(Path::new("odd.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("odd.safetensors")
+                && err.contains("tensor dense_1.bias has no place in the architecture")
+                && err.contains("dense.kernel, dense.bias"),
+            "{err}"
+        );
+        let stray = Tensor { name: "notes".into(), shape: vec![1], data: vec![1.0] };
+        let err = ModelFile { extra: vec![stray], ..f }.to_bytes().unwrap_err().to_string();
+        assert!(err.contains("tensor notes beside the weights"), "{err}");
     }
 
     #[test]
