@@ -147,6 +147,12 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// A learning rate to 6 significant digits, as a person would write it: a rate lowered in
+/// 32-bit floats (`0.001 × 0.1`) is `0.0001`, not `0.000100000005`.
+pub fn rate(lr: f32) -> String {
+    format!("{lr:.5e}").parse::<f64>().map_or_else(|_| lr.to_string(), |v| v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +178,14 @@ mod tests {
         );
         assert_eq!(bar(0.0, 4), "");
         assert!(probability_lines(&[0.1, 0.9], &names).lines().nth(1).is_some_and(|l| l.ends_with('<')));
+    }
+
+    #[test]
+    fn rates_read_as_written() {
+        assert_eq!(rate(0.001 * 0.1), "0.0001");
+        assert_eq!(rate(0.001), "0.001");
+        assert_eq!(rate(3e-4), "0.0003");
+        assert_eq!(rate(0.123_456_78), "0.123457");
+        assert_eq!(rate(1e-9), "0.000000001");
     }
 }

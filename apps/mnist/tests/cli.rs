@@ -281,6 +281,39 @@ fn a_resumed_run_reports_the_rate_it_began_with_and_the_lowered_one() {
 }
 
 #[test]
+fn a_run_that_early_stopping_ended_is_resumed_only_without_it() {
+    // SGD at 1e-30 leaves every weight as it was (each step is below f32's resolution), so the
+    // validation loss never improves and early stopping with patience 1 ends epoch 2.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let common = ["--limit", "1000", "--validation", "split:0.2", "--device", "cpu", "-q"];
+    let run = |args: &[&str]| mnist(dir, &args.iter().chain(&common).copied().collect::<Vec<_>>());
+    let args = ["train", "--epochs", "5", "--optimizer", "sgd", "--lr", "1e-30", "--early-stopping", "1"];
+    ok(&run(&[&args[..], &["--checkpoint", "ckpt.safetensors", "--run-dir", "r1"]].concat()));
+    let stopped = nn_core::ModelFile::load(&dir.join("ckpt.safetensors")).unwrap();
+    assert!(stopped.metadata["history"].contains("\"epoch\":2"), "{:?}", stopped.metadata["history"]);
+    // Resumed with it, it would stop before its first epoch: refused before any work, saying what to do.
+    fails(
+        &run(&["train", "--resume", "ckpt.safetensors", "--epochs", "5", "--run-dir", "r2"]),
+        &["has already stopped (early stopping: val_loss did not improve for 1 epoch", "--early-stopping none"],
+    );
+    assert!(!dir.join("r2").exists());
+    let out = ok(&run(&[
+        "train",
+        "--resume",
+        "ckpt.safetensors",
+        "--epochs",
+        "3",
+        "--early-stopping",
+        "none",
+        "--run-dir",
+        "r3",
+    ]));
+    assert!(out.contains("1 epoch (after the checkpoint's 2)"), "{out}");
+    fails(&run(&["train", "--early-stopping", "soon"]), &["`soon` is not a whole number (or `none`)"]);
+}
+
+#[test]
 fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

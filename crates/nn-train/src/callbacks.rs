@@ -208,6 +208,44 @@ impl EarlyStopping {
         )
     }
 
+    /// Why this callback would stop a `fit` of `trainer` before its first epoch: the epochs its
+    /// history holds (a resumed checkpoint's) have already spent the patience. `None` when it
+    /// would train. Lets a program say so before it starts a run that does nothing.
+    #[must_use]
+    pub fn stops_at_once(&self, trainer: &Trainer) -> Option<String> {
+        match self.clone().recover(trainer) {
+            Control::Stop(why) | Control::StopAndRestore(why) => Some(why),
+            Control::Continue => None,
+        }
+    }
+
+    /// Picks up the best value, the patience count and the best weights from the epochs
+    /// `trainer` has already run (see [`Callback::on_train_begin`]).
+    fn recover(&mut self, trainer: &Trainer) -> Control {
+        (self.best, self.wait, self.stopped_epoch) = (None, 0, None);
+        let mut last = None;
+        for log in &trainer.history().epochs {
+            if let Some(v) = log.get(&self.monitor) {
+                self.observe(v, log.epoch);
+                last = Some(log.epoch);
+            }
+        }
+        if self.restore_best_weights && self.best.is_some() && trainer.kept_tensors(&self.kept_key()).is_empty() {
+            // The best epoch's weights were not kept (a checkpoint written without this
+            // callback, or an earlier `fit` without it): start afresh, as Keras does, rather
+            // than end claiming a best whose weights cannot be put back.
+            (self.best, self.wait) = (None, 0);
+            return Control::Continue;
+        }
+        match last {
+            Some(epoch) if self.wait > 0 && self.wait >= self.patience => {
+                self.stopped_epoch = Some(epoch);
+                Control::Stop(self.stop_message())
+            }
+            _ => Control::Continue,
+        }
+    }
+
     /// Where its best weights are kept in checkpoints ([`Trainer::keep_tensors`]).
     fn kept_key(&self) -> String {
         format!("early_stopping.{}", self.monitor)
@@ -237,28 +275,7 @@ impl Callback for EarlyStopping {
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         check_reported("EarlyStopping", &self.monitor, trainer)?;
-        (self.best, self.wait, self.stopped_epoch) = (None, 0, None);
-        let mut last = None;
-        for log in &trainer.history().epochs {
-            if let Some(v) = log.get(&self.monitor) {
-                self.observe(v, log.epoch);
-                last = Some(log.epoch);
-            }
-        }
-        if self.restore_best_weights && self.best.is_some() && trainer.kept_tensors(&self.kept_key()).is_empty() {
-            // The best epoch's weights were not kept (a checkpoint written without this
-            // callback, or an earlier `fit` without it): start afresh, as Keras does, rather
-            // than end claiming a best whose weights cannot be put back.
-            (self.best, self.wait) = (None, 0);
-            return Ok(Control::Continue);
-        }
-        match last {
-            Some(epoch) if self.wait > 0 && self.wait >= self.patience => {
-                self.stopped_epoch = Some(epoch);
-                Ok(Control::Stop(self.stop_message()))
-            }
-            _ => Ok(Control::Continue),
-        }
+        Ok(self.recover(trainer))
     }
 
     fn on_epoch_end(&mut self, log: &EpochLog, trainer: &mut Trainer) -> Result<Control> {

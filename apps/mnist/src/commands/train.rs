@@ -295,13 +295,15 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
     pub freeze: Option<Vec<String>>,
     /// Stop when the validation loss (the training loss without validation) has not improved
-    /// for PATIENCE epochs, and keep the best epoch's weights.
-    #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
-    pub early_stopping: Option<usize>,
+    /// for PATIENCE epochs, and keep the best epoch's weights. `none` turns off a resumed
+    /// run's.
+    #[arg(long, value_name = "PATIENCE|none", value_parser = parse_patience)]
+    pub early_stopping: Option<Patience>,
     /// Divide the learning rate by 10 when the validation loss (the training loss without
-    /// validation) has not improved for PATIENCE epochs (Keras's ReduceLROnPlateau).
-    #[arg(long, value_name = "PATIENCE", value_parser = crate::commands::whole::<usize>)]
-    pub reduce_lr: Option<usize>,
+    /// validation) has not improved for PATIENCE epochs (Keras's ReduceLROnPlateau). `none`
+    /// turns off a resumed run's.
+    #[arg(long, value_name = "PATIENCE|none", value_parser = parse_patience)]
+    pub reduce_lr: Option<Patience>,
     /// Save a resumable checkpoint (weights, optimiser state, progress) here after every epoch.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -420,13 +422,14 @@ pub(crate) fn schedule_text(s: &Schedule) -> String {
 
 fn optimizer_text(o: &Optimizer) -> String {
     match *o {
-        Optimizer::Adam { learning_rate, .. } => format!("adam, learning rate {learning_rate}"),
+        Optimizer::Adam { learning_rate, .. } => format!("adam, learning rate {}", report::rate(learning_rate)),
         Optimizer::Sgd { learning_rate, momentum, nesterov } => format!(
-            "sgd, learning rate {learning_rate}, momentum {momentum}{}",
+            "sgd, learning rate {}, momentum {momentum}{}",
+            report::rate(learning_rate),
             if nesterov { " (Nesterov)" } else { "" }
         ),
         Optimizer::RmsProp { learning_rate, rho, momentum, .. } => {
-            format!("rmsprop, learning rate {learning_rate}, rho {rho}, momentum {momentum}")
+            format!("rmsprop, learning rate {}, rho {rho}, momentum {momentum}", report::rate(learning_rate))
         }
     }
 }
@@ -739,6 +742,18 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
              (or evaluate it as it is: mnist evaluate --model CHECKPOINT)"
         );
     }
+    // A run that early stopping ended would, resumed with it, stop again before its first
+    // epoch (its callback picks up the patience already spent): say so before any work.
+    if let Some(patience) = early_stopping.filter(|_| done > 0) {
+        let probe = EarlyStopping::new(monitor_of(validation)).patience(patience).restore_best_weights(true);
+        if let Some(why) = probe.stops_at_once(&trainer) {
+            bail!(
+                "the checkpoint's run has already stopped ({why}): resumed with --early-stopping {patience}, it \
+                 would stop again before its first epoch. To train it on, resume with a longer patience or \
+                 --early-stopping none, or start a new run from its weights: mnist train --model CHECKPOINT"
+            );
+        }
+    }
     // Where the checkpoints go must take them, before an epoch's work is spent.
     if let Some(path) = &args.checkpoint {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
@@ -803,8 +818,12 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     println!(
         "{} (learning rate {}{}, schedule {}), {}, {} of batch {}, {}{}{}",
         compile.optimizer.name(),
-        compile.optimizer.lr(),
-        if compile.optimizer.lr() == start_lr { String::new() } else { format!(", lowered from {start_lr}") },
+        report::rate(compile.optimizer.lr()),
+        if compile.optimizer.lr() == start_lr {
+            String::new()
+        } else {
+            format!(", lowered from {}", report::rate(start_lr))
+        },
         schedule_text(&compile.schedule),
         loss_text(compile.loss),
         report::plural(epochs, "epoch"),
@@ -821,7 +840,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
     if let Some(patience) = early_stopping {
-        let monitor = if validation == ValidationArg::None { "loss" } else { "val_loss" };
+        let monitor = monitor_of(validation);
         let key = format!("early_stopping.{monitor}");
         if done > 0 && trainer.kept_tensors(&key).is_empty() {
             eprintln!(
@@ -832,7 +851,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         callbacks.push(Box::new(EarlyStopping::new(monitor).patience(patience).restore_best_weights(true)));
     }
     if let Some(patience) = reduce_lr {
-        let monitor = if validation == ValidationArg::None { "loss" } else { "val_loss" };
+        let monitor = monitor_of(validation);
         callbacks.push(Box::new(ReduceLROnPlateau::new(monitor).patience(patience)));
     }
     if let Some(path) = &args.checkpoint {
@@ -954,7 +973,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     let epochs_run = history.epochs.len();
     let this_run = &history.epochs[done.min(epochs_run)..];
-    let secs_per_epoch = this_run.iter().map(|e| e.seconds).sum::<f64>() / this_run.len().max(1) as f64;
+    // Folded from +0 (an empty `sum` of floats is -0, printed "-0.00").
+    let secs_per_epoch = this_run.iter().fold(0.0, |a, e| a + e.seconds) / this_run.len().max(1) as f64;
     let stopped_early = epochs_run < epochs;
     let mut r = String::new();
     let _ = writeln!(r, "mnist train report");
@@ -1145,10 +1165,33 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         batch_size,
         validation,
         augmentation,
-        early_stopping: args.early_stopping,
-        reduce_lr: args.reduce_lr,
+        early_stopping: args.early_stopping.and_then(|p| p.0),
+        reduce_lr: args.reduce_lr.and_then(|p| p.0),
         normalization,
     })
+}
+
+/// What `--early-stopping` and `--reduce-lr` watch: the validation loss, or the training loss
+/// of a run without validation.
+fn monitor_of(validation: ValidationArg) -> &'static str {
+    if validation == ValidationArg::None {
+        "loss"
+    } else {
+        "val_loss"
+    }
+}
+
+/// The value of `--early-stopping` and `--reduce-lr`: a patience in epochs, or `None` (`none`)
+/// for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patience(pub Option<usize>);
+
+/// Reads a [`Patience`]: a whole number or `none`.
+fn parse_patience(s: &str) -> Result<Patience, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Patience(None));
+    }
+    crate::commands::whole::<usize>(s).map(|p| Patience(Some(p))).map_err(|e| format!("{e} (or `none`)"))
 }
 
 /// A resumed run: the checkpoint's model, optimiser and loss; the fit settings it was started
@@ -1209,15 +1252,15 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
     let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
     // A patience the run started with ("none" when it had none).
-    let patience = |flag: &str, key: &str, given: Option<usize>| match saved(key) {
-        Some(v) => resumed_setting(flag, given.map(Some), Some(v.parse::<usize>().ok()), |p| {
-            p.map_or("none".into(), |p| p.to_string())
-        })
-        .flatten(),
-        None => given,
+    let patience = |flag: &str, key: &str, given: Option<Option<usize>>| match saved(key) {
+        Some(v) => {
+            resumed_setting(flag, given, Some(v.parse::<usize>().ok()), |p| p.map_or("none".into(), |p| p.to_string()))
+                .flatten()
+        }
+        None => given.flatten(),
     };
-    let early_stopping = patience("--early-stopping", fit_keys::EARLY_STOPPING, args.early_stopping);
-    let reduce_lr = patience("--reduce-lr", fit_keys::REDUCE_LR, args.reduce_lr);
+    let early_stopping = patience("--early-stopping", fit_keys::EARLY_STOPPING, args.early_stopping.map(|p| p.0));
+    let reduce_lr = patience("--reduce-lr", fit_keys::REDUCE_LR, args.reduce_lr.map(|p| p.0));
     // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
     let augmentation = match saved_augment {
         Some(saved) => {
