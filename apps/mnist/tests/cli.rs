@@ -353,7 +353,7 @@ fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
     );
     fails(
         &run(&["train", "--model", "convnet", "--freeze", "max_pooling2d", "--run-dir", "x"]),
-        &["only Dense and Conv2D"],
+        &["max_pooling2d (MaxPooling2D): it has no weights to be frozen"],
     );
 }
 

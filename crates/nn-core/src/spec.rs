@@ -305,6 +305,11 @@ pub struct BatchNorm {
     /// ε (Keras 1e-3).
     #[serde(default = "bn_epsilon")]
     pub epsilon: f32,
+    /// Whether training updates the layer (Keras's `layer.trainable`; default true). A frozen
+    /// batch norm runs in inference mode in training too, as Keras's does: it normalises with
+    /// its moving statistics, which stay as they are, and `gamma`, `beta` get no gradient.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub trainable: bool,
 }
 
 fn bn_momentum() -> f32 {
@@ -323,7 +328,14 @@ impl Default for BatchNorm {
 impl BatchNorm {
     /// `BatchNormalization()` with Keras's defaults (momentum 0.99, epsilon 1e-3).
     pub fn new() -> BatchNorm {
-        BatchNorm { momentum: bn_momentum(), epsilon: bn_epsilon() }
+        BatchNorm { momentum: bn_momentum(), epsilon: bn_epsilon(), trainable: true }
+    }
+
+    /// Frozen (`false`) or not (Keras's `layer.trainable`; see [`BatchNorm::trainable`]).
+    #[must_use]
+    pub fn trainable(mut self, t: bool) -> BatchNorm {
+        self.trainable = t;
+        self
     }
 }
 
@@ -425,11 +437,12 @@ impl LayerSpec {
     }
 
     /// Whether training updates the layer's weights: `Some` for the layers that can be frozen
-    /// (`Dense`, `Conv2D`), `None` for the others.
+    /// (`Dense`, `Conv2D`, `BatchNormalization`), `None` for the others.
     pub fn trainable(&self) -> Option<bool> {
         match self {
             LayerSpec::Dense(d) => Some(d.trainable),
             LayerSpec::Conv2D(c) => Some(c.trainable),
+            LayerSpec::BatchNormalization(b) => Some(b.trainable),
             _ => None,
         }
     }
@@ -560,7 +573,8 @@ impl LayerSpec {
 
     /// Names and shapes of the layer's parameters for a per-example input shape, with whether
     /// training updates them: `kernel` and `bias` (`false` in a frozen layer), or batch norm's
-    /// `gamma`, `beta` (trained), `moving_mean`, `moving_variance` (not).
+    /// `gamma`, `beta` (trained unless frozen), `moving_mean`, `moving_variance` (never by a
+    /// gradient).
     pub fn param_shapes(&self, input: &[usize]) -> Vec<(&'static str, Vec<usize>, bool)> {
         match self {
             LayerSpec::Dense(d) => {
@@ -578,11 +592,11 @@ impl LayerSpec {
                 }
                 v
             }
-            LayerSpec::BatchNormalization(_) => {
+            LayerSpec::BatchNormalization(b) => {
                 let ch = input[0];
                 vec![
-                    ("gamma", vec![ch], true),
-                    ("beta", vec![ch], true),
+                    ("gamma", vec![ch], b.trainable),
+                    ("beta", vec![ch], b.trainable),
                     ("moving_mean", vec![ch], false),
                     ("moving_variance", vec![ch], false),
                 ]
@@ -768,9 +782,8 @@ impl ModelSpec {
     ///
     /// # Errors
     /// [`NnError::Spec`] when no layer has that name (the message lists those that have
-    /// weights), or when it names a layer that cannot be frozen (batch normalisation, whose
-    /// frozen form Keras runs in inference mode, is not supported; layers without weights have
-    /// nothing to freeze). As [`ModelSpec::resolve`] for an invalid architecture.
+    /// weights), or when it names a layer without weights (nothing to freeze). As
+    /// [`ModelSpec::resolve`] for an invalid architecture.
     pub fn set_trainable(&mut self, name: &str, trainable: bool) -> Result<()> {
         let layers = self.resolve()?;
         let Some(i) = layers.iter().position(|l| l.name == name) else {
@@ -784,9 +797,10 @@ impl ModelSpec {
         match &mut self.layers[i] {
             LayerSpec::Dense(d) => d.trainable = trainable,
             LayerSpec::Conv2D(c) => c.trainable = trainable,
+            LayerSpec::BatchNormalization(b) => b.trainable = trainable,
             other => {
                 return Err(NnError::spec(format!(
-                    "{name} ({}): only Dense and Conv2D layers can be {}",
+                    "{name} ({}): it has no weights to be {}",
                     other.type_name(),
                     if trainable { "unfrozen" } else { "frozen" }
                 )))

@@ -27,14 +27,13 @@ fn check(spec: ModelSpec, loss: Loss, n: usize, seed: u64) {
         t
     };
     // Biases start at zero; give every parameter a random value so that no ReLU sits at its kink
-    // by construction and every term of the gradient is exercised.
+    // by construction and every term of the gradient is exercised. Moving statistics too (a
+    // frozen batch norm divides by them), the variances kept positive.
     let mut w = net.weights().unwrap();
     for t in &mut w {
-        if t.name.ends_with("moving_variance") || t.name.ends_with("moving_mean") {
-            continue;
-        }
+        let (lo, hi) = if t.name.ends_with("moving_variance") { (0.3, 2.0) } else { (-0.1, 0.1) };
         for v in &mut t.data {
-            *v += rng.uniform(-0.1, 0.1);
+            *v += rng.uniform(lo, hi);
         }
     }
     net.set_weights(&w).unwrap();
@@ -185,6 +184,21 @@ fn batch_normalization_after_conv_and_after_dense() {
         .add(BatchNorm::default())
         .add(Dense::new(3).activation(Softmax));
     check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 6, 31);
+}
+
+/// A frozen batch norm (Keras's `trainable = False`) runs in inference mode in training too:
+/// its backward pass scales the gradient by `γ/√(moving_variance + ε)`, which the layers below
+/// see in their own gradients.
+#[test]
+fn frozen_batch_normalization_after_conv_and_after_dense() {
+    let spec = image(2, 5, 5)
+        .add(Conv2D::new(3, 3).activation(Tanh))
+        .add(BatchNorm::default().trainable(false))
+        .add(Flatten::new())
+        .add(Dense::new(4).activation(Tanh))
+        .add(BatchNorm::default().trainable(false))
+        .add(Dense::new(3).activation(Softmax));
+    check(spec, Loss::CategoricalCrossentropy { from_logits: false }, 6, 35);
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! channel over `n·h·w`), features `[n, f]` (per feature over `n`), or any other per-example
 //! shape `[c, ...]`, stored `[n, c, ...]` (per channel over `n` and the other axes).
 //! Parameters: `gamma`, `beta` (trainable), `moving_mean`, `moving_variance` (not trainable).
+//!
+//! A frozen layer (`trainable: false`) runs in inference mode in training too, as Keras's
+//! does: `y = γ·(x − mean)/√(var + ε) + β` with the moving statistics, which stay as they
+//! are, so its backward pass is the per-channel scale `dx = dy·γ/√(var + ε)`.
 
 use super::{Ctx, Layer, Param};
 use crate::device::{BatchNormArgs, Channels, Device};
@@ -16,6 +20,8 @@ pub(crate) struct BatchNormLayer<D: Device> {
     image: bool,
     momentum: f32,
     epsilon: f32,
+    /// False when frozen: inference mode in training too.
+    trainable: bool,
     params: Vec<Param<D>>,
     saved: Option<D::Buf>,
     /// Where `dx` goes when the layer is first and nobody needs it (kept between steps).
@@ -34,6 +40,7 @@ impl<D: Device> BatchNormLayer<D> {
             image,
             momentum: b.momentum,
             epsilon: b.epsilon,
+            trainable: b.trainable,
             params,
             saved: None,
             scratch: None,
@@ -56,6 +63,8 @@ impl<D: Device> BatchNormLayer<D> {
 impl<D: Device> Layer<D> for BatchNormLayer<D> {
     fn reserve(&mut self, dev: &D, cap: usize) -> Result<()> {
         if self.saved.is_none() {
+            // Trained: the batch's mean and 1/√(var+ε). Frozen: zeros, the mean and shift of
+            // the backward pass's inference-mode scaling.
             self.saved = Some(dev.alloc(2 * self.channels)?);
         }
         if cap > self.cap {
@@ -75,7 +84,7 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
         let [g, b, mm, mv] = &mut self.params[..] else {
             return Err(NnError::Device("batch normalisation without its four tensors".into()));
         };
-        if ctx.training {
+        if ctx.training && self.trainable {
             let saved = self.saved.as_mut().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
             dev.batch_norm_train(&args, x, &g.value, &b.value, &mut mm.value, &mut mv.value, saved, y)
         } else {
@@ -95,6 +104,17 @@ impl<D: Device> Layer<D> for BatchNormLayer<D> {
     ) -> Result<()> {
         let args = self.args(n);
         let saved = self.saved.as_ref().ok_or_else(|| NnError::Device("batch norm used before reserve".into()))?;
+        if !self.trainable {
+            // `dx = dy·γ/√(var+ε)`: the inference-mode pass over `dy` with a zero mean and shift
+            // (`saved`, never written when frozen). No parameter gradients; no `dx`, no work.
+            let [g, _, _, mv] = &self.params[..] else {
+                return Err(NnError::Device("batch normalisation without its four tensors".into()));
+            };
+            return match dx {
+                Some(dx) => dev.batch_norm_infer(&args, dy, &g.value, saved, saved, &mv.value, dx),
+                None => Ok(()),
+            };
+        }
         let (gb, _) = self.params.split_at_mut(2);
         let (g, b) = gb.split_at_mut(1);
         let (g, b) = (&mut g[0], &mut b[0]);
