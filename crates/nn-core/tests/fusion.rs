@@ -61,3 +61,38 @@ fn fused_conv_pooling_matches_the_separate_layers() {
         }
     }
 }
+
+/// A frozen conv is fused with its pooling too. With a trainable conv below it, its fused
+/// backward pass still gives the input gradient that conv learns from (its own kernel gradient
+/// thrown away): the trainable layers' gradients are the unfused network's.
+#[test]
+fn a_frozen_conv_is_fused_and_passes_the_gradient_on() {
+    let spec = ModelSpec::new(&[784])
+        .add(Reshape { target_shape: vec![1, 28, 28] })
+        .add(Conv2D::new(16, 3))
+        .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+        .add(Conv2D::new(32, 3).activation(Relu).trainable(false))
+        .add(LayerSpec::MaxPooling2D(Pool2D::new(2)))
+        .add(Flatten::new())
+        .add(Dense::new(10).activation(Softmax));
+    let mut fused = Network::new(Cpu, &spec, 8).unwrap();
+    let mut plain = Network::new_unfused(Cpu, &spec, 8).unwrap();
+    assert_eq!(fused.fused_pairs(), if avx512() { 2 } else { 1 });
+    let n = 11;
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..n * 784).map(|_| rng.uniform(0.0, 1.0)).collect();
+    let labels: Vec<f32> = (0..n).map(|i| (i % 10) as f32).collect();
+    let loss = Loss::SparseCategoricalCrossentropy { from_logits: false };
+    let (la, ga) = fused.loss_and_gradients(&x, &labels, n, loss, 1).unwrap();
+    let (lb, gb) = plain.loss_and_gradients(&x, &labels, n, loss, 1).unwrap();
+    assert!((la - lb).abs() < 1e-5 * lb.abs().max(1.0));
+    let names: Vec<&str> = ga.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["conv2d.kernel", "conv2d.bias", "dense.kernel", "dense.bias"]);
+    for (g, h) in ga.iter().zip(&gb) {
+        assert_eq!(g.name, h.name);
+        let scale = h.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        for (p, q) in g.data.iter().zip(&h.data) {
+            assert!((p - q).abs() <= 1e-4 * scale, "{}: {p} vs {q}", g.name);
+        }
+    }
+}

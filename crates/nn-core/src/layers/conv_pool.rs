@@ -16,6 +16,9 @@ pub(crate) struct ConvPoolLayer<D: Device> {
     cap: usize,
     /// Which of its image tensors are pixel-major (between two fused layers).
     pm: PixelMajor,
+    /// A frozen conv's kernel gradient, which the fused backward pass writes and nobody reads:
+    /// made the first time a trainable layer below needs this layer's input gradient.
+    discarded_grad: Option<D::Buf>,
 }
 
 impl<D: Device> ConvPoolLayer<D> {
@@ -28,7 +31,14 @@ impl<D: Device> ConvPoolLayer<D> {
     ) -> std::result::Result<Self, (Conv2DLayer<D>, PoolLayer<D>)> {
         let monotone = conv.act != crate::activation::Activation::Softmax;
         if pool.max && !pool.global && monotone && dev.fuses_conv_pool(&conv.win, &pool.win) {
-            Ok(ConvPoolLayer { pool: pool.win, conv, arg: None, cap: 0, pm: PixelMajor::default() })
+            Ok(ConvPoolLayer {
+                pool: pool.win,
+                conv,
+                arg: None,
+                cap: 0,
+                pm: PixelMajor::default(),
+                discarded_grad: None,
+            })
         } else {
             Err((conv, pool))
         }
@@ -75,14 +85,25 @@ impl<D: Device> Layer<D> for ConvPoolLayer<D> {
         let (kernel, rest) = self.conv.params.split_at_mut(1);
         let k = &mut kernel[0];
         let len = k.len();
-        let Some(gw) = k.grad.as_mut() else {
-            return Err(NnError::Device("the fused conv + pooling pass needs its kernel's gradient".into()));
-        };
         let gb = rest.first_mut().and_then(|b| b.grad.as_mut());
         let (filters, pm) = (self.conv.filters, self.pm);
-        dev.conv_pool_backward(x, dy, y, arg, act, &conv, filters, &pool, pm, &k.value, gw, gb, dx)?;
-        if let Some(r) = k.reg {
-            dev.regularizer_grad(&k.value, gw, r.l1, r.l2, len)?;
+        match k.grad.as_mut() {
+            Some(gw) => {
+                dev.conv_pool_backward(x, dy, y, arg, act, &conv, filters, &pool, pm, &k.value, gw, gb, dx)?;
+                if let Some(r) = k.reg {
+                    dev.regularizer_grad(&k.value, gw, r.l1, r.l2, len)?;
+                }
+            }
+            // Frozen: only the input gradient is wanted (and none when nothing below learns).
+            None if dx.is_some() => {
+                if self.discarded_grad.is_none() {
+                    self.discarded_grad = Some(dev.alloc(len)?);
+                }
+                let gw =
+                    self.discarded_grad.as_mut().ok_or_else(|| NnError::Device("conv + pooling scratch".into()))?;
+                dev.conv_pool_backward(x, dy, y, arg, act, &conv, filters, &pool, pm, &k.value, gw, gb, dx)?;
+            }
+            None => {}
         }
         Ok(())
     }

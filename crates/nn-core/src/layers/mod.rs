@@ -200,10 +200,6 @@ pub(crate) fn build_pair<D: Device>(
     let (LayerSpec::Conv2D(c), LayerSpec::MaxPooling2D(p)) = (&conv.spec, &pool.spec) else {
         return Ok(None);
     };
-    // The fused backward pass writes the kernel's gradient, which a frozen conv has not.
-    if !c.trainable {
-        return Ok(None);
-    }
     let conv_layer = conv2d::Conv2DLayer::new(c, conv, make_params(dev, conv, rng)?);
     let pool_layer = pool::PoolLayer::new(p, pool, true);
     Ok(Some(match conv_pool::ConvPoolLayer::fuse(dev, conv_layer, pool_layer) {
