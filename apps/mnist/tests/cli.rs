@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{data_root, fails, mnist, ok};
+use common::{data_root, fails, mnist, ok, ok_both};
 use image::{GrayImage, Rgb, RgbImage};
 
 /// Decodes a PNG and checks its size and that it is not blank (it has both dark and light
@@ -407,7 +407,7 @@ fn a_run_that_diverges_at_once_says_so_and_writes_nothing() {
 #[test]
 fn tune_runs_two_tiny_trials_and_keeps_the_best() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ok(&mnist(
+    let (out, err) = ok_both(&mnist(
         tmp.path(),
         &[
             "tune",
@@ -426,6 +426,9 @@ fn tune_runs_two_tiny_trials_and_keeps_the_best() {
         ],
     ));
     assert!(out.contains("val_accuracy") && out.contains("Best: trial"), "{out}");
+    // 600 validation images, each worth a sixth of a point: said.
+    assert!(out.contains("3000 training images; the last 20%, 600 images, validate"), "{out}");
+    assert!(err.contains("note: 600 validation images score each trial in steps of 0.17 points"), "{err}");
     let csv = std::fs::read_to_string(tmp.path().join("tune/trials.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.starts_with("trial,layers,units,learning_rate"), "{csv}");

@@ -120,6 +120,9 @@ fn print_row(t: &TrialResult) {
     );
 }
 
+/// Fewer validation images than this give a note: each is worth a tenth of a point or more.
+const SMALL_VALIDATION: usize = 1000;
+
 /// Runs `mnist tune`.
 ///
 /// # Errors
@@ -197,8 +200,10 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
 
     let combos = space.size();
+    // As `validation_split` cuts them: the last 20%.
+    let validating = train.len() - (train.len() as f64 * (1.0 - cfg.validation_split)).floor() as usize;
     println!(
-        "Random search on {} ({} training images, the last 20% validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time, on {}",
+        "Random search on {} ({} training images; the last 20%, {validating} images, validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time, on {}",
         choice.title(),
         train.len(),
         cfg.max_trials.min(usize::try_from(combos).unwrap_or(usize::MAX)),
@@ -207,6 +212,13 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         cfg.parallel,
         cfg.device
     );
+    if (1..SMALL_VALIDATION).contains(&validating) {
+        eprintln!(
+            "note: {validating} validation images score each trial in steps of {:.2} points of accuracy: trials \
+             closer than that are a tie; give a larger --limit",
+            100.0 / validating as f64
+        );
+    }
     println!(
         "Space: layers {}, units {}, lr {:?}, dropout {:?}, batch {:?}, optimizer {} ({combos} combinations)",
         space.layers,
