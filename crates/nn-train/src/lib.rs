@@ -9,9 +9,9 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use nn_core::{Model, preset, Loss};
+//! use nn_train::nn_core::{Model, preset, Loss};
 //! use nn_train::{Trainer, Compile, FitConfig, Validation, Optimizer};
-//! let mnist = mnist_data::Mnist::load("data/mnist")?;
+//! let mnist = nn_train::mnist_data::Mnist::load("data/mnist")?;
 //! let model = Model::new(&preset("mlp-128").unwrap(), 42)?;
 //! let mut t = Trainer::new(model, Compile { optimizer: Optimizer::adam(), loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..Default::default() });
 //! let test = Arc::new(mnist.test);

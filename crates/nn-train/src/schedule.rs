@@ -83,6 +83,55 @@ impl Schedule {
         }
     }
 
+    /// Whether the schedule's settings give learning rates that can train: positive factors,
+    /// rates and divisors, fractions in `[0, 1]`, at least one epoch or step between decays.
+    /// [`crate::Trainer::fit`] checks it before any work.
+    ///
+    /// # Errors
+    /// The first setting that cannot, in words (`schedule step: factor -1 must be a positive
+    /// number`): a negative factor would climb the loss, a zero one stop training, a NaN
+    /// make every weight NaN.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |what: &str, name: &str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("schedule {name}: {what} {v} must be a positive number"))
+            }
+        };
+        let fraction = |what: &str, name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("schedule {name}: {what} {v} must be between 0 and 1"))
+            }
+        };
+        let at_least_one = |what: &str, name: &str, v: usize| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(format!("schedule {name}: {what} must be at least 1"))
+            }
+        };
+        match *self {
+            Schedule::Constant => Ok(()),
+            Schedule::Step { factor, every_epochs } => {
+                positive("factor", "step", factor)?;
+                at_least_one("every_epochs", "step", every_epochs)
+            }
+            Schedule::Exponential { rate, decay_steps } => {
+                positive("rate", "exponential", rate)?;
+                at_least_one("decay_steps", "exponential", decay_steps)
+            }
+            Schedule::Cosine { alpha, .. } => fraction("alpha", "cosine", alpha),
+            Schedule::OneCycle { warmup, div, final_div, .. } => {
+                fraction("warmup", "one-cycle", warmup)?;
+                positive("div", "one-cycle", div)?;
+                positive("final_div", "one-cycle", final_div)
+            }
+        }
+    }
+
     /// Parses `constant`, `step`, `exponential`, `cosine` or `onecycle` with sensible settings
     /// for a run of `epochs` epochs of `steps_per_epoch` updates.
     pub fn from_name(name: &str, epochs: usize, steps_per_epoch: usize) -> Option<Schedule> {
@@ -117,5 +166,29 @@ mod tests {
         let o = Schedule::OneCycle { total_steps: 100, warmup: 0.2, div: 10.0, final_div: 100.0 };
         assert!((o.lr(1.0, 0, 0) - 0.1).abs() < 1e-6 && (o.lr(1.0, 20, 0) - 1.0).abs() < 1e-6);
         assert!((o.lr(1.0, 100, 0) - 0.01).abs() < 1e-6);
+    }
+
+    #[test]
+    fn settings_that_cannot_train_are_named() {
+        for name in ["constant", "step", "exponential", "cosine", "onecycle"] {
+            assert_eq!(Schedule::from_name(name, 10, 469).unwrap().check(), Ok(()), "{name}");
+        }
+        let cases = [
+            (Schedule::Step { factor: -1.0, every_epochs: 1 }, "schedule step: factor -1 must be a positive number"),
+            (Schedule::Step { factor: 0.5, every_epochs: 0 }, "schedule step: every_epochs must be at least 1"),
+            (Schedule::Exponential { rate: 0.0, decay_steps: 10 }, "schedule exponential: rate 0 must be a positive"),
+            (
+                Schedule::Cosine { total_steps: 0, alpha: f32::NAN },
+                "schedule cosine: alpha NaN must be between 0 and 1",
+            ),
+            (
+                Schedule::OneCycle { total_steps: 0, warmup: 0.25, div: 0.0, final_div: 1e4 },
+                "schedule one-cycle: div 0 must be a positive number",
+            ),
+        ];
+        for (s, needle) in cases {
+            let err = s.check().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

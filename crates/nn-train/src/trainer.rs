@@ -65,11 +65,14 @@ pub struct FitConfig {
     /// stopped in its first epoch): a later `fit` (or a resumed run) goes on with the run's
     /// seed ([`TrainState::seed`]), so that its batches continue the same sequence.
     pub seed: u64,
-    /// On-the-fly augmentation of training batches. Its fill is set to the value
-    /// `normalization` gives a black pixel ([`Augmentation::fill_for`]).
+    /// On-the-fly augmentation of training batches. Its fill is set to the value the run's
+    /// normalisation gives a black pixel ([`Augmentation::fill_for`]).
     pub augmentation: Option<Augmentation>,
-    /// How pixels become inputs.
-    pub normalization: Normalization,
+    /// How pixels become inputs. `None` (the default) keeps the trainer's
+    /// ([`Trainer::normalization`]: `x / 255` for a new trainer, the file's for a resumed one
+    /// or one given [`Trainer::with_normalization`]); `Some` sets it for a run that has not
+    /// trained an epoch yet (a run goes on with the inputs it started on).
+    pub normalization: Option<Normalization>,
     /// Progress output.
     pub verbosity: Verbosity,
 }
@@ -101,7 +104,7 @@ impl Default for FitConfig {
             callbacks: Vec::new(),
             seed: 0,
             augmentation: None,
-            normalization: Normalization::Scale,
+            normalization: None,
             verbosity: Verbosity::Auto,
         }
     }
@@ -116,6 +119,16 @@ pub struct TrainState {
     pub step: u64,
     /// The run's seed (shuffles, dropout, augmentation derive from it and the epoch or step).
     pub seed: u64,
+    /// The step the optimiser's state began at: 0, or the steps done before a resume from a
+    /// file without optimiser state (a model file rather than a checkpoint), whose optimiser
+    /// starts afresh. Adam's bias correction counts from here, as a fresh optimiser's does:
+    /// counted from 0, its zeroed moments would take steps ~3× too large.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub optimizer_from: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A trainer's weights, optimiser state and progress at the end of an epoch (what
@@ -274,9 +287,28 @@ impl Trainer {
         &self.history
     }
 
-    /// How the run's inputs are made from pixel bytes (a continued fit must use the same).
+    /// How the run's inputs are made from pixel bytes (a continued fit must use the same):
+    /// what `evaluate`, `predict` and a `fit` without [`FitConfig::normalization`] use.
     pub fn normalization(&self) -> Normalization {
         self.normalization
+    }
+
+    /// The trainer with inputs made from pixel bytes by `n` (a new trainer's are `x / 255`).
+    /// For a model loaded with [`Model::load`], give the file's, or it evaluates, predicts and
+    /// trains on inputs it was not trained on:
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nn_train::{nn_core::Model, Compile, Trainer};
+    /// let (model, file) = Model::load("model.safetensors")?;
+    /// let trainer = Trainer::new(model, Compile::default()).with_normalization(file.normalization()?);
+    /// # Ok(()) }
+    /// ```
+    /// (A deviation that makes no numbers is refused when the trainer first trains.)
+    #[must_use]
+    pub fn with_normalization(mut self, n: Normalization) -> Trainer {
+        self.normalization = n;
+        self
     }
 
     /// Whether the `fit` under way validates after each epoch (false outside a fit), so that its epochs report
@@ -362,13 +394,14 @@ impl Trainer {
         Ok(())
     }
 
-    /// Refuses a learning rate or momentum that cannot train (NaN, infinite, not positive; a
-    /// checkpoint's too) and a normalisation that makes no numbers (a deviation of 0).
+    /// Refuses a learning rate, schedule or momentum that cannot train (NaN, infinite, not
+    /// positive; a checkpoint's too) and a normalisation that makes no numbers (a deviation of 0).
     fn check_settings(&self, norm: Normalization) -> Result<()> {
         let lr = self.compile.optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return Err(TrainError::Config(format!("learning rate {lr}: must be a positive number")));
         }
+        self.compile.schedule.check().map_err(TrainError::Config)?;
         let momentum = match self.compile.optimizer {
             Optimizer::Sgd { momentum, .. } | Optimizer::RmsProp { momentum, .. } => momentum,
             Optimizer::Adam { .. } => 0.0,
@@ -419,13 +452,14 @@ impl Trainer {
             return Err(TrainError::Config("epochs and batch size must be at least 1".into()));
         }
         self.check_loss()?;
-        self.check_settings(cfg.normalization)?;
+        let normalization = cfg.normalization.unwrap_or(self.normalization);
+        self.check_settings(normalization)?;
         let done = self.state.epoch;
-        if done > 0 && cfg.normalization != self.normalization {
+        if done > 0 && normalization != self.normalization {
             return Err(TrainError::Config(format!(
-                "the run's {done} epoch(s) trained on inputs normalised as {:?}, this fit asks for {:?}: give \
-                 FitConfig::normalization the run's to continue it",
-                self.normalization, cfg.normalization
+                "the run's {done} epoch(s) trained on inputs normalised as {:?}, this fit asks for {:?}: leave \
+                 FitConfig::normalization at None (the run's) to continue it",
+                self.normalization, normalization
             )));
         }
         if done >= cfg.epochs {
@@ -453,27 +487,27 @@ impl Trainer {
         if self.state.epoch == 0 {
             self.state.seed = cfg.seed;
         }
-        self.normalization = cfg.normalization;
+        self.normalization = normalization;
         let seed = self.state.seed;
         let bc = BatchConfig {
             batch_size: cfg.batch_size,
             shuffle: cfg.shuffle,
             drop_last: false,
             seed,
-            normalization: cfg.normalization,
+            normalization,
             prefetch: true,
         };
         let mut batcher = Batcher::new(train.clone(), bc)?;
         let augmented = cfg.augmentation.filter(|a| !a.is_identity());
         if let Some(aug) = augmented {
-            batcher = batcher.with_transform(Arc::new(aug.fill_for(cfg.normalization)));
+            batcher = batcher.with_transform(Arc::new(aug.fill_for(normalization)));
         }
         // Where the network's inputs are host memory (the CPU), each batch is gathered straight
         // into them by the step's own threads: no prefetch thread competing for the cores, no
         // copy. The batches are the batcher's, in the same order. Augmented batches (one random
         // stream per epoch) and devices with their own memory keep the prefetch thread.
         let inline = augmented.is_none() && self.model.runtime().host_inputs();
-        let (px, norm) = (train.pixels(), cfg.normalization);
+        let (px, norm) = (train.pixels(), normalization);
         // What the gathered inputs are (augmented batches come as slices, undeclared).
         self.model.runtime().set_input_levels(norm.levels());
         // On a GPU, the training set goes to its memory once (normalised, with its targets),
@@ -523,9 +557,10 @@ impl Trainer {
             let base_lr = self.compile.optimizer.lr();
             let mut lr = base_lr;
             // This step's learning rate, update parameters and dropout seed.
+            let optimizer_from = self.state.optimizer_from;
             let step = |s: u64| {
                 let lr = schedule.lr(base_lr, s, epoch);
-                (lr, StepParams { lr, t: s + 1 }, seed_of_step(seed, s))
+                (lr, StepParams { lr, t: s + 1 - optimizer_from }, seed_of_step(seed, s))
             };
             loop {
                 let n = if let Some(it) = it.as_mut() {
@@ -819,7 +854,7 @@ impl Trainer {
             .transpose()
             .map_err(|e| bad(&format!("history: {e}")))?
             .unwrap_or_default();
-        let state: TrainState = f
+        let mut state: TrainState = f
             .metadata
             .get("training_state")
             .map(|h| serde_json::from_str(h))
@@ -828,10 +863,12 @@ impl Trainer {
             .unwrap_or_default();
         // Errors from here name the file: its architecture, or its optimiser state, may not fit.
         let mut model = make_model(&f).map_err(|e| bad(&e.to_string()))?;
-        model
-            .runtime()
-            .set_optimizer_state(&unprefixed("optimizer.", &f.extra))
-            .map_err(|e| bad(&format!("optimiser state: {e}")))?;
+        let slots = unprefixed("optimizer.", &f.extra);
+        model.runtime().set_optimizer_state(&slots).map_err(|e| bad(&format!("optimiser state: {e}")))?;
+        if slots.is_empty() {
+            // A model file: the optimiser starts afresh here (moments of zero, step 1).
+            state.optimizer_from = state.step;
+        }
         let normalization = f.normalization().map_err(|e| bad(&e.to_string()))?;
         let mut annotations = f.metadata.clone();
         annotations.retain(|k, _| !TRAINER_KEYS.contains(&k.as_str()));

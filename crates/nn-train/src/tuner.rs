@@ -11,7 +11,7 @@
 //! and trainer.
 //!
 //! ```no_run
-//! # fn demo(train: &mnist_data::Dataset) -> Result<(), nn_train::TrainError> {
+//! # fn demo(train: &nn_train::mnist_data::Dataset) -> Result<(), nn_train::TrainError> {
 //! use nn_train::tuner::{random_search, SearchSpace, TunerConfig};
 //! let space = SearchSpace::default();
 //! let outcome = random_search(&space, &TunerConfig { max_trials: 10, ..Default::default() }, train, &mut |t| {

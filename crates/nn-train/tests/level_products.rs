@@ -27,7 +27,7 @@ fn short_run(norm: Normalization, augment: bool) -> (Vec<f32>, f64, usize) {
         batch_size: r.batch_size,
         seed: 5,
         verbosity: Verbosity::Silent,
-        normalization: norm,
+        normalization: Some(norm),
         augmentation: augment.then(|| Augmentation::new().rotation(5.0)),
         ..Default::default()
     };

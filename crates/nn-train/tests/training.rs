@@ -10,7 +10,7 @@ use mnist_data::{Dataset, Normalization};
 use nn_core::{preset, Activation, Dense, Dropout, Flatten, Loss, Model, ModelSpec};
 use nn_train::{
     Callback, Compile, Control, EarlyStopping, EpochLog, FitConfig, Interrupt, ModelCheckpoint, Optimizer,
-    ReduceLROnPlateau, TerminateOnNaN, Trainer, Validation, Verbosity,
+    ReduceLROnPlateau, Schedule, TerminateOnNaN, Trainer, Validation, Verbosity,
 };
 
 fn subset(n: usize) -> (Arc<Dataset>, Arc<Dataset>) {
@@ -324,7 +324,7 @@ fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
     refused(&mut fresh(adam), cfg(1, &val), "beta_2 1: must be at least 0 and below 1");
     let rmsprop = Optimizer::RmsProp { learning_rate: 1e-3, rho: 0.9, momentum: 0.0, epsilon: -1e-7 };
     refused(&mut fresh(rmsprop), cfg(1, &val), "epsilon -0.0000001: must be a number at least 0");
-    let flat = FitConfig { normalization: Normalization::Standardize { mean: 0.0, std: 0.0 }, ..cfg(1, &val) };
+    let flat = FitConfig { normalization: Some(Normalization::Standardize { mean: 0.0, std: 0.0 }), ..cfg(1, &val) };
     refused(&mut fresh(Optimizer::adam()), flat, "deviation must be a positive number");
     // A callback watching val_loss in a fit without validation, and empty validation data.
     let mut c = FitConfig { validation: Validation::None, ..cfg(1, &val) };
@@ -341,10 +341,17 @@ fn settings_that_cannot_train_are_refused_before_the_first_epoch() {
     assert!(dir.path().join("c.safetensors").exists());
     let empty = Arc::new(val.slice(0..0));
     refused(&mut fresh(Optimizer::adam()), cfg(1, &empty), "the validation data set is empty");
+    // A schedule whose rates cannot train: negative after the first drop, NaN from the start.
+    let climbing = Schedule::Step { factor: -1.0, every_epochs: 1 };
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), Compile { schedule: climbing, ..compile() });
+    refused(&mut t, cfg(2, &val), "schedule step: factor -1 must be a positive number");
+    let nan = Schedule::OneCycle { total_steps: 0, warmup: 0.25, div: 0.0, final_div: 1e4 };
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), Compile { schedule: nan, ..compile() });
+    refused(&mut t, cfg(1, &val), "schedule one-cycle: div 0 must be a positive number");
     // A run goes on with the inputs it trained on.
     let mut t = fresh(Optimizer::adam());
     t.fit(train.clone(), cfg(1, &val)).unwrap();
-    let other = FitConfig { normalization: Normalization::MNIST_STANDARD, ..cfg(2, &val) };
+    let other = FitConfig { normalization: Some(Normalization::MNIST_STANDARD), ..cfg(2, &val) };
     let err = t.fit(train.clone(), other).unwrap_err().to_string();
     assert!(err.contains("normalised as Scale") && err.contains("Standardize"), "{err}");
     assert_eq!(t.state().epoch, 1);
@@ -620,4 +627,63 @@ fn a_checkpoint_that_cannot_be_resumed_is_named_in_the_error() {
     assert!(err.contains("state.safetensors: training_config: learning rate -0.5"), "{err}");
     let err = edited("training_state", &|v| v["epoch"] = serde_json::json!(u64::MAX - 1));
     assert!(err.contains("state.safetensors: training_state counts 18446744073709551614 epoch(s)"), "{err}");
+}
+
+/// A trainer resumed from a model file (no optimiser state) starts its optimiser afresh, as
+/// Keras's `compile` does: Adam's first step after the resume moves each weight by the
+/// learning rate, as a fresh Adam's first step does, not by ~3× that (zeroed moments with a
+/// bias correction counted from the run's first step).
+#[test]
+fn a_model_file_resumes_with_a_fresh_optimiser() {
+    let (train, val) = subset(640);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let spec = ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(10).activation(Activation::Softmax));
+    let mut t = Trainer::new(Model::new(&spec, 2).unwrap(), compile());
+    let c = |epochs: usize, batch_size: usize| FitConfig { batch_size, ..cfg(epochs, &val) };
+    t.fit(train.clone(), c(3, 64)).unwrap();
+    t.save_model(&path).unwrap();
+    let mut resumed = Trainer::resume(&path).unwrap();
+    assert_eq!(resumed.state().optimizer_from, 30, "10 steps an epoch for 3 epochs");
+    let before = resumed.model().weights().unwrap();
+    // One step: the whole training set as one batch.
+    resumed.fit(train.clone(), c(4, 640)).unwrap();
+    let after = resumed.model().weights().unwrap();
+    let lr = f64::from(Optimizer::adam().lr());
+    let largest = before
+        .iter()
+        .zip(&after)
+        .flat_map(|(b, a)| b.data.iter().zip(&a.data).map(|(p, q)| f64::from((p - q).abs())))
+        .fold(0f64, f64::max);
+    assert!(largest > 0.9 * lr && largest < 1.01 * lr, "a weight moved by {largest}, the rate is {lr}");
+    // Its checkpoints keep the count, so that resuming one continues it.
+    let ck = dir.path().join("ck.safetensors");
+    let mut t = Trainer::resume(&path).unwrap();
+    t.fit(train.clone(), FitConfig { callbacks: vec![Box::new(ModelCheckpoint::new(&ck))], ..c(4, 64) }).unwrap();
+    assert_eq!(Trainer::resume(&ck).unwrap().state().optimizer_from, 30);
+}
+
+/// A model loaded with `Model::load` is given its file's normalisation
+/// (`Trainer::with_normalization`), and evaluates, predicts and trains as before the save.
+#[test]
+fn a_loaded_model_keeps_its_normalisation_through_with_normalization() {
+    let (train, val) = subset(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("std.safetensors");
+    let mut t = Trainer::new(Model::new(&spec(), 6).unwrap(), compile());
+    let standard = FitConfig { normalization: Some(Normalization::MNIST_STANDARD), ..cfg(1, &val) };
+    t.fit(train.clone(), standard).unwrap();
+    let before = t.evaluate(&val).unwrap();
+    t.save_model(&path).unwrap();
+    let (model, file) = Model::load(&path).unwrap();
+    let mut loaded = Trainer::new(model, compile()).with_normalization(file.normalization().unwrap());
+    assert_eq!(loaded.normalization(), Normalization::MNIST_STANDARD);
+    assert_eq!(loaded.evaluate(&val).unwrap(), before);
+    assert_eq!(loaded.predict(&val).unwrap(), t.predict(&val).unwrap());
+    // A fit that leaves the normalisation unset trains on the trainer's.
+    loaded.fit(train.clone(), cfg(1, &val)).unwrap();
+    assert_eq!(loaded.normalization(), Normalization::MNIST_STANDARD);
+    let saved = dir.path().join("again.safetensors");
+    loaded.save_model(&saved).unwrap();
+    assert_eq!(Model::load(&saved).unwrap().1.normalization().unwrap(), Normalization::MNIST_STANDARD);
 }

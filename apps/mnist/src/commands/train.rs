@@ -883,7 +883,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
                 seed: args.seed.unwrap_or(DEFAULT_SEED),
                 augmentation,
                 // The run's own (a model or checkpoint written by the library may standardise).
-                normalization,
+                normalization: Some(normalization),
                 verbosity: if args.quiet { Verbosity::Silent } else { Verbosity::Auto },
                 ..Default::default()
             },
