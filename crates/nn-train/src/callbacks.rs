@@ -307,9 +307,12 @@ impl Callback for EarlyStopping {
 
 /// Saves a resumable checkpoint (weights, optimiser state, progress, history) after each epoch,
 /// or only when the monitored metric improves (Keras: monitor `val_loss`). Writes are atomic.
+/// As in Keras, the path may name the epoch and its metrics, one file per epoch:
+/// `ck-{epoch:02d}-{val_loss:.4f}.safetensors` (`{epoch}`, `{epoch:02d}`, `{epoch:d}`, and
+/// `{name}` or `{name:.Nf}` for any of [`EpochLog::METRICS`]).
 #[derive(Clone, Debug)]
 pub struct ModelCheckpoint {
-    /// Where to write.
+    /// Where to write (a template: see above).
     pub path: PathBuf,
     /// Metric deciding "best".
     pub monitor: String,
@@ -317,8 +320,9 @@ pub struct ModelCheckpoint {
     pub save_best_only: bool,
     /// The best value so far, and whether it was the metric itself (see `value`).
     best: Option<(f64, bool)>,
-    /// Whether this epoch is to be saved (decided at its end, saved once every callback is done).
-    pending: bool,
+    /// Where this epoch is to be saved, if it is (decided at its end, saved once every
+    /// callback is done).
+    pending: Option<PathBuf>,
 }
 
 impl ModelCheckpoint {
@@ -329,7 +333,7 @@ impl ModelCheckpoint {
             monitor: "val_loss".into(),
             save_best_only: false,
             best: None,
-            pending: false,
+            pending: None,
         }
     }
     /// Saves only when `monitor` improves.
@@ -383,6 +387,16 @@ impl Callback for ModelCheckpoint {
         if self.save_best_only {
             check_monitor("ModelCheckpoint", &self.monitor)?;
         }
+        crate::path_template::check(&self.path).map_err(|e| crate::error::TrainError::Checkpoint {
+            path: self.path.clone(),
+            message: format!("the file name cannot be filled in: {e}"),
+        })?;
+        if !trainer.validates() && self.path.to_str().is_some_and(|p| p.contains("{val_")) {
+            return Err(crate::error::TrainError::Config(format!(
+                "ModelCheckpoint {}: names a validation metric, but this fit has no validation data",
+                self.path.display()
+            )));
+        }
         self.best = None;
         if self.save_best_only {
             for log in &trainer.history().epochs {
@@ -394,23 +408,30 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_epoch_end(&mut self, log: &EpochLog, _trainer: &mut Trainer) -> Result<Control> {
-        self.pending = !self.save_best_only || {
+        let save = !self.save_best_only || {
             let v = self.value(log)?;
             self.improves(v)
+        };
+        self.pending = if save {
+            let path = crate::path_template::fill(&self.path, log)
+                .map_err(|e| crate::error::TrainError::Checkpoint { path: self.path.clone(), message: e })?;
+            Some(path)
+        } else {
+            None
         };
         Ok(Control::Continue)
     }
 
     /// Saves, making the file's folder first if it is missing (as Keras's does).
     fn on_epoch_committed(&mut self, trainer: &mut Trainer) -> Result<()> {
-        if std::mem::take(&mut self.pending) {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(path) = self.pending.take() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 std::fs::create_dir_all(dir).map_err(|e| crate::error::TrainError::Checkpoint {
                     path: dir.to_path_buf(),
                     message: format!("cannot create the folder: {e}"),
                 })?;
             }
-            trainer.save_checkpoint(&self.path)?;
+            trainer.save_checkpoint(&path)?;
         }
         Ok(())
     }

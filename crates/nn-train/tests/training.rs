@@ -687,3 +687,31 @@ fn a_loaded_model_keeps_its_normalisation_through_with_normalization() {
     loaded.save_model(&saved).unwrap();
     assert_eq!(Model::load(&saved).unwrap().1.normalization().unwrap(), Normalization::MNIST_STANDARD);
 }
+
+/// Keras's checkpoint names: the epoch and its metrics filled into the path, a file an epoch.
+#[test]
+fn checkpoint_names_take_the_epoch_and_its_metrics() {
+    let (train, val) = subset(500);
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("ck-{epoch:02d}-{val_accuracy:.3f}.safetensors");
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), compile());
+    let c = FitConfig { callbacks: vec![Box::new(ModelCheckpoint::new(&template))], ..cfg(2, &val) };
+    t.fit(train.clone(), c).unwrap();
+    for e in &t.history().epochs {
+        let name = format!("ck-{:02}-{:.3}.safetensors", e.epoch, e.val_accuracy.unwrap());
+        let resumed = Trainer::resume(dir.path().join(&name)).unwrap();
+        assert_eq!(resumed.state().epoch, e.epoch, "{name}");
+    }
+    // A field it cannot fill is refused before any work, as is a validation metric without validation.
+    let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), compile());
+    let c = FitConfig { callbacks: vec![Box::new(ModelCheckpoint::new(dir.path().join("{step}.st")))], ..cfg(1, &val) };
+    let err = t.fit(train.clone(), c).unwrap_err().to_string();
+    assert!(err.contains("{step}") && t.state().epoch == 0, "{err}");
+    let c = FitConfig {
+        validation: Validation::None,
+        callbacks: vec![Box::new(ModelCheckpoint::new(dir.path().join("{val_loss:.2f}.st")))],
+        ..cfg(1, &val)
+    };
+    let err = t.fit(train.clone(), c).unwrap_err().to_string();
+    assert!(err.contains("names a validation metric") && t.state().epoch == 0, "{err}");
+}

@@ -305,6 +305,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATIENCE|none", value_parser = parse_patience)]
     pub reduce_lr: Option<Patience>,
     /// Save a resumable checkpoint (weights, optimiser state, progress) here after every epoch.
+    /// As in Keras, `{epoch:02d}` or `{val_loss:.4f}` in the name keep one file an epoch
+    /// (`ck-{epoch:02d}.safetensors`).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Continue the run saved in this checkpoint (written with --checkpoint) up to --epochs.
