@@ -47,6 +47,17 @@ pub struct Model {
     rt: Box<dyn Runtime>,
 }
 
+/// The architecture's layers and the device (the weights are on it; [`Model::weights`] reads them).
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("input_shape", &self.spec().input_shape)
+            .field("layers", &self.spec().layers.iter().map(LayerSpec::type_name).collect::<Vec<_>>())
+            .field("device", &self.device())
+            .finish()
+    }
+}
+
 impl Model {
     /// Builds `spec` on the CPU with weights initialised from `seed`.
     ///

@@ -177,6 +177,19 @@ pub struct Trainer {
     interrupt: Interrupt,
 }
 
+/// The model, its training configuration, where the run stands and how its inputs are made.
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.model)
+            .field("compile", &self.compile)
+            .field("state", &self.state)
+            .field("epochs_in_history", &self.history.epochs.len())
+            .field("normalization", &self.normalization)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The largest training set (as `f32` images) kept in a GPU's memory for a run: 2 GiB.
 const MAX_KEPT_BYTES: usize = 2 << 30;
 
@@ -864,7 +877,13 @@ impl Trainer {
         // Errors from here name the file: its architecture, or its optimiser state, may not fit.
         let mut model = make_model(&f).map_err(|e| bad(&e.to_string()))?;
         let slots = unprefixed("optimizer.", &f.extra);
-        model.runtime().set_optimizer_state(&slots).map_err(|e| bad(&format!("optimiser state: {e}")))?;
+        model.runtime().set_optimizer_state(&slots).map_err(|e| {
+            bad(&format!(
+                "optimiser state: {e} (a checkpoint resumes the run that wrote it, with the same trainable \
+                 layers; to freeze or thaw layers, start a new run from its weights: Model::load, \
+                 ModelSpec::set_trainable, Trainer::new)"
+            ))
+        })?;
         if slots.is_empty() {
             // A model file: the optimiser starts afresh here (moments of zero, step 1).
             state.optimizer_from = state.step;
@@ -976,12 +995,23 @@ pub fn check_input_shape(spec: &nn_core::ModelSpec, data: &Dataset) -> Result<()
         [h, w] | [1, h, w] => Some((h, w)),
         _ => None,
     };
-    if data.pixels() != want || sides.is_some_and(|s| s != (data.rows(), data.cols())) {
+    if data.pixels() != want {
         return Err(TrainError::Config(format!(
             "the model takes {want} inputs per example ({:?}), the data has {}×{} images",
             spec.input_shape,
             data.rows(),
             data.cols()
+        )));
+    }
+    if let Some((h, w)) = sides.filter(|&s| s != (data.rows(), data.cols())) {
+        return Err(TrainError::Config(format!(
+            "the model's input shape {:?} reads images of {h}×{w} pixels, the data's are {}×{} (as many \
+             values, in other rows): give input_shape [{r}, {c}] (or [{want}] for flat inputs)",
+            spec.input_shape,
+            data.rows(),
+            data.cols(),
+            r = data.rows(),
+            c = data.cols()
         )));
     }
     Ok(())

@@ -343,6 +343,7 @@ pub struct TrialResult {
 }
 
 /// What a search found.
+#[derive(Debug)]
 pub struct SearchOutcome {
     /// Every trial, in the order they finished.
     pub trials: Vec<TrialResult>,

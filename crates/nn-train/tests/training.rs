@@ -300,7 +300,8 @@ fn a_loss_that_cannot_read_the_outputs_and_data_of_another_shape_are_refused() {
     // 784 pixels, but not 28×28.
     let tall = ModelSpec::new(&[56, 14]).add(Flatten::new()).add(Dense::new(10).activation(Activation::Softmax));
     let mut t = Trainer::new(Model::new(&tall, 1).unwrap(), compile());
-    assert!(t.fit(train, cfg(1, &val)).unwrap_err().to_string().contains("28×28"));
+    let err = t.fit(train, cfg(1, &val)).unwrap_err().to_string();
+    assert!(err.contains("reads images of 56×14 pixels, the data's are 28×28") && err.contains("[28, 28]"), "{err}");
     assert!(t.predict(&val).unwrap_err().to_string().contains("28×28"), "predict checks as evaluate does");
     // Nothing to evaluate.
     let mut t = Trainer::new(Model::new(&spec(), 1).unwrap(), compile());
@@ -593,6 +594,10 @@ fn a_checkpoint_that_cannot_be_resumed_is_named_in_the_error() {
     f.save(&state).unwrap();
     let err = Trainer::resume(&state).err().unwrap().to_string();
     assert!(err.contains("state.safetensors") && err.contains("optimiser state: slots missing: "), "{err}");
+    assert!(err.contains("to freeze or thaw layers, start a new run from its weights"), "{err}");
+    // Debug output a program can log.
+    let text = format!("{:?}", Trainer::resume(&path).unwrap());
+    assert!(text.starts_with("Trainer { model: Model { input_shape: [28, 28], layers: [\"Flatten\""), "{text}");
     // An architecture whose images are channels-last.
     let mut f = nn_core::ModelFile::load(&path).unwrap();
     f.spec.input_shape = vec![28, 28, 1];
