@@ -17,16 +17,22 @@ enum Spec {
     Fixed { digits: usize },
 }
 
-/// Splits `template` into text and `(name, spec)` fields.
+/// A piece of a template: text as it is, or a field to fill.
+enum Part {
+    Text(String),
+    Field(String, Spec),
+}
+
+/// Splits `template` into text and fields.
 ///
 /// # Errors
 /// An unclosed `{`, a name that is not `epoch` or one of [`EpochLog::METRICS`], or a spec other
 /// than `d`, `Nd`, `0Nd` (the epoch) and `.Nf` (any), in words.
-fn parse(template: &str) -> Result<Vec<Result<String, (String, Spec)>>, String> {
+fn parse(template: &str) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        parts.push(Ok(rest[..open].to_string()));
+        parts.push(Part::Text(rest[..open].to_string()));
         let after = &rest[open + 1..];
         let close = after.find('}').ok_or_else(|| format!("an unclosed {{ in {template:?}"))?;
         let field = &after[..close];
@@ -50,10 +56,10 @@ fn parse(template: &str) -> Result<Vec<Result<String, (String, Spec)>>, String> 
         } else {
             return Err(bad());
         };
-        parts.push(Err((name.to_string(), spec)));
+        parts.push(Part::Field(name.to_string(), spec));
         rest = &after[close + 1..];
     }
-    parts.push(Ok(rest.to_string()));
+    parts.push(Part::Text(rest.to_string()));
     Ok(parts)
 }
 
@@ -80,8 +86,8 @@ pub(crate) fn fill(path: &Path, log: &EpochLog) -> Result<PathBuf, String> {
     let mut out = String::new();
     for part in parse(template)? {
         match part {
-            Ok(text) => out.push_str(&text),
-            Err((name, spec)) => {
+            Part::Text(text) => out.push_str(&text),
+            Part::Field(name, spec) => {
                 let value = if name == "epoch" {
                     log.epoch as f64
                 } else {
