@@ -348,6 +348,10 @@ fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
     let thawed = weights("all");
     assert!(after.weights.iter().zip(&thawed.weights).all(|(a, t)| a.data != t.data), "a layer stayed frozen");
     fails(
+        &run(&["train", "--freeze", "dense,dense_1", "--run-dir", "x"]),
+        &["every layer with weights is frozen (dense, dense_1): training would change nothing"],
+    );
+    fails(
         &run(&["train", "--freeze", "dense_7", "--run-dir", "x"]),
         &["--freeze dense_7", "frozen are: dense, dense_1\n"],
     );

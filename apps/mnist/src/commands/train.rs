@@ -775,6 +775,14 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     let spec = trainer.model().spec().clone();
     crate::models::check_classes(&spec, names.len(), &format!("--model {name}"))?;
+    // Keras warns and trains nothing; a run that can change nothing is refused before its work.
+    if spec.layers.iter().all(|l| l.trainable() != Some(true)) {
+        bail!(
+            "every layer with weights is frozen ({}): training would change nothing; leave a layer out of \
+             --freeze, or evaluate the model as it is with mnist evaluate",
+            frozen_text(&spec)
+        );
+    }
     let (params, _, _) = nn_core::summary::param_counts(&spec)?;
     let compile = *trainer.compile();
     let validation_text = match validation {
