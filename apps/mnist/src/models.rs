@@ -257,7 +257,8 @@ pub fn load_trained(arg: &str, device: nn_train::DeviceChoice) -> Result<Loaded>
         let loss = default_loss(&file.spec);
         let model =
             crate::device::from_file(device, &file).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-        Trainer::new(model, nn_train::Compile { loss, ..Default::default() })
+        let normalization = file.normalization().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Trainer::new(model, nn_train::Compile { loss, ..Default::default() }).with_normalization(normalization)?
     };
     Ok(Loaded { trainer, dataset, path })
 }

@@ -295,7 +295,10 @@ fn a_run_that_early_stopping_ended_is_resumed_only_without_it() {
     // Resumed with it, it would stop before its first epoch: refused before any work, saying what to do.
     fails(
         &run(&["train", "--resume", "ckpt.safetensors", "--epochs", "5", "--run-dir", "r2"]),
-        &["has already stopped (early stopping: val_loss did not improve for 1 epoch", "--early-stopping none"],
+        &[
+            "would stop before its first epoch (early stopping: val_loss did not improve for 1 epoch",
+            "--early-stopping none",
+        ],
     );
     assert!(!dir.join("r2").exists());
     let out = ok(&run(&[
@@ -359,6 +362,35 @@ fn a_trained_model_is_fine_tuned_with_its_frozen_layers_left_as_they_were() {
         &run(&["train", "--model", "convnet", "--freeze", "max_pooling2d", "--run-dir", "x"]),
         &["max_pooling2d (MaxPooling2D): it has no weights to be frozen"],
     );
+}
+
+#[test]
+fn a_frozen_batch_norm_is_thawed_by_freeze_none_and_checkpoint_names_are_filled_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let common = ["--limit", "1000", "--epochs", "1", "--device", "cpu", "-q"];
+    let run = |args: &[&str]| mnist(dir, &args.iter().chain(&common).copied().collect::<Vec<_>>());
+    let out = ok(&run(&[
+        "train",
+        "--model",
+        "fast-cnn",
+        "--freeze",
+        "batch_normalization",
+        "--checkpoint",
+        "ck-{epoch:02d}.safetensors",
+        "--run-dir",
+        "bn",
+    ]));
+    assert!(out.contains("frozen: batch_normalization") && out.contains("checkpoint: ck-01.safetensors"), "{out}");
+    assert!(dir.join("ck-01.safetensors").is_file());
+    let frozen = |run: &str| {
+        let out = ok(&mnist(dir, &["summary", "--model", &format!("{run}/model.safetensors")]));
+        out.lines().find(|l| l.contains("Non-trainable params")).unwrap().to_string()
+    };
+    // 64 of the frozen batch norm, 64 moving statistics of the other.
+    assert!(frozen("bn").contains("Non-trainable params: 128 "), "{}", frozen("bn"));
+    ok(&run(&["train", "--model", "bn/model.safetensors", "--freeze", "none", "--run-dir", "thawed"]));
+    assert!(frozen("thawed").contains("Non-trainable params: 96 "), "{}", frozen("thawed"));
 }
 
 #[test]

@@ -221,7 +221,11 @@ impl ModelFile {
         let mut extra = Vec::new();
         for name in header.offset_keys() {
             let Some(info) = header.info(&name).filter(|_| !expected.contains(&name)) else { continue };
-            if !is_extra_name(&name) {
+            // An optimiser slot belongs to a parameter of the architecture (`optimizer.<param>.slot<k>`).
+            let orphan_slot = name.strip_prefix("optimizer.").is_some_and(|rest| {
+                !rest.rsplit_once(".slot").is_some_and(|(param, k)| expected.contains(param) && k.parse::<u8>().is_ok())
+            });
+            if !is_extra_name(&name) || orphan_slot {
                 let params: Vec<&str> = weights.iter().map(|t| t.name.as_str()).collect();
                 return Err(NnError::file(
                     path,
@@ -439,6 +443,11 @@ mod tests {
                 && err.contains("dense.kernel, dense.bias"),
             "{err}"
         );
+        // An optimiser slot of a parameter the architecture does not have.
+        let orphan = Tensor { name: "optimizer.dense_9.kernel.slot0".into(), shape: vec![1], data: vec![1.0] };
+        let bytes = ModelFile { extra: vec![orphan], ..f.clone() }.to_bytes().unwrap();
+        let err = ModelFile::from_bytes(Path::new("o.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(err.contains("tensor optimizer.dense_9.kernel.slot0 has no place in the architecture"), "{err}");
         let stray = Tensor { name: "notes".into(), shape: vec![1], data: vec![1.0] };
         let err = ModelFile { extra: vec![stray], ..f }.to_bytes().unwrap_err().to_string();
         assert!(err.contains("tensor notes beside the weights"), "{err}");

@@ -28,7 +28,7 @@ pub mod interrupt;
 pub mod lr_plateau;
 pub mod metrics;
 pub mod optimizer;
-mod path_template;
+pub mod path_template;
 pub mod progress;
 pub mod recipes;
 pub mod schedule;

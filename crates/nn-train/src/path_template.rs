@@ -31,10 +31,22 @@ enum Part {
 fn parse(template: &str) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        parts.push(Part::Text(rest[..open].to_string()));
+    let mut text = String::new();
+    while let Some(open) = rest.find(['{', '}']) {
+        text.push_str(&rest[..open]);
+        // `{{` and `}}` are a brace, as in Python.
+        if let Some(brace) = rest[open..].strip_prefix("{{").or_else(|| rest[open..].strip_prefix("}}")) {
+            text.push_str(&rest[open..=open]);
+            rest = brace;
+            continue;
+        }
+        if rest[open..].starts_with('}') {
+            return Err(format!("a lone }} in {template:?} (write }}}} for a brace)"));
+        }
+        parts.push(Part::Text(std::mem::take(&mut text)));
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| format!("an unclosed {{ in {template:?}"))?;
+        let close =
+            after.find('}').ok_or_else(|| format!("an unclosed {{ in {template:?} (write {{{{ for a brace)"))?;
         let field = &after[..close];
         let (name, spec) = field.split_once(':').unwrap_or((field, ""));
         let is_epoch = name == "epoch";
@@ -59,28 +71,30 @@ fn parse(template: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Field(name.to_string(), spec));
         rest = &after[close + 1..];
     }
-    parts.push(Part::Text(rest.to_string()));
+    text.push_str(rest);
+    parts.push(Part::Text(text));
     Ok(parts)
 }
 
-/// Checks that `path` is a template [`fill`] can fill (paths without `{` always are).
+/// Checks that `path` is a template [`fill`] can fill (paths without braces always are; a
+/// path that is not UTF-8 is taken as it is, braces and all).
 ///
 /// # Errors
 /// As [`fill`]'s, without an epoch: an unknown field or spec.
-pub(crate) fn check(path: &Path) -> Result<(), String> {
+pub fn check(path: &Path) -> Result<(), String> {
     match path.to_str() {
-        Some(s) if s.contains('{') => parse(s).map(|_| ()),
+        Some(s) if s.contains(['{', '}']) => parse(s).map(|_| ()),
         _ => Ok(()),
     }
 }
 
-/// `path` with its fields filled in from `log`; a path without `{` (or that is not UTF-8) as
-/// it is.
+/// `path` with its fields filled in from `log` (`{{` and `}}` are braces); a path without
+/// braces (or that is not UTF-8) as it is.
 ///
 /// # Errors
 /// As [`check`], and a metric the epoch does not report (`{val_loss}` without validation).
-pub(crate) fn fill(path: &Path, log: &EpochLog) -> Result<PathBuf, String> {
-    let Some(template) = path.to_str().filter(|s| s.contains('{')) else {
+pub fn fill(path: &Path, log: &EpochLog) -> Result<PathBuf, String> {
+    let Some(template) = path.to_str().filter(|s| s.contains(['{', '}'])) else {
         return Ok(path.to_path_buf());
     };
     let mut out = String::new();
@@ -97,6 +111,8 @@ pub(crate) fn fill(path: &Path, log: &EpochLog) -> Result<PathBuf, String> {
                 };
                 out.push_str(&match spec {
                     Spec::Plain if name == "epoch" => log.epoch.to_string(),
+                    // The rate is an f32: its shortest form (0.001, not 0.0010000000474974513).
+                    Spec::Plain if matches!(name.as_str(), "lr" | "learning_rate") => (value as f32).to_string(),
                     Spec::Plain => value.to_string(),
                     Spec::Int { width, zeros: true } => format!("{:0width$}", log.epoch),
                     Spec::Int { width, zeros: false } => format!("{:width$}", log.epoch),
@@ -124,6 +140,8 @@ mod tests {
         assert_eq!(fill(p, &log(7, None)).unwrap(), Path::new("e7_7_  7_0.25_0.900"));
         assert_eq!(fill(Path::new("plain.safetensors"), &log(1, None)).unwrap(), Path::new("plain.safetensors"));
         assert_eq!(check(Path::new("ck-{epoch:02d}.safetensors")), Ok(()));
+        let p = Path::new("{{run}}/ck-{epoch}-{lr}");
+        assert_eq!(fill(p, &log(2, None)).unwrap(), Path::new("{run}/ck-2-0.001"));
     }
 
     #[test]
@@ -133,7 +151,9 @@ mod tests {
         let err = check(Path::new("ck-{val_loss:02d}")).unwrap_err();
         assert!(err.contains("{val_loss:02d}") && err.contains("{val_loss:.4f}"), "{err}");
         let err = check(Path::new("ck-{epoch")).unwrap_err();
-        assert!(err.contains("unclosed"), "{err}");
+        assert!(err.contains("unclosed") && err.contains("{{"), "{err}");
+        let err = check(Path::new("ck-epoch}")).unwrap_err();
+        assert!(err.contains("a lone }"), "{err}");
         let err = fill(Path::new("ck-{val_loss:.3f}"), &log(2, None)).unwrap_err();
         assert!(err.contains("epoch 2 does not report val_loss"), "{err}");
     }

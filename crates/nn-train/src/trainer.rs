@@ -314,14 +314,26 @@ impl Trainer {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use nn_train::{nn_core::Model, Compile, Trainer};
     /// let (model, file) = Model::load("model.safetensors")?;
-    /// let trainer = Trainer::new(model, Compile::default()).with_normalization(file.normalization()?);
+    /// let trainer = Trainer::new(model, Compile::default()).with_normalization(file.normalization()?)?;
     /// # Ok(()) }
     /// ```
-    /// (A deviation that makes no numbers is refused when the trainer first trains.)
-    #[must_use]
-    pub fn with_normalization(mut self, n: Normalization) -> Trainer {
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for a deviation that makes no numbers, or for another
+    /// normalisation than the one a run that has trained epochs started on (it goes on with
+    /// its own).
+    pub fn with_normalization(mut self, n: Normalization) -> Result<Trainer> {
+        check_normalization(n)?;
+        let done = self.state.epoch;
+        if done > 0 && n != self.normalization {
+            return Err(TrainError::Config(format!(
+                "the run's {done} epoch(s) trained on inputs normalised as {:?}, not {n:?}: a run goes on with \
+                 its own",
+                self.normalization
+            )));
+        }
         self.normalization = n;
-        self
+        Ok(self)
     }
 
     /// Whether the `fit` under way validates after each epoch (false outside a fit), so that its epochs report
@@ -434,14 +446,7 @@ impl Trainer {
         if !(epsilon.is_finite() && epsilon >= 0.0) {
             return Err(TrainError::Config(format!("epsilon {epsilon}: must be a number at least 0")));
         }
-        if let Normalization::Standardize { mean, std } = norm {
-            if !(mean.is_finite() && std.is_finite() && std > 0.0) {
-                return Err(TrainError::Config(format!(
-                    "normalization: standardize with mean {mean} and deviation {std}: the deviation must be a positive number"
-                )));
-            }
-        }
-        Ok(())
+        check_normalization(norm)
     }
 
     /// Keras's `fit`: trains for `cfg.epochs` epochs (continuing a resumed run from its last
@@ -887,6 +892,13 @@ impl Trainer {
         if slots.is_empty() {
             // A model file: the optimiser starts afresh here (moments of zero, step 1).
             state.optimizer_from = state.step;
+        } else if state.optimizer_from >= state.step && state.step > 0 {
+            // Its optimiser state has taken at least one step since it began: Adam's bias
+            // correction at step 0 would divide by zero.
+            return Err(bad(&format!(
+                "training_state: the optimiser's state began at step {} of {}: the file was edited or is damaged",
+                state.optimizer_from, state.step
+            )));
         }
         let normalization = f.normalization().map_err(|e| bad(&e.to_string()))?;
         let mut annotations = f.metadata.clone();
@@ -927,6 +939,18 @@ impl Trainer {
     pub fn resume(path: impl AsRef<Path>) -> Result<Trainer> {
         Trainer::resume_with(path, |f| Model::from_file(nn_core::cpu::Cpu, f))
     }
+}
+
+/// Refuses a normalisation that makes no numbers (a deviation of 0, a NaN mean).
+fn check_normalization(norm: Normalization) -> Result<()> {
+    if let Normalization::Standardize { mean, std } = norm {
+        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+            return Err(TrainError::Config(format!(
+                "normalization: standardize with mean {mean} and deviation {std}: the deviation must be a positive number"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `tensors` renamed `<prefix><name>` (how a checkpoint files them beside the weights).

@@ -666,6 +666,12 @@ fn a_model_file_resumes_with_a_fresh_optimiser() {
     let mut t = Trainer::resume(&path).unwrap();
     t.fit(train.clone(), FitConfig { callbacks: vec![Box::new(ModelCheckpoint::new(&ck))], ..c(4, 64) }).unwrap();
     assert_eq!(Trainer::resume(&ck).unwrap().state().optimizer_from, 30);
+    // A count past the steps (an edited file) is refused, not divided by zero.
+    let mut f = nn_core::ModelFile::load(&ck).unwrap();
+    f.metadata.insert("training_state".into(), r#"{"epoch":4,"step":40,"seed":7,"optimizer_from":40}"#.into());
+    f.save(&ck).unwrap();
+    let err = Trainer::resume(&ck).unwrap_err().to_string();
+    assert!(err.contains("began at step 40 of 40"), "{err}");
 }
 
 /// A model loaded with `Model::load` is given its file's normalisation
@@ -681,7 +687,7 @@ fn a_loaded_model_keeps_its_normalisation_through_with_normalization() {
     let before = t.evaluate(&val).unwrap();
     t.save_model(&path).unwrap();
     let (model, file) = Model::load(&path).unwrap();
-    let mut loaded = Trainer::new(model, compile()).with_normalization(file.normalization().unwrap());
+    let mut loaded = Trainer::new(model, compile()).with_normalization(file.normalization().unwrap()).unwrap();
     assert_eq!(loaded.normalization(), Normalization::MNIST_STANDARD);
     assert_eq!(loaded.evaluate(&val).unwrap(), before);
     assert_eq!(loaded.predict(&val).unwrap(), t.predict(&val).unwrap());
@@ -691,6 +697,9 @@ fn a_loaded_model_keeps_its_normalisation_through_with_normalization() {
     let saved = dir.path().join("again.safetensors");
     loaded.save_model(&saved).unwrap();
     assert_eq!(Model::load(&saved).unwrap().1.normalization().unwrap(), Normalization::MNIST_STANDARD);
+    // A run that has trained goes on with its inputs.
+    let err = loaded.with_normalization(Normalization::Scale).unwrap_err().to_string();
+    assert!(err.contains("trained on inputs normalised as Standardize"), "{err}");
 }
 
 /// Keras's checkpoint names: the epoch and its metrics filled into the path, a file an epoch.

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use mnist_data::atomic::write_atomic;
 use mnist_data::{Augmentation, Normalization};
-use nn_core::{LayerSpec, Loss};
+use nn_core::Loss;
 use nn_train::recipes::{recipe, RecipeValidation};
 use nn_train::{
     Callback, Compile, Control, DeviceChoice, EarlyStopping, FitConfig, ModelCheckpoint, Optimizer, ReduceLROnPlateau,
@@ -402,8 +402,9 @@ fn schedule_horizon_note(compile: &Compile, steps: usize, epochs: usize) {
     let end = compile.schedule.lr(compile.optimizer.lr(), total as u64, total / steps.max(1));
     eprintln!(
         "note: the {} schedule covers the {total} steps of the first {} epoch(s), the length the run was \
-         started with; the epochs after it train at its final learning rate {end}",
+         started with; the epochs after it train at its final learning rate {}",
         schedule_text(&compile.schedule).split(' ').next().unwrap_or("learning-rate"),
+        report::rate(end),
         total.div_ceil(steps.max(1))
     );
 }
@@ -750,9 +751,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         let probe = EarlyStopping::new(monitor_of(validation)).patience(patience).restore_best_weights(true);
         if let Some(why) = probe.stops_at_once(&trainer) {
             bail!(
-                "the checkpoint's run has already stopped ({why}): resumed with --early-stopping {patience}, it \
-                 would stop again before its first epoch. To train it on, resume with a longer patience or \
-                 --early-stopping none, or start a new run from its weights: mnist train --model CHECKPOINT"
+                "resumed with --early-stopping {patience}, the run would stop before its first epoch ({why}). To \
+                 train it on, resume with a longer patience or --early-stopping none, or start a new run from \
+                 its weights: mnist train --model CHECKPOINT"
             );
         }
     }
@@ -914,7 +915,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(why) = diverged {
         let loss = why.split(':').next().unwrap_or(why);
         // A resumed run keeps its rate: only a fresh run can be given a lower one.
-        let lr = trainer.learning_rate();
+        let lr = report::rate(trainer.learning_rate());
         let mut advice = if done > 0 {
             format!("--resume keeps the run's learning rate: train afresh with a lower --lr (the run's is {lr})")
         } else {
@@ -1066,7 +1067,11 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     for (file, what) in &written {
         println!("  {file:<18} {what}");
     }
-    if let Some(p) = &args.checkpoint {
+    // The last checkpoint written (a name template filled in for the last epoch).
+    let checkpoint = args.checkpoint.as_ref().map(|p| {
+        history.epochs.last().and_then(|e| nn_train::path_template::fill(p, e).ok()).unwrap_or_else(|| p.clone())
+    });
+    if let Some(p) = &checkpoint {
         println!("  checkpoint: {}", p.display());
     }
     println!("Next: mnist evaluate --model {}", model_path.display());
@@ -1075,7 +1080,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             "after {epochs_run} of {}; the run was saved in {}{}",
             report::plural(epochs, "epoch"),
             dir.display(),
-            args.checkpoint
+            checkpoint
                 .as_ref()
                 .map_or(String::new(), |p| format!("; continue it with: mnist train --resume {}", p.display()))
         ))
@@ -1120,12 +1125,10 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     }
     if let Some(frozen) = &args.freeze {
         // Exactly these frozen (a trained model's frozen layers thawed first); `none`: none.
-        for layer in &mut spec.layers {
-            match layer {
-                LayerSpec::Dense(d) => d.trainable = true,
-                LayerSpec::Conv2D(c) => c.trainable = true,
-                _ => {}
-            }
+        let freezable: Vec<String> =
+            spec.resolve()?.into_iter().filter(|l| l.spec.trainable().is_some()).map(|l| l.name).collect();
+        for layer in &freezable {
+            spec.set_trainable(layer, true)?;
         }
         for layer in frozen.iter().map(|l| l.trim()).filter(|l| !(frozen.len() == 1 && *l == "none")) {
             spec.set_trainable(layer, false).with_context(|| format!("--freeze {layer}"))?;
