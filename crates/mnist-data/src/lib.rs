@@ -39,7 +39,7 @@ pub use error::{DataError, Result};
 pub use idx::{read_idx, read_idx_dims, write_idx, Idx};
 pub use preprocess::{flatten, one_hot, sparse_labels, to_nchw, Normalization};
 pub use rng::Rng;
-pub use split::validation_split;
+pub use split::{validation_len, validation_split};
 pub use stats::Summary;
 
 /// What the unit tests share.

@@ -13,7 +13,7 @@ pub fn validation_split(ds: &Dataset, fraction: f64) -> Result<(Dataset, Dataset
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(DataError::Config(format!("validation split must be between 0 and 1 (exclusive), got {fraction}")));
     }
-    let split_at = (ds.len() as f64 * (1.0 - fraction)).floor() as usize;
+    let split_at = ds.len() - validation_len(ds.len(), fraction);
     if split_at == 0 || split_at == ds.len() {
         return Err(DataError::Config(format!(
             "validation split {fraction} of {} examples leaves an empty part",
@@ -21,6 +21,12 @@ pub fn validation_split(ds: &Dataset, fraction: f64) -> Result<(Dataset, Dataset
         )));
     }
     Ok((ds.slice(0..split_at), ds.slice(split_at..ds.len())))
+}
+
+/// How many of `n` examples [`validation_split`] gives the validation part: `n` less
+/// `floor(n * (1 - fraction))`.
+pub fn validation_len(n: usize, fraction: f64) -> usize {
+    n - (n as f64 * (1.0 - fraction)).floor() as usize
 }
 
 #[cfg(test)]

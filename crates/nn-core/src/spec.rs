@@ -447,6 +447,16 @@ impl LayerSpec {
         }
     }
 
+    /// The layer's `trainable` flag, for the layers that have one (see [`LayerSpec::trainable`]).
+    pub fn trainable_mut(&mut self) -> Option<&mut bool> {
+        match self {
+            LayerSpec::Dense(d) => Some(&mut d.trainable),
+            LayerSpec::Conv2D(c) => Some(&mut c.trainable),
+            LayerSpec::BatchNormalization(b) => Some(&mut b.trainable),
+            _ => None,
+        }
+    }
+
     /// The base of the automatic name (`dense`, `conv2d`, ...).
     pub fn base_name(&self) -> &'static str {
         match self {
@@ -794,19 +804,21 @@ impl ModelSpec {
                 if weighted.is_empty() { "none".to_string() } else { weighted.join(", ") }
             )));
         };
-        match &mut self.layers[i] {
-            LayerSpec::Dense(d) => d.trainable = trainable,
-            LayerSpec::Conv2D(c) => c.trainable = trainable,
-            LayerSpec::BatchNormalization(b) => b.trainable = trainable,
-            other => {
-                return Err(NnError::spec(format!(
-                    "{name} ({}): it has no weights to be {}",
-                    other.type_name(),
-                    if trainable { "unfrozen" } else { "frozen" }
-                )))
-            }
-        }
+        let layer = &mut self.layers[i];
+        let kind = layer.type_name();
+        let flag = layer.trainable_mut().ok_or_else(|| {
+            NnError::spec(format!(
+                "{name} ({kind}): it has no weights to be {}",
+                if trainable { "unfrozen" } else { "frozen" }
+            ))
+        })?;
+        *flag = trainable;
         Ok(())
+    }
+
+    /// Unfreezes every layer (each `trainable` true).
+    pub fn thaw_all(&mut self) {
+        self.layers.iter_mut().filter_map(LayerSpec::trainable_mut).for_each(|t| *t = true);
     }
 
     /// The architecture as pretty JSON (what a spec file holds).

@@ -324,16 +324,23 @@ impl Trainer {
     /// its own).
     pub fn with_normalization(mut self, n: Normalization) -> Result<Trainer> {
         check_normalization(n)?;
+        self.check_run_normalization(n)?;
+        self.normalization = n;
+        Ok(self)
+    }
+
+    /// Refuses normalisation `n` for a run that has trained epochs on another (it goes on with
+    /// the inputs it started on).
+    fn check_run_normalization(&self, n: Normalization) -> Result<()> {
         let done = self.state.epoch;
         if done > 0 && n != self.normalization {
             return Err(TrainError::Config(format!(
                 "the run's {done} epoch(s) trained on inputs normalised as {:?}, not {n:?}: a run goes on with \
-                 its own",
+                 its own (leave FitConfig::normalization at None)",
                 self.normalization
             )));
         }
-        self.normalization = n;
-        Ok(self)
+        Ok(())
     }
 
     /// Whether the `fit` under way validates after each epoch (false outside a fit), so that its epochs report
@@ -472,14 +479,8 @@ impl Trainer {
         self.check_loss()?;
         let normalization = cfg.normalization.unwrap_or(self.normalization);
         self.check_settings(normalization)?;
+        self.check_run_normalization(normalization)?;
         let done = self.state.epoch;
-        if done > 0 && normalization != self.normalization {
-            return Err(TrainError::Config(format!(
-                "the run's {done} epoch(s) trained on inputs normalised as {:?}, this fit asks for {:?}: leave \
-                 FitConfig::normalization at None (the run's) to continue it",
-                self.normalization, normalization
-            )));
-        }
         if done >= cfg.epochs {
             return Err(TrainError::Config(format!(
                 "{} already trained; `epochs` is the total to reach (Keras's `epochs` with \

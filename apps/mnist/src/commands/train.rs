@@ -1125,11 +1125,7 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     }
     if let Some(frozen) = &args.freeze {
         // Exactly these frozen (a trained model's frozen layers thawed first); `none`: none.
-        let freezable: Vec<String> =
-            spec.resolve()?.into_iter().filter(|l| l.spec.trainable().is_some()).map(|l| l.name).collect();
-        for layer in &freezable {
-            spec.set_trainable(layer, true)?;
-        }
+        spec.thaw_all();
         for layer in frozen.iter().map(|l| l.trim()).filter(|l| !(frozen.len() == 1 && *l == "none")) {
             spec.set_trainable(layer, false).with_context(|| format!("--freeze {layer}"))?;
         }

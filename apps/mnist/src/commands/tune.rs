@@ -200,8 +200,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
 
     let combos = space.size();
-    // As `validation_split` cuts them: the last 20%.
-    let validating = train.len() - (train.len() as f64 * (1.0 - cfg.validation_split)).floor() as usize;
+    let validating = mnist_data::validation_len(train.len(), cfg.validation_split);
     println!(
         "Random search on {} ({} training images; the last 20%, {validating} images, validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time, on {}",
         choice.title(),
