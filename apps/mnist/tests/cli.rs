@@ -467,9 +467,50 @@ fn tune_runs_two_tiny_trials_and_keeps_the_best() {
     assert!(err.contains("note: 600 validation images score each trial in steps of 0.17 points"), "{err}");
     let csv = std::fs::read_to_string(tmp.path().join("tune/trials.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.starts_with("trial,layers,units,learning_rate"), "{csv}");
+    assert!(csv.starts_with("trial,conv_blocks,filters,layers,units,learning_rate"), "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.split(',').nth(1) == Some("0")), "no convolution by default: {csv}");
     let out = ok(&mnist(tmp.path(), &["evaluate", "--model", "tune/best.safetensors"]));
     assert!(out.contains("accuracy:"), "{out}");
+}
+
+#[test]
+fn tune_searches_convnets_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let search = |blocks: &str, out_dir: &str| {
+        let args = [
+            "tune",
+            "--max-trials",
+            "2",
+            "--epochs",
+            "1",
+            "--limit",
+            "3000",
+            "--conv-blocks",
+            blocks,
+            "--filters",
+            "8..16:8",
+            "--layers",
+            "0",
+            "--lr",
+            "1e-2",
+            "--optimizer",
+            "adam",
+            "--out-dir",
+            out_dir,
+        ];
+        mnist(tmp.path(), &args)
+    };
+    let out = ok(&search("1..2", "conv"));
+    assert!(out.contains("Space: conv blocks 1..2, filters 8..16:8, layers 0,"), "{out}");
+    assert!(out.contains("blocks  filters") && out.contains("Best: trial"), "{out}");
+    let csv = std::fs::read_to_string(tmp.path().join("conv/trials.csv")).unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.contains(",0,,0.01,")), "{csv}");
+    let summary = ok(&mnist(tmp.path(), &["summary", "--model", "conv/best.safetensors"]));
+    assert!(summary.contains("Conv2D") && summary.contains("MaxPooling2D"), "{summary}");
+    // Four blocks leave nothing of a 28×28 image.
+    fails(&search("4", "deep"), &["conv_blocks: 4 blocks", "at most 3"]);
+    // No hidden layer and no convolution: nothing to learn with.
+    fails(&search("0..1", "bare"), &["layers: at least 1 hidden layer", "conv_blocks from 1"]);
 }
 
 #[test]

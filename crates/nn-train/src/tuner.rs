@@ -1,8 +1,10 @@
-//! Random hyper-parameter search, Keras Tuner's `RandomSearch` for multilayer perceptrons.
+//! Random hyper-parameter search, Keras Tuner's `RandomSearch` for multilayer perceptrons and
+//! small convnets.
 //!
-//! The model of a trial is the Keras Tuner tutorial's: `Flatten → Dense(units_i, relu) × layers
-//! → [Dropout(dropout)] → Dense(classes)` on logits, trained with sparse categorical
-//! cross-entropy. The objective is the validation accuracy of the best epoch (as Keras Tuner
+//! The model of a trial is the Keras Tuner tutorial's, `Flatten → Dense(units_i, relu) × layers
+//! → [Dropout(dropout)] → Dense(classes)` on logits, optionally after convolution blocks
+//! `Conv2D(filters_i, 3, relu) → MaxPooling2D(2)` (Keras's simple MNIST convnet is two of them
+//! and no hidden Dense layer), trained with sparse categorical cross-entropy. The objective is the validation accuracy of the best epoch (as Keras Tuner
 //! scores a trial; the kept model has that epoch's weights), on the last
 //! `validation_split` of the training images (held out, never trained on), averaged over
 //! `executions_per_trial` runs with different seeds; a trial with an execution whose loss became
@@ -33,7 +35,7 @@ use crate::{
     Compile, EarlyStopping, FitConfig, Interrupt, Optimizer, Schedule, TrainError, Trainer, Validation, Verbosity,
 };
 use mnist_data::{Dataset, Rng};
-use nn_core::{Activation, Dense, Dropout, Flatten, Loss, ModelSpec};
+use nn_core::{Activation, Conv2D, Dense, Dropout, Flatten, Loss, ModelSpec, Pool2D, Reshape};
 
 /// Whole numbers from `min` to `max` (inclusive) in steps of `step`: Keras Tuner's
 /// `hp.Int(name, min, max, step)`. Written `32..512:32`, `1..3` or `64`.
@@ -110,10 +112,20 @@ pub fn parse_choices<T: FromStr>(s: &str) -> Result<Vec<T>, String> {
     items.iter().map(|t| t.parse::<T>().map_err(|_| format!("'{t}' is not a valid value"))).collect()
 }
 
+/// The most convolution blocks a search may ask for (a 3×3 convolution and 2×2 pooling leave
+/// nothing of a 28×28 image after 3).
+const MAX_CONV_BLOCKS: usize = 8;
+
 /// The space searched.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchSpace {
-    /// Number of hidden Dense layers.
+    /// Number of convolution blocks, `Conv2D(filters, 3, relu) → MaxPooling2D(2)` each, before
+    /// the Dense layers; `0..0` (the default): none, a multilayer perceptron.
+    pub conv_blocks: IntRange,
+    /// Filters of each convolution block (drawn for each block separately; unused without
+    /// convolution blocks).
+    pub filters: IntRange,
+    /// Number of hidden Dense layers (0 only with at least one convolution block).
     pub layers: IntRange,
     /// Units of each hidden layer (drawn for each layer separately).
     pub units: IntRange,
@@ -129,9 +141,12 @@ pub struct SearchSpace {
 
 impl Default for SearchSpace {
     /// Keras Tuner's tutorial space: 1 to 2 layers of 32 to 512 units (step 32), learning rate
-    /// 1e-2, 1e-3 or 1e-4, dropout 0, 0.2 or 0.5, batch 32 or 128, Adam or SGD.
+    /// 1e-2, 1e-3 or 1e-4, dropout 0, 0.2 or 0.5, batch 32 or 128, Adam or SGD; no convolution
+    /// (`filters` 16 to 64, step 16, when `conv_blocks` asks for some).
     fn default() -> Self {
         SearchSpace {
+            conv_blocks: IntRange { min: 0, max: 0, step: 1 },
+            filters: IntRange { min: 16, max: 64, step: 16 },
             layers: IntRange { min: 1, max: 2, step: 1 },
             units: IntRange { min: 32, max: 512, step: 32 },
             learning_rates: vec![1e-2, 1e-3, 1e-4],
@@ -146,12 +161,19 @@ impl SearchSpace {
     /// Checks that every dimension has at least one usable value.
     ///
     /// # Errors
-    /// [`TrainError::Config`] naming the dimension: for `layers` and `units`, a minimum above
-    /// the maximum, a step of 0, no hidden layer, more than 16 hidden layers or layers of 0
-    /// units; for the lists, an empty list or a value out of its domain.
+    /// [`TrainError::Config`] naming the dimension: for the ranges, a minimum above the maximum
+    /// or a step of 0; no hidden layer without a convolution block, more than 16 hidden layers,
+    /// layers of 0 units, more than 8 convolution blocks or blocks of 0 filters; for the lists,
+    /// an empty list or a value out of its domain. (Whether the images are large enough for
+    /// the convolution blocks is checked by [`random_search`], which knows them.)
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
-        for (name, r) in [("layers", &self.layers), ("units", &self.units)] {
+        for (name, r) in [
+            ("conv_blocks", &self.conv_blocks),
+            ("filters", &self.filters),
+            ("layers", &self.layers),
+            ("units", &self.units),
+        ] {
             if r.min > r.max {
                 return bad(format!("{name}: the minimum {} is above the maximum {}", r.min, r.max));
             }
@@ -159,13 +181,26 @@ impl SearchSpace {
                 return bad(format!("{name}: the step must be at least 1"));
             }
         }
-        if self.layers.min == 0 {
-            return bad("layers: at least 1 hidden layer".into());
+        if self.conv_blocks.max > MAX_CONV_BLOCKS {
+            return bad(format!(
+                "conv_blocks: at most {MAX_CONV_BLOCKS} convolution blocks, got {}",
+                self.conv_blocks.max
+            ));
+        }
+        if self.conv_blocks.max > 0 && self.filters.min == 0 {
+            return bad("filters: at least 1 filter per convolution block".into());
+        }
+        if self.layers.min == 0 && self.conv_blocks.min == 0 {
+            return bad(
+                "layers: at least 1 hidden layer (0 is allowed only when every trial has a convolution block: \
+                 conv_blocks from 1)"
+                    .into(),
+            );
         }
         if self.layers.max > 16 {
             return bad(format!("layers: at most 16 hidden layers, got {}", self.layers.max));
         }
-        if self.units.min == 0 {
+        if self.layers.max > 0 && self.units.min == 0 {
             return bad("units: at least 1 unit per layer".into());
         }
         if self.learning_rates.is_empty() || self.learning_rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
@@ -185,12 +220,29 @@ impl SearchSpace {
 
     /// How many different combinations the space holds (saturating).
     pub fn size(&self) -> u128 {
-        let units = self.units.values().len() as u128;
-        let per_layers: u128 =
-            self.layers.values().iter().map(|&l| units.saturating_pow(l as u32)).fold(0u128, u128::saturating_add);
+        // The stacks of `counts` layers, each with one of `choices` widths.
+        let stacks = |counts: &IntRange, choices: &IntRange| {
+            let widths = choices.values().len() as u128;
+            counts.values().iter().map(|&n| widths.saturating_pow(n as u32)).fold(0u128, u128::saturating_add)
+        };
+        let architectures = stacks(&self.conv_blocks, &self.filters).saturating_mul(stacks(&self.layers, &self.units));
         [self.learning_rates.len(), self.dropouts.len(), self.batch_sizes.len(), self.optimizers.len()]
             .iter()
-            .fold(per_layers, |acc, &n| acc.saturating_mul(n as u128))
+            .fold(architectures, |acc, &n| acc.saturating_mul(n as u128))
+    }
+
+    /// Checks that images of `rows × cols` survive the most convolution blocks the space asks
+    /// for (each takes 2 rows and columns off, then halves them).
+    fn check_image_size(&self, rows: usize, cols: usize) -> Result<(), TrainError> {
+        let fits = conv_blocks_fitting(rows.min(cols));
+        if self.conv_blocks.values().last().is_some_and(|&most| most > fits) {
+            return Err(TrainError::Config(format!(
+                "conv_blocks: {} blocks of a 3×3 convolution and 2×2 pooling leave nothing of {rows}×{cols} \
+                 images; at most {fits}",
+                self.conv_blocks.max
+            )));
+        }
+        Ok(())
     }
 
     /// Draws one combination.
@@ -200,21 +252,40 @@ impl SearchSpace {
     /// spaces that [`SearchSpace::validate`] rejects, as [`random_search`] does first.
     pub fn sample(&self, rng: &mut Rng) -> HyperParams {
         let pick = |rng: &mut Rng, n: usize| rng.below(n.max(1));
-        let layer_counts = self.layers.values();
-        let units = self.units.values();
-        let layers = layer_counts[pick(rng, layer_counts.len())];
-        let units: Vec<usize> = (0..layers).map(|_| units[pick(rng, units.len())]).collect();
+        let stack = |rng: &mut Rng, counts: &IntRange, choices: &IntRange| {
+            let (counts, choices) = (counts.values(), choices.values());
+            let n = counts[pick(rng, counts.len())];
+            (0..n).map(|_| choices[pick(rng, choices.len())]).collect::<Vec<usize>>()
+        };
+        // The dense layers first, and no draw for no convolution, so that a space without
+        // convolution draws as it did before convolution blocks existed.
+        let units = stack(rng, &self.layers, &self.units);
+        let filters = if self.conv_blocks.max == 0 { Vec::new() } else { stack(rng, &self.conv_blocks, &self.filters) };
         let learning_rate = self.learning_rates[pick(rng, self.learning_rates.len())];
         let dropout = self.dropouts[pick(rng, self.dropouts.len())];
         let batch_size = self.batch_sizes[pick(rng, self.batch_sizes.len())];
         let optimizer = self.optimizers[pick(rng, self.optimizers.len())].learning_rate(learning_rate);
-        HyperParams { units, learning_rate, dropout, batch_size, optimizer }
+        HyperParams { filters, units, learning_rate, dropout, batch_size, optimizer }
     }
+}
+
+/// How many blocks of a 3×3 convolution (no padding) and 2×2 pooling leave at least one pixel
+/// of a side of `side` pixels.
+fn conv_blocks_fitting(mut side: usize) -> usize {
+    let mut blocks = 0;
+    while side >= 4 {
+        side = (side - 2) / 2;
+        blocks += 1;
+    }
+    blocks
 }
 
 /// One combination of hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HyperParams {
+    /// Filters of each convolution block (their number is the number of blocks; none: a
+    /// multilayer perceptron).
+    pub filters: Vec<usize>,
     /// Units of each hidden layer (their number is the number of layers).
     pub units: Vec<usize>,
     /// The learning rate.
@@ -228,9 +299,16 @@ pub struct HyperParams {
 }
 
 impl HyperParams {
-    /// The architecture for images of `input_shape` and `classes` classes.
+    /// The architecture for images of `input_shape` (`[rows, cols]`) and `classes` classes.
     pub fn spec(&self, input_shape: &[usize], classes: usize) -> ModelSpec {
-        let mut s = ModelSpec::new(input_shape).add(Flatten::new());
+        let mut s = ModelSpec::new(input_shape);
+        if !self.filters.is_empty() {
+            s = s.add(Reshape { target_shape: [1].iter().chain(input_shape).copied().collect() });
+            for &f in &self.filters {
+                s = s.add(Conv2D::new(f, 3).activation(Activation::Relu)).add(Pool2D::max(2));
+            }
+        }
+        s = s.add(Flatten::new());
         for &u in &self.units {
             s = s.add(Dense::new(u).activation(Activation::Relu));
         }
@@ -252,7 +330,8 @@ impl HyperParams {
     /// A key identifying the combination (to avoid repeating one).
     fn key(&self) -> String {
         format!(
-            "{:?}|{}|{}|{}|{}",
+            "{:?}|{:?}|{}|{}|{}|{}",
+            self.filters,
             self.units,
             self.learning_rate,
             self.dropout,
@@ -263,12 +342,25 @@ impl HyperParams {
 
     /// The units as `256,64`.
     pub fn units_text(&self) -> String {
-        self.units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",")
+        list(&self.units, ",")
     }
+
+    /// The filters as `32,64`.
+    pub fn filters_text(&self) -> String {
+        list(&self.filters, ",")
+    }
+}
+
+/// Numbers joined by `sep`.
+fn list(values: &[usize], sep: &str) -> String {
+    values.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(sep)
 }
 
 impl fmt::Display for HyperParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.filters.is_empty() {
+            write!(f, "conv_blocks={} filters=[{}] ", self.filters.len(), self.filters_text())?;
+        }
         write!(
             f,
             "layers={} units=[{}] learning_rate={} dropout={} batch_size={} optimizer={}",
@@ -483,6 +575,7 @@ pub fn random_search(
     if cfg.max_trials == 0 || cfg.epochs == 0 || cfg.executions_per_trial == 0 {
         return Err(TrainError::Config("trials, executions per trial and epochs must be at least 1".into()));
     }
+    space.check_image_size(train.rows(), train.cols())?;
     let (device, _) = settle(cfg.device);
     let (fit_part, val_part) = mnist_data::validation_split(train, cfg.validation_split)?;
     let (fit_part, val_part) = (Arc::new(fit_part), Arc::new(val_part));
@@ -564,24 +657,26 @@ pub fn random_search(
     Ok(SearchOutcome { trials: results, best_index, best_trainer })
 }
 
-/// The trials as CSV: `trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status`
-/// (units separated by `;`; status `ok` or `diverged`; a score no execution reached is left
+/// The trials as CSV: `trial,conv_blocks,filters,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status`
+/// (filters and units separated by `;`; status `ok` or `diverged`; a score no execution reached is left
 /// empty), in trial order.
 pub fn trials_csv(trials: &[TrialResult]) -> String {
     let mut sorted: Vec<&TrialResult> = trials.iter().collect();
     sorted.sort_by_key(|t| t.number);
     let mut s = String::from(
-        "trial,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status\n",
+        "trial,conv_blocks,filters,layers,units,learning_rate,dropout,batch_size,optimizer,val_accuracy,val_loss,seconds,status\n",
     );
     for t in sorted {
         let number = |v: f64| if v.is_finite() { format!("{v:.6}") } else { String::new() };
         let status = if t.diverged { "diverged" } else { "ok" };
         let (acc, loss) = (number(t.val_accuracy), number(t.val_loss));
         s += &format!(
-            "{},{},{},{},{},{},{},{acc},{loss},{:.2},{status}\n",
+            "{},{},{},{},{},{},{},{},{},{acc},{loss},{:.2},{status}\n",
             t.number,
+            t.params.filters.len(),
+            list(&t.params.filters, ";"),
             t.params.units.len(),
-            t.params.units.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(";"),
+            list(&t.params.units, ";"),
             t.params.learning_rate,
             t.params.dropout,
             t.params.batch_size,
@@ -620,6 +715,7 @@ mod tests {
             dropouts: vec![0.0],
             batch_sizes: vec![32],
             optimizers: vec![Optimizer::adam()],
+            ..SearchSpace::default()
         };
         assert_eq!(space.size(), 2 + 4);
         let trials = draw_trials(&space, 10, 1);
@@ -681,7 +777,83 @@ mod tests {
             dropouts: vec![0.0],
             batch_sizes: vec![16],
             optimizers: vec![optimizer],
+            ..SearchSpace::default()
         }
+    }
+
+    #[test]
+    fn convolution_blocks_join_the_space() {
+        let space = SearchSpace {
+            conv_blocks: IntRange { min: 1, max: 2, step: 1 },
+            filters: IntRange { min: 16, max: 32, step: 16 },
+            layers: IntRange { min: 0, max: 1, step: 1 },
+            units: IntRange { min: 64, max: 64, step: 1 },
+            learning_rates: vec![1e-3],
+            dropouts: vec![0.0],
+            batch_sizes: vec![32],
+            optimizers: vec![Optimizer::adam()],
+        };
+        space.validate().expect("valid");
+        // (2 one-block + 4 two-block convolutions) × (no hidden layer + one of 64 units).
+        assert_eq!(space.size(), 6 * 2);
+        let trials = draw_trials(&space, 100, 7);
+        assert_eq!(trials.len(), 12, "every combination, once");
+        for t in &trials {
+            assert!((1..=2).contains(&t.filters.len()) && t.filters.iter().all(|f| [16, 32].contains(f)), "{t}");
+            let spec = t.spec(&[28, 28], 10);
+            assert_eq!(spec.output_shape().ok(), Some(vec![10]), "{t}");
+            let convs = spec.layers.iter().filter(|l| matches!(l, nn_core::LayerSpec::Conv2D(_))).count();
+            let pools = spec.layers.iter().filter(|l| matches!(l, nn_core::LayerSpec::MaxPooling2D(_))).count();
+            assert_eq!((convs, pools), (t.filters.len(), t.filters.len()));
+        }
+        assert!(trials.iter().any(|t| t.to_string().starts_with("conv_blocks=2 filters=[")));
+        // Without convolution, a space draws as it did before convolution blocks existed: the
+        // first trial of `mnist tune`'s default search (seed 42), as the nineteenth session's
+        // build drew it.
+        let mlp = SearchSpace::default();
+        let before = HyperParams {
+            filters: Vec::new(),
+            units: vec![480, 224],
+            learning_rate: 1e-4,
+            dropout: 0.5,
+            batch_size: 32,
+            optimizer: Optimizer::sgd().learning_rate(1e-4),
+        };
+        assert_eq!(draw_trials(&mlp, 1, 42)[0], before, "{}", draw_trials(&mlp, 1, 42)[0]);
+        // No hidden layer needs a convolution block in every trial.
+        let bare = SearchSpace { conv_blocks: IntRange { min: 0, max: 1, step: 1 }, ..space.clone() };
+        assert!(matches!(bare.validate(), Err(TrainError::Config(m)) if m.starts_with("layers:")));
+        let no_filters = SearchSpace { filters: IntRange { min: 0, max: 16, step: 16 }, ..space.clone() };
+        assert!(matches!(no_filters.validate(), Err(TrainError::Config(m)) if m.starts_with("filters:")));
+        // 28×28 images take 3 blocks (26→13, 11→5, 3→1); 4×4 images take 1.
+        assert_eq!((conv_blocks_fitting(28), conv_blocks_fitting(4), conv_blocks_fitting(3)), (3, 1, 0));
+        let deep = SearchSpace { conv_blocks: IntRange { min: 1, max: 4, step: 1 }, ..space };
+        deep.validate().expect("4 blocks are valid until the images are known");
+        let err = deep.check_image_size(28, 28).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("nothing of 28×28 images; at most 3")), "{err:?}");
+    }
+
+    #[test]
+    fn a_convnet_search_trains_and_keeps_its_best_model() {
+        let data = top_or_bottom();
+        let space = SearchSpace {
+            conv_blocks: IntRange { min: 1, max: 1, step: 1 },
+            filters: IntRange { min: 4, max: 8, step: 4 },
+            layers: IntRange { min: 0, max: 0, step: 1 },
+            ..one_layer(IntRange { min: 4, max: 4, step: 4 }, vec![1e-2], Optimizer::adam())
+        };
+        let cfg = TunerConfig { max_trials: 2, epochs: 3, ..Default::default() };
+        let out = random_search(&space, &cfg, &data, &mut |_| {}).expect("search");
+        assert_eq!(out.trials.len(), 2);
+        assert!(out.best().val_accuracy > 0.9, "an easy problem: {}", out.best().val_accuracy);
+        let kept = out.best_trainer;
+        assert!(kept.model().spec().layers.iter().any(|l| matches!(l, nn_core::LayerSpec::Conv2D(_))));
+        let csv = trials_csv(&out.trials);
+        assert!(csv.lines().nth(1).is_some_and(|l| l.starts_with("1,1,")), "{csv}");
+        // Two blocks leave nothing of 4×4 images: refused before any training.
+        let deep = SearchSpace { conv_blocks: IntRange { min: 2, max: 2, step: 1 }, ..space };
+        let err = random_search(&deep, &cfg, &data, &mut |_| {}).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("at most 1")), "{err:?}");
     }
 
     #[test]

@@ -21,10 +21,13 @@ Examples:
   mnist tune --max-trials 20 --units 64..256:64 --layers 1..3 --lr 1e-3,3e-4
   mnist tune --optimizer adam --lr 1e-3 --lr 3e-4     a list given as repeated options
   mnist tune --limit 10000 --epochs 2 --parallel 2   a quick search on 10000 images, 2 at a time
+  mnist tune --conv-blocks 1..2 --filters 16..64:16 --layers 0..1 --units 64..128:64
+                                                     convnets: 1 or 2 conv blocks, then 0 or 1 hidden layer
   mnist evaluate --model runs/tune-20250101-120000/best.safetensors
 
-Each trial trains Flatten → Dense(units, relu) × layers → [Dropout] → Dense(10) with sparse
-categorical cross-entropy, and is scored by the validation accuracy of its best epoch (as
+Each trial trains [Conv2D(filters, 3, relu) → MaxPooling2D(2)] × conv-blocks → Flatten →
+Dense(units, relu) × layers → [Dropout] → Dense(10) with sparse categorical cross-entropy
+(no convolution block by default: a multilayer perceptron), and is scored by the validation accuracy of its best epoch (as
 Keras Tuner scores it) on the last 20% of the training images (held out). The best trial's
 model is kept, with its best epoch's weights. Ctrl-C lets no further trial start: the search
 ends with the trials under way and keeps the best (exit status 130).";
@@ -48,9 +51,17 @@ pub struct TuneArgs {
     /// Learning rates to choose from, comma separated (or the option repeated).
     #[arg(long, value_name = "LIST", default_value = "1e-2,1e-3,1e-4", value_parser = parse_choices::<f32>)]
     pub lr: Vec<Vec<f32>>,
-    /// Number of hidden layers: MIN..MAX.
+    /// Number of hidden Dense layers: MIN..MAX (from 0 when --conv-blocks starts at 1 or more).
     #[arg(long, value_name = "MIN..MAX", default_value = "1..2")]
     pub layers: IntRange,
+    /// Number of convolution blocks, Conv2D(filters, 3×3, relu) → MaxPooling2D(2) each, before
+    /// the hidden layers: MIN..MAX (at most 3 for 28×28 images; 0: none, a multilayer
+    /// perceptron).
+    #[arg(long, value_name = "MIN..MAX", default_value = "0")]
+    pub conv_blocks: IntRange,
+    /// Filters of each convolution block: MIN..MAX:STEP (used with --conv-blocks).
+    #[arg(long, value_name = "MIN..MAX:STEP", default_value = "16..64:16")]
+    pub filters: IntRange,
     /// Dropout rates before the output layer to choose from (0: none).
     #[arg(long, value_name = "LIST", default_value = "0,0.2,0.5", value_parser = parse_choices::<f32>)]
     pub dropout: Vec<Vec<f32>>,
@@ -93,24 +104,44 @@ fn flatten<T: Clone>(lists: &[Vec<T>]) -> Vec<T> {
     lists.concat()
 }
 
-fn print_header() {
+/// The table's columns for convolution blocks and their filters, when the space has them.
+fn conv_columns(conv: bool, blocks: &str, filters: &str) -> String {
+    if conv {
+        format!("{blocks:>6}  {filters:<12}  ")
+    } else {
+        String::new()
+    }
+}
+
+fn print_header(conv: bool) {
     println!(
-        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8}",
-        "trial", "layers", "units", "lr", "dropout", "batch", "optimizer", "val_accuracy", "seconds"
+        "{:>5}  {}{:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8}",
+        "trial",
+        conv_columns(conv, "blocks", "filters"),
+        "layers",
+        "units",
+        "lr",
+        "dropout",
+        "batch",
+        "optimizer",
+        "val_accuracy",
+        "seconds"
     );
 }
 
-fn print_row(t: &TrialResult) {
+fn print_row(t: &TrialResult, conv: bool) {
     let score = match (t.diverged, t.val_accuracy.is_finite()) {
         (false, _) => format!("{:.4}", t.val_accuracy),
         (true, true) => format!("{:.4} (div.)", t.val_accuracy),
         (true, false) => "diverged".to_string(),
     };
+    let or_none = |text: String| if text.is_empty() { "-".to_string() } else { text };
     println!(
-        "{:>5}  {:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8.1}",
+        "{:>5}  {}{:>6}  {:<16}  {:>7}  {:>7}  {:>5}  {:<9}  {:>12}  {:>8.1}",
         t.number,
+        conv_columns(conv, &t.params.filters.len().to_string(), &or_none(t.params.filters_text())),
         t.params.units.len(),
-        t.params.units_text(),
+        or_none(t.params.units_text()),
         format!("{:e}", t.params.learning_rate),
         t.params.dropout,
         t.params.batch_size,
@@ -148,6 +179,8 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         }
     }
     let space = SearchSpace {
+        conv_blocks: args.conv_blocks,
+        filters: args.filters,
         layers: args.layers,
         units: args.units,
         learning_rates: flatten(&args.lr),
@@ -218,8 +251,10 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
             100.0 / validating as f64
         );
     }
+    let conv = space.conv_blocks.max > 0;
     println!(
-        "Space: layers {}, units {}, lr {:?}, dropout {:?}, batch {:?}, optimizer {} ({combos} combinations)",
+        "Space: {}layers {}, units {}, lr {:?}, dropout {:?}, batch {:?}, optimizer {} ({combos} combinations)",
+        if conv { format!("conv blocks {}, filters {}, ", space.conv_blocks, space.filters) } else { String::new() },
         space.layers,
         space.units,
         space.learning_rates,
@@ -228,7 +263,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         space.optimizers.iter().map(Optimizer::name).collect::<Vec<_>>().join(",")
     );
     println!();
-    print_header();
+    print_header(conv);
     // The trials are kept as they finish, so that trials.csv is written whatever happens.
     let mut finished: Vec<TrialResult> = Vec::new();
     let ctrl_c = crate::interrupt::during(
@@ -236,7 +271,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         "no further trial starts; the search ends with the trials under way and keeps the best model",
     );
     let searched = random_search(&space, &cfg, &train, &mut |t| {
-        print_row(t);
+        print_row(t, conv);
         finished.push(t.clone());
     });
     drop(ctrl_c);
