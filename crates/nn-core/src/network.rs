@@ -291,27 +291,6 @@ impl<D: Device> Network<D> {
         // Host arithmetic (and the thread pools started from here) flushes subnormals to zero.
         crate::cpu::flush_denormals_to_zero();
         let resolved = spec.resolve()?;
-        if let [h, w, c] = spec.input_shape[..] {
-            // Keras writes images channels last, `[28, 28, 1]`; here channels come first.
-            if c <= 4 && h > 4 && w > 4 {
-                return Err(NnError::spec(format!(
-                    "input shape {:?}: channels come first here (PyTorch's layout, not Keras's channels \
-                     last): images of {h}×{w} pixels with {c} channel(s) are [{c}, {h}, {w}]",
-                    spec.input_shape
-                )));
-            }
-        }
-        if let [c, _, _] = spec.input_shape[..] {
-            if c > 1 {
-                return Err(NnError::spec(format!(
-                    "input shape {:?}: images of several channels are stored channels-major inside the network; \
-                     give the input as [{}] and add Reshape {{ target_shape: {:?} }} as the first layer",
-                    spec.input_shape,
-                    spec.input_shape.iter().product::<usize>(),
-                    spec.input_shape
-                )));
-            }
-        }
         let mut rng = Rng::derive(seed, 0x1417);
         let mut layers = Vec::with_capacity(resolved.len());
         let mut slot_in = Vec::new();

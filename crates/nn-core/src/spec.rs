@@ -729,7 +729,10 @@ impl ModelSpec {
     /// Names every layer Keras's way and checks that each one's input fits.
     ///
     /// # Errors
-    /// [`NnError::Shape`] or [`NnError::Spec`] naming the first layer that does not fit.
+    /// [`NnError::Shape`] or [`NnError::Spec`] naming the first layer that does not fit;
+    /// [`NnError::Spec`] for an input shape that is empty, holds a zero or too many values, is
+    /// Keras's channels-last `[h, w, c]`, or has several channels first (images come in as one
+    /// channel; several need a `Reshape` of the flat input, as the message says).
     pub fn resolve(&self) -> Result<Vec<ResolvedLayer>> {
         if self.layers.is_empty() {
             return Err(NnError::spec("the model has no layers"));
@@ -742,6 +745,27 @@ impl ModelSpec {
                 "input shape {:?} holds more than {MAX_ELEMENTS} values",
                 self.input_shape
             )));
+        }
+        if let [h, w, c] = self.input_shape[..] {
+            // Keras writes images channels last, `[28, 28, 1]`; here channels come first.
+            if c <= 4 && h > 4 && w > 4 {
+                return Err(NnError::spec(format!(
+                    "input shape {:?}: channels come first here (PyTorch's layout, not Keras's channels \
+                     last): images of {h}×{w} pixels with {c} channel(s) are [{c}, {h}, {w}]",
+                    self.input_shape
+                )));
+            }
+        }
+        if let [c, _, _] = self.input_shape[..] {
+            if c > 1 {
+                return Err(NnError::spec(format!(
+                    "input shape {:?}: images of several channels are stored channels-major inside the network; \
+                     give the input as [{}] and add Reshape {{ target_shape: {:?} }} as the first layer",
+                    self.input_shape,
+                    self.input_shape.iter().product::<usize>(),
+                    self.input_shape
+                )));
+            }
         }
         let mut counts = std::collections::HashMap::<&str, usize>::new();
         let mut params = 0usize;
@@ -912,6 +936,10 @@ mod tests {
     fn a_channels_last_image_is_named_as_such() {
         let keras = ModelSpec::new(&[28, 28, 1]).add(Conv2D::new(8, 3));
         let err = keras.resolve().unwrap_err().to_string();
+        assert!(err.contains("channels come first") && err.contains("[1, 28, 28]"), "{err}");
+        // The same shape made inside the network, by a Reshape: the convolution says so.
+        let reshaped = ModelSpec::new(&[784]).add(Reshape { target_shape: vec![28, 28, 1] }).add(Conv2D::new(8, 3));
+        let err = reshaped.resolve().unwrap_err().to_string();
         assert!(err.contains("looks channels-last") && err.contains("[1, 28, 28]"), "{err}");
         let small = ModelSpec::new(&[1, 2, 2]).add(Conv2D::new(8, 3));
         let err = small.resolve().unwrap_err().to_string();

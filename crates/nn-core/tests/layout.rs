@@ -74,6 +74,12 @@ fn multi_channel_inputs_ask_for_a_reshape() {
     let spec = ModelSpec::new(&[3, 8, 8]).add(Flatten::new());
     let err = Model::new(&spec, 0).err().unwrap().to_string();
     assert!(err.contains("Reshape") && err.contains("[192]"), "{err}");
+    // Refused by the architecture itself, so a summary does not show what cannot be built.
+    assert_eq!(spec.resolve().err().map(|e| e.to_string()), Some(err));
+    assert!(nn_core::summary::summary(&spec, "sequential").is_err());
+    // With the Reshape it asks for, it builds.
+    let reshaped = ModelSpec::new(&[192]).add(nn_core::Reshape { target_shape: vec![3, 8, 8] }).add(Flatten::new());
+    assert!(Model::new(&reshaped, 0).is_ok());
     // Keras's channels-last shape is named as such, with the shape to write here.
     let err = Model::new(&ModelSpec::new(&[28, 28, 1]).add(Flatten::new()), 0).err().unwrap().to_string();
     assert!(err.contains("channels come first") && err.contains("[1, 28, 28]"), "{err}");
