@@ -508,9 +508,20 @@ fn tune_searches_convnets_when_asked() {
     let summary = ok(&mnist(tmp.path(), &["summary", "--model", "conv/best.safetensors"]));
     assert!(summary.contains("Conv2D") && summary.contains("MaxPooling2D"), "{summary}");
     // Four blocks leave nothing of a 28×28 image.
-    fails(&search("4", "deep"), &["conv_blocks: 4 blocks", "at most 3"]);
+    fails(&search("4", "deep"), &["--conv-blocks: 4 blocks", "at most 3"]);
     // No hidden layer and no convolution: nothing to learn with.
-    fails(&search("0..1", "bare"), &["layers: at least 1 hidden layer", "conv_blocks from 1"]);
+    fails(&search("0..1", "bare"), &["--layers: at least 1 hidden layer", "conv_blocks from 1"]);
+    // A range of units too wide to list (it used to allocate it, and panic) and a model too
+    // large to build: refused before the search starts.
+    let huge =
+        mnist(tmp.path(), &["tune", "--units", "1..18446744073709551615:1", "--limit", "500", "--out-dir", "huge"]);
+    fails(&huge, &["the space's largest model (layers=2 units=[18446744073709551615", "cannot be built"]);
+    let units = mnist(tmp.path(), &["tune", "--units", "0..10:5", "--out-dir", "units"]);
+    fails(&units, &["--units: at least 1 unit per layer"]);
+    // Too few images for the split: said before the table.
+    let one = mnist(tmp.path(), &["tune", "--limit", "1", "--out-dir", "one"]);
+    fails(&one, &["1 training images cannot be split", "give a larger --limit"]);
+    assert!(!String::from_utf8_lossy(&one.stdout).contains("val_accuracy"));
 }
 
 #[test]

@@ -50,9 +50,35 @@ pub struct IntRange {
 }
 
 impl IntRange {
-    /// The values of the range.
+    /// The values of the range (allocated: see [`IntRange::len`] first for a range of user
+    /// input).
     pub fn values(&self) -> Vec<usize> {
-        (self.min..=self.max).step_by(self.step.max(1)).collect()
+        (0..self.len()).map(|i| self.nth(i)).collect()
+    }
+
+    /// How many values the range holds (0 when the minimum is above the maximum), counted
+    /// without listing them.
+    pub fn len(&self) -> usize {
+        if self.min > self.max {
+            0
+        } else {
+            (self.max - self.min) / self.step.max(1) + 1
+        }
+    }
+
+    /// Whether the range holds no value (its minimum is above its maximum).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`-th value (from 0), `min + i·step`; past the end, the last value.
+    pub fn nth(&self, i: usize) -> usize {
+        self.min + i.min(self.len().saturating_sub(1)) * self.step.max(1)
+    }
+
+    /// The largest value the range holds (`min` when it holds none).
+    pub fn largest(&self) -> usize {
+        self.nth(usize::MAX)
     }
 }
 
@@ -222,8 +248,10 @@ impl SearchSpace {
     pub fn size(&self) -> u128 {
         // The stacks of `counts` layers, each with one of `choices` widths.
         let stacks = |counts: &IntRange, choices: &IntRange| {
-            let widths = choices.values().len() as u128;
-            counts.values().iter().map(|&n| widths.saturating_pow(n as u32)).fold(0u128, u128::saturating_add)
+            let widths = choices.len() as u128;
+            (0..counts.len())
+                .map(|i| widths.saturating_pow(u32::try_from(counts.nth(i)).unwrap_or(u32::MAX)))
+                .fold(0u128, u128::saturating_add)
         };
         let architectures = stacks(&self.conv_blocks, &self.filters).saturating_mul(stacks(&self.layers, &self.units));
         [self.learning_rates.len(), self.dropouts.len(), self.batch_sizes.len(), self.optimizers.len()]
@@ -231,16 +259,42 @@ impl SearchSpace {
             .fold(architectures, |acc, &n| acc.saturating_mul(n as u128))
     }
 
-    /// Checks that images of `rows × cols` survive the most convolution blocks the space asks
-    /// for (each takes 2 rows and columns off, then halves them).
-    fn check_image_size(&self, rows: usize, cols: usize) -> Result<(), TrainError> {
+    /// [`SearchSpace::validate`], then checks the space against images of `rows × cols` and
+    /// `classes` classes: they survive the most convolution blocks the space asks for (each
+    /// takes 2 rows and columns off, then halves them), and its largest models are within the
+    /// limits of [`ModelSpec::resolve`] (so that no trial fails for its size once the search
+    /// has started). [`random_search`] runs it first.
+    ///
+    /// # Errors
+    /// As [`SearchSpace::validate`]; [`TrainError::Config`] naming `conv_blocks` for images too
+    /// small, or the largest architecture and why it is refused.
+    pub fn check(&self, rows: usize, cols: usize, classes: usize) -> Result<(), TrainError> {
+        self.validate()?;
         let fits = conv_blocks_fitting(rows.min(cols));
-        if self.conv_blocks.values().last().is_some_and(|&most| most > fits) {
+        if self.conv_blocks.largest() > fits {
             return Err(TrainError::Config(format!(
                 "conv_blocks: {} blocks of a 3×3 convolution and 2×2 pooling leave nothing of {rows}×{cols} \
                  images; at most {fits}",
-                self.conv_blocks.max
+                self.conv_blocks.largest()
             )));
+        }
+        // Parameters grow with the filters, the units and the hidden layers: the largest
+        // model of each number of convolution blocks.
+        for i in 0..self.conv_blocks.len() {
+            let largest = HyperParams {
+                filters: vec![self.filters.largest(); self.conv_blocks.nth(i)],
+                units: vec![self.units.largest(); self.layers.largest()],
+                learning_rate: self.learning_rates[0],
+                dropout: 0.0,
+                batch_size: self.batch_sizes[0],
+                optimizer: self.optimizers[0],
+            };
+            largest.spec(&[rows, cols], classes).resolve().map_err(|e| {
+                TrainError::Config(format!(
+                    "the space's largest model ({}) cannot be built: {e}",
+                    largest.architecture()
+                ))
+            })?;
         }
         Ok(())
     }
@@ -253,9 +307,8 @@ impl SearchSpace {
     pub fn sample(&self, rng: &mut Rng) -> HyperParams {
         let pick = |rng: &mut Rng, n: usize| rng.below(n.max(1));
         let stack = |rng: &mut Rng, counts: &IntRange, choices: &IntRange| {
-            let (counts, choices) = (counts.values(), choices.values());
-            let n = counts[pick(rng, counts.len())];
-            (0..n).map(|_| choices[pick(rng, choices.len())]).collect::<Vec<usize>>()
+            let n = counts.nth(pick(rng, counts.len()));
+            (0..n).map(|_| choices.nth(pick(rng, choices.len()))).collect::<Vec<usize>>()
         };
         // The dense layers first, and no draw for no convolution, so that a space without
         // convolution draws as it did before convolution blocks existed.
@@ -349,6 +402,17 @@ impl HyperParams {
     pub fn filters_text(&self) -> String {
         list(&self.filters, ",")
     }
+
+    /// The architecture's dimensions: `conv_blocks=2 filters=[32,64] layers=1 units=[128]`
+    /// (the convolution part only when there is some).
+    pub fn architecture(&self) -> String {
+        let conv = if self.filters.is_empty() {
+            String::new()
+        } else {
+            format!("conv_blocks={} filters=[{}] ", self.filters.len(), self.filters_text())
+        };
+        format!("{conv}layers={} units=[{}]", self.units.len(), self.units_text())
+    }
 }
 
 /// Numbers joined by `sep`.
@@ -358,14 +422,10 @@ fn list(values: &[usize], sep: &str) -> String {
 
 impl fmt::Display for HyperParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.filters.is_empty() {
-            write!(f, "conv_blocks={} filters=[{}] ", self.filters.len(), self.filters_text())?;
-        }
         write!(
             f,
-            "layers={} units=[{}] learning_rate={} dropout={} batch_size={} optimizer={}",
-            self.units.len(),
-            self.units_text(),
+            "{} learning_rate={} dropout={} batch_size={} optimizer={}",
+            self.architecture(),
             self.learning_rate,
             self.dropout,
             self.batch_size,
@@ -571,11 +631,10 @@ pub fn random_search(
     train: &Dataset,
     on_trial: &mut dyn FnMut(&TrialResult),
 ) -> Result<SearchOutcome, TrainError> {
-    space.validate()?;
+    space.check(train.rows(), train.cols(), train.classes())?;
     if cfg.max_trials == 0 || cfg.epochs == 0 || cfg.executions_per_trial == 0 {
         return Err(TrainError::Config("trials, executions per trial and epochs must be at least 1".into()));
     }
-    space.check_image_size(train.rows(), train.cols())?;
     let (device, _) = settle(cfg.device);
     let (fit_part, val_part) = mnist_data::validation_split(train, cfg.validation_split)?;
     let (fit_part, val_part) = (Arc::new(fit_part), Arc::new(val_part));
@@ -782,6 +841,28 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_range_is_counted_without_listing_it_and_its_largest_model_refused_up_front() {
+        let huge = IntRange { min: 1, max: usize::MAX, step: 1 };
+        assert_eq!((huge.len(), huge.nth(2), huge.largest()), (usize::MAX, 3, usize::MAX));
+        let space = SearchSpace { units: huge, ..SearchSpace::default() };
+        space.validate().expect("a valid space until the images are known");
+        assert!(space.size() > u64::MAX as u128);
+        let _ = draw_trials(&space, 3, 1);
+        let err = space.check(28, 28, 10).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("largest model (layers=2 units=[")), "{err:?}");
+        // The search refuses it before any trial.
+        let data = top_or_bottom();
+        let err =
+            random_search(&space, &TunerConfig { max_trials: 1, epochs: 1, ..Default::default() }, &data, &mut |_| {})
+                .err()
+                .map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("cannot be built")), "{err:?}");
+        let steps = IntRange { min: 32, max: 100, step: 32 };
+        assert_eq!((steps.len(), steps.largest(), steps.values()), (3, 96, vec![32, 64, 96]));
+        assert!(IntRange { min: 5, max: 1, step: 1 }.is_empty());
+    }
+
+    #[test]
     fn convolution_blocks_join_the_space() {
         let space = SearchSpace {
             conv_blocks: IntRange { min: 1, max: 2, step: 1 },
@@ -829,7 +910,7 @@ mod tests {
         assert_eq!((conv_blocks_fitting(28), conv_blocks_fitting(4), conv_blocks_fitting(3)), (3, 1, 0));
         let deep = SearchSpace { conv_blocks: IntRange { min: 1, max: 4, step: 1 }, ..space };
         deep.validate().expect("4 blocks are valid until the images are known");
-        let err = deep.check_image_size(28, 28).err().map(|e| e.to_string());
+        let err = deep.check(28, 28, 10).err().map(|e| e.to_string());
         assert!(err.as_deref().is_some_and(|e| e.contains("nothing of 28×28 images; at most 3")), "{err:?}");
     }
 

@@ -151,6 +151,18 @@ fn print_row(t: &TrialResult, conv: bool) {
     );
 }
 
+/// A search space's error with its field named as the option that sets it (`units:` →
+/// `--units:`).
+fn flag_named(e: nn_train::TrainError) -> anyhow::Error {
+    let message = e.to_string();
+    for field in ["conv_blocks", "filters", "layers", "units"] {
+        if let Some(rest) = message.strip_prefix(&format!("{field}:")) {
+            return anyhow::anyhow!("--{}:{rest}", field.replace('_', "-"));
+        }
+    }
+    e.into()
+}
+
 /// Fewer validation images than this give a note: each is worth a tenth of a point or more.
 const SMALL_VALIDATION: usize = 1000;
 
@@ -188,7 +200,7 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
         batch_sizes: flatten(&args.batch_size),
         optimizers: flatten(&args.optimizer),
     };
-    space.validate()?;
+    space.validate().map_err(flag_named)?;
     crate::device::check_build(args.device)?;
     let (device, note) = nn_train::settle(args.device);
     if let Some(n) = note {
@@ -226,14 +238,27 @@ pub fn run(args: TuneArgs, global: &Global) -> Result<()> {
     let choice = data_choice(global, None)?;
     let (splits, _) = choice.load()?;
     let mut train = splits.train;
-    if let Some(n) = args.limit.filter(|&n| n < train.len()) {
-        train = train.slice(0..n);
+    if let Some(n) = args.limit {
+        if n < train.len() {
+            train = train.slice(0..n);
+        } else if n > train.len() {
+            eprintln!("note: --limit {n}: the training set holds {} images; searching on all of them", train.len());
+        }
+    }
+    space.check(train.rows(), train.cols(), train.classes()).map_err(flag_named)?;
+    // Both parts of the split must hold images, or no trial can run.
+    let validating = mnist_data::validation_len(train.len(), cfg.validation_split);
+    if validating == 0 || validating == train.len() {
+        bail!(
+            "{} training images cannot be split into 80% to train and 20% to validate (each part needs an \
+             image at least): give a larger --limit",
+            train.len()
+        );
     }
     let test = Arc::new(splits.test);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
 
     let combos = space.size();
-    let validating = mnist_data::validation_len(train.len(), cfg.validation_split);
     println!(
         "Random search on {} ({} training images; the last 20%, {validating} images, validate): {} trial(s) of {} epoch(s) × {} execution(s), {} at a time, on {}",
         choice.title(),
