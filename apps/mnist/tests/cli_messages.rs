@@ -122,6 +122,22 @@ fn predict_and_evaluate_refuse_a_model_of_fewer_outputs_than_classes() {
 }
 
 #[test]
+fn a_model_of_flat_inputs_predicts_photos_and_examples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Keras's MLP on flattened pixels: input [784], no Flatten layer.
+    let spec = ModelSpec::new(&[784]).add(Dense::new(10));
+    Model::new(&spec, 7).unwrap().save(dir.join("flat.safetensors"), BTreeMap::new()).unwrap();
+    photo(&dir.join("photo.png"));
+    let (stdout, _) = ok_both(&mnist(dir, &["predict", "--model", "flat.safetensors", "photo.png", "--index", "0"]));
+    assert!(stdout.contains("photo.png") && stdout.contains("test[0]"), "{stdout}");
+    // Not a square: no photo, said.
+    let odd = ModelSpec::new(&[780]).add(Dense::new(10));
+    Model::new(&odd, 7).unwrap().save(dir.join("odd.safetensors"), BTreeMap::new()).unwrap();
+    fails_both(&mnist(dir, &["predict", "--model", "odd.safetensors", "photo.png"]), &["[780]", "not images"]);
+}
+
+#[test]
 fn show_and_predict_say_when_a_set_is_empty_or_ends_early() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

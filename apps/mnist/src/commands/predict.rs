@@ -123,8 +123,12 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
             );
         }
     }
+    // A flat input (`[784]`, as Keras's MLPs on flattened pixels) takes square photos, and
+    // examples of the data set of as many pixels whatever their shape.
+    let flat = trainer.model().spec().input_shape.len() == 1;
     let (rows, cols) = match trainer.model().spec().input_shape.as_slice() {
         [h, w] | [1, h, w] => (*h, *w),
+        [n] if n.isqrt() * n.isqrt() == *n => (n.isqrt(), n.isqrt()),
         other => bail!("{}: the model takes inputs of shape {other:?}, not images", args.model),
     };
 
@@ -145,7 +149,9 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
     if let (false, Ok(choice)) = (args.index.is_empty(), &choice) {
         let (splits, _) = choice.load()?;
         let data = args.split.of(&splits);
-        if (data.rows(), data.cols()) != (rows, cols) {
+        let fits =
+            if flat { data.rows() * data.cols() == rows * cols } else { (data.rows(), data.cols()) == (rows, cols) };
+        if !fits {
             bail!(
                 "--index: the {} set of {} holds {}×{} images and {} takes {rows}×{cols}: give a model trained \
                  on this data set",
