@@ -722,7 +722,15 @@ fn ctrl_c_stops_training_or_a_search_and_saves_what_was_done() {
     // It goes on from there.
     let more = (epochs + 1).to_string();
     let args = ["train", "--resume", "ck.safetensors", "--epochs", &more, "--run-dir", "run2", "-q", "--device", "cpu"];
-    ok(&mnist(dir, &args));
+    let (_, stderr) = ok_both(&mnist(dir, &args));
+    // Its checkpoints go on to the same file (as Keras's BackupAndRestore keeps its folder).
+    assert!(stderr.contains("note: checkpoints go on to") && stderr.contains("ck.safetensors"), "{stderr}");
+    let resumed = nn_core::ModelFile::load(&dir.join("run2/model.safetensors")).unwrap();
+    let checkpoint = nn_core::ModelFile::load(&dir.join("ck.safetensors")).unwrap();
+    assert_eq!(resumed.weights, checkpoint.weights, "the checkpoint holds the resumed run's last epoch");
+    // Done: said with the file's name.
+    let args = ["train", "--resume", "ck.safetensors", "--epochs", &more, "--run-dir", "run4", "--device", "cpu"];
+    fails(&mnist(dir, &args), &[&format!("already trained {more} epochs"), "mnist evaluate --model ck.safetensors"]);
 
     // Ctrl-C before an epoch has ended: nothing is saved, not even a run folder.
     let mut child = spawn(&["train", "--run-dir", "run3", "--checkpoint", "ck3/c.safetensors", "--epochs", "5"]);

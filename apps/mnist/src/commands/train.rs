@@ -237,6 +237,9 @@ mod fit_keys {
     pub const REDUCE_LR: &str = "fit.reduce_lr";
     /// The optimiser's learning rate when the run began (a callback may lower it since).
     pub const LEARNING_RATE: &str = "fit.learning_rate";
+    /// Where the run writes its checkpoints (`--checkpoint`, made absolute; a name template
+    /// as given): a resumed run goes on writing there.
+    pub const CHECKPOINT: &str = "fit.checkpoint";
 }
 
 /// Arguments of `mnist train`.
@@ -309,7 +312,9 @@ pub struct TrainArgs {
     /// (`ck-{epoch:02d}.safetensors`).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Continue the run saved in this checkpoint (written with --checkpoint) up to --epochs.
+    /// Continue the run saved in this checkpoint (written with --checkpoint) up to --epochs. Its
+    /// checkpoints go on to where the run wrote them (as Keras's BackupAndRestore), unless
+    /// --checkpoint says otherwise.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
     /// Seed of the initial weights, shuffles, dropout and augmentation (same seed and number
@@ -738,12 +743,20 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         .unwrap_or_else(|| trainer.learning_rate());
     trainer.set_annotation(fit_keys::LEARNING_RATE, start_lr.to_string());
     let done = trainer.state().epoch;
+    // The resumed file, as the user named it (for the messages).
+    let resumed_file = args.resume.as_ref().map_or_else(|| "CHECKPOINT".to_string(), |p| p.display().to_string());
     schedule_horizon_note(trainer.compile(), steps_per_epoch(train_set.len(), validation, batch_size), epochs);
     if done >= epochs {
         bail!(
-            "the checkpoint has already trained {done} epoch(s); give --epochs above {done} to continue \
-             (or evaluate it as it is: mnist evaluate --model CHECKPOINT)"
+            "the checkpoint has already trained {}; give --epochs above {done} to continue (or evaluate it as it \
+             is: mnist evaluate --model {resumed_file})",
+            report::plural(done, "epoch")
         );
+    }
+    let checkpoint = checkpoint_path(&args, &mut trainer);
+    if let Some(path) = &checkpoint {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        trainer.set_annotation(fit_keys::CHECKPOINT, absolute.to_string_lossy());
     }
     // A run that early stopping ended would, resumed with it, stop again before its first
     // epoch (its callback picks up the patience already spent): say so before any work.
@@ -753,16 +766,16 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
             bail!(
                 "resumed with --early-stopping {patience}, the run would stop before its first epoch ({why}). To \
                  train it on, resume with a longer patience or --early-stopping none, or start a new run from \
-                 its weights: mnist train --model CHECKPOINT"
+                 its weights: mnist train --model {resumed_file}"
             );
         }
     }
     // Where the checkpoints go must take them, before an epoch's work is spent.
-    if let Some(path) = &args.checkpoint {
+    if let Some(path) = &checkpoint {
         check_writable(path).with_context(|| format!("--checkpoint {}", path.display()))?;
     }
     let planned = run_dir(args.run_dir.clone(), &name)?;
-    if let Some(path) = &args.checkpoint {
+    if let Some(path) = &checkpoint {
         let into_run = path.parent().is_some_and(|p| same_path(p, &planned.path));
         if let Some(file) = path.file_name().filter(|f| into_run && RUN_FILES.iter().any(|r| f.to_str() == Some(*r))) {
             bail!(
@@ -865,7 +878,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         let monitor = monitor_of(validation);
         callbacks.push(Box::new(ReduceLROnPlateau::new(monitor).patience(patience)));
     }
-    if let Some(path) = &args.checkpoint {
+    if let Some(path) = &checkpoint {
         callbacks.push(Box::new(ModelCheckpoint::new(path)));
     }
     // A loss that becomes NaN or infinite stops the run with the last good epoch's weights
@@ -1068,7 +1081,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         println!("  {file:<18} {what}");
     }
     // The last checkpoint written (a name template filled in for the last epoch).
-    let checkpoint = args.checkpoint.as_ref().map(|p| {
+    let checkpoint = checkpoint.as_ref().map(|p| {
         history.epochs.last().and_then(|e| nn_train::path_template::fill(p, e).ok()).unwrap_or_else(|| p.clone())
     });
     if let Some(p) = &checkpoint {
@@ -1087,6 +1100,32 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Where the run writes its checkpoints: `--checkpoint`; for a resumed run without it, where
+/// the run wrote them (recorded in its file; for a file written before that was recorded, the
+/// resumed checkpoint itself), as Keras's `BackupAndRestore` keeps its folder, with a note.
+fn checkpoint_path(args: &TrainArgs, trainer: &mut Trainer) -> Option<PathBuf> {
+    if args.checkpoint.is_some() {
+        return args.checkpoint.clone();
+    }
+    let resumed = args.resume.as_ref()?;
+    let recorded = trainer.annotations().get(fit_keys::CHECKPOINT).map(PathBuf::from);
+    // Only a checkpoint (with optimiser state, and not a run folder's own file) stands for
+    // its run's when nothing is recorded.
+    let run_file = resumed.file_name().is_some_and(|f| RUN_FILES.iter().any(|r| f.to_str() == Some(*r)));
+    let path = match recorded {
+        Some(p) => p,
+        None if !run_file && trainer.model_mut().runtime().optimizer_state().is_ok_and(|s| !s.is_empty()) => {
+            resumed.clone()
+        }
+        None => return None,
+    };
+    eprintln!(
+        "note: checkpoints go on to {}, as the run's did (give --checkpoint to write them elsewhere)",
+        path.display()
+    );
+    Some(path)
 }
 
 /// A new run: the recipe of a preset (or defaults for a spec file), then the flags.
