@@ -135,7 +135,7 @@ impl Schedule {
     /// Parses `constant`, `step`, `exponential`, `cosine` or `onecycle` with sensible settings
     /// for a run of `epochs` epochs of `steps_per_epoch` updates.
     pub fn from_name(name: &str, epochs: usize, steps_per_epoch: usize) -> Option<Schedule> {
-        let total = epochs * steps_per_epoch;
+        let total = epochs.saturating_mul(steps_per_epoch);
         Some(match name {
             "constant" | "none" => Schedule::Constant,
             "step" => Schedule::Step { factor: 0.5, every_epochs: (epochs / 3).max(1) },
@@ -166,6 +166,16 @@ mod tests {
         let o = Schedule::OneCycle { total_steps: 100, warmup: 0.2, div: 10.0, final_div: 100.0 };
         assert!((o.lr(1.0, 0, 0) - 0.1).abs() < 1e-6 && (o.lr(1.0, 20, 0) - 1.0).abs() < 1e-6);
         assert!((o.lr(1.0, 100, 0) - 0.01).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_run_too_long_to_count_saturates() {
+        // 2^61 epochs of 8 steps wrapped round to 0 steps ("the whole run"), and the rate fell
+        // as if the run were 8 steps long.
+        let cosine = Schedule::from_name("cosine", 1 << 61, 8);
+        assert_eq!(cosine, Some(Schedule::Cosine { total_steps: usize::MAX, alpha: 0.0 }));
+        let rate = cosine.map(|s| s.lr(0.1, 8, 1));
+        assert!(rate.is_some_and(|r| (r - 0.1).abs() < 1e-6), "{rate:?}");
     }
 
     #[test]

@@ -539,7 +539,7 @@ impl Trainer {
         let mut labels: Vec<u8> = Vec::with_capacity(cfg.batch_size.min(train.len()));
         let steps = batcher.batches_per_epoch();
         let rule = self.compile.optimizer.rule();
-        let schedule = self.compile.schedule.resolved(steps * cfg.epochs);
+        let schedule = self.compile.schedule.resolved(steps.saturating_mul(cfg.epochs));
         let per_batch = cfg.callbacks.iter().any(|c| c.wants_batch_losses());
         // Keep the last completed epoch (at first: the start) for a callback that stops and
         // restores (TerminateOnNaN, when the loss blows up). A copy of the weights and the

@@ -401,7 +401,7 @@ fn schedule_horizon_note(compile: &Compile, steps: usize, epochs: usize) {
         Schedule::Cosine { total_steps, .. } | Schedule::OneCycle { total_steps, .. } => total_steps,
         _ => return,
     };
-    if total == 0 || total >= steps * epochs {
+    if total == 0 || total >= steps.saturating_mul(epochs) {
         return;
     }
     let end = compile.schedule.lr(compile.optimizer.lr(), total as u64, total / steps.max(1));
@@ -1196,7 +1196,7 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     compile.schedule = match args.schedule {
         Some(s) => Schedule::from_name(s.name(), epochs, steps).unwrap_or_default(),
         // A recipe's "whole run" (total_steps 0) made explicit, for the report.
-        None => compile.schedule.resolved(epochs * steps),
+        None => compile.schedule.resolved(epochs.saturating_mul(steps)),
     };
     let seed = args.seed.unwrap_or(DEFAULT_SEED);
     let mut model = device::new_model(args.device, &spec, seed).with_context(|| format!("cannot build {name}"))?;
