@@ -645,7 +645,7 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     photo(mnist_test_set().image(1), (50, 50), 2).save(dir.join("two.png")).unwrap();
     std::fs::write(dir.join("blank.png"), b"").unwrap();
     let out = mnist(dir, &["predict", "--model", "tiny/model.safetensors", "broken.png", "two.png", "nope.jpg"]);
-    let stderr = fails(&out, &["broken.png", "nope.jpg", "2 of 3 image(s) could not be read"]);
+    let stderr = fails(&out, &["broken.png", "nope.jpg", "2 of 3 image(s) gave no prediction"]);
     assert!(!stderr.contains("two.png:"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("two.png: predicted"));
     fails(&mnist(dir, &["predict", "--model", "tiny/model.safetensors", "blank.png"]), &["blank.png"]);

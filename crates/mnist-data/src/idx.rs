@@ -180,8 +180,18 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<Idx> {
 
 fn gzip_context(e: DataError) -> DataError {
     match e {
-        DataError::Io { path, source } => DataError::invalid(path, format!("corrupt gzip stream: {source}")),
+        DataError::Io { path, source } => DataError::invalid(path, corrupt_gzip(&source)),
         other => other,
+    }
+}
+
+/// "corrupt gzip stream: …", without saying it twice (flate2's checksum error begins so).
+fn corrupt_gzip(e: &std::io::Error) -> String {
+    let message = e.to_string();
+    if message.starts_with("corrupt gzip stream") {
+        message
+    } else {
+        format!("corrupt gzip stream: {message}")
     }
 }
 
@@ -200,7 +210,7 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
                 describe(&dims)
             )
         } else {
-            format!("corrupt gzip stream: {e}")
+            corrupt_gzip(&e)
         };
         DataError::invalid(path, why)
     })?;
@@ -346,5 +356,11 @@ mod tests {
         bad[mid] ^= 0xFF;
         bad[mid + 1] ^= 0xFF;
         assert!(parse_idx(p(), &bad).is_err());
+        // A wrong checksum (the last 8 bytes: CRC-32 and length) is said once, not twice.
+        let mut crc = gz.clone();
+        let at = crc.len() - 8;
+        crc[at] ^= 0xFF;
+        let err = parse_idx(p(), &crc).unwrap_err().to_string();
+        assert!(err.contains("corrupt gzip stream") && err.matches("corrupt gzip stream").count() == 1, "{err}");
     }
 }

@@ -64,10 +64,18 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let fail = |message: String| VizError::Decode { path: path.to_path_buf(), message };
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
+        let head = &bytes[..bytes.len().min(8)];
+        let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+        // Text files are common mistakes: their first characters say more than hex does.
+        let text = if !head.is_empty() && head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            format!(", text \"{}\"", String::from_utf8_lossy(head))
+        } else {
+            String::new()
+        };
         return Err(fail(format!(
-            "not a PNG, JPEG or BMP image ({} bytes starting {:02x?})",
+            "not a PNG, JPEG or BMP image ({} bytes starting with hex {}{text})",
             bytes.len(),
-            &bytes[..bytes.len().min(8)]
+            hex.join(" ")
         )));
     }
     let mut decoder = reader.into_decoder().map_err(|e| fail(format!("cannot decode the image: {e}")))?;
@@ -410,9 +418,13 @@ fn ink(img: &Plane, (bg, sigma): (Background, f32)) -> std::result::Result<Ink, 
         // The background is read from the image's border: a border that varies (a frame, the
         // paper's edge on a table) sets the bar beyond any contrast.
         return Err(DigitizeError::NoDigit(if uneven_border(sigma) {
+            // σ is a robust spread (1.48 × the median deviation), past 255 for a border of
+            // black and white.
+            let varies =
+                if sigma >= 128.0 { "from black to white".to_string() } else { format!("by ±{sigma:.0} of 255") };
             format!(
-                "the image's border is not an even background (it varies by ±{sigma:.0} of 255), so the digit \
-                 cannot be told from it: crop the photo to the paper around the digit"
+                "the image's border is not an even background (it varies {varies}), so the digit cannot be told \
+                 from it: crop the photo to the paper around the digit"
             )
         } else {
             format!("nothing stands out from the background (strongest contrast {peak:.0} of 255, needed {needed:.0})")
@@ -640,6 +652,15 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_no_image_is_named_with_its_first_bytes() {
+        let e = decode(Path::new("notes.png"), b"Data, not pixels").map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("notes.png") && e.contains("16 bytes starting with hex 44 61 74 61 2c 20 6e 6f"), "{e}");
+        assert!(e.contains("text \"Data, no\""), "{e}");
+        let e = decode(Path::new("x.png"), &[0, 1, 2]).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("hex 00 01 02)"), "{e}");
+    }
+
+    #[test]
     fn a_border_that_is_no_background_is_named() {
         // A light picture framed by a dark edge 4 pixels wide, a dark stroke in the middle: read
         // from the border as it is (no look further in), nothing can stand out.
@@ -663,6 +684,15 @@ mod tests {
         assert!(uneven_border(fit.1));
         match ink(&img, fit) {
             Err(DigitizeError::NoDigit(m)) => assert!(m.contains("border is not an even background"), "{m}"),
+            _ => panic!("expected no digit"),
+        }
+        // A border of black and white squares: its spread is no number of grey levels.
+        let v = (0..w * h).map(|i| if ((i % w) / 8 + (i / w) / 8) % 2 == 0 { 0.0 } else { 255.0 }).collect();
+        let mut img = shrink(Plane { w, h, v });
+        blur(&mut img);
+        let fit = background(&img);
+        match ink(&img, fit) {
+            Err(DigitizeError::NoDigit(m)) => assert!(m.contains("varies from black to white"), "{m}"),
             _ => panic!("expected no digit"),
         }
     }

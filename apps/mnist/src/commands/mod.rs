@@ -69,7 +69,7 @@ pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.parse::<T>().map_err(|_| {
         let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
         match (s.starts_with('-'), !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())) {
-            (true, true) => format!("{s} is negative: give a whole number, 0 or more"),
+            (true, true) => format!("{s} is negative: give a whole number"),
             (false, true) => format!("{s} is too large"),
             _ => format!("`{s}` is not a whole number"),
         }
@@ -122,10 +122,10 @@ mod tests {
     #[test]
     fn whole_numbers_say_what_is_wrong() {
         assert_eq!(whole::<usize>("12"), Ok(12));
-        assert_eq!(whole::<usize>("-1"), Err("-1 is negative: give a whole number, 0 or more".into()));
+        assert_eq!(whole::<usize>("-1"), Err("-1 is negative: give a whole number".into()));
         assert_eq!(whole::<u8>("300"), Err("300 is too large".into()));
         assert_eq!(whole::<usize>("1.5"), Err("`1.5` is not a whole number".into()));
-        assert_eq!(whole::<usize>("-0"), Err("-0 is negative: give a whole number, 0 or more".into()));
+        assert_eq!(whole::<usize>("-0"), Err("-0 is negative: give a whole number".into()));
         let huge = "9".repeat(50);
         assert_eq!(whole::<usize>(&huge), Err(format!("{huge} is too large")));
     }

@@ -18,7 +18,7 @@ Examples:
   mnist predict --model model.safetensors photos/*.png --out predictions.png
   mnist predict --model model.safetensors --index 0 1 2 3      test images 0 to 3
 
-Your images may be of any size and colour (PNG, JPEG or BMP): a dark digit on light paper or a
+Your images may be of any size up to 64 megapixels and any colour (PNG, JPEG or BMP): a dark digit on light paper or a
 light one on a dark background. Each is turned into an MNIST-style 28×28 image (cropped, scaled
 to 20 pixels, centred by its centre of mass) before it is classified; --out shows what the model
 saw.";
@@ -35,7 +35,7 @@ pub struct PredictArgs {
     /// build with --features cuda) or `auto` (the GPU when there is one, else the CPU).
     #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
     pub device: nn_train::DeviceChoice,
-    /// Image files of digits (PNG, JPEG or BMP; any size and colour).
+    /// Image files of digits (PNG, JPEG or BMP; any size up to 64 megapixels, any colour).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// Data-set examples to classify, by index (e.g. --index 0 1 2).
@@ -249,7 +249,12 @@ pub fn run(args: PredictArgs, global: &Global) -> Result<()> {
         }
     }
     if !failures.is_empty() {
-        bail!("{} of {} image(s) could not be read: {}", failures.len(), args.images.len(), failures.join(", "));
+        bail!(
+            "{} of {} image(s) gave no prediction (see above): {}",
+            failures.len(),
+            args.images.len(),
+            failures.join(", ")
+        );
     }
     Ok(())
 }

@@ -326,8 +326,9 @@ pub struct TrainArgs {
     /// with --features cuda) or `auto` (the GPU when there is one, else the CPU).
     #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "auto")]
     pub device: DeviceChoice,
-    /// The folder for the model, history, pictures and report, made when training ends (a run
-    /// stopped before leaves none). [default: runs/<model>-<UTC time>]
+    /// The folder for the model, history, pictures and report, made when training ends or is
+    /// stopped by Ctrl-C (a run stopped before its first epoch ends leaves none).
+    /// [default: runs/<model>-<UTC time>]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Train on the first N training images only (quick experiments).
@@ -964,6 +965,13 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     // The run folder: made now (a run that fails before writing anything in it leaves none of
     // the folders it made behind).
     let (dir, _cleanup) = make_run_dir(&planned)?;
+    if dir != planned.path {
+        eprintln!(
+            "note: another run took {} meanwhile (it started in the same second): this run's files go to {}",
+            planned.path.display(),
+            dir.display()
+        );
+    }
     let model_path = dir.join("model.safetensors");
     trainer.save_model(&model_path)?;
     let history = trainer.history().clone();
