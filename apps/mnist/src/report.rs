@@ -147,10 +147,15 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
-/// A learning rate to 6 significant digits, as a person would write it: a rate lowered in
-/// 32-bit floats (`0.001 × 0.1`) is `0.0001`, not `0.000100000005`.
+/// A learning rate (or another setting) to 6 significant digits, as a person would write it:
+/// a rate lowered in 32-bit floats (`0.001 × 0.1`) is `0.0001`, not `0.000100000005`; below
+/// 10⁻⁶ or from 10⁶ up, with an exponent (`1e-9`, `1e30`), not 40 digits.
 pub fn rate(lr: f32) -> String {
-    format!("{lr:.5e}").parse::<f64>().map_or_else(|_| lr.to_string(), |v| v.to_string())
+    match format!("{lr:.5e}").parse::<f64>() {
+        Ok(v) if v != 0.0 && !(1e-6..1e6).contains(&v.abs()) => format!("{v:e}"),
+        Ok(v) => v.to_string(),
+        Err(_) => lr.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +191,10 @@ mod tests {
         assert_eq!(rate(0.001), "0.001");
         assert_eq!(rate(3e-4), "0.0003");
         assert_eq!(rate(0.123_456_78), "0.123457");
-        assert_eq!(rate(1e-9), "0.000000001");
+        assert_eq!(rate(1e-6), "0.000001");
+        assert_eq!(rate(1e-9), "1e-9");
+        assert_eq!(rate(1e-45), "1.4013e-45");
+        assert_eq!(rate(1e30), "1e30");
+        assert_eq!((rate(0.0), rate(250.0)), ("0".into(), "250".into()));
     }
 }

@@ -122,6 +122,29 @@ fn predict_and_evaluate_refuse_a_model_of_fewer_outputs_than_classes() {
 }
 
 #[test]
+fn the_settings_line_names_the_momentum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--validation",
+        "none",
+        "--run-dir",
+        "run",
+        "-q",
+    ];
+    let (stdout, _) = ok_both(&mnist(tmp.path(), &args));
+    assert!(stdout.contains("sgd (learning rate 0.01, momentum 0.9, schedule constant)"), "{stdout}");
+}
+
+#[test]
 fn a_model_of_flat_inputs_predicts_photos_and_examples() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

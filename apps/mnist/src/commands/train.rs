@@ -377,6 +377,10 @@ fn check_numbers(a: &TrainArgs) -> Result<()> {
     if let Some(lr) = a.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
         bail!("--lr {lr}: the learning rate must be a positive number");
     }
+    // Updates of a subnormal rate are flushed to zero here (as on most accelerators).
+    if let Some(lr) = a.lr.filter(|lr| *lr < f32::MIN_POSITIVE) {
+        bail!("--lr {}: below 1.2e-38, the smallest normal 32-bit float: it would train as 0", report::rate(lr));
+    }
     if let Some(m) = a.momentum.filter(|m| !(0.0..1.0).contains(m)) {
         bail!("--momentum {m}: at least 0 and below 1");
     }
@@ -453,10 +457,10 @@ fn kernel_penalty(l: &nn_core::LayerSpec) -> Option<String> {
     let r = r.filter(|r| r.l1 != 0.0 || r.l2 != 0.0)?;
     let mut p = Vec::new();
     if r.l1 != 0.0 {
-        p.push(format!("L1 {}", r.l1));
+        p.push(format!("L1 {}", report::rate(r.l1)));
     }
     if r.l2 != 0.0 {
-        p.push(format!("L2 {}", r.l2));
+        p.push(format!("L2 {}", report::rate(r.l2)));
     }
     Some(format!("{} on a {layer} kernel", p.join(" + ")))
 }
@@ -840,8 +844,15 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         load_time.as_secs_f64(),
         trainer.model().device()
     );
+    let momentum = match compile.optimizer {
+        Optimizer::Sgd { momentum, nesterov, .. } if momentum != 0.0 => {
+            format!(", momentum {momentum}{}", if nesterov { " (Nesterov)" } else { "" })
+        }
+        Optimizer::RmsProp { momentum, .. } if momentum != 0.0 => format!(", momentum {momentum}"),
+        _ => String::new(),
+    };
     println!(
-        "{} (learning rate {}{}, schedule {}), {}, {} of batch {}, {}{}{}",
+        "{} (learning rate {}{}{momentum}, schedule {}), {}, {} of batch {}, {}{}{}",
         compile.optimizer.name(),
         report::rate(compile.optimizer.lr()),
         if compile.optimizer.lr() == start_lr {
@@ -1112,7 +1123,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
 /// Where the run writes its checkpoints: `--checkpoint`; for a resumed run without it, where
 /// the run wrote them (recorded in its file; for a file written before that was recorded, the
-/// resumed checkpoint itself), as Keras's `BackupAndRestore` keeps its folder, with a note.
+/// resumed checkpoint itself), as Keras's `BackupAndRestore` keeps its folder, with a note
+/// when that is another file than the one resumed.
 fn checkpoint_path(args: &TrainArgs, trainer: &mut Trainer) -> Option<PathBuf> {
     if args.checkpoint.is_some() {
         return args.checkpoint.clone();
@@ -1129,10 +1141,13 @@ fn checkpoint_path(args: &TrainArgs, trainer: &mut Trainer) -> Option<PathBuf> {
         }
         None => return None,
     };
-    eprintln!(
-        "note: checkpoints go on to {}, as the run's did (give --checkpoint to write them elsewhere)",
-        path.display()
-    );
+    // Said when they go anywhere but the file resumed.
+    if !same_path(&path, resumed) {
+        eprintln!(
+            "note: checkpoints go on to {}, as the run's did (give --checkpoint to write them elsewhere)",
+            path.display()
+        );
+    }
     Some(path)
 }
 
