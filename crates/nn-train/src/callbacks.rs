@@ -125,7 +125,10 @@ pub(crate) fn improves(monitor: &str, best: Option<f64>, v: f64, min_delta: f64)
 }
 
 /// Stops when the monitored metric has not improved by `min_delta` for `patience` epochs
-/// (Keras defaults: monitor `val_loss`, patience 0, min_delta 0, no restore).
+/// (Keras defaults: monitor `val_loss`, patience 0, min_delta 0, no restore). With
+/// `restore_best_weights`, a run it stops ends with its best epoch's weights, as in Keras; a
+/// run that trains every epoch (or is interrupted) keeps its last epoch's, unless
+/// `restore_at_end` asks for the best epoch's whenever training ends.
 #[derive(Clone, Debug)]
 pub struct EarlyStopping {
     /// Metric to watch (`val_loss`, `val_accuracy`, `loss`, `accuracy`).
@@ -134,8 +137,13 @@ pub struct EarlyStopping {
     pub patience: usize,
     /// Smallest change that counts as an improvement.
     pub min_delta: f64,
-    /// Put back the best epoch's weights when training ends.
+    /// Put back the best epoch's weights when this callback stops training (Keras's
+    /// `restore_best_weights`).
     pub restore_best_weights: bool,
+    /// Put back the best epoch's weights whenever training ends, also after its last epoch
+    /// or an interrupt (what Keras Tuner keeps of a trial; Keras users subclass
+    /// `EarlyStopping` for it). Needs `restore_best_weights`.
+    pub restore_at_end: bool,
     best: Option<f64>,
     /// The epoch of `best`.
     best_epoch: usize,
@@ -158,6 +166,7 @@ impl EarlyStopping {
             patience: 0,
             min_delta: 0.0,
             restore_best_weights: false,
+            restore_at_end: false,
             best: None,
             best_epoch: 0,
             wait: 0,
@@ -174,8 +183,16 @@ impl EarlyStopping {
         self.min_delta = d.abs();
         self
     }
-    /// Restores the best weights at the end.
+    /// Restores the best epoch's weights when it stops training (Keras's
+    /// `restore_best_weights`).
     pub fn restore_best_weights(mut self, on: bool) -> Self {
+        self.restore_best_weights = on;
+        self
+    }
+    /// Restores the best epoch's weights whenever training ends, stopped or not (and sets
+    /// `restore_best_weights` to the same).
+    pub fn restore_at_end(mut self, on: bool) -> Self {
+        self.restore_at_end = on;
         self.restore_best_weights = on;
         self
     }
@@ -296,9 +313,12 @@ impl Callback for EarlyStopping {
         Ok(Control::Continue)
     }
 
+    /// Puts back the best epoch's weights: with `restore_best_weights` when it stopped the
+    /// run (this `fit`, or the run resumed), with `restore_at_end` whenever training ends.
     fn on_train_end(&mut self, trainer: &mut Trainer) -> Result<()> {
+        let stopped = self.stopped_epoch.is_some();
         let best = trainer.kept_tensors(&self.kept_key());
-        if self.restore_best_weights && !best.is_empty() {
+        if self.restore_best_weights && (stopped || self.restore_at_end) && !best.is_empty() {
             trainer.model_mut().set_weights(&best)?;
         }
         Ok(())

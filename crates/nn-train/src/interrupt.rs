@@ -15,7 +15,8 @@ pub const INTERRUPTED: &str = "interrupted in epoch";
 /// and progress of the last completed epoch (or of the start), so that its history and the last
 /// checkpoint agree and resuming that checkpoint ends with the same weights as a run never
 /// interrupted. Then training ends as any end does: the callbacks' `on_train_end` run
-/// ([`crate::EarlyStopping`] with `restore_best_weights` puts back its best epoch's weights).
+/// ([`crate::EarlyStopping`] with `restore_at_end` puts back its best epoch's weights; one
+/// with only `restore_best_weights` does so only when it stopped the run).
 /// [`crate::History::stopped`] says where it stopped; [`crate::History::interrupted`] tells.
 ///
 /// Get one with [`crate::Trainer::interrupt`]; clones share the request. A request made before

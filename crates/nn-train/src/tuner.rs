@@ -561,9 +561,7 @@ fn run_trial(
                 verbosity: Verbosity::Silent,
                 // Keras Tuner scores an execution by its best epoch: keep that epoch's weights
                 // (a patience of every epoch never stops it).
-                callbacks: vec![Box::new(
-                    EarlyStopping::new("val_accuracy").patience(cfg.epochs).restore_best_weights(true),
-                )],
+                callbacks: vec![Box::new(EarlyStopping::new("val_accuracy").patience(cfg.epochs).restore_at_end(true))],
                 ..Default::default()
             },
         )?;

@@ -214,7 +214,7 @@ fn early_stopping_restores_best_weights_from_before_a_resume() {
     let (train, val) = subset(2000);
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("ckpt.safetensors");
-    let es = || EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_best_weights(true);
+    let es = || EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_at_end(true);
     let run = |t: &mut Trainer, epochs: usize, checkpoint: bool| {
         let mut c = cfg(epochs, &val);
         // The checkpoint first: it still holds the early stopping's state of its epoch.
@@ -270,6 +270,28 @@ fn reduce_lr_on_plateau_lowers_the_rate_and_resumes_where_it_was() {
 }
 
 #[test]
+fn early_stopping_restores_the_best_weights_only_when_it_stops_as_keras_does() {
+    // Nothing beats the first epoch by 1e9: the first epoch is the best throughout.
+    let (train, val) = subset(2000);
+    let fit = |epochs: usize, es: Option<EarlyStopping>| {
+        let mut t = Trainer::new(Model::new(&spec(), 8).unwrap(), compile());
+        let mut c = cfg(epochs, &val);
+        c.callbacks.extend(es.map(|e| Box::new(e) as Box<dyn nn_train::Callback>));
+        t.fit(train.clone(), c).unwrap();
+        (t.history().epochs.len(), t.model().weights().unwrap())
+    };
+    let es = |patience: usize| EarlyStopping::new("val_loss").patience(patience).min_delta(1e9);
+    let (one, three) = (fit(1, None), fit(3, None));
+    // Never stopped: the last epoch's weights, restore_best_weights or not.
+    assert_eq!(fit(3, Some(es(10).restore_best_weights(true))), three);
+    // Stopped after epoch 2: the best (first) epoch's weights put back.
+    let (epochs, weights) = fit(3, Some(es(1).restore_best_weights(true)));
+    assert_eq!((epochs, weights), (2, one.1.clone()));
+    // restore_at_end: the best epoch's whenever training ends.
+    assert_eq!(fit(3, Some(es(10).restore_at_end(true))).1, one.1);
+}
+
+#[test]
 fn early_stopping_on_a_second_fit_without_the_first_best_weights_starts_afresh() {
     let (train, val) = subset(2000);
     let mut t = Trainer::new(Model::new(&spec(), 7).unwrap(), compile());
@@ -277,7 +299,7 @@ fn early_stopping_on_a_second_fit_without_the_first_best_weights_starts_afresh()
     // Only the third epoch can be the best (nothing beats the first by 1e9): its weights are
     // the ones put back, not the last epoch's, and no earlier best is claimed.
     let mut c = cfg(4, &val);
-    c.callbacks.push(Box::new(EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_best_weights(true)));
+    c.callbacks.push(Box::new(EarlyStopping::new("val_loss").patience(10).min_delta(1e9).restore_at_end(true)));
     t.fit(train, c).unwrap();
     let third = t.history().epochs[2].val_loss.unwrap();
     let now = t.evaluate(&val).unwrap().loss;

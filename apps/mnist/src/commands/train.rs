@@ -298,8 +298,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
     pub freeze: Option<Vec<String>>,
     /// Stop when the validation loss (the training loss without validation) has not improved
-    /// for PATIENCE epochs, and keep the best epoch's weights. `none` turns off a resumed
-    /// run's.
+    /// for PATIENCE epochs, and then put back the best epoch's weights (Keras's
+    /// `restore_best_weights`: a run that trains every epoch keeps its last). `none` turns off
+    /// a resumed run's.
     #[arg(long, value_name = "PATIENCE|none", value_parser = parse_patience)]
     pub early_stopping: Option<Patience>,
     /// Divide the learning rate by 10 when the validation loss (the training loss without
@@ -1039,7 +1040,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     if let Some(patience) = early_stopping {
         let _ = writeln!(
             r,
-            "early stopping: after {} without improvement, keeping the best epoch's weights",
+            "early stopping: after {} without improvement, then the best epoch's weights put back",
             report::plural(patience, "epoch")
         );
     }
