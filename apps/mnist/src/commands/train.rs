@@ -161,9 +161,25 @@ pub fn parse_augment(s: &str) -> Result<Augmentation, String> {
     if matches!(s.trim(), "none" | "off" | "") {
         return Ok(a);
     }
+    // What each part set, to refuse a setting given twice (`rotation=10,rotation=20`).
+    let mut set: Vec<(&str, &str)> = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) =
             part.split_once('=').ok_or_else(|| format!("'{part}': expected NAME=VALUE, e.g. rotation=10"))?;
+        let sets: &[&str] = match key.trim() {
+            "rotation" | "rotate" => &["rotation"],
+            "shift" => &["width_shift", "height_shift"],
+            "width_shift" | "width-shift" => &["width_shift"],
+            "height_shift" | "height-shift" => &["height_shift"],
+            "zoom" => &["zoom"],
+            _ => &[],
+        };
+        for name in sets {
+            if let Some((_, earlier)) = set.iter().find(|(n, _)| n == name) {
+                return Err(format!("'{part}': {name} is already set by '{earlier}'"));
+            }
+            set.push((name, part));
+        }
         let v: f32 = value.trim().parse().map_err(|_| format!("'{part}': {value} is not a number"))?;
         let fraction = |v: f32| {
             if (0.0..1.0).contains(&v) {
@@ -516,8 +532,12 @@ fn augment_text(a: &Option<Augmentation>) -> String {
             if a.rotation_range != 0.0 {
                 parts.push(format!("rotation ±{}°", a.rotation_range));
             }
-            if a.width_shift_range != 0.0 || a.height_shift_range != 0.0 {
-                parts.push(format!("shift ±{}×±{}", a.width_shift_range, a.height_shift_range));
+            let (w, h) = (a.width_shift_range, a.height_shift_range);
+            let percent = |v: f32| format!("±{}%", report::rate(v * 100.0));
+            if w == h && w != 0.0 {
+                parts.push(format!("shift {}", percent(w)));
+            } else if w != 0.0 || h != 0.0 {
+                parts.push(format!("shift {} across, {} down", percent(w), percent(h)));
             }
             if a.zoom_range != 0.0 {
                 parts.push(format!("zoom ±{}", a.zoom_range));
@@ -699,6 +719,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     };
     if let Some(n) = limit.filter(|&n| n < train_set.len()) {
         train_set = train_set.slice(0..n);
+    } else if let Some(n) = limit.filter(|&n| n > train_set.len()) {
+        eprintln!("note: --limit {n}: the training set holds {} images; training on all of them", train_set.len());
     }
     let train_set = Arc::new(train_set);
     let test = Arc::new(splits.test);
@@ -794,7 +816,9 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     }
 
     let spec = trainer.model().spec().clone();
-    crate::models::check_classes(&spec, names.len(), &format!("--model {name}"))?;
+    // Named as the user gave it (a spec file's path, not the run name made of it).
+    let given = args.model.as_deref().filter(|_| args.resume.is_none()).unwrap_or(&name);
+    crate::models::check_classes(&spec, names.len(), &format!("--model {given}"))?;
     // Keras warns and trains nothing; a run that can change nothing is refused before its work.
     if spec.layers.iter().all(|l| l.trainable() != Some(true)) {
         bail!(
@@ -1089,11 +1113,18 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
 
     println!();
     println!("Test loss {:.4}, test accuracy {:.4} ({:.2}%)", eval.loss, eval.accuracy, eval.accuracy * 100.0);
+    // An interrupted run's training time holds the undone epoch's part too: said apart.
+    let epochs_secs = this_run.iter().fold(0.0, |a, e| a + e.seconds);
+    let undone = if interrupted && fit_secs - epochs_secs >= 0.05 {
+        format!(" (and {} of the undone epoch)", report::duration(fit_secs - epochs_secs))
+    } else {
+        String::new()
+    };
     println!(
-        "{}{} in {} ({secs_per_epoch:.2} s/epoch); {} in all",
+        "{}{} in {} ({secs_per_epoch:.2} s/epoch){undone}; {} in all",
         report::plural(this_run.len(), "epoch"),
         if done > 0 { format!(" (after the checkpoint's {done})") } else { String::new() },
-        report::duration(fit_secs),
+        report::duration(if interrupted { epochs_secs } else { fit_secs }),
         report::duration(started.elapsed().as_secs_f64())
     );
     println!("Written to {}:", dir.display());
@@ -1412,6 +1443,17 @@ mod tests {
         assert!(parse_augment("spin=3").is_err());
         assert!(parse_augment("zoom=2").is_err());
         assert!(parse_augment("rotation").is_err());
+        // A setting given twice is refused, naming both.
+        assert_eq!(
+            parse_augment("rotation=10,rotate=20").err().as_deref(),
+            Some("'rotate=20': rotation is already set by 'rotation=10'")
+        );
+        assert!(parse_augment("shift=0.1,width_shift=0.2").is_err_and(|e| e.contains("width_shift is already set")));
+        assert!(parse_augment("width_shift=0.1,height_shift=0.2").is_ok());
+        // Said in percent of the image.
+        assert_eq!(augment_text(&Some(a)), "rotation ±10°, shift ±10%, zoom ±0.2");
+        let wide = parse_augment("width_shift=0.1,height_shift=0.05").expect("parses");
+        assert_eq!(augment_text(&Some(wide)), "shift ±10% across, ±5% down");
     }
 
     #[test]
