@@ -31,6 +31,15 @@ impl DataChoice {
             });
         }
         let path = PathBuf::from(dataset);
+        // A path to `<data-dir>/mnist` or `<data-dir>/fashion` is that data set, class names
+        // and all.
+        for kind in [DatasetKind::Mnist, DatasetKind::Fashion] {
+            if let (Ok(a), Ok(b)) = (path.canonicalize(), data_dir.join(kind.name()).canonicalize()) {
+                if a == b {
+                    return DataChoice::resolve(data_dir, kind.name());
+                }
+            }
+        }
         if path.is_dir() {
             // Recorded in model files: an absolute path still names it from another folder.
             let label = path.canonicalize().map_or_else(|_| dataset.to_string(), |p| p.display().to_string());
@@ -79,6 +88,26 @@ impl DataChoice {
                 // The library's own message ends in a hint to run `mnist fetch` (MNIST); this
                 // one names the right data set, once.
                 let missing = format!("{}: no {what} file (looked for {looked_for})", dir.display());
+                // `--data-dir data/mnist`: the folder given holds the files itself.
+                let data_dir = self.dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                if data_dir.is_file() {
+                    bail!(
+                        "--data-dir {}: a file, not a folder; give the folder that holds the data sets' folders \
+                         (`mnist/`, `fashion/`)",
+                        data_dir.display()
+                    );
+                }
+                if let (Some(kind), true) = (self.kind, holds_data_files(data_dir)) {
+                    let above = data_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    bail!(
+                        "--data-dir {} holds a data set's files itself, where a `{}/` folder of them was looked for: \
+                         give --data-dir {} (the folder above), or --dataset {} to read that folder as it is",
+                        data_dir.display(),
+                        kind.name(),
+                        above.display(),
+                        data_dir.display()
+                    );
+                }
                 match self.kind {
                     Some(kind) => bail!(
                         "the {} data set is not in {}: download it with `mnist fetch{}{}`, or point --data-dir at \
@@ -124,6 +153,13 @@ impl DataChoice {
 }
 
 /// ` --data-dir X` when the data set's folder is not under the default `data`.
+/// Whether `dir` holds a training-images file of a data set (raw or `.gz`).
+fn holds_data_files(dir: &Path) -> bool {
+    ["train-images-idx3-ubyte", "train-images.idx3-ubyte"]
+        .iter()
+        .any(|n| dir.join(n).is_file() || dir.join(format!("{n}.gz")).is_file())
+}
+
 fn data_dir_flag(dir: &Path) -> String {
     match dir.parent() {
         Some(p) if p != Path::new("data") => format!(" --data-dir {}", p.display()),

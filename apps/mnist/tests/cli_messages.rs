@@ -210,6 +210,24 @@ fn a_missing_data_set_names_the_right_fetch_once_and_folders_are_folders() {
     let (_, stderr) =
         fails_both(&mnist_bare(dir, &["--data-dir", "odd", "info"]), &["train-images-idx3-ubyte.gz", "is a folder"]);
     assert!(!stderr.contains("no training images file"), "{stderr}");
+    // `--data-dir` at the data set's own folder, or at a file.
+    std::fs::create_dir_all(dir.join("flat")).unwrap();
+    std::fs::write(dir.join("flat/train-images-idx3-ubyte.gz"), b"").unwrap();
+    fails_both(&mnist_bare(dir, &["--data-dir", "flat", "info"]), &["--data-dir flat holds a data set's files itself"]);
+    std::fs::write(dir.join("a-file"), b"").unwrap();
+    fails_both(&mnist_bare(dir, &["--data-dir", "a-file", "info"]), &["--data-dir a-file: a file, not a folder"]);
+}
+
+#[test]
+fn a_path_to_a_known_data_set_is_that_data_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fashion = data_root().join("fashion");
+    if !fashion.is_dir() {
+        eprintln!("skipped: no Fashion-MNIST in {}", data_root().display());
+        return;
+    }
+    let (stdout, _) = ok_both(&mnist(tmp.path(), &["--dataset", fashion.to_str().unwrap(), "info"]));
+    assert!(stdout.contains("Fashion-MNIST") && stdout.contains("Ankle boot"), "{stdout}");
 }
 
 #[test]
