@@ -112,9 +112,10 @@ pub fn history_png(path: &Path, history: &History, title: &str) -> Result<bool> 
 }
 
 fn shape_text(shape: &[usize]) -> String {
-    // Channels-first [c, h, w] is written the Keras way, h×w×c.
+    // Channels first, as the summary prints them, and told apart from the pixels: 32 maps of
+    // 26×26 pixels are `32 @ 26×26` (LeNet's drawings).
     match shape {
-        [c, h, w] => format!("{h}×{w}×{c}"),
+        [c, h, w] => format!("{c} @ {h}×{w}"),
         s => s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×"),
     }
 }
@@ -198,8 +199,8 @@ mod tests {
         assert_eq!(mlp[0].units, 784);
         assert_eq!(mlp[2].label, "10 logits");
         let cnn = diagram_layers(&nn_core::preset("convnet").unwrap_or_else(|| ModelSpec::new(&[1]))).expect("cnn");
-        assert_eq!(cnn[0].label, "28×28×1");
-        assert!(cnn[1].label.contains("32 filters 3×3") && cnn[1].label.contains("26×26×32"), "{:?}", cnn[1]);
+        assert_eq!(cnn[0].label, "1 @ 28×28");
+        assert!(cnn[1].label.contains("32 filters 3×3") && cnn[1].label.contains("32 @ 26×26"), "{:?}", cnn[1]);
         assert_eq!(cnn.last().map(|l| l.label.as_str()), Some("10 softmax"));
     }
 }

@@ -220,9 +220,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     network_diagram(out("diagram_small.png"), &small, "")?;
     let cnn = [
-        DiagramLayer::block("Input", "28×28×1"),
-        DiagramLayer::block("Conv2D", "32 filters 3×3\nrelu\n26×26×32"),
-        DiagramLayer::block("MaxPooling2D", "2×2\n13×13×32"),
+        DiagramLayer::block("Input", "1 @ 28×28"),
+        DiagramLayer::block("Conv2D", "32 filters 3×3\nrelu\n32 @ 26×26"),
+        DiagramLayer::block("MaxPooling2D", "2×2\n32 @ 13×13"),
         DiagramLayer::block("Flatten", "5408"),
         DiagramLayer::dense("Dense", 128, "relu"),
         DiagramLayer::dense("Output", 10, "softmax"),

@@ -232,7 +232,7 @@ fn network_diagram_draws_columns_of_neurons_and_blocks() {
     assert!(count(&img, |c| c.iter().all(|&v| (150..=180).contains(&v))) > 2000, "grey connections");
 
     let cnn = [
-        DiagramLayer::block("Input", "28×28×1"),
+        DiagramLayer::block("Input", "1 @ 28×28"),
         DiagramLayer::block("Conv2D", "32 filters 3×3\nrelu"),
         DiagramLayer::block("Flatten", "5408"),
         DiagramLayer::dense("Output", 10, "softmax"),
