@@ -145,6 +145,44 @@ fn the_settings_line_names_the_momentum() {
 }
 
 #[test]
+fn a_trained_model_trains_on_with_its_own_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = [
+        "train",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--batch-size",
+        "64",
+        "--validation",
+        "none",
+        "--epochs",
+        "1",
+        "--limit",
+        "512",
+        "--schedule",
+        "cosine",
+        "--run-dir",
+        "first",
+        "-q",
+    ];
+    ok_both(&mnist(dir, &first));
+    let (stdout, stderr) =
+        ok_both(&mnist(dir, &["train", "--model", "first/model.safetensors", "--run-dir", "again", "-q"]));
+    assert!(stderr.contains("trains on with the settings it was trained with"), "{stderr}");
+    // Its optimiser, rate and batch; the cosine over the new run (60000 images: no --limit); 1
+    // epoch, no validation.
+    assert!(stdout.contains("sgd (learning rate 0.05, schedule cosine over 938 steps"), "{stdout}");
+    assert!(stdout.contains("1 epoch of batch 64, no validation"), "{stdout}");
+    // Flags change them.
+    let args = ["train", "--model", "first/model.safetensors", "--lr", "0.01", "--epochs", "2", "--run-dir", "b", "-q"];
+    let (stdout, _) = ok_both(&mnist(dir, &args));
+    assert!(stdout.contains("sgd (learning rate 0.01,") && stdout.contains("2 epochs of batch 64"), "{stdout}");
+}
+
+#[test]
 fn a_model_of_flat_inputs_predicts_photos_and_examples() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -35,6 +35,22 @@ pub struct Compile {
     pub schedule: Schedule,
 }
 
+impl Compile {
+    /// The compile settings a trainer's model file or checkpoint records (its
+    /// `training_config`), to train a model loaded from it as it was trained (Keras's
+    /// `load_model` keeps the compiled optimiser and loss); `None` for a bare model file
+    /// ([`Model::save`]).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for a `training_config` that does not parse.
+    pub fn recorded_in(file: &ModelFile) -> Result<Option<Compile>> {
+        file.metadata
+            .get("training_config")
+            .map(|c| serde_json::from_str(c).map_err(|e| TrainError::Config(format!("training_config: {e}"))))
+            .transpose()
+    }
+}
+
 /// Where validation numbers come from.
 #[derive(Clone, Debug, Default)]
 pub enum Validation {
@@ -861,11 +877,14 @@ impl Trainer {
         let path = path.as_ref();
         let f = ModelFile::load(path)?;
         let bad = |m: &str| TrainError::Checkpoint { path: path.to_path_buf(), message: m.to_string() };
-        let compile: Compile = serde_json::from_str(f.metadata.get("training_config").ok_or_else(|| {
+        let recorded = Compile::recorded_in(&f).map_err(|e| match e {
+            TrainError::Config(m) => bad(&m),
+            other => other,
+        })?;
+        let compile = recorded.ok_or_else(|| {
             bad("no training_config: a bare model (`Model::save`), not a trainer's file (`Trainer::save_model`, \
-                     a checkpoint); read it with `Model::load`")
-        })?)
-        .map_err(|e| bad(&format!("training_config: {e}")))?;
+                 a checkpoint); read it with `Model::load`")
+        })?;
         let history: History = f
             .metadata
             .get("history")

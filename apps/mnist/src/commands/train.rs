@@ -267,7 +267,7 @@ pub struct TrainArgs {
     /// which trains with Adam at 0.001, sparse categorical cross-entropy, 5 epochs of batch 128
     /// and validation on the test set unless flags say otherwise (`mnist summary` prints it);
     /// or a trained model (.safetensors) to fine-tune: a new run from its weights, with the
-    /// settings of an architecture file (see --freeze).
+    /// settings it was trained with (see --freeze).
     /// [default: mlp-128, or the checkpoint's with --resume]
     #[arg(long, short, value_name = "PRESET|SPEC.json|MODEL.safetensors")]
     pub model: Option<String>,
@@ -1200,7 +1200,7 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         _ => None,
     }
     .unwrap_or_else(|| models::spec_recipe(&spec));
-    let (mut compile, epochs, batch, validation, augmentation) = (
+    let (mut compile, mut epochs, mut batch, mut validation, mut augmentation) = (
         r.compile,
         r.epochs,
         r.batch_size,
@@ -1211,6 +1211,26 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         },
         r.augmentation,
     );
+    // A trained model goes on with the settings it was trained with (Keras's `load_model`
+    // keeps the compiled optimiser and loss), the flags changing them.
+    if let Some((path, file)) = &trained {
+        let context = || format!("--model {}", path.display());
+        if let Some(recorded) = Compile::recorded_in(file).with_context(context)? {
+            compile = restarted(recorded, file.metadata.get(fit_keys::LEARNING_RATE));
+            let saved = |key: &str| file.metadata.get(key);
+            epochs = saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()).unwrap_or(epochs);
+            batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok()).unwrap_or(batch);
+            validation = saved(fit_keys::VALIDATION).and_then(|v| parse_validation(v).ok()).unwrap_or(validation);
+            if let Some(a) = saved(fit_keys::AUGMENT).and_then(|v| parse_augment(v).ok()) {
+                augmentation = Some(a).filter(|a| !a.is_identity());
+            }
+            eprintln!(
+                "note: {} trains on with the settings it was trained with (optimiser, learning rate, loss, \
+                 schedule, epochs, batch size, validation, augmentation) where flags do not change them",
+                path.display()
+            );
+        }
+    }
     if let Some(rate) = args.dropout {
         models::insert_dropout(&mut spec, rate)?;
     }
@@ -1272,6 +1292,23 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         reduce_lr: args.reduce_lr.and_then(|p| p.0),
         normalization,
     })
+}
+
+/// A trained model's compile settings for a new run from its weights: the learning rate its
+/// run began with (`fit.learning_rate`; ReduceLROnPlateau may have lowered the recorded one),
+/// and a schedule fixed to its run's length (cosine, one-cycle) stretched over the new run.
+fn restarted(mut compile: Compile, start_lr: Option<&String>) -> Compile {
+    if let Some(lr) = start_lr.and_then(|v| v.parse::<f32>().ok()).filter(|lr| lr.is_finite() && *lr > 0.0) {
+        compile.optimizer = compile.optimizer.learning_rate(lr);
+    }
+    compile.schedule = match compile.schedule {
+        Schedule::Cosine { alpha, .. } => Schedule::Cosine { total_steps: 0, alpha },
+        Schedule::OneCycle { warmup, div, final_div, .. } => {
+            Schedule::OneCycle { total_steps: 0, warmup, div, final_div }
+        }
+        other => other,
+    };
+    compile
 }
 
 /// What `--early-stopping` and `--reduce-lr` watch: the validation loss, or the training loss
