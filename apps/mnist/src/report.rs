@@ -137,6 +137,11 @@ pub fn plural(n: usize, what: &str) -> String {
     }
 }
 
+/// A fraction as a percentage to 6 significant digits: `0.1` is `10%`, `0.9999` is `99.99%`.
+pub fn percent(f: f64) -> String {
+    format!("{}%", rate((f * 100.0) as f32))
+}
+
 /// Seconds as `12.3s` or `4m 05s`.
 pub fn duration(secs: f64) -> String {
     if secs < 60.0 {
@@ -196,5 +201,6 @@ mod tests {
         assert_eq!(rate(1e-45), "1.4013e-45");
         assert_eq!(rate(1e30), "1e30");
         assert_eq!((rate(0.0), rate(250.0)), ("0".into(), "250".into()));
+        assert_eq!((percent(0.1), percent(0.9999), percent(0.25)), ("10%".into(), "99.99%".into(), "25%".into()));
     }
 }

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{data_root, fails, mnist, ok, ok_both};
+use common::{data_root, fails, fails_both, mnist, ok, ok_both};
 use image::{GrayImage, Rgb, RgbImage};
 
 /// Decodes a PNG and checks its size and that it is not blank (it has both dark and light
@@ -579,6 +579,9 @@ fn bad_arguments_and_files_fail_with_a_clear_message() {
     fails(&mnist(dir, &["summary", "--model", "binary.json"]), &["binary.json", "this file is binary"]);
     fails(&mnist(dir, &["train", "--lr", "1e39"]), &["1e39", "beyond what a 32-bit float holds"]);
     fails(&mnist(dir, &["train", "--lr", "1e-45"]), &["--lr 1.4013e-45", "smallest normal 32-bit float"]);
+    let split = mnist(dir, &["train", "--validation", "split:0.9999", "--limit", "2000"]);
+    let (stdout, _) = fails_both(&split, &["split:0.9999 of 2000 training images: leaves no image to train on"]);
+    assert!(!stdout.contains("validation on"), "refused before the settings are printed: {stdout}");
     fails(&mnist(dir, &["evaluate", "--model", "mlp-128"]), &["no trained weights"]);
     fails(&mnist(dir, &["--dataset", "nowhere", "info"]), &["nowhere", "unknown data set"]);
     fails(&mnist(dir, &["train", "--augment", "spin=3"]), &["spin"]);

@@ -223,7 +223,7 @@ fn show_and_predict_say_when_a_set_is_empty_or_ends_early() {
     // A grid running past the end says how many it shows.
     let (stdout, stderr) = ok_both(&mnist(dir, &["show", "--index", "59999", "--count", "5", "--out", "end.png"]));
     assert!(stderr.contains("note:") && stderr.contains("showing 1 of the 5"), "{stderr}");
-    assert!(stdout.contains("1 train images"), "{stdout}");
+    assert!(stdout.contains("1 train image (59999) written"), "{stdout}");
 
     // An image after the indices is read as one: say where images go, and that works.
     photo(&dir.join("img.png"));

@@ -9,7 +9,7 @@ use nn_viz::Tile;
 use crate::commands::{create_parent, data_choice};
 use crate::data::Split;
 use crate::pictures::grid_options;
-use crate::Global;
+use crate::{report, Global};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -96,13 +96,9 @@ pub fn run(args: ShowArgs, global: &Global) -> Result<()> {
             create_parent(&out)?;
             let title = format!("{} {} images {start}–{}", choice.title(), args.split.name(), end - 1);
             nn_viz::digit_grid(&out, &tiles, &grid_options(data.rows(), data.cols(), tiles.len(), title))?;
-            println!(
-                "{} {} images ({start} to {}) written to {}",
-                tiles.len(),
-                args.split.name(),
-                end - 1,
-                out.display()
-            );
+            let what = format!("{} image", args.split.name());
+            let range = if tiles.len() == 1 { format!("({start})") } else { format!("({start} to {})", end - 1) };
+            println!("{} {range} written to {}", report::plural(tiles.len(), &what), out.display());
         }
     }
     Ok(())

@@ -831,11 +831,19 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let compile = *trainer.compile();
     let validation_text = match validation {
         ValidationArg::Test => format!("the test set ({} images)", test.len()),
-        ValidationArg::Split(f) => format!(
-            "the last {:.0}% of the training images ({} images)",
-            f * 100.0,
-            train_set.len() - (train_set.len() as f64 * (1.0 - f)).floor() as usize
-        ),
+        ValidationArg::Split(f) => {
+            let held_out = mnist_data::validation_len(train_set.len(), f);
+            // Both parts must hold images: said before the run starts, in the flag's words.
+            if held_out == 0 || held_out == train_set.len() {
+                bail!(
+                    "--validation split:{f} of {}: leaves no image to {}; give a fraction nearer 0.5, or more \
+                     images",
+                    report::plural(train_set.len(), "training image"),
+                    if held_out == 0 { "validate" } else { "train on" }
+                );
+            }
+            format!("the last {} of the training images ({held_out} images)", report::percent(f))
+        }
         ValidationArg::None => "none".into(),
     };
     // The settings that change training beyond the recipe's line, in words.
