@@ -166,6 +166,21 @@ fn max_and_average_pooling_including_padding_and_odd_sizes() {
 }
 
 #[test]
+fn a_2x2_max_pool_with_same_padding_of_odd_sides_fused_or_not() {
+    // 9×8 → 7×6 after the conv: "same" pooling gives 4×3, its last row of windows half outside
+    // (the fast 2×2 path once read past the plane). First conv: fused with the pool on the CPU.
+    let same = Pool2D { pool_size: [2, 2], strides: None, padding: Padding::Same };
+    for channels in [1, 2] {
+        let spec = image(channels, 9, 8)
+            .add(Conv2D::new(3, 3).activation(Tanh))
+            .add(LayerSpec::MaxPooling2D(same.clone()))
+            .add(Flatten::new())
+            .add(Dense::new(3));
+        check(spec, Loss::SparseCategoricalCrossentropy { from_logits: true }, 2, 70 + channels as u64);
+    }
+}
+
+#[test]
 fn global_average_pooling() {
     let spec = image(1, 5, 6)
         .add(Conv2D::new(4, 3).activation(Relu))

@@ -140,7 +140,9 @@ pub(crate) fn max_pool(x: &[f32], w: &Window, y: &mut [f32], arg: &mut [f32]) {
 /// offset in the plane into `ap`: the first maximum in row-major window order.
 #[inline(always)]
 pub(crate) fn max_pool_plane(xp: &[f32], w: &Window, yp: &mut [f32], ap: &mut [f32]) {
-    if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) {
+    // ("same" padding of an odd side adds a last window half outside the plane, with no
+    // padding before it: that one is clipped below.)
+    if (w.kh, w.kw, w.sh, w.sw, w.ph, w.pw) == (2, 2, 2, 2, 0, 0) && 2 * w.oh <= w.h && 2 * w.ow <= w.w {
         // The common 2×2 window, stride 2: no bounds to clip.
         for oy in 0..w.oh {
             let (r0, r1) = (2 * oy * w.w, (2 * oy + 1) * w.w);
@@ -271,5 +273,17 @@ mod tests {
             im2col(&x, &w, &mut cols);
             assert_eq!(cols, im2col_ref(&x, &w), "k{k} s{s} p{p}");
         }
+    }
+
+    #[test]
+    fn a_2x2_pool_of_an_odd_side_with_same_padding_clips_its_last_window() {
+        // 3×3 → 2×2 ("same": the extra window row and column hang past the bottom and right;
+        // the fast path read past the plane and panicked).
+        let w = Window { n: 1, c: 1, h: 3, w: 3, kh: 2, kw: 2, sh: 2, sw: 2, ph: 0, pw: 0, oh: 2, ow: 2 };
+        let x: Vec<f32> = (0..9).map(|i| i as f32).collect();
+        let (mut y, mut arg) = (vec![0.0; 4], vec![0.0; 4]);
+        max_pool_plane(&x, &w, &mut y, &mut arg);
+        assert_eq!(y, [4.0, 5.0, 7.0, 8.0]);
+        assert_eq!(arg, [4.0, 5.0, 7.0, 8.0]);
     }
 }
