@@ -83,7 +83,8 @@ impl Prepared {
     pub(crate) fn new(rule: &UpdateRule, sp: StepParams) -> Prepared {
         let lr_t = match *rule {
             UpdateRule::Adam { beta_1, beta_2, .. } => {
-                let t = sp.t as i32;
+                // Past 2^31 steps β^t is 0 in f32 anyway: the exponent saturates, not wraps.
+                let t = i32::try_from(sp.t).unwrap_or(i32::MAX);
                 sp.lr * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t))
             }
             _ => sp.lr,
@@ -157,6 +158,17 @@ mod tests {
 
     /// Each rule against its Keras 3 formula, written out by hand for three steps of one weight
     /// (w₀ = 1, gradients 0.5, −0.2, 0.3, learning rate 0.1).
+    #[test]
+    fn adam_past_two_to_the_31_steps_is_bias_free_not_nan() {
+        // The step count cast to i32 wrapped negative at 2^31: β^t overflowed and the rate
+        // became NaN. Past it, β^t is 0: the rate is η.
+        let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+        for t in [1 << 31, u64::MAX] {
+            let p = Prepared::new(&rule, StepParams { lr: 0.001, t });
+            assert_eq!(p.lr_t, 0.001, "step {t}");
+        }
+    }
+
     #[test]
     fn every_rule_takes_the_steps_of_its_keras_formula() {
         let grads = [0.5f32, -0.2, 0.3];

@@ -584,7 +584,8 @@ impl Device for Cuda {
             }
             UpdateRule::Adam { beta_1, beta_2, epsilon } => {
                 // The bias-corrected rate, exactly as nn_core::optim::update_host computes it.
-                let t = sp.t as i32;
+                // Past 2^31 steps β^t is 0 in f32 anyway: the exponent saturates, not wraps.
+                let t = i32::try_from(sp.t).unwrap_or(i32::MAX);
                 let lr_t = lr * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t));
                 let (b1, b2) = (1.0 - beta_1, 1.0 - beta_2);
                 let (m, v) = slots.split_at_mut(1);

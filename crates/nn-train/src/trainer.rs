@@ -210,6 +210,9 @@ impl std::fmt::Debug for Trainer {
 const MAX_KEPT_BYTES: usize = 2 << 30;
 
 /// The metadata keys the trainer writes itself (an annotation cannot take them).
+/// The most optimiser steps a file may record ([`Trainer::resume`] refuses more).
+const MAX_STEP: u64 = 1 << 48;
+
 const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", NORMALIZATION_KEY];
 
 fn seed_of_step(seed: u64, step: u64) -> u64 {
@@ -595,7 +598,7 @@ impl Trainer {
             let optimizer_from = self.state.optimizer_from;
             let step = |s: u64| {
                 let lr = schedule.lr(base_lr, s, epoch);
-                (lr, StepParams { lr, t: s + 1 - optimizer_from }, seed_of_step(seed, s))
+                (lr, StepParams { lr, t: s.saturating_add(1).saturating_sub(optimizer_from) }, seed_of_step(seed, s))
             };
             loop {
                 let n = if let Some(it) = it.as_mut() {
@@ -909,6 +912,13 @@ impl Trainer {
                  ModelSpec::set_trainable, Trainer::new)"
             ))
         })?;
+        // No run takes 2^48 steps (a billion steps a day for 700 years): a damaged file.
+        if state.step > MAX_STEP {
+            return Err(bad(&format!(
+                "training_state: step {} is beyond any run (at most {MAX_STEP}): the file was edited or is damaged",
+                state.step
+            )));
+        }
         if slots.is_empty() {
             // A model file: the optimiser starts afresh here (moments of zero, step 1).
             state.optimizer_from = state.step;

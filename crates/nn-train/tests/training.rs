@@ -694,6 +694,12 @@ fn a_model_file_resumes_with_a_fresh_optimiser() {
     f.save(&ck).unwrap();
     let err = Trainer::resume(&ck).unwrap_err().to_string();
     assert!(err.contains("began at step 40 of 40"), "{err}");
+    // A step count past any run (it wrapped round, and Adam's step 2^31 made NaN) is refused.
+    let max = format!(r#"{{"epoch":4,"step":{},"seed":7,"optimizer_from":0}}"#, u64::MAX);
+    f.metadata.insert("training_state".into(), max);
+    f.save(&ck).unwrap();
+    let err = Trainer::resume(&ck).unwrap_err().to_string();
+    assert!(err.contains("is beyond any run") && err.contains("ck.safetensors"), "{err}");
 }
 
 /// A model loaded with `Model::load` is given its file's normalisation
