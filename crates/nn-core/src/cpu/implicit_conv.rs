@@ -50,10 +50,16 @@ const MAX_CHUNK: usize = 8;
 /// The widest tile, in columns.
 const MAX_W: usize = MAX_NV * LANES;
 
+/// The most floats of scratch the passes may take (2 GiB): past it, a convolution runs by
+/// im2col, whose columns the network counts before allocating them (these buffers are kept
+/// per thread, outside that count, and a 225-byte architecture asked for 6 GB of them).
+const MAX_SCRATCH_FLOATS: usize = 1 << 29;
+
 /// Whether the CPU runs this convolution here: it has AVX-512 (and the own kernels are on,
-/// see `cpu::use_own_kernels`) and the offsets fit.
+/// see `cpu::use_own_kernels`), the offsets fit and its scratch is bounded.
 pub(crate) fn supports(win: &Window, filters: usize) -> bool {
-    super::own_kernels() && Plan::new(win).fits(filters)
+    let p = Plan::new(win);
+    super::own_kernels() && p.fits(filters) && p.scratch_floats(filters) <= MAX_SCRATCH_FLOATS
 }
 
 /// Per-thread buffers, grown as needed and kept.
@@ -110,6 +116,19 @@ impl Plan {
     /// The row stride of a chunk's column buffers: room for the widest tile past the end.
     fn ld(&self) -> usize {
         (self.chunk * self.ohw).div_ceil(MAX_W) * MAX_W + MAX_W
+    }
+    /// The floats of scratch the backward pass takes at most (saturating): each thread's
+    /// columns and gradients of a chunk, and each group's weight-gradient sums.
+    fn scratch_floats(&self, filters: usize) -> usize {
+        let fpad = filters.div_ceil(LANES).saturating_add(MAX_NV) * LANES;
+        let ld = self.ld();
+        let per_thread = self
+            .ckk
+            .saturating_add(filters)
+            .saturating_mul(ld)
+            .saturating_add((self.chunk * self.ohw).saturating_mul(fpad));
+        let sums = self.groups.saturating_mul(self.ckk.saturating_add(1).saturating_mul(fpad));
+        per_thread.saturating_mul(super::team::threads().max(1)).saturating_add(sums)
     }
     /// Whether every offset the passes compute fits the tile's `u32` tables.
     fn fits(&self, filters: usize) -> bool {
@@ -652,6 +671,19 @@ fn spread_pooled(
 mod tests {
     use super::*;
     use crate::cpu::tile::{portable_fn, tile_fn};
+
+    #[test]
+    fn a_convolution_whose_scratch_is_unbounded_goes_to_im2col() {
+        // 512 channels under a 57×57 kernel ("same" on 28×28): 6 GB of per-thread buffers,
+        // uncounted, aborted the process; im2col's columns are counted and refused in words.
+        let wide =
+            Window { n: 128, c: 512, h: 28, w: 28, kh: 57, kw: 57, sh: 1, sw: 1, ph: 28, pw: 28, oh: 28, ow: 28 };
+        assert!(Plan::new(&wide).scratch_floats(2) > MAX_SCRATCH_FLOATS);
+        assert!(!supports(&wide, 2));
+        // The convnet's second layer takes a few MB.
+        let convnet = Window { n: 128, c: 32, h: 13, w: 13, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, oh: 11, ow: 11 };
+        assert!(Plan::new(&convnet).scratch_floats(64) < 1 << 22);
+    }
 
     /// The convolution and its gradients, straight from the definition (in f64).
     #[allow(clippy::type_complexity, clippy::needless_range_loop)]
