@@ -170,7 +170,20 @@ impl ModelFile {
     /// architecture (not a model file), invalid architecture, missing tensor, wrong shape or
     /// type, a value that is not finite, or a tensor the architecture has no place for.
     pub fn load(path: &Path) -> Result<ModelFile> {
-        let bytes = std::fs::read(path).map_err(|e| NnError::file(path, e.to_string()))?;
+        use std::io::Read;
+        let io = |e: std::io::Error| NnError::file(path, e.to_string());
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(NnError::file(path, "not a regular file (a model file is read whole)"));
+        }
+        // A file that does not start as safetensors (8 bytes of length, then `{`) is named from
+        // its first bytes, not read whole first (a 3 GB one took 3 GB and 9 s to refuse).
+        let mut bytes = Vec::new();
+        (&mut file).take(64).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() > 8 && bytes[8] != b'{' {
+            return Self::from_bytes(path, &bytes);
+        }
+        file.read_to_end(&mut bytes).map_err(io)?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -463,6 +476,18 @@ mod tests {
         let err = ModelFile::from_bytes(Path::new("odd.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
         assert!(err.contains("odd.safetensors") && err.contains("\"whiten\""), "{err}");
         assert!(f.normalization().is_err());
+    }
+
+    #[test]
+    fn load_names_what_is_no_file_and_refuses_another_kind_from_its_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // 1 MB of text: refused from its first 64 bytes, with the message the whole gives.
+        let notes = dir.path().join("notes.safetensors");
+        std::fs::write(&notes, "some notes, not a model. ".repeat(40_000)).unwrap();
+        let err = ModelFile::load(&notes).unwrap_err().to_string();
+        assert!(err.contains("notes.safetensors: not a model file: it does not start as a safetensors file"), "{err}");
     }
 
     #[test]

@@ -50,10 +50,27 @@ const MAX_WORK_SIDE: usize = 1024;
 /// or BMP image or is damaged, and [`VizError::Digitize`] when no digit stands out in it.
 pub fn digitize_path(path: impl AsRef<Path>) -> Result<[u8; MNIST_PIXELS]> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| VizError::Io { path: path.to_path_buf(), source })?;
+    let io = |source| VizError::Io { path: path.to_path_buf(), source };
+    // Not read whole before it is known to be a file of a readable size (`/dev/zero` grew
+    // without end, a named pipe waited for ever).
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(VizError::Decode { path: path.to_path_buf(), message: "not a regular file".into() });
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(VizError::Decode {
+            path: path.to_path_buf(),
+            message: format!("{} MB: larger than the {} MB read here", meta.len() >> 20, MAX_FILE_BYTES >> 20),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let image = decode(path, &bytes)?;
     digitize_image(&image).map_err(|source| VizError::Digitize { path: path.to_path_buf(), source })
 }
+
+/// The largest image file [`digitize_path`] reads: an uncompressed 64-megapixel BMP of four
+/// channels takes 256 MB.
+const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// The largest picture [`decode`] reads: a 64-megapixel photo takes about 0.5 GB on its way to
 /// 28×28 (decoded, as RGBA, as grey floats).

@@ -298,3 +298,11 @@ fn a_large_solid_blob_with_nothing_on_it_is_read_as_it_is() {
     let result = mnist_style_from_luma(100, 100, &luma).unwrap();
     assert!(result.iter().filter(|&&v| v >= 200).count() > 200, "the block is drawn");
 }
+
+#[test]
+fn only_a_regular_file_is_read() {
+    // A folder here; `/dev/zero` was read without end and a named pipe waited for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let err = nn_viz::digitize_path(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}
