@@ -33,9 +33,9 @@ impl DataChoice {
         let path = PathBuf::from(dataset);
         // A path to `<data-dir>/mnist` or `<data-dir>/fashion` is that data set, class names
         // and all.
-        for kind in [DatasetKind::Mnist, DatasetKind::Fashion] {
-            if let (Ok(a), Ok(b)) = (path.canonicalize(), data_dir.join(kind.name()).canonicalize()) {
-                if a == b {
+        if let Ok(given) = path.canonicalize() {
+            for kind in [DatasetKind::Mnist, DatasetKind::Fashion] {
+                if data_dir.join(kind.name()).canonicalize().is_ok_and(|known| known == given) {
                     return DataChoice::resolve(data_dir, kind.name());
                 }
             }

@@ -56,6 +56,20 @@ impl Schedule {
         }
     }
 
+    /// The schedule for a new run of another length: one fixed to a run's length (cosine,
+    /// one-cycle) covers the whole of the next ([`Schedule::resolved`] fixes it again); the
+    /// others are kept.
+    #[must_use]
+    pub fn restarted(self) -> Schedule {
+        match self {
+            Schedule::Cosine { alpha, .. } => Schedule::Cosine { total_steps: 0, alpha },
+            Schedule::OneCycle { warmup, div, final_div, .. } => {
+                Schedule::OneCycle { total_steps: 0, warmup, div, final_div }
+            }
+            other => other,
+        }
+    }
+
     /// The learning rate of update `step` (0-based) in epoch `epoch` (0-based).
     pub fn lr(&self, base: f32, step: u64, epoch: usize) -> f32 {
         match *self {
@@ -166,6 +180,15 @@ mod tests {
         let o = Schedule::OneCycle { total_steps: 100, warmup: 0.2, div: 10.0, final_div: 100.0 };
         assert!((o.lr(1.0, 0, 0) - 0.1).abs() < 1e-6 && (o.lr(1.0, 20, 0) - 1.0).abs() < 1e-6);
         assert!((o.lr(1.0, 100, 0) - 0.01).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_restarted_schedule_covers_the_next_run() {
+        let cosine = Schedule::Cosine { total_steps: 938, alpha: 0.1 };
+        assert_eq!(cosine.restarted(), Schedule::Cosine { total_steps: 0, alpha: 0.1 });
+        assert_eq!(cosine.restarted().resolved(100), Schedule::Cosine { total_steps: 100, alpha: 0.1 });
+        let step = Schedule::Step { factor: 0.5, every_epochs: 2 };
+        assert_eq!(step.restarted(), step);
     }
 
     #[test]

@@ -1225,13 +1225,11 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         let context = || format!("--model {}", path.display());
         if let Some(recorded) = Compile::recorded_in(file).with_context(context)? {
             compile = restarted(recorded, file.metadata.get(fit_keys::LEARNING_RATE));
-            let saved = |key: &str| file.metadata.get(key);
-            epochs = saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()).unwrap_or(epochs);
-            batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok()).unwrap_or(batch);
-            validation = saved(fit_keys::VALIDATION).and_then(|v| parse_validation(v).ok()).unwrap_or(validation);
-            if let Some(a) = saved(fit_keys::AUGMENT).and_then(|v| parse_augment(v).ok()) {
-                augmentation = Some(a).filter(|a| !a.is_identity());
-            }
+            let fit = RecordedFit::of(&file.metadata);
+            epochs = fit.epochs.unwrap_or(epochs);
+            batch = fit.batch_size.unwrap_or(batch);
+            validation = fit.validation.unwrap_or(validation);
+            augmentation = fit.augmentation.unwrap_or(augmentation);
             eprintln!(
                 "note: {} trains on with the settings it was trained with (optimiser, learning rate, loss, \
                  schedule, epochs, batch size, validation, augmentation) where flags do not change them",
@@ -1309,14 +1307,30 @@ fn restarted(mut compile: Compile, start_lr: Option<&String>) -> Compile {
     if let Some(lr) = start_lr.and_then(|v| v.parse::<f32>().ok()).filter(|lr| lr.is_finite() && *lr > 0.0) {
         compile.optimizer = compile.optimizer.learning_rate(lr);
     }
-    compile.schedule = match compile.schedule {
-        Schedule::Cosine { alpha, .. } => Schedule::Cosine { total_steps: 0, alpha },
-        Schedule::OneCycle { warmup, div, final_div, .. } => {
-            Schedule::OneCycle { total_steps: 0, warmup, div, final_div }
-        }
-        other => other,
-    };
+    compile.schedule = compile.schedule.restarted();
     compile
+}
+
+/// The fit settings a run recorded in its file (`fit.*`): each `None` when not recorded or
+/// not readable (a recorded augmentation that does not parse counts as none).
+struct RecordedFit {
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    validation: Option<ValidationArg>,
+    /// `Some(None)`: recorded as none.
+    augmentation: Option<Option<Augmentation>>,
+}
+
+impl RecordedFit {
+    fn of(annotations: &std::collections::BTreeMap<String, String>) -> RecordedFit {
+        let saved = |key: &str| annotations.get(key);
+        RecordedFit {
+            epochs: saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()),
+            batch_size: saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok()),
+            validation: saved(fit_keys::VALIDATION).and_then(|v| parse_validation(v).ok()),
+            augmentation: saved(fit_keys::AUGMENT).map(|v| parse_augment(v).ok().filter(|a| !a.is_identity())),
+        }
+    }
 }
 
 /// What `--early-stopping` and `--reduce-lr` watch: the validation loss, or the training loss
@@ -1392,13 +1406,11 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         Some(RecipeValidation::None) => ValidationArg::None,
         _ => ValidationArg::Test,
     };
-    let saved_validation = saved(fit_keys::VALIDATION).and_then(|v| parse_validation(&v).ok());
-    let saved_augment = saved(fit_keys::AUGMENT).map(|v| parse_augment(&v).ok().filter(|a| !a.is_identity()));
+    let fit = RecordedFit::of(trainer.annotations());
     // --epochs is the total to reach, not part of the batches: no note when it grows.
-    let epochs = args.epochs.or(saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()));
-    let saved_batch = saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok());
-    let batch_size = resumed_setting("--batch-size", args.batch_size, saved_batch, usize::to_string);
-    let validation = resumed_setting("--validation", args.validation, saved_validation, ValidationArg::to_string);
+    let epochs = args.epochs.or(fit.epochs);
+    let batch_size = resumed_setting("--batch-size", args.batch_size, fit.batch_size, usize::to_string);
+    let validation = resumed_setting("--validation", args.validation, fit.validation, ValidationArg::to_string);
     // A patience the run started with ("none" when it had none).
     let patience = |flag: &str, key: &str, given: Option<Option<usize>>| match saved(key) {
         Some(v) => {
@@ -1410,7 +1422,7 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
     let early_stopping = patience("--early-stopping", fit_keys::EARLY_STOPPING, args.early_stopping.map(|p| p.0));
     let reduce_lr = patience("--reduce-lr", fit_keys::REDUCE_LR, args.reduce_lr.map(|p| p.0));
     // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
-    let augmentation = match saved_augment {
+    let augmentation = match fit.augmentation {
         Some(saved) => {
             let given = args.augment.map(|a| Some(a).filter(|a| !a.is_identity()));
             resumed_setting("--augment", given, Some(saved), show_augment).flatten()
