@@ -40,18 +40,22 @@ Examples:
 
 Run `mnist <command> --help` for the options of each command.";
 
+/// The heading of the options every command takes (the data set's and the arithmetic's), apart
+/// from each command's own.
+const GLOBAL: &str = "Options of every command";
+
 /// The MNIST workflow of the Keras tutorials: data, training, evaluation, prediction, pictures.
 #[derive(Parser, Debug)]
 #[command(name = "mnist", version, about, long_about = None, after_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
     /// The folder holding the data sets, one sub-folder each (`<DIR>/mnist`, `<DIR>/fashion`).
-    #[arg(long, global = true, value_name = "DIR", default_value = "data", display_order = 900)]
+    #[arg(long, global = true, value_name = "DIR", default_value = "data", display_order = 900, help_heading = GLOBAL)]
     pub data_dir: PathBuf,
 
     /// The data set: `mnist` (handwritten digits), `fashion` (Fashion-MNIST), or the path of a
     /// folder holding the four IDX files (train/t10k images/labels, `.gz` or not).
     /// [default: mnist; for a model file, the data set it was trained on]
-    #[arg(long, global = true, value_name = "mnist|fashion|PATH", display_order = 901)]
+    #[arg(long, global = true, value_name = "mnist|fashion|PATH", display_order = 901, help_heading = GLOBAL)]
     pub dataset: Option<String>,
 
     /// How the CPU runs matrix products: f32, bf16x3 (near f32, faster; AMX) or bf16 (mixed
@@ -61,7 +65,7 @@ pub struct Cli {
     /// every level; `bf16x3` and `bf16` need an Intel CPU with AMX (Xeon Sapphire Rapids or
     /// later) on Linux, and leave the GPU's products as they are. README.md ("Train and
     /// validate") and BENCHMARKS.md say more.
-    #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902)]
+    #[arg(long, global = true, value_enum, default_value = "f32", display_order = 902, help_heading = GLOBAL)]
     pub precision: Precision,
 
     /// What to do.

@@ -318,6 +318,30 @@ fn a_run_that_early_stopping_ended_is_resumed_only_without_it() {
     ]));
     assert!(out.contains("1 epoch (after the checkpoint's 2)"), "{out}");
     fails(&run(&["train", "--early-stopping", "soon"]), &["`soon` is not a whole number (or `none`)"]);
+
+    // A damaged fit setting is named, with its file, before any work: resumed or fine-tuned.
+    for (key, value) in [
+        ("fit.batch_size", "0"),
+        ("fit.limit", "0"),
+        ("fit.epochs", "many"),
+        ("fit.validation", "split:2"),
+        ("fit.early_stopping", "-1"),
+        ("fit.learning_rate", "NaN"),
+        ("fit.augment", "spin=3"),
+    ] {
+        for (flag, file) in [("--resume", "ckpt.safetensors"), ("--model", "r3/model.safetensors")] {
+            let damaged = dir.join("damaged.safetensors");
+            let mut f = nn_core::ModelFile::load(&dir.join(file)).unwrap();
+            f.metadata.insert(key.into(), value.into());
+            f.save(&damaged).unwrap();
+            let said = format!("{flag} damaged.safetensors: its {key} is \"{value}\"");
+            fails(
+                &run(&["train", flag, "damaged.safetensors", "--epochs", "6", "--run-dir", "r4"]),
+                &[&said, "damaged"],
+            );
+            assert!(!dir.join("r4").exists());
+        }
+    }
 }
 
 #[test]

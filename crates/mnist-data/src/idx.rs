@@ -209,6 +209,12 @@ fn read_body(path: &Path, read: &mut dyn Read, dims: Vec<usize>, len: u64, kind:
                 data.len(),
                 describe(&dims)
             )
+        } else if e.kind() == std::io::ErrorKind::OutOfMemory {
+            format!(
+                "out of memory after decompressing {} of the {len} bytes of data its header ({}) declares",
+                data.len(),
+                describe(&dims)
+            )
         } else {
             corrupt_gzip(&e)
         };

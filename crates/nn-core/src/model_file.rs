@@ -56,13 +56,15 @@ fn json_f32(v: f32) -> String {
 /// Anything else, in words: a model's inputs would otherwise be prepared wrongly without a word.
 pub fn parse_normalization(s: &str) -> std::result::Result<Normalization, String> {
     // Checked as the f32s they become: a deviation of 1e-300 is positive as an f64 and 0 as
-    // an f32 (every input then infinite), a mean of 1e300 infinite.
+    // an f32 (every input then infinite), a mean of 1e300 infinite. A subnormal deviation is
+    // refused too: the CPU's arithmetic flushes it to 0.
     let standardize = |mean: Option<f64>, std: Option<f64>| match (mean.map(|m| m as f32), std.map(|d| d as f32)) {
-        (Some(mean), Some(std)) if mean.is_finite() && std.is_finite() && std > 0.0 => {
+        (Some(mean), Some(std)) if mean.is_finite() && std.is_finite() && std >= f32::MIN_POSITIVE => {
             Ok(Normalization::Standardize { mean, std })
         }
         _ => Err(format!(
-            "normalization {s:?}: the mean must be a number and the deviation a positive one (as 32-bit floats)"
+            "normalization {s:?}: the mean must be a number and the deviation a positive one (as 32-bit floats, \
+             at least 1.2e-38)"
         )),
     };
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(s) {
@@ -155,8 +157,21 @@ impl ModelFile {
     /// Writes the file atomically (temporary file, then rename).
     ///
     /// # Errors
-    /// [`NnError::File`] naming `path` on I/O failure.
+    /// [`NnError::File`] naming `path` on I/O failure, or for a tensor holding a value that is
+    /// not finite (a diverged run), which [`ModelFile::load`] would refuse: a file already at
+    /// `path` (the last good checkpoint) is left as it was.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let broken = self.weights.iter().chain(&self.extra).find_map(|t| {
+            let i = t.data.iter().position(|v| !v.is_finite())?;
+            Some(format!(
+                "not written: tensor {} holds a non-finite value ({} at index {i}), which a model file cannot \
+                 (training diverged?)",
+                t.name, t.data[i]
+            ))
+        });
+        if let Some(why) = broken {
+            return Err(NnError::file(path, why));
+        }
         let bytes = self.to_bytes()?;
         mnist_data::atomic::write_atomic(path, &bytes).map_err(|e| NnError::file(path, e.to_string()))
     }
@@ -377,6 +392,8 @@ mod tests {
             r#"{"kind":"standardize","mean":0.1}"#,
             // Fine as f64s, not as the f32s they become: a deviation of 0, an infinite mean.
             r#"{"kind":"standardize","mean":0,"std":1e-300}"#,
+            // Subnormal: flushed to 0 by the CPU's arithmetic.
+            r#"{"kind":"standardize","mean":0,"std":1e-40}"#,
             r#"{"kind":"standardize","mean":1e300,"std":1}"#,
             r#"{"kind":"whiten"}"#,
             "[1, 2]",
@@ -406,6 +423,13 @@ mod tests {
         let f = ModelFile { spec, weights: vec![kernel, bias], metadata: BTreeMap::new(), extra: Vec::new() };
         let err = ModelFile::from_bytes(Path::new("nan.safetensors"), &f.to_bytes().unwrap()).unwrap_err().to_string();
         assert!(err.contains("nan.safetensors") && err.contains("dense.kernel") && err.contains("index 4"), "{err}");
+        // Nor is such a file written: one already there stays.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-good.safetensors");
+        std::fs::write(&path, b"the last good checkpoint").unwrap();
+        let err = f.save(&path).unwrap_err().to_string();
+        assert!(err.contains("not written: tensor dense.kernel holds a non-finite value (NaN at index 4)"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"the last good checkpoint");
         // The same in a tensor beside the weights (a checkpoint's optimiser state).
         let (kernel, bias) = (f.weights[0].clone(), f.weights[1].clone());
         let mut kernel = kernel;

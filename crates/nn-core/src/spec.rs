@@ -627,6 +627,11 @@ pub const MAX_ELEMENTS: usize = 1 << 32;
 /// process for memory, past any error an allocation could report.
 pub const MAX_PARAMS: usize = 1 << 28;
 
+/// The most layers a model may have: 1,000. The deepest MNIST models have tens; a file with
+/// thousands is damaged or hostile, and would take minutes to run (each layer's pass, even a
+/// Dropout's, is work on every batch).
+pub const MAX_LAYERS: usize = 1000;
+
 /// The number of values of `shape`, `None` past [`MAX_ELEMENTS`].
 fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
@@ -736,6 +741,12 @@ impl ModelSpec {
     pub fn resolve(&self) -> Result<Vec<ResolvedLayer>> {
         if self.layers.is_empty() {
             return Err(NnError::spec("the model has no layers"));
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(NnError::spec(format!(
+                "the model has {} layers, more than the {MAX_LAYERS} a model may have here",
+                self.layers.len()
+            )));
         }
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
             return Err(NnError::spec(format!("input shape {:?} must be non-empty with no zero", self.input_shape)));
@@ -930,6 +941,14 @@ mod tests {
         // Under the cap, in several layers: fine.
         let big = ModelSpec::new(&[784]).add(Dense::new(4096)).add(Dense::new(4096)).add(Dense::new(10));
         assert!(big.resolve().is_ok());
+    }
+
+    #[test]
+    fn a_model_past_the_layer_cap_is_refused() {
+        let deep = |n: usize| (0..n).fold(ModelSpec::new(&[784]), |s, _| s.add(Dropout::new(0.1))).add(Dense::new(10));
+        assert!(deep(MAX_LAYERS - 1).resolve().is_ok());
+        let err = deep(MAX_LAYERS).resolve().unwrap_err().to_string();
+        assert!(err.contains("1001 layers, more than the 1000"), "{err}");
     }
 
     #[test]

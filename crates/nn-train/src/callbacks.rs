@@ -290,8 +290,22 @@ impl Callback for EarlyStopping {
     /// Epochs without the metric (run before validation data was given) do not count. A run
     /// that had already waited its patience stops at once, as it would have. With
     /// `restore_best_weights` but no kept weights for the best epoch, it starts afresh.
+    ///
+    /// # Errors
+    /// A monitor this fit does not report; kept best weights that do not fit the model (an
+    /// edited or damaged checkpoint), refused here rather than when they would be put back.
     fn on_train_begin(&mut self, trainer: &Trainer) -> Result<Control> {
         check_reported("EarlyStopping", &self.monitor, trainer)?;
+        let kept = trainer.kept_tensors(&self.kept_key());
+        if !kept.is_empty() {
+            if let Some(why) = misfit(&kept, &trainer.model().weights()?) {
+                return Err(crate::error::TrainError::Config(format!(
+                    "EarlyStopping: the best weights the checkpoint kept (kept.{}.*) do not fit the model: {why}; \
+                     the file was edited or is damaged",
+                    self.kept_key()
+                )));
+            }
+        }
         Ok(self.recover(trainer))
     }
 
@@ -323,6 +337,23 @@ impl Callback for EarlyStopping {
         }
         Ok(())
     }
+}
+
+/// How `kept` fails to be a copy of `weights` (each name once, with its shape), if it does.
+fn misfit(kept: &[nn_core::Tensor], weights: &[nn_core::Tensor]) -> Option<String> {
+    for w in weights {
+        match kept.iter().find(|k| k.name == w.name) {
+            None => return Some(format!("{} is missing", w.name)),
+            Some(k) if k.shape != w.shape => {
+                return Some(format!("{} is {:?}, the model's {:?}", w.name, k.shape, w.shape))
+            }
+            Some(_) => {}
+        }
+    }
+    kept.iter()
+        .find(|k| !weights.iter().any(|w| w.name == k.name))
+        .map(|k| format!("{} is no weight of the model", k.name))
+        .or_else(|| (kept.len() != weights.len()).then(|| "a weight is kept twice".to_string()))
 }
 
 /// Saves a resumable checkpoint (weights, optimiser state, progress, history) after each epoch,

@@ -954,7 +954,9 @@ impl Trainer {
             interrupt: Interrupt::new(),
         };
         // Settings `fit` would refuse (a negative learning rate) are refused here, naming the file
-        // they came from rather than as if given to `fit`.
+        // they came from rather than as if given to `fit`. (Its normalisation was checked as it
+        // was read. A loss that cannot read the model's head is left to `fit` and `evaluate`:
+        // the file still predicts.)
         trainer.check_settings(normalization).map_err(|e| match e {
             TrainError::Config(m) => bad(&format!("training_config: {m}")),
             other => other,
@@ -974,9 +976,11 @@ impl Trainer {
 /// Refuses a normalisation that makes no numbers (a deviation of 0, a NaN mean).
 fn check_normalization(norm: Normalization) -> Result<()> {
     if let Normalization::Standardize { mean, std } = norm {
-        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+        // A subnormal deviation is flushed to 0 by the CPU's arithmetic.
+        if !(mean.is_finite() && std.is_finite() && std >= f32::MIN_POSITIVE) {
             return Err(TrainError::Config(format!(
-                "normalization: standardize with mean {mean} and deviation {std}: the deviation must be a positive number"
+                "normalization: standardize with mean {mean} and deviation {std}: the deviation must be a positive \
+                 number (at least 1.2e-38)"
             )));
         }
     }

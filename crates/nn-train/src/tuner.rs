@@ -129,11 +129,15 @@ impl fmt::Display for IntRange {
 /// Parses a comma-separated list of choices (`1e-2,1e-3,1e-4`): Keras Tuner's `hp.Choice`.
 ///
 /// # Errors
-/// An empty list or an item that does not parse.
+/// An empty list, an empty item (`1e-3,,1e-4`: a value left out?) or an item that does not
+/// parse.
 pub fn parse_choices<T: FromStr>(s: &str) -> Result<Vec<T>, String> {
-    let items: Vec<&str> = s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
-    if items.is_empty() {
+    let items: Vec<&str> = s.split(',').map(str::trim).collect();
+    if items.iter().all(|t| t.is_empty()) {
         return Err("expected at least one value, comma separated".into());
+    }
+    if items.iter().any(|t| t.is_empty()) {
+        return Err(format!("'{s}' has an empty value between its commas"));
     }
     items.iter().map(|t| t.parse::<T>().map_err(|_| format!("'{t}' is not a valid value"))).collect()
 }
@@ -760,6 +764,11 @@ mod tests {
         assert_eq!(parse_choices::<f32>("1e-2, 1e-3"), Ok(vec![1e-2, 1e-3]));
         assert!(parse_choices::<f32>("").is_err());
         assert!(parse_choices::<usize>("32,x").is_err());
+        assert_eq!(
+            parse_choices::<f32>("1e-3,,1e-4"),
+            Err("'1e-3,,1e-4' has an empty value between its commas".into())
+        );
+        assert!(parse_choices::<f32>("1e-3,").is_err());
         assert_eq!("32..512:32".parse::<IntRange>().map(|r| r.to_string()), Ok("32..512:32".to_string()));
     }
 

@@ -232,6 +232,23 @@ fn early_stopping_restores_best_weights_from_before_a_resume() {
     run(&mut resumed, 3, false);
     assert_eq!(resumed.history().epochs.len(), 3);
     assert_eq!(resumed.model().weights().unwrap(), full.model().weights().unwrap());
+
+    // Kept best weights that do not fit the model (an edited file) are refused before training,
+    // not when they would be put back at the end.
+    let mut file = nn_core::ModelFile::load(&ckpt).unwrap();
+    let kept = file.extra.iter_mut().find(|t| t.name.starts_with("kept.") && t.shape.len() == 2).unwrap();
+    kept.shape.reverse();
+    let name = kept.name.clone();
+    file.save(&ckpt).unwrap();
+    let mut damaged = Trainer::resume(&ckpt).unwrap();
+    let before = damaged.model().weights().unwrap();
+    let mut c = cfg(3, &val);
+    c.callbacks.push(Box::new(es()));
+    let err = damaged.fit(train.clone(), c).unwrap_err().to_string();
+    let weight = name.rsplitn(3, '.').take(2).collect::<Vec<_>>();
+    assert!(err.contains("do not fit the model") && err.contains(&format!("{}.{}", weight[1], weight[0])), "{err}");
+    assert_eq!(damaged.model().weights().unwrap(), before);
+    assert_eq!(damaged.history().epochs.len(), 2);
 }
 
 #[test]

@@ -73,7 +73,7 @@ pub fn digitize_path(path: impl AsRef<Path>) -> Result<[u8; MNIST_PIXELS]> {
 const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// The largest picture [`decode`] reads: a 64-megapixel photo takes about 0.5 GB on its way to
-/// 28×28 (decoded, as RGBA, as grey floats).
+/// 28×28 (decoded, as RGBA, as grey floats), about 1 GB at 16 bits a channel.
 const MAX_PIXELS: u64 = 64_000_000;
 
 /// Decodes an image, applying its orientation tag.

@@ -371,6 +371,10 @@ struct Plan {
     reduce_lr: Option<usize>,
     /// How pixels become inputs: a trained model's own; for a new one, scaled to [0, 1].
     normalization: Normalization,
+    /// A resumed run's `--limit` (`Some(None)`: every image), as its checkpoint recorded it.
+    recorded_limit: Option<Option<usize>>,
+    /// The learning rate a resumed run began with, as its checkpoint recorded it.
+    recorded_lr: Option<f32>,
 }
 
 /// A number that fits a 32-bit float as it was typed: `1e39` is refused in the user's words,
@@ -712,8 +716,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let names = choice.class_names();
     let mut train_set = splits.train;
     // A checkpoint's limit: `Some(None)` for a run on every image.
-    let saved_limit = recorded(fit_keys::LIMIT).map(|v| v.parse::<usize>().ok());
-    let limit = match saved_limit {
+    let limit = match resumed.as_ref().and_then(|p| p.recorded_limit) {
         Some(saved) => resumed_setting("--limit", args.limit.map(Some), Some(saved), show_limit).flatten(),
         None => args.limit,
     };
@@ -745,6 +748,8 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
         early_stopping,
         reduce_lr,
         normalization,
+        recorded_lr,
+        ..
     } = plan;
     // Every checkpoint and the model file say what the run trained on and how.
     trainer.set_annotation(DATASET_KEY, choice.label.clone());
@@ -763,12 +768,7 @@ pub fn run(args: TrainArgs, global: &Global) -> Result<()> {
     let first_epoch_rate = (trainer.compile().schedule == Schedule::Constant)
         .then(|| trainer.history().epochs.first().map(|e| e.lr as f32))
         .flatten();
-    let start_lr = trainer
-        .annotations()
-        .get(fit_keys::LEARNING_RATE)
-        .and_then(|v| v.parse::<f32>().ok())
-        .or(first_epoch_rate)
-        .unwrap_or_else(|| trainer.learning_rate());
+    let start_lr = recorded_lr.or(first_epoch_rate).unwrap_or_else(|| trainer.learning_rate());
     trainer.set_annotation(fit_keys::LEARNING_RATE, start_lr.to_string());
     let done = trainer.state().epoch;
     // The resumed file, as the user named it (for the messages).
@@ -1224,8 +1224,8 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
     if let Some((path, file)) = &trained {
         let context = || format!("--model {}", path.display());
         if let Some(recorded) = Compile::recorded_in(file).with_context(context)? {
-            compile = restarted(recorded, file.metadata.get(fit_keys::LEARNING_RATE));
-            let fit = RecordedFit::of(&file.metadata);
+            let fit = RecordedFit::of(&file.metadata).with_context(context)?;
+            compile = restarted(recorded, fit.learning_rate);
             epochs = fit.epochs.unwrap_or(epochs);
             batch = fit.batch_size.unwrap_or(batch);
             validation = fit.validation.unwrap_or(validation);
@@ -1297,39 +1297,85 @@ fn plan_new(args: &TrainArgs, source: &ModelSource, n_train: usize) -> Result<Pl
         early_stopping: args.early_stopping.and_then(|p| p.0),
         reduce_lr: args.reduce_lr.and_then(|p| p.0),
         normalization,
+        recorded_limit: None,
+        recorded_lr: None,
     })
 }
 
 /// A trained model's compile settings for a new run from its weights: the learning rate its
 /// run began with (`fit.learning_rate`; ReduceLROnPlateau may have lowered the recorded one),
 /// and a schedule fixed to its run's length (cosine, one-cycle) stretched over the new run.
-fn restarted(mut compile: Compile, start_lr: Option<&String>) -> Compile {
-    if let Some(lr) = start_lr.and_then(|v| v.parse::<f32>().ok()).filter(|lr| lr.is_finite() && *lr > 0.0) {
+fn restarted(mut compile: Compile, start_lr: Option<f32>) -> Compile {
+    if let Some(lr) = start_lr {
         compile.optimizer = compile.optimizer.learning_rate(lr);
     }
     compile.schedule = compile.schedule.restarted();
     compile
 }
 
-/// The fit settings a run recorded in its file (`fit.*`): each `None` when not recorded or
-/// not readable (a recorded augmentation that does not parse counts as none).
+/// The fit settings a run recorded in its file (`fit.*`), each `None` when not recorded (a
+/// file written before the key was). A recorded `none` is `Some(None)`.
+#[derive(Default)]
 struct RecordedFit {
     epochs: Option<usize>,
     batch_size: Option<usize>,
     validation: Option<ValidationArg>,
-    /// `Some(None)`: recorded as none.
     augmentation: Option<Option<Augmentation>>,
+    /// The run's `--limit`.
+    limit: Option<Option<usize>>,
+    /// The patience of early stopping.
+    early_stopping: Option<Option<usize>>,
+    /// The patience of ReduceLROnPlateau.
+    reduce_lr: Option<Option<usize>>,
+    /// The learning rate the run began with.
+    learning_rate: Option<f32>,
 }
 
 impl RecordedFit {
-    fn of(annotations: &std::collections::BTreeMap<String, String>) -> RecordedFit {
-        let saved = |key: &str| annotations.get(key);
-        RecordedFit {
-            epochs: saved(fit_keys::EPOCHS).and_then(|v| v.parse().ok()),
-            batch_size: saved(fit_keys::BATCH_SIZE).and_then(|v| v.parse().ok()),
-            validation: saved(fit_keys::VALIDATION).and_then(|v| parse_validation(v).ok()),
-            augmentation: saved(fit_keys::AUGMENT).map(|v| parse_augment(v).ok().filter(|a| !a.is_identity())),
+    /// Reads the `fit.*` annotations of a model file or checkpoint.
+    ///
+    /// # Errors
+    /// A recorded value that does not read as its setting, or that no run could have had (a
+    /// batch of 0 images, a rate that is not a positive number): the file is damaged, and the
+    /// message names the key and its value.
+    fn of(annotations: &std::collections::BTreeMap<String, String>) -> Result<RecordedFit> {
+        fn read<T>(
+            annotations: &std::collections::BTreeMap<String, String>,
+            key: &str,
+            parse: impl Fn(&str) -> std::result::Result<T, String>,
+        ) -> Result<Option<T>> {
+            annotations
+                .get(key)
+                .map(|v| parse(v).map_err(|why| anyhow::anyhow!("its {key} is \"{v}\": {why} (the file is damaged)")))
+                .transpose()
         }
+        let whole = crate::commands::whole::<usize>;
+        let at_least_one =
+            |v: &str| whole(v).and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) });
+        let or_none = |parse: &dyn Fn(&str) -> std::result::Result<usize, String>, v: &str| {
+            if v == "none" {
+                Ok(None)
+            } else {
+                parse(v).map(Some)
+            }
+        };
+        let a = annotations;
+        Ok(RecordedFit {
+            epochs: read(a, fit_keys::EPOCHS, at_least_one)?,
+            batch_size: read(a, fit_keys::BATCH_SIZE, at_least_one)?,
+            validation: read(a, fit_keys::VALIDATION, parse_validation)?,
+            augmentation: read(a, fit_keys::AUGMENT, |v| {
+                parse_augment(v).map(|a| Some(a).filter(|a| !a.is_identity()))
+            })?,
+            limit: read(a, fit_keys::LIMIT, |v| or_none(&at_least_one, v))?,
+            early_stopping: read(a, fit_keys::EARLY_STOPPING, |v| or_none(&whole, v))?,
+            reduce_lr: read(a, fit_keys::REDUCE_LR, |v| or_none(&whole, v))?,
+            learning_rate: read(a, fit_keys::LEARNING_RATE, |v| match v.parse::<f32>() {
+                Ok(lr) if lr.is_finite() && lr >= f32::MIN_POSITIVE => Ok(lr),
+                Ok(_) => Err("not a positive learning rate".into()),
+                Err(e) => Err(e.to_string()),
+            })?,
+        })
     }
 }
 
@@ -1399,28 +1445,26 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         || path.file_stem().map_or_else(|| "resumed".into(), |s| s.to_string_lossy().into_owned()),
         str::to_string,
     );
-    let saved = |key: &str| trainer.annotations().get(key).cloned();
     let r = recipe(&name);
     let recipe_validation = match r.as_ref().map(|r| r.validation) {
         Some(RecipeValidation::Split(f)) => ValidationArg::Split(f),
         Some(RecipeValidation::None) => ValidationArg::None,
         _ => ValidationArg::Test,
     };
-    let fit = RecordedFit::of(trainer.annotations());
+    let fit = RecordedFit::of(trainer.annotations()).with_context(|| format!("--resume {}", path.display()))?;
     // --epochs is the total to reach, not part of the batches: no note when it grows.
     let epochs = args.epochs.or(fit.epochs);
     let batch_size = resumed_setting("--batch-size", args.batch_size, fit.batch_size, usize::to_string);
     let validation = resumed_setting("--validation", args.validation, fit.validation, ValidationArg::to_string);
     // A patience the run started with ("none" when it had none).
-    let patience = |flag: &str, key: &str, given: Option<Option<usize>>| match saved(key) {
-        Some(v) => {
-            resumed_setting(flag, given, Some(v.parse::<usize>().ok()), |p| p.map_or("none".into(), |p| p.to_string()))
-                .flatten()
+    let patience = |flag: &str, saved: Option<Option<usize>>, given: Option<Option<usize>>| match saved {
+        Some(saved) => {
+            resumed_setting(flag, given, Some(saved), |p| p.map_or("none".into(), |p| p.to_string())).flatten()
         }
         None => given.flatten(),
     };
-    let early_stopping = patience("--early-stopping", fit_keys::EARLY_STOPPING, args.early_stopping.map(|p| p.0));
-    let reduce_lr = patience("--reduce-lr", fit_keys::REDUCE_LR, args.reduce_lr.map(|p| p.0));
+    let early_stopping = patience("--early-stopping", fit.early_stopping, args.early_stopping.map(|p| p.0));
+    let reduce_lr = patience("--reduce-lr", fit.reduce_lr, args.reduce_lr.map(|p| p.0));
     // A recorded "none" is kept as none, not replaced by the recipe's augmentation.
     let augmentation = match fit.augmentation {
         Some(saved) => {
@@ -1438,6 +1482,8 @@ fn plan_resume(args: &TrainArgs, path: &Path) -> Result<Plan> {
         early_stopping,
         reduce_lr,
         normalization: trainer.normalization(),
+        recorded_limit: fit.limit,
+        recorded_lr: fit.learning_rate,
         trainer,
     })
 }
