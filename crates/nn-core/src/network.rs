@@ -33,7 +33,8 @@ pub trait Runtime: Send {
     ///
     /// # Errors
     /// [`NnError::Shape`] when `x` holds fewer than `n` examples or `targets` does not fit `n` and `loss`,
-    /// [`NnError::Spec`] for a sparse label that is not a class (all checked before anything runs); device failures.
+    /// [`NnError::Spec`] for a sparse label that is not a class, for `n` = 0 and for step `sp.t`
+    /// = 0 (all checked before anything runs); device failures.
     #[allow(clippy::too_many_arguments)]
     fn train_batch(
         &mut self,
@@ -91,7 +92,7 @@ pub trait Runtime: Send {
     /// against rows of targets), or a row number is past its end (all checked before anything
     /// runs); device failures.
     fn train_rows(&mut self, rows: &[u32], loss: Loss, rule: &UpdateRule, sp: StepParams, seed: u64) -> Result<()>;
-    /// Forward and loss in inference mode, adding to the running statistics.
+    /// Forward and loss in inference mode, adding to the running statistics (`n` = 0: nothing).
     ///
     /// # Errors
     /// As [`Runtime::train_batch`]: [`NnError::Shape`] for a short `x` or `targets` that do not fit,
@@ -122,7 +123,7 @@ pub trait Runtime: Send {
     fn take_stats(&mut self) -> Result<(f64, f64)>;
     /// The model's outputs for `x [n, in]` into `out [n, outputs]` (inference mode). Only the
     /// first `n` rows of each are used; either one holding fewer is an [`NnError::Shape`]
-    /// error.
+    /// error. `n` = 0 does nothing.
     ///
     /// # Errors
     /// [`NnError::Shape`] when `x` or `out` holds fewer than `n` rows; device failures.
@@ -641,6 +642,7 @@ impl<D: Device> Network<D> {
         if let Targets::Host(t) = targets {
             self.check_targets(t, n, loss)?;
         }
+        check_step(n, update)?;
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { training: true, seed, logits_head: fused, input_levels: self.levels_of(x) };
         let all = 0..self.layers.len();
@@ -743,6 +745,18 @@ impl<D: Device> Network<D> {
 /// backward pass.
 type Update<'a> = (&'a UpdateRule, StepParams);
 
+/// Refuses a training step that cannot be one: on no examples (nothing to average a gradient
+/// over), or numbered 0 (steps count from 1: Adam's bias correction divides by `1 - β^t`).
+fn check_step(n: usize, update: Option<Update<'_>>) -> Result<()> {
+    if n == 0 {
+        return Err(NnError::spec("a training step on 0 examples: give a batch of at least 1"));
+    }
+    match update {
+        Some((_, sp)) if sp.t == 0 => Err(NnError::spec("StepParams::t is 0: steps count from 1")),
+        _ => Ok(()),
+    }
+}
+
 /// The dropout seed of layer `i` in a step.
 fn layer_seed(seed: u64, i: usize) -> u64 {
     seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -843,9 +857,7 @@ impl<D: Device> Runtime for Network<D> {
         if let Some(r) = rows.iter().find(|&&r| r as usize >= kept.rows) {
             return Err(NnError::spec(format!("train_rows: row {r} of a kept training set of {} rows", kept.rows)));
         }
-        if n == 0 {
-            return Ok(());
-        }
+        check_step(n, Some((rule, sp)))?;
         self.reserve(n)?;
         let (w, classes) = (self.slot_width[0], *self.slot_width.last().unwrap_or(&1));
         let Some(kept) = self.kept.as_mut() else { return Ok(()) };
@@ -864,6 +876,9 @@ impl<D: Device> Runtime for Network<D> {
 
     fn eval_filled(&mut self, n: usize, fill: &Fill<'_>, targets: &[f32], loss: Loss) -> Result<()> {
         self.check_targets(targets, n, loss)?;
+        if n == 0 {
+            return Ok(());
+        }
         let (fused, logits) = self.logits(loss);
         let ctx = Ctx { logits_head: fused, input_levels: self.input_levels, ..Ctx::default() };
         self.forward(Input::Filled(fill), n, ctx)?;
@@ -881,6 +896,9 @@ impl<D: Device> Runtime for Network<D> {
 
     fn eval_batch(&mut self, x: &[f32], targets: &[f32], n: usize, loss: Loss) -> Result<()> {
         self.check_targets(targets, n, loss)?;
+        if n == 0 {
+            return Ok(());
+        }
         let (fused, logits) = self.logits(loss);
         self.forward(Input::Slice(x), n, Ctx { logits_head: fused, ..Ctx::default() })?;
         self.loss_pass(Targets::Host(targets), n, loss, logits)
@@ -896,6 +914,9 @@ impl<D: Device> Runtime for Network<D> {
 
     fn predict_batch(&mut self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         let out = self.output_rows(out, n)?;
+        if n == 0 {
+            return Ok(());
+        }
         self.forward(Input::Slice(x), n, Ctx::default())?;
         let last = self.vals.len() - 1;
         self.dev.download(&self.vals[last], out)
@@ -903,6 +924,9 @@ impl<D: Device> Runtime for Network<D> {
 
     fn predict_filled(&mut self, n: usize, fill: &Fill<'_>, out: &mut [f32]) -> Result<()> {
         let out = self.output_rows(out, n)?;
+        if n == 0 {
+            return Ok(());
+        }
         self.load_input(Input::Filled(fill), n)?;
         self.forward_layers(n, Ctx { input_levels: self.input_levels, ..Ctx::default() })?;
         let last = self.vals.len() - 1;

@@ -49,3 +49,30 @@ fn buffers_too_short_for_the_batch_are_errors_naming_both_shapes() {
     assert!(net.predict_filled(3, &fill, &mut out).is_err());
     assert!(net.predict_batch(&x, 3, &mut [0f32; 30]).is_ok());
 }
+
+#[test]
+fn an_empty_batch_or_step_zero_is_refused_and_an_empty_prediction_is_nothing() {
+    // On a new network, whose buffers are not yet sized (an empty batch panicked here), and on one
+    // that has trained.
+    for trained in [false, true] {
+        let mut net = Network::new(Cpu, &preset("mlp-128").unwrap(), 1).unwrap();
+        let loss = Loss::SparseCategoricalCrossentropy { from_logits: true };
+        let rule = UpdateRule::Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 };
+        let x = vec![0.5f32; 2 * 784];
+        if trained {
+            net.train_batch(&x, &[1.0, 2.0], 2, loss, &rule, StepParams { lr: 1e-3, t: 1 }, 1).unwrap();
+            net.take_stats().unwrap();
+        }
+        let before = net.weights().unwrap();
+        let err = net.train_batch(&[], &[], 0, loss, &rule, StepParams { lr: 1e-3, t: 2 }, 2).unwrap_err();
+        assert!(err.to_string().contains("0 examples"), "{err}");
+        // Adam's bias correction at step 0 would divide by zero: every weight NaN.
+        let err = net.train_batch(&x, &[1.0, 2.0], 2, loss, &rule, StepParams { lr: 1e-3, t: 0 }, 2).unwrap_err();
+        assert!(err.to_string().contains("steps count from 1"), "{err}");
+        assert_eq!(net.weights().unwrap(), before);
+        net.eval_batch(&[], &[], 0, loss).unwrap();
+        assert_eq!(net.take_stats().unwrap(), (0.0, 0.0));
+        net.predict_batch(&[], 0, &mut []).unwrap();
+        net.predict_filled(0, &|_, _| {}, &mut []).unwrap();
+    }
+}

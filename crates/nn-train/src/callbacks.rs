@@ -357,8 +357,8 @@ fn misfit(kept: &[nn_core::Tensor], weights: &[nn_core::Tensor]) -> Option<Strin
 }
 
 /// Saves a resumable checkpoint (weights, optimiser state, progress, history) after each epoch,
-/// or only when the monitored metric improves (Keras: monitor `val_loss`). Writes are atomic.
-/// As in Keras, the path may name the epoch and its metrics, one file per epoch:
+/// or only when the monitored metric improves (Keras: monitor `val_loss`). Writes are atomic,
+/// and a missing folder on the path is made first (as Keras's). As in Keras, the path may name the epoch and its metrics, one file per epoch:
 /// `ck-{epoch:02d}-{val_loss:.4f}.safetensors` (`{epoch}`, `{epoch:02d}`, `{epoch:d}`, and
 /// `{name}` or `{name:.Nf}` for any of [`EpochLog::METRICS`]).
 #[derive(Clone, Debug)]

@@ -27,7 +27,9 @@ impl Confusion {
     pub fn new(classes: usize) -> Confusion {
         Confusion { counts: vec![vec![0; classes]; classes] }
     }
-    /// From true labels and predicted classes.
+    /// From true labels and predicted classes, pair by pair (as scikit-learn's
+    /// `confusion_matrix(labels=range(classes))`: a pair whose label or prediction is not one of
+    /// the `classes` is not counted, nor are the pairs past the shorter slice).
     pub fn from_predictions(truth: &[u8], predicted: &[usize], classes: usize) -> Confusion {
         let mut c = Confusion::new(classes);
         for (&t, &p) in truth.iter().zip(predicted) {

@@ -805,7 +805,107 @@ impl Trainer {
         Ok(Evaluation { loss: loss_sum / n + penalty, accuracy: correct / n })
     }
 
+    /// Keras's `train_on_batch`: one update on a batch of your own, for a training loop of
+    /// your own. `x` holds `labels.len()` inputs, `[n, inputs]`, already prepared as the
+    /// model's inputs (e.g. by [`Normalization::apply`]; any numbers, not only images); the
+    /// update counts as the trainer's next step (the optimiser's bias correction, the
+    /// schedule's rate at that step, checkpoints), and draws its dropout masks from the step
+    /// number. Returns the batch's mean loss (before the update, with the regularisation
+    /// penalty after it, as `fit` reports an epoch) and accuracy.
+    ///
+    /// ```
+    /// # use nn_train::{Compile, Trainer};
+    /// # use nn_train::nn_core::{Activation, Dense, Model, ModelSpec};
+    /// let spec = ModelSpec::new(&[4]).add(Dense::new(3).activation(Activation::Softmax));
+    /// let mut t = Trainer::new(Model::new(&spec, 1)?, Compile::default());
+    /// let (x, labels) = (vec![0.5f32; 2 * 4], [0u8, 2]);
+    /// for _ in 0..10 {
+    ///     let e = t.train_on_batch(&x, &labels)?;
+    ///     println!("loss {:.3}, accuracy {:.2}", e.loss, e.accuracy);
+    /// }
+    /// assert_eq!(t.state().step, 10);
+    /// # Ok::<(), nn_train::TrainError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An empty batch, `x` that is not `labels.len()` inputs, a label the model has no output
+    /// for, a loss that cannot read the model's head, settings that cannot train, a schedule
+    /// over a whole run (which only `fit` knows the length of); device failures.
+    pub fn train_on_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<Evaluation> {
+        self.check_batch(x, labels)?;
+        self.check_settings(self.normalization)?;
+        if self.compile.schedule.resolved(0) != self.compile.schedule.resolved(1) {
+            return Err(TrainError::Config(format!(
+                "the schedule {:?} runs over a whole fit, whose length train_on_batch does not know: give it \
+                 its number of steps",
+                self.compile.schedule
+            )));
+        }
+        let s = self.state.step;
+        let lr = self.compile.schedule.lr(self.compile.optimizer.lr(), s, self.state.epoch);
+        let sp = StepParams { lr, t: s.saturating_add(1).saturating_sub(self.state.optimizer_from) };
+        let (loss, rule) = (self.compile.loss, self.compile.optimizer.rule());
+        self.model.runtime().take_stats()?;
+        self.fill_targets(labels);
+        self.model.runtime().train_batch(x, &self.targets, labels.len(), loss, &rule, sp, seed_of_step(0, s))?;
+        self.state.step += 1;
+        self.batch_result(labels.len())
+    }
+
+    /// Keras's `test_on_batch`: the mean loss and accuracy of the model on a batch of your own,
+    /// `x [n, inputs]` prepared as its inputs (see [`Trainer::train_on_batch`]), in inference
+    /// mode; the weights stay as they are.
+    ///
+    /// # Errors
+    /// As [`Trainer::train_on_batch`], less the settings and schedule.
+    pub fn test_on_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<Evaluation> {
+        self.check_batch(x, labels)?;
+        let loss = self.compile.loss;
+        self.model.runtime().take_stats()?;
+        self.fill_targets(labels);
+        self.model.runtime().eval_batch(x, &self.targets, labels.len(), loss)?;
+        self.batch_result(labels.len())
+    }
+
+    /// Refuses a batch of [`Trainer::train_on_batch`] or [`Trainer::test_on_batch`] that does
+    /// not fit the model.
+    fn check_batch(&self, x: &[f32], labels: &[u8]) -> Result<()> {
+        self.check_loss()?;
+        let (n, inputs, classes) = (labels.len(), self.model.input_len(), self.model.output_len());
+        if n == 0 {
+            return Err(TrainError::Config("an empty batch: give at least 1 example".into()));
+        }
+        if x.len() != n * inputs {
+            return Err(TrainError::Config(format!(
+                "{} values of x for {n} labels: the model takes {inputs} values an example ({:?}), so {} here",
+                x.len(),
+                self.model.spec().input_shape,
+                n * inputs
+            )));
+        }
+        if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
+            return Err(TrainError::Config(format!(
+                "label {} (example {i}) does not fit the model's {classes} outputs",
+                labels[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// The mean loss (with the penalty) and accuracy of the `n` examples since the statistics
+    /// were last read.
+    fn batch_result(&mut self, n: usize) -> Result<Evaluation> {
+        let (l, c) = self.model.runtime().take_stats()?;
+        let penalty = self.model.runtime().regularization_penalty()? as f64;
+        Ok(Evaluation { loss: l / n as f64 + penalty, accuracy: c / n as f64 })
+    }
+
     /// Class probabilities `[N, classes]` for every image of `data`.
+    ///
+    /// The same images give the same numbers, call after call; an image predicted in another
+    /// batch (a slice of `data`, or [`Trainer::predict_images`] on a few) may differ in the
+    /// last bits, about 1e-7, as the order of a matrix product's sums follows the batch's size
+    /// (as in PyTorch).
     ///
     /// # Errors
     /// Data that do not fit the model; device failures.
@@ -826,8 +926,10 @@ impl Trainer {
     /// Predicted classes and the confusion matrix on `data`.
     ///
     /// # Errors
-    /// As [`Trainer::predict`].
+    /// As [`Trainer::predict`], and a label the model has no output for (as
+    /// [`Trainer::evaluate`]: the matrix would leave its examples out).
     pub fn confusion(&mut self, data: &Dataset) -> Result<(Vec<usize>, Confusion)> {
+        self.check_data(data)?;
         let p = self.predict(data)?;
         let k = p.ncols();
         let pred = argmax_rows(p.as_slice().unwrap_or(&[]), k);

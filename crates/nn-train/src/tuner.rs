@@ -451,7 +451,7 @@ pub struct TunerConfig {
     pub validation_split: f64,
     /// Seed of the sampling and of the trainings.
     pub seed: u64,
-    /// Trials trained at once, each on its own thread.
+    /// Trials trained at once, each on its own thread (0 counts as 1).
     pub parallel: usize,
     /// Where each trial trains (`Auto` is settled once, before the first trial; see
     /// [`crate::device::settle`]).

@@ -774,3 +774,60 @@ fn checkpoint_names_take_the_epoch_and_its_metrics() {
     let err = t.fit(train.clone(), c).unwrap_err().to_string();
     assert!(err.contains("names a validation metric") && t.state().epoch == 0, "{err}");
 }
+
+#[test]
+fn a_confusion_matrix_of_labels_the_model_cannot_output_is_refused() {
+    // Five outputs for ten digits: evaluate refuses, and so does the confusion matrix, which
+    // would otherwise count only the examples of digits 0 to 4.
+    let (_, test) = subset(10);
+    let five = ModelSpec::new(&[28, 28]).add(Flatten::new()).add(Dense::new(5).activation(Activation::Softmax));
+    let mut t = Trainer::new(Model::new(&five, 3).unwrap(), compile());
+    let err = t.confusion(&test).unwrap_err().to_string();
+    assert!(err.contains("does not fit the model's 5 outputs"), "{err}");
+    assert!(t.evaluate(&test).is_err());
+    let mut t = Trainer::new(Model::new(&spec(), 3).unwrap(), compile());
+    let (pred, matrix) = t.confusion(&test).unwrap();
+    assert_eq!((pred.len() as u64, matrix.total()), (1000, 1000));
+}
+
+#[test]
+fn a_loop_of_train_on_batch_learns_and_counts_its_steps() {
+    let (train, test) = subset(6400);
+    let spec = ModelSpec::new(&[28, 28])
+        .add(Flatten::new())
+        .add(Dense::new(32).activation(Activation::Relu))
+        .add(Dense::new(10));
+    let compile = Compile { loss: Loss::SparseCategoricalCrossentropy { from_logits: true }, ..compile() };
+    let mut t = Trainer::new(Model::new(&spec, 5).unwrap(), compile);
+    let prepare = |d: &Dataset| -> Vec<f32> { d.images().iter().map(|&b| b as f32 / 255.0).collect() };
+    let (x, x_test) = (prepare(&train), prepare(&test));
+    let first = t.test_on_batch(&x_test, test.labels()).unwrap();
+    for (xs, ys) in x.chunks(64 * 784).zip(train.labels().chunks(64)) {
+        let e = t.train_on_batch(xs, ys).unwrap();
+        assert!(e.loss.is_finite() && (0.0..=1.0).contains(&e.accuracy));
+    }
+    assert_eq!(t.state().step, 100);
+    let weights = t.model().weights().unwrap();
+    let after = t.test_on_batch(&x_test, test.labels()).unwrap();
+    assert_eq!(t.model().weights().unwrap(), weights, "test_on_batch changed the weights");
+    assert!(after.accuracy > 0.8 && after.loss < first.loss, "{first:?} → {after:?}");
+    // The same numbers as evaluate on the same images.
+    let eval = t.evaluate(&test).unwrap();
+    assert!(
+        (eval.accuracy - after.accuracy).abs() < 1e-9 && (eval.loss - after.loss).abs() < 1e-4,
+        "{eval:?} {after:?}"
+    );
+
+    // Batches that do not fit are refused, and change nothing.
+    let err = |r: nn_train::Result<nn_train::Evaluation>| r.unwrap_err().to_string();
+    assert!(err(t.train_on_batch(&[], &[])).contains("an empty batch"));
+    assert!(err(t.train_on_batch(&x[..784], &[1, 2])).contains("784 values of x for 2 labels"));
+    assert!(err(t.train_on_batch(&x[..784], &[10])).contains("label 10"));
+    let mut cosine = Trainer::new(
+        Model::new(&spec, 5).unwrap(),
+        Compile { schedule: Schedule::Cosine { total_steps: 0, alpha: 0.0 }, ..compile },
+    );
+    assert!(err(cosine.train_on_batch(&x[..784], &[1])).contains("runs over a whole fit"));
+    assert_eq!(t.model().weights().unwrap(), weights);
+    assert_eq!(t.state().step, 100);
+}
