@@ -690,7 +690,8 @@ impl Trainer {
                 val_loss: None,
                 val_accuracy: None,
                 seconds: 0.0,
-                lr: lr as f64,
+                // The f32 as written (1e-3, not 0.0010000000474974513): its shortest decimal.
+                lr: lr.to_string().parse().unwrap_or(lr as f64),
             };
             if let Some(v) = &val {
                 let e = self.evaluate(v)?;
