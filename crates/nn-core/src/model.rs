@@ -80,7 +80,10 @@ impl Model {
         Model { rt }
     }
 
-    /// Rebuilds this model on another device, with the same weights.
+    /// Rebuilds this model on another device, with the same weights (not the optimiser's
+    /// state). It is also how to copy a model, as it is not `Clone` (its numbers may live on a
+    /// GPU): `model.to_device(nn_core::cpu::Cpu)?`, e.g. one copy a thread to predict in
+    /// parallel.
     ///
     /// # Errors
     /// Device failures.
