@@ -227,9 +227,20 @@ impl ModelFile {
         for l in &layers {
             for (suffix, shape, _) in l.spec.param_shapes(&l.input) {
                 let name = format!("{}.{suffix}", l.name);
-                let info = header
-                    .info(&name)
-                    .ok_or_else(|| NnError::file(path, format!("tensor {name} of the architecture is missing")))?;
+                let info = header.info(&name).ok_or_else(|| {
+                    // The file's own names show a naming problem at once (PyTorch's `0.weight`).
+                    let keys = header.offset_keys();
+                    let shown: Vec<&str> = keys.iter().take(6).map(String::as_str).collect();
+                    let more = if keys.len() > shown.len() { ", ..." } else { "" };
+                    NnError::file(
+                        path,
+                        format!(
+                            "tensor {name} of the architecture is missing (the file holds: {}{more}; the names are \
+                             `mnist summary`'s layer names, then `.kernel`, `.bias`, ...)",
+                            if shown.is_empty() { "no tensors".to_string() } else { shown.join(", ") }
+                        ),
+                    )
+                })?;
                 if info.dtype != Dtype::F32 {
                     return Err(NnError::file(path, format!("tensor {name} is {:?}, expected F32", info.dtype)));
                 }
@@ -412,6 +423,13 @@ mod tests {
         let bytes = safetensors::serialize(vec![("weight", view)], None).unwrap();
         let err = ModelFile::from_bytes(Path::new("torch.safetensors"), &bytes).unwrap_err().to_string();
         assert!(err.starts_with("torch.safetensors: ") && err.contains("no \"architecture\""), "{err}");
+        // With an architecture but PyTorch's names: the message shows the file's own.
+        let arch = ModelSpec::new(&[2]).add(crate::Dense::new(2)).to_json();
+        let meta = std::collections::HashMap::from([("architecture".to_string(), arch)]);
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2, 2], &data).unwrap();
+        let bytes = safetensors::serialize(vec![("0.weight", view)], Some(meta)).unwrap();
+        let err = ModelFile::from_bytes(Path::new("torch.safetensors"), &bytes).unwrap_err().to_string();
+        assert!(err.contains("tensor dense.kernel of the architecture is missing (the file holds: 0.weight;"), "{err}");
     }
 
     #[test]

@@ -46,7 +46,13 @@ impl Compile {
     pub fn recorded_in(file: &ModelFile) -> Result<Option<Compile>> {
         file.metadata
             .get("training_config")
-            .map(|c| serde_json::from_str(c).map_err(|e| TrainError::Config(format!("training_config: {e}"))))
+            .map(|c| {
+                serde_json::from_str(c).map_err(|e| {
+                    // What a valid one looks like says more than serde's words.
+                    let example = serde_json::to_string(&Compile::default()).unwrap_or_default();
+                    TrainError::Config(format!("training_config: {e} (it reads as, e.g., {example})"))
+                })
+            })
             .transpose()
     }
 }
@@ -1241,6 +1247,18 @@ fn convert(bytes: &[u8], px: usize, norm: Normalization) -> impl Fn(std::ops::Ra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_training_config_that_does_not_read_shows_one_that_does() {
+        let spec = nn_core::ModelSpec::new(&[4]).add(nn_core::Dense::new(2));
+        let mut file = Model::new(&spec, 1).unwrap().to_file(BTreeMap::new()).unwrap();
+        file.metadata.insert("training_config".into(), r#"{"loss":"CrossEntropyLoss"}"#.into());
+        let err = Compile::recorded_in(&file).unwrap_err().to_string();
+        assert!(err.starts_with("training_config: ") && err.contains("(it reads as, e.g., {\"optimizer\""), "{err}");
+        let example = err.split("e.g., ").nth(1).unwrap().trim_end_matches(')');
+        file.metadata.insert("training_config".into(), example.into());
+        assert_eq!(Compile::recorded_in(&file).unwrap(), Some(Compile::default()));
+    }
 
     #[test]
     fn normalization_metadata_is_read_or_refused() {
