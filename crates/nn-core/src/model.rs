@@ -267,8 +267,9 @@ mod tests {
         // 500,000 outputs a layer: 4 MB an example, so 67 fill the 256 MiB.
         let wide = ModelSpec::new(&[784]).add(Dense::new(1)).add(Dense::new(500_000)).add(Dense::new(10));
         assert_eq!(predict_batch_size(&wide), 67);
-        let deep = (0..10_000).fold(ModelSpec::new(&[784]), |s, _| s.add(Dropout::new(0.1)));
-        assert_eq!(predict_batch_size(&deep), 4);
+        // As deep as a model may be: 1,000 outputs of 784 values an example, 6.3 MB.
+        let deep = (0..crate::spec::MAX_LAYERS - 1).fold(ModelSpec::new(&[784]), |s, _| s.add(Dropout::new(0.1)));
+        assert_eq!(predict_batch_size(&deep), 42);
         // A spec that does not resolve is refused elsewhere; here it gets the largest batch.
         assert_eq!(predict_batch_size(&ModelSpec::new(&[784])), 2048);
     }
