@@ -215,12 +215,19 @@ impl std::fmt::Debug for Trainer {
 /// The largest training set (as `f32` images) kept in a GPU's memory for a run: 2 GiB.
 const MAX_KEPT_BYTES: usize = 2 << 30;
 
-/// The metadata keys the trainer writes itself (an annotation cannot take them).
 /// The most optimiser steps a file may record ([`Trainer::resume`] refuses more).
 const MAX_STEP: u64 = 1 << 48;
 
+/// The metadata keys the trainer writes itself (an annotation cannot take them).
 const TRAINER_KEYS: [&str; 4] = ["training_config", "history", "training_state", NORMALIZATION_KEY];
 
+/// The update parameters of the trainer's step `step` (0-based) at rate `lr`, for an
+/// optimiser whose state began at step `optimizer_from` (its bias correction counts from 1).
+fn step_params(lr: f32, step: u64, optimizer_from: u64) -> StepParams {
+    StepParams { lr, t: step.saturating_add(1).saturating_sub(optimizer_from) }
+}
+
+/// The dropout seed of the trainer's step `step` in a run seeded `seed`.
 fn seed_of_step(seed: u64, step: u64) -> u64 {
     Rng::derive(seed, (1 << 40) + step).next_u64()
 }
@@ -441,14 +448,19 @@ impl Trainer {
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
         check_input_shape(self.model.spec(), data)?;
+        self.check_labels(data.labels())
+    }
+
+    /// Refuses a label the model has no output for.
+    fn check_labels(&self, labels: &[u8]) -> Result<()> {
         let classes = self.model.output_len();
-        if let Some(i) = data.labels().iter().position(|&l| l as usize >= classes) {
-            return Err(TrainError::Config(format!(
+        match labels.iter().position(|&l| l as usize >= classes) {
+            Some(i) => Err(TrainError::Config(format!(
                 "label {} (example {i}) does not fit the model's {classes} outputs",
-                data.labels()[i]
-            )));
+                labels[i]
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Refuses a learning rate, schedule or momentum that cannot train (NaN, infinite, not
@@ -604,7 +616,7 @@ impl Trainer {
             let optimizer_from = self.state.optimizer_from;
             let step = |s: u64| {
                 let lr = schedule.lr(base_lr, s, epoch);
-                (lr, StepParams { lr, t: s.saturating_add(1).saturating_sub(optimizer_from) }, seed_of_step(seed, s))
+                (lr, step_params(lr, s, optimizer_from), seed_of_step(seed, s))
             };
             loop {
                 let n = if let Some(it) = it.as_mut() {
@@ -850,7 +862,7 @@ impl Trainer {
         }
         let s = self.state.step;
         let lr = self.compile.schedule.lr(self.compile.optimizer.lr(), s, self.state.epoch);
-        let sp = StepParams { lr, t: s.saturating_add(1).saturating_sub(self.state.optimizer_from) };
+        let sp = step_params(lr, s, self.state.optimizer_from);
         let (loss, rule) = (self.compile.loss, self.compile.optimizer.rule());
         self.model.runtime().take_stats()?;
         self.fill_targets(labels);
@@ -878,7 +890,7 @@ impl Trainer {
     /// not fit the model.
     fn check_batch(&self, x: &[f32], labels: &[u8]) -> Result<()> {
         self.check_loss()?;
-        let (n, inputs, classes) = (labels.len(), self.model.input_len(), self.model.output_len());
+        let (n, inputs) = (labels.len(), self.model.input_len());
         if n == 0 {
             return Err(TrainError::Config("an empty batch: give at least 1 example".into()));
         }
@@ -890,13 +902,7 @@ impl Trainer {
                 n * inputs
             )));
         }
-        if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
-            return Err(TrainError::Config(format!(
-                "label {} (example {i}) does not fit the model's {classes} outputs",
-                labels[i]
-            )));
-        }
-        Ok(())
+        self.check_labels(labels)
     }
 
     /// The mean loss (with the penalty) and accuracy of the `n` examples since the statistics

@@ -1315,7 +1315,6 @@ fn restarted(mut compile: Compile, start_lr: Option<f32>) -> Compile {
 
 /// The fit settings a run recorded in its file (`fit.*`), each `None` when not recorded (a
 /// file written before the key was). A recorded `none` is `Some(None)`.
-#[derive(Default)]
 struct RecordedFit {
     epochs: Option<usize>,
     batch_size: Option<usize>,
